@@ -1,1 +1,15 @@
-//! contracts
+//! Event contracts shared by every service: topic names, the CloudEvents envelope carried in Kafka
+//! headers, the JSON payloads of each topic, and money. This crate is the single source of truth;
+//! the JSON Schemas under `schemas/` are generated from these types and checked by a test.
+
+pub mod envelope;
+pub mod events;
+pub mod money;
+pub mod topics;
+
+pub use envelope::{EventMetadata, EventType};
+pub use events::{
+    CustomerCreated, FailureReason, TransactionFailed, TransactionKind, TransactionProcessed,
+    TransactionRequested,
+};
+pub use money::{Currency, Money, MoneyError};

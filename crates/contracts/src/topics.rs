@@ -1,0 +1,46 @@
+//! Kafka topic names (the seed's names) and their dead-letter companions.
+
+/// A new customer was registered.
+pub const CUSTOMER_CREATED: &str = "Customer.created";
+/// A debit, credit or transfer was requested.
+pub const TRANSACTION_REQUESTED: &str = "transaction.requested";
+/// A requested transaction was applied to the ledger.
+pub const TRANSACTION_PROCESSED: &str = "transaction.processed";
+/// A requested transaction was rejected.
+pub const TRANSACTION_FAILED: &str = "transaction.failed";
+
+/// Every business topic of the system.
+pub const ALL: [&str; 4] = [
+    CUSTOMER_CREATED,
+    TRANSACTION_REQUESTED,
+    TRANSACTION_PROCESSED,
+    TRANSACTION_FAILED,
+];
+
+/// Suffix of the dead-letter topic of a topic.
+pub const DEAD_LETTER_SUFFIX: &str = ".DLT";
+
+/// The dead-letter topic of `topic`: `<topic>.DLT`.
+pub fn dead_letter(topic: &str) -> String {
+    format!("{topic}{DEAD_LETTER_SUFFIX}")
+}
+
+/// Every topic the system needs, business topics and their dead letters.
+pub fn all_with_dead_letters() -> Vec<String> {
+    ALL.iter()
+        .flat_map(|t| [t.to_string(), dead_letter(t)])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_topics_follow_the_convention() {
+        assert_eq!(dead_letter("Customer.created"), "Customer.created.DLT");
+        let all = all_with_dead_letters();
+        assert_eq!(all.len(), 8);
+        assert!(all.contains(&"transaction.failed.DLT".to_string()));
+    }
+}
