@@ -1,1 +1,22 @@
-//! platform
+//! Shared plumbing of every service: configuration (including the IBM Event Streams variables),
+//! Kafka producer/consumer/admin, the database (SQLite or PostgreSQL), the transactional outbox
+//! and its relay, the inbox, telemetry, and the HTTP bootstrap. Services hold only their domain.
+
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod inbox;
+pub mod kafka;
+pub mod outbox;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{ConfigError, Env, Secret, ServiceConfig};
+pub use db::{Database, DbError, Tx};
+pub use http::{ApiJson, Problem};
+pub use kafka::{HandleError, Handler, KafkaConfig, Record};
+pub use outbox::Outbox;
+pub use service::Service;

@@ -1,0 +1,217 @@
+//! Service configuration from the environment. Bad values fail at start-up with one line that
+//! names the variable; secrets are wrapped in [`Secret`] and never printed.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::kafka::KafkaConfig;
+
+/// Where configuration values come from: the process environment, or a map in tests.
+pub trait Env {
+    /// The value of `key`, if set and not blank.
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key).cloned().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<const N: usize> Env for [(&str, &str); N] {
+    fn var(&self, key: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// A configuration error: which variable, and what is wrong with it (never its secret value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {variable}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong, without secret values.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// An error about `variable`.
+    pub fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            variable,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A secret string: its `Debug` is redacted and it has no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must hand it on (a client library).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Log output format (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything a service needs from the environment.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The service name (`customer-service`, ...).
+    pub name: &'static str,
+    /// HTTP port (`PORT`).
+    pub port: u16,
+    /// Database URL (`DATABASE_URL`), defaulting to `sqlite://data/<name>.db`.
+    pub database_url: String,
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// API keys required on write endpoints (`API_KEYS`, comma-separated); empty = open.
+    pub api_keys: Vec<Secret>,
+    /// Log format (`LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// OTLP endpoint for traces (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp_endpoint: Option<String>,
+}
+
+impl ServiceConfig {
+    /// Reads the configuration of service `name` (default port `default_port`) from `env`.
+    pub fn from_env(
+        name: &'static str,
+        default_port: u16,
+        env: &impl Env,
+    ) -> Result<Self, ConfigError> {
+        let port = match env.var("PORT") {
+            Some(p) => p
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| ConfigError::new("PORT", format!("`{p}` is not a TCP port")))?,
+            None => default_port,
+        };
+        let database_url = env
+            .var("DATABASE_URL")
+            .unwrap_or_else(|| format!("sqlite://data/{name}.db"));
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        let api_keys = env
+            .var("API_KEYS")
+            .map(|keys| {
+                keys.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(Secret::new)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let log_format = match env.var("LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("pretty") | Some("text") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "LOG_FORMAT",
+                    format!("`{other}` is not `json` or `pretty`"),
+                ))
+            }
+        };
+        Ok(Self {
+            name,
+            port,
+            database_url,
+            kafka: KafkaConfig::from_env(env)?,
+            api_keys,
+            log_format,
+            otlp_endpoint: env.var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_environment() {
+        let config = ServiceConfig::from_env("customer-service", 3001, &[("X", "")]).unwrap();
+        assert_eq!(config.port, 3001);
+        assert_eq!(config.database_url, "sqlite://data/customer-service.db");
+        assert!(config.api_keys.is_empty());
+        assert_eq!(config.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn reads_port_database_keys_and_format() {
+        let env = [
+            ("PORT", "8080"),
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("API_KEYS", " k1, ,k2 "),
+            ("LOG_FORMAT", "json"),
+        ];
+        let config = ServiceConfig::from_env("s", 1, &env).unwrap();
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.database_url, "postgres://u@h/db");
+        assert_eq!(config.api_keys.len(), 2);
+        assert_eq!(config.api_keys[1].expose(), "k2");
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = ServiceConfig::from_env("s", 1, &[("PORT", "http")]).unwrap_err();
+        assert_eq!(err.variable, "PORT");
+        let err = ServiceConfig::from_env("s", 1, &[("DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        let err = ServiceConfig::from_env("s", 1, &[("LOG_FORMAT", "xml")]).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("invalid configuration: LOG_FORMAT:"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let config = ServiceConfig::from_env("s", 1, &[("API_KEYS", "topsecret")]).unwrap();
+        assert!(!format!("{config:?}").contains("topsecret"));
+    }
+}

@@ -1,0 +1,231 @@
+//! The database: SQLite by default (a file per service, zero set-up), PostgreSQL when
+//! `DATABASE_URL` says so. Queries are written once in portable SQL (`$1` placeholders, `TEXT`
+//! timestamps, `BIGINT` numbers) and run through sqlx's `Any` driver.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+/// An open database transaction.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// A connection, as borrowed from a transaction (`&mut *tx`).
+pub type Conn = sqlx::AnyConnection;
+
+/// Which database engine is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// Database errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database could not be opened (the URL is shown without its password).
+    #[error("cannot open database {url}: {source}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// The driver error.
+        source: sqlx::Error,
+    },
+    /// A schema migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+static PLATFORM_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+static INSTALL_DRIVERS: Once = Once::new();
+
+/// A pool of connections to the service's database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Database {
+    /// Opens the database at `url` (creating a SQLite file and its folder when missing).
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let connect_error = |source| DbError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        let url = match backend {
+            Backend::Sqlite => {
+                prepare_sqlite_url(url).map_err(|e| connect_error(sqlx::Error::Io(e)))?
+            }
+            Backend::Postgres => url.to_string(),
+        };
+        let options: AnyConnectOptions = url.parse().map_err(connect_error)?;
+        let pool_options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let pool = match backend {
+            // One writer at a time is SQLite's model; a single connection avoids lock upgrades
+            // failing with SQLITE_BUSY between our own tasks.
+            Backend::Sqlite => {
+                pool_options
+                    .max_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await
+            }
+            Backend::Postgres => pool_options.max_connections(10).connect_with(options).await,
+        }
+        .map_err(connect_error)?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies the platform's migrations (outbox, inbox) and then the service's own.
+    pub async fn migrate(&self, service_migrations: &Migrator) -> Result<(), DbError> {
+        for migrator in [&PLATFORM_MIGRATIONS, service_migrations] {
+            // Each migrator ignores the versions the other one applied.
+            let migrator = Migrator {
+                migrations: migrator.migrations.clone(),
+                ignore_missing: true,
+                locking: migrator.locking,
+                no_tx: migrator.no_tx,
+            };
+            migrator.run(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The engine behind the pool.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Checks that the database answers (readiness).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A timestamp as stored: RFC 3339, UTC, milliseconds (sorts as text).
+pub fn timestamp(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses a stored timestamp.
+pub fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// True when `error` is a unique-constraint violation (a concurrent duplicate insert).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+/// `url` without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Adds `mode=rwc` (create when missing) and creates the file's folder.
+fn prepare_sqlite_url(url: &str) -> std::io::Result<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:" && !path.is_empty() {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+    }
+    if query.contains("mode=") {
+        return Ok(url.to_string());
+    }
+    let separator = if query.is_empty() { "?" } else { "&" };
+    Ok(format!("{url}{separator}mode=rwc"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("sqlite://data/a.db"), "sqlite://data/a.db");
+    }
+
+    #[test]
+    fn sqlite_urls_create_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/a.db", dir.path().display());
+        let prepared = prepare_sqlite_url(&url).unwrap();
+        assert!(prepared.ends_with("a.db?mode=rwc"));
+        assert!(dir.path().join("sub").is_dir());
+        assert!(prepare_sqlite_url("sqlite://x.db?mode=ro")
+            .unwrap()
+            .ends_with("mode=ro"));
+    }
+
+    #[test]
+    fn timestamps_round_trip_and_sort_as_text() {
+        let a: DateTime<Utc> = "2026-01-02T03:04:05.123Z".parse().unwrap();
+        let b: DateTime<Utc> = "2026-01-02T03:04:05.124Z".parse().unwrap();
+        assert_eq!(timestamp(a), "2026-01-02T03:04:05.123Z");
+        assert!(timestamp(a) < timestamp(b));
+        assert_eq!(parse_timestamp(&timestamp(a)).unwrap(), a);
+    }
+}

@@ -1,0 +1,580 @@
+//! The Kafka connection, read once from the environment: IBM Event Streams variables
+//! (`EVENT_STREAMS_KAFKA_BROKERS_SASL`, `EVENT_STREAMS_USER`, `EVENT_STREAMS_PASSWORD`), the
+//! overrides `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_MECHANISM`, `KAFKA_SSL_CA_LOCATION`, and
+//! `KAFKA_BROKERS` for a plain local broker.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use rdkafka::ClientConfig;
+
+use crate::config::{ConfigError, Env, Secret};
+
+/// The local broker used when nothing else is configured.
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+
+/// How clients talk to the brokers (`security.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    /// No TLS, no authentication: a local broker.
+    Plaintext,
+    /// TLS without SASL.
+    Ssl,
+    /// SASL without TLS (test set-ups only).
+    SaslPlaintext,
+    /// SASL over TLS: IBM Event Streams.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The librdkafka name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    fn uses_sasl(&self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    fn uses_tls(&self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+impl FromStr for SecurityProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
+            "SSL" => Ok(SecurityProtocol::Ssl),
+            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
+            "SASL_SSL" => Ok(SecurityProtocol::SaslSsl),
+            other => Err(format!(
+                "`{other}` is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
+            )),
+        }
+    }
+}
+
+/// The SASL mechanism (`sasl.mechanism`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// PLAIN: Event Streams (user `token`, password = API key).
+    Plain,
+    /// SCRAM-SHA-256.
+    ScramSha256,
+    /// SCRAM-SHA-512.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The librdkafka name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl FromStr for SaslMechanism {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "PLAIN" => Ok(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
+            other => Err(format!(
+                "`{other}` is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+            )),
+        }
+    }
+}
+
+/// SASL credentials; the password is a [`Secret`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslCredentials {
+    /// The mechanism.
+    pub mechanism: SaslMechanism,
+    /// User name (`token` on Event Streams).
+    pub username: String,
+    /// Password (an API key on Event Streams).
+    pub password: Secret,
+}
+
+/// A validated Kafka connection configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// Security protocol.
+    pub security_protocol: SecurityProtocol,
+    /// SASL credentials, present exactly when the protocol uses SASL.
+    pub sasl: Option<SaslCredentials>,
+    /// CA file to trust for TLS (system store when absent).
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Partitions of topics this service creates (`KAFKA_TOPIC_PARTITIONS`, default 3).
+    pub topic_partitions: i32,
+    /// Replication factor of topics this service creates (`KAFKA_TOPIC_REPLICATION_FACTOR`;
+    /// default 3 on Event Streams, 1 on a local broker).
+    pub topic_replication_factor: i32,
+    /// Prefix of every topic name on the broker (`KAFKA_TOPIC_PREFIX`, default none): lets several
+    /// environments, or tests, share one cluster. Services always see the unprefixed names.
+    pub topic_prefix: String,
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl", &self.sasl)
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("topic_partitions", &self.topic_partitions)
+            .field("topic_replication_factor", &self.topic_replication_factor)
+            .field("topic_prefix", &self.topic_prefix)
+            .finish()
+    }
+}
+
+impl KafkaConfig {
+    /// A plaintext connection to `brokers` with local defaults.
+    pub fn plaintext(brokers: &str) -> Self {
+        Self {
+            brokers: parse_broker_list(brokers).unwrap_or_default(),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl: None,
+            ssl_ca_location: None,
+            topic_partitions: 3,
+            topic_replication_factor: 1,
+            topic_prefix: String::new(),
+        }
+    }
+
+    /// The broker-side name of `topic` (with the prefix).
+    pub fn topic_name(&self, topic: &str) -> String {
+        format!("{}{topic}", self.topic_prefix)
+    }
+
+    /// The service-side name of a broker topic (without the prefix).
+    pub fn strip_prefix<'a>(&self, topic: &'a str) -> &'a str {
+        topic.strip_prefix(&self.topic_prefix).unwrap_or(topic)
+    }
+
+    /// Reads and validates the connection from `env`.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let event_streams = env.var("EVENT_STREAMS_KAFKA_BROKERS_SASL");
+        let (brokers_var, brokers_text) = match &event_streams {
+            Some(list) => ("EVENT_STREAMS_KAFKA_BROKERS_SASL", list.clone()),
+            None => (
+                "KAFKA_BROKERS",
+                env.var("KAFKA_BROKERS")
+                    .unwrap_or_else(|| DEFAULT_BROKERS.to_string()),
+            ),
+        };
+        let brokers =
+            parse_broker_list(&brokers_text).map_err(|p| ConfigError::new(brokers_var, p))?;
+
+        let user = env.var("EVENT_STREAMS_USER");
+        let password = env.var("EVENT_STREAMS_PASSWORD");
+        let credentials = match (user, password) {
+            (Some(user), Some(password)) => Some((user.trim().to_string(), Secret::new(password))),
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "EVENT_STREAMS_PASSWORD",
+                    "is required when EVENT_STREAMS_USER is set",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "EVENT_STREAMS_USER",
+                    "is required when EVENT_STREAMS_PASSWORD is set",
+                ))
+            }
+            (None, None) => None,
+        };
+
+        let security_protocol = match env.var("KAFKA_SECURITY_PROTOCOL") {
+            Some(p) => p
+                .parse()
+                .map_err(|e| ConfigError::new("KAFKA_SECURITY_PROTOCOL", e))?,
+            None if credentials.is_some() => SecurityProtocol::SaslSsl,
+            None => SecurityProtocol::Plaintext,
+        };
+        let mechanism = match env.var("KAFKA_SASL_MECHANISM") {
+            Some(m) => m
+                .parse()
+                .map_err(|e| ConfigError::new("KAFKA_SASL_MECHANISM", e))?,
+            None => SaslMechanism::Plain,
+        };
+        let sasl = match (security_protocol.uses_sasl(), credentials) {
+            (true, Some((username, password))) => Some(SaslCredentials {
+                mechanism,
+                username,
+                password,
+            }),
+            (true, None) => {
+                return Err(ConfigError::new(
+                    "EVENT_STREAMS_USER",
+                    format!(
+                        "SASL credentials are required with KAFKA_SECURITY_PROTOCOL={}",
+                        security_protocol.as_str()
+                    ),
+                ))
+            }
+            (false, Some(_)) => return Err(ConfigError::new(
+                "KAFKA_SECURITY_PROTOCOL",
+                format!(
+                    "{} does not use SASL, but EVENT_STREAMS_USER/EVENT_STREAMS_PASSWORD are set",
+                    security_protocol.as_str()
+                ),
+            )),
+            (false, None) => None,
+        };
+
+        let ssl_ca_location = match env.var("KAFKA_SSL_CA_LOCATION") {
+            Some(path) => {
+                let path = PathBuf::from(path.trim());
+                if !path.is_file() {
+                    return Err(ConfigError::new(
+                        "KAFKA_SSL_CA_LOCATION",
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+                if !security_protocol.uses_tls() {
+                    return Err(ConfigError::new(
+                        "KAFKA_SSL_CA_LOCATION",
+                        format!("is set but {} does not use TLS", security_protocol.as_str()),
+                    ));
+                }
+                Some(path)
+            }
+            None => None,
+        };
+
+        let topic_partitions = positive_int(env, "KAFKA_TOPIC_PARTITIONS", 3)?;
+        let default_replication = if event_streams.is_some() { 3 } else { 1 };
+        let topic_replication_factor =
+            positive_int(env, "KAFKA_TOPIC_REPLICATION_FACTOR", default_replication)?;
+
+        let topic_prefix = env.var("KAFKA_TOPIC_PREFIX").unwrap_or_default();
+        if topic_prefix
+            .chars()
+            .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(ConfigError::new(
+                "KAFKA_TOPIC_PREFIX",
+                "may hold only letters, digits, '.', '_' and '-'",
+            ));
+        }
+
+        Ok(Self {
+            brokers,
+            security_protocol,
+            sasl,
+            ssl_ca_location,
+            topic_partitions,
+            topic_replication_factor,
+            topic_prefix,
+        })
+    }
+
+    /// The librdkafka client configuration shared by producers, consumers and admin clients.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.brokers.join(","))
+            .set("client.id", client_id)
+            .set("security.protocol", self.security_protocol.as_str())
+            .set("socket.keepalive.enable", "true")
+            // Fail fast on a wrong password or an unreachable broker instead of retrying forever.
+            .set("reconnect.backoff.ms", "100")
+            .set("reconnect.backoff.max.ms", "10000");
+        if let Some(sasl) = &self.sasl {
+            config
+                .set("sasl.mechanism", sasl.mechanism.as_str())
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", sasl.password.expose());
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            config.set("ssl.ca.location", ca.to_string_lossy());
+        }
+        if self.security_protocol.uses_tls() {
+            config.set("ssl.endpoint.identification.algorithm", "https");
+        }
+        config
+    }
+}
+
+fn positive_int(env: &impl Env, variable: &'static str, default: i32) -> Result<i32, ConfigError> {
+    match env.var(variable) {
+        Some(v) => v
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ConfigError::new(variable, format!("`{v}` is not a positive integer"))),
+        None => Ok(default),
+    }
+}
+
+/// Parses a broker list given as a JSON array (`["b1:9093","b2:9093"]`) or a comma list
+/// (`b1:9093, b2:9093`); spaces, quotes, brackets and empty items are tolerated.
+pub fn parse_broker_list(text: &str) -> Result<Vec<String>, String> {
+    let trimmed = text.trim();
+    let items: Vec<String> = if trimmed.starts_with('[') {
+        match serde_json::from_str::<Vec<String>>(trimmed) {
+            Ok(items) => items,
+            Err(_) => split_loose(trimmed.trim_start_matches('[').trim_end_matches(']')),
+        }
+    } else {
+        split_loose(trimmed)
+    };
+    let brokers: Vec<String> = items
+        .iter()
+        .map(|b| {
+            b.trim()
+                .trim_matches(|c| c == '"' || c == '\'')
+                .trim()
+                .to_string()
+        })
+        .filter(|b| !b.is_empty())
+        .collect();
+    if brokers.is_empty() {
+        return Err("no broker address given".to_string());
+    }
+    for broker in &brokers {
+        let valid = broker.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid {
+            return Err(format!("`{broker}` is not a host:port address"));
+        }
+    }
+    Ok(brokers)
+}
+
+fn split_loose(text: &str) -> Vec<String> {
+    text.split([',', '\n']).map(str::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(env: &[(&str, &str)]) -> Result<KafkaConfig, ConfigError> {
+        let map: std::collections::HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        KafkaConfig::from_env(&map)
+    }
+
+    #[test]
+    fn defaults_to_the_local_plaintext_broker() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.brokers, vec!["127.0.0.1:9092"]);
+        assert_eq!(c.security_protocol, SecurityProtocol::Plaintext);
+        assert_eq!(c.sasl, None);
+        assert_eq!((c.topic_partitions, c.topic_replication_factor), (3, 1));
+    }
+
+    #[test]
+    fn topic_prefix_applies_at_the_broker_boundary() {
+        let c = config(&[("KAFKA_TOPIC_PREFIX", "staging.")]).unwrap();
+        assert_eq!(c.topic_name("Customer.created"), "staging.Customer.created");
+        assert_eq!(
+            c.strip_prefix("staging.Customer.created"),
+            "Customer.created"
+        );
+        assert_eq!(config(&[]).unwrap().topic_name("x"), "x");
+    }
+
+    #[test]
+    fn kafka_brokers_sets_a_plain_broker_list() {
+        let c = config(&[("KAFKA_BROKERS", "k1:9092, k2:9092,")]).unwrap();
+        assert_eq!(c.brokers, vec!["k1:9092", "k2:9092"]);
+    }
+
+    #[test]
+    fn broker_list_as_json_array() {
+        let list = r#"["broker-0.es.cloud:9093", "broker-1.es.cloud:9093"]"#;
+        assert_eq!(
+            parse_broker_list(list).unwrap(),
+            vec!["broker-0.es.cloud:9093", "broker-1.es.cloud:9093"]
+        );
+    }
+
+    #[test]
+    fn broker_list_as_comma_list_with_quotes_spaces_and_empty_items() {
+        let list = r#" "b0:9093" , 'b1:9093',, b2:9093 "#;
+        assert_eq!(
+            parse_broker_list(list).unwrap(),
+            vec!["b0:9093", "b1:9093", "b2:9093"]
+        );
+        // A JSON-looking list that is not valid JSON is still read loosely.
+        assert_eq!(
+            parse_broker_list("[b0:9093, b1:9093]").unwrap(),
+            vec!["b0:9093", "b1:9093"]
+        );
+    }
+
+    #[test]
+    fn broker_list_errors() {
+        assert!(parse_broker_list("").is_err());
+        assert!(parse_broker_list("[]").is_err());
+        assert!(parse_broker_list(" , ,").is_err());
+        assert!(parse_broker_list("no-port")
+            .unwrap_err()
+            .contains("no-port"));
+        assert!(parse_broker_list("host:notaport").is_err());
+        assert!(parse_broker_list(":9092").is_err());
+    }
+
+    #[test]
+    fn event_streams_credentials_mean_sasl_ssl_plain() {
+        let c = config(&[
+            (
+                "EVENT_STREAMS_KAFKA_BROKERS_SASL",
+                r#"["b0:9093","b1:9093"]"#,
+            ),
+            ("EVENT_STREAMS_USER", "token"),
+            ("EVENT_STREAMS_PASSWORD", "api-key-123"),
+        ])
+        .unwrap();
+        assert_eq!(c.brokers.len(), 2);
+        assert_eq!(c.security_protocol, SecurityProtocol::SaslSsl);
+        let sasl = c.sasl.as_ref().unwrap();
+        assert_eq!(sasl.mechanism, SaslMechanism::Plain);
+        assert_eq!(sasl.username, "token");
+        assert_eq!(c.topic_replication_factor, 3);
+        let rd = c.client_config("t");
+        assert_eq!(rd.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(rd.get("sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(rd.get("sasl.password"), Some("api-key-123"));
+        assert_eq!(rd.get("bootstrap.servers"), Some("b0:9093,b1:9093"));
+    }
+
+    #[test]
+    fn event_streams_brokers_win_over_kafka_brokers() {
+        let c = config(&[
+            ("EVENT_STREAMS_KAFKA_BROKERS_SASL", "es:9093"),
+            ("KAFKA_BROKERS", "local:9092"),
+        ])
+        .unwrap();
+        assert_eq!(c.brokers, vec!["es:9093"]);
+    }
+
+    #[test]
+    fn overrides_select_protocol_and_mechanism() {
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let c = config(&[
+            ("KAFKA_BROKERS", "127.0.0.1:9093"),
+            ("EVENT_STREAMS_USER", "alice"),
+            ("EVENT_STREAMS_PASSWORD", "pw"),
+            ("KAFKA_SASL_MECHANISM", "scram-sha-512"),
+            ("KAFKA_SSL_CA_LOCATION", ca),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.sasl.as_ref().unwrap().mechanism,
+            SaslMechanism::ScramSha512
+        );
+        assert_eq!(c.client_config("t").get("ssl.ca.location"), Some(ca));
+        let c = config(&[
+            ("KAFKA_SECURITY_PROTOCOL", "SSL"),
+            ("KAFKA_SSL_CA_LOCATION", ca),
+        ])
+        .unwrap();
+        assert_eq!(c.security_protocol, SecurityProtocol::Ssl);
+        assert_eq!(c.sasl, None);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("KAFKA_BROKERS", "nohost")], "KAFKA_BROKERS"),
+            (
+                &[("EVENT_STREAMS_KAFKA_BROKERS_SASL", "[]")],
+                "EVENT_STREAMS_KAFKA_BROKERS_SASL",
+            ),
+            (&[("EVENT_STREAMS_USER", "token")], "EVENT_STREAMS_PASSWORD"),
+            (&[("EVENT_STREAMS_PASSWORD", "pw")], "EVENT_STREAMS_USER"),
+            (
+                &[("KAFKA_SECURITY_PROTOCOL", "TLS")],
+                "KAFKA_SECURITY_PROTOCOL",
+            ),
+            (
+                &[("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")],
+                "EVENT_STREAMS_USER",
+            ),
+            (
+                &[
+                    ("EVENT_STREAMS_USER", "u"),
+                    ("EVENT_STREAMS_PASSWORD", "p"),
+                    ("KAFKA_SASL_MECHANISM", "GSSAPI"),
+                ],
+                "KAFKA_SASL_MECHANISM",
+            ),
+            (
+                &[
+                    ("EVENT_STREAMS_USER", "u"),
+                    ("EVENT_STREAMS_PASSWORD", "p"),
+                    ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+                ],
+                "KAFKA_SECURITY_PROTOCOL",
+            ),
+            (
+                &[
+                    ("KAFKA_SECURITY_PROTOCOL", "SSL"),
+                    ("KAFKA_SSL_CA_LOCATION", "/nonexistent/ca.pem"),
+                ],
+                "KAFKA_SSL_CA_LOCATION",
+            ),
+            (
+                &[("KAFKA_SSL_CA_LOCATION", "/nonexistent/ca.pem")],
+                "KAFKA_SSL_CA_LOCATION",
+            ),
+            (&[("KAFKA_TOPIC_PARTITIONS", "0")], "KAFKA_TOPIC_PARTITIONS"),
+            (
+                &[("KAFKA_TOPIC_REPLICATION_FACTOR", "three")],
+                "KAFKA_TOPIC_REPLICATION_FACTOR",
+            ),
+            (&[("KAFKA_TOPIC_PREFIX", "a b")], "KAFKA_TOPIC_PREFIX"),
+        ];
+        for (env, variable) in cases {
+            let err = config(env).expect_err(variable);
+            assert_eq!(err.variable, *variable, "{env:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug_or_errors() {
+        let c = config(&[
+            ("EVENT_STREAMS_KAFKA_BROKERS_SASL", "b0:9093"),
+            ("EVENT_STREAMS_USER", "token"),
+            ("EVENT_STREAMS_PASSWORD", "s3cr3t-api-key"),
+        ])
+        .unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let err = config(&[
+            ("EVENT_STREAMS_USER", "token"),
+            ("EVENT_STREAMS_PASSWORD", "s3cr3t-api-key"),
+            ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        ])
+        .unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,186 @@
+//! Helpers for integration tests against the real local broker (`cargo xtask kafka start`) and a
+//! real database: SQLite files, or PostgreSQL when `TEST_DATABASE_URL` names a server.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::config::Secret;
+use crate::kafka::{KafkaConfig, SaslCredentials, SaslMechanism, SecurityProtocol};
+
+/// The local broker's addresses and credentials, from the `kafka.env` file its start wrote.
+#[derive(Debug, Clone)]
+pub struct LocalKafka {
+    /// PLAINTEXT bootstrap address.
+    pub brokers: String,
+    /// SASL_SSL bootstrap address.
+    pub sasl_brokers: String,
+    /// CA certificate that signed the broker's TLS certificate.
+    pub ca_location: PathBuf,
+    /// SASL/PLAIN user (`token`).
+    pub plain_user: String,
+    /// SASL/PLAIN password (an API-key-like string).
+    pub plain_password: Secret,
+    /// SCRAM-SHA-512 user.
+    pub scram_user: String,
+    /// SCRAM-SHA-512 password.
+    pub scram_password: Secret,
+}
+
+/// Path of the broker's env file: `EMS_KAFKA_ENV`, else `<cache>/kafka/kafka.env`.
+pub fn kafka_env_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("EMS_KAFKA_ENV") {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var_os("EMS_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/event-microservices")
+        });
+    cache.join("kafka/kafka.env")
+}
+
+impl LocalKafka {
+    /// Reads the local broker's env file; panics with the command to run when it is missing.
+    pub fn load() -> Self {
+        let path = kafka_env_path();
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}. Start the local broker first: `cargo xtask kafka start` \
+                 (or run the suite with `cargo xtask test`)",
+                path.display()
+            )
+        });
+        let vars: HashMap<&str, &str> = text
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect();
+        let get = |key: &str| {
+            vars.get(key)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| panic!("{} has no {key}", path.display()))
+        };
+        Self {
+            brokers: get("KAFKA_BROKERS"),
+            sasl_brokers: get("KAFKA_SASL_BROKERS"),
+            ca_location: PathBuf::from(get("KAFKA_CA_LOCATION")),
+            plain_user: get("KAFKA_PLAIN_USER"),
+            plain_password: Secret::new(get("KAFKA_PLAIN_PASSWORD")),
+            scram_user: get("KAFKA_SCRAM_USER"),
+            scram_password: Secret::new(get("KAFKA_SCRAM_PASSWORD")),
+        }
+    }
+
+    /// A plaintext connection to the local broker.
+    pub fn plaintext(&self) -> KafkaConfig {
+        KafkaConfig::plaintext(&self.brokers)
+    }
+
+    /// A SASL_SSL connection with the given mechanism and credentials, trusting the local CA.
+    pub fn sasl_ssl(
+        &self,
+        mechanism: SaslMechanism,
+        username: &str,
+        password: &str,
+    ) -> KafkaConfig {
+        KafkaConfig {
+            brokers: vec![self.sasl_brokers.clone()],
+            security_protocol: SecurityProtocol::SaslSsl,
+            sasl: Some(SaslCredentials {
+                mechanism,
+                username: username.to_string(),
+                password: Secret::new(password),
+            }),
+            ssl_ca_location: Some(self.ca_location.clone()),
+            ..self.plaintext()
+        }
+    }
+}
+
+/// A name unique to this test run: `<prefix>-<uuid>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A fresh, empty database: a new PostgreSQL database on the server of `TEST_DATABASE_URL`
+/// when set, otherwise a new SQLite file in the temp folder.
+pub async fn fresh_database_url() -> String {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(admin_url) if admin_url.starts_with("postgres") => {
+            use sqlx::{Connection, Executor};
+            let name = unique("t").replace('-', "_");
+            let mut admin = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .unwrap_or_else(|e| panic!("TEST_DATABASE_URL: {e}"));
+            admin
+                .execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+            let (base, _) = admin_url.rsplit_once('/').unwrap_or((&admin_url, ""));
+            format!("{base}/{name}")
+        }
+        _ => {
+            let path = std::env::temp_dir().join(format!("{}.db", unique("ems-test")));
+            format!("sqlite://{}", path.display())
+        }
+    }
+}
+
+impl LocalKafka {
+    /// A plaintext connection whose topics carry a unique prefix: a test's events never meet
+    /// another test's. Two partitions per topic keep the broker light.
+    pub fn isolated(&self) -> KafkaConfig {
+        KafkaConfig {
+            topic_prefix: format!("{}.", unique("t")),
+            topic_partitions: 2,
+            ..self.plaintext()
+        }
+    }
+}
+
+/// A service configuration for tests: port 0, a fresh database, the given Kafka connection.
+pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::ServiceConfig {
+    crate::ServiceConfig {
+        name,
+        port: 0,
+        database_url: fresh_database_url().await,
+        kafka,
+        api_keys: Vec::new(),
+        log_format: crate::config::LogFormat::Pretty,
+        otlp_endpoint: None,
+    }
+}
+
+/// A service running in the test process on an ephemeral port.
+pub struct RunningService {
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    /// Cancel to stop the service gracefully.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Completes when the service has stopped.
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningService {
+    /// Serves `routes` of `service` on 127.0.0.1 with an ephemeral port.
+    pub async fn spawn(service: crate::Service, routes: axum::Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
+        let base_url = format!("http://{}", listener.local_addr().expect("local address"));
+        let shutdown = service.shutdown.clone();
+        let handle = tokio::spawn(service.serve_on(listener, routes));
+        Self {
+            base_url,
+            shutdown,
+            handle,
+        }
+    }
+
+    /// Stops the service and waits for its orderly shutdown.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.handle.await?
+    }
+}
