@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Deploys customer-service, transaction-service and notification-service to IBM Cloud Code Engine.
+# Idempotent: a first run creates what is missing, a re-run updates the applications to IMAGE_TAG.
+# Walk-through: deploy/codeengine/README.md. Tested with a stand-in CLI: deploy/tests/codeengine_test.sh.
+#
+# Required environment:
+#   IBMCLOUD_REGION          e.g. us-south
+#   IBMCLOUD_RESOURCE_GROUP  e.g. Default
+#   ICR_NAMESPACE            Container Registry namespace the images were pushed to
+#   CE_PROJECT               Code Engine project (created when missing)
+#   ES_INSTANCE              Event Streams service instance (Standard or Enterprise plan)
+#   IMAGE_TAG                tag of the images <ICR_REGISTRY>/<ICR_NAMESPACE>/<service>:<IMAGE_TAG>
+# Optional:
+#   IBMCLOUD_API_KEY         log in with it (else an existing `ibmcloud login` session is used); also
+#                            needed once to create the registry pull secret
+#   ICR_REGISTRY (icr.io)  CE_REGISTRY_SECRET (icr-pull)  KAFKA_TOPIC_PARTITIONS (1)
+#   CE_MIN_SCALE (1)  CE_MAX_SCALE (2)  CE_CPU (0.5)  CE_MEMORY (1G)  ES_BINDING_ROLE (Manager)
+#   SERVICES                 subset to deploy, space-separated (default: all of deploy/services.txt)
+# Secrets (Code Engine secrets, passed to the applications with --env-from-secret). When the variable
+# is set the secret is created or updated from it; when it is not, the secret must already exist:
+#   <service>-db       DATABASE_URL   from DATABASE_URL_CUSTOMER_SERVICE, DATABASE_URL_TRANSACTION_SERVICE,
+#                                     DATABASE_URL_NOTIFICATION_SERVICE
+#   notification-smtp  SMTP_URL, MAIL_FROM (notification-service only)
+#   api-keys           API_KEYS (optional: attached to every service when it exists)
+set -Eeuo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+deploy_dir=$(cd "$here/.." && pwd)
+step_name="start"
+
+die() {
+  printf 'deploy.sh: error: %s\n' "$*" >&2
+  exit 1
+}
+on_error() {
+  printf 'deploy.sh: FAILED during step "%s": [%s] exited with %s. Nothing after it was run.\n' \
+    "$step_name" "$2" "$1" >&2
+}
+trap 'on_error $? "$BASH_COMMAND"' ERR
+step() {
+  step_name=$*
+  printf '\n==> %s\n' "$*"
+}
+run() { # print, then run, an ibmcloud command; stop at its failure (secrets never are arguments)
+  printf '    $ ibmcloud %s\n' "$*"
+  local rc=0
+  ibmcloud "$@" || rc=$?
+  if ((rc != 0)); then
+    printf 'deploy.sh: FAILED during step "%s": [ibmcloud %s] exited with %s. Nothing after it was run.\n' \
+      "$step_name" "$*" "$rc" >&2
+    exit "$rc"
+  fi
+}
+quietly() { # run an ibmcloud query whose output is only a yes/no answer
+  ibmcloud "$@" >/dev/null 2>&1
+}
+
+# ---------------------------------------------------------------------------------- configuration
+missing=()
+for var in IBMCLOUD_REGION IBMCLOUD_RESOURCE_GROUP ICR_NAMESPACE CE_PROJECT ES_INSTANCE IMAGE_TAG; do
+  [[ -n ${!var:-} ]] || missing+=("$var")
+done
+((${#missing[@]} == 0)) || die "missing required variable(s): ${missing[*]} (see the header of $0)"
+command -v ibmcloud >/dev/null || die "the ibmcloud CLI is not on PATH (https://cloud.ibm.com/docs/cli)"
+
+ICR_REGISTRY=${ICR_REGISTRY:-icr.io}
+CE_REGISTRY_SECRET=${CE_REGISTRY_SECRET:-icr-pull}
+KAFKA_TOPIC_PARTITIONS=${KAFKA_TOPIC_PARTITIONS:-1}
+CE_MIN_SCALE=${CE_MIN_SCALE:-1}
+CE_MAX_SCALE=${CE_MAX_SCALE:-2}
+CE_CPU=${CE_CPU:-0.5}
+CE_MEMORY=${CE_MEMORY:-1G}
+ES_BINDING_ROLE=${ES_BINDING_ROLE:-Manager}
+for var in KAFKA_TOPIC_PARTITIONS CE_MIN_SCALE CE_MAX_SCALE; do
+  [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number, not '${!var}'"
+done
+
+declare -A port_of=()
+all_services=()
+while read -r name port; do
+  [[ -z $name || $name == \#* ]] && continue
+  port_of[$name]=$port
+  all_services+=("$name")
+done <"$deploy_dir/services.txt"
+read -r -a services <<<"${SERVICES:-${all_services[*]}}"
+for service in "${services[@]}"; do
+  [[ -n ${port_of[$service]:-} ]] || die "unknown service '$service' in SERVICES (known: ${all_services[*]})"
+done
+topics=()
+while read -r topic; do
+  [[ -z $topic || $topic == \#* ]] && continue
+  topics+=("$topic" "$topic.DLT")
+done <"$deploy_dir/topics.txt"
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+secret_file() { # name key=value... -> a 0600 env file (values never reach argv or the log)
+  local file="$scratch/$1.env"
+  shift
+  (umask 077 && printf '%s\n' "$@" >"$file")
+  printf '%s' "$file"
+}
+
+# ---------------------------------------------------------------------------------------- steps
+step "log in and target region $IBMCLOUD_REGION, resource group $IBMCLOUD_RESOURCE_GROUP"
+if [[ -n ${IBMCLOUD_API_KEY:-} ]]; then
+  run login -r "$IBMCLOUD_REGION" -g "$IBMCLOUD_RESOURCE_GROUP" # reads IBMCLOUD_API_KEY itself
+else
+  printf '    $ ibmcloud target -r %s -g %s\n' "$IBMCLOUD_REGION" "$IBMCLOUD_RESOURCE_GROUP"
+  ibmcloud target -r "$IBMCLOUD_REGION" -g "$IBMCLOUD_RESOURCE_GROUP" ||
+    die "could not target $IBMCLOUD_REGION / $IBMCLOUD_RESOURCE_GROUP: run 'ibmcloud login' first or set IBMCLOUD_API_KEY"
+fi
+
+step "CLI plug-ins"
+for plugin in code-engine event-streams; do
+  if quietly plugin show "$plugin"; then
+    echo "    $plugin: installed"
+  else
+    run plugin install "$plugin" -f
+  fi
+done
+
+step "Code Engine project $CE_PROJECT"
+if quietly ce project get --name "$CE_PROJECT"; then
+  echo "    exists"
+else
+  run ce project create --name "$CE_PROJECT"
+fi
+run ce project select --name "$CE_PROJECT"
+
+step "registry access $CE_REGISTRY_SECRET for $ICR_REGISTRY"
+if quietly ce registry get --name "$CE_REGISTRY_SECRET"; then
+  echo "    exists"
+else
+  [[ -n ${IBMCLOUD_API_KEY:-} ]] ||
+    die "registry secret '$CE_REGISTRY_SECRET' does not exist; set IBMCLOUD_API_KEY once to create it"
+  run ce registry create --name "$CE_REGISTRY_SECRET" --server "$ICR_REGISTRY" --username iamapikey \
+    --password-from-file "$(secret_file registry "$IBMCLOUD_API_KEY")"
+fi
+
+step "Event Streams topics on $ES_INSTANCE (${#topics[@]} topics, $KAFKA_TOPIC_PARTITIONS partition(s) each)"
+run es init --instance-name "$ES_INSTANCE"
+for topic in "${topics[@]}"; do
+  printf '    $ ibmcloud es topic-create --name %s --partitions %s\n' "$topic" "$KAFKA_TOPIC_PARTITIONS"
+  if ! out=$(ibmcloud es topic-create --name "$topic" --partitions "$KAFKA_TOPIC_PARTITIONS" 2>&1); then
+    if grep -qi 'already exists' <<<"$out"; then
+      echo "    $topic already exists"
+    else
+      printf '%s\n' "$out" >&2
+      die "could not create topic $topic"
+    fi
+  fi
+done
+
+ensure_secret() { # secret-name VAR... : create/update from the variables when all are set, else require it
+  local name=$1 var pairs=() unset_vars=()
+  shift
+  for var in "$@"; do
+    if [[ -n ${!var:-} ]]; then pairs+=("$var=${!var}"); else unset_vars+=("$var"); fi
+  done
+  if ((${#unset_vars[@]} == 0)); then
+    local verb=create
+    quietly ce secret get --name "$name" && verb=update
+    run ce secret "$verb" --name "$name" --from-env-file "$(secret_file "$name" "${pairs[@]}")"
+  elif quietly ce secret get --name "$name"; then
+    echo "    secret $name exists (set ${unset_vars[*]} to replace it)"
+  else
+    die "secret '$name' does not exist: set ${unset_vars[*]} (or create it: ibmcloud ce secret create --name $name --from-literal ...)"
+  fi
+}
+
+step "secrets"
+for service in "${services[@]}"; do
+  var=DATABASE_URL_${service//-/_}
+  var=${var^^}
+  if [[ -n ${!var:-} ]]; then
+    export DATABASE_URL=${!var}
+  else
+    unset DATABASE_URL
+  fi
+  ensure_secret "$service-db" DATABASE_URL
+done
+unset DATABASE_URL
+if [[ " ${services[*]} " == *" notification-service "* ]]; then
+  ensure_secret notification-smtp SMTP_URL MAIL_FROM
+fi
+api_keys_secret=""
+if [[ -n ${API_KEYS:-} ]]; then
+  ensure_secret api-keys API_KEYS
+  api_keys_secret=api-keys
+elif quietly ce secret get --name api-keys; then
+  api_keys_secret=api-keys
+else
+  echo "    WARNING: no API_KEYS and no api-keys secret: write endpoints will be open to anyone"
+fi
+
+for service in "${services[@]}"; do
+  port=${port_of[$service]}
+  image="$ICR_REGISTRY/$ICR_NAMESPACE/$service:$IMAGE_TAG"
+  step "application $service ($image)"
+  args=(--image "$image" --registry-secret "$CE_REGISTRY_SECRET" --port "$port"
+    --min-scale "$CE_MIN_SCALE" --max-scale "$CE_MAX_SCALE" --cpu "$CE_CPU" --memory "$CE_MEMORY"
+    --env-from-secret "$service-db"
+    --env KAFKA_TOPIC_PARTITIONS="$KAFKA_TOPIC_PARTITIONS" --env KAFKA_TOPIC_REPLICATION_FACTOR=3
+    --env LOG_FORMAT=json --env RUST_LOG=info
+    --probe-live type=http --probe-live path=/healthz --probe-live port="$port"
+    --probe-ready type=http --probe-ready path=/readyz --probe-ready port="$port")
+  [[ $service == notification-service ]] && args+=(--env-from-secret notification-smtp)
+  [[ -n $api_keys_secret ]] && args+=(--env-from-secret "$api_keys_secret")
+
+  if quietly ce application get --name "$service"; then
+    run ce application update --name "$service" "${args[@]}"
+  else
+    # No waiting: the first revision cannot be ready before Event Streams is bound below.
+    run ce application create --name "$service" "${args[@]}" --no-wait
+  fi
+
+  # Bound already? `application get` lists bindings as: instance, type, credential, prefix, status.
+  if ibmcloud ce application get --name "$service" |
+    awk -v instance="$ES_INSTANCE" '
+      /^Service Bindings:/ { table = 1; next }
+      table && NF == 0 { table = 0 }
+      table && $1 == instance { for (i = 2; i <= NF; i++) if ($i == "EVENT_STREAMS") found = 1 }
+      END { exit !found }'; then
+    echo "    $ES_INSTANCE already bound with prefix EVENT_STREAMS"
+  else
+    run ce application bind --name "$service" --service-instance "$ES_INSTANCE" \
+      --prefix EVENT_STREAMS --role "$ES_BINDING_ROLE"
+  fi
+done
+
+step "done"
+for service in "${services[@]}"; do
+  printf '    %-22s %s\n' "$service" "$(ibmcloud ce application get --name "$service" --output url)"
+done

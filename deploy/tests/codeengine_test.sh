@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# Tests deploy/codeengine/deploy.sh against the stand-in CLI in fake-ibmcloud/ (first on PATH):
+# the recorded sequence of ibmcloud calls for a first deployment and for a re-run, a missing
+# variable, a missing secret, and a failing step. Prints PASS/FAIL per case; exits 1 on any failure.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+deploy_sh="$here/../codeengine/deploy.sh"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+
+pass() { echo "  PASS codeengine: $1"; }
+fail() {
+  echo "  FAIL codeengine: $1"
+  shift
+  printf '       %s\n' "$@"
+  failures=$((failures + 1))
+}
+
+# A fresh world: the code-engine plug-in installed, nothing else.
+fresh_state() {
+  rm -rf "$work/state" "$work/log"
+  mkdir -p "$work/state/plugin"
+  : >"$work/state/plugin/code-engine"
+  : >"$work/log"
+}
+
+# deploy <env assignments...>: runs deploy.sh with the base variables plus the given ones.
+deploy() {
+  env -i HOME="$HOME" PATH="$here/fake-ibmcloud:$PATH" \
+    FAKE_IBMCLOUD_STATE="$work/state" FAKE_IBMCLOUD_LOG="$work/log" FAKE_IBMCLOUD_FAIL="${FAKE_IBMCLOUD_FAIL:-}" \
+    IBMCLOUD_REGION=us-south IBMCLOUD_RESOURCE_GROUP=Default ICR_NAMESPACE=ems CE_PROJECT=ems-prod \
+    ES_INSTANCE=ems-events IMAGE_TAG=v1 "$@" \
+    bash "$deploy_sh" >"$work/out" 2>&1
+}
+
+# expect_sequence NAME <<< "prefix lines": each recorded call must start with the expected line, in order.
+expect_sequence() {
+  local name=$1 expected actual i
+  mapfile -t expected
+  mapfile -t actual <"$work/log"
+  if ((${#expected[@]} != ${#actual[@]})); then
+    fail "$name" "expected ${#expected[@]} calls, recorded ${#actual[@]}:" "${actual[@]}"
+    return 1
+  fi
+  for i in "${!expected[@]}"; do
+    if [[ ${actual[i]} != "${expected[i]}"* ]]; then
+      fail "$name" "call $((i + 1)): expected '${expected[i]}...'" "got '${actual[i]}'"
+      return 1
+    fi
+  done
+  pass "$name"
+}
+
+# expect_call NAME PREFIX FRAGMENT...: the call starting with PREFIX carries every fragment.
+expect_call() {
+  local name=$1 prefix=$2 line fragment
+  shift 2
+  line=$(grep -F -- "$prefix" "$work/log" | head -n 1)
+  for fragment in "$@"; do
+    if [[ " $line " != *" $fragment "* ]]; then
+      fail "$name" "'$prefix' lacks '$fragment'" "call: ${line:-<none>}"
+      return 1
+    fi
+  done
+  pass "$name"
+}
+
+topic_calls() {
+  local topic
+  for topic in Customer.created transaction.requested transaction.processed transaction.failed; do
+    echo "es topic-create --name $topic --partitions 1"
+    echo "es topic-create --name $topic.DLT --partitions 1"
+  done
+}
+
+secrets=(IBMCLOUD_API_KEY=key-SECRET-1 DATABASE_URL_CUSTOMER_SERVICE=postgres://c:pw-SECRET-2@db/c
+  DATABASE_URL_TRANSACTION_SERVICE=postgres://t:pw-SECRET-3@db/t
+  DATABASE_URL_NOTIFICATION_SERVICE=postgres://n:pw-SECRET-4@db/n SMTP_URL=smtp://u:pw-SECRET-5@mail:587
+  MAIL_FROM=bank@example.com API_KEYS=key-SECRET-6)
+
+# --- (a) first deployment ---------------------------------------------------------------------
+fresh_state
+if deploy "${secrets[@]}"; then
+  pass "first deployment exits 0"
+else
+  fail "first deployment exits 0" "$(tail -n 5 "$work/out")"
+fi
+expect_sequence "first deployment: call sequence" <<EOF
+login -r us-south -g Default
+plugin show code-engine
+plugin show event-streams
+plugin install event-streams -f
+ce project get --name ems-prod
+ce project create --name ems-prod
+ce project select --name ems-prod
+ce registry get --name icr-pull
+ce registry create --name icr-pull --server icr.io --username iamapikey --password-from-file <file>
+es init --instance-name ems-events
+$(topic_calls)
+ce secret get --name customer-service-db
+ce secret create --name customer-service-db --from-env-file <file:DATABASE_URL>
+ce secret get --name transaction-service-db
+ce secret create --name transaction-service-db --from-env-file <file:DATABASE_URL>
+ce secret get --name notification-service-db
+ce secret create --name notification-service-db --from-env-file <file:DATABASE_URL>
+ce secret get --name notification-smtp
+ce secret create --name notification-smtp --from-env-file <file:SMTP_URL,MAIL_FROM>
+ce secret get --name api-keys
+ce secret create --name api-keys --from-env-file <file:API_KEYS>
+ce application get --name customer-service
+ce application create --name customer-service --image icr.io/ems/customer-service:v1
+ce application get --name customer-service
+ce application bind --name customer-service --service-instance ems-events --prefix EVENT_STREAMS
+ce application get --name transaction-service
+ce application create --name transaction-service --image icr.io/ems/transaction-service:v1
+ce application get --name transaction-service
+ce application bind --name transaction-service --service-instance ems-events --prefix EVENT_STREAMS
+ce application get --name notification-service
+ce application create --name notification-service --image icr.io/ems/notification-service:v1
+ce application get --name notification-service
+ce application bind --name notification-service --service-instance ems-events --prefix EVENT_STREAMS
+ce application get --name customer-service --output url
+ce application get --name transaction-service --output url
+ce application get --name notification-service --output url
+EOF
+expect_call "first deployment: customer-service settings" "ce application create --name customer-service" \
+  "--registry-secret icr-pull" "--port 3001" "--min-scale 1" "--max-scale 2" \
+  "--env-from-secret customer-service-db" "--env-from-secret api-keys" \
+  "--env KAFKA_TOPIC_REPLICATION_FACTOR=3" "--env KAFKA_TOPIC_PARTITIONS=1" \
+  "--probe-live type=http" "--probe-live path=/healthz" "--probe-live port=3001" \
+  "--probe-ready type=http" "--probe-ready path=/readyz" "--probe-ready port=3001" "--no-wait"
+expect_call "first deployment: notification-service gets SMTP" "ce application create --name notification-service" \
+  "--port 3003" "--env-from-secret notification-service-db" "--env-from-secret notification-smtp"
+if grep -q SECRET "$work/log" "$work/out"; then
+  fail "no secret value in CLI arguments or output" "$(grep -h SECRET "$work/log" "$work/out" | head -n 3)"
+else
+  pass "no secret value in CLI arguments or output"
+fi
+if grep -q '^==> application customer-service' "$work/out" && grep -q 'customer-service.fake.us-south' "$work/out"; then
+  pass "first deployment prints its steps and the URLs"
+else
+  fail "first deployment prints its steps and the URLs" "$(head -n 5 "$work/out")"
+fi
+
+# --- (b) re-run on what (a) left: updates, no second bind, topics already there -----------------
+: >"$work/log"
+if deploy IMAGE_TAG=v2; then
+  pass "re-run exits 0"
+else
+  fail "re-run exits 0" "$(tail -n 5 "$work/out")"
+fi
+expect_sequence "re-run: call sequence (update, no create, no bind)" <<EOF
+target -r us-south -g Default
+plugin show code-engine
+plugin show event-streams
+ce project get --name ems-prod
+ce project select --name ems-prod
+ce registry get --name icr-pull
+es init --instance-name ems-events
+$(topic_calls)
+ce secret get --name customer-service-db
+ce secret get --name transaction-service-db
+ce secret get --name notification-service-db
+ce secret get --name notification-smtp
+ce secret get --name api-keys
+ce application get --name customer-service
+ce application update --name customer-service --image icr.io/ems/customer-service:v2
+ce application get --name customer-service
+ce application get --name transaction-service
+ce application update --name transaction-service --image icr.io/ems/transaction-service:v2
+ce application get --name transaction-service
+ce application get --name notification-service
+ce application update --name notification-service --image icr.io/ems/notification-service:v2
+ce application get --name notification-service
+ce application get --name customer-service --output url
+ce application get --name transaction-service --output url
+ce application get --name notification-service --output url
+EOF
+if [[ $(grep -c 'already exists' "$work/out") == 8 ]]; then
+  pass "re-run: existing topics tolerated"
+else
+  fail "re-run: existing topics tolerated" "$(grep -c 'already exists' "$work/out") 'already exists' lines, expected 8"
+fi
+
+# --- (c) a missing variable: a clear message and no CLI call ----------------------------------
+fresh_state
+if deploy CE_PROJECT= ES_INSTANCE=; then
+  fail "missing variables fail" "deploy.sh exited 0"
+elif grep -q 'missing required variable(s): CE_PROJECT ES_INSTANCE' "$work/out" && [[ ! -s $work/log ]]; then
+  pass "missing variables fail with a clear message before any call"
+else
+  fail "missing variables fail with a clear message before any call" "$(cat "$work/out")" "calls: $(wc -l <"$work/log")"
+fi
+
+# --- (d) a secret neither given nor present -----------------------------------------------------
+fresh_state
+if deploy IBMCLOUD_API_KEY=k; then
+  fail "missing database secret fails" "deploy.sh exited 0"
+elif grep -q "secret 'customer-service-db' does not exist: set DATABASE_URL" "$work/out" &&
+  ! grep -q '^ce application' "$work/log"; then
+  pass "missing database secret fails before any application change"
+else
+  fail "missing database secret fails before any application change" "$(tail -n 3 "$work/out")"
+fi
+
+# --- (e) a failing step stops the run --------------------------------------------------------
+fresh_state
+deploy "${secrets[@]}" >/dev/null
+: >"$work/log"
+if FAKE_IBMCLOUD_FAIL="ce application update --name transaction-service" deploy IMAGE_TAG=v3; then
+  fail "a failing step stops the run" "deploy.sh exited 0"
+elif [[ $(tail -n 1 "$work/log") == "ce application update --name transaction-service"* ]] &&
+  grep -q 'FAILED during step "application transaction-service .*\[ibmcloud ce application update --name transaction-service' "$work/out"; then
+  pass "a failing step stops the run with the step's name"
+else
+  fail "a failing step stops the run with the step's name" "last call: $(tail -n 1 "$work/log")" "$(tail -n 3 "$work/out")"
+fi
+
+if ((failures)); then
+  echo "codeengine_test: $failures case(s) failed"
+  exit 1
+fi
+echo "codeengine_test: all cases passed"
