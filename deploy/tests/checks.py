@@ -1,0 +1,430 @@
+#!/usr/bin/env python3
+"""Structural checks of the deployment files, one sub-command per check (run by deploy/tests/run.sh).
+
+Each prints what is wrong and exits 1, or exits 0 silently. Paths are relative to the repository root.
+  compose                       docker-compose.yml
+  k8s RENDERED.yaml             deploy/k8s (the kustomize output, plus the files themselves)
+  dockerfiles "CARGO BUILD"     deploy/docker/Dockerfile*: the build command, the image shape
+  dockerignore                  .dockerignore keeps the workspace in the build context
+  topics                        deploy/topics.txt against crates/contracts/src/topics.rs
+  workflows                     .github/workflows: the steps the team relies on
+"""
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+problems: list[str] = []
+
+
+def problem(msg: str) -> None:
+    problems.append(msg)
+
+
+def load_yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        problem(f"{path.relative_to(ROOT)}: not valid YAML: {e}")
+        return None
+
+
+def services_ports() -> dict[str, int]:
+    out = {}
+    for line in (ROOT / "deploy/services.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, port = line.split()
+            out[name] = int(port)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- compose
+def check_compose() -> None:
+    doc = load_yaml(ROOT / "docker-compose.yml")
+    if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
+        problem("docker-compose.yml: no services mapping")
+        return
+    services: dict = doc["services"]
+    declared_volumes = set((doc.get("volumes") or {}).keys())
+    conditions = {"service_started", "service_healthy", "service_completed_successfully"}
+
+    def deps(svc: dict) -> dict:
+        d = svc.get("depends_on") or {}
+        return {k: {"condition": "service_started"} for k in d} if isinstance(d, list) else d
+
+    one_shots = {
+        dep
+        for svc in services.values()
+        for dep, spec in deps(svc).items()
+        if (spec or {}).get("condition") == "service_completed_successfully"
+    }
+    for name, svc in services.items():
+        if not isinstance(svc, dict):
+            problem(f"service {name}: not a mapping")
+            continue
+        image = svc.get("image", "")
+        if "build" not in svc and (":" not in image or image.endswith(":latest")):
+            problem(f"service {name}: image '{image}' is not pinned to a version")
+        for dep, spec in deps(svc).items():
+            if dep not in services:
+                problem(f"service {name}: depends_on '{dep}', which is not a service")
+                continue
+            cond = (spec or {}).get("condition", "service_started")
+            if cond not in conditions:
+                problem(f"service {name}: depends_on {dep} has unknown condition '{cond}'")
+            if cond == "service_healthy" and not (services[dep] or {}).get("healthcheck", {}).get("test"):
+                problem(f"service {name}: waits for {dep} to be healthy, but {dep} has no healthcheck")
+        if name not in one_shots:
+            hc = svc.get("healthcheck") or {}
+            if not hc.get("test") or hc.get("disable"):
+                problem(f"service {name}: no healthcheck")
+        elif svc.get("restart", "no") != "no":
+            problem(f"service {name}: a one-shot step must not restart (restart: 'no')")
+        for vol in svc.get("volumes") or []:
+            source = vol.split(":")[0] if isinstance(vol, str) else vol.get("source", "")
+            if source.startswith((".", "/")):
+                if not (ROOT / source).exists():
+                    problem(f"service {name}: mounts {source}, which does not exist")
+            elif source not in declared_volumes:
+                problem(f"service {name}: volume '{source}' is not declared under volumes:")
+
+    kafka_ports = set()
+    kafka = services.get("kafka") or {}
+    for listener in str((kafka.get("environment") or {}).get("KAFKA_ADVERTISED_LISTENERS", "")).split(","):
+        m = re.match(r"\w+://kafka:(\d+)$", listener.strip())
+        if m:
+            kafka_ports.add(m.group(1))
+    if not kafka_ports:
+        problem("kafka: no listener advertised as kafka:<port> for the other containers")
+    if not str(kafka.get("image", "")).startswith("apache/kafka:4."):
+        problem("kafka: not the official apache/kafka 4.x image")
+
+    init_sql = (ROOT / "deploy/compose/postgres-init.sql").read_text()
+    databases = set(re.findall(r"CREATE DATABASE (\w+)", init_sql))
+    init = services.get("kafka-init") or {}
+    if "service_completed_successfully" not in json.dumps(init) and "kafka-init" not in one_shots:
+        problem("kafka-init: no service waits for it to complete")
+    for name, port in services_ports().items():
+        svc = services.get(name)
+        if not svc:
+            problem(f"{name}: missing from docker-compose.yml")
+            continue
+        build = svc.get("build") or {}
+        if build.get("dockerfile") != f"deploy/docker/Dockerfile.{name}" or build.get("context") != ".":
+            problem(f"{name}: must build deploy/docker/Dockerfile.{name} with the repository root as context")
+        env = svc.get("environment") or {}
+        if str(env.get("PORT")) != str(port) or f"{port}:{port}" not in [str(p) for p in svc.get("ports", [])]:
+            problem(f"{name}: PORT / published port is not {port}")
+        own_db = name.replace("-", "_")
+        m = re.match(r"postgres://[^@]+@postgres:5432/(\w+)$", str(env.get("DATABASE_URL", "")))
+        if own_db not in databases:
+            problem(f"{name}: postgres-init.sql creates no database {own_db}")
+        if not m or m.group(1) != own_db:
+            problem(f"{name}: DATABASE_URL is not its own database {own_db} on the postgres service")
+        brokers = str(env.get("KAFKA_BROKERS", ""))
+        if not all(b.startswith("kafka:") and b.split(":")[1] in kafka_ports for b in brokers.split(",")):
+            problem(f"{name}: KAFKA_BROKERS '{brokers}' is not the kafka service's internal listener")
+        d = deps(svc)
+        for dep, cond in [("kafka", "service_healthy"), ("postgres", "service_healthy"),
+                          ("kafka-init", "service_completed_successfully")]:
+            if (d.get(dep) or {}).get("condition") != cond:
+                problem(f"{name}: must depend on {dep} with condition {cond}")
+        if env.get("KAFKA_TOPIC_PARTITIONS") != (init.get("environment") or {}).get("KAFKA_TOPIC_PARTITIONS"):
+            problem(f"{name}: KAFKA_TOPIC_PARTITIONS differs from kafka-init's")
+    notif = (services.get("notification-service") or {}).get("environment") or {}
+    if not str(notif.get("SMTP_URL", "")).startswith("smtp://mailpit:"):
+        problem("notification-service: SMTP_URL does not point at the mailpit service")
+    if "mailpit" not in deps(services.get("notification-service") or {}):
+        problem("notification-service: does not wait for mailpit")
+
+
+# --------------------------------------------------------------------------------------------- k8s
+def check_k8s(rendered: Path) -> None:
+    k8s = ROOT / "deploy/k8s"
+    for f in sorted(k8s.rglob("*.yaml")):
+        try:
+            list(yaml.safe_load_all(f.read_text()))
+        except yaml.YAMLError as e:
+            problem(f"{f.relative_to(ROOT)}: not valid YAML: {e}")
+    docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
+    by_kind: dict[str, dict[str, dict]] = {}
+    for d in docs:
+        for field in ("apiVersion", "kind", "metadata"):
+            if field not in d:
+                problem(f"a rendered document lacks {field}: {str(d)[:80]}")
+        by_kind.setdefault(d.get("kind"), {})[d.get("metadata", {}).get("name")] = d
+    configmaps = by_kind.get("ConfigMap", {})
+    templates = [d for d in yaml.safe_load_all((k8s / "secret.template.yaml").read_text()) if d]
+    template_secrets = {d["metadata"]["name"]: d for d in templates if d.get("kind") == "Secret"}
+    for name, d in template_secrets.items():
+        for key, value in (d.get("stringData") or {}).items():
+            if value not in ("REPLACE_ME", "token"):
+                problem(f"secret.template.yaml: {name}.{key} holds a value; only REPLACE_ME placeholders belong there")
+        if d.get("data"):
+            problem(f"secret.template.yaml: {name} has base64 data; use stringData placeholders")
+    if "Secret" in by_kind:
+        problem("the kustomization renders a Secret; secrets must stay out of the repository")
+    if "Namespace" not in by_kind:
+        problem("no Namespace rendered")
+
+    def matches(selector: dict, labels: dict) -> bool:
+        return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+    deployments = by_kind.get("Deployment", {})
+    for name, port in services_ports().items():
+        dep = deployments.get(name)
+        if not dep:
+            problem(f"{name}: no Deployment")
+            continue
+        spec = dep.get("spec", {})
+        pod = spec.get("template", {})
+        pod_labels = pod.get("metadata", {}).get("labels", {})
+        selector = spec.get("selector", {}).get("matchLabels", {})
+        if not matches(selector, pod_labels):
+            problem(f"{name}: Deployment selector does not match its pod labels")
+        others = [n for n, o in deployments.items() if n != name and matches(selector, o["spec"]["template"]["metadata"].get("labels", {}))]
+        if others:
+            problem(f"{name}: Deployment selector also matches {others}")
+        pod_spec = pod.get("spec", {})
+        psc = pod_spec.get("securityContext", {})
+        containers = pod_spec.get("containers", [])
+        if len(containers) != 1:
+            problem(f"{name}: expected one container")
+            continue
+        c = containers[0]
+        if not re.match(rf"[^/\s]+/[^/\s]+/{name}:[\w.-]+$", str(c.get("image", ""))):
+            problem(f"{name}: image '{c.get('image')}' is not <registry>/<namespace>/{name}:<tag>")
+        ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        if str(env.get("PORT")) not in [str(p) for p in ports.values()]:
+            problem(f"{name}: PORT env ({env.get('PORT')}) is not the container port {list(ports.values())}")
+        for probe, path in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]:
+            get = (c.get(probe) or {}).get("httpGet") or {}
+            if get.get("path") != path:
+                problem(f"{name}: {probe} does not GET {path}")
+            if get.get("port") not in ports and get.get("port") not in ports.values():
+                problem(f"{name}: {probe} port {get.get('port')} is not a container port")
+        res = c.get("resources", {})
+        for kind in ("requests", "limits"):
+            if not {"cpu", "memory"} <= set((res.get(kind) or {}).keys()):
+                problem(f"{name}: resources.{kind} needs cpu and memory")
+        csc = c.get("securityContext", {})
+        if not (psc.get("runAsNonRoot") or csc.get("runAsNonRoot")):
+            problem(f"{name}: runAsNonRoot is not set")
+        if (csc.get("runAsUser", psc.get("runAsUser")) or 0) == 0:
+            problem(f"{name}: runs as user 0")
+        if csc.get("allowPrivilegeEscalation") is not False:
+            problem(f"{name}: allowPrivilegeEscalation is not false")
+        cm_refs = [e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e]
+        secret_refs = [e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e]
+        if not cm_refs or any(r not in configmaps for r in cm_refs):
+            problem(f"{name}: envFrom ConfigMap {cm_refs} is not rendered by the kustomization")
+        if f"{name}-db" not in secret_refs:
+            problem(f"{name}: envFrom lacks its Secret {name}-db")
+        for r in secret_refs:
+            if r not in template_secrets:
+                problem(f"{name}: envFrom Secret '{r}' is not described in secret.template.yaml")
+        svc = by_kind.get("Service", {}).get(name)
+        if not svc:
+            problem(f"{name}: no Service")
+        else:
+            if not matches(svc["spec"].get("selector", {}), pod_labels):
+                problem(f"{name}: Service selector does not select the Deployment's pods")
+            for p in svc["spec"].get("ports", []):
+                if p.get("targetPort") not in ports and p.get("targetPort") not in ports.values():
+                    problem(f"{name}: Service targetPort {p.get('targetPort')} is not a container port")
+        pdb = by_kind.get("PodDisruptionBudget", {}).get(name)
+        if not pdb:
+            problem(f"{name}: no PodDisruptionBudget")
+        else:
+            if not matches(pdb["spec"].get("selector", {}).get("matchLabels", {}), pod_labels):
+                problem(f"{name}: PodDisruptionBudget selector does not select the Deployment's pods")
+            if "minAvailable" not in pdb["spec"] and "maxUnavailable" not in pdb["spec"]:
+                problem(f"{name}: PodDisruptionBudget sets neither minAvailable nor maxUnavailable")
+
+
+# ------------------------------------------------------------------------------------- dockerfiles
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out, current = [], ""
+    for line in path.read_text().splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            current += line.rstrip()[:-1] + " "
+            continue
+        current += line
+        word, _, rest = current.strip().partition(" ")
+        out.append((word.upper(), " ".join(rest.split())))
+        current = ""
+    return out
+
+
+def check_dockerfiles(build_command: str) -> None:
+    ports = services_ports()
+    files = [ROOT / "deploy/docker/Dockerfile"] + [ROOT / f"deploy/docker/Dockerfile.{s}" for s in ports]
+    for f in files:
+        rel = f.relative_to(ROOT)
+        if not f.exists():
+            problem(f"{rel}: missing")
+            continue
+        ins = dockerfile_instructions(f)
+        runs = [args for word, args in ins if word == "RUN"]
+        builds = [seg.strip() for r in runs for seg in re.split(r"&&|;|\|\|", r) if seg.strip().startswith("cargo build")]
+        if not builds:
+            problem(f"{rel}: no cargo build command")
+        for b in builds:
+            if b != build_command:
+                problem(f"{rel}: builds with `{b}`, the test suite with `{build_command}`")
+        froms = [args for word, args in ins if word == "FROM"]
+        if len(froms) < 2:
+            problem(f"{rel}: not a multi-stage build")
+        if not any(word == "RUN" and "cargo chef cook" in args and "--locked" in args for word, args in ins):
+            problem(f"{rel}: no dependency-only layer (cargo chef cook --locked)")
+        final = ins[max(i for i, (w, _) in enumerate(ins) if w == "FROM"):]
+        users = [a for w, a in final if w == "USER"]
+        if not users or users[-1].split(":")[0] in ("0", "root"):
+            problem(f"{rel}: the runtime stage does not switch to a non-root USER")
+        for word in ("EXPOSE", "HEALTHCHECK", "ENTRYPOINT"):
+            if not any(w == word for w, _ in final):
+                problem(f"{rel}: the runtime stage has no {word}")
+        args = {a.split("=")[0]: a.partition("=")[2] for w, a in ins if w == "ARG"}
+        m = re.match(r"Dockerfile\.(.+)", f.name)
+        if m:
+            service = m.group(1)
+            first_args = [a for w, a in ins[: [w for w, _ in ins].index("FROM")] if w == "ARG"]
+            if f"SERVICE={service}" not in first_args or f"PORT={ports[service]}" not in first_args:
+                problem(f"{rel}: SERVICE/PORT defaults are not {service}/{ports[service]}")
+        elif args.get("SERVICE") or args.get("PORT"):
+            problem(f"{rel}: the shared Dockerfile must not default SERVICE/PORT")
+    gen = subprocess.run(["bash", str(ROOT / "deploy/docker/generate.sh"), "--check"], capture_output=True, text=True)
+    if gen.returncode != 0:
+        problem("deploy/docker/Dockerfile.<service> are not what generate.sh makes: " + gen.stderr.strip())
+
+
+# ------------------------------------------------------------------------------------ dockerignore
+def ignore_regex(pattern: str) -> re.Pattern:
+    pattern = pattern.strip("/")
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(out + "$")
+
+
+def in_context(path: str, rules: list[tuple[bool, re.Pattern]]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    included = True
+    for negate, rx in rules:
+        if any(rx.match(p) for p in prefixes):
+            included = negate
+    return included
+
+
+def check_dockerignore() -> None:
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            rules.append((line.startswith("!"), ignore_regex(line.lstrip("!"))))
+    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    members = manifest.get("workspace", {}).get("members", [])
+    tracked = subprocess.run(["git", "ls-files", *members], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    needed = ["Cargo.toml", "Cargo.lock", ".cargo/config.toml", *tracked]
+    for word, args in dockerfile_instructions(ROOT / "deploy/docker/Dockerfile"):
+        if word == "COPY" and "--from" not in args:
+            needed += [s for s in args.split()[:-1] if s not in (".", "./")]
+    for path in needed:
+        if (ROOT / path).exists() and not in_context(path, rules):
+            problem(f".dockerignore keeps {path} out of the build context")
+    for member in members:
+        if not any(in_context(p, rules) for p in tracked if p.startswith(member + "/")):
+            problem(f".dockerignore keeps workspace member {member} out of the build context")
+    for path in (".git/HEAD", "target/release/x", "crates/platform/target/debug/x", "data/customer.db"):
+        if in_context(path, rules):
+            problem(f".dockerignore lets {path} into the build context")
+
+
+# ------------------------------------------------------------------------------------------ topics
+def check_topics() -> None:
+    src = (ROOT / "crates/contracts/src/topics.rs").read_text()
+    consts = dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', src))
+    m = re.search(r"pub const ALL: \[&str; \d+\] = \[([^\]]*)\]", src)
+    if not m:
+        problem("crates/contracts/src/topics.rs: no `pub const ALL: [&str; N]` list found")
+        return
+    contract = {consts.get(n.strip(), n.strip()) for n in m.group(1).split(",") if n.strip()}
+    suffix = consts.get("DEAD_LETTER_SUFFIX")
+    if suffix != ".DLT":
+        problem(f"contracts' dead-letter suffix is {suffix!r}; deploy scripts create <topic>.DLT")
+    listed = {t.strip() for t in (ROOT / "deploy/topics.txt").read_text().splitlines() if t.strip() and not t.startswith("#")}
+    if listed != contract:
+        problem(f"deploy/topics.txt {sorted(listed)} differs from contracts' topics {sorted(contract)}")
+
+
+# --------------------------------------------------------------------------------------- workflows
+def check_workflows(build_command: str) -> None:
+    wf = ROOT / ".github/workflows"
+    ci = (wf / "ci.yml").read_text() if (wf / "ci.yml").exists() else ""
+    deploy = (wf / "deploy.yml").read_text() if (wf / "deploy.yml").exists() else ""
+    for needle in ("cargo fmt --all -- --check", "-D warnings", "cargo xtask test"):
+        if needle not in ci:
+            problem(f"ci.yml does not run `{needle}`")
+    ci_doc = load_yaml(wf / "ci.yml") or {}
+    on = ci_doc.get(True, ci_doc.get("on")) or {}
+    if not {"push", "pull_request"} <= set(on):
+        problem("ci.yml does not run on push and pull_request")
+    d = load_yaml(wf / "deploy.yml") or {}
+    d_on = d.get(True, d.get("on")) or {}
+    if "push" not in d_on:
+        problem("deploy.yml does not run on push")
+    if not d.get("concurrency"):
+        problem("deploy.yml has no concurrency group")
+    if d.get("permissions") != {"contents": "read"}:
+        problem("deploy.yml permissions are not minimal (contents: read)")
+    for needle in ("deploy/codeengine/deploy.sh", "ibmcloud cr login", "secrets.IBM_CLOUD_API_KEY"):
+        if needle not in deploy:
+            problem(f"deploy.yml does not use `{needle}`")
+    for service in services_ports():
+        if service not in deploy:
+            problem(f"deploy.yml does not build {service}")
+
+
+def main() -> int:
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {
+        "compose": check_compose,
+        "k8s": lambda: check_k8s(Path(args[0])),
+        "dockerfiles": lambda: check_dockerfiles(args[0]),
+        "dockerignore": check_dockerignore,
+        "topics": check_topics,
+        "workflows": lambda: check_workflows(args[0] if args else ""),
+    }[cmd]()
+    for p in problems:
+        print(f"    {p}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

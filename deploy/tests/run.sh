@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# The deployment test suite (called by `cargo xtask test`; runs alone too):
+#   deploy/tests/run.sh              every check, ending with the release build of the three services
+#   deploy/tests/run.sh --no-build   every check but the release build
+# Installs what it needs when missing: shellcheck (apt), actionlint and kustomize (go install, pinned,
+# kept in ${XDG_CACHE_HOME:-~/.cache}/event-microservices/bin), PyYAML (pip, else apt python3-yaml).
+# Prints PASS/FAIL per check and ends with the line "N passed, M failed"; exits 1 on any failure.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT" || exit 1
+TESTS=deploy/tests
+
+# The one release build: the Dockerfiles run exactly this command (the "dockerfiles" check compares).
+RELEASE_BUILD="cargo build --release --locked -p customer-service -p transaction-service -p notification-service"
+ACTIONLINT_VERSION=v1.7.12
+KUSTOMIZE_VERSION=v5.8.1
+TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/event-microservices/bin"
+
+build=true
+for arg in "$@"; do
+  case $arg in
+    --no-build) build=false ;;
+    *) echo "usage: $0 [--no-build]" >&2; exit 2 ;;
+  esac
+done
+
+passed=0
+failed=0
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+# check NAME COMMAND...: runs the command, PASS on exit 0, else FAIL with its output.
+check() {
+  local name=$1
+  shift
+  if "$@" >"$scratch/out" 2>&1; then
+    echo "PASS $name"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $name"
+    sed 's/^/    /' "$scratch/out" | tail -n 40
+    failed=$((failed + 1))
+  fi
+}
+
+# ------------------------------------------------------------------------------------------ tools
+as_root() { if ((EUID == 0)); then "$@"; else sudo "$@"; fi; }
+
+ensure_shellcheck() {
+  command -v shellcheck >/dev/null && return 0
+  echo "installing shellcheck (apt)"
+  as_root apt-get install -y -qq shellcheck >/dev/null 2>&1 ||
+    { as_root apt-get update -qq >/dev/null 2>&1 && as_root apt-get install -y -qq shellcheck >/dev/null 2>&1; }
+}
+
+# go_tool NAME MODULE VERSION: the pinned tool from the cache, built with `go install` when absent.
+go_tool() {
+  local name=$1 module=$2 version=$3 bin="$TOOLS/$1-$3"
+  if [[ ! -x $bin ]]; then
+    command -v go >/dev/null || { echo "go is needed to install $name" >&2; return 1; }
+    echo "installing $name $version (go install)" >&2
+    mkdir -p "$TOOLS/.build-$name"
+    GOBIN="$TOOLS/.build-$name" go install "$module@$version" >&2 || return 1
+    mv "$TOOLS/.build-$name/$name" "$bin"
+  fi
+  printf '%s' "$bin"
+}
+
+ensure_pyyaml() {
+  python3 -c 'import yaml' 2>/dev/null && return 0
+  echo "installing PyYAML"
+  python3 -m pip install --quiet pyyaml 2>/dev/null ||
+    python3 -m pip install --quiet --user pyyaml 2>/dev/null ||
+    as_root apt-get install -y -qq python3-yaml >/dev/null 2>&1
+  python3 -c 'import yaml'
+}
+
+ensure_shellcheck
+ensure_pyyaml
+actionlint=$(go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION") || actionlint=""
+kustomize=$(go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION") || kustomize=""
+
+# ----------------------------------------------------------------------------------------- checks
+shell_scripts() {
+  git ls-files --cached --others --exclude-standard -- deploy .ci |
+    while read -r f; do
+      [[ -f $f ]] || continue
+      case $f in
+        *.sh) echo "$f" ;;
+        *) head -n 1 "$f" | grep -qE '^#!.*(ba|)sh' && echo "$f" ;;
+      esac
+    done
+}
+shellcheck_all() {
+  command -v shellcheck >/dev/null || { echo "shellcheck is not installed"; return 1; }
+  mapfile -t files < <(shell_scripts)
+  ((${#files[@]} > 0)) || { echo "no shell scripts found"; return 1; }
+  echo "${#files[@]} scripts: ${files[*]}"
+  shellcheck "${files[@]}"
+}
+check "shellcheck: every shell script under deploy/ and .ci/" shellcheck_all
+
+actionlint_all() {
+  [[ -n $actionlint ]] || { echo "actionlint $ACTIONLINT_VERSION could not be installed"; return 1; }
+  "$actionlint" .github/workflows/*.yml
+}
+check "actionlint: .github/workflows" actionlint_all
+check "workflows: fmt, clippy -D warnings, xtask test; deploy builds, pushes, deploys" \
+  python3 $TESTS/checks.py workflows
+
+check "codeengine: deploy.sh against a stand-in ibmcloud (first run, re-run, failures)" \
+  bash $TESTS/codeengine_test.sh
+
+check "compose: docker-compose.yml services, depends_on, healthchecks, wiring" python3 $TESTS/checks.py compose
+
+compose_topics() { # create-topics.sh against a stand-in kafka-topics.sh
+  local calls="$scratch/kafka-topics.calls" fake="$scratch/kafka-topics.sh"
+  printf '#!/usr/bin/env bash\necho "$*" >>%q\n' "$calls" >"$fake" && chmod +x "$fake"
+  KAFKA_BOOTSTRAP_SERVER=kafka:19092 KAFKA_TOPICS="$fake" TOPICS_FILE=deploy/topics.txt \
+    bash deploy/compose/create-topics.sh || return 1
+  local expected=0 topic
+  while read -r topic; do
+    [[ -z $topic || $topic == \#* ]] && continue
+    for t in "$topic" "$topic.DLT"; do
+      expected=$((expected + 1))
+      grep -qxF -- "--bootstrap-server kafka:19092 --create --if-not-exists --topic $t --partitions 3 --replication-factor 1" "$calls" ||
+        { echo "no idempotent create of $t"; return 1; }
+    done
+  done <deploy/topics.txt
+  [[ $(wc -l <"$calls") == "$expected" ]] || { echo "expected $expected calls:"; cat "$calls"; return 1; }
+}
+check "compose: create-topics.sh creates every topic and .DLT with --if-not-exists" compose_topics
+check "topics: deploy/topics.txt matches crates/contracts topics" python3 $TESTS/checks.py topics
+
+k8s() {
+  [[ -n $kustomize ]] || { echo "kustomize $KUSTOMIZE_VERSION could not be installed"; return 1; }
+  "$kustomize" build deploy/k8s >"$scratch/k8s.yaml" || return 1
+  python3 $TESTS/checks.py k8s "$scratch/k8s.yaml"
+}
+check "k8s: kustomize build + Deployments, probes, security, Services, PDBs, config refs" k8s
+
+check "dockerfiles: shared pattern, generated files current, build command = '$RELEASE_BUILD'" \
+  python3 $TESTS/checks.py dockerfiles "$RELEASE_BUILD"
+check "dockerignore: the workspace is in the build context, .git/target are not" \
+  python3 $TESTS/checks.py dockerignore
+
+healthcheck() { # the image's HEALTHCHECK script against a local HTTP server: 200 ok, 404 and no server fail
+  mkdir -p "$scratch/www" && echo ok >"$scratch/www/healthz"
+  local port pid rc=0
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  python3 -m http.server "$port" --bind 127.0.0.1 --directory "$scratch/www" >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 50); do PORT=$port bash deploy/docker/healthcheck.sh 2>/dev/null && break; sleep 0.1; done
+  PORT=$port bash deploy/docker/healthcheck.sh || { echo "healthy server reported unhealthy"; rc=1; }
+  PORT=$port bash deploy/docker/healthcheck.sh /missing 2>/dev/null && { echo "404 reported healthy"; rc=1; }
+  kill "$pid" && wait "$pid" 2>/dev/null
+  PORT=$port bash deploy/docker/healthcheck.sh 2>/dev/null && { echo "no server reported healthy"; rc=1; }
+  return "$rc"
+}
+check "healthcheck.sh: 2xx healthy, 404 and refused unhealthy" healthcheck
+
+if $build; then
+  # Last: the same command the Dockerfiles run (honours CARGO_TARGET_DIR).
+  read -r -a release_build <<<"$RELEASE_BUILD"
+  check "release build: $RELEASE_BUILD" "${release_build[@]}"
+fi
+
+echo "$passed passed, $failed failed"
+((failed == 0))
