@@ -76,8 +76,22 @@ ensure_pyyaml() {
   python3 -c 'import yaml'
 }
 
+# validate: deploy/tests/validate (compose-go, k8s.io/api), built once per version of its source.
+validator() {
+  local hash bin
+  hash=$(cat $TESTS/validate/go.mod $TESTS/validate/go.sum $TESTS/validate/*.go | sha256sum | cut -c1-16)
+  bin="$TOOLS/validate-$hash"
+  if [[ ! -x $bin ]]; then
+    command -v go >/dev/null || { echo "go is needed to build deploy/tests/validate" >&2; return 1; }
+    echo "building deploy/tests/validate (go build)" >&2
+    mkdir -p "$TOOLS" && (cd $TESTS/validate && go build -o "$bin" .) >&2 || return 1
+  fi
+  printf '%s' "$bin"
+}
+
 ensure_shellcheck
 ensure_pyyaml
+validate=$(validator) || validate=""
 actionlint=$(go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION") || actionlint=""
 kustomize=$(go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION") || kustomize=""
 
@@ -112,7 +126,12 @@ check "workflows: fmt, clippy -D warnings, xtask test; deploy builds, pushes, de
 check "codeengine: deploy.sh against a stand-in ibmcloud (first run, re-run, failures)" \
   bash $TESTS/codeengine_test.sh
 
-check "compose: docker-compose.yml services, depends_on, healthchecks, wiring" python3 $TESTS/checks.py compose
+validate() {
+  [[ -n $validate ]] || { echo "deploy/tests/validate could not be built"; return 1; }
+  "$validate" "$@"
+}
+check "compose: docker-compose.yml against the Compose Specification (compose-go)" validate compose docker-compose.yml
+check "compose: services, depends_on, healthchecks, wiring" python3 $TESTS/checks.py compose
 
 compose_topics() { # create-topics.sh against a stand-in kafka-topics.sh
   local calls="$scratch/kafka-topics.calls" fake="$scratch/kafka-topics.sh"
@@ -139,6 +158,11 @@ k8s() {
   python3 $TESTS/checks.py k8s "$scratch/k8s.yaml"
 }
 check "k8s: kustomize build + Deployments, probes, security, Services, PDBs, config refs" k8s
+k8s_types() {
+  [[ -s $scratch/k8s.yaml ]] || { echo "nothing rendered (see the kustomize check)"; return 1; }
+  validate k8s "$scratch/k8s.yaml" && validate k8s deploy/k8s/secret.template.yaml
+}
+check "k8s: every manifest decodes strictly into its Kubernetes API type (k8s.io/api)" k8s_types
 
 check "dockerfiles: shared pattern, generated files current, build command = '$RELEASE_BUILD'" \
   python3 $TESTS/checks.py dockerfiles "$RELEASE_BUILD"
