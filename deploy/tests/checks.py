@@ -274,6 +274,9 @@ def check_dockerfiles(build_command: str) -> None:
             problem(f"{rel}: missing")
             continue
         ins = dockerfile_instructions(f)
+        directives = [i for i, line in enumerate(f.read_text().splitlines()) if re.match(r"#\s*syntax=", line)]
+        if directives and directives != [0]:
+            problem(f"{rel}: the '# syntax=' parser directive is not the first line, so it is ignored")
         runs = [args for word, args in ins if word == "RUN"]
         builds = [seg.strip() for r in runs for seg in re.split(r"&&|;|\|\|", r) if seg.strip().startswith("cargo build")]
         if not builds:

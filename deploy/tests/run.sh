@@ -164,6 +164,11 @@ k8s_types() {
 }
 check "k8s: every manifest decodes strictly into its Kubernetes API type (k8s.io/api)" k8s_types
 
+dockerfiles_parse() {
+  local f
+  for f in deploy/docker/Dockerfile deploy/docker/Dockerfile.*; do validate dockerfile "$f" || return 1; done
+}
+check "dockerfiles: BuildKit's Dockerfile parser and linter accept all four" dockerfiles_parse
 check "dockerfiles: shared pattern, generated files current, build command = '$RELEASE_BUILD'" \
   python3 $TESTS/checks.py dockerfiles "$RELEASE_BUILD"
 check "dockerignore: the workspace is in the build context, .git/target are not" \

@@ -3,6 +3,8 @@
 //	validate compose FILE      the Compose Specification, as docker compose loads it (compose-go)
 //	validate k8s FILE          every document decoded strictly into its Kubernetes API type
 //	                           (unknown or misspelt fields and wrong types are errors)
+//	validate dockerfile FILE   parsed into instructions by BuildKit's Dockerfile frontend, with its
+//	                           lint warnings treated as errors
 //
 // Used by deploy/tests/run.sh, which builds it with `go build`.
 package main
@@ -17,6 +19,9 @@ import (
 	"path/filepath"
 
 	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/linter"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/compose-spec/compose-go/v2/types"
 	yamlv3 "gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
@@ -36,6 +41,8 @@ func main() {
 		err = compose(os.Args[2])
 	case "k8s":
 		err = kubernetes(os.Args[2])
+	case "dockerfile":
+		err = dockerfile(os.Args[2])
 	default:
 		err = fmt.Errorf("unknown check %q", os.Args[1])
 	}
@@ -127,5 +134,38 @@ func name(doc map[string]any) any {
 	if m, ok := doc["metadata"].(map[string]any); ok {
 		return m["name"]
 	}
+	return nil
+}
+
+// dockerfile parses a Dockerfile as BuildKit does and reports parse errors and lint warnings.
+func dockerfile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var warnings []error
+	lint := linter.New(&linter.Config{Warn: func(rule, desc, url, msg string, loc []parser.Range) {
+		line := 0
+		if len(loc) > 0 {
+			line = loc[0].Start.Line
+		}
+		warnings = append(warnings, fmt.Errorf("%s:%d: %s: %s", path, line, rule, msg))
+	}})
+	result, err := parser.Parse(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	for _, w := range result.Warnings {
+		warnings = append(warnings, fmt.Errorf("%s:%d: %s", path, w.Location.Start.Line, w.Short))
+	}
+	stages, metaArgs, err := instructions.Parse(result.AST, lint)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := errors.Join(warnings...); err != nil {
+		return err
+	}
+	fmt.Printf("%s: valid, %d stages, %d global ARGs\n", path, len(stages), len(metaArgs))
 	return nil
 }
