@@ -152,11 +152,12 @@ for topic in "${topics[@]}"; do
   fi
 done
 
-ensure_secret() { # secret-name VAR... : create/update from the variables when all are set, else require it
-  local name=$1 var pairs=() unset_vars=()
+ensure_secret() { # secret-name KEY=VARIABLE... : create/update it when every variable is set, else require it
+  local name=$1 mapping pairs=() unset_vars=()
   shift
-  for var in "$@"; do
-    if [[ -n ${!var:-} ]]; then pairs+=("$var=${!var}"); else unset_vars+=("$var"); fi
+  for mapping in "$@"; do
+    local key=${mapping%%=*} var=${mapping#*=}
+    if [[ -n ${!var:-} ]]; then pairs+=("$key=${!var}"); else unset_vars+=("$var"); fi
   done
   if ((${#unset_vars[@]} == 0)); then
     local verb=create
@@ -172,21 +173,14 @@ ensure_secret() { # secret-name VAR... : create/update from the variables when a
 step "secrets"
 for service in "${services[@]}"; do
   var=DATABASE_URL_${service//-/_}
-  var=${var^^}
-  if [[ -n ${!var:-} ]]; then
-    export DATABASE_URL=${!var}
-  else
-    unset DATABASE_URL
-  fi
-  ensure_secret "$service-db" DATABASE_URL
+  ensure_secret "$service-db" "DATABASE_URL=${var^^}"
 done
-unset DATABASE_URL
 if [[ " ${services[*]} " == *" notification-service "* ]]; then
-  ensure_secret notification-smtp SMTP_URL MAIL_FROM
+  ensure_secret notification-smtp SMTP_URL=SMTP_URL MAIL_FROM=MAIL_FROM
 fi
 api_keys_secret=""
 if [[ -n ${API_KEYS:-} ]]; then
-  ensure_secret api-keys API_KEYS
+  ensure_secret api-keys API_KEYS=API_KEYS
   api_keys_secret=api-keys
 elif quietly ce secret get --name api-keys; then
   api_keys_secret=api-keys

@@ -197,7 +197,7 @@ fi
 fresh_state
 if deploy IBMCLOUD_API_KEY=k; then
   fail "missing database secret fails" "deploy.sh exited 0"
-elif grep -q "secret 'customer-service-db' does not exist: set DATABASE_URL" "$work/out" &&
+elif grep -q "secret 'customer-service-db' does not exist: set DATABASE_URL_CUSTOMER_SERVICE" "$work/out" &&
   ! grep -q '^ce application' "$work/log"; then
   pass "missing database secret fails before any application change"
 else
