@@ -94,10 +94,10 @@ done <"$deploy_dir/topics.txt"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-secret_file() { # name key=value... -> a 0600 env file (values never reach argv or the log)
-  local file="$scratch/$1.env"
+secret_file() { # name line... -> a 0600 file of the lines, no final newline (values never reach argv or the log)
+  local file="$scratch/$1"
   shift
-  (umask 077 && printf '%s\n' "$@" >"$file")
+  (umask 077 && IFS=$'\n' && printf '%s' "$*" >"$file")
   printf '%s' "$file"
 }
 
@@ -135,7 +135,7 @@ else
   [[ -n ${IBMCLOUD_API_KEY:-} ]] ||
     die "registry secret '$CE_REGISTRY_SECRET' does not exist; set IBMCLOUD_API_KEY once to create it"
   run ce registry create --name "$CE_REGISTRY_SECRET" --server "$ICR_REGISTRY" --username iamapikey \
-    --password-from-file "$(secret_file registry "$IBMCLOUD_API_KEY")"
+    --password-from-file "$(secret_file registry-password "$IBMCLOUD_API_KEY")"
 fi
 
 step "Event Streams topics on $ES_INSTANCE (${#topics[@]} topics, $KAFKA_TOPIC_PARTITIONS partition(s) each)"
