@@ -1,1 +1,89 @@
-fn main() {}
+//! `cargo xtask`: the developer entry point of the workspace.
+//!
+//! ```text
+//! cargo xtask up [--detach]            build, start Kafka and the three services
+//! cargo xtask down                     stop a detached stack (and the broker it started)
+//! cargo xtask demo                     run the seed's flow against the stack
+//! cargo xtask test [--sqlite-only]     the whole test suite, on SQLite and PostgreSQL
+//! cargo xtask kafka start|stop|status  the local broker alone
+//! ```
+
+mod apt;
+mod demo;
+mod kafka;
+mod paths;
+mod postgres;
+mod process;
+mod stack;
+mod test;
+mod tls;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  up [--detach]            build and run the whole system (Kafka + the three services);
+                           Ctrl-C stops it, --detach returns once everything is healthy
+  down                     stop what `up --detach` started
+  demo                     run the demo flow against the running stack (starts one if needed)
+  test [--sqlite-only]     run the test suite on SQLite, then PostgreSQL (installs what is missing)
+  kafka start|stop|status  the local Apache Kafka broker alone
+
+environment:
+  EMS_CACHE_DIR            cache root (default $HOME/.cache/event-microservices)
+  EMS_KAFKA_PORT, EMS_KAFKA_SASL_PORT, EMS_KAFKA_CONTROLLER_PORT
+                           broker ports (default 9092, 9093, 9094)
+";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["kafka", "start"] => kafka::Kafka::from_env()?.start().map(|_| ()),
+        ["kafka", "stop"] => kafka::Kafka::from_env()?.stop(),
+        ["kafka", "status"] => kafka::Kafka::from_env()?.status(),
+        ["test", rest @ ..] => {
+            let sqlite_only = flags(rest, &["--sqlite-only"])?.contains(&"--sqlite-only");
+            let code = test::run(sqlite_only)?;
+            std::process::exit(code);
+        }
+        ["up", rest @ ..] => {
+            let detach = flags(rest, &["--detach", "-d"])?
+                .iter()
+                .any(|f| *f == "--detach" || *f == "-d");
+            stack::up(detach)
+        }
+        ["down"] => stack::down(),
+        ["demo"] => stack::demo(),
+        [] | ["help" | "--help" | "-h"] => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprint!("{USAGE}");
+            bail!("unknown command: {}", args.join(" "))
+        }
+    }
+}
+
+/// Checks that every argument is one of `known`, and returns them.
+fn flags<'a>(args: &[&'a str], known: &[&str]) -> Result<Vec<&'a str>> {
+    for a in args {
+        if !known.contains(a) {
+            bail!(
+                "unknown option {a:?} (expected one of {})",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(args.to_vec())
+}

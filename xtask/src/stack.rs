@@ -1,0 +1,468 @@
+//! `cargo xtask up | down | demo`: the whole system on this machine.
+//!
+//! `up` builds the three services, starts the broker (unless running), creates the topics, starts
+//! the services with the embedded defaults (SQLite files under `./data`), waits for each
+//! `GET /readyz`, prints the URLs and streams the logs until Ctrl-C. `--detach` returns once all
+//! are healthy, leaving pids in `data/stack.state` and logs in `data/logs/`; `down` stops them.
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::kafka::{self, Kafka};
+use crate::paths;
+use crate::process;
+
+/// A service of the stack.
+#[derive(Clone, Copy, Debug)]
+pub struct Service {
+    /// Cargo package and binary name.
+    pub name: &'static str,
+    /// Default HTTP port.
+    pub port: u16,
+}
+
+/// The three services, in start order.
+pub const SERVICES: [Service; 3] = [
+    Service {
+        name: "customer-service",
+        port: 3001,
+    },
+    Service {
+        name: "transaction-service",
+        port: 3002,
+    },
+    Service {
+        name: "notification-service",
+        port: 3003,
+    },
+];
+
+/// How long a service may take to answer `/readyz` with 200.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a service may take to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// The data directory of the stack: `$EMS_DATA_DIR`, else `<repo>/data`.
+fn data_dir() -> PathBuf {
+    match std::env::var_os("EMS_DATA_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => paths::absolute(PathBuf::from(d)),
+        None => paths::repo_root().join("data"),
+    }
+}
+
+fn state_file() -> PathBuf {
+    data_dir().join("stack.state")
+}
+
+/// What a detached stack left behind: `name pid` lines, and `broker started` when `up` started
+/// the broker.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct State {
+    services: Vec<(String, u32)>,
+    broker_started: bool,
+}
+
+impl State {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        for (name, pid) in &self.services {
+            s.push_str(&format!("{name} {pid}\n"));
+        }
+        if self.broker_started {
+            s.push_str("broker started\n");
+        }
+        s
+    }
+
+    fn parse(text: &str) -> Self {
+        let mut st = State::default();
+        for line in text.lines() {
+            match line.split_once(' ') {
+                Some(("broker", "started")) => st.broker_started = true,
+                Some((name, pid)) => {
+                    if let Ok(pid) = pid.trim().parse() {
+                        st.services.push((name.to_string(), pid));
+                    }
+                }
+                None => {}
+            }
+        }
+        st
+    }
+
+    fn load() -> Option<Self> {
+        fs::read_to_string(state_file())
+            .ok()
+            .map(|t| Self::parse(&t))
+    }
+}
+
+/// `cargo xtask up [--detach]`.
+pub fn up(detach: bool) -> Result<()> {
+    if let Some(st) = State::load() {
+        let live: Vec<_> = st
+            .services
+            .iter()
+            .filter(|(_, p)| process::is_alive(*p))
+            .collect();
+        if !live.is_empty() {
+            println!("the stack is already running (detached):");
+            print_urls();
+            println!("stop it with: cargo xtask down");
+            return Ok(());
+        }
+        let _ = fs::remove_file(state_file());
+    }
+    for s in SERVICES {
+        if crate::postgres::accepting(s.port) {
+            bail!("port {} ({}) is already in use", s.port, s.name);
+        }
+    }
+
+    build()?;
+    let bin_dir = target_dir()?.join("debug");
+    let kafka = Kafka::from_env()?;
+    let broker_started = !kafka.start()?.already_running;
+    let stop_broker = || {
+        if broker_started {
+            if let Err(e) = kafka.stop() {
+                eprintln!("warning: {e:#}");
+            }
+        }
+    };
+    let partitions: i32 = std::env::var("KAFKA_TOPIC_PARTITIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    if let Err(e) = kafka::create_topics(
+        &kafka.ports().brokers(),
+        &contracts::topics::all_with_dead_letters(),
+        partitions,
+    ) {
+        stop_broker();
+        return Err(e);
+    }
+
+    let data = data_dir();
+    let logs = data.join("logs");
+    fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let brokers = kafka.ports().brokers();
+
+    let result = if detach {
+        up_detached(&bin_dir, &data, &logs, &brokers, broker_started)
+    } else {
+        up_attached(&bin_dir, &data, &logs, &brokers)
+    };
+    if result.is_err() || !detach {
+        stop_broker();
+    }
+    result
+}
+
+/// The command that runs one service with the embedded defaults.
+fn service_command(bin_dir: &Path, data: &Path, brokers: &str, s: Service) -> Result<Command> {
+    let exe = bin_dir.join(s.name);
+    if !exe.is_file() {
+        bail!("{} was not built ({} is missing)", s.name, exe.display());
+    }
+    let mut cmd = Command::new(exe);
+    let db = if data == paths::repo_root().join("data") {
+        format!("sqlite://data/{}.db", s.name)
+    } else {
+        format!("sqlite://{}/{}.db", data.display(), s.name)
+    };
+    cmd.current_dir(paths::repo_root())
+        .env("PORT", s.port.to_string())
+        .env("KAFKA_BROKERS", brokers)
+        .env("DATABASE_URL", db)
+        .stdin(Stdio::null());
+    Ok(cmd)
+}
+
+fn up_detached(
+    bin_dir: &Path,
+    data: &Path,
+    logs: &Path,
+    brokers: &str,
+    broker_started: bool,
+) -> Result<()> {
+    let mut st = State {
+        services: Vec::new(),
+        broker_started,
+    };
+    for s in SERVICES {
+        let log = logs.join(format!("{}.log", s.name));
+        let mut cmd = service_command(bin_dir, data, brokers, s)?;
+        match process::spawn_detached(&mut cmd, &log) {
+            Ok(pid) => st.services.push((s.name.to_string(), pid)),
+            Err(e) => {
+                stop_pids(&st.services);
+                return Err(e);
+            }
+        }
+        process::write_file(&state_file(), &st.render(), 0o644)?;
+    }
+    for (s, (_, pid)) in SERVICES.iter().zip(&st.services) {
+        if let Err(e) = wait_ready(*s, || process::is_alive(*pid)) {
+            eprintln!(
+                "--- last lines of {}:",
+                logs.join(format!("{}.log", s.name)).display()
+            );
+            eprintln!(
+                "{}",
+                process::tail(&logs.join(format!("{}.log", s.name)), 30)
+            );
+            stop_pids(&st.services);
+            let _ = fs::remove_file(state_file());
+            return Err(e);
+        }
+    }
+    println!("the stack is up (detached); logs in {}", logs.display());
+    print_urls();
+    println!("stop it with: cargo xtask down");
+    Ok(())
+}
+
+fn up_attached(bin_dir: &Path, data: &Path, logs: &Path, brokers: &str) -> Result<()> {
+    let (tx, rx) = mpsc::channel::<Event>();
+    {
+        let tx = tx.clone();
+        ctrlc::set_handler(move || {
+            let _ = tx.send(Event::Signal);
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let width = SERVICES.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let colour = std::io::stdout().is_terminal();
+    let mut children: Vec<(Service, Child)> = Vec::new();
+    let mut outcome = Ok(());
+    for (i, s) in SERVICES.into_iter().enumerate() {
+        let spawned = service_command(bin_dir, data, brokers, s).and_then(|mut cmd| {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            // Own process group: Ctrl-C reaches only us, and we stop the services in order.
+            cmd.process_group(0);
+            cmd.spawn().with_context(|| format!("starting {}", s.name))
+        });
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        };
+        let prefix = if colour {
+            format!("\x1b[{}m{:<width$} |\x1b[0m ", 32 + i, s.name)
+        } else {
+            format!("{:<width$} | ", s.name)
+        };
+        let log = logs.join(format!("{}.log", s.name));
+        if let Some(out) = child.stdout.take() {
+            spawn_prefixer(out, prefix.clone(), log.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            spawn_prefixer(err, prefix, log);
+        }
+        children.push((s, child));
+    }
+    if outcome.is_ok() {
+        for (s, child) in children.iter_mut() {
+            let pid = child.id();
+            if let Err(e) = wait_ready(*s, || process::is_alive(pid)) {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    if outcome.is_ok() {
+        println!("the stack is up:");
+        print_urls();
+        println!(
+            "logs follow (also in {}); Ctrl-C stops everything",
+            logs.display()
+        );
+        // Watch the children: one exiting on its own stops the rest.
+        let pids: Vec<(Service, u32)> = children.iter().map(|(s, c)| (*s, c.id())).collect();
+        thread::spawn(move || loop {
+            for (s, pid) in &pids {
+                if !process::is_alive(*pid) {
+                    let _ = tx.send(Event::Exited(s.name));
+                    return;
+                }
+            }
+            thread::sleep(Duration::from_millis(500));
+        });
+        match rx.recv() {
+            Ok(Event::Exited(name)) => {
+                outcome = Err(anyhow::anyhow!("{name} exited; stopping the stack"));
+            }
+            Ok(Event::Signal) | Err(_) => println!("\nstopping the stack…"),
+        }
+    }
+    let pids: Vec<(String, u32)> = children
+        .iter()
+        .map(|(s, c)| (s.name.to_string(), c.id()))
+        .collect();
+    stop_pids(&pids);
+    for (_, mut c) in children {
+        let _ = c.wait();
+    }
+    outcome
+}
+
+enum Event {
+    Signal,
+    Exited(&'static str),
+}
+
+/// Copies `from` line by line to stdout with `prefix`, and to the log file.
+fn spawn_prefixer(from: impl Read + Send + 'static, prefix: String, log: PathBuf) {
+    thread::spawn(move || {
+        let mut file = OpenOptions::new().create(true).append(true).open(&log).ok();
+        let reader = BufReader::new(from);
+        for line in reader.split(b'\n').map_while(|l| l.ok()) {
+            let text = String::from_utf8_lossy(&line);
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let _ = writeln!(out, "{prefix}{text}");
+            if let Some(f) = file.as_mut() {
+                let _ = writeln!(f, "{text}");
+            }
+        }
+    });
+}
+
+/// Stops services in reverse start order: SIGTERM, wait, SIGKILL.
+fn stop_pids(services: &[(String, u32)]) {
+    for (name, pid) in services.iter().rev() {
+        if process::is_alive(*pid) {
+            println!("stopping {name} (pid {pid})");
+            if process::terminate(*pid, STOP_GRACE) {
+                println!(
+                    "{name} did not stop within {} s and was killed",
+                    STOP_GRACE.as_secs()
+                );
+            }
+        }
+    }
+}
+
+/// `cargo xtask down`.
+pub fn down() -> Result<()> {
+    let Some(st) = State::load() else {
+        println!(
+            "no detached stack is running (no {})",
+            state_file().display()
+        );
+        return Ok(());
+    };
+    stop_pids(&st.services);
+    let _ = fs::remove_file(state_file());
+    if st.broker_started {
+        Kafka::from_env()?.stop()?;
+    }
+    println!("the stack is down");
+    Ok(())
+}
+
+/// `cargo xtask demo`: the seed's flow against the running stack.
+pub fn demo() -> Result<()> {
+    if !SERVICES.iter().all(|s| ready(s.port)) {
+        println!("the stack is not running; starting it (detached)…");
+        up(true)?;
+    }
+    crate::demo::run()
+}
+
+/// Builds the three service binaries.
+fn build() -> Result<()> {
+    println!("building the services…");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build").current_dir(paths::repo_root());
+    for s in SERVICES {
+        cmd.args(["-p", s.name]);
+    }
+    process::run_visible(&mut cmd)
+}
+
+/// Cargo's target directory (honours CARGO_TARGET_DIR and cargo configuration).
+fn target_dir() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = process::run_quiet(
+        Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .current_dir(paths::repo_root()),
+    )?;
+    let start = out.find('{').unwrap_or(0);
+    let v: serde_json::Value =
+        serde_json::from_str(&out[start..]).context("parsing cargo metadata")?;
+    v["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
+}
+
+fn print_urls() {
+    for s in SERVICES {
+        println!("  {:<22} http://127.0.0.1:{}", s.name, s.port);
+    }
+}
+
+/// Whether `GET /readyz` on 127.0.0.1:`port` answers 200.
+pub fn ready(port: u16) -> bool {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    agent
+        .get(&format!("http://127.0.0.1:{port}/readyz"))
+        .call()
+        .map(|r| r.status().as_u16() == 200)
+        .unwrap_or(false)
+}
+
+/// Waits for a service's `/readyz` to answer 200 while `alive()`.
+fn wait_ready(s: Service, alive: impl Fn() -> bool) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if ready(s.port) {
+            println!("{} is ready on http://127.0.0.1:{}", s.name, s.port);
+            return Ok(());
+        }
+        if !alive() {
+            bail!("{} exited before becoming ready", s.name);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{} did not answer GET /readyz with 200 within {} s",
+                s.name,
+                READY_TIMEOUT.as_secs()
+            );
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips() {
+        let st = State {
+            services: vec![("a".into(), 1), ("b".into(), 22)],
+            broker_started: true,
+        };
+        assert_eq!(State::parse(&st.render()), st);
+        assert_eq!(State::parse(""), State::default());
+    }
+}
