@@ -1,0 +1,284 @@
+//! Customer rules: what a valid registration is, and what registering an id twice means.
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use platform::Problem;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Longest customer id.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest display name, in characters.
+pub const MAX_NAME_LEN: usize = 200;
+/// Longest email address, in characters (RFC 5321 path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// A registered customer, as stored and as returned by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Customer {
+    /// Customer id (also the id of the customer's account).
+    #[schema(example = "cust-001")]
+    pub id: String,
+    /// Display name.
+    #[schema(example = "John Doe")]
+    pub name: String,
+    /// Email address notifications go to.
+    #[schema(example = "john@example.com")]
+    pub email: String,
+    /// When the customer was registered.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A validated registration: trimmed name and email, an id (given or generated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCustomer {
+    /// Customer id.
+    pub id: String,
+    /// Display name, trimmed.
+    pub name: String,
+    /// Email address, trimmed.
+    pub email: String,
+}
+
+impl NewCustomer {
+    /// Validates a registration; generates a `cust-<uuid>` id when none is given.
+    pub fn parse(
+        id: Option<&str>,
+        name: Option<&str>,
+        email: Option<&str>,
+    ) -> Result<Self, CustomerError> {
+        let id = match id {
+            Some(id) => validate_id(id)?,
+            None => format!("cust-{}", uuid::Uuid::new_v4()),
+        };
+        Ok(Self {
+            id,
+            name: validate_name(name)?,
+            email: validate_email(email)?,
+        })
+    }
+
+    /// True when `customer` was registered with this name and email (an idempotent repeat).
+    pub fn matches(&self, customer: &Customer) -> bool {
+        self.name == customer.name && self.email == customer.email
+    }
+
+    /// The customer this registration creates at `created_at`.
+    pub fn into_customer(self, created_at: DateTime<Utc>) -> Customer {
+        Customer {
+            id: self.id,
+            name: self.name,
+            email: self.email,
+            created_at,
+        }
+    }
+}
+
+/// Why a customer request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CustomerError {
+    /// A field is missing or malformed.
+    #[error("{detail}")]
+    Invalid {
+        /// The JSON field at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// No customer has this id.
+    #[error("customer `{0}` does not exist")]
+    NotFound(String),
+    /// The id is taken by a customer with another name or email.
+    #[error("customer `{0}` already exists with a different name or email")]
+    Conflict(String),
+}
+
+impl CustomerError {
+    fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
+        CustomerError::Invalid {
+            field,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<CustomerError> for Problem {
+    fn from(error: CustomerError) -> Self {
+        let detail = error.to_string();
+        match error {
+            CustomerError::Invalid { field, .. } => Problem::invalid_field(field, detail),
+            CustomerError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, detail),
+            CustomerError::Conflict(_) => Problem::conflict(detail),
+        }
+    }
+}
+
+fn validate_id(id: &str) -> Result<String, CustomerError> {
+    let len = id.chars().count();
+    if len == 0 || len > MAX_ID_LEN {
+        return Err(CustomerError::invalid(
+            "id",
+            format!("id must be 1 to {MAX_ID_LEN} characters long"),
+        ));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(CustomerError::invalid(
+            "id",
+            "id may contain only letters, digits, `-`, `_` and `.`",
+        ));
+    }
+    Ok(id.to_string())
+}
+
+fn validate_name(name: Option<&str>) -> Result<String, CustomerError> {
+    let name = name
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| CustomerError::invalid("name", "name is required and must not be blank"))?;
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(CustomerError::invalid(
+            "name",
+            format!("name must be at most {MAX_NAME_LEN} characters long"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(CustomerError::invalid(
+            "name",
+            "name must not contain control characters",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn validate_email(email: Option<&str>) -> Result<String, CustomerError> {
+    let email = email
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| CustomerError::invalid("email", "email is required"))?;
+    let invalid = |why: &str| {
+        CustomerError::invalid(
+            "email",
+            format!("`{email}` is not a valid email address: {why}"),
+        )
+    };
+    if email.chars().count() > MAX_EMAIL_LEN {
+        return Err(CustomerError::invalid(
+            "email",
+            format!("email must be at most {MAX_EMAIL_LEN} characters long"),
+        ));
+    }
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("it contains spaces"));
+    }
+    let (local, domain) = match email.split_once('@') {
+        Some((local, domain)) if !domain.contains('@') => (local, domain),
+        _ => return Err(invalid("it needs exactly one `@`")),
+    };
+    if local.is_empty() {
+        return Err(invalid("nothing before the `@`"));
+    }
+    if !domain.contains('.') || domain.split('.').any(str::is_empty) {
+        return Err(invalid("the domain needs a dot between non-empty labels"));
+    }
+    Ok(email.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(result: Result<NewCustomer, CustomerError>) -> &'static str {
+        match result {
+            Err(CustomerError::Invalid { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_the_seed_customer_and_trims() {
+        let c = NewCustomer::parse(
+            Some("cust-001"),
+            Some("  John Doe "),
+            Some(" john@example.com"),
+        )
+        .unwrap();
+        assert_eq!(c.id, "cust-001");
+        assert_eq!(c.name, "John Doe");
+        assert_eq!(c.email, "john@example.com");
+    }
+
+    #[test]
+    fn generates_an_id_when_absent() {
+        let c = NewCustomer::parse(None, Some("A"), Some("a@b.io")).unwrap();
+        assert!(c.id.starts_with("cust-"));
+        assert!(validate_id(&c.id).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_ids() {
+        for id in ["", "has space", "slash/", "é", &"x".repeat(65)] {
+            assert_eq!(
+                field_of(NewCustomer::parse(Some(id), Some("A"), Some("a@b.io"))),
+                "id",
+                "{id:?}"
+            );
+        }
+        assert!(NewCustomer::parse(Some("A_b-9.z"), Some("A"), Some("a@b.io")).is_ok());
+        assert!(NewCustomer::parse(Some(&"x".repeat(64)), Some("A"), Some("a@b.io")).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        for name in [None, Some(""), Some("   "), Some("a\nb")] {
+            assert_eq!(
+                field_of(NewCustomer::parse(None, name, Some("a@b.io"))),
+                "name"
+            );
+        }
+        let long = "n".repeat(201);
+        assert_eq!(
+            field_of(NewCustomer::parse(None, Some(&long), Some("a@b.io"))),
+            "name"
+        );
+        assert!(NewCustomer::parse(None, Some(&"n".repeat(200)), Some("a@b.io")).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_emails() {
+        let long = format!("{}@example.com", "a".repeat(250));
+        for email in [
+            None,
+            Some(""),
+            Some("plain"),
+            Some("a@@b.io"),
+            Some("a@b@c.io"),
+            Some("@b.io"),
+            Some("a@localhost"),
+            Some("a@.io"),
+            Some("a@b."),
+            Some("a b@c.io"),
+            Some(long.as_str()),
+        ] {
+            assert_eq!(
+                field_of(NewCustomer::parse(None, Some("A"), email)),
+                "email",
+                "{email:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_map_to_problems() {
+        let p = Problem::from(CustomerError::Conflict("c".into()));
+        assert_eq!(p.status, StatusCode::CONFLICT);
+        let p = Problem::from(CustomerError::invalid("email", "bad"));
+        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(p.extensions["field"], "email");
+        let p = Problem::from(CustomerError::NotFound("c".into()));
+        assert_eq!(p.status, StatusCode::NOT_FOUND);
+    }
+}

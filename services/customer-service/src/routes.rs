@@ -1,0 +1,285 @@
+//! HTTP routes: register, read and list customers, and the OpenAPI document.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use platform::http::{require_api_key, ApiKeys};
+use platform::{ApiJson, Database, Outbox, Problem};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::domain::{Customer, CustomerError, NewCustomer};
+use crate::registration::{self, Registration};
+use crate::storage;
+
+/// Page size of `GET /app/customers` when `limit` is absent.
+pub const DEFAULT_LIMIT: i64 = 50;
+/// Largest accepted `limit`.
+pub const MAX_LIMIT: i64 = 500;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Database,
+    /// Where `Customer.created` events are queued.
+    pub outbox: Outbox,
+}
+
+/// The service's routes; writes need an API key when `API_KEYS` is set.
+pub fn router(state: AppState, api_keys: ApiKeys) -> Router {
+    let writes = Router::new()
+        .route("/app/customers", post(create_customer))
+        .route_layer(middleware::from_fn_with_state(api_keys, require_api_key));
+    let reads = Router::new()
+        .route("/app/customers", get(list_customers))
+        .route("/app/customers/{id}", get(get_customer))
+        .route("/openapi.json", get(openapi));
+    writes.merge(reads).with_state(state)
+}
+
+/// Body of `POST /app/customers`. Fields are checked one by one so that each error names its
+/// field; unknown fields are ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateCustomer {
+    /// Customer id: 1–64 letters, digits, `-`, `_`, `.`; generated (`cust-<uuid>`) when absent.
+    #[schema(value_type = Option<String>, example = "cust-001")]
+    #[serde(default)]
+    pub id: Option<Value>,
+    /// Display name (not blank, at most 200 characters).
+    #[schema(value_type = String, example = "John Doe")]
+    #[serde(default)]
+    pub name: Option<Value>,
+    /// Email address.
+    #[schema(value_type = String, example = "john@example.com")]
+    #[serde(default)]
+    pub email: Option<Value>,
+}
+
+/// A page of customers, in order of registration.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerPage {
+    /// The customers.
+    pub items: Vec<Customer>,
+    /// Page size used.
+    pub limit: i64,
+    /// Customers skipped.
+    pub offset: i64,
+}
+
+/// Query of `GET /app/customers`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListParams {
+    /// Page size, 1–500 (default 50).
+    #[param(value_type = Option<i64>)]
+    pub limit: Option<String>,
+    /// Customers to skip (default 0).
+    #[param(value_type = Option<i64>)]
+    pub offset: Option<String>,
+}
+
+/// An RFC 9457 problem (documentation of error bodies).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemDetails {
+    /// Always `about:blank`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The HTTP reason phrase.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong.
+    pub detail: String,
+    /// The offending field (validation errors).
+    pub field: Option<String>,
+}
+
+/// Registers a customer (idempotent by id).
+#[utoipa::path(post, path = "/app/customers", request_body = CreateCustomer,
+    responses(
+        (status = 201, description = "Registered; `Customer.created` is published", body = Customer),
+        (status = 200, description = "Already registered with the same name and email", body = Customer),
+        (status = 400, description = "Malformed JSON", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "The id belongs to another customer", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (`field` names it)", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security((), ("api_key" = [])))]
+#[tracing::instrument(name = "create_customer", skip_all, fields(customer_id))]
+pub async fn create_customer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateCustomer>,
+) -> Result<Response, Problem> {
+    let new = NewCustomer::parse(
+        string_field("id", body.id.as_ref())?,
+        string_field("name", body.name.as_ref())?,
+        string_field("email", body.email.as_ref())?,
+    )?;
+    tracing::Span::current().record("customer_id", new.id.as_str());
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_traceparent(v));
+    let (status, customer) =
+        match registration::register(&state.db, &state.outbox, new, traceparent).await? {
+            Registration::Created(customer) => (StatusCode::CREATED, customer),
+            Registration::Repeated(customer) => (StatusCode::OK, customer),
+        };
+    let location = format!("/app/customers/{}", customer.id);
+    Ok((status, [(header::LOCATION, location)], Json(customer)).into_response())
+}
+
+/// One customer.
+#[utoipa::path(get, path = "/app/customers/{id}", params(("id" = String, Path, description = "Customer id")),
+    responses(
+        (status = 200, description = "The customer", body = Customer),
+        (status = 404, description = "No such customer", body = ProblemDetails, content_type = "application/problem+json"),
+    ))]
+pub async fn get_customer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Customer>, Problem> {
+    match storage::find(state.db.pool(), &id).await? {
+        Some(customer) => Ok(Json(customer)),
+        None => Err(CustomerError::NotFound(id).into()),
+    }
+}
+
+/// Customers in order of registration, a page at a time.
+#[utoipa::path(get, path = "/app/customers", params(ListParams),
+    responses(
+        (status = 200, description = "A page of customers", body = CustomerPage),
+        (status = 422, description = "Bad `limit` or `offset`", body = ProblemDetails, content_type = "application/problem+json"),
+    ))]
+pub async fn list_customers(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<CustomerPage>, Problem> {
+    let limit = bounded(
+        "limit",
+        params.limit.as_deref(),
+        DEFAULT_LIMIT,
+        1,
+        MAX_LIMIT,
+    )?;
+    let offset = bounded(
+        "offset",
+        params.offset.as_deref(),
+        0,
+        0,
+        i64::from(i32::MAX),
+    )?;
+    let items = storage::list(state.db.pool(), limit, offset).await?;
+    Ok(Json(CustomerPage {
+        items,
+        limit,
+        offset,
+    }))
+}
+
+/// The OpenAPI document of this service.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "customer-service", description = "Registers customers and publishes `Customer.created`."),
+    paths(create_customer, get_customer, list_customers),
+    components(schemas(Customer, CreateCustomer, CustomerPage, ProblemDetails)),
+    modifiers(&ApiKeyScheme)
+)]
+pub struct ApiDoc;
+
+struct ApiKeyScheme;
+
+impl utoipa::Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "api_key",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// A JSON string field, absent (or null), or a 422 naming the field.
+fn string_field<'a>(
+    field: &'static str,
+    value: Option<&'a Value>,
+) -> Result<Option<&'a str>, Problem> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Problem::invalid_field(
+            field,
+            format!("{field} must be a string"),
+        )),
+    }
+}
+
+/// An optional integer query parameter within `min..=max`.
+fn bounded(
+    name: &'static str,
+    value: Option<&str>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, Problem> {
+    let Some(text) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(default);
+    };
+    match text.trim().parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(Problem::invalid_field(
+            name,
+            format!("{name} must be an integer from {min} to {max}"),
+        )),
+    }
+}
+
+/// A W3C `traceparent` of version 00: `00-<32 hex>-<16 hex>-<2 hex>`.
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    matches!(parts.as_slice(), [v, t, p, f] if hex(v, 2) && hex(t, 32) && hex(p, 16) && hex(f, 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_bounds() {
+        assert_eq!(bounded("limit", None, 50, 1, 500).unwrap(), 50);
+        assert_eq!(bounded("limit", Some("7"), 50, 1, 500).unwrap(), 7);
+        for bad in ["0", "501", "-1", "x", "1.5"] {
+            let p = bounded("limit", Some(bad), 50, 1, 500).unwrap_err();
+            assert_eq!(p.extensions["field"], "limit", "{bad}");
+        }
+    }
+
+    #[test]
+    fn traceparents_are_checked() {
+        assert!(is_traceparent(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        ));
+        assert!(!is_traceparent("00-xyz-b7ad6b7169203331-01"));
+        assert!(!is_traceparent("garbage"));
+    }
+
+    #[test]
+    fn openapi_documents_the_routes() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        assert!(doc["paths"]["/app/customers"]["post"].is_object());
+        assert!(doc["paths"]["/app/customers/{id}"]["get"].is_object());
+        assert!(doc["components"]["schemas"]["Customer"].is_object());
+    }
+}

@@ -1,0 +1,474 @@
+//! customer-service against the real local broker and a real database (SQLite, or PostgreSQL
+//! when `TEST_DATABASE_URL` is set). Each test has its own topic prefix and database.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use customer_service::{build, MIGRATIONS, NAME};
+use platform::config::Secret;
+use platform::kafka::KafkaConfig;
+use platform::testing::{service_config, unique, LocalKafka, RunningService};
+use platform::{Database, Service};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct App {
+    running: RunningService,
+    db: Database,
+    kafka: KafkaConfig,
+    http: reqwest::Client,
+}
+
+impl App {
+    async fn start() -> Self {
+        Self::start_with_keys(Vec::new()).await
+    }
+
+    async fn start_with_keys(api_keys: Vec<Secret>) -> Self {
+        let kafka = LocalKafka::load().isolated();
+        let mut config = service_config(NAME, kafka.clone()).await;
+        config.api_keys = api_keys;
+        let mut service = Service::start_with(config, &MIGRATIONS, CancellationToken::new())
+            .await
+            .expect("service starts");
+        let routes = build(&mut service);
+        let db = service.db.clone();
+        let running = RunningService::spawn(service, routes).await;
+        Self {
+            running,
+            db,
+            kafka,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.running.base_url)
+    }
+
+    async fn post(&self, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url("/app/customers"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        read(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// Waits until the outbox relay has published everything, then reads the whole
+    /// `Customer.created` topic.
+    async fn published_events(&self) -> Vec<OwnedMessage> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let pending = platform::outbox::pending(&self.db).await.unwrap();
+            if pending == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{pending} events never published"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let kafka = self.kafka.clone();
+        tokio::task::spawn_blocking(move || read_topic(&kafka, contracts::topics::CUSTOMER_CREATED))
+            .await
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        self.running.stop().await.expect("clean shutdown");
+    }
+}
+
+async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_client_error() || status.is_server_error() {
+        assert_eq!(content_type, "application/problem+json", "{body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{body}"
+        );
+    }
+    (status, body)
+}
+
+/// Every record of `topic` (prefixed), read from the beginning up to the high watermarks.
+fn read_topic(kafka: &KafkaConfig, topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = kafka
+        .client_config("customer-service-test")
+        .set("group.id", unique("test-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let name = kafka.topic_name(topic);
+    let metadata = consumer
+        .fetch_metadata(Some(&name), Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    assert!(partitions > 0, "topic {name} exists");
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = HashMap::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(&name, partition, Duration::from_secs(10))
+            .unwrap();
+        if high > low {
+            remaining.insert(partition, high);
+        }
+        assignment
+            .add_partition_offset(&name, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let mut out = Vec::new();
+    while !remaining.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "could not read {name} to its end"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.unwrap().detach();
+        if remaining
+            .get(&message.partition())
+            .is_some_and(|high| message.offset() + 1 >= *high)
+        {
+            remaining.remove(&message.partition());
+        }
+        out.push(message);
+    }
+    out
+}
+
+fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8(v.to_vec()).unwrap())
+}
+
+fn events_for(events: &[OwnedMessage], id: &str) -> usize {
+    events
+        .iter()
+        .filter(|m| m.key() == Some(id.as_bytes()))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_request_creates_the_customer_and_publishes_customer_created() {
+    let app = App::start().await;
+    let (status, body) = app
+        .post(json!({"id": "cust-001", "name": "John Doe", "email": "john@example.com"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["id"], "cust-001");
+    assert_eq!(body["name"], "John Doe");
+    assert_eq!(body["email"], "john@example.com");
+    let created_at = body["createdAt"].as_str().expect("createdAt");
+    chrono::DateTime::parse_from_rfc3339(created_at).expect("RFC 3339 createdAt");
+
+    let events = app.published_events().await;
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    assert_eq!(event.key(), Some(b"cust-001".as_slice()));
+    assert!(header(event, "ce_id").is_some_and(|id| !id.is_empty()));
+    assert_eq!(header(event, "ce_specversion").as_deref(), Some("1.0"));
+    assert_eq!(
+        header(event, "ce_type").as_deref(),
+        Some("customer.created.v1")
+    );
+    assert_eq!(
+        header(event, "ce_source").as_deref(),
+        Some("/customer-service")
+    );
+    let ce_time = header(event, "ce_time").expect("ce_time");
+    chrono::DateTime::parse_from_rfc3339(&ce_time).expect("RFC 3339 ce_time");
+    assert_eq!(
+        header(event, "content-type").as_deref(),
+        Some("application/json")
+    );
+    let payload: Value = serde_json::from_slice(event.payload().unwrap()).unwrap();
+    assert_eq!(
+        payload,
+        json!({"id": "cust-001", "name": "John Doe", "email": "john@example.com",
+               "createdAt": created_at})
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absent_id_is_generated_and_unknown_fields_are_ignored() {
+    let app = App::start().await;
+    let (status, body) = app
+        .post(json!({"name": "Ann", "email": "ann@example.com", "nickname": "A"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap();
+    assert!(id.starts_with("cust-"), "{id}");
+    assert!(body.get("nickname").is_none());
+    let (status, found) = app.get(&format!("/app/customers/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found, body);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_invalid_field_is_a_422_naming_it() {
+    let app = App::start().await;
+    let cases = [
+        (json!({"id": "", "name": "A", "email": "a@b.io"}), "id"),
+        (
+            json!({"id": "has space", "name": "A", "email": "a@b.io"}),
+            "id",
+        ),
+        (
+            json!({"id": "x".repeat(65), "name": "A", "email": "a@b.io"}),
+            "id",
+        ),
+        (json!({"id": 42, "name": "A", "email": "a@b.io"}), "id"),
+        (json!({"email": "a@b.io"}), "name"),
+        (json!({"name": "   ", "email": "a@b.io"}), "name"),
+        (json!({"name": "n".repeat(201), "email": "a@b.io"}), "name"),
+        (json!({"name": 5, "email": "a@b.io"}), "name"),
+        (json!({"name": "A"}), "email"),
+        (json!({"name": "A", "email": "not-an-email"}), "email"),
+        (json!({"name": "A", "email": "a@@b.io"}), "email"),
+        (json!({"name": "A", "email": "@b.io"}), "email"),
+        (json!({"name": "A", "email": "a@localhost"}), "email"),
+        (json!({"name": "A", "email": "a b@c.io"}), "email"),
+        (
+            json!({"name": "A", "email": format!("{}@b.io", "a".repeat(250))}),
+            "email",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, problem) = app.post(body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} -> {problem}"
+        );
+        assert_eq!(problem["field"], field, "{body} -> {problem}");
+        assert_eq!(problem["status"], 422);
+    }
+    let (_, page) = app.get("/app/customers").await;
+    assert_eq!(page["items"], json!([]), "nothing was stored");
+    assert!(
+        app.published_events().await.is_empty(),
+        "nothing was published"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exact_repeat_is_200_and_publishes_no_second_event() {
+    let app = App::start().await;
+    let body = json!({"id": "cust-rep", "name": "Rita", "email": "rita@example.com"});
+    let (status, first) = app.post(body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, again) = app.post(body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again, first, "the stored customer, unchanged");
+    // Surrounding whitespace is not a different body.
+    let (status, _) = app
+        .post(json!({"id": "cust-rep", "name": " Rita ", "email": "rita@example.com"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let events = app.published_events().await;
+    assert_eq!(events_for(&events, "cust-rep"), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_id_with_another_body_is_a_409() {
+    let app = App::start().await;
+    let (status, _) = app
+        .post(json!({"id": "cust-c", "name": "Carl", "email": "carl@example.com"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    for other in [
+        json!({"id": "cust-c", "name": "Carla", "email": "carl@example.com"}),
+        json!({"id": "cust-c", "name": "Carl", "email": "carl@example.org"}),
+    ] {
+        let (status, problem) = app.post(other).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("cust-c"));
+    }
+    let (_, stored) = app.get("/app/customers/cust-c").await;
+    assert_eq!(stored["name"], "Carl");
+    assert_eq!(events_for(&app.published_events().await, "cust-c"), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_creates_of_one_id_have_a_single_winner() {
+    let app = App::start().await;
+    let requests = (0..10).map(|i| {
+        let name = if i % 2 == 0 { "Even" } else { "Odd" };
+        let body = json!({"id": "cust-race", "name": name, "email": "race@example.com"});
+        let request = app.http.post(app.url("/app/customers")).json(&body).send();
+        async move { (name, request.await.unwrap().status()) }
+    });
+    let outcomes = futures_join_all(requests).await;
+    let winners: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, s)| *s == StatusCode::CREATED)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let winner = winners[0].0;
+    for (name, status) in &outcomes {
+        if *status == StatusCode::CREATED {
+            continue;
+        }
+        let expected = if *name == winner {
+            StatusCode::OK
+        } else {
+            StatusCode::CONFLICT
+        };
+        assert_eq!(*status, expected, "{outcomes:?}");
+    }
+    assert_eq!(events_for(&app.published_events().await, "cust-race"), 1);
+    app.stop().await;
+}
+
+/// `join_all` without a `futures` dependency: spawn and await each.
+async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_finds_a_customer_or_answers_404() {
+    let app = App::start().await;
+    let (_, created) = app
+        .post(json!({"id": "cust-g", "name": "Gina", "email": "gina@example.com"}))
+        .await;
+    let (status, found) = app.get("/app/customers/cust-g").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found, created);
+    let (status, problem) = app.get("/app/customers/nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(problem["detail"].as_str().unwrap().contains("nobody"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_is_in_creation_order_and_paged() {
+    let app = App::start().await;
+    for (id, name) in [("c-b", "B"), ("c-a", "A"), ("c-c", "C")] {
+        let (status, _) = app
+            .post(json!({"id": id, "name": name, "email": format!("{id}@example.com")}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, page) = app.get("/app/customers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&page), ["c-b", "c-a", "c-c"]);
+    let (_, page) = app.get("/app/customers?limit=2").await;
+    assert_eq!(ids(&page), ["c-b", "c-a"]);
+    assert_eq!(page["limit"], 2);
+    let (_, page) = app.get("/app/customers?limit=2&offset=2").await;
+    assert_eq!(ids(&page), ["c-c"]);
+    for bad in ["limit=0", "limit=100000", "limit=x", "offset=-1"] {
+        let (status, problem) = app.get(&format!("/app/customers?{bad}")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_eq!(problem["field"], bad.split('=').next().unwrap());
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_need_an_api_key_when_configured() {
+    let app = App::start_with_keys(vec![Secret::new("k-test-123")]).await;
+    let body = json!({"id": "cust-k", "name": "Kim", "email": "kim@example.com"});
+    let post = || app.http.post(app.url("/app/customers")).json(&body);
+    let (status, _) = read(post().send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = read(post().bearer_auth("wrong").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = app.get("/app/customers/cust-k").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "nothing stored without a key"
+    );
+    let (status, _) = read(post().bearer_auth("k-test-123").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = app.get("/app/customers/cust-k").await;
+    assert_eq!(status, StatusCode::OK, "reads stay open");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_json_is_400_and_a_missing_content_type_is_415() {
+    let app = App::start().await;
+    let response = app
+        .http
+        .post(app.url("/app/customers"))
+        .header("content-type", "application/json")
+        .body(r#"{"id": "x", "name": "#)
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = read(response).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let response = app
+        .http
+        .post(app.url("/app/customers"))
+        .body(r#"{"id": "x", "name": "A", "email": "a@b.io"}"#)
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = read(response).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_an_openapi_document() {
+    let app = App::start().await;
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/app/customers"]["post"].is_object());
+    app.stop().await;
+}
