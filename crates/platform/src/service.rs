@@ -138,6 +138,12 @@ impl Service {
 }
 
 async fn ensure_topics_with_retry(config: &ServiceConfig) -> anyhow::Result<()> {
+    // Credentials and certificates are checked first: retrying cannot fix them.
+    if let Err(error @ (kafka::KafkaError::Authentication(_) | kafka::KafkaError::Tls(_))) =
+        kafka::check_connection(&config.kafka, Duration::from_secs(10)).await
+    {
+        return Err(error.into());
+    }
     let topics = contracts::topics::all_with_dead_letters();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -147,10 +153,12 @@ async fn ensure_topics_with_retry(config: &ServiceConfig) -> anyhow::Result<()> 
                 tracing::warn!(%error, "Kafka not ready; retrying topic creation");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            Err(error) => return Err(error).context(format!(
+            Err(error) => {
+                return Err(error).context(format!(
                 "cannot create topics on {} — is the broker running (`cargo xtask kafka start`)?",
                 config.kafka.brokers.join(",")
-            )),
+            ))
+            }
         }
     }
 }

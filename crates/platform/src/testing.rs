@@ -184,3 +184,79 @@ impl RunningService {
         self.handle.await?
     }
 }
+
+/// Reads records of `topic` (unprefixed name) from the beginning with a fresh consumer group until
+/// `until` accepts the records read so far, or `timeout` passes; returns what was read.
+pub async fn read_topic(
+    config: &KafkaConfig,
+    topic: &str,
+    timeout: std::time::Duration,
+    until: impl Fn(&[crate::Record]) -> bool,
+) -> Vec<crate::Record> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = config
+        .client_config("test-reader")
+        .set("group.id", unique("test-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create test consumer");
+    consumer
+        .subscribe(&[&config.topic_name(topic)])
+        .expect("subscribe");
+    let mut records = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !until(&records) {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => {
+                let mut record = crate::Record::from_message(&message);
+                record.topic = config.strip_prefix(&record.topic).to_string();
+                records.push(record);
+            }
+            Ok(Err(error)) => panic!("reading {topic}: {error}"),
+            Err(_) => break,
+        }
+    }
+    records
+}
+
+/// Publishes a raw record to `topic` (unprefixed name) as any other producer could.
+pub async fn produce_raw(
+    config: &KafkaConfig,
+    topic: &str,
+    key: &str,
+    payload: &str,
+    headers: &[(&str, &str)],
+) {
+    let producer = crate::kafka::Producer::new(config, "test-producer").expect("producer");
+    producer
+        .send(&crate::kafka::OutgoingRecord {
+            topic: topic.to_string(),
+            key: key.to_string(),
+            payload: payload.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("produce to {topic}: {e}"));
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -232,13 +232,15 @@ impl KafkaConfig {
                     ),
                 ))
             }
-            (false, Some(_)) => return Err(ConfigError::new(
-                "KAFKA_SECURITY_PROTOCOL",
-                format!(
+            (false, Some(_)) => {
+                return Err(ConfigError::new(
+                    "KAFKA_SECURITY_PROTOCOL",
+                    format!(
                     "{} does not use SASL, but EVENT_STREAMS_USER/EVENT_STREAMS_PASSWORD are set",
                     security_protocol.as_str()
                 ),
-            )),
+                ))
+            }
             (false, None) => None,
         };
 

@@ -68,7 +68,7 @@ impl Record {
         Ok((metadata, event))
     }
 
-    fn from_message(message: &BorrowedMessage<'_>) -> Self {
+    pub(crate) fn from_message(message: &BorrowedMessage<'_>) -> Self {
         let headers = message
             .headers()
             .map(|hs| {
