@@ -1,0 +1,169 @@
+//! The ledger's use cases: accepting a request (HTTP) and applying one (consumer). Both run inside
+//! the caller's database transaction; nothing here awaits anything but that transaction.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use contracts::money::format_minor;
+use contracts::{FailureReason, TransactionRequested};
+use platform::db::Conn;
+
+use crate::domain::{validate_event, ValidRequest};
+use crate::storage::{self, Account};
+
+/// A failure of the ledger that is not a business outcome: roll back and retry.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The database did not behave as the locks promise (e.g. a concurrent writer without locks).
+    #[error("ledger inconsistency: {0}")]
+    Inconsistent(String),
+}
+
+/// What applying a request decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// An account is not known yet and the grace period is still running: roll back, retry.
+    Retry(String),
+    /// Applied; the balances after it of each touched account, in minor units.
+    Processed {
+        /// The validated request.
+        request: ValidRequest,
+        /// Balance after, per touched account.
+        balances: BTreeMap<String, i64>,
+    },
+    /// Rejected; nothing changed.
+    Failed {
+        /// Machine-readable reason.
+        reason: FailureReason,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+impl Decision {
+    fn failed(reason: FailureReason, message: impl Into<String>) -> Self {
+        Decision::Failed {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Applies `request` to the ledger within the caller's transaction: validates it, locks its
+/// accounts in id order, and debits then credits with conditional updates and journal entries.
+/// `grace_over` says whether an unknown account is final (`unknown_account`) or retried.
+pub async fn apply(
+    conn: &mut Conn,
+    request: &TransactionRequested,
+    grace_over: bool,
+    now: DateTime<Utc>,
+) -> Result<Decision, LedgerError> {
+    let valid = match validate_event(request) {
+        Ok(valid) => valid,
+        Err(invalid) => return Ok(Decision::failed(FailureReason::Invalid, invalid.detail)),
+    };
+    let amount = valid.amount.minor_units();
+    let currency = valid.amount.currency();
+
+    let mut ids: Vec<&str> = valid.accounts().collect();
+    ids.sort_unstable();
+    let mut accounts: BTreeMap<&str, Account> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for id in ids {
+        match storage::lock_account(conn, id).await? {
+            Some(account) => {
+                accounts.insert(id, account);
+            }
+            None => missing.push(format!("`{id}`")),
+        }
+    }
+    if !missing.is_empty() {
+        let message = format!("unknown account {}", missing.join(" and "));
+        return Ok(if grace_over {
+            Decision::failed(FailureReason::UnknownAccount, message)
+        } else {
+            Decision::Retry(message)
+        });
+    }
+    for (id, account) in &accounts {
+        if account.currency != currency.code() {
+            return Ok(Decision::failed(
+                FailureReason::CurrencyMismatch,
+                format!(
+                    "account `{id}` holds {}, the request is in {currency}",
+                    account.currency
+                ),
+            ));
+        }
+    }
+    if let Some(to) = valid.to.as_deref() {
+        let balance = accounts.get(to).map_or(0, |a| a.balance);
+        if balance.checked_add(amount).is_none() {
+            return Ok(Decision::failed(
+                FailureReason::Invalid,
+                format!("the balance of account `{to}` would exceed what the ledger can hold"),
+            ));
+        }
+    }
+
+    let decimals = currency.decimals();
+    let mut balances = BTreeMap::new();
+    // Debit first: when it is refused nothing has changed, so a transfer is all or nothing.
+    if let Some(from) = valid.from.as_deref() {
+        match storage::debit(conn, from, amount, now).await? {
+            Some(applied) => {
+                storage::insert_entry(conn, from, &valid.transaction_id, -amount, applied, now)
+                    .await?;
+                balances.insert(from.to_string(), applied.balance_after);
+            }
+            None => {
+                let balance = accounts.get(from).map_or(0, |a| a.balance);
+                return Ok(Decision::failed(
+                    FailureReason::InsufficientFunds,
+                    format!(
+                        "account `{from}` has {} {currency}, less than the {} {currency} requested",
+                        format_minor(balance, decimals),
+                        format_minor(amount, decimals)
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(to) = valid.to.as_deref() {
+        let applied = storage::credit(conn, to, amount, now)
+            .await?
+            .ok_or_else(|| {
+                LedgerError::Inconsistent(format!("credit of locked account `{to}` not applied"))
+            })?;
+        storage::insert_entry(conn, to, &valid.transaction_id, amount, applied, now).await?;
+        balances.insert(to.to_string(), applied.balance_after);
+    }
+    Ok(Decision::Processed {
+        request: valid,
+        balances,
+    })
+}
+
+/// The request as it goes into `transaction.processed`: amount and currency normalised.
+pub fn normalized(request: &TransactionRequested, valid: &ValidRequest) -> TransactionRequested {
+    TransactionRequested {
+        transaction_id: valid.transaction_id.clone(),
+        kind: valid.kind,
+        from: valid.from.clone(),
+        to: valid.to.clone(),
+        amount: valid.amount.to_decimal_string(),
+        currency: valid.amount.currency().code().to_string(),
+        requested_at: request.requested_at,
+    }
+}
+
+/// Balances in minor units as decimal strings of `decimals` places.
+pub fn balances_text(balances: &BTreeMap<String, i64>, decimals: u8) -> BTreeMap<String, String> {
+    balances
+        .iter()
+        .map(|(id, minor)| (id.clone(), format_minor(*minor, decimals)))
+        .collect()
+}

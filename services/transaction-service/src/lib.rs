@@ -1,0 +1,71 @@
+//! transaction-service: the ledger. Accounts are opened from `Customer.created`; transactions are
+//! requested over HTTP (or straight into Kafka by other producers) and applied effectively once
+//! by the consumer of `transaction.requested`, which writes `transaction.processed` or
+//! `transaction.failed` through the outbox.
+
+pub mod domain;
+pub mod events;
+pub mod ledger;
+pub mod routes;
+pub mod settings;
+pub mod storage;
+
+use std::time::Duration;
+
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use axum::Router;
+use contracts::topics;
+use platform::http::require_api_key;
+use platform::kafka::ConsumerOptions;
+use platform::Service;
+use sqlx::migrate::Migrator;
+
+pub use settings::LedgerSettings;
+
+/// Service name: logs, consumer groups, event source.
+pub const NAME: &str = "transaction-service";
+/// Port when `PORT` is unset.
+pub const DEFAULT_PORT: u16 = 3002;
+/// The ledger's schema (versions >= 100; the platform owns 1..99).
+pub static MIGRATIONS: Migrator = sqlx::migrate!();
+
+/// Registers the consumers with settings from the environment and returns the routes.
+pub fn build(service: &mut Service) -> anyhow::Result<Router> {
+    let settings = LedgerSettings::from_env(&platform::config::ProcessEnv)?;
+    Ok(build_with(service, settings))
+}
+
+/// Registers the two consumer loops (accounts, requests) and returns the routes.
+pub fn build_with(service: &mut Service, settings: LedgerSettings) -> Router {
+    service.consume(
+        ConsumerOptions::new(events::ACCOUNTS_GROUP, &[topics::CUSTOMER_CREATED]),
+        events::OpenAccounts::new(service.db.clone(), settings.clone()),
+    );
+    let mut requests =
+        ConsumerOptions::new(events::REQUESTS_GROUP, &[topics::TRANSACTION_REQUESTED]);
+    // A request waiting for its account is retried at least every 2 s, so it fails close to the
+    // end of its grace period.
+    requests.max_backoff = Duration::from_secs(2);
+    service.consume(
+        requests,
+        events::ApplyTransactions::new(service.db.clone(), service.outbox.clone(), settings),
+    );
+
+    let state = routes::AppState {
+        db: service.db.clone(),
+        outbox: service.outbox.clone(),
+    };
+    let writes = Router::new()
+        .route("/transactions", post(routes::create_transaction))
+        .route_layer(from_fn_with_state(
+            service.api_keys.clone(),
+            require_api_key,
+        ));
+    let reads = Router::new()
+        .route("/transactions/{id}", get(routes::get_transaction))
+        .route("/accounts/{id}", get(routes::get_account))
+        .route("/accounts/{id}/entries", get(routes::get_entries))
+        .route("/openapi.json", get(routes::openapi));
+    writes.merge(reads).with_state(state)
+}

@@ -1,0 +1,125 @@
+//! The ledger's configuration knobs, read once at start-up.
+
+use std::time::Duration;
+
+use contracts::money::format_minor;
+use contracts::{Currency, Money};
+use platform::config::{ConfigError, Env};
+
+/// How the ledger opens accounts and waits for accounts it does not know yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerSettings {
+    /// Currency of every new account (`ACCOUNT_CURRENCY`, default `USD`).
+    pub account_currency: Currency,
+    /// Balance of a new account in minor units (`OPENING_BALANCE`, a decimal, default 0).
+    pub opening_balance: i64,
+    /// How long after `requestedAt` a request naming an unknown account is retried before it
+    /// fails with `unknown_account` (`UNKNOWN_ACCOUNT_GRACE_SECS`, default 10).
+    pub unknown_account_grace: Duration,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            account_currency: Currency::USD,
+            opening_balance: 0,
+            unknown_account_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl LedgerSettings {
+    /// Reads `ACCOUNT_CURRENCY`, `OPENING_BALANCE` and `UNKNOWN_ACCOUNT_GRACE_SECS`.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let account_currency = match env.var("ACCOUNT_CURRENCY") {
+            Some(code) => code.parse::<Currency>().map_err(|_| {
+                ConfigError::new(
+                    "ACCOUNT_CURRENCY",
+                    format!("`{code}` is not a three-letter ISO 4217 code"),
+                )
+            })?,
+            None => defaults.account_currency,
+        };
+        let opening_balance = match env.var("OPENING_BALANCE") {
+            Some(text) => {
+                let money = Money::parse(&text, account_currency)
+                    .map_err(|e| ConfigError::new("OPENING_BALANCE", e.to_string()))?;
+                if money.minor_units() < 0 {
+                    return Err(ConfigError::new(
+                        "OPENING_BALANCE",
+                        format!("`{text}` is negative; balances never go below zero"),
+                    ));
+                }
+                money.minor_units()
+            }
+            None => defaults.opening_balance,
+        };
+        let unknown_account_grace = match env.var("UNKNOWN_ACCOUNT_GRACE_SECS") {
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|_| {
+                    ConfigError::new(
+                        "UNKNOWN_ACCOUNT_GRACE_SECS",
+                        format!("`{text}` is not a whole number of seconds"),
+                    )
+                })?,
+            None => defaults.unknown_account_grace,
+        };
+        Ok(Self {
+            account_currency,
+            opening_balance,
+            unknown_account_grace,
+        })
+    }
+
+    /// The opening balance as a decimal string, e.g. `"0.00"`.
+    pub fn opening_balance_text(&self) -> String {
+        format_minor(self.opening_balance, self.account_currency.decimals())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_environment() {
+        let settings = LedgerSettings::from_env(&[("X", "")]).unwrap();
+        assert_eq!(settings, LedgerSettings::default());
+        assert_eq!(settings.opening_balance_text(), "0.00");
+    }
+
+    #[test]
+    fn reads_currency_balance_and_grace() {
+        let env = [
+            ("ACCOUNT_CURRENCY", "eur"),
+            ("OPENING_BALANCE", "250.5"),
+            ("UNKNOWN_ACCOUNT_GRACE_SECS", "3"),
+        ];
+        let settings = LedgerSettings::from_env(&env).unwrap();
+        assert_eq!(settings.account_currency.code(), "EUR");
+        assert_eq!(settings.opening_balance, 25_050);
+        assert_eq!(settings.unknown_account_grace, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (variable, value) in [
+            ("ACCOUNT_CURRENCY", "EURO"),
+            ("OPENING_BALANCE", "ten"),
+            ("OPENING_BALANCE", "-1"),
+            ("OPENING_BALANCE", "1.001"),
+            ("UNKNOWN_ACCOUNT_GRACE_SECS", "1.5"),
+        ] {
+            let err = LedgerSettings::from_env(&[(variable, value)]).unwrap_err();
+            assert_eq!(err.variable, variable, "{value}");
+        }
+        let err =
+            LedgerSettings::from_env(&[("ACCOUNT_CURRENCY", "JPY"), ("OPENING_BALANCE", "1.5")])
+                .unwrap_err();
+        assert_eq!(err.variable, "OPENING_BALANCE");
+    }
+}
