@@ -1,0 +1,300 @@
+//! The HTTP API against the real broker and database: the seed's request, validation problems,
+//! idempotency, API keys, reads and the OpenAPI document.
+
+mod common;
+
+use common::Ledger;
+use contracts::topics;
+use platform::config::Secret;
+use serde_json::{json, Value};
+use transaction_service::LedgerSettings;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_transfer_is_accepted_and_fails_for_insufficient_funds() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    ledger.open_accounts(&["cust-001", "cust-002"]).await;
+
+    let (status, body) = ledger
+        .post(json!({"from": "cust-001", "to": "cust-002", "amount": 100, "transactionId": "txn-123"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body,
+        json!({"transactionId": "txn-123", "status": "requested"})
+    );
+
+    let failed = ledger.failed("txn-123").await;
+    assert_eq!(failed["reason"], "insufficient_funds");
+    assert_eq!(failed["kind"], "transfer");
+    assert_eq!(failed["from"], "cust-001");
+    assert_eq!(failed["to"], "cust-002");
+    assert_eq!(failed["amount"], "100.00");
+    assert_eq!(failed["currency"], "USD");
+    assert!(
+        failed["message"].as_str().unwrap().contains("0.00 USD"),
+        "{failed}"
+    );
+    assert!(failed["failedAt"].is_string());
+
+    let (status, txn) = ledger.get("/transactions/txn-123").await;
+    assert_eq!(status, 200);
+    assert_eq!(txn["status"], "failed");
+    assert_eq!(txn["reason"], "insufficient_funds");
+    assert_eq!(txn["amount"], "100.00");
+    assert!(txn["completedAt"].is_string());
+    assert!(txn.get("balances").is_none());
+
+    // The event record is keyed by the debited account, with CloudEvents headers.
+    let record = ledger
+        .events
+        .on(topics::TRANSACTION_FAILED)
+        .into_iter()
+        .next()
+        .expect("failed record");
+    assert_eq!(record.key.as_deref(), Some("cust-001"));
+    let header = |name: &str| {
+        record
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("ce_type").as_deref(), Some("transaction.failed.v1"));
+    assert_eq!(header("ce_source").as_deref(), Some("/transaction-service"));
+    assert!(header("ce_id").is_some());
+
+    assert_eq!(ledger.balance("cust-001").await, "0.00");
+    assert_eq!(ledger.balance("cust-002").await, "0.00");
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_are_problems_naming_the_field() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"amount": 10}), "to"),
+        (json!({"from": null, "to": null, "amount": 10}), "to"),
+        (json!({"from": "a", "to": "a", "amount": 10}), "to"),
+        (json!({"to": "a"}), "amount"),
+        (json!({"to": "a", "amount": 0}), "amount"),
+        (json!({"to": "a", "amount": -5}), "amount"),
+        (json!({"to": "a", "amount": "-5"}), "amount"),
+        (json!({"to": "a", "amount": 10.001}), "amount"),
+        (json!({"to": "a", "amount": "1.001"}), "amount"),
+        (json!({"to": "a", "amount": "ten"}), "amount"),
+        (json!({"to": "a", "amount": true}), "amount"),
+        (
+            json!({"to": "a", "amount": "99999999999999999999"}),
+            "amount",
+        ),
+        (
+            json!({"to": "a", "amount": 5, "currency": "DOLLAR"}),
+            "currency",
+        ),
+        (
+            json!({"to": "a", "amount": 5, "currency": "U5D"}),
+            "currency",
+        ),
+        (json!({"to": "a", "amount": 5, "currency": 840}), "currency"),
+        (
+            json!({"to": "a", "amount": 5, "transactionId": ""}),
+            "transactionId",
+        ),
+        (
+            json!({"to": "a", "amount": 5, "transactionId": "no spaces"}),
+            "transactionId",
+        ),
+        (
+            json!({"to": "a", "amount": 5, "transactionId": "x".repeat(65)}),
+            "transactionId",
+        ),
+        (
+            json!({"to": "a", "amount": 5, "transactionId": 12}),
+            "transactionId",
+        ),
+        (json!({"to": "", "amount": 5}), "to"),
+        (json!({"from": "has space", "amount": 5}), "from"),
+        (json!({"to": ["a"], "amount": 5}), "to"),
+        (json!({"form": "a", "to": "b", "amount": 5}), "form"),
+        // JPY has no minor unit.
+        (
+            json!({"to": "a", "amount": "1.5", "currency": "JPY"}),
+            "amount",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, problem) = ledger.post(body.clone()).await;
+        assert_eq!(status, 422, "{body} -> {problem}");
+        assert_eq!(problem["field"], field, "{body} -> {problem}");
+        assert_eq!(problem["status"], 422);
+        assert!(
+            !problem["detail"].as_str().unwrap_or_default().is_empty(),
+            "{problem}"
+        );
+    }
+
+    // Not JSON, not an object, not declared as JSON.
+    let url = ledger.url("/transactions");
+    let response = ledger
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let (status, _) = ledger.post(json!(["to", "a"])).await;
+    assert_eq!(status, 422);
+    let response = ledger
+        .http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(r#"{"to": "a", "amount": 5}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 415);
+    let problem: Value = response.json().await.unwrap();
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("application/json"));
+
+    // Unknown resources.
+    let (status, problem) = ledger.get("/transactions/nope").await;
+    assert_eq!((status, problem["status"].clone()), (404, json!(404)));
+    assert!(problem["detail"].as_str().unwrap().contains("nope"));
+    let (status, _) = ledger.get("/accounts/nobody").await;
+    assert_eq!(status, 404);
+    let (status, _) = ledger.get("/accounts/nobody/entries").await;
+    assert_eq!(status, 404);
+
+    // Nothing invalid reached Kafka: a valid request afterwards is the only one.
+    let (status, _) = ledger
+        .post(json!({"to": "a", "amount": 5, "transactionId": "valid-1"}))
+        .await;
+    assert_eq!(status, 202);
+    common::eventually("the valid request's event", || async {
+        (!ledger.events.on(topics::TRANSACTION_REQUESTED).is_empty()).then_some(())
+    })
+    .await;
+    let requested = ledger.events.on(topics::TRANSACTION_REQUESTED);
+    assert_eq!(requested.len(), 1);
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_request_gets_the_same_answer_and_another_body_conflicts() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    ledger.open_accounts(&["alice"]).await;
+
+    let request = json!({"to": "alice", "amount": 12.5, "transactionId": "dep-1"});
+    let (status, first) = ledger.post(request.clone()).await;
+    assert_eq!(status, 202);
+    let (status, again) = ledger.post(request.clone()).await;
+    assert_eq!((status, &again), (202, &first));
+    // The same amount written differently is the same request.
+    let (status, again) = ledger
+        .post(
+            json!({"to": "alice", "amount": "12.50", "currency": "usd", "transactionId": "dep-1"}),
+        )
+        .await;
+    assert_eq!((status, &again), (202, &first));
+
+    let (status, problem) = ledger
+        .post(json!({"to": "alice", "amount": 13, "transactionId": "dep-1"}))
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("dep-1"));
+    let (status, _) = ledger
+        .post(json!({"from": "alice", "amount": 12.5, "transactionId": "dep-1"}))
+        .await;
+    assert_eq!(status, 409);
+
+    ledger.processed("dep-1").await;
+    // Repeating after processing still answers the same.
+    let (status, again) = ledger.post(request).await;
+    assert_eq!((status, &again), (202, &first));
+
+    // A later request on the same account (same partition) marks the point by which any
+    // duplicate event or outcome of dep-1 would have been seen.
+    ledger.deposit("marker", "alice", "1").await;
+    assert_eq!(
+        ledger
+            .events
+            .payloads_for(topics::TRANSACTION_REQUESTED, "dep-1")
+            .len(),
+        1
+    );
+    assert_eq!(ledger.events.outcomes_for("dep-1").len(), 1);
+    assert_eq!(ledger.balance("alice").await, "13.50");
+
+    // Generated ids are distinct.
+    let (_, a) = ledger.post(json!({"to": "alice", "amount": 1})).await;
+    let (_, b) = ledger.post(json!({"to": "alice", "amount": 1})).await;
+    let (a, b) = (
+        a["transactionId"].as_str().unwrap(),
+        b["transactionId"].as_str().unwrap(),
+    );
+    assert!(a.starts_with("txn-") && b.starts_with("txn-") && a != b);
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_an_api_key_when_keys_are_configured() {
+    let ledger = Ledger::start_configured(LedgerSettings::default(), |config| {
+        config.api_keys = vec![Secret::new("s3cret")];
+    })
+    .await;
+    let body = json!({"to": "a", "amount": 1, "transactionId": "k-1"});
+    let (status, problem) = ledger.post(body.clone()).await;
+    assert_eq!(status, 401, "{problem}");
+    let response = ledger
+        .http
+        .post(ledger.url("/transactions"))
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let response = ledger
+        .http
+        .post(ledger.url("/transactions"))
+        .bearer_auth("s3cret")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    // Reads stay open.
+    let (status, txn) = ledger.get("/transactions/k-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(txn["transactionId"], "k-1");
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_the_api() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    let (status, doc) = ledger.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/transactions",
+        "/transactions/{id}",
+        "/accounts/{id}",
+        "/accounts/{id}/entries",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    assert!(doc["paths"]["/transactions"]["post"]["responses"]
+        .get("202")
+        .is_some());
+    ledger.stop().await;
+}

@@ -1,0 +1,582 @@
+//! Processing of `transaction.requested` against the real broker and database: balances, failure
+//! reasons, late accounts, other producers, dead letters, redelivery and money conservation.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{Ledger, Random};
+use contracts::envelope::{headers, EventType};
+use contracts::{topics, EventMetadata};
+use serde_json::{json, Value};
+use transaction_service::{storage, LedgerSettings};
+
+fn settings_with_grace(grace: Duration) -> LedgerSettings {
+    LedgerSettings {
+        unknown_account_grace: grace,
+        ..LedgerSettings::default()
+    }
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    value
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("not a timestamp: {value}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposit_then_a_transfer_leave_exact_balances() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    ledger.open_accounts(&["alice", "bob"]).await;
+
+    let deposit = ledger.deposit("dep-1", "alice", "100.50").await;
+    assert_eq!(deposit["kind"], "credit");
+    assert_eq!(deposit["amount"], "100.50");
+    assert_eq!(deposit["balances"], json!({"alice": "100.50"}));
+    assert!(deposit["processedAt"].is_string());
+
+    // The caller's trace context travels with the request and its outcome.
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let response = ledger
+        .http
+        .post(ledger.url("/transactions"))
+        .header("traceparent", traceparent)
+        .json(&json!({"from": "alice", "to": "bob", "amount": "40.25", "transactionId": "tr-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(response.headers()["location"], "/transactions/tr-1");
+    let transfer = ledger.processed("tr-1").await;
+    assert_eq!(transfer["kind"], "transfer");
+    assert_eq!(
+        transfer["balances"],
+        json!({"alice": "60.25", "bob": "40.25"})
+    );
+    let record = ledger
+        .events
+        .on(topics::TRANSACTION_PROCESSED)
+        .into_iter()
+        .find(|r| r.key.as_deref() == Some("alice") && r.payload.windows(4).any(|w| w == b"tr-1"))
+        .expect("processed record of tr-1");
+    let header = record
+        .headers
+        .iter()
+        .find(|(k, _)| k == headers::TRACEPARENT)
+        .map(|(_, v)| v.as_slice());
+    assert_eq!(header, Some(traceparent.as_bytes()));
+
+    assert_eq!(ledger.balance("alice").await, "60.25");
+    assert_eq!(ledger.balance("bob").await, "40.25");
+    let (_, account) = ledger.get("/accounts/bob").await;
+    assert_eq!(account["id"], "bob");
+    assert_eq!(account["currency"], "USD");
+    assert!(account["openedAt"].is_string());
+
+    let (status, txn) = ledger.get("/transactions/tr-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(txn["status"], "processed");
+    assert_eq!(txn["amount"], "40.25");
+    assert_eq!(txn["balances"], json!({"alice": "60.25", "bob": "40.25"}));
+    assert!(txn.get("reason").is_none());
+    assert!(time(&txn["completedAt"]) >= time(&txn["requestedAt"]));
+
+    // A withdrawal.
+    let (status, _) = ledger
+        .post(json!({"from": "bob", "amount": 0.25, "transactionId": "wd-1"}))
+        .await;
+    assert_eq!(status, 202);
+    let withdrawal = ledger.processed("wd-1").await;
+    assert_eq!(withdrawal["kind"], "debit");
+    assert_eq!(withdrawal["balances"], json!({"bob": "40.00"}));
+
+    // The journal of alice: opening, credit, debit.
+    let (status, page) = ledger.get("/accounts/alice/entries").await;
+    assert_eq!(status, 200);
+    let entries: Vec<(String, String, String)> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["delta"].as_str().unwrap().to_string(),
+                e["balanceAfter"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("opening", "0.00", "0.00"),
+        ("credit", "100.50", "100.50"),
+        ("debit", "-40.25", "60.25"),
+    ]
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));
+    assert_eq!(entries, expected);
+    assert_eq!(page["entries"][2]["transactionId"], "tr-1");
+    let (_, page) = ledger.get("/accounts/alice/entries?after=1&limit=1").await;
+    assert_eq!(page["entries"][0]["seq"], 2);
+    assert_eq!(page["nextAfter"], 2);
+    let (status, problem) = ledger.get("/accounts/alice/entries?limit=0").await;
+    assert_eq!((status, problem["field"].clone()), (400, json!("limit")));
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overdraft_fails_and_changes_nothing() {
+    let settings = LedgerSettings {
+        opening_balance: 1_000,
+        ..LedgerSettings::default()
+    };
+    let ledger = Ledger::start(settings).await;
+    ledger.open_accounts(&["alice", "bob"]).await;
+    assert_eq!(ledger.balance("alice").await, "10.00");
+
+    let (status, _) = ledger
+        .post(json!({"from": "alice", "to": "bob", "amount": "10.01", "transactionId": "over-1"}))
+        .await;
+    assert_eq!(status, 202);
+    let failed = ledger.failed("over-1").await;
+    assert_eq!(failed["reason"], "insufficient_funds");
+    assert!(
+        failed["message"].as_str().unwrap().contains("10.00 USD"),
+        "{failed}"
+    );
+    assert_eq!(ledger.balance("alice").await, "10.00");
+    assert_eq!(ledger.balance("bob").await, "10.00");
+    let (_, page) = ledger.get("/accounts/bob/entries").await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1, "{page}");
+
+    let (status, _) = ledger
+        .post(json!({"from": "alice", "amount": "10.01", "transactionId": "over-2"}))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        ledger.failed("over-2").await["reason"],
+        "insufficient_funds"
+    );
+
+    // Exactly the whole balance is fine, and leaves zero.
+    let (status, _) = ledger
+        .post(json!({"from": "alice", "to": "bob", "amount": 10, "transactionId": "all-1"}))
+        .await;
+    assert_eq!(status, 202);
+    let processed = ledger.processed("all-1").await;
+    assert_eq!(
+        processed["balances"],
+        json!({"alice": "0.00", "bob": "20.00"})
+    );
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_account_fails_after_the_grace_period() {
+    let ledger = Ledger::start(settings_with_grace(Duration::from_secs(2))).await;
+    ledger.open_accounts(&["alice"]).await;
+
+    let (status, _) = ledger
+        .post(json!({"from": "alice", "to": "ghost", "amount": 1, "transactionId": "ghost-1"}))
+        .await;
+    assert_eq!(status, 202);
+    let failed = ledger.failed("ghost-1").await;
+    assert_eq!(failed["reason"], "unknown_account");
+    assert!(
+        failed["message"].as_str().unwrap().contains("ghost"),
+        "{failed}"
+    );
+    let waited = time(&failed["failedAt"]) - time(&failed["requestedAt"]);
+    assert!(
+        waited >= chrono::Duration::seconds(2),
+        "failed after {waited} only"
+    );
+    let (_, txn) = ledger.get("/transactions/ghost-1").await;
+    assert_eq!(txn["status"], "failed");
+    assert_eq!(txn["reason"], "unknown_account");
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waits_for_an_account_whose_customer_event_lags() {
+    let ledger = Ledger::start(settings_with_grace(Duration::from_secs(25))).await;
+
+    let (status, _) = ledger
+        .post(json!({"to": "late", "amount": 7, "transactionId": "late-1"}))
+        .await;
+    assert_eq!(status, 202);
+    // The request is pending (retried) while its account is unknown.
+    let (_, txn) = ledger.get("/transactions/late-1").await;
+    assert_eq!(txn["status"], "requested");
+    common::eventually("the request to be consumed", || async {
+        (!ledger
+            .events
+            .payloads_for(topics::TRANSACTION_REQUESTED, "late-1")
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(ledger.events.outcomes_for("late-1").is_empty());
+
+    ledger.customer_created("late").await;
+    let processed = ledger.processed("late-1").await;
+    assert_eq!(processed["balances"], json!({"late": "7.00"}));
+    assert_eq!(ledger.balance("late").await, "7.00");
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_from_other_producers_are_processed() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    ledger.open_accounts(&["alice", "bob"]).await;
+
+    // A plain producer: no CloudEvents headers, the amount as a JSON number, no currency.
+    let payload = json!({
+        "transactionId": "ext-1", "kind": "credit", "to": "alice", "amount": 25,
+        "requestedAt": Utc::now()
+    });
+    ledger
+        .send(
+            topics::TRANSACTION_REQUESTED,
+            "alice",
+            payload.to_string(),
+            vec![],
+        )
+        .await;
+    let processed = ledger.processed("ext-1").await;
+    assert_eq!(processed["amount"], "25.00");
+    assert_eq!(processed["currency"], "USD");
+    assert_eq!(processed["balances"], json!({"alice": "25.00"}));
+    let (status, txn) = ledger.get("/transactions/ext-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(txn["status"], "processed");
+
+    // The same id through the API afterwards: the same request is answered, another conflicts.
+    let (status, _) = ledger
+        .post(json!({"to": "alice", "amount": "25.00", "transactionId": "ext-1"}))
+        .await;
+    assert_eq!(status, 202);
+    let (status, _) = ledger
+        .post(json!({"to": "alice", "amount": 26, "transactionId": "ext-1"}))
+        .await;
+    assert_eq!(status, 409);
+
+    // With CloudEvents headers, a transfer.
+    let payload = json!({
+        "transactionId": "ext-2", "kind": "transfer", "from": "alice", "to": "bob",
+        "amount": "5.5", "currency": "USD", "requestedAt": Utc::now()
+    });
+    let metadata = EventMetadata::new("ext-event-2", EventType::TransactionRequested, "/partner");
+    ledger
+        .send(
+            topics::TRANSACTION_REQUESTED,
+            "alice",
+            payload.to_string(),
+            metadata.to_headers(),
+        )
+        .await;
+    let processed = ledger.processed("ext-2").await;
+    assert_eq!(processed["amount"], "5.50");
+    assert_eq!(
+        processed["balances"],
+        json!({"alice": "19.50", "bob": "5.50"})
+    );
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_from_kafka_fail_with_a_reason() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    ledger.open_accounts(&["alice", "bob"]).await;
+    let now = Utc::now();
+    let cases = [
+        (
+            json!({"transactionId": "bad-amount", "kind": "credit", "to": "alice",
+                   "amount": "1.234", "requestedAt": now}),
+            "invalid",
+        ),
+        (
+            json!({"transactionId": "bad-zero", "kind": "debit", "from": "alice",
+                   "amount": 0, "requestedAt": now}),
+            "invalid",
+        ),
+        (
+            json!({"transactionId": "bad-kind", "kind": "transfer", "to": "alice",
+                   "amount": 1, "requestedAt": now}),
+            "invalid",
+        ),
+        (
+            json!({"transactionId": "bad-same", "kind": "transfer", "from": "bob", "to": "bob",
+                   "amount": 1, "requestedAt": now}),
+            "invalid",
+        ),
+        (
+            json!({"transactionId": "bad-currency", "kind": "credit", "to": "alice",
+                   "amount": 1, "currency": "EUR", "requestedAt": now}),
+            "currency_mismatch",
+        ),
+        (
+            json!({"transactionId": "bad-code", "kind": "credit", "to": "alice",
+                   "amount": 1, "currency": "EURO", "requestedAt": now}),
+            "invalid",
+        ),
+    ];
+    for (payload, _) in &cases {
+        ledger
+            .send(
+                topics::TRANSACTION_REQUESTED,
+                "alice",
+                payload.to_string(),
+                vec![],
+            )
+            .await;
+    }
+    for (payload, reason) in &cases {
+        let id = payload["transactionId"].as_str().unwrap();
+        let failed = ledger.failed(id).await;
+        assert_eq!(failed["reason"], *reason, "{failed}");
+        assert!(!failed["message"].as_str().unwrap().is_empty());
+        let (_, txn) = ledger.get(&format!("/transactions/{id}")).await;
+        assert_eq!(txn["status"], "failed", "{txn}");
+    }
+    // The invalid amount is reported as requested.
+    let (_, txn) = ledger.get("/transactions/bad-amount").await;
+    assert_eq!(txn["amount"], "1.234");
+    assert_eq!(ledger.balance("alice").await, "0.00");
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_record_is_dead_lettered_and_the_next_one_is_processed() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    ledger.open_accounts(&["alice"]).await;
+
+    ledger
+        .send(
+            topics::TRANSACTION_REQUESTED,
+            "alice",
+            "this is not json".into(),
+            vec![],
+        )
+        .await;
+    // Valid JSON of an unknown schema version is dead-lettered too.
+    let mut v2 = EventMetadata::new("v2-event", EventType::TransactionRequested, "/future");
+    v2.event_type = "transaction.requested.v2".into();
+    ledger
+        .send(
+            topics::TRANSACTION_REQUESTED,
+            "alice",
+            json!({"transactionId": "v2-1", "to": "alice"}).to_string(),
+            v2.to_headers(),
+        )
+        .await;
+    let payload = json!({"transactionId": "after-bad", "kind": "credit", "to": "alice",
+                         "amount": "3", "requestedAt": Utc::now()});
+    ledger
+        .send(
+            topics::TRANSACTION_REQUESTED,
+            "alice",
+            payload.to_string(),
+            vec![],
+        )
+        .await;
+
+    ledger.processed("after-bad").await;
+    let dlt = topics::dead_letter(topics::TRANSACTION_REQUESTED);
+    let dead = common::eventually("two dead letters", || async {
+        let dead = ledger.events.on(&dlt);
+        (dead.len() >= 2).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].payload, b"this is not json");
+    let header = |record: &platform::Record, name: &str| {
+        record
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    assert!(header(&dead[0], headers::DLT_ERROR)
+        .unwrap()
+        .contains("not a valid"));
+    assert_eq!(
+        header(&dead[0], headers::DLT_ORIGINAL_TOPIC).as_deref(),
+        Some(topics::TRANSACTION_REQUESTED)
+    );
+    assert!(header(&dead[1], headers::DLT_ERROR).unwrap().contains("v2"));
+    assert!(ledger.events.outcomes_for("v2-1").is_empty());
+    assert_eq!(ledger.balance("alice").await, "3.00");
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_or_duplicated_request_has_one_outcome() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    ledger.open_accounts(&["alice"]).await;
+
+    let payload = json!({"transactionId": "dup-1", "kind": "credit", "to": "alice",
+                         "amount": "10", "requestedAt": Utc::now()})
+    .to_string();
+    let metadata = EventMetadata::new("event-dup-1", EventType::TransactionRequested, "/partner");
+    // The same event twice (a redelivery), then the same request under another event id (a
+    // producer retrying without idempotence).
+    for _ in 0..2 {
+        ledger
+            .send(
+                topics::TRANSACTION_REQUESTED,
+                "alice",
+                payload.clone(),
+                metadata.to_headers(),
+            )
+            .await;
+    }
+    let other = EventMetadata::new("event-dup-1b", EventType::TransactionRequested, "/partner");
+    ledger
+        .send(
+            topics::TRANSACTION_REQUESTED,
+            "alice",
+            payload.clone(),
+            other.to_headers(),
+        )
+        .await;
+    // A conflicting request under the same transaction id is ignored, not applied.
+    let conflicting = json!({"transactionId": "dup-1", "kind": "credit", "to": "alice",
+                             "amount": "99", "requestedAt": Utc::now()});
+    ledger
+        .send(
+            topics::TRANSACTION_REQUESTED,
+            "alice",
+            conflicting.to_string(),
+            vec![],
+        )
+        .await;
+
+    ledger.processed("dup-1").await;
+    ledger.deposit("marker", "alice", "1").await;
+    assert_eq!(ledger.events.outcomes_for("dup-1").len(), 1);
+    assert_eq!(ledger.balance("alice").await, "11.00");
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_is_conserved_over_a_burst_of_random_requests() {
+    const ACCOUNTS: [&str; 6] = ["acc-a", "acc-b", "acc-c", "acc-d", "acc-e", "acc-f"];
+    const REQUESTS: usize = 200;
+    let settings = LedgerSettings {
+        opening_balance: 5_000,
+        ..LedgerSettings::default()
+    };
+    let ledger = Ledger::start(settings).await;
+    ledger.open_accounts(&ACCOUNTS).await;
+
+    let mut random = Random::new();
+    let mut bodies = Vec::with_capacity(REQUESTS);
+    for i in 0..REQUESTS {
+        let pick = |r: &mut Random| ACCOUNTS[r.below(ACCOUNTS.len() as u64) as usize];
+        let amount = format!("{}.{:02}", random.below(80), 1 + random.below(99));
+        let id = format!("burst-{i}");
+        let body = match random.below(3) {
+            0 => json!({"transactionId": id, "to": pick(&mut random), "amount": amount}),
+            1 => json!({"transactionId": id, "from": pick(&mut random), "amount": amount}),
+            _ => {
+                let from = pick(&mut random);
+                let mut to = pick(&mut random);
+                while to == from {
+                    to = pick(&mut random);
+                }
+                json!({"transactionId": id, "from": from, "to": to, "amount": amount})
+            }
+        };
+        bodies.push(body);
+    }
+    // Posted by 8 concurrent clients.
+    let chunks: Vec<Vec<Value>> = bodies.chunks(REQUESTS / 8).map(<[Value]>::to_vec).collect();
+    let mut clients = Vec::new();
+    for chunk in chunks {
+        let (http, url) = (ledger.http.clone(), ledger.url("/transactions"));
+        clients.push(tokio::spawn(async move {
+            for body in chunk {
+                let response = http.post(&url).json(&body).send().await.unwrap();
+                assert_eq!(response.status().as_u16(), 202);
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    let outcomes = common::eventually("an outcome for every request", || async {
+        let outcomes: Vec<(String, Value)> = (0..REQUESTS)
+            .flat_map(|i| ledger.events.outcomes_for(&format!("burst-{i}")))
+            .collect();
+        (outcomes.len() >= REQUESTS).then_some(outcomes)
+    })
+    .await;
+    let mut per_request: HashMap<String, usize> = HashMap::new();
+    for (_, payload) in &outcomes {
+        *per_request
+            .entry(payload["transactionId"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_request.len(), REQUESTS);
+    assert!(per_request.values().all(|n| *n == 1), "duplicate outcomes");
+
+    // Expected balances from the processed events; failures only for lack of funds.
+    let minor = |v: &Value| -> i64 {
+        let text = v.as_str().unwrap();
+        let (whole, cents) = text.split_once('.').unwrap();
+        whole.parse::<i64>().unwrap() * 100 + cents.parse::<i64>().unwrap()
+    };
+    let mut expected: BTreeMap<&str, i64> = ACCOUNTS.iter().map(|a| (*a, 5_000)).collect();
+    let (mut credits, mut debits, mut failures) = (0i64, 0i64, 0);
+    for (topic, payload) in &outcomes {
+        if topic == topics::TRANSACTION_FAILED {
+            assert_eq!(payload["reason"], "insufficient_funds", "{payload}");
+            failures += 1;
+            continue;
+        }
+        let amount = minor(&payload["amount"]);
+        if let Some(from) = payload["from"].as_str() {
+            *expected.get_mut(from).unwrap() -= amount;
+        }
+        if let Some(to) = payload["to"].as_str() {
+            *expected.get_mut(to).unwrap() += amount;
+        }
+        match payload["kind"].as_str().unwrap() {
+            "credit" => credits += amount,
+            "debit" => debits += amount,
+            _ => {}
+        }
+    }
+    eprintln!("{failures} of {REQUESTS} requests failed for insufficient funds");
+
+    let mut total = 0;
+    for account in ACCOUNTS {
+        let balance = ledger.balance(account).await;
+        assert!(
+            !balance.starts_with('-'),
+            "{account} is negative: {balance}"
+        );
+        assert_eq!(minor(&json!(balance)), expected[account], "{account}");
+        total += expected[account];
+    }
+    let opening = 5_000 * ACCOUNTS.len() as i64;
+    assert_eq!(total, opening + credits - debits);
+
+    // The journal agrees: balances = sum of entries; every transfer nets to zero.
+    let totals = storage::totals(ledger.db.pool()).await.unwrap();
+    assert_eq!(totals.balances, total);
+    assert_eq!(totals.entries, total);
+    let unbalanced: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT e.transaction_id, CAST(SUM(e.delta) AS BIGINT) FROM entries e \
+         JOIN transactions t ON t.transaction_id = e.transaction_id \
+         WHERE t.kind = 'transfer' GROUP BY e.transaction_id HAVING SUM(e.delta) <> 0",
+    )
+    .fetch_all(ledger.db.pool())
+    .await
+    .unwrap();
+    assert!(unbalanced.is_empty(), "{unbalanced:?}");
+    ledger.stop().await;
+}
