@@ -190,8 +190,14 @@ impl Kafka {
             "waiting for another xtask to finish with the broker…",
         )?;
         if let Some(pid) = self.running_pid() {
-            let secrets = self.ensure_secrets()?;
-            self.write_env_file(&secrets)?;
+            match self.load_secrets() {
+                Some(secrets) => self.write_env_file(&secrets)?,
+                None => bail!(
+                    "the broker (pid {pid}) runs, but its credentials ({}) are gone: restart it \
+                     with `cargo xtask kafka stop` and `cargo xtask kafka start`",
+                    self.config_dir().join("secrets.env").display()
+                ),
+            }
             wait_ready(&self.ports.brokers(), Duration::from_secs(60), || {
                 process::is_alive(pid)
             })
@@ -228,13 +234,8 @@ impl Kafka {
         self.write_configs(&secrets, &tls.keystore)?;
         self.format_if_needed(&secrets)?;
 
-        let _ = fs::write(
-            self.jvm_out(),
-            format!(
-                "--- starting broker at {:?}\n",
-                std::time::SystemTime::now()
-            ),
-        );
+        // kafka.out holds the JVM's own output of the latest start only.
+        let _ = fs::write(self.jvm_out(), "--- java kafka.Kafka\n");
         let mut cmd = self.java()?;
         cmd.args(["-Xms256m", "-Xmx1g"])
             .args([
@@ -424,26 +425,25 @@ impl Kafka {
         Ok(())
     }
 
+    /// Loads `config/secrets.env` (None when missing or incomplete).
+    fn load_secrets(&self) -> Option<Secrets> {
+        let text = fs::read_to_string(self.config_dir().join("secrets.env")).ok()?;
+        let map = parse_env(&text);
+        let get = |k: &str| map.get(k).cloned().filter(|v| !v.is_empty());
+        Some(Secrets {
+            id: get("SECRETS_ID")?,
+            plain_password: get("PLAIN_PASSWORD")?,
+            scram_user: get("SCRAM_USER")?,
+            scram_password: get("SCRAM_PASSWORD")?,
+        })
+    }
+
     /// Loads `config/secrets.env`, generating it the first time.
     fn ensure_secrets(&self) -> Result<Secrets> {
-        let path = self.config_dir().join("secrets.env");
-        if let Ok(text) = fs::read_to_string(&path) {
-            let map = parse_env(&text);
-            let get = |k: &str| map.get(k).cloned().filter(|v| !v.is_empty());
-            if let (Some(id), Some(plain_password), Some(scram_user), Some(scram_password)) = (
-                get("SECRETS_ID"),
-                get("PLAIN_PASSWORD"),
-                get("SCRAM_USER"),
-                get("SCRAM_PASSWORD"),
-            ) {
-                return Ok(Secrets {
-                    id,
-                    plain_password,
-                    scram_user,
-                    scram_password,
-                });
-            }
+        if let Some(secrets) = self.load_secrets() {
+            return Ok(secrets);
         }
+        let path = self.config_dir().join("secrets.env");
         fs::create_dir_all(self.config_dir())?;
         let secrets = Secrets {
             id: process::random_string(16, ALNUM)?,
