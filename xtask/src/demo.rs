@@ -152,14 +152,20 @@ pub fn run() -> Result<()> {
     println!("\n4. notifications");
     for id in [&alice, &bob] {
         let url = format!("{NOTIFICATIONS}/notifications?customerId={id}");
+        // Done when the list is non-empty and has not changed for two seconds.
         let mut items = Vec::new();
+        let mut changed = Instant::now();
         let _ = wait_for(
             &format!("notifications of {id}"),
             Duration::from_secs(30),
             || {
                 let (s, v) = http.get(&url)?;
-                items = list_of(&v);
-                Ok(s == 200 && items.len() >= 2)
+                let now = list_of(&v);
+                if now.len() != items.len() {
+                    changed = Instant::now();
+                }
+                items = now;
+                Ok(s == 200 && !items.is_empty() && changed.elapsed() >= Duration::from_secs(2))
             },
         );
         println!("   {id}: {} notification(s)", items.len());
@@ -216,7 +222,7 @@ fn timeline(since_ms: u64, keys: &BTreeSet<String>) -> Result<Vec<String>> {
                 rows.push((
                     ts,
                     format!(
-                        "{} {:<22} key={:<13} {:<40} {}",
+                        "{} {:<22} key={:<13} {:<26} {}",
                         clock(ts),
                         m.topic(),
                         key,

@@ -179,6 +179,9 @@ fn service_command(bin_dir: &Path, data: &Path, brokers: &str, s: Service) -> Re
     } else {
         format!("sqlite://{}/{}.db", data.display(), s.name)
     };
+    if !std::io::stdout().is_terminal() {
+        cmd.env("NO_COLOR", "1");
+    }
     cmd.current_dir(paths::repo_root())
         .env("PORT", s.port.to_string())
         .env("KAFKA_BROKERS", brokers)
@@ -201,6 +204,7 @@ fn up_detached(
     for s in SERVICES {
         let log = logs.join(format!("{}.log", s.name));
         let mut cmd = service_command(bin_dir, data, brokers, s)?;
+        cmd.env("NO_COLOR", "1");
         match process::spawn_detached(&mut cmd, &log) {
             Ok(pid) => st.services.push((s.name.to_string(), pid)),
             Err(e) => {
@@ -333,10 +337,29 @@ fn spawn_prefixer(from: impl Read + Send + 'static, prefix: String, log: PathBuf
             let mut out = stdout.lock();
             let _ = writeln!(out, "{prefix}{text}");
             if let Some(f) = file.as_mut() {
-                let _ = writeln!(f, "{text}");
+                let _ = writeln!(f, "{}", strip_ansi(&text));
             }
         }
     });
+}
+
+/// `text` without ANSI escape sequences (colours stay on the terminal, not in log files).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Stops services in reverse start order: SIGTERM, wait, SIGKILL.
@@ -464,5 +487,13 @@ mod tests {
         };
         assert_eq!(State::parse(&st.render()), st);
         assert_eq!(State::parse(""), State::default());
+    }
+
+    #[test]
+    fn ansi_sequences_are_stripped() {
+        assert_eq!(
+            strip_ansi("\x1b[2ma\x1b[0m b \x1b[32mINFO\x1b[0m"),
+            "a b INFO"
+        );
     }
 }
