@@ -1,0 +1,71 @@
+//! notification-service: keeps a projection of customers (`Customer.created`), emails a welcome
+//! message and an alert per customer involved in each `transaction.processed` /
+//! `transaction.failed`, exactly once per (event, customer, kind), and serves the delivery log,
+//! a live feed and a dashboard.
+
+pub mod events;
+pub mod feed;
+pub mod mailer;
+pub mod messages;
+pub mod routes;
+pub mod sender;
+pub mod settings;
+pub mod storage;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use contracts::topics;
+use platform::kafka::ConsumerOptions;
+use platform::Service;
+use sqlx::migrate::Migrator;
+
+pub use settings::Settings;
+
+/// Service name: log field, default database file, consumer group names.
+pub const NAME: &str = "notification-service";
+/// Default HTTP port (`PORT` overrides).
+pub const DEFAULT_PORT: u16 = 3003;
+/// The customer projection and the `deliveries` table.
+pub static MIGRATIONS: Migrator = sqlx::migrate!();
+
+/// Wires the service: two consumers (`Customer.created` on its own, so that it keeps flowing
+/// while a transaction event waits for its customer; `transaction.processed` +
+/// `transaction.failed` on the other), the sender task, and the routes.
+pub fn build(service: &mut Service, settings: Settings) -> anyhow::Result<Router> {
+    let mailer = mailer::Mailer::new(&settings.mail)
+        .map_err(anyhow::Error::msg)
+        .context("cannot set up mail delivery")?;
+    let hub = feed::Hub::new();
+    // Consumer groups carry the topic prefix: environments (and tests) sharing a cluster never
+    // share a group.
+    let prefix = service.config.kafka.topic_prefix.clone();
+    let group = |name: &str| format!("{prefix}{NAME}.{name}");
+    service.consume(
+        ConsumerOptions::new(group("customers"), &[topics::CUSTOMER_CREATED]),
+        events::CustomerEvents::new(service.db.clone(), hub.clone()),
+    );
+    let mut transactions = ConsumerOptions::new(
+        group("transactions"),
+        &[topics::TRANSACTION_PROCESSED, topics::TRANSACTION_FAILED],
+    );
+    transactions.max_backoff = Duration::from_secs(2);
+    service.consume(
+        transactions,
+        events::TransactionEvents::new(service.db.clone(), hub.clone(), settings.customer_wait),
+    );
+    let sender = sender::Sender {
+        db: service.db.clone(),
+        mailer,
+        from: settings.from,
+        hub: hub.clone(),
+        retry: settings.retry,
+    };
+    service.spawn(move |shutdown| sender.run(shutdown));
+    Ok(routes::router(routes::AppState {
+        db: service.db.clone(),
+        hub,
+        shutdown: service.shutdown.clone(),
+    }))
+}

@@ -1,0 +1,214 @@
+//! HTTP routes: the delivery log, the live feed (server-sent events), the dashboard page and the
+//! OpenAPI document. All read-only.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::Html;
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use platform::{Database, Problem};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::feed::Hub;
+use crate::messages::Kind;
+use crate::storage::{self, Delivery, Status};
+
+/// Entries of the log when `limit` is absent.
+pub const DEFAULT_LIMIT: i64 = 100;
+/// Largest accepted `limit`.
+pub const MAX_LIMIT: i64 = 500;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Database,
+    /// Live delivery updates.
+    pub hub: Hub,
+    /// Ends the live streams on shutdown.
+    pub shutdown: CancellationToken,
+}
+
+/// The service's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/notifications", get(list_notifications))
+        .route("/notifications/stream", get(stream_notifications))
+        .route("/openapi.json", get(openapi))
+        .with_state(state)
+}
+
+/// Query of `GET /notifications`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct LogParams {
+    /// Whose notifications (required).
+    pub customer_id: Option<String>,
+    /// Entries, 1–500 (default 100).
+    #[param(value_type = Option<i64>)]
+    pub limit: Option<String>,
+}
+
+/// Query of `GET /notifications/stream`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamParams {
+    /// Only this customer's deliveries (all when absent).
+    pub customer_id: Option<String>,
+}
+
+/// A customer's delivery log, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationLog {
+    /// The customer.
+    pub customer_id: String,
+    /// Deliveries, newest first.
+    pub items: Vec<Delivery>,
+}
+
+/// An RFC 9457 problem (documentation of error bodies).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemDetails {
+    /// Always `about:blank`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The HTTP reason phrase.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong.
+    pub detail: String,
+    /// The offending parameter (validation errors).
+    pub field: Option<String>,
+}
+
+/// The delivery log of one customer.
+#[utoipa::path(get, path = "/notifications", params(LogParams),
+    responses(
+        (status = 200, description = "Deliveries, newest first", body = NotificationLog),
+        (status = 422, description = "`customerId` missing or blank, or a bad `limit`", body = ProblemDetails, content_type = "application/problem+json"),
+    ))]
+pub async fn list_notifications(
+    State(state): State<AppState>,
+    Query(params): Query<LogParams>,
+) -> Result<Json<NotificationLog>, Problem> {
+    let customer_id = params
+        .customer_id
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            Problem::invalid_field("customerId", "the query parameter customerId is required")
+        })?;
+    let limit = match params
+        .limit
+        .as_deref()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                Problem::invalid_field(
+                    "limit",
+                    format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+                )
+            })?,
+    };
+    let items = storage::for_customer(state.db.pool(), &customer_id, limit).await?;
+    Ok(Json(NotificationLog { customer_id, items }))
+}
+
+/// A live feed of deliveries as they are recorded and as their status changes: first a `ready`
+/// event, then one `delivery` event (a JSON delivery) per update.
+#[utoipa::path(get, path = "/notifications/stream", params(StreamParams),
+    responses((status = 200, description = "Server-sent events: `ready`, then `delivery` events",
+        body = Delivery, content_type = "text/event-stream")))]
+pub async fn stream_notifications(
+    State(state): State<AppState>,
+    Query(params): Query<StreamParams>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let only = params
+        .customer_id
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty());
+    let updates = futures::stream::unfold(state.hub.subscribe(), |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(delivery) => return Some((delivery, receiver)),
+                Err(RecvError::Lagged(skipped)) => {
+                    tracing::debug!(skipped, "slow stream reader skipped updates");
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter(move |delivery| {
+        let wanted = match &only {
+            Some(customer_id) => *customer_id == delivery.customer_id,
+            None => true,
+        };
+        std::future::ready(wanted)
+    })
+    .map(|delivery| Ok(delivery_event(&delivery)));
+    let ready = futures::stream::once(std::future::ready(Ok(Event::default()
+        .event("ready")
+        .data("{}"))));
+    let events = ready
+        .chain(updates)
+        .take_until(state.shutdown.clone().cancelled_owned());
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn delivery_event(delivery: &Delivery) -> Event {
+    let event = Event::default().event("delivery").id(delivery.id.clone());
+    match serde_json::to_string(delivery) {
+        Ok(json) => event.data(json),
+        Err(error) => event.data(format!("{{\"error\":\"{error}\"}}")),
+    }
+}
+
+/// The dashboard: the live feed and a customer's log, in one page.
+pub async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+/// The OpenAPI document of this service.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "notification-service",
+        description = "Welcome messages and transaction alerts, sent once per event; the delivery log and a live feed."
+    ),
+    paths(list_notifications, stream_notifications),
+    components(schemas(Delivery, Kind, Status, NotificationLog, ProblemDetails))
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_documents_the_routes() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        assert!(doc["paths"]["/notifications"]["get"].is_object());
+        assert!(doc["paths"]["/notifications/stream"]["get"].is_object());
+        assert!(doc["components"]["schemas"]["Delivery"].is_object());
+    }
+}

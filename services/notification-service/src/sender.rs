@@ -1,0 +1,218 @@
+//! The sender: a background task that sends recorded deliveries and records the outcome.
+//!
+//! Deliveries are written by the event handlers in the same transaction as the event's inbox
+//! claim, so each (event, customer, kind) is recorded exactly once, and an SMTP outage never
+//! blocks a Kafka partition. The sender leases a due row (pushing its due time ahead), sends,
+//! then marks it `sent`, `retrying` (exponential backoff on transient errors) or `failed`
+//! (permanent errors, or too many attempts). A crash between the send and the mark leaves the
+//! row leased; it is sent again when the lease ends: at most one duplicate, carrying the same
+//! Message-ID.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use lettre::message::Mailbox;
+use platform::Database;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::feed::Hub;
+use crate::mailer::{compose, Mailer, SendError};
+use crate::storage::{self, Delivery, Status};
+
+/// Rows taken per round.
+const BATCH: i64 = 32;
+/// How long an attempt owns its row; longer than any send may take.
+const LEASE: Duration = Duration::from_secs(120);
+/// Longest a single send may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often due retries are looked for when nothing wakes the sender.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Retries of transient send failures: the delay doubles from `initial_backoff` up to
+/// `max_backoff`; after `max_attempts` attempts the delivery is `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts before giving up.
+    pub max_attempts: u32,
+    /// Delay after the first failure.
+    pub initial_backoff: Duration,
+    /// Longest delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 8 attempts over about ten minutes.
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            initial_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after the `attempts`-th failed attempt.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(20);
+        self.initial_backoff
+            .saturating_mul(1 << doublings)
+            .min(self.max_backoff)
+    }
+}
+
+/// Sends due deliveries until shutdown.
+pub struct Sender {
+    /// The database.
+    pub db: Database,
+    /// The mail transport.
+    pub mailer: Mailer,
+    /// The `From` of every message.
+    pub from: Mailbox,
+    /// Where updates are announced (and who wakes us).
+    pub hub: Hub,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+}
+
+impl Sender {
+    /// Runs until `shutdown`; an attempt in progress is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(mail = %self.mailer.describe(), "notification sender started");
+        while !shutdown.is_cancelled() {
+            let sent = match self.round(&shutdown).await {
+                Ok(n) => n,
+                Err(error) => {
+                    tracing::warn!(%error, "sender round failed; retrying");
+                    0
+                }
+            };
+            if sent > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = self.hub.woken() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        tracing::info!("notification sender stopped");
+    }
+
+    /// Attempts the deliveries due now; returns how many were attempted.
+    async fn round(&self, shutdown: &CancellationToken) -> Result<usize, sqlx::Error> {
+        let due = storage::due(self.db.pool(), Utc::now(), BATCH).await?;
+        let mut attempted = 0;
+        for delivery in due {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let lease_until = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+            if !storage::lease(self.db.pool(), &delivery, lease_until).await? {
+                continue;
+            }
+            let span = tracing::info_span!("delivery", delivery_id = %delivery.id,
+                event_id = %delivery.event_id, customer_id = %delivery.customer_id,
+                kind = delivery.kind.as_str(),
+                transaction_id = delivery.transaction_id.as_deref().unwrap_or(""));
+            self.attempt(delivery).instrument(span).await?;
+            attempted += 1;
+        }
+        Ok(attempted)
+    }
+
+    async fn attempt(&self, delivery: Delivery) -> Result<(), sqlx::Error> {
+        let outcome = match compose(&self.from, &delivery) {
+            Ok(message) => {
+                match tokio::time::timeout(SEND_TIMEOUT, self.mailer.send(message)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(SendError::Transient("sending timed out".to_string())),
+                }
+            }
+            Err(error) => Err(error),
+        };
+        let attempts = u32::try_from(delivery.attempts)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        let now = Utc::now();
+        let (status, error, next_attempt_at) = match outcome {
+            Ok(()) => (Status::Sent, None, now),
+            Err(SendError::Permanent(error)) => (Status::Failed, Some(error), now),
+            Err(SendError::Transient(error)) if attempts >= self.retry.max_attempts => (
+                Status::Failed,
+                Some(format!("{error} (gave up after {attempts} attempts)")),
+                now,
+            ),
+            Err(SendError::Transient(error)) => {
+                let delay = self.retry.backoff(attempts);
+                (
+                    Status::Retrying,
+                    Some(error),
+                    now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                )
+            }
+        };
+        match (&status, &error) {
+            (Status::Sent, _) => {
+                tracing::info!(attempts, recipient = %delivery.recipient, "notification sent")
+            }
+            (Status::Retrying, Some(error)) => {
+                tracing::warn!(attempts, %error, retry_at = %next_attempt_at, "notification not sent; will retry")
+            }
+            (_, error) => tracing::error!(
+                attempts,
+                error = error.as_deref().unwrap_or(""),
+                "notification failed"
+            ),
+        }
+        metrics::counter!("notifications_attempted_total", "kind" => delivery.kind.as_str(),
+            "outcome" => status.as_str())
+        .increment(1);
+        // The message is out: recording that must not be lost to a passing database hiccup.
+        let mut tries = 0;
+        let updated = loop {
+            match storage::finish_attempt(
+                self.db.pool(),
+                &delivery.id,
+                status,
+                error.as_deref(),
+                next_attempt_at,
+            )
+            .await
+            {
+                Ok(updated) => break updated,
+                Err(error) if tries < 5 => {
+                    tries += 1;
+                    tracing::warn!(%error, "cannot record the attempt; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        if let Some(updated) = updated {
+            self.hub.publish(updated);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+        };
+        let delays: Vec<u64> = (1..=5).map(|a| policy.backoff(a).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 5, 5]);
+        assert_eq!(
+            RetryPolicy::default().backoff(100),
+            Duration::from_secs(600)
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! Queries of the customer projection and the `deliveries` table (portable SQL).
+
+use chrono::{DateTime, Utc};
+use platform::db::{parse_timestamp, timestamp, Conn};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+use utoipa::ToSchema;
+
+use crate::messages::{Contact, Draft, Kind};
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Recorded, not tried yet.
+    Pending,
+    /// A transient failure; tried again at `nextAttemptAt`.
+    Retrying,
+    /// Accepted by the mail server (or written to the mail folder).
+    Sent,
+    /// Given up: a permanent error, too many attempts, or no such customer.
+    Failed,
+}
+
+impl Status {
+    /// The stored name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Retrying => "retrying",
+            Status::Sent => "sent",
+            Status::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, sqlx::Error> {
+        match text {
+            "pending" => Ok(Status::Pending),
+            "retrying" => Ok(Status::Retrying),
+            "sent" => Ok(Status::Sent),
+            "failed" => Ok(Status::Failed),
+            other => Err(decode_error(format!("unknown delivery status `{other}`"))),
+        }
+    }
+}
+
+/// One notification and its delivery state (a row of the log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// Delivery id (also in the email's Message-ID).
+    pub id: String,
+    /// The event (`ce_id`) it was sent for.
+    pub event_id: String,
+    /// The customer it is for.
+    pub customer_id: String,
+    /// What it is about.
+    pub kind: Kind,
+    /// The transaction it is about, if any.
+    pub transaction_id: Option<String>,
+    /// Email address.
+    pub recipient: String,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+    /// Where it stands.
+    pub status: Status,
+    /// Send attempts so far.
+    pub attempts: i64,
+    /// The last send error.
+    pub last_error: Option<String>,
+    /// When it is (or was) due to be tried.
+    pub next_attempt_at: DateTime<Utc>,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+    /// When its status last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When the mail server accepted it.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+const DELIVERY_COLUMNS: &str = "id, event_id, customer_id, kind, transaction_id, recipient, \
+    subject, body, status, attempts, last_error, next_attempt_at, created_at, updated_at, sent_at";
+
+/// Stores (or refreshes) a customer of the projection.
+pub async fn upsert_customer(conn: &mut Conn, contact: &Contact) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO customers (id, name, email, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(&contact.id)
+    .bind(&contact.name)
+    .bind(&contact.email)
+    .bind(timestamp(Utc::now()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A customer of the projection.
+pub async fn find_customer(conn: &mut Conn, id: &str) -> Result<Option<Contact>, sqlx::Error> {
+    let row = sqlx::query("SELECT id, name, email FROM customers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|row| {
+        Ok(Contact {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            email: row.try_get("email")?,
+        })
+    })
+    .transpose()
+}
+
+/// Records `draft` for `event_id`: `pending` and due now, or already `failed` with `error`.
+/// Returns the new row, or `None` when this (event, customer, kind) was recorded before.
+pub async fn record(
+    conn: &mut Conn,
+    event_id: &str,
+    draft: &Draft,
+    failure: Option<&str>,
+) -> Result<Option<Delivery>, sqlx::Error> {
+    let now = timestamp(Utc::now());
+    let status = if failure.is_some() {
+        Status::Failed
+    } else {
+        Status::Pending
+    };
+    let row = sqlx::query(&format!(
+        "INSERT INTO deliveries (id, event_id, customer_id, kind, transaction_id, recipient, \
+         subject, body, status, attempts, last_error, next_attempt_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $11, $11) \
+         ON CONFLICT (event_id, customer_id, kind) DO NOTHING RETURNING {DELIVERY_COLUMNS}"
+    ))
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(event_id)
+    .bind(&draft.customer_id)
+    .bind(draft.kind.as_str())
+    .bind(draft.transaction_id.as_deref())
+    .bind(&draft.recipient)
+    .bind(&draft.subject)
+    .bind(&draft.body)
+    .bind(status.as_str())
+    .bind(failure)
+    .bind(&now)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Deliveries due for an attempt at `now` (pending or retrying), oldest due first.
+pub async fn due<'c, E>(
+    executor: E,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    sqlx::query(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries \
+         WHERE status IN ('pending', 'retrying') AND next_attempt_at <= $1 \
+         ORDER BY next_attempt_at, id LIMIT $2"
+    ))
+    .bind(timestamp(now))
+    .bind(limit)
+    .fetch_all(executor)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+/// Takes `delivery` for one attempt by pushing its due time to `lease_until`; `false` when
+/// another sender took it first. Should this process die mid-attempt, the row is due again when
+/// the lease ends.
+pub async fn lease<'c, E>(
+    executor: E,
+    delivery: &Delivery,
+    lease_until: DateTime<Utc>,
+) -> Result<bool, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let result = sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = $1 \
+         WHERE id = $2 AND next_attempt_at = $3 AND status IN ('pending', 'retrying')",
+    )
+    .bind(timestamp(lease_until))
+    .bind(&delivery.id)
+    .bind(timestamp(delivery.next_attempt_at))
+    .execute(executor)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Records the outcome of one attempt: `sent`, `retrying` (due at `next_attempt_at`) or
+/// `failed`; returns the updated row.
+pub async fn finish_attempt<'c, E>(
+    executor: E,
+    id: &str,
+    status: Status,
+    error: Option<&str>,
+    next_attempt_at: DateTime<Utc>,
+) -> Result<Option<Delivery>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let now = timestamp(Utc::now());
+    let sent_at = (status == Status::Sent).then_some(now.as_str());
+    let row = sqlx::query(&format!(
+        "UPDATE deliveries SET status = $1, attempts = attempts + 1, last_error = $2, \
+         next_attempt_at = $3, updated_at = $4, sent_at = $5 WHERE id = $6 \
+         RETURNING {DELIVERY_COLUMNS}"
+    ))
+    .bind(status.as_str())
+    .bind(error)
+    .bind(timestamp(next_attempt_at))
+    .bind(&now)
+    .bind(sent_at)
+    .bind(id)
+    .fetch_optional(executor)
+    .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// The delivery log of a customer, newest first.
+pub async fn for_customer<'c, E>(
+    executor: E,
+    customer_id: &str,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    sqlx::query(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE customer_id = $1 \
+         ORDER BY created_at DESC, id DESC LIMIT $2"
+    ))
+    .bind(customer_id)
+    .bind(limit)
+    .fetch_all(executor)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+fn from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
+    let time = |column: &str| -> Result<DateTime<Utc>, sqlx::Error> {
+        parse_timestamp(&row.try_get::<String, _>(column)?)
+    };
+    let kind: String = row.try_get("kind")?;
+    Ok(Delivery {
+        id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
+        customer_id: row.try_get("customer_id")?,
+        kind: Kind::parse(&kind)
+            .ok_or_else(|| decode_error(format!("unknown notification kind `{kind}`")))?,
+        transaction_id: row.try_get("transaction_id")?,
+        recipient: row.try_get("recipient")?,
+        subject: row.try_get("subject")?,
+        body: row.try_get("body")?,
+        status: Status::parse(&row.try_get::<String, _>("status")?)?,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        next_attempt_at: time("next_attempt_at")?,
+        created_at: time("created_at")?,
+        updated_at: time("updated_at")?,
+        sent_at: row
+            .try_get::<Option<String>, _>("sent_at")?
+            .map(|t| parse_timestamp(&t))
+            .transpose()?,
+    })
+}
+
+fn decode_error(message: String) -> sqlx::Error {
+    sqlx::Error::Decode(message.into())
+}

@@ -1,0 +1,474 @@
+//! notification-service against the real local broker, a real database (SQLite, or PostgreSQL
+//! when `TEST_DATABASE_URL` is set) and a real SMTP server (aiosmtpd). Each test has its own
+//! topic prefix, consumer groups, database and mail server.
+
+mod support;
+
+use std::time::Duration;
+
+use contracts::{FailureReason, TransactionKind};
+use notification_service::mailer::MailTarget;
+use serde_json::Value;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn welcome_email_is_delivered_over_smtp_and_logged() {
+    let smtp = SmtpServer::start().await;
+    let app = App::with_smtp(&smtp).await;
+    let event = event_id();
+    app.produce(&event, &customer("cust-w", "Wendy Welcome"), None)
+        .await;
+
+    let log = app.wait_sent("cust-w", 1).await;
+    let delivery = &log[0];
+    assert_eq!(delivery["kind"], "welcome");
+    assert_eq!(delivery["eventId"], event.as_str());
+    assert_eq!(delivery["recipient"], "cust-w@example.com");
+    assert_eq!(delivery["subject"], "Welcome, Wendy Welcome");
+    assert_eq!(delivery["attempts"], 1);
+    assert!(delivery["lastError"].is_null());
+    for field in ["createdAt", "updatedAt", "sentAt"] {
+        let time = delivery[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field}"));
+        chrono::DateTime::parse_from_rfc3339(time).unwrap();
+    }
+
+    let mails = smtp.wait_for("cust-w@example.com", 1).await;
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    assert_eq!(mail.subject, "Welcome, Wendy Welcome");
+    assert!(
+        mail.from.contains("notifications@localhost"),
+        "{}",
+        mail.from
+    );
+    assert!(mail.body.contains("Hello Wendy Welcome,"), "{}", mail.body);
+    assert!(
+        mail.body.contains("Your customer id is cust-w."),
+        "{}",
+        mail.body
+    );
+    let delivery_id = delivery["id"].as_str().unwrap();
+    assert!(mail.message_id.contains(delivery_id), "{}", mail.message_id);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_needs_a_customer_id() {
+    let app = App::start(settings(MailTarget::Folder(
+        tempfile::tempdir().unwrap().keep(),
+    )))
+    .await;
+    for query in ["", "?customerId=", "?customerId=%20%20"] {
+        let response = app
+            .http
+            .get(app.url(&format!("/notifications{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "{query}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["field"], "customerId");
+        assert!(problem["detail"].as_str().unwrap().contains("customerId"));
+    }
+    assert!(app.log("nobody").await.is_empty());
+    let page = app.http.get(app.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("EventSource"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_processed_transfer_alerts_both_customers() {
+    let smtp = SmtpServer::start().await;
+    let app = App::with_smtp(&smtp).await;
+    app.produce(&event_id(), &customer("cust-a", "Ann Lee"), None)
+        .await;
+    app.produce(&event_id(), &customer("cust-b", "Bob Roe"), None)
+        .await;
+    app.wait_sent("cust-a", 1).await;
+    app.wait_sent("cust-b", 1).await;
+
+    let transfer = processed(
+        request(
+            "txn-transfer-1",
+            TransactionKind::Transfer,
+            Some("cust-a"),
+            Some("cust-b"),
+            "100.00",
+        ),
+        &[("cust-a", "400.00"), ("cust-b", "100.00")],
+    );
+    app.produce(&event_id(), &transfer, None).await;
+
+    let a_log = app.wait_sent("cust-a", 2).await;
+    assert_eq!(a_log[0]["kind"], "debit_alert", "newest first: {a_log:?}");
+    assert_eq!(a_log[0]["transactionId"], "txn-transfer-1");
+    let b_log = app.wait_sent("cust-b", 2).await;
+    assert_eq!(b_log[0]["kind"], "credit_alert");
+
+    let to_a = smtp.wait_for("cust-a@example.com", 2).await;
+    let debit = to_a
+        .iter()
+        .find(|m| m.subject.starts_with("You sent"))
+        .expect("debit alert");
+    assert_eq!(debit.subject, "You sent 100.00 USD to Bob Roe");
+    assert!(
+        debit
+            .body
+            .contains("You sent 100.00 USD to Bob Roe (cust-b)."),
+        "{}",
+        debit.body
+    );
+    assert!(
+        debit.body.contains("Your new balance is 400.00 USD."),
+        "{}",
+        debit.body
+    );
+    assert!(
+        debit.body.contains("Transaction: txn-transfer-1"),
+        "{}",
+        debit.body
+    );
+
+    let to_b = smtp.wait_for("cust-b@example.com", 2).await;
+    let credit = to_b
+        .iter()
+        .find(|m| m.subject.starts_with("You received"))
+        .expect("credit alert");
+    assert_eq!(credit.subject, "You received 100.00 USD from Ann Lee");
+    assert!(
+        credit.body.contains("from Ann Lee (cust-a)."),
+        "{}",
+        credit.body
+    );
+    assert!(
+        credit.body.contains("Your new balance is 100.00 USD."),
+        "{}",
+        credit.body
+    );
+    assert!(
+        credit.body.contains("Transaction: txn-transfer-1"),
+        "{}",
+        credit.body
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_transfer_alerts_only_the_requester_with_the_reason() {
+    let smtp = SmtpServer::start().await;
+    let app = App::with_smtp(&smtp).await;
+    app.produce(&event_id(), &customer("cust-p", "Pat Poor"), None)
+        .await;
+    app.produce(&event_id(), &customer("cust-q", "Quinn Rich"), None)
+        .await;
+    app.wait_sent("cust-p", 1).await;
+    app.wait_sent("cust-q", 1).await;
+
+    let declined = failed(
+        request(
+            "txn-declined-1",
+            TransactionKind::Transfer,
+            Some("cust-p"),
+            Some("cust-q"),
+            "250",
+        ),
+        FailureReason::InsufficientFunds,
+        "balance 0.00 USD is below 250.00 USD",
+    );
+    app.produce(&event_id(), &declined, None).await;
+
+    let log = app.wait_sent("cust-p", 2).await;
+    assert_eq!(log[0]["kind"], "failure_alert");
+    let mails = smtp.wait_for("cust-p@example.com", 2).await;
+    let alert = mails
+        .iter()
+        .find(|m| m.subject.starts_with("Transaction declined"))
+        .expect("failure alert");
+    assert_eq!(
+        alert.subject,
+        "Transaction declined: transfer of 250.00 USD to Quinn Rich"
+    );
+    assert!(
+        alert
+            .body
+            .contains("Reason: insufficient funds (balance 0.00 USD is below 250.00 USD)."),
+        "{}",
+        alert.body
+    );
+    assert!(
+        alert.body.contains("Transaction: txn-declined-1"),
+        "{}",
+        alert.body
+    );
+    // Both recipients of an event are recorded in one transaction: the other party got nothing.
+    assert_eq!(app.log("cust-q").await.len(), 1);
+    assert_eq!(smtp.messages_to("cust-q@example.com").len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicate_event_is_emailed_once() {
+    let smtp = SmtpServer::start().await;
+    let app = App::with_smtp(&smtp).await;
+    // Everything on partition 0: once the last record is handled, so are the duplicates.
+    let welcome = event_id();
+    let dora = customer("cust-d", "Dora Dup");
+    app.produce(&welcome, &dora, Some(0)).await;
+    app.produce(&welcome, &dora, Some(0)).await;
+    app.produce(&event_id(), &customer("cust-s", "Sam Sentinel"), Some(0))
+        .await;
+    app.wait_sent("cust-s", 1).await;
+    let log = app.wait_sent("cust-d", 1).await;
+    assert_eq!(log.len(), 1);
+
+    let deposit = processed(
+        request(
+            "txn-dup",
+            TransactionKind::Credit,
+            None,
+            Some("cust-d"),
+            "5",
+        ),
+        &[("cust-d", "5.00")],
+    );
+    let deposit_event = event_id();
+    app.produce(&deposit_event, &deposit, Some(0)).await;
+    app.produce(&deposit_event, &deposit, Some(0)).await;
+    let sentinel = processed(
+        request(
+            "txn-sentinel",
+            TransactionKind::Credit,
+            None,
+            Some("cust-s"),
+            "1",
+        ),
+        &[("cust-s", "1.00")],
+    );
+    app.produce(&event_id(), &sentinel, Some(0)).await;
+    app.wait_sent("cust-s", 2).await;
+
+    let log = app.wait_sent("cust-d", 2).await;
+    assert_eq!(
+        log.iter()
+            .filter(|d| d["transactionId"] == "txn-dup")
+            .count(),
+        1
+    );
+    let mails = smtp.wait_for("cust-d@example.com", 2).await;
+    assert_eq!(mails.len(), 2, "one welcome, one deposit alert: {mails:?}");
+    assert_eq!(
+        mails
+            .iter()
+            .filter(|m| m.subject == "Welcome, Dora Dup")
+            .count(),
+        1
+    );
+    assert_eq!(
+        mails
+            .iter()
+            .filter(|m| m.subject == "Deposit of 5.00 USD received")
+            .count(),
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_before_its_customer_is_delivered_once_the_customer_arrives() {
+    let smtp = SmtpServer::start().await;
+    let app = App::with_smtp(&smtp).await;
+    let deposit = processed(
+        request(
+            "txn-early",
+            TransactionKind::Credit,
+            None,
+            Some("cust-late"),
+            "42.5",
+        ),
+        &[("cust-late", "42.50")],
+    );
+    app.produce(&event_id(), &deposit, None).await;
+
+    // The handler has seen the event and is retrying it (not dropping it) ...
+    eventually("the early transaction to be retried", || async {
+        let retries = app
+            .metric(&[
+                "events_consumed_total",
+                "transaction.processed",
+                "outcome=\"retry\"",
+            ])
+            .await;
+        (retries >= 1.0).then_some(())
+    })
+    .await;
+    assert!(app.log("cust-late").await.is_empty());
+
+    // ... and delivers it once the customer is known.
+    app.produce(&event_id(), &customer("cust-late", "Lou Late"), None)
+        .await;
+    let log = app.wait_sent("cust-late", 2).await;
+    let alert = log
+        .iter()
+        .find(|d| d["kind"] == "credit_alert")
+        .expect("credit alert");
+    assert_eq!(alert["transactionId"], "txn-early");
+    let mails = smtp.wait_for("cust-late@example.com", 2).await;
+    let deposit_mail = mails
+        .iter()
+        .find(|m| m.subject == "Deposit of 42.50 USD received")
+        .expect("deposit alert");
+    assert!(deposit_mail.body.contains("Your new balance is 42.50 USD."));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_for_an_account_the_event_reports_unknown_is_recorded_as_failed() {
+    let app = App::start(settings(MailTarget::Folder(
+        tempfile::tempdir().unwrap().keep(),
+    )))
+    .await;
+    let declined = failed(
+        request(
+            "txn-ghost",
+            TransactionKind::Debit,
+            Some("cust-ghost"),
+            None,
+            "10",
+        ),
+        FailureReason::UnknownAccount,
+        "account cust-ghost does not exist",
+    );
+    app.produce(&event_id(), &declined, None).await;
+    let log = app
+        .wait_log("cust-ghost", "a failed delivery", |log| {
+            log.len() == 1 && log[0]["status"] == "failed"
+        })
+        .await;
+    assert_eq!(log[0]["kind"], "failure_alert");
+    assert!(log[0]["lastError"]
+        .as_str()
+        .unwrap()
+        .contains("customer cust-ghost is unknown"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smtp_down_at_first_ends_sent_after_retries() {
+    let port = free_port();
+    let app = App::start(settings(MailTarget::Smtp(platform::config::Secret::new(
+        format!("smtp://127.0.0.1:{port}"),
+    ))))
+    .await;
+    app.produce(&event_id(), &customer("cust-r", "Rae Retry"), None)
+        .await;
+    let log = app
+        .wait_log("cust-r", "a retrying delivery", |log| {
+            log.len() == 1 && log[0]["status"] == "retrying"
+        })
+        .await;
+    assert!(log[0]["attempts"].as_i64().unwrap() >= 1);
+    assert!(!log[0]["lastError"].as_str().unwrap().is_empty());
+
+    let smtp = SmtpServer::start_on(port).await;
+    let log = app.wait_sent("cust-r", 1).await;
+    assert!(log[0]["attempts"].as_i64().unwrap() >= 2, "{log:?}");
+    assert!(log[0]["lastError"].is_null());
+    let mails = smtp.wait_for("cust-r@example.com", 1).await;
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].subject, "Welcome, Rae Retry");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_smtp_mail_is_written_as_eml_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(settings(MailTarget::Folder(dir.path().to_path_buf()))).await;
+    app.produce(&event_id(), &customer("cust-f", "Fay File"), None)
+        .await;
+    app.wait_sent("cust-f", 1).await;
+    let mails = read_mails(dir.path(), Some("eml"));
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].to.contains("cust-f@example.com"));
+    assert_eq!(mails[0].subject, "Welcome, Fay File");
+    assert!(mails[0].body.contains("Hello Fay File,"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stream_yields_delivery_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(settings(MailTarget::Folder(dir.path().to_path_buf()))).await;
+    let mut stream = app
+        .http
+        .get(app.url("/notifications/stream?customerId=cust-live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(stream.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut text = String::new();
+    let mut read_until = async |needle: &str, text: &mut String| {
+        tokio::time::timeout(DEADLINE, async {
+            while !text.contains(needle) {
+                let chunk = stream.chunk().await.unwrap().expect("stream open");
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {needle:?} in the stream: {text}"));
+    };
+    read_until("event: ready", &mut text).await;
+
+    app.produce(&event_id(), &customer("cust-other", "Not Me"), None)
+        .await;
+    app.produce(&event_id(), &customer("cust-live", "Liv Live"), None)
+        .await;
+    read_until("\"status\":\"sent\"", &mut text).await;
+    let deliveries: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|d| d.get("id").is_some())
+        .collect();
+    assert!(
+        deliveries.iter().all(|d| d["customerId"] == "cust-live"),
+        "{deliveries:?}"
+    );
+    assert_eq!(deliveries[0]["status"], "pending");
+    assert_eq!(deliveries.last().unwrap()["status"], "sent");
+    assert_eq!(deliveries[0]["subject"], "Welcome, Liv Live");
+    drop(stream);
+    // An open stream does not hold up shutdown (checked by `stop`).
+    tokio::time::timeout(Duration::from_secs(20), app.stop())
+        .await
+        .expect("stops promptly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_stream_does_not_block_shutdown() {
+    let app = App::start(settings(MailTarget::Folder(
+        tempfile::tempdir().unwrap().keep(),
+    )))
+    .await;
+    let mut stream = app
+        .http
+        .get(app.url("/notifications/stream"))
+        .send()
+        .await
+        .unwrap();
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("event: ready"));
+    tokio::time::timeout(Duration::from_secs(20), app.stop())
+        .await
+        .expect("stops promptly with a stream open");
+}

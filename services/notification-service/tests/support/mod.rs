@@ -1,0 +1,439 @@
+//! Test support: the service in-process against the real broker and database, a real SMTP
+//! server (aiosmtpd) writing a Maildir, an event producer, and polling with deadlines.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use contracts::envelope::{Event, EventMetadata};
+use contracts::{
+    CustomerCreated, FailureReason, TransactionFailed, TransactionKind, TransactionProcessed,
+    TransactionRequested,
+};
+use notification_service::mailer::MailTarget;
+use notification_service::sender::RetryPolicy;
+use notification_service::{build, Settings, MIGRATIONS, NAME};
+use platform::config::Secret;
+use platform::kafka::KafkaConfig;
+use platform::testing::{service_config, LocalKafka, RunningService};
+use platform::Service;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// Longest wait for any asynchronous outcome.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `probe` until it returns `Some`, failing with `what` after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Settings for tests: fast retries.
+pub fn settings(mail: MailTarget) -> Settings {
+    let mut settings = Settings::new(mail);
+    settings.retry = RetryPolicy {
+        max_attempts: 100,
+        initial_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(1),
+    };
+    settings
+}
+
+/// The service running in the test process, and what the test needs to talk to it.
+pub struct App {
+    pub running: RunningService,
+    pub kafka: KafkaConfig,
+    pub http: reqwest::Client,
+    producer: FutureProducer,
+}
+
+impl App {
+    pub async fn start(settings: Settings) -> Self {
+        let kafka = LocalKafka::load().isolated();
+        let config = service_config(NAME, kafka.clone()).await;
+        let mut service = Service::start_with(config, &MIGRATIONS, CancellationToken::new())
+            .await
+            .expect("service starts");
+        let routes = build(&mut service, settings).expect("service builds");
+        let running = RunningService::spawn(service, routes).await;
+        let producer = kafka
+            .client_config("notification-service-test")
+            .create()
+            .expect("test producer");
+        Self {
+            running,
+            kafka,
+            http: reqwest::Client::new(),
+            producer,
+        }
+    }
+
+    pub async fn with_smtp(smtp: &SmtpServer) -> Self {
+        Self::start(settings(MailTarget::Smtp(Secret::new(smtp.url())))).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.running.base_url)
+    }
+
+    /// Produces `event` onto its (prefixed) topic with CloudEvents headers and id `event_id`;
+    /// on `partition` when given.
+    pub async fn produce<E: Event>(&self, event_id: &str, event: &E, partition: Option<i32>) {
+        let metadata = EventMetadata::new(event_id, E::TYPE, "/test");
+        let headers =
+            metadata
+                .to_headers()
+                .into_iter()
+                .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                    headers.insert(Header {
+                        key,
+                        value: Some(value.as_str()),
+                    })
+                });
+        let topic = self.kafka.topic_name(E::TYPE.topic());
+        let payload = serde_json::to_string(event).unwrap();
+        let mut record = FutureRecord::to(&topic)
+            .key(event.key())
+            .payload(&payload)
+            .headers(headers);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("event produced");
+    }
+
+    /// Produces raw bytes onto `topic` (e.g. a malformed record).
+    pub async fn produce_raw(&self, topic: &str, key: &str, payload: &str, partition: i32) {
+        let topic = self.kafka.topic_name(topic);
+        self.producer
+            .send(
+                FutureRecord::to(&topic)
+                    .key(key)
+                    .payload(payload)
+                    .partition(partition),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("record produced");
+    }
+
+    /// `GET /notifications?customerId=`: the items.
+    pub async fn log(&self, customer_id: &str) -> Vec<Value> {
+        let response = self
+            .http
+            .get(self.url("/notifications"))
+            .query(&[("customerId", customer_id)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["customerId"], customer_id);
+        body["items"].as_array().unwrap().clone()
+    }
+
+    /// Waits until the customer's log satisfies `done`.
+    pub async fn wait_log(
+        &self,
+        customer_id: &str,
+        what: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let log = self.log(customer_id).await;
+            if done(&log) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the log is {}",
+                serde_json::to_string_pretty(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the customer has `n` deliveries, all sent.
+    pub async fn wait_sent(&self, customer_id: &str, n: usize) -> Vec<Value> {
+        self.wait_log(
+            customer_id,
+            &format!("{n} sent notifications for {customer_id}"),
+            |log| log.len() == n && log.iter().all(|d| d["status"] == "sent"),
+        )
+        .await
+    }
+
+    /// The value of a Prometheus counter line containing all of `parts`.
+    pub async fn metric(&self, parts: &[&str]) -> f64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await.expect("clean shutdown");
+    }
+}
+
+/// A real SMTP server (aiosmtpd) storing what it receives in a Maildir.
+pub struct SmtpServer {
+    pub port: u16,
+    pub maildir: tempfile::TempDir,
+    child: tokio::process::Child,
+}
+
+/// A port nothing listens on (yet).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The Python with aiosmtpd (`python3-aiosmtpd`): `AIOSMTPD_PYTHON`, else the system one.
+fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("AIOSMTPD_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let system = Path::new("/usr/bin/python3");
+    if system.exists() {
+        system.to_path_buf()
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+impl SmtpServer {
+    pub async fn start() -> Self {
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts the server on `port` and waits until it accepts connections.
+    pub async fn start_on(port: u16) -> Self {
+        let maildir = tempfile::tempdir().unwrap();
+        let child = tokio::process::Command::new(python())
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            // A path that does not exist yet: Python's Maildir then creates tmp/, new/, cur/.
+            .arg(maildir.path().join("box"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start aiosmtpd (apt-get install -y python3-aiosmtpd)");
+        let mut server = Self {
+            port,
+            maildir,
+            child,
+        };
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + DEADLINE;
+        while tokio::net::TcpStream::connect(&address).await.is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("aiosmtpd exited: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd never accepted on {address}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Messages delivered so far.
+    pub fn messages(&self) -> Vec<Mail> {
+        read_mails(&self.maildir.path().join("box/new"), None)
+    }
+
+    /// Messages delivered to `address`.
+    pub fn messages_to(&self, address: &str) -> Vec<Mail> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.to.contains(address))
+            .collect()
+    }
+
+    /// Waits until `n` messages to `address` have arrived.
+    pub async fn wait_for(&self, address: &str, n: usize) -> Vec<Mail> {
+        eventually(&format!("{n} emails to {address}"), || async {
+            let mails = self.messages_to(address);
+            (mails.len() >= n).then_some(mails)
+        })
+        .await
+    }
+}
+
+/// One received email.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: String,
+    pub from: String,
+    pub subject: String,
+    pub message_id: String,
+    pub body: String,
+}
+
+/// Parses every file in `dir` (with `extension`, when given) as an RFC 5322 message.
+pub fn read_mails(dir: &Path, extension: Option<&str>) -> Vec<Mail> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| match extension {
+            Some(x) => p.extension().is_some_and(|e| e == x),
+            None => true,
+        })
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|text| parse_mail(&text))
+        .collect()
+}
+
+fn parse_mail(text: &str) -> Mail {
+    let text = text.replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let unfolded = head.replace("\n ", " ").replace("\n\t", " ");
+    let header = |name: &str| {
+        unfolded
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    let body = if header("Content-Transfer-Encoding").eq_ignore_ascii_case("quoted-printable") {
+        decode_quoted_printable(body)
+    } else {
+        body.to_string()
+    };
+    Mail {
+        to: header("To"),
+        from: header("From"),
+        subject: header("Subject"),
+        message_id: header("Message-ID"),
+        body,
+    }
+}
+
+fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A `Customer.created` for `id` (email `<id>@example.com`).
+pub fn customer(id: &str, name: &str) -> CustomerCreated {
+    CustomerCreated {
+        id: id.to_string(),
+        name: name.to_string(),
+        email: email(id),
+        created_at: Utc::now(),
+    }
+}
+
+pub fn email(id: &str) -> String {
+    format!("{id}@example.com")
+}
+
+pub fn request(
+    transaction_id: &str,
+    kind: TransactionKind,
+    from: Option<&str>,
+    to: Option<&str>,
+    amount: &str,
+) -> TransactionRequested {
+    TransactionRequested {
+        transaction_id: transaction_id.to_string(),
+        kind,
+        from: from.map(str::to_string),
+        to: to.map(str::to_string),
+        amount: amount.to_string(),
+        currency: "USD".to_string(),
+        requested_at: Utc::now(),
+    }
+}
+
+pub fn processed(request: TransactionRequested, balances: &[(&str, &str)]) -> TransactionProcessed {
+    TransactionProcessed {
+        request,
+        balances: balances
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        processed_at: Utc::now(),
+    }
+}
+
+pub fn failed(
+    request: TransactionRequested,
+    reason: FailureReason,
+    message: &str,
+) -> TransactionFailed {
+    TransactionFailed {
+        request,
+        reason,
+        message: message.to_string(),
+        failed_at: Utc::now(),
+    }
+}
+
+/// A fresh event id.
+pub fn event_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
