@@ -156,6 +156,18 @@ impl ServiceConfig {
                 ))
             }
         };
+        let otlp_endpoint = env
+            .var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .map(|e| e.trim().to_string());
+        if let Some(endpoint) = &otlp_endpoint {
+            let lower = endpoint.to_ascii_lowercase();
+            if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "must start with http:// or https:// (traces are exported over OTLP/HTTP)",
+                ));
+            }
+        }
         Ok(Self {
             name,
             port,
@@ -163,7 +175,7 @@ impl ServiceConfig {
             kafka: KafkaConfig::from_env(env)?,
             api_keys,
             log_format,
-            otlp_endpoint: env.var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            otlp_endpoint,
         })
     }
 }
@@ -207,6 +219,21 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("invalid configuration: LOG_FORMAT:"));
+    }
+
+    #[test]
+    fn the_otlp_endpoint_is_optional_and_must_be_http() {
+        let config = ServiceConfig::from_env("s", 1, &[("X", "")]).unwrap();
+        assert_eq!(config.otlp_endpoint, None);
+        let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", " http://collector:4318 ")];
+        let config = ServiceConfig::from_env("s", 1, &env).unwrap();
+        assert_eq!(
+            config.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")];
+        let err = ServiceConfig::from_env("s", 1, &env).unwrap_err();
+        assert_eq!(err.variable, "OTEL_EXPORTER_OTLP_ENDPOINT");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{timestamp, Conn, Database, DbError};
 use crate::kafka::{OutgoingRecord, Producer};
+use crate::telemetry;
 
 /// Rows published per relay round.
 const BATCH: i64 = 256;
@@ -37,6 +38,10 @@ impl Outbox {
     }
 
     /// Adds `event` to the outbox inside the caller's transaction; returns its metadata.
+    ///
+    /// The event carries `traceparent` (W3C) when given; with `None` it carries the current
+    /// span's (when spans are exported), else the one of the record being consumed, else a new
+    /// trace's (see [`telemetry`](crate::telemetry)).
     pub async fn enqueue<E: Event>(
         &self,
         conn: &mut Conn,
@@ -45,7 +50,12 @@ impl Outbox {
     ) -> Result<EventMetadata, DbError> {
         let id = uuid::Uuid::now_v7().to_string();
         let mut metadata = EventMetadata::new(id, E::TYPE, self.source.clone());
-        metadata.traceparent = traceparent.map(str::to_string);
+        metadata.traceparent = Some(
+            traceparent
+                .map(str::to_string)
+                .or_else(telemetry::current_traceparent)
+                .unwrap_or_else(telemetry::new_traceparent),
+        );
         let headers: Vec<(&str, String)> = metadata.to_headers();
         let payload = serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let headers =

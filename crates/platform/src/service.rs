@@ -36,14 +36,15 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts service `name` from the process environment.
+    /// Starts service `name` from the process environment, with its logs and (when
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set) trace export.
     pub async fn start(
         name: &'static str,
         default_port: u16,
         migrations: &Migrator,
     ) -> anyhow::Result<Self> {
         let config = ServiceConfig::from_env(name, default_port, &ProcessEnv)?;
-        telemetry::init_logging(config.log_format);
+        telemetry::init(&config)?;
         Self::start_with(config, migrations, crate::shutdown::on_signal()).await
     }
 
@@ -107,7 +108,7 @@ impl Service {
 
     /// Serves `routes` (plus `/healthz`, `/readyz`, `/metrics`) on `listener` until shutdown,
     /// then stops in order: HTTP and consumers finish their work, the outbox is drained, the
-    /// producer flushed.
+    /// producer flushed, and the spans still buffered are exported (when tracing exports).
     pub async fn serve_on(
         mut self,
         listener: tokio::net::TcpListener,
@@ -133,6 +134,7 @@ impl Service {
         let _ = relay.await;
         self.db.close().await;
         tracing::info!(service = self.config.name, "stopped");
+        telemetry::shutdown().await;
         served.context("HTTP server failed")
     }
 }

@@ -11,8 +11,10 @@ use contracts::topics;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{KafkaConfig, KafkaError, OutgoingRecord, Producer};
+use crate::telemetry;
 
 /// A consumed record, detached from the client.
 #[derive(Debug, Clone)]
@@ -66,6 +68,16 @@ impl Record {
             HandleError::Permanent(format!("payload is not a valid {}: {e}", E::TYPE.as_str()))
         })?;
         Ok((metadata, event))
+    }
+
+    /// The W3C `traceparent` header, when present and UTF-8 (with or without CloudEvents
+    /// headers; not validated).
+    pub fn traceparent(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(name, _)| name == headers::TRACEPARENT)
+            .and_then(|(_, value)| std::str::from_utf8(value).ok())
+            .map(str::trim)
     }
 
     pub(crate) fn from_message(message: &BorrowedMessage<'_>) -> Self {
@@ -218,7 +230,14 @@ pub async fn run_consumer<H: Handler>(
         };
         let mut record = Record::from_message(&message);
         record.topic = config.strip_prefix(&record.topic).to_string();
-        if process(&record, &handler, &options, &dead_letters, &shutdown).await {
+        let span = consume_span(&record);
+        let handled = telemetry::consumed(
+            record.traceparent(),
+            process(&record, &handler, &options, &dead_letters, &shutdown),
+        )
+        .instrument(span)
+        .await;
+        if handled {
             if let Err(error) = consumer.store_offset_from_message(&message) {
                 tracing::debug!(%error, "offset not stored (partition revoked?)");
             }
@@ -233,6 +252,23 @@ pub async fn run_consumer<H: Handler>(
     }
     tracing::info!(group = %options.group_id, "consumer stopped");
     Ok(())
+}
+
+/// The span around handling one record (retries included): a child of the span that produced it
+/// when the record carries a valid `traceparent`, else the root of a new trace.
+pub(crate) fn consume_span(record: &Record) -> tracing::Span {
+    let span = tracing::info_span!(
+        "consume",
+        otel.kind = "consumer",
+        topic = %record.topic,
+        partition = record.partition,
+        offset = record.offset,
+        event_id = %record.metadata().id,
+    );
+    if let Some(traceparent) = record.traceparent() {
+        telemetry::set_parent(&span, traceparent);
+    }
+    span
 }
 
 /// Handles one record until it succeeds or is dead-lettered (`true`), or shutdown (`false`).
@@ -329,6 +365,110 @@ mod tests {
         );
         let err = v2.decode::<CustomerCreated>().unwrap_err();
         assert!(err.to_string().contains("customer.created.v2"));
+    }
+
+    /// Collects the spans a test tracer provider ends.
+    #[derive(Debug, Clone, Default)]
+    struct Collected(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Collected {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    /// Runs `work` under a subscriber with an OpenTelemetry layer; returns its result and the
+    /// spans it ended.
+    fn traced<T>(work: impl FnOnce() -> T) -> (T, Vec<opentelemetry_sdk::trace::SpanData>) {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt;
+        let collected = Collected::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(collected.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let out = tracing::subscriber::with_default(subscriber, work);
+        provider.force_flush().unwrap();
+        let spans = collected.0.lock().unwrap().clone();
+        (out, spans)
+    }
+
+    fn attribute(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> Option<String> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    }
+
+    const PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn the_records_traceparent_is_the_parent_of_the_consume_span() {
+        let with = record(
+            vec![(headers::ID, "e-7"), (headers::TRACEPARENT, PARENT)],
+            CUSTOMER,
+        );
+        let (handed_on, spans) = traced(|| {
+            let span = consume_span(&with);
+            let _entered = span.enter();
+            // What a handler's outbox write would carry on: this span, in the same trace.
+            telemetry::current_traceparent()
+        });
+        assert_eq!(spans.len(), 1);
+        let consume = &spans[0];
+        assert_eq!(consume.name, "consume");
+        assert_eq!(
+            consume.span_context.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(consume.parent_span_id.to_string(), "b7ad6b7169203331");
+        assert!(consume.parent_span_is_remote);
+        assert_eq!(consume.span_kind, opentelemetry::trace::SpanKind::Consumer);
+        assert_eq!(
+            attribute(consume, "topic").as_deref(),
+            Some("Customer.created")
+        );
+        assert_eq!(attribute(consume, "partition").as_deref(), Some("2"));
+        assert_eq!(attribute(consume, "offset").as_deref(), Some("17"));
+        assert_eq!(attribute(consume, "event_id").as_deref(), Some("e-7"));
+        assert_eq!(
+            handed_on,
+            Some(format!(
+                "00-0af7651916cd43dd8448eb211c80319c-{}-01",
+                consume.span_context.span_id()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_record_without_a_valid_traceparent_starts_a_trace() {
+        let records = [
+            record(vec![(headers::ID, "e-8")], CUSTOMER),
+            record(vec![(headers::TRACEPARENT, "00-garbage-01")], CUSTOMER),
+        ];
+        let ((), spans) = traced(|| {
+            for r in &records {
+                drop(consume_span(r));
+            }
+        });
+        assert_eq!(spans.len(), 2);
+        for span in &spans {
+            assert!(span.span_context.is_valid());
+            assert_eq!(span.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+            assert_ne!(
+                span.span_context.trace_id().to_string(),
+                "0af7651916cd43dd8448eb211c80319c"
+            );
+        }
+        assert_eq!(
+            attribute(&spans[1], "event_id").as_deref(),
+            Some("Customer.created-2-17")
+        );
     }
 
     #[test]

@@ -1,0 +1,237 @@
+//! Distributed tracing end to end: a service configured with `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! exports its spans over OTLP/HTTP (protobuf) to a collector stand-in in this test, and an
+//! event's `traceparent` links the HTTP request that wrote it to the span that consumed it.
+//!
+//! One test per file: telemetry installs the process-wide subscriber once.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::routing::post;
+use axum::Router;
+use contracts::{topics, CustomerCreated};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use platform::kafka::{ConsumerOptions, HandleError, Handler, Record};
+use platform::testing::{fresh_database_url, unique, LocalKafka, RunningService};
+use platform::{telemetry, Database, Outbox, Service, ServiceConfig};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+const SERVICE: &str = "telemetry-test";
+
+static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+
+/// What the collector stand-in received.
+#[derive(Default)]
+struct Received {
+    /// `(content-type, body)` of each `POST /v1/traces`.
+    exports: Vec<(Option<String>, Bytes)>,
+    /// Any other request, as `METHOD path`.
+    stray: Vec<String>,
+}
+
+/// An OTLP/HTTP collector stand-in on an ephemeral port: accepts `POST /v1/traces`.
+async fn collector() -> (String, Arc<Mutex<Received>>) {
+    let received = Arc::new(Mutex::new(Received::default()));
+    let app = Router::new()
+        .route(
+            "/v1/traces",
+            post(
+                |State(received): State<Arc<Mutex<Received>>>, headers: HeaderMap, body: Bytes| async move {
+                    let content_type = headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    received.lock().unwrap().exports.push((content_type, body));
+                    // An empty ExportTraceServiceResponse: full success.
+                    ([(header::CONTENT_TYPE, "application/x-protobuf")], Vec::<u8>::new())
+                },
+            ),
+        )
+        .fallback(
+            |State(received): State<Arc<Mutex<Received>>>, method: Method, uri: Uri| async move {
+                received.lock().unwrap().stray.push(format!("{method} {uri}"));
+                StatusCode::NOT_FOUND
+            },
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+/// Hands each consumed record's `traceparent` header, and the traceparent a handler's outbox
+/// write would carry on, to the test.
+#[derive(Clone)]
+struct Probe(mpsc::UnboundedSender<(String, Option<String>, Option<String>)>);
+
+impl Handler for Probe {
+    async fn handle(&self, record: &Record) -> Result<(), HandleError> {
+        let _ = self.0.send((
+            record.metadata().id,
+            record.traceparent().map(str::to_string),
+            telemetry::current_traceparent(),
+        ));
+        Ok(())
+    }
+}
+
+/// `POST /customers`: writes a `Customer.created` event without an explicit traceparent, and
+/// answers with `<event id> <traceparent>`.
+async fn create_customer(State((db, outbox)): State<(Database, Outbox)>) -> String {
+    let customer = CustomerCreated {
+        id: unique("c"),
+        name: "Ann".to_string(),
+        email: "ann@example.com".to_string(),
+        created_at: chrono::Utc::now(),
+    };
+    let mut tx = db.begin().await.unwrap();
+    let metadata = outbox.enqueue(&mut tx, &customer, None).await.unwrap();
+    tx.commit().await.unwrap();
+    outbox.notify();
+    format!(
+        "{} {}",
+        metadata.id,
+        metadata.traceparent.unwrap_or_default()
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+    let value = attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?;
+    match value.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s.clone()),
+        any_value::Value::IntValue(i) => Some(i.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// `(trace id, span id)` of a traceparent.
+fn ids(traceparent: &str) -> (String, String) {
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    (parts[1].to_string(), parts[2].to_string())
+}
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
+    let (collector_url, received) = collector().await;
+    let database_url = fresh_database_url().await;
+    let mut config = ServiceConfig::from_env(
+        SERVICE,
+        0,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector_url.as_str()),
+            ("DATABASE_URL", database_url.as_str()),
+        ],
+    )
+    .expect("configuration");
+    config.kafka = LocalKafka::load().isolated();
+    telemetry::init(&config).expect("telemetry");
+
+    let mut service = Service::start_with(config, &NO_MIGRATIONS, CancellationToken::new())
+        .await
+        .expect("service starts");
+    let (consumed_tx, mut consumed) = mpsc::unbounded_channel();
+    service.consume(
+        ConsumerOptions::new(unique("g"), &[topics::CUSTOMER_CREATED]),
+        Probe(consumed_tx),
+    );
+    let routes = Router::new()
+        .route("/customers", post(create_customer))
+        .with_state((service.db.clone(), service.outbox.clone()));
+    let running = RunningService::spawn(service, routes).await;
+
+    // An HTTP request writes the event; the consumer handles it.
+    let answer = reqwest::Client::new()
+        .post(format!("{}/customers", running.base_url))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .unwrap();
+    let (event_id, event_traceparent) = answer.split_once(' ').unwrap();
+    assert!(
+        telemetry::is_valid_traceparent(event_traceparent),
+        "{answer}"
+    );
+    let (id, header, handed_on) = tokio::time::timeout(TIMEOUT, consumed.recv())
+        .await
+        .expect("the event is consumed")
+        .unwrap();
+    assert_eq!(id, event_id);
+    assert_eq!(header.as_deref(), Some(event_traceparent));
+    let (trace_id, request_span_id) = ids(event_traceparent);
+    let (handed_on_trace, consume_span_id) = ids(&handed_on.expect("a traceparent"));
+    assert_eq!(handed_on_trace, trace_id, "one trace across Kafka");
+    assert_ne!(consume_span_id, request_span_id);
+
+    // Stopping the service exports what the batch exporter still holds.
+    running.stop().await.expect("orderly stop");
+
+    let received = received.lock().unwrap();
+    assert!(received.stray.is_empty(), "{:?}", received.stray);
+    assert!(!received.exports.is_empty(), "nothing was exported");
+    let mut spans: Vec<Span> = Vec::new();
+    for (content_type, body) in &received.exports {
+        assert_eq!(content_type.as_deref(), Some("application/x-protobuf"));
+        assert!(!body.is_empty());
+        let request = ExportTraceServiceRequest::decode(body.clone()).expect("OTLP protobuf");
+        for resource_spans in request.resource_spans {
+            let resource = resource_spans.resource.expect("a resource");
+            assert_eq!(
+                attribute(&resource.attributes, "service.name").as_deref(),
+                Some(SERVICE)
+            );
+            for scope_spans in resource_spans.scope_spans {
+                spans.extend(scope_spans.spans);
+            }
+        }
+    }
+    let in_trace: Vec<&Span> = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == trace_id)
+        .collect();
+    let names: Vec<&str> = in_trace.iter().map(|s| s.name.as_str()).collect();
+
+    let request = in_trace
+        .iter()
+        .find(|s| hex(&s.span_id) == request_span_id)
+        .unwrap_or_else(|| panic!("the HTTP request span is exported: {names:?}"));
+    assert_eq!(request.name, "request");
+    assert_eq!(
+        attribute(&request.attributes, "uri").as_deref(),
+        Some("/customers")
+    );
+
+    let consume = in_trace
+        .iter()
+        .find(|s| hex(&s.span_id) == consume_span_id)
+        .unwrap_or_else(|| panic!("the consume span is exported: {names:?}"));
+    assert_eq!(consume.name, "consume");
+    assert_eq!(consume.kind, SpanKind::Consumer as i32);
+    assert_eq!(hex(&consume.parent_span_id), request_span_id);
+    assert_eq!(
+        attribute(&consume.attributes, "topic").as_deref(),
+        Some(topics::CUSTOMER_CREATED)
+    );
+    assert_eq!(
+        attribute(&consume.attributes, "event_id").as_deref(),
+        Some(event_id)
+    );
+    assert!(attribute(&consume.attributes, "offset").is_some());
+    assert!(attribute(&consume.attributes, "partition").is_some());
+}
