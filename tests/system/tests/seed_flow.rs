@@ -138,13 +138,19 @@ async fn the_seed_flow_end_to_end() {
     );
     let (status, log) = get(&client, &log_url).await;
     assert_eq!(status, 200, "{log}");
-    let entries = log
+    let kinds: Vec<&str> = log["items"]
         .as_array()
-        .or_else(|| log["notifications"].as_array())
-        .cloned()
-        .unwrap_or_default();
-    // cust-001: welcome, txn-123 failure, deposit, debit of txn-124.
-    assert_eq!(entries.len(), 4, "{log}");
+        .expect("delivery log items")
+        .iter()
+        .map(|d| {
+            assert_eq!(d["status"], "sent", "{d}");
+            d["kind"].as_str().expect("kind")
+        })
+        .collect();
+    // cust-001, newest first: debit of txn-124, txn-123 failure and the deposit, welcome.
+    assert_eq!(kinds.len(), 4, "{log}");
+    assert_eq!(kinds[0], "debit_alert");
+    assert_eq!(kinds[3], "welcome");
 
     // SIGTERM: every service stops cleanly.
     for name in SERVICES {

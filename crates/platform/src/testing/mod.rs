@@ -1,5 +1,10 @@
 //! Helpers for integration tests against the real local broker (`cargo xtask kafka start`) and a
-//! real database: SQLite files, or PostgreSQL when `TEST_DATABASE_URL` names a server.
+//! real database: SQLite files, or PostgreSQL when `TEST_DATABASE_URL` names a server, and a real
+//! SMTP server ([`smtp`]).
+
+pub mod smtp;
+
+pub use smtp::{Mail, SmtpServer};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -258,82 +263,6 @@ where
             return None;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
-/// A real SMTP server for tests: Python's `aiosmtpd` (Debian package `python3-aiosmtpd`) on a
-/// free loopback port, delivering into a Maildir. Stopped when dropped.
-pub struct SmtpServer {
-    /// The port it listens on.
-    pub port: u16,
-    maildir: tempfile::TempDir,
-    child: std::process::Child,
-}
-
-impl SmtpServer {
-    /// Starts the server and waits until it accepts connections.
-    pub async fn start() -> Self {
-        let port = free_port();
-        Self::start_on(port).await
-    }
-
-    /// Starts the server on `port` (e.g. again after [`SmtpServer::stop`] in an outage test).
-    pub async fn start_on(port: u16) -> Self {
-        let maildir = tempfile::tempdir().expect("maildir");
-        let child = std::process::Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir.path().join("mail"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start python3 -m aiosmtpd (apt-get install python3-aiosmtpd)");
-        let mut server = Self {
-            port,
-            maildir,
-            child,
-        };
-        let ready = eventually(std::time::Duration::from_secs(20), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        if ready.is_none() {
-            let _ = server.child.kill();
-            panic!("aiosmtpd did not listen on 127.0.0.1:{port}");
-        }
-        server
-    }
-
-    /// `smtp://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
-    }
-
-    /// The raw messages delivered so far (RFC 5322 text).
-    pub fn messages(&self) -> Vec<String> {
-        let dir = self.maildir.path().join("mail").join("new");
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-            .collect()
-    }
-
-    /// Stops the server (the port closes; messages stay readable).
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

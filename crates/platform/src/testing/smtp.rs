@@ -1,0 +1,203 @@
+//! A real SMTP server for tests: Python's `aiosmtpd` (Debian package `python3-aiosmtpd`) on a
+//! loopback port, delivering into a Maildir that tests read back as parsed [`Mail`]s.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use super::{eventually, free_port};
+
+/// How long [`SmtpServer::wait_for`] and start-up wait.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running aiosmtpd; stopped when dropped.
+pub struct SmtpServer {
+    /// The port it listens on.
+    pub port: u16,
+    /// The folder holding the Maildir (`box/`).
+    pub maildir: tempfile::TempDir,
+    child: tokio::process::Child,
+}
+
+/// The Python with aiosmtpd: `AIOSMTPD_PYTHON`, else the system one (a pyenv `python3` on
+/// `PATH` does not see Debian's Python packages).
+fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("AIOSMTPD_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let system = Path::new("/usr/bin/python3");
+    if system.exists() {
+        system.to_path_buf()
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+impl SmtpServer {
+    /// Starts a server on a free port.
+    pub async fn start() -> Self {
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts a server on `port` and waits until it accepts connections.
+    pub async fn start_on(port: u16) -> Self {
+        let maildir = tempfile::tempdir().expect("maildir");
+        let child = tokio::process::Command::new(python())
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            // A path that does not exist yet: Python's Maildir then creates tmp/, new/, cur/.
+            .arg(maildir.path().join("box"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start aiosmtpd (apt-get install -y python3-aiosmtpd)");
+        let mut server = Self {
+            port,
+            maildir,
+            child,
+        };
+        let address = format!("127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while tokio::net::TcpStream::connect(&address).await.is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("aiosmtpd exited: {status}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "aiosmtpd never accepted on {address}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    /// `smtp://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Messages delivered so far.
+    pub fn messages(&self) -> Vec<Mail> {
+        read_mails(&self.maildir.path().join("box/new"), None)
+    }
+
+    /// Messages delivered to `address`.
+    pub fn messages_to(&self, address: &str) -> Vec<Mail> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.to.contains(address))
+            .collect()
+    }
+
+    /// Waits until `n` messages to `address` have arrived; panics after 30 s.
+    pub async fn wait_for(&self, address: &str, n: usize) -> Vec<Mail> {
+        eventually(DEADLINE, || async {
+            let mails = self.messages_to(address);
+            (mails.len() >= n).then_some(mails)
+        })
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {n} emails to {address}"))
+    }
+
+    /// Stops the server: the port closes, delivered messages stay readable.
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// One received email.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// `To` header.
+    pub to: String,
+    /// `From` header.
+    pub from: String,
+    /// `Subject` header.
+    pub subject: String,
+    /// `Message-ID` header.
+    pub message_id: String,
+    /// The body, quoted-printable decoded.
+    pub body: String,
+}
+
+/// Parses every file in `dir` (with `extension`, when given) as an RFC 5322 message.
+pub fn read_mails(dir: &Path, extension: Option<&str>) -> Vec<Mail> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| match extension {
+            Some(x) => p.extension().is_some_and(|e| e == x),
+            None => true,
+        })
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|text| parse_mail(&text))
+        .collect()
+}
+
+fn parse_mail(text: &str) -> Mail {
+    let text = text.replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let unfolded = head.replace("\n ", " ").replace("\n\t", " ");
+    let header = |name: &str| {
+        unfolded
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    let body = if header("Content-Transfer-Encoding").eq_ignore_ascii_case("quoted-printable") {
+        decode_quoted_printable(body)
+    } else {
+        body.to_string()
+    };
+    Mail {
+        to: header("To"),
+        from: header("From"),
+        subject: header("Subject"),
+        message_id: header("Message-ID"),
+        body,
+    }
+}
+
+fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_headers_and_quoted_printable_bodies() {
+        let raw = "To: a@example.com\r\nFrom: n@localhost\r\nSubject: Hi\r\n \
+                   there\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nBalance =E2=82=AC5=\r\n.00\r\n";
+        let mail = parse_mail(raw);
+        assert_eq!(mail.to, "a@example.com");
+        assert_eq!(mail.subject, "Hi there");
+        assert_eq!(mail.body, "Balance €5.00\n");
+    }
+}
