@@ -268,10 +268,31 @@ pub fn with_common_layers(router: Router) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(|_| {
             Problem::internal(&"handler panicked").into_response()
         }))
+}
+
+/// The span of one HTTP request; a caller's W3C `traceparent` header makes it part of the
+/// caller's trace.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    // The target tower-http's own request spans use, so the same filters apply.
+    let span = tracing::debug_span!(
+        target: "tower_http::trace::make_span",
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        version = ?request.version(),
+    );
+    if let Some(traceparent) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        crate::telemetry::set_parent(&span, traceparent);
+    }
+    span
 }
 
 /// Serves `router` on `listener` until `shutdown`, then finishes in-flight requests.

@@ -154,9 +154,12 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
         .with_state((service.db.clone(), service.outbox.clone()));
     let running = RunningService::spawn(service, routes).await;
 
-    // An HTTP request writes the event; the consumer handles it.
+    // An HTTP request from a traced caller writes the event; the consumer handles it.
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
     let answer = reqwest::Client::new()
         .post(format!("{}/customers", running.base_url))
+        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
         .send()
         .await
         .expect("request")
@@ -175,6 +178,10 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
     assert_eq!(id, event_id);
     assert_eq!(header.as_deref(), Some(event_traceparent));
     let (trace_id, request_span_id) = ids(event_traceparent);
+    assert_eq!(
+        trace_id, caller_trace,
+        "the request joins the caller's trace"
+    );
     let (handed_on_trace, consume_span_id) = ids(&handed_on.expect("a traceparent"));
     assert_eq!(handed_on_trace, trace_id, "one trace across Kafka");
     assert_ne!(consume_span_id, request_span_id);
@@ -212,6 +219,7 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
         .find(|s| hex(&s.span_id) == request_span_id)
         .unwrap_or_else(|| panic!("the HTTP request span is exported: {names:?}"));
     assert_eq!(request.name, "request");
+    assert_eq!(hex(&request.parent_span_id), caller_span);
     assert_eq!(
         attribute(&request.attributes, "uri").as_deref(),
         Some("/customers")
