@@ -38,10 +38,7 @@ pub fn build(service: &mut Service, settings: Settings) -> anyhow::Result<Router
         .map_err(anyhow::Error::msg)
         .context("cannot set up mail delivery")?;
     let hub = feed::Hub::new();
-    // Consumer groups carry the topic prefix: environments (and tests) sharing a cluster never
-    // share a group.
-    let prefix = service.config.kafka.topic_prefix.clone();
-    let group = |name: &str| format!("{prefix}{NAME}.{name}");
+    let group = |name: &str| format!("{NAME}.{name}");
     service.consume(
         ConsumerOptions::new(group("customers"), &[topics::CUSTOMER_CREATED]),
         events::CustomerEvents::new(service.db.clone(), hub.clone()),

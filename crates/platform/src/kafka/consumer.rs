@@ -188,7 +188,9 @@ pub async fn run_consumer<H: Handler>(
 ) -> Result<(), KafkaError> {
     let consumer: StreamConsumer = config
         .client_config(&options.group_id)
-        .set("group.id", &options.group_id)
+        // Groups carry the topic prefix too: environments (and tests) sharing a cluster never
+        // share a group.
+        .set("group.id", config.topic_name(&options.group_id))
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
