@@ -6,9 +6,11 @@
 //! cargo xtask demo                     run the seed's flow against the stack
 //! cargo xtask test [--sqlite-only]     the whole test suite, on SQLite and PostgreSQL
 //! cargo xtask kafka start|stop|status  the local broker alone
+//! cargo xtask bench                    the end-to-end throughput benchmark
 //! ```
 
 mod apt;
+mod bench;
 mod demo;
 mod kafka;
 mod paths;
@@ -30,6 +32,7 @@ commands:
   demo                     run the demo flow against the running stack (starts one if needed)
   test [--sqlite-only]     run the test suite on SQLite, then PostgreSQL (installs what is missing)
   kafka start|stop|status  the local Apache Kafka broker alone
+  bench                    end-to-end throughput of the stack (release build; BENCHMARKS.md)
 
 environment:
   EMS_CACHE_DIR            cache root (default $HOME/.cache/event-microservices)
@@ -65,6 +68,7 @@ fn run() -> Result<()> {
             stack::up(detach)
         }
         ["down"] => stack::down(),
+        ["bench"] => bench::run(),
         ["demo"] => stack::demo(),
         [] | ["help" | "--help" | "-h"] => {
             print!("{USAGE}");

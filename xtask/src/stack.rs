@@ -417,7 +417,7 @@ fn build() -> Result<()> {
 }
 
 /// Cargo's target directory (honours CARGO_TARGET_DIR and cargo configuration).
-fn target_dir() -> Result<PathBuf> {
+pub fn target_dir() -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = process::run_quiet(
         Command::new(cargo)

@@ -116,6 +116,23 @@ impl From<sqlx::Error> for Problem {
     }
 }
 
+/// The body of every error response, as documented in the services' OpenAPI documents (the
+/// response itself is built by [`Problem`]).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ProblemDetails {
+    /// Always `about:blank`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The HTTP reason phrase.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong.
+    pub detail: String,
+    /// The request member at fault (validation errors).
+    pub field: Option<String>,
+}
+
 /// JSON in and out; a body that is not JSON, or not of the expected shape, is a 4xx problem.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);

@@ -14,6 +14,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::domain::{Customer, CustomerError, NewCustomer};
 use crate::registration::{self, Registration};
 use crate::storage;
+use platform::http::ProblemDetails;
 
 /// Page size of `GET /app/customers` when `limit` is absent.
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -79,22 +80,6 @@ pub struct ListParams {
     /// Customers to skip (default 0).
     #[param(value_type = Option<i64>)]
     pub offset: Option<String>,
-}
-
-/// An RFC 9457 problem (documentation of error bodies).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProblemDetails {
-    /// Always `about:blank`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The HTTP reason phrase.
-    pub title: String,
-    /// HTTP status.
-    pub status: u16,
-    /// What went wrong.
-    pub detail: String,
-    /// The offending field (validation errors).
-    pub field: Option<String>,
 }
 
 /// Registers a customer (idempotent by id).

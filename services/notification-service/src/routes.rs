@@ -19,6 +19,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::feed::Hub;
 use crate::messages::Kind;
 use crate::storage::{self, Delivery, Status};
+use platform::http::ProblemDetails;
 
 /// Entries of the log when `limit` is absent.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -73,22 +74,6 @@ pub struct NotificationLog {
     pub customer_id: String,
     /// Deliveries, newest first.
     pub items: Vec<Delivery>,
-}
-
-/// An RFC 9457 problem (documentation of error bodies).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProblemDetails {
-    /// Always `about:blank`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The HTTP reason phrase.
-    pub title: String,
-    /// HTTP status.
-    pub status: u16,
-    /// What went wrong.
-    pub detail: String,
-    /// The offending parameter (validation errors).
-    pub field: Option<String>,
 }
 
 /// The delivery log of one customer.

@@ -19,6 +19,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::domain::{self, Invalid, ValidRequest};
 use crate::storage::{self, NewTransaction, StoredTransaction};
+use platform::http::ProblemDetails;
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -316,22 +317,6 @@ pub struct EntriesQuery {
     pub limit: Option<i64>,
 }
 
-/// An RFC 9457 problem (every error response).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ProblemDoc {
-    /// Always `about:blank`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The status' reason phrase.
-    pub title: String,
-    /// HTTP status.
-    pub status: u16,
-    /// What went wrong.
-    pub detail: String,
-    /// The request member at fault (validation errors).
-    pub field: Option<String>,
-}
-
 /// Requests a transaction: records it and its `transaction.requested` event in one database
 /// transaction. Idempotent by `transactionId`.
 #[utoipa::path(
@@ -339,11 +324,11 @@ pub struct ProblemDoc {
     request_body = TransactionBody,
     responses(
         (status = 202, description = "Accepted; the outcome follows asynchronously", body = Accepted),
-        (status = 400, description = "Not JSON", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong API key", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "transactionId taken by another request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "Not JSON", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "transactionId taken by another request", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = []))
 )]
@@ -438,7 +423,7 @@ async fn accept(
     params(("id" = String, Path, description = "Transaction id")),
     responses(
         (status = 200, body = TransactionView),
-        (status = 404, body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_transaction(
@@ -459,7 +444,7 @@ pub async fn get_transaction(
     params(("id" = String, Path, description = "Account id (the customer id)")),
     responses(
         (status = 200, body = AccountView),
-        (status = 404, body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_account(
@@ -485,8 +470,8 @@ pub async fn get_account(
     params(("id" = String, Path, description = "Account id"), EntriesQuery),
     responses(
         (status = 200, body = EntriesPage),
-        (status = 400, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_entries(
@@ -544,7 +529,7 @@ fn decimals_of(currency: &str) -> u8 {
 #[openapi(
     info(title = "transaction-service", description = "The ledger: accounts, transactions, journal."),
     paths(create_transaction, get_transaction, get_account, get_entries),
-    components(schemas(TransactionBody, Accepted, TransactionView, AccountView, EntryView, EntriesPage, ProblemDoc)),
+    components(schemas(TransactionBody, Accepted, TransactionView, AccountView, EntryView, EntriesPage, ProblemDetails)),
     modifiers(&ApiKeyScheme),
     tags((name = "transactions"), (name = "accounts"))
 )]
