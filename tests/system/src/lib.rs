@@ -105,6 +105,20 @@ impl ServiceProcess {
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
+    /// Peak resident memory of the running process (`VmHWM`), in KiB.
+    pub fn peak_memory_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// SIGKILL: no shutdown code runs, exactly like a crash.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

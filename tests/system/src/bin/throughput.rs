@@ -3,7 +3,8 @@
 //! until every outcome event is on Kafka. Prints the figures recorded in BENCHMARKS.md.
 //!
 //! `cargo xtask bench` builds the services in release mode and runs this with
-//! `EMS_BIN_DIR=<target>/release`; `BENCH_TRANSFERS` and `BENCH_CONCURRENCY` size the run.
+//! `EMS_BIN_DIR=<target>/release`; `BENCH_TRANSFERS` and `BENCH_CONCURRENCY` size the run. It also
+//! prints each service's peak resident memory.
 
 use std::time::{Duration, Instant};
 
@@ -117,5 +118,10 @@ async fn main() -> anyhow::Result<()> {
         transfers as f64 / total_time.as_secs_f64(),
         total_time.as_secs_f64()
     );
+    for (name, service) in &stack.services {
+        if let Some(kib) = service.peak_memory_kib() {
+            println!("peak memory {name:<21} {:.1} MiB", kib as f64 / 1024.0);
+        }
+    }
     Ok(())
 }
