@@ -593,6 +593,44 @@ pub fn create_topics(brokers: &str, topics: &[String], partitions: i32) -> Resul
     Ok(())
 }
 
+/// Deletes the topics the tests created (names `<kind>-<32 hex digits>.<topic>`, from
+/// `platform::testing::unique`), so the local broker does not accumulate them run after run.
+/// Returns how many were deleted.
+pub fn delete_test_topics(brokers: &str) -> Result<usize> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("creating a Kafka admin client")?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .context("listing topics")?;
+    let doomed: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|name| is_test_topic(name))
+        .collect();
+    for chunk in doomed.chunks(500) {
+        let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
+        futures::executor::block_on(admin.delete_topics(&names, &opts))
+            .context("deleting test topics")?;
+    }
+    Ok(doomed.len())
+}
+
+/// `t-0123…ef.Customer.created` and the like: a test's isolated topic.
+fn is_test_topic(name: &str) -> bool {
+    let Some((prefix, _)) = name.split_once('.') else {
+        return false;
+    };
+    let Some((_, id)) = prefix.split_once('-') else {
+        return false;
+    };
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Polls a metadata request on `brokers` until it lists a broker, `alive()` turns false, or
 /// `timeout` passes.
 fn wait_ready(brokers: &str, timeout: Duration, alive: impl Fn() -> bool) -> Result<()> {
@@ -785,6 +823,20 @@ rootLogger.appenderRef.err.ref = err\n";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_isolated_test_topics_are_test_topics() {
+        assert!(is_test_topic(
+            "t-0123456789abcdef0123456789abcdef.Customer.created"
+        ));
+        assert!(is_test_topic(
+            "conn-0123456789abcdef0123456789abcdef.transaction.failed.DLT"
+        ));
+        assert!(!is_test_topic("Customer.created"));
+        assert!(!is_test_topic("transaction.requested.DLT"));
+        assert!(!is_test_topic("staging.Customer.created"));
+        assert!(!is_test_topic("t-123.Customer.created"));
+    }
 
     fn secrets() -> Secrets {
         Secrets {

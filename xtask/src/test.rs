@@ -94,6 +94,10 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
         Ok(())
     })();
 
+    match crate::kafka::delete_test_topics(&kafka.ports().brokers()) {
+        Ok(n) => println!("removed {n} test topics from the local broker"),
+        Err(e) => eprintln!("warning: test topics not removed: {e:#}"),
+    }
     if !started.already_running {
         if let Err(e) = kafka.stop() {
             eprintln!("warning: {e:#}");
