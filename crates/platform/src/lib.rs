@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod db;
+pub mod failpoint;
 pub mod http;
 pub mod inbox;
 pub mod kafka;
