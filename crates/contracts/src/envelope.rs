@@ -30,6 +30,14 @@ pub mod headers {
     pub const DLT_ORIGINAL_PARTITION: &str = "dlt_original_partition";
     /// Dead letters: offset the record came from.
     pub const DLT_ORIGINAL_OFFSET: &str = "dlt_original_offset";
+    /// Dead letters: the consumer group that gave up on the record.
+    pub const DLT_CONSUMER_GROUP: &str = "dlt_consumer_group";
+    /// Dead letters: size in bytes of the original payload.
+    pub const DLT_ORIGINAL_SIZE: &str = "dlt_original_size";
+    /// Dead letters: SHA-256 (hex) of the original payload.
+    pub const DLT_PAYLOAD_SHA256: &str = "dlt_payload_sha256";
+    /// Dead letters: `true` when the payload was cut to fit the dead-letter topic.
+    pub const DLT_TRUNCATED: &str = "dlt_truncated";
 }
 
 /// CloudEvents spec version written by this system.

@@ -106,6 +106,44 @@ pub struct ServiceConfig {
     pub log_format: LogFormat,
     /// OTLP endpoint for traces (`OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub otlp_endpoint: Option<String>,
+    /// How consumers batch and retry.
+    pub consumer: ConsumerSettings,
+}
+
+/// How consumers batch and retry (`CONSUMER_MAX_BATCH`, `CONSUMER_RETRY_LIMIT_SECS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    /// Most records of a partition applied in one database transaction (500).
+    pub max_batch: usize,
+    /// How long a record may fail transiently before it is dead-lettered (300 s).
+    pub retry_limit: std::time::Duration,
+}
+
+impl ConsumerSettings {
+    /// Reads the settings from `env`.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            max_batch: positive(env, "CONSUMER_MAX_BATCH", 500)?,
+            retry_limit: std::time::Duration::from_secs(positive(
+                env,
+                "CONSUMER_RETRY_LIMIT_SECS",
+                300,
+            )? as u64),
+        })
+    }
+}
+
+/// A whole number of at least 1 from `variable`, `default` when unset.
+pub fn positive(env: &impl Env, variable: &'static str, default: usize) -> Result<usize, ConfigError> {
+    match env.var(variable) {
+        None => Ok(default),
+        Some(text) => text
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ConfigError::new(variable, format!("`{text}` is not a whole number of at least 1"))),
+    }
 }
 
 impl ServiceConfig {
@@ -176,6 +214,7 @@ impl ServiceConfig {
             api_keys,
             log_format,
             otlp_endpoint,
+            consumer: ConsumerSettings::from_env(env)?,
         })
     }
 }

@@ -104,6 +104,13 @@ impl IntoResponse for Problem {
     }
 }
 
+impl From<crate::group_commit::CommitError> for Problem {
+    fn from(error: crate::group_commit::CommitError) -> Self {
+        tracing::error!(%error, "write not committed");
+        Problem::unavailable("the write could not be committed; nothing was stored, try again")
+    }
+}
+
 impl From<crate::db::DbError> for Problem {
     fn from(error: crate::db::DbError) -> Self {
         Problem::internal(&error)

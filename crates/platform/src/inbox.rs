@@ -1,9 +1,24 @@
 //! The inbox: event ids a consumer has applied. Claiming an id happens in the same transaction as
 //! the effect, so a redelivered event is recognised and skipped.
+//!
+//! [`Inboxed`] is the consumer side of effectively-once: it applies a batch of records with an
+//! [`Apply`] implementation, each event with its inbox claim, all in ONE database transaction.
+//! An event that has to wait for another one is parked ([`crate::parking`]) and the partition
+//! moves on.
 
-use chrono::Utc;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
 
-use crate::db::{timestamp, Conn, DbError};
+use chrono::{DateTime, Utc};
+use contracts::EventMetadata;
+use tracing::Instrument;
+
+use crate::db::{timestamp, Conn, Database, DbError};
+use crate::kafka::consumer::consume_span;
+use crate::kafka::{HandleError, Handler, Record, Rejected};
+use crate::parking::{self, ParkingLot};
+use crate::telemetry;
 
 /// Records that `consumer` applies `event_id`; `false` when it already did (skip the event).
 /// Call inside the transaction that applies the event.
@@ -18,4 +33,144 @@ pub async fn claim(conn: &mut Conn, consumer: &str, event_id: &str) -> Result<bo
     .execute(&mut *conn)
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// How long an event has waited, and whether it may wait longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// When the event was first read.
+    pub since: DateTime<Utc>,
+    /// The wait is over: decide now ([`Applied::Wait`] is not an option).
+    pub last: bool,
+}
+
+/// What applying an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied<D> {
+    /// Applied (or decided); the value goes to [`Apply::committed`] after the commit.
+    Done(D),
+    /// The event waits for another one (the reason says which): it is parked and applied again
+    /// when the lot is woken or its deadline passes.
+    Wait(String),
+}
+
+/// A consumer's domain logic: how to read an event and apply it inside a transaction.
+pub trait Apply: Send + Sync + 'static {
+    /// The decoded event.
+    type Event: Send + Sync;
+    /// What an applied event leaves for [`Apply::committed`].
+    type Done: Send;
+
+    /// Decodes and validates `record`; a permanent error dead-letters it.
+    fn decode(&self, record: &Record) -> Result<(EventMetadata, Self::Event), HandleError>;
+
+    /// The keys (e.g. accounts) the event touches: while an earlier event with one of them is
+    /// parked, this one waits behind it, so each key's events apply in order.
+    fn keys(&self, _event: &Self::Event) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Applies `event` within the caller's transaction (its inbox claim is already made).
+    fn apply(
+        &self,
+        conn: &mut Conn,
+        metadata: &EventMetadata,
+        event: &Self::Event,
+        attempt: Attempt,
+    ) -> impl Future<Output = Result<Applied<Self::Done>, HandleError>> + Send;
+
+    /// Runs after the transaction that applied events committed (wake the relay, announce).
+    fn committed(&self, _done: Vec<Self::Done>) {}
+}
+
+/// A transient database error.
+pub fn transient(error: impl std::fmt::Display) -> HandleError {
+    HandleError::Transient(format!("database: {error}"))
+}
+
+/// The [`Handler`] of an [`Apply`]: one transaction per batch, inbox claims, parking.
+pub struct Inboxed<A> {
+    db: Database,
+    inner: Arc<A>,
+    lot: ParkingLot,
+}
+
+impl<A: Apply> Inboxed<A> {
+    /// Applies `inner`'s events to `db`, parking those that wait in `lot`.
+    pub fn new(db: Database, inner: Arc<A>, lot: ParkingLot) -> Self {
+        Self { db, inner, lot }
+    }
+}
+
+impl<A: Apply> Handler for Inboxed<A> {
+    async fn handle(&self, records: &[Record]) -> Result<Vec<Rejected>, HandleError> {
+        let mut rejected = Vec::new();
+        let mut decoded = Vec::with_capacity(records.len());
+        for (index, record) in records.iter().enumerate() {
+            match self.inner.decode(record) {
+                Ok((metadata, event)) => decoded.push((record, metadata, event)),
+                Err(HandleError::Permanent(reason)) => rejected.push(Rejected { index, reason }),
+                Err(error) => return Err(error),
+            }
+        }
+        if decoded.is_empty() {
+            return Ok(rejected);
+        }
+        let consumer = self.lot.consumer();
+        let now = Utc::now();
+        let mut tx = self.db.begin().await.map_err(transient)?;
+        let mut waiting: HashSet<String> = parking::waiting_keys(&mut tx, consumer)
+            .await
+            .map_err(transient)?;
+        let mut done = Vec::with_capacity(decoded.len());
+        let mut parked = 0;
+        for (n, (record, metadata, event)) in decoded.iter().enumerate() {
+            if n == 1 {
+                crate::failpoint!("consumer.mid_batch");
+            }
+            if !claim(&mut tx, consumer, &metadata.id)
+                .await
+                .map_err(transient)?
+            {
+                tracing::debug!(event_id = %metadata.id, "event already applied; skipped");
+                continue;
+            }
+            let keys = self.inner.keys(event);
+            let behind = keys.iter().find(|k| waiting.contains(*k));
+            let outcome = match behind {
+                Some(key) => Applied::Wait(format!("an earlier event for `{key}` is waiting")),
+                None => {
+                    let attempt = Attempt {
+                        since: now,
+                        last: self.lot.grace().is_zero(),
+                    };
+                    telemetry::consumed(
+                        record.traceparent(),
+                        self.inner.apply(&mut tx, metadata, event, attempt),
+                    )
+                    .instrument(consume_span(record))
+                    .await?
+                }
+            };
+            match outcome {
+                Applied::Done(value) => done.push(value),
+                Applied::Wait(reason) => {
+                    tracing::info!(event_id = %metadata.id, %reason, "event parked");
+                    self.lot
+                        .park(&mut tx, record, &keys, &reason, now)
+                        .await
+                        .map_err(transient)?;
+                    waiting.extend(keys);
+                    parked += 1;
+                }
+            }
+        }
+        tx.commit().await.map_err(transient)?;
+        if parked > 0 {
+            metrics::counter!("events_parked_total", "consumer" => consumer).increment(parked);
+            self.lot.wake();
+        }
+        self.inner.committed(done);
+        Ok(rejected)
+    }
 }

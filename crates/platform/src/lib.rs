@@ -5,10 +5,12 @@
 pub mod config;
 pub mod db;
 pub mod failpoint;
+pub mod group_commit;
 pub mod http;
 pub mod inbox;
 pub mod kafka;
 pub mod outbox;
+pub mod parking;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

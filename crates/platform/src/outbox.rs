@@ -17,7 +17,7 @@ use crate::kafka::{OutgoingRecord, Producer};
 use crate::telemetry;
 
 /// Rows published per relay round.
-const BATCH: i64 = 256;
+const BATCH: i64 = 1000;
 /// Sent rows are kept this long (for inspection), then deleted.
 const RETENTION: Duration = Duration::from_secs(3600);
 
@@ -179,22 +179,28 @@ async fn publish_batch(db: &Database, producer: &Producer) -> Result<usize, Rela
         }
     }
     if !sent.is_empty() {
-        let now = timestamp(Utc::now());
-        let mut tx = db.begin().await?;
-        for id in &sent {
-            sqlx::query("UPDATE outbox SET sent_at = $1 WHERE id = $2")
-                .bind(&now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+        mark_sent(db, &sent).await?;
         metrics::counter!("outbox_published_total").increment(sent.len() as u64);
     }
     match failure {
         Some(error) => Err(error.into()),
         None => Ok(sent.len()),
     }
+}
+
+/// Marks the rows `ids` sent, in one statement.
+async fn mark_sent(db: &Database, ids: &[String]) -> Result<(), sqlx::Error> {
+    let placeholders: Vec<String> = (2..ids.len() + 2).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "UPDATE outbox SET sent_at = $1 WHERE id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(timestamp(Utc::now()));
+    for id in ids {
+        query = query.bind(id);
+    }
+    query.execute(db.pool()).await?;
+    Ok(())
 }
 
 async fn delete_old_rows(db: &Database) -> Result<(), sqlx::Error> {

@@ -3,6 +3,7 @@
 //! the HTTP server, and the shutdown order (stop HTTP and consumers, drain the outbox, flush).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ProcessEnv, ServiceConfig};
 use crate::db::Database;
 use crate::http::{self, ApiKeys, Readiness};
+use crate::inbox::{Apply, Inboxed};
+use crate::parking::{self, ParkingLot};
 use crate::kafka::{self, ConsumerOptions, Handler, Producer};
 use crate::outbox::{self, Outbox};
 use crate::telemetry;
@@ -72,8 +75,21 @@ impl Service {
         })
     }
 
-    /// Runs a consumer loop in the background until shutdown.
-    pub fn consume<H: Handler>(&mut self, options: ConsumerOptions, handler: H) {
+    /// Runs the consumer of an [`Apply`] in the background until shutdown: batches applied in
+    /// one transaction with their inbox claims, waiting events parked in `lot` and decided by
+    /// the lot's resolver.
+    pub fn consume_events<A: Apply>(&mut self, options: ConsumerOptions, apply: A, lot: ParkingLot) {
+        let apply = Arc::new(apply);
+        let (db, resolver_apply, resolver_lot) = (self.db.clone(), Arc::clone(&apply), lot.clone());
+        self.spawn(move |shutdown| parking::run_resolver(db, resolver_apply, resolver_lot, shutdown));
+        self.consume(options, Inboxed::new(self.db.clone(), apply, lot));
+    }
+
+    /// Runs a consumer in the background until shutdown, with the configured batch size and
+    /// retry limit (`CONSUMER_MAX_BATCH`, `CONSUMER_RETRY_LIMIT_SECS`).
+    pub fn consume<H: Handler>(&mut self, mut options: ConsumerOptions, handler: H) {
+        options.max_batch = self.config.consumer.max_batch;
+        options.retry_limit = self.config.consumer.retry_limit;
         let kafka = self.config.kafka.clone();
         let producer = self.producer.clone();
         let shutdown = self.shutdown.clone();

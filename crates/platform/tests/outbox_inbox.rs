@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use contracts::{topics, CustomerCreated};
-use platform::kafka::{run_consumer, ConsumerOptions, HandleError, Handler, Producer, Record};
+use contracts::{topics, CustomerCreated, EventMetadata};
+use platform::inbox::{Applied, Apply, Attempt, Inboxed};
+use platform::kafka::{run_consumer, ConsumerOptions, HandleError, Producer, Record};
+use platform::parking::ParkingLot;
 use platform::testing::{fresh_database_url, produce_raw, read_topic, unique, LocalKafka};
 use platform::{inbox, outbox, Database, Outbox};
 use tokio_util::sync::CancellationToken;
@@ -109,35 +111,38 @@ async fn the_relay_publishes_committed_events_in_order_and_marks_them_sent() {
     relay.await.unwrap();
 }
 
-/// Counts records; fails the first `transient_failures` attempts, dead-letters bad JSON.
+/// Counts committed events; fails the first `transient_failures` attempts; bad JSON is
+/// rejected by `decode` (dead-lettered).
 #[derive(Clone)]
 struct Counting {
-    db: Database,
     applied: Arc<AtomicUsize>,
     attempts: Arc<AtomicUsize>,
     transient_failures: usize,
 }
 
-impl Handler for Counting {
-    async fn handle(&self, record: &Record) -> Result<(), HandleError> {
-        let (meta, _customer) = record.decode::<CustomerCreated>()?;
+impl Apply for Counting {
+    type Event = CustomerCreated;
+    type Done = ();
+
+    fn decode(&self, record: &Record) -> Result<(EventMetadata, CustomerCreated), HandleError> {
+        record.decode::<CustomerCreated>()
+    }
+
+    async fn apply(
+        &self,
+        _conn: &mut platform::db::Conn,
+        _metadata: &EventMetadata,
+        _customer: &CustomerCreated,
+        _attempt: Attempt,
+    ) -> Result<Applied<()>, HandleError> {
         if self.attempts.fetch_add(1, Ordering::SeqCst) < self.transient_failures {
             return Err(HandleError::Transient("not yet".into()));
         }
-        let mut tx = self
-            .db
-            .begin()
-            .await
-            .map_err(|e| HandleError::Transient(e.to_string()))?;
-        if inbox::claim(&mut tx, "counting", &meta.id)
-            .await
-            .map_err(|e| HandleError::Transient(e.to_string()))?
-        {
-            self.applied.fetch_add(1, Ordering::SeqCst);
-        }
-        tx.commit()
-            .await
-            .map_err(|e| HandleError::Transient(e.to_string()))
+        Ok(Applied::Done(()))
+    }
+
+    fn committed(&self, done: Vec<()>) {
+        self.applied.fetch_add(done.len(), Ordering::SeqCst);
     }
 }
 
@@ -163,16 +168,20 @@ async fn the_consumer_retries_dedupes_and_dead_letters() {
     .await;
 
     let handler = Counting {
-        db: database().await,
         applied: Arc::default(),
         attempts: Arc::default(),
         transient_failures: 2,
     };
+    let db = database().await;
     let stop = CancellationToken::new();
     let mut options = ConsumerOptions::new(unique("group"), &[topics::CUSTOMER_CREATED]);
     options.initial_backoff = Duration::from_millis(10);
     let consumer = tokio::spawn({
-        let handler = handler.clone();
+        let handler = Inboxed::new(
+            db,
+            Arc::new(handler.clone()),
+            ParkingLot::new("counting", Duration::ZERO),
+        );
         let kafka = kafka.clone();
         let producer = Producer::new(&kafka, "dlt").unwrap();
         let stop = stop.clone();
@@ -202,4 +211,187 @@ async fn the_consumer_retries_dedupes_and_dead_letters() {
     stop.cancel();
     consumer.await.unwrap().unwrap();
     assert_eq!(handler.applied.load(Ordering::SeqCst), 2);
+}
+
+/// Applies `Customer.created` events and remembers, in commit order, the (id, name) of each;
+/// fails transiently forever on the event whose name is `poison`.
+#[derive(Clone, Default)]
+struct Recorder {
+    applied: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Apply for Recorder {
+    type Event = CustomerCreated;
+    type Done = (String, String);
+
+    fn decode(&self, record: &Record) -> Result<(EventMetadata, CustomerCreated), HandleError> {
+        record.decode::<CustomerCreated>()
+    }
+
+    async fn apply(
+        &self,
+        _conn: &mut platform::db::Conn,
+        _metadata: &EventMetadata,
+        customer: &CustomerCreated,
+        _attempt: Attempt,
+    ) -> Result<Applied<(String, String)>, HandleError> {
+        if customer.name == "poison" {
+            return Err(HandleError::Transient("the database refuses this one".into()));
+        }
+        Ok(Applied::Done((customer.id.clone(), customer.name.clone())))
+    }
+
+    fn committed(&self, done: Vec<(String, String)>) {
+        self.applied.lock().unwrap().extend(done);
+    }
+}
+
+impl Recorder {
+    fn applied(&self) -> Vec<(String, String)> {
+        self.applied.lock().unwrap().clone()
+    }
+}
+
+async fn send_customer(producer: &Producer, key: &str, name: &str, event_id: &str) {
+    let mut customer = customer(key);
+    customer.name = name.to_string();
+    producer
+        .send(&platform::kafka::OutgoingRecord {
+            topic: topics::CUSTOMER_CREATED.to_string(),
+            key: key.to_string(),
+            payload: serde_json::to_string(&customer).unwrap(),
+            headers: [("ce_id", event_id), ("ce_type", "customer.created.v1")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+        .await
+        .unwrap();
+}
+
+fn spawn_consumer(
+    kafka: &platform::KafkaConfig,
+    db: &Database,
+    recorder: &Recorder,
+    options: ConsumerOptions,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), platform::kafka::KafkaError>> {
+    let handler = Inboxed::new(
+        db.clone(),
+        Arc::new(recorder.clone()),
+        ParkingLot::new("recorder", Duration::ZERO),
+    );
+    let kafka = kafka.clone();
+    let producer = Producer::new(&kafka, "dlt").unwrap();
+    let stop = stop.clone();
+    tokio::spawn(async move { run_consumer(&kafka, options, handler, producer, stop).await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_failing_past_the_retry_limit_is_dead_lettered_and_the_partition_moves_on() {
+    let kafka = LocalKafka::load().isolated();
+    platform::kafka::ensure_topics(&kafka, &topics::all_with_dead_letters())
+        .await
+        .unwrap();
+    let producer = Producer::new(&kafka, "test").unwrap();
+    send_customer(&producer, "k", "poison", "evt-poison").await;
+    send_customer(&producer, "k", "after", "evt-after").await;
+
+    let recorder = Recorder::default();
+    let stop = CancellationToken::new();
+    let mut options = ConsumerOptions::new(unique("group"), &[topics::CUSTOMER_CREATED]);
+    options.initial_backoff = Duration::from_millis(20);
+    options.retry_limit = Duration::from_millis(500);
+    let consumer = spawn_consumer(&kafka, &database().await, &recorder, options, &stop);
+
+    let dead = read_topic(
+        &kafka,
+        &topics::dead_letter(topics::CUSTOMER_CREATED),
+        TIMEOUT,
+        |r| !r.is_empty(),
+    )
+    .await;
+    assert_eq!(dead.len(), 1);
+    let error = dead[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "dlt_error")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap();
+    assert!(error.starts_with("gave up after"), "{error}");
+    assert!(error.contains("the database refuses this one"), "{error}");
+    let after = platform::testing::eventually(TIMEOUT, || {
+        let applied = recorder.applied();
+        async move { (!applied.is_empty()).then_some(applied) }
+    })
+    .await;
+    assert_eq!(after, Some(vec![("k".to_string(), "after".to_string())]));
+    stop.cancel();
+    consumer.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_lanes_apply_everything_once_and_in_order_across_a_rebalance() {
+    let kafka = LocalKafka::load().isolated();
+    platform::kafka::ensure_topics(&kafka, &topics::all_with_dead_letters())
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..8).map(|k| format!("key-{k}")).collect();
+    let producer = Producer::new(&kafka, "test").unwrap();
+    let send_round = |round: std::ops::Range<usize>| {
+        let producer = producer.clone();
+        let keys = keys.clone();
+        async move {
+            for seq in round {
+                for key in &keys {
+                    send_customer(&producer, key, &format!("{seq:04}"), &format!("{key}-{seq}"))
+                        .await;
+                }
+            }
+        }
+    };
+    let db = database().await;
+    let recorder = Recorder::default();
+    let group = unique("group");
+    let options = || {
+        let mut options = ConsumerOptions::new(group.clone(), &[topics::CUSTOMER_CREATED]);
+        options.max_batch = 7;
+        options
+    };
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    send_round(0..20).await;
+    let a = spawn_consumer(&kafka, &db, &recorder, options(), &stop_a);
+    platform::testing::eventually(TIMEOUT, || {
+        let n = recorder.applied().len();
+        async move { (n > 0).then_some(()) }
+    })
+    .await
+    .expect("the first consumer applies records");
+    // A second member joins (the partitions are shared out) while records keep coming, then
+    // the first one leaves (its partitions move again).
+    let b = spawn_consumer(&kafka, &db, &recorder, options(), &stop_b);
+    send_round(20..40).await;
+    stop_a.cancel();
+    a.await.unwrap().unwrap();
+    send_round(40..50).await;
+    let total = keys.len() * 50;
+    let applied = platform::testing::eventually(TIMEOUT, || {
+        let applied = recorder.applied();
+        async move { (applied.len() >= total).then_some(applied) }
+    })
+    .await
+    .expect("every record applied");
+    stop_b.cancel();
+    b.await.unwrap().unwrap();
+
+    assert_eq!(applied.len(), total, "each record applied exactly once");
+    for key in &keys {
+        let sequence: Vec<&str> = applied
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, seq)| seq.as_str())
+            .collect();
+        let expected: Vec<String> = (0..50).map(|seq| format!("{seq:04}")).collect();
+        assert_eq!(sequence, expected, "{key}: in order, none missing");
+    }
 }

@@ -12,12 +12,14 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::routing::post;
 use axum::Router;
-use contracts::{topics, CustomerCreated};
+use contracts::{topics, CustomerCreated, EventMetadata};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use platform::kafka::{ConsumerOptions, HandleError, Handler, Record};
+use platform::inbox::{Applied, Apply, Attempt};
+use platform::kafka::{ConsumerOptions, HandleError, Record};
+use platform::parking::ParkingLot;
 use platform::testing::{unique, LocalKafka, RunningService};
 use platform::{telemetry, Database, Outbox, Service, ServiceConfig};
 use prost::Message;
@@ -74,14 +76,28 @@ async fn collector() -> (String, Arc<Mutex<Received>>) {
 #[derive(Clone)]
 struct Probe(mpsc::UnboundedSender<(String, Option<String>, Option<String>)>);
 
-impl Handler for Probe {
-    async fn handle(&self, record: &Record) -> Result<(), HandleError> {
+impl Apply for Probe {
+    /// The record's own `traceparent` header.
+    type Event = Option<String>;
+    type Done = ();
+
+    fn decode(&self, record: &Record) -> Result<(EventMetadata, Option<String>), HandleError> {
+        Ok((record.metadata(), record.traceparent().map(str::to_string)))
+    }
+
+    async fn apply(
+        &self,
+        _conn: &mut platform::db::Conn,
+        metadata: &EventMetadata,
+        traceparent: &Option<String>,
+        _attempt: Attempt,
+    ) -> Result<Applied<()>, HandleError> {
         let _ = self.0.send((
-            record.metadata().id,
-            record.traceparent().map(str::to_string),
+            metadata.id.clone(),
+            traceparent.clone(),
             telemetry::current_traceparent(),
         ));
-        Ok(())
+        Ok(Applied::Done(()))
     }
 }
 
@@ -145,9 +161,10 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
         .await
         .expect("service starts");
     let (consumed_tx, mut consumed) = mpsc::unbounded_channel();
-    service.consume(
+    service.consume_events(
         ConsumerOptions::new(unique("g"), &[topics::CUSTOMER_CREATED]),
         Probe(consumed_tx),
+        ParkingLot::new("probe", Duration::ZERO),
     );
     let routes = Router::new()
         .route("/customers", post(create_customer))

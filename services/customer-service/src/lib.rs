@@ -7,6 +7,7 @@ pub mod routes;
 pub mod storage;
 
 use axum::Router;
+use platform::group_commit::GroupCommit;
 use platform::Service;
 use sqlx::migrate::Migrator;
 
@@ -21,7 +22,10 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!();
 pub fn build(service: &mut Service) -> Router {
     let state = routes::AppState {
         db: service.db.clone(),
-        outbox: service.outbox.clone(),
+        registrations: GroupCommit::start(
+            service.db.clone(),
+            registration::Registrations::new(service.outbox.clone()),
+        ),
     };
     routes::router(state, service.api_keys.clone())
 }

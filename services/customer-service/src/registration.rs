@@ -1,10 +1,12 @@
 //! Registering a customer: the row and its `Customer.created` event are written in ONE database
-//! transaction (the outbox relay publishes the event after the commit).
+//! transaction (the outbox relay publishes the event after the commit); concurrent
+//! registrations share that transaction (group commit).
 
 use chrono::{DateTime, SubsecRound, Utc};
 use contracts::CustomerCreated;
-use platform::db::DbError;
-use platform::{Database, Outbox, Problem};
+use platform::db::{Conn, DbError};
+use platform::group_commit::Write;
+use platform::Outbox;
 
 use crate::domain::{Customer, CustomerError, NewCustomer};
 use crate::storage;
@@ -18,64 +20,61 @@ pub enum Registration {
     Repeated(Customer),
 }
 
-/// Why a registration failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RegisterError {
-    /// A rule refused it (conflict).
-    #[error(transparent)]
-    Customer(#[from] CustomerError),
-    /// The database failed.
-    #[error(transparent)]
-    Db(#[from] DbError),
+/// Registers customers through the group committer: concurrent registrations share one
+/// database transaction.
+#[derive(Debug, Clone)]
+pub struct Registrations {
+    outbox: Outbox,
 }
 
-impl From<sqlx::Error> for RegisterError {
-    fn from(error: sqlx::Error) -> Self {
-        RegisterError::Db(DbError::Query(error))
+impl Registrations {
+    /// Registrations whose events go to `outbox`.
+    pub fn new(outbox: Outbox) -> Self {
+        Self { outbox }
     }
 }
 
-impl From<RegisterError> for Problem {
-    fn from(error: RegisterError) -> Self {
-        match error {
-            RegisterError::Customer(e) => e.into(),
-            RegisterError::Db(e) => e.into(),
+/// A registration to perform: the customer and the caller's `traceparent`.
+pub type RegisterInput = (NewCustomer, Option<String>);
+
+impl Write for Registrations {
+    type Input = RegisterInput;
+    type Output = Result<Registration, CustomerError>;
+
+    /// Stores the customer and queues `Customer.created`, or recognises an idempotent repeat
+    /// (same id, name and email), or refuses an id taken by another customer. Two concurrent
+    /// registrations of one id cannot both create it: the insert is `ON CONFLICT DO NOTHING`,
+    /// and the loser reads the winner's row.
+    async fn write(
+        &self,
+        conn: &mut Conn,
+        (new, traceparent): &RegisterInput,
+    ) -> Result<Self::Output, DbError> {
+        let customer = new.clone().into_customer(now());
+        if storage::insert(conn, &customer).await? {
+            let event = CustomerCreated {
+                id: customer.id.clone(),
+                name: customer.name.clone(),
+                email: customer.email.clone(),
+                created_at: customer.created_at,
+            };
+            let metadata = self
+                .outbox
+                .enqueue(conn, &event, traceparent.as_deref())
+                .await?;
+            tracing::info!(customer_id = %customer.id, event_id = %metadata.id, "customer registered");
+            return Ok(Ok(Registration::Created(customer)));
+        }
+        match storage::find(&mut *conn, &new.id).await? {
+            Some(existing) if new.matches(&existing) => Ok(Ok(Registration::Repeated(existing))),
+            Some(_) => Ok(Err(CustomerError::Conflict(new.id.clone()))),
+            // The conflicting row vanished (rows are never deleted: a broken database).
+            None => Err(DbError::Query(sqlx::Error::RowNotFound)),
         }
     }
-}
 
-/// Registers `new`: stores it and queues `Customer.created`, or recognises an idempotent repeat
-/// (same id, name and email), or refuses an id taken by another customer. Two concurrent
-/// registrations of one id cannot both create it: the insert is `ON CONFLICT DO NOTHING`, and the
-/// loser re-reads the winner's row.
-pub async fn register(
-    db: &Database,
-    outbox: &Outbox,
-    new: NewCustomer,
-    traceparent: Option<&str>,
-) -> Result<Registration, RegisterError> {
-    let customer = new.clone().into_customer(now());
-    let mut tx = db.begin().await?;
-    if storage::insert(&mut tx, &customer).await? {
-        let event = CustomerCreated {
-            id: customer.id.clone(),
-            name: customer.name.clone(),
-            email: customer.email.clone(),
-            created_at: customer.created_at,
-        };
-        let metadata = outbox.enqueue(&mut tx, &event, traceparent).await?;
-        tx.commit().await?;
-        outbox.notify();
-        tracing::info!(customer_id = %customer.id, event_id = %metadata.id, "customer registered");
-        return Ok(Registration::Created(customer));
-    }
-    let existing = storage::find(&mut *tx, &new.id).await?;
-    tx.rollback().await?;
-    match existing {
-        Some(existing) if new.matches(&existing) => Ok(Registration::Repeated(existing)),
-        Some(_) => Err(CustomerError::Conflict(new.id).into()),
-        // The conflicting row vanished (rows are never deleted, so this is a broken database).
-        None => Err(RegisterError::Db(DbError::Query(sqlx::Error::RowNotFound))),
+    fn committed(&self) {
+        self.outbox.notify();
     }
 }
 

@@ -6,13 +6,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use platform::http::{require_api_key, ApiKeys};
-use platform::{ApiJson, Database, Outbox, Problem};
+use platform::group_commit::GroupCommit;
+use platform::{ApiJson, Database, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::domain::{Customer, CustomerError, NewCustomer};
-use crate::registration::{self, Registration};
+use crate::registration::{Registration, Registrations};
 use crate::storage;
 use platform::http::ProblemDetails;
 
@@ -26,8 +27,8 @@ pub const MAX_LIMIT: i64 = 500;
 pub struct AppState {
     /// The database.
     pub db: Database,
-    /// Where `Customer.created` events are queued.
-    pub outbox: Outbox,
+    /// Registers customers (with their `Customer.created` events), committed in groups.
+    pub registrations: GroupCommit<Registrations>,
 }
 
 /// The service's routes; writes need an API key when `API_KEYS` is set.
@@ -109,12 +110,12 @@ pub async fn create_customer(
     let traceparent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| is_traceparent(v));
-    let (status, customer) =
-        match registration::register(&state.db, &state.outbox, new, traceparent).await? {
-            Registration::Created(customer) => (StatusCode::CREATED, customer),
-            Registration::Repeated(customer) => (StatusCode::OK, customer),
-        };
+        .filter(|v| is_traceparent(v))
+        .map(str::to_string);
+    let (status, customer) = match state.registrations.submit((new, traceparent)).await?? {
+        Registration::Created(customer) => (StatusCode::CREATED, customer),
+        Registration::Repeated(customer) => (StatusCode::OK, customer),
+    };
     let location = format!("/app/customers/{}", customer.id);
     Ok((status, [(header::LOCATION, location)], Json(customer)).into_response())
 }

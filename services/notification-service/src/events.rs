@@ -1,135 +1,133 @@
-//! Event handlers. Each applies its event in ONE database transaction with the inbox claim: the
-//! projection update and the delivery rows (`pending`) are written together, so a redelivered
-//! event changes nothing and each notification is recorded once. Sending is the sender's job.
+//! Event handlers. The platform applies a batch of a partition's events in ONE database
+//! transaction with their inbox claims: the projection update and the delivery rows (`pending`)
+//! are written together, so a redelivered event changes nothing and each notification is
+//! recorded once. Sending is the sender's job.
+//!
+//! A transaction event for a customer missing from the projection is parked (its
+//! `Customer.created` is on another topic and may lag): the partition moves on, and the event is
+//! decided when the customer arrives or the wait ends; then the alert is recorded as `failed`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use contracts::envelope::EventMetadata;
 use contracts::topics;
 use contracts::{CustomerCreated, TransactionFailed, TransactionProcessed};
-use platform::kafka::{HandleError, Handler, Record};
-use platform::{inbox, Database};
-use tracing::Instrument;
+use platform::db::Conn;
+use platform::inbox::{transient, Applied, Apply, Attempt};
+use platform::kafka::{HandleError, Record};
+use platform::parking::ParkingLot;
 
 use crate::feed::Hub;
 use crate::messages::{self, Contact, Notice};
-use crate::storage;
+use crate::storage::{self, Delivery};
 
 /// Inbox name of the `Customer.created` consumer.
 pub const CUSTOMERS_CONSUMER: &str = "notification-service.customers";
 /// Inbox name of the `transaction.processed` / `transaction.failed` consumer.
 pub const TRANSACTIONS_CONSUMER: &str = "notification-service.transactions";
 
-fn transient(error: impl std::fmt::Display) -> HandleError {
-    HandleError::Transient(format!("database: {error}"))
-}
-
 /// `Customer.created`: updates the projection and records the welcome message.
 pub struct CustomerEvents {
-    db: Database,
     hub: Hub,
+    waiting_alerts: ParkingLot,
 }
 
 impl CustomerEvents {
-    /// A handler writing to `db` and announcing on `hub`.
-    pub fn new(db: Database, hub: Hub) -> Self {
-        Self { db, hub }
+    /// A handler announcing on `hub` and waking the alerts parked in `waiting_alerts`.
+    pub fn new(hub: Hub, waiting_alerts: ParkingLot) -> Self {
+        Self {
+            hub,
+            waiting_alerts,
+        }
+    }
+}
+
+impl Apply for CustomerEvents {
+    type Event = CustomerCreated;
+    type Done = Option<Delivery>;
+
+    fn decode(&self, record: &Record) -> Result<(EventMetadata, CustomerCreated), HandleError> {
+        record.decode::<CustomerCreated>()
     }
 
     async fn apply(
         &self,
+        conn: &mut Conn,
         metadata: &EventMetadata,
         customer: &CustomerCreated,
-    ) -> Result<(), HandleError> {
-        let mut tx = self.db.begin().await.map_err(transient)?;
-        if !inbox::claim(&mut tx, CUSTOMERS_CONSUMER, &metadata.id)
-            .await
-            .map_err(transient)?
-        {
-            tx.rollback().await.map_err(transient)?;
-            tracing::debug!("event already applied; skipped");
-            return Ok(());
-        }
-        storage::upsert_customer(&mut tx, &Contact::from(customer))
+        _attempt: Attempt,
+    ) -> Result<Applied<Option<Delivery>>, HandleError> {
+        storage::upsert_customer(conn, &Contact::from(customer))
             .await
             .map_err(transient)?;
-        let recorded = storage::record(&mut tx, &metadata.id, &messages::welcome(customer), None)
+        let recorded = storage::record(conn, &metadata.id, &messages::welcome(customer), None)
             .await
             .map_err(transient)?;
-        tx.commit().await.map_err(transient)?;
-        tracing::info!("customer projected; welcome message recorded");
-        self.hub.recorded(recorded.into_iter().collect());
-        Ok(())
+        tracing::info!(customer_id = %customer.id, "customer projected; welcome message recorded");
+        Ok(Applied::Done(recorded))
     }
-}
 
-impl Handler for CustomerEvents {
-    async fn handle(&self, record: &Record) -> Result<(), HandleError> {
-        let (metadata, customer) = record.decode::<CustomerCreated>()?;
-        let span = tracing::info_span!("customer_created", event_id = %metadata.id,
-            customer_id = %customer.id);
-        self.apply(&metadata, &customer).instrument(span).await
+    fn committed(&self, done: Vec<Option<Delivery>>) {
+        if done.is_empty() {
+            return;
+        }
+        self.hub.recorded(done.into_iter().flatten().collect());
+        self.waiting_alerts.wake();
     }
 }
 
 /// `transaction.processed` and `transaction.failed`: records an alert for each customer
-/// involved. A recipient missing from the projection makes the record wait (transient error,
-/// retried with backoff by the consumer) for up to `customer_wait`: its `Customer.created` is
-/// on another topic, consumed by another consumer, and may simply lag. After that (or at once
-/// when the event itself reports an unknown account) the alert is recorded as `failed`.
+/// involved. A recipient missing from the projection parks the event for up to the lot's grace
+/// (`customer_wait`); after that (or at once when the event itself reports an unknown account)
+/// the alert is recorded as `failed`.
 pub struct TransactionEvents {
-    db: Database,
     hub: Hub,
-    customer_wait: Duration,
-    /// When this process first saw each event still waiting for a customer.
-    waiting: Mutex<HashMap<String, Instant>>,
 }
 
 impl TransactionEvents {
-    /// A handler writing to `db`, announcing on `hub`, waiting up to `customer_wait`.
-    pub fn new(db: Database, hub: Hub, customer_wait: Duration) -> Self {
-        Self {
-            db,
-            hub,
-            customer_wait,
-            waiting: Mutex::new(HashMap::new()),
+    /// A handler announcing on `hub`.
+    pub fn new(hub: Hub) -> Self {
+        Self { hub }
+    }
+
+    /// The parking lot of alerts waiting for their customer, for up to `customer_wait`.
+    pub fn parking_lot(customer_wait: Duration) -> ParkingLot {
+        ParkingLot::new(TRANSACTIONS_CONSUMER, customer_wait)
+    }
+}
+
+impl Apply for TransactionEvents {
+    type Event = Notice;
+    type Done = Vec<Delivery>;
+
+    fn decode(&self, record: &Record) -> Result<(EventMetadata, Notice), HandleError> {
+        match record.topic.as_str() {
+            topics::TRANSACTION_PROCESSED => {
+                let (metadata, event) = record.decode::<TransactionProcessed>()?;
+                Ok((metadata, Notice::Processed(event)))
+            }
+            topics::TRANSACTION_FAILED => {
+                let (metadata, event) = record.decode::<TransactionFailed>()?;
+                Ok((metadata, Notice::Failed(event)))
+            }
+            other => Err(HandleError::Permanent(format!(
+                "notification-service does not handle topic {other}"
+            ))),
         }
     }
 
-    /// How long `event_id` has been waiting (starting now on the first call).
-    fn waited(&self, event_id: &str) -> Duration {
-        let Ok(mut waiting) = self.waiting.lock() else {
-            return Duration::ZERO;
-        };
-        let now = Instant::now();
-        // Forget entries another consumer instance took over long ago.
-        let horizon = self.customer_wait * 4;
-        waiting.retain(|_, since| now.duration_since(*since) < horizon);
-        now.duration_since(*waiting.entry(event_id.to_string()).or_insert(now))
-    }
-
-    fn done_waiting(&self, event_id: &str) {
-        if let Ok(mut waiting) = self.waiting.lock() {
-            waiting.remove(event_id);
-        }
-    }
-
-    async fn apply(&self, metadata: &EventMetadata, notice: &Notice) -> Result<(), HandleError> {
-        let mut tx = self.db.begin().await.map_err(transient)?;
-        if !inbox::claim(&mut tx, TRANSACTIONS_CONSUMER, &metadata.id)
-            .await
-            .map_err(transient)?
-        {
-            tx.rollback().await.map_err(transient)?;
-            self.done_waiting(&metadata.id);
-            tracing::debug!("event already applied; skipped");
-            return Ok(());
-        }
+    async fn apply(
+        &self,
+        conn: &mut Conn,
+        metadata: &EventMetadata,
+        notice: &Notice,
+        attempt: Attempt,
+    ) -> Result<Applied<Vec<Delivery>>, HandleError> {
+        let transaction_id = &notice.request().transaction_id;
         let mut contacts = HashMap::new();
         for id in notice.parties() {
-            if let Some(contact) = storage::find_customer(&mut tx, &id)
+            if let Some(contact) = storage::find_customer(&mut *conn, &id)
                 .await
                 .map_err(transient)?
             {
@@ -144,20 +142,15 @@ impl TransactionEvents {
             .collect();
         let mut gave_up = None;
         if !missing.is_empty() {
-            let waited = self.waited(&metadata.id);
             if notice.reports_unknown_account() {
                 gave_up = Some("the transaction failed with unknown_account".to_string());
-            } else if waited < self.customer_wait {
-                tx.rollback().await.map_err(transient)?;
-                return Err(HandleError::Transient(format!(
+            } else if !attempt.last {
+                return Ok(Applied::Wait(format!(
                     "customer {} not seen yet; waiting for its Customer.created",
                     missing.join(", ")
                 )));
             } else {
-                gave_up = Some(format!(
-                    "no Customer.created arrived within {} s",
-                    waited.as_secs()
-                ));
+                gave_up = Some("no Customer.created arrived in time".to_string());
             }
         }
         let mut recorded = Vec::new();
@@ -177,45 +170,23 @@ impl TransactionEvents {
                 ),
             };
             let draft = notice.render(&contact, *kind, &contacts);
-            if let Some(delivery) =
-                storage::record(&mut tx, &metadata.id, &draft, failure.as_deref())
-                    .await
-                    .map_err(transient)?
+            if let Some(delivery) = storage::record(conn, &metadata.id, &draft, failure.as_deref())
+                .await
+                .map_err(transient)?
             {
                 recorded.push(delivery);
             }
         }
-        tx.commit().await.map_err(transient)?;
-        self.done_waiting(&metadata.id);
         match gave_up {
-            Some(reason) => tracing::warn!(missing = ?missing, %reason,
+            Some(reason) => tracing::warn!(%transaction_id, missing = ?missing, %reason,
                 "alerts for unknown customers recorded as failed"),
-            None => tracing::info!(alerts = recorded.len(), "transaction alerts recorded"),
+            None => tracing::info!(%transaction_id, alerts = recorded.len(),
+                "transaction alerts recorded"),
         }
-        self.hub.recorded(recorded);
-        Ok(())
+        Ok(Applied::Done(recorded))
     }
-}
 
-impl Handler for TransactionEvents {
-    async fn handle(&self, record: &Record) -> Result<(), HandleError> {
-        let (metadata, notice) = match record.topic.as_str() {
-            topics::TRANSACTION_PROCESSED => {
-                let (metadata, event) = record.decode::<TransactionProcessed>()?;
-                (metadata, Notice::Processed(event))
-            }
-            topics::TRANSACTION_FAILED => {
-                let (metadata, event) = record.decode::<TransactionFailed>()?;
-                (metadata, Notice::Failed(event))
-            }
-            other => {
-                return Err(HandleError::Permanent(format!(
-                    "notification-service does not handle topic {other}"
-                )))
-            }
-        };
-        let span = tracing::info_span!("transaction_event", event_id = %metadata.id,
-            topic = %record.topic, transaction_id = %notice.request().transaction_id);
-        self.apply(&metadata, &notice).instrument(span).await
+    fn committed(&self, done: Vec<Vec<Delivery>>) {
+        self.hub.recorded(done.into_iter().flatten().collect());
     }
 }

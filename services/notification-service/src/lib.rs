@@ -18,6 +18,7 @@ use anyhow::Context;
 use axum::Router;
 use contracts::topics;
 use platform::kafka::ConsumerOptions;
+use platform::parking::ParkingLot;
 use platform::Service;
 use sqlx::migrate::Migrator;
 
@@ -39,18 +40,19 @@ pub fn build(service: &mut Service, settings: Settings) -> anyhow::Result<Router
         .context("cannot set up mail delivery")?;
     let hub = feed::Hub::new();
     let group = |name: &str| format!("{NAME}.{name}");
-    service.consume(
+    let waiting_alerts = events::TransactionEvents::parking_lot(settings.customer_wait);
+    service.consume_events(
         ConsumerOptions::new(group("customers"), &[topics::CUSTOMER_CREATED]),
-        events::CustomerEvents::new(service.db.clone(), hub.clone()),
+        events::CustomerEvents::new(hub.clone(), waiting_alerts.clone()),
+        ParkingLot::new(events::CUSTOMERS_CONSUMER, Duration::ZERO),
     );
-    let mut transactions = ConsumerOptions::new(
-        group("transactions"),
-        &[topics::TRANSACTION_PROCESSED, topics::TRANSACTION_FAILED],
-    );
-    transactions.max_backoff = Duration::from_secs(2);
-    service.consume(
-        transactions,
-        events::TransactionEvents::new(service.db.clone(), hub.clone(), settings.customer_wait),
+    service.consume_events(
+        ConsumerOptions::new(
+            group("transactions"),
+            &[topics::TRANSACTION_PROCESSED, topics::TRANSACTION_FAILED],
+        ),
+        events::TransactionEvents::new(hub.clone()),
+        waiting_alerts,
     );
     let sender = sender::Sender {
         db: service.db.clone(),

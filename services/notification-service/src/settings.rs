@@ -14,8 +14,8 @@ use crate::sender::RetryPolicy;
 pub const DEFAULT_MAIL_FROM: &str = "notifications@localhost";
 /// Mail folder when neither `SMTP_URL` nor `MAIL_DIR` is set.
 pub const DEFAULT_MAIL_DIR: &str = "data/mail";
-/// How long a transaction event waits for its customer's `Customer.created` (kept well below the
-/// consumer's 5-minute poll interval).
+/// How long a transaction event waits (parked) for its customer's `Customer.created`
+/// (`CUSTOMER_WAIT_SECS`).
 pub const DEFAULT_CUSTOMER_WAIT: Duration = Duration::from_secs(120);
 
 /// Everything the notifier needs besides the platform's configuration.
@@ -43,7 +43,7 @@ impl Settings {
         }
     }
 
-    /// Reads `SMTP_URL`, `MAIL_DIR` and `MAIL_FROM`; a bad value fails with one clear line that
+    /// Reads `SMTP_URL`, `MAIL_DIR`, `MAIL_FROM` and `CUSTOMER_WAIT_SECS`; a bad value fails with one clear line that
     /// never shows the SMTP password.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let mail = match env.var("SMTP_URL") {
@@ -66,8 +66,14 @@ impl Settings {
             })?,
             None => default_from(),
         };
+        let customer_wait = platform::config::positive(
+            env,
+            "CUSTOMER_WAIT_SECS",
+            DEFAULT_CUSTOMER_WAIT.as_secs() as usize,
+        )?;
         Ok(Self {
             from,
+            customer_wait: Duration::from_secs(customer_wait as u64),
             ..Self::new(mail)
         })
     }

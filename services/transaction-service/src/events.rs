@@ -1,17 +1,18 @@
 //! Event handlers: `Customer.created` opens accounts; `transaction.requested` is applied to the
-//! ledger. Each event is applied with its inbox claim and its outcome event (outbox) in ONE
-//! database transaction, so a redelivery is harmless.
+//! ledger. The platform applies a batch of a partition's events in ONE database transaction with
+//! their inbox claims and outcome events (outbox), so a redelivery is harmless. A request naming
+//! an account not open yet is parked (not retried in place): the partition moves on, and the
+//! request is decided when the account opens or its grace period ends.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use contracts::{
     CustomerCreated, EventMetadata, TransactionFailed, TransactionProcessed, TransactionRequested,
 };
-use platform::kafka::{HandleError, Handler, Record};
-use platform::{inbox, Database, Outbox};
-use tracing::Instrument;
+use platform::db::Conn;
+use platform::inbox::{transient, Applied, Apply, Attempt};
+use platform::kafka::{HandleError, Record};
+use platform::parking::ParkingLot;
+use platform::Outbox;
 
 use crate::domain::{check_account_id, event_fingerprint};
 use crate::ledger::{self, Decision};
@@ -20,44 +21,50 @@ use crate::storage::{self, Completion, NewTransaction, Status};
 
 /// Consumer group (and inbox name) that applies `transaction.requested`.
 pub const REQUESTS_GROUP: &str = "transaction-service";
-/// Consumer group (and inbox name) that opens accounts from `Customer.created`; a separate loop,
-/// so accounts keep opening while a request waits for its account.
+/// Consumer group (and inbox name) that opens accounts from `Customer.created`; a separate
+/// consumer, so accounts keep opening whatever the requests do.
 pub const ACCOUNTS_GROUP: &str = "transaction-service.accounts";
 /// Longest transaction id a record may carry before it is dead-lettered.
 const MAX_EVENT_TRANSACTION_ID_LEN: usize = 256;
 
-fn transient(error: impl std::fmt::Display) -> HandleError {
-    HandleError::Transient(error.to_string())
-}
-
-/// Opens an account for each new customer, idempotently.
+/// Opens an account for each new customer, idempotently, and wakes the requests waiting for it.
 #[derive(Debug, Clone)]
 pub struct OpenAccounts {
-    db: Database,
     settings: LedgerSettings,
+    waiting_requests: ParkingLot,
 }
 
 impl OpenAccounts {
-    /// A handler writing to `db` with the opening balance and currency of `settings`.
-    pub fn new(db: Database, settings: LedgerSettings) -> Self {
-        Self { db, settings }
+    /// A handler opening accounts with the balance and currency of `settings`; requests parked
+    /// in `waiting_requests` are looked at again after each commit that opened one.
+    pub fn new(settings: LedgerSettings, waiting_requests: ParkingLot) -> Self {
+        Self {
+            settings,
+            waiting_requests,
+        }
+    }
+}
+
+impl Apply for OpenAccounts {
+    type Event = CustomerCreated;
+    type Done = bool;
+
+    fn decode(&self, record: &Record) -> Result<(EventMetadata, CustomerCreated), HandleError> {
+        let (metadata, customer) = record.decode::<CustomerCreated>()?;
+        check_account_id("id", &customer.id)
+            .map_err(|e| HandleError::Permanent(format!("customer {e}")))?;
+        Ok((metadata, customer))
     }
 
-    async fn open(
+    async fn apply(
         &self,
+        conn: &mut Conn,
         metadata: &EventMetadata,
         customer: &CustomerCreated,
-    ) -> Result<(), HandleError> {
-        let mut tx = self.db.begin().await.map_err(transient)?;
-        if !inbox::claim(&mut tx, ACCOUNTS_GROUP, &metadata.id)
-            .await
-            .map_err(transient)?
-        {
-            tracing::debug!("event already applied; skipped");
-            return Ok(());
-        }
+        _attempt: Attempt,
+    ) -> Result<Applied<bool>, HandleError> {
         let opened = storage::open_account(
-            &mut tx,
+            conn,
             &customer.id,
             self.settings.account_currency.code(),
             self.settings.opening_balance,
@@ -66,111 +73,65 @@ impl OpenAccounts {
         )
         .await
         .map_err(transient)?;
-        tx.commit().await.map_err(transient)?;
         if opened {
-            tracing::info!(
-                currency = %self.settings.account_currency,
-                balance = %self.settings.opening_balance_text(),
-                "account opened"
-            );
+            tracing::info!(account_id = %customer.id, currency = %self.settings.account_currency,
+                balance = %self.settings.opening_balance_text(), "account opened");
         } else {
-            tracing::info!("account already open");
+            tracing::info!(account_id = %customer.id, "account already open");
         }
-        Ok(())
+        Ok(Applied::Done(opened))
     }
-}
 
-impl Handler for OpenAccounts {
-    async fn handle(&self, record: &Record) -> Result<(), HandleError> {
-        let (metadata, customer) = record.decode::<CustomerCreated>()?;
-        check_account_id("id", &customer.id)
-            .map_err(|e| HandleError::Permanent(format!("customer {e}")))?;
-        let span = tracing::info_span!("customer_created", event_id = %metadata.id,
-            account_id = %customer.id);
-        self.open(&metadata, &customer).instrument(span).await
+    fn committed(&self, opened: Vec<bool>) {
+        if opened.contains(&true) {
+            self.waiting_requests.wake();
+        }
     }
 }
 
 /// Applies transaction requests to the ledger and writes their outcome events.
 #[derive(Debug, Clone)]
 pub struct ApplyTransactions {
-    db: Database,
     outbox: Outbox,
-    settings: LedgerSettings,
-    /// When this consumer first read each event it is still retrying. The grace period of an
-    /// unknown account runs from then: that is `requestedAt` (give or take the relay's
-    /// milliseconds) for a live request, and later for a request read from a backlog (after
-    /// downtime), where the lagging `Customer.created` still gets the whole period; a
-    /// `requestedAt` in the future cannot extend it.
-    first_seen: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
 }
 
 impl ApplyTransactions {
-    /// A handler writing to `db` and `outbox`.
-    pub fn new(db: Database, outbox: Outbox, settings: LedgerSettings) -> Self {
-        Self {
-            db,
-            outbox,
-            settings,
-            first_seen: Arc::default(),
-        }
+    /// A handler writing outcome events to `outbox`.
+    pub fn new(outbox: Outbox) -> Self {
+        Self { outbox }
     }
 
-    fn first_seen(&self, event_id: &str, now: DateTime<Utc>) -> DateTime<Utc> {
-        match self.first_seen.lock() {
-            Ok(mut map) => *map.entry(event_id.to_string()).or_insert(now),
-            Err(_) => now,
-        }
+    /// The parking lot of requests waiting for their accounts (`UNKNOWN_ACCOUNT_GRACE_SECS`).
+    pub fn parking_lot(settings: &LedgerSettings) -> ParkingLot {
+        ParkingLot::new(REQUESTS_GROUP, settings.unknown_account_grace)
     }
 
-    fn forget(&self, event_id: &str) {
-        if let Ok(mut map) = self.first_seen.lock() {
-            map.remove(event_id);
-        }
-    }
-
-    async fn apply(
+    /// Records the request unless it is known; `None` when it must not be applied (it has an
+    /// outcome already, or its id names another request).
+    async fn record_request(
         &self,
+        conn: &mut Conn,
         metadata: &EventMetadata,
         request: &TransactionRequested,
-    ) -> Result<(), HandleError> {
-        let now = Utc::now();
-        let waiting_since = self.first_seen(&metadata.id, now);
-        let grace = chrono::Duration::from_std(self.settings.unknown_account_grace)
-            .unwrap_or(chrono::Duration::MAX);
-        let grace_over = now.signed_duration_since(waiting_since) >= grace;
-
-        let mut tx = self.db.begin().await.map_err(transient)?;
-        if !inbox::claim(&mut tx, REQUESTS_GROUP, &metadata.id)
-            .await
-            .map_err(transient)?
-        {
-            tracing::debug!("event already applied; skipped");
-            return Ok(());
-        }
+    ) -> Result<Option<()>, HandleError> {
         let fingerprint = event_fingerprint(request);
-        match storage::find_transaction(&mut *tx, &request.transaction_id)
+        match storage::find_transaction(&mut *conn, &request.transaction_id)
             .await
             .map_err(transient)?
         {
             Some(stored) if stored.status != Status::Requested => {
-                tracing::info!(
+                tracing::info!(transaction_id = %request.transaction_id,
                     status = stored.status.as_str(),
-                    "transaction already has an outcome; duplicate request skipped"
-                );
-                tx.commit().await.map_err(transient)?;
-                return Ok(());
+                    "transaction already has an outcome; duplicate request skipped");
+                Ok(None)
             }
             Some(stored) if stored.fingerprint != fingerprint => {
-                tracing::warn!(
-                    "transaction id already names a different request; this request is ignored"
-                );
-                tx.commit().await.map_err(transient)?;
-                return Ok(());
+                tracing::warn!(transaction_id = %request.transaction_id,
+                    "transaction id already names a different request; this request is ignored");
+                Ok(None)
             }
-            Some(_) => {}
+            Some(_) => Ok(Some(())),
             None => {
-                let amount = request.money().ok().map(|m| m.minor_units());
                 let source = if metadata.source.is_empty() {
                     "kafka"
                 } else {
@@ -181,100 +142,105 @@ impl ApplyTransactions {
                     kind: request.kind.as_str(),
                     from: request.from.as_deref(),
                     to: request.to.as_deref(),
-                    amount,
+                    amount: request.money().ok().map(|m| m.minor_units()),
                     amount_text: &request.amount,
                     currency: &request.currency,
                     fingerprint: &fingerprint,
                     source,
                     requested_at: request.requested_at,
                 };
-                if !storage::insert_transaction(&mut tx, &new)
+                if !storage::insert_transaction(conn, &new)
                     .await
                     .map_err(transient)?
                 {
-                    return Err(transient("transaction inserted concurrently; retrying"));
+                    return Err(HandleError::Transient(
+                        "transaction inserted concurrently; retrying".into(),
+                    ));
                 }
+                Ok(Some(()))
             }
         }
+    }
 
-        let decision = ledger::apply(&mut tx, request, grace_over, now)
-            .await
-            .map_err(transient)?;
-        let (completion_status, reason, message, balances) = match &decision {
+    /// Writes the outcome event of `decision` and records it on the transaction.
+    async fn complete(
+        &self,
+        conn: &mut Conn,
+        metadata: &EventMetadata,
+        request: &TransactionRequested,
+        decision: Decision,
+    ) -> Result<(), HandleError> {
+        let now = Utc::now();
+        let traceparent = metadata.traceparent.as_deref();
+        let (status, reason, message, balances) = match decision {
             Decision::Retry(message) => {
-                // Rolls back the claim too: the event is applied later, once.
-                drop(tx);
                 return Err(HandleError::Transient(format!(
-                    "{message}; waiting for its Customer.created"
-                )));
+                    "undecided request reached completion: {message}"
+                )))
             }
             Decision::Processed {
                 request: valid,
                 balances,
             } => {
-                let balances = ledger::balances_text(balances, valid.amount.currency().decimals());
+                let balances = ledger::balances_text(&balances, valid.amount.currency().decimals());
                 let event = TransactionProcessed {
-                    request: ledger::normalized(request, valid),
+                    request: ledger::normalized(request, &valid),
                     balances: balances.clone(),
                     processed_at: now,
                 };
                 self.outbox
-                    .enqueue(&mut tx, &event, metadata.traceparent.as_deref())
+                    .enqueue(conn, &event, traceparent)
                     .await
                     .map_err(transient)?;
+                tracing::info!(transaction_id = %request.transaction_id, status = "processed",
+                    ?balances, "transaction processed");
                 (Status::Processed, None, None, Some(balances))
             }
             Decision::Failed { reason, message } => {
                 let event = TransactionFailed {
                     request: request.clone(),
-                    reason: *reason,
+                    reason,
                     message: message.clone(),
                     failed_at: now,
                 };
                 self.outbox
-                    .enqueue(&mut tx, &event, metadata.traceparent.as_deref())
+                    .enqueue(conn, &event, traceparent)
                     .await
                     .map_err(transient)?;
-                (
-                    Status::Failed,
-                    Some(reason.as_str()),
-                    Some(message.as_str()),
-                    None,
-                )
+                tracing::info!(transaction_id = %request.transaction_id, status = "failed",
+                    reason = reason.as_str(), %message, "transaction failed");
+                (Status::Failed, Some(reason.as_str()), Some(message), None)
             }
         };
-        let balances_json = balances
+        let balances = balances
             .as_ref()
             .map(serde_json::to_string)
             .transpose()
             .map_err(transient)?;
         let completion = Completion {
-            status: completion_status,
+            status,
             reason,
-            message,
-            balances: balances_json.as_deref(),
+            message: message.as_deref(),
+            balances: balances.as_deref(),
             completed_at: now,
         };
-        if !storage::complete_transaction(&mut tx, &request.transaction_id, &completion)
+        if !storage::complete_transaction(conn, &request.transaction_id, &completion)
             .await
             .map_err(transient)?
         {
-            return Err(transient("transaction completed concurrently; retrying"));
-        }
-        tx.commit().await.map_err(transient)?;
-        self.outbox.notify();
-        match (reason, message) {
-            (Some(reason), Some(message)) => {
-                tracing::info!(status = "failed", reason, message, "transaction failed");
-            }
-            _ => tracing::info!(status = "processed", ?balances, "transaction processed"),
+            return Err(HandleError::Transient(
+                "transaction completed concurrently; retrying".into(),
+            ));
         }
         Ok(())
     }
 }
 
-impl Handler for ApplyTransactions {
-    async fn handle(&self, record: &Record) -> Result<(), HandleError> {
+impl Apply for ApplyTransactions {
+    type Event = TransactionRequested;
+    type Done = ();
+
+    fn decode(&self, record: &Record) -> Result<(EventMetadata, TransactionRequested), HandleError> {
         let (metadata, request) = record.decode::<TransactionRequested>()?;
         if request.transaction_id.trim().is_empty()
             || request.transaction_id.len() > MAX_EVENT_TRANSACTION_ID_LEN
@@ -283,12 +249,43 @@ impl Handler for ApplyTransactions {
                 "transactionId must hold 1 to {MAX_EVENT_TRANSACTION_ID_LEN} characters"
             )));
         }
-        let span = tracing::info_span!("transaction_requested", event_id = %metadata.id,
-            transaction_id = %request.transaction_id, kind = request.kind.as_str());
-        let outcome = self.apply(&metadata, &request).instrument(span).await;
-        if !matches!(outcome, Err(HandleError::Transient(_))) {
-            self.forget(&metadata.id);
+        Ok((metadata, request))
+    }
+
+    fn keys(&self, request: &TransactionRequested) -> Vec<String> {
+        request
+            .from
+            .iter()
+            .chain(request.to.iter())
+            .cloned()
+            .collect()
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut Conn,
+        metadata: &EventMetadata,
+        request: &TransactionRequested,
+        attempt: Attempt,
+    ) -> Result<Applied<()>, HandleError> {
+        if self.record_request(conn, metadata, request).await?.is_none() {
+            return Ok(Applied::Done(()));
         }
-        outcome
+        let decision = ledger::apply(conn, request, attempt.last, Utc::now())
+            .await
+            .map_err(transient)?;
+        if let Decision::Retry(message) = decision {
+            return Ok(Applied::Wait(format!(
+                "{message}; waiting for its Customer.created"
+            )));
+        }
+        self.complete(conn, metadata, request, decision).await?;
+        Ok(Applied::Done(()))
+    }
+
+    fn committed(&self, done: Vec<()>) {
+        if !done.is_empty() {
+            self.outbox.notify();
+        }
     }
 }

@@ -6,10 +6,91 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use contracts::money::format_minor;
 use contracts::{FailureReason, TransactionRequested};
-use platform::db::Conn;
+use platform::db::{Conn, DbError};
+use platform::group_commit::Write;
+use platform::Outbox;
 
 use crate::domain::{validate_event, ValidRequest};
-use crate::storage::{self, Account};
+use crate::storage::{self, Account, NewTransaction};
+
+/// What accepting a request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    /// Recorded, with its `transaction.requested` event.
+    Created,
+    /// The same request was accepted before: nothing changed.
+    Repeated,
+    /// The transaction id names another request.
+    Conflict,
+}
+
+/// Accepts requests from the HTTP API: records each with its `transaction.requested` event
+/// (outbox) in the caller's transaction; the group committer shares it among concurrent
+/// requests. Idempotent by `transactionId`.
+#[derive(Debug, Clone)]
+pub struct Acceptance {
+    outbox: Outbox,
+}
+
+impl Acceptance {
+    /// Acceptance writing events to `outbox`.
+    pub fn new(outbox: Outbox) -> Self {
+        Self { outbox }
+    }
+}
+
+impl Write for Acceptance {
+    /// The request and the caller's `traceparent`.
+    type Input = (ValidRequest, Option<String>);
+    type Output = AcceptOutcome;
+
+    async fn write(
+        &self,
+        conn: &mut Conn,
+        (request, traceparent): &Self::Input,
+    ) -> Result<AcceptOutcome, DbError> {
+        let now = Utc::now();
+        let fingerprint = request.fingerprint();
+        let amount_text = request.amount.to_decimal_string();
+        let currency = request.amount.currency();
+        let new = NewTransaction {
+            transaction_id: &request.transaction_id,
+            kind: request.kind.as_str(),
+            from: request.from.as_deref(),
+            to: request.to.as_deref(),
+            amount: Some(request.amount.minor_units()),
+            amount_text: &amount_text,
+            currency: currency.code(),
+            fingerprint: &fingerprint,
+            source: "api",
+            requested_at: now,
+        };
+        if !storage::insert_transaction(conn, &new).await? {
+            let stored = storage::find_transaction(&mut *conn, &request.transaction_id).await?;
+            return Ok(match stored {
+                Some(stored) if stored.fingerprint == fingerprint => AcceptOutcome::Repeated,
+                _ => AcceptOutcome::Conflict,
+            });
+        }
+        let event = TransactionRequested {
+            transaction_id: request.transaction_id.clone(),
+            kind: request.kind,
+            from: request.from.clone(),
+            to: request.to.clone(),
+            amount: amount_text,
+            currency: currency.code().to_string(),
+            requested_at: now,
+        };
+        self.outbox
+            .enqueue(conn, &event, traceparent.as_deref())
+            .await?;
+        Ok(AcceptOutcome::Created)
+    }
+
+    fn committed(&self) {
+        self.outbox.notify();
+    }
+}
 
 /// A failure of the ledger that is not a business outcome: roll back and retry.
 #[derive(Debug, thiserror::Error)]

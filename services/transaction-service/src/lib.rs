@@ -10,14 +10,14 @@ pub mod routes;
 pub mod settings;
 pub mod storage;
 
-use std::time::Duration;
-
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 use contracts::topics;
 use platform::http::require_api_key;
 use platform::kafka::ConsumerOptions;
+use platform::parking::ParkingLot;
+use platform::group_commit::GroupCommit;
 use platform::Service;
 use sqlx::migrate::Migrator;
 
@@ -36,25 +36,26 @@ pub fn build(service: &mut Service) -> anyhow::Result<Router> {
     Ok(build_with(service, settings))
 }
 
-/// Registers the two consumer loops (accounts, requests) and returns the routes.
+/// Registers the two consumers (accounts, requests) and returns the routes.
 pub fn build_with(service: &mut Service, settings: LedgerSettings) -> Router {
-    service.consume(
+    let waiting_requests = events::ApplyTransactions::parking_lot(&settings);
+    service.consume_events(
         ConsumerOptions::new(events::ACCOUNTS_GROUP, &[topics::CUSTOMER_CREATED]),
-        events::OpenAccounts::new(service.db.clone(), settings.clone()),
+        events::OpenAccounts::new(settings, waiting_requests.clone()),
+        ParkingLot::new(events::ACCOUNTS_GROUP, std::time::Duration::ZERO),
     );
-    let mut requests =
-        ConsumerOptions::new(events::REQUESTS_GROUP, &[topics::TRANSACTION_REQUESTED]);
-    // A request waiting for its account is retried at least every 2 s, so it fails close to the
-    // end of its grace period.
-    requests.max_backoff = Duration::from_secs(2);
-    service.consume(
-        requests,
-        events::ApplyTransactions::new(service.db.clone(), service.outbox.clone(), settings),
+    service.consume_events(
+        ConsumerOptions::new(events::REQUESTS_GROUP, &[topics::TRANSACTION_REQUESTED]),
+        events::ApplyTransactions::new(service.outbox.clone()),
+        waiting_requests,
     );
 
     let state = routes::AppState {
         db: service.db.clone(),
-        outbox: service.outbox.clone(),
+        acceptance: GroupCommit::start(
+            service.db.clone(),
+            ledger::Acceptance::new(service.outbox.clone()),
+        ),
     };
     let writes = Router::new()
         .route("/transactions", post(routes::create_transaction))

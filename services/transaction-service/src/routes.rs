@@ -10,15 +10,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use contracts::money::format_minor;
-use contracts::{Currency, TransactionRequested};
-use platform::{ApiJson, Database, DbError, Outbox, Problem};
+use contracts::Currency;
+use platform::group_commit::GroupCommit;
+use platform::{ApiJson, Database, DbError, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::domain::{self, Invalid, ValidRequest};
-use crate::storage::{self, NewTransaction, StoredTransaction};
+use crate::ledger::{AcceptOutcome, Acceptance};
+use crate::storage::{self, StoredTransaction};
 use platform::http::ProblemDetails;
 
 /// Shared state of the handlers.
@@ -26,8 +28,8 @@ use platform::http::ProblemDetails;
 pub struct AppState {
     /// The ledger database.
     pub db: Database,
-    /// Where `transaction.requested` events are written.
-    pub outbox: Outbox,
+    /// Accepts requests (with their `transaction.requested` events), committed in groups.
+    pub acceptance: GroupCommit<Acceptance>,
 }
 
 /// Errors of the API, each mapped to a problem.
@@ -338,7 +340,12 @@ pub async fn create_transaction(
     ApiJson(body): ApiJson<TransactionBody>,
 ) -> Result<Response, Problem> {
     let request = body.validate().map_err(ApiError::from)?;
-    let created = accept(&state, &request, traceparent(&headers)).await?;
+    let traceparent = traceparent(&headers).map(str::to_string);
+    let created = match state.acceptance.submit((request.clone(), traceparent)).await? {
+        AcceptOutcome::Created => true,
+        AcceptOutcome::Repeated => false,
+        AcceptOutcome::Conflict => return Err(ApiError::Conflict(request.transaction_id).into()),
+    };
     let span = tracing::info_span!("create_transaction", transaction_id = %request.transaction_id);
     span.in_scope(|| {
         if created {
@@ -369,52 +376,6 @@ fn traceparent(headers: &HeaderMap) -> Option<&str> {
             .iter()
             .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()));
     well_formed.then_some(value)
-}
-
-/// Stores the request and its event; `false` when the same request was already accepted.
-async fn accept(
-    state: &AppState,
-    request: &ValidRequest,
-    traceparent: Option<&str>,
-) -> Result<bool, ApiError> {
-    let now = Utc::now();
-    let fingerprint = request.fingerprint();
-    let amount_text = request.amount.to_decimal_string();
-    let currency = request.amount.currency();
-    let mut tx = state.db.begin().await?;
-    let new = NewTransaction {
-        transaction_id: &request.transaction_id,
-        kind: request.kind.as_str(),
-        from: request.from.as_deref(),
-        to: request.to.as_deref(),
-        amount: Some(request.amount.minor_units()),
-        amount_text: &amount_text,
-        currency: currency.code(),
-        fingerprint: &fingerprint,
-        source: "api",
-        requested_at: now,
-    };
-    if !storage::insert_transaction(&mut tx, &new).await? {
-        let stored = storage::find_transaction(&mut *tx, &request.transaction_id).await?;
-        drop(tx);
-        return match stored {
-            Some(stored) if stored.fingerprint == fingerprint => Ok(false),
-            _ => Err(ApiError::Conflict(request.transaction_id.clone())),
-        };
-    }
-    let event = TransactionRequested {
-        transaction_id: request.transaction_id.clone(),
-        kind: request.kind,
-        from: request.from.clone(),
-        to: request.to.clone(),
-        amount: amount_text.clone(),
-        currency: currency.code().to_string(),
-        requested_at: now,
-    };
-    state.outbox.enqueue(&mut tx, &event, traceparent).await?;
-    tx.commit().await?;
-    state.outbox.notify();
-    Ok(true)
 }
 
 /// A transaction and its outcome.

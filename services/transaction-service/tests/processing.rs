@@ -7,7 +7,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
 use common::{Ledger, Random};
+use platform::inbox::Inboxed;
+use platform::kafka::{Handler, Record};
+use platform::parking::ParkingLot;
+use platform::testing::fresh_database_url;
+use platform::{Database, Outbox};
+use sqlx::Row;
+use transaction_service::events::{ApplyTransactions, OpenAccounts, ACCOUNTS_GROUP};
 use contracts::envelope::{headers, EventType};
 use contracts::{topics, EventMetadata};
 use serde_json::{json, Value};
@@ -205,25 +214,254 @@ async fn a_request_waits_for_an_account_whose_customer_event_lags() {
         .post(json!({"to": "late", "amount": 7, "transactionId": "late-1"}))
         .await;
     assert_eq!(status, 202);
-    // The request is pending (retried) while its account is unknown.
+    // The consumer parks the request while its account is unknown (its own signal).
+    ledger.wait_parked(1).await;
     let (_, txn) = ledger.get("/transactions/late-1").await;
     assert_eq!(txn["status"], "requested");
-    common::eventually("the request to be consumed", || async {
-        (!ledger
-            .events
-            .payloads_for(topics::TRANSACTION_REQUESTED, "late-1")
-            .is_empty())
-        .then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(ledger.events.outcomes_for("late-1").is_empty());
 
     ledger.customer_created("late").await;
     let processed = ledger.processed("late-1").await;
     assert_eq!(processed["balances"], json!({"late": "7.00"}));
     assert_eq!(ledger.balance("late").await, "7.00");
+    ledger.wait_parked(0).await;
     ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_a_missing_account_do_not_hold_back_the_others() {
+    let ledger = Ledger::start(settings_with_grace(Duration::from_secs(60))).await;
+    ledger.open_accounts(&["alice", "bob", "carol"]).await;
+    ledger.deposit("fund-bob", "bob", "10").await;
+
+    // Twenty transfers from alice to an account that never opens, then a valid one (other
+    // accounts), on the same partition as some of them.
+    for n in 0..20 {
+        let (status, body) = ledger
+            .post(json!({"from": "alice", "to": format!("ghost-{n}"), "amount": 1,
+                         "transactionId": format!("ghost-{n}")}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, _) = ledger
+        .post(json!({"from": "bob", "to": "carol", "amount": 4, "transactionId": "valid"}))
+        .await;
+    assert_eq!(status, 202);
+    ledger.processed("valid").await;
+    // The valid transfer's outcome came while the twenty are still parked, undecided.
+    assert_eq!(ledger.parked().await, 20);
+    for n in 0..20 {
+        assert!(ledger.events.outcomes_for(&format!("ghost-{n}")).is_empty());
+    }
+    assert_eq!(ledger.balance("carol").await, "4.00");
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_touching_a_waiting_account_is_applied_after_it_in_order() {
+    let ledger = Ledger::start(settings_with_grace(Duration::from_secs(60))).await;
+    ledger.open_accounts(&["bob"]).await;
+    ledger.deposit("fund-bob", "bob", "5").await;
+
+    // `late` is unknown: the first credit waits; the transfer from `late` touches it, so it
+    // waits behind (applied alone it would fail for insufficient funds).
+    let (status, _) = ledger
+        .post(json!({"to": "late", "amount": 10, "transactionId": "first"}))
+        .await;
+    assert_eq!(status, 202);
+    ledger.wait_parked(1).await;
+    let (status, _) = ledger
+        .post(json!({"from": "late", "to": "bob", "amount": 8, "transactionId": "second"}))
+        .await;
+    assert_eq!(status, 202);
+    ledger.wait_parked(2).await;
+
+    ledger.customer_created("late").await;
+    assert_eq!(ledger.processed("first").await["balances"], json!({"late": "10.00"}));
+    assert_eq!(
+        ledger.processed("second").await["balances"],
+        json!({"late": "2.00", "bob": "13.00"})
+    );
+    ledger.wait_parked(0).await;
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_invalid_utf8_records_are_dead_lettered_and_the_partition_moves_on() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    ledger.open_accounts(&["alice"]).await;
+
+    let huge = vec![b'x'; 1_000_100];
+    let invalid_utf8: Vec<u8> = (0..400_000).map(|n| 0x80 | (n % 64) as u8).collect();
+    ledger
+        .send_bytes(topics::TRANSACTION_REQUESTED, "alice", &huge)
+        .await;
+    ledger
+        .send_bytes(topics::TRANSACTION_REQUESTED, "alice", &invalid_utf8)
+        .await;
+    let payload = json!({"transactionId": "after-poison", "kind": "credit", "to": "alice",
+                         "amount": "2", "requestedAt": Utc::now()});
+    ledger
+        .send(topics::TRANSACTION_REQUESTED, "alice", payload.to_string(), vec![])
+        .await;
+    ledger.processed("after-poison").await;
+
+    let dlt = topics::dead_letter(topics::TRANSACTION_REQUESTED);
+    let dead = common::eventually("two dead letters", || async {
+        let dead = ledger.events.on(&dlt);
+        (dead.len() >= 2).then_some(dead)
+    })
+    .await;
+    let header = |record: &platform::Record, name: &str| {
+        record
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    let big = dead
+        .iter()
+        .find(|r| header(r, headers::DLT_ORIGINAL_SIZE).as_deref() == Some("1000100"))
+        .expect("the oversized record's dead letter");
+    assert_eq!(header(big, headers::DLT_TRUNCATED).as_deref(), Some("true"));
+    assert_eq!(
+        header(big, headers::DLT_PAYLOAD_SHA256).map(|h| h.len()),
+        Some(64)
+    );
+    assert!(big.payload.len() < huge.len() && big.payload.iter().all(|b| *b == b'x'));
+    let bytes = dead
+        .iter()
+        .find(|r| header(r, headers::DLT_ORIGINAL_SIZE).as_deref() == Some("400000"))
+        .expect("the invalid UTF-8 record's dead letter");
+    assert_eq!(bytes.payload, invalid_utf8, "copied byte for byte");
+    assert_eq!(header(bytes, headers::DLT_TRUNCATED), None);
+    assert_eq!(ledger.balance("alice").await, "2.00");
+    ledger.stop().await;
+}
+
+/// Requests straight into Kafka (as another producer would): deposits, transfers that may
+/// overdraw, unknown accounts, invalid amounts and repeated ids.
+fn random_requests(random: &mut Random, accounts: &[&str], n: usize) -> Vec<Value> {
+    let mut requests = Vec::new();
+    for account in accounts {
+        requests.push(json!({"transactionId": format!("dep-{account}"), "kind": "credit",
+            "to": account, "amount": "50.00", "requestedAt": Utc::now()}));
+    }
+    for i in 0..n {
+        let from = accounts[random.below(accounts.len() as u64) as usize];
+        let to = match random.below(10) {
+            0 => "nobody",
+            _ => accounts[random.below(accounts.len() as u64) as usize],
+        };
+        let amount = match random.below(12) {
+            0 => "-1".to_string(),
+            1 => "0.001".to_string(),
+            _ => format!("{}.{:02}", random.below(30), random.below(100)),
+        };
+        let id = match random.below(15) {
+            0 if i > 0 => format!("r{}", i - 1),
+            _ => format!("r{i}"),
+        };
+        requests.push(json!({"transactionId": id, "kind": "transfer", "from": from, "to": to,
+            "amount": amount, "requestedAt": Utc::now()}));
+    }
+    requests
+}
+
+/// Applies `requests` (preceded by the accounts' `Customer.created`) through the service's
+/// handlers in batches of `batch` records, and returns the ledger as it ends: every
+/// transaction's status, reason, message and balances, then every account's balance.
+async fn ledger_after(requests: &[Value], accounts: &[&str], batch: usize) -> Vec<String> {
+    let db = Database::connect(&fresh_database_url().await)
+        .await
+        .expect("database");
+    db.migrate(&transaction_service::MIGRATIONS)
+        .await
+        .expect("migrations");
+    let settings = settings_with_grace(Duration::ZERO);
+    let requests_lot = ApplyTransactions::parking_lot(&settings);
+    let open = Inboxed::new(
+        db.clone(),
+        Arc::new(OpenAccounts::new(settings, requests_lot.clone())),
+        ParkingLot::new(ACCOUNTS_GROUP, Duration::ZERO),
+    );
+    let apply = Inboxed::new(
+        db.clone(),
+        Arc::new(ApplyTransactions::new(Outbox::new("transaction-service"))),
+        requests_lot,
+    );
+    let record = |topic: &str, offset: usize, payload: String| Record {
+        topic: topic.to_string(),
+        partition: 0,
+        offset: offset as i64,
+        key: None,
+        payload: payload.into_bytes(),
+        headers: Vec::new(),
+    };
+    let customers: Vec<Record> = accounts
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let customer = json!({"id": id, "name": "N", "email": "n@example.com",
+                                  "createdAt": Utc::now()});
+            record(topics::CUSTOMER_CREATED, n, customer.to_string())
+        })
+        .collect();
+    assert!(open.handle(&customers).await.expect("accounts").is_empty());
+    let records: Vec<Record> = requests
+        .iter()
+        .enumerate()
+        .map(|(n, r)| record(topics::TRANSACTION_REQUESTED, n, r.to_string()))
+        .collect();
+    for chunk in records.chunks(batch) {
+        let rejected = apply.handle(chunk).await.expect("batch applies");
+        assert!(rejected.is_empty(), "{rejected:?}");
+    }
+    let mut state = Vec::new();
+    for row in sqlx::query(
+        "SELECT transaction_id, status, reason, message, balances FROM transactions \
+         ORDER BY transaction_id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .expect("transactions")
+    {
+        let column = |name: &str| row.try_get::<Option<String>, _>(name).expect(name);
+        state.push(format!(
+            "{:?} {:?} {:?} {:?} {:?}",
+            column("transaction_id"),
+            column("status"),
+            column("reason"),
+            column("message"),
+            column("balances")
+        ));
+    }
+    for account in accounts {
+        let stored = storage::find_account(db.pool(), account)
+            .await
+            .expect("account")
+            .expect("open");
+        state.push(format!("{account} {}", stored.balance));
+    }
+    state
+}
+
+#[tokio::test]
+async fn batches_decide_exactly_what_one_by_one_processing_decides() {
+    let accounts = ["a1", "a2", "a3", "a4"];
+    let mut random = Random::new();
+    for _ in 0..3 {
+        let requests = random_requests(&mut random, &accounts, 300);
+        let one_by_one = ledger_after(&requests, &accounts, 1).await;
+        let batched = ledger_after(&requests, &accounts, 500).await;
+        let uneven = ledger_after(&requests, &accounts, 7).await;
+        assert_eq!(one_by_one.len(), batched.len());
+        assert!(one_by_one.iter().any(|row| row.contains("\"processed\"")));
+        assert!(one_by_one.iter().any(|row| row.contains("insufficient_funds")));
+        assert!(one_by_one.iter().any(|row| row.contains("unknown_account")));
+        assert_eq!(one_by_one, batched, "a batch of 500 decides as one by one");
+        assert_eq!(one_by_one, uneven, "batches of 7 decide as one by one");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,19 +1,31 @@
-//! The consumer loop. A record's offset is stored only after its handler succeeded (the handler
-//! commits its database transaction first), and stored offsets are committed in the background
-//! and once more, synchronously, on shutdown. Records that can never be processed go to
-//! `<topic>.DLT`; transient failures are retried with backoff without skipping the record.
+//! The consumer: partition lanes and batches.
+//!
+//! One thread polls the broker and hands each record to its partition's lane (a task). A lane
+//! takes what has arrived, up to `max_batch` records, and gives them to the handler as one
+//! batch, which commits their effects in one database transaction; only then is the offset
+//! stored (and committed in the background, once more synchronously on shutdown and before a
+//! partition is revoked). Partitions run concurrently, each in order. A batch that fails is
+//! applied again record by record; a record that fails transiently is retried with backoff
+//! while only its partition is paused, and is dead-lettered after `retry_limit`. Records that
+//! can never be processed go to `<topic>.DLT` (see [`super::dead_letter`]).
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use contracts::envelope::{headers, Event, EventMetadata, EventType};
-use contracts::topics;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::TopicPartitionList;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use super::{KafkaConfig, KafkaError, OutgoingRecord, Producer};
+use super::dead_letter::DeadLetter;
+use super::{KafkaConfig, KafkaError, Producer};
 use crate::telemetry;
 
 /// A consumed record, detached from the client.
@@ -106,79 +118,165 @@ impl Record {
             headers,
         }
     }
-
-    fn dead_letter(&self, error: &str) -> OutgoingRecord {
-        let mut headers: Vec<(String, String)> = self
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.clone()).ok()?)))
-            .collect();
-        headers.extend([
-            (headers::DLT_ERROR.to_string(), error.to_string()),
-            (headers::DLT_ORIGINAL_TOPIC.to_string(), self.topic.clone()),
-            (
-                headers::DLT_ORIGINAL_PARTITION.to_string(),
-                self.partition.to_string(),
-            ),
-            (
-                headers::DLT_ORIGINAL_OFFSET.to_string(),
-                self.offset.to_string(),
-            ),
-        ]);
-        OutgoingRecord {
-            topic: topics::dead_letter(&self.topic),
-            key: self.key.clone().unwrap_or_default(),
-            payload: String::from_utf8_lossy(&self.payload).into_owned(),
-            headers,
-        }
-    }
 }
 
-/// How handling a record failed.
+/// How handling records failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandleError {
     /// The record can never be processed: it goes to the dead-letter topic.
     #[error("permanent: {0}")]
     Permanent(String),
-    /// Try again later (database busy, SMTP down, a customer not seen yet).
+    /// Try again later (database or SMTP unreachable).
     #[error("transient: {0}")]
     Transient(String),
 }
 
-/// Applies one record. Implementations commit their own database transaction (effect + inbox)
-/// before returning `Ok`.
-pub trait Handler: Send + Sync + 'static {
-    /// Handles `record`.
-    fn handle(&self, record: &Record) -> impl Future<Output = Result<(), HandleError>> + Send;
+/// A record of a batch that can never be processed: it goes to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its position in the batch.
+    pub index: usize,
+    /// Why (the `dlt_error` header).
+    pub reason: String,
 }
 
-/// Settings of one consumer loop.
+/// Applies batches of records.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `records` — consecutive records of one partition, in offset order — and commits
+    /// their effects (one database transaction) before returning. Returns the records it
+    /// rejects for good; they are dead-lettered and the partition moves on. An `Err` means
+    /// nothing was applied: the consumer retries the records one by one.
+    fn handle(
+        &self,
+        records: &[Record],
+    ) -> impl Future<Output = Result<Vec<Rejected>, HandleError>> + Send;
+}
+
+/// Settings of one consumer.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
     /// Consumer group id.
     pub group_id: String,
     /// Topics to subscribe to.
     pub topics: Vec<String>,
+    /// Most records handed to the handler at once.
+    pub max_batch: usize,
     /// First delay between retries of a transient failure.
     pub initial_backoff: Duration,
     /// Longest delay between retries.
     pub max_backoff: Duration,
+    /// How long a record may keep failing transiently before it is dead-lettered.
+    pub retry_limit: Duration,
 }
 
 impl ConsumerOptions {
-    /// Options with default backoff (100 ms doubling to 5 s).
+    /// Options with the defaults: batches of up to 500 records, backoff from 100 ms doubling
+    /// to 5 s, dead-lettered after 5 minutes of transient failures.
     pub fn new(group_id: impl Into<String>, topics: &[&str]) -> Self {
         Self {
             group_id: group_id.into(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
+            max_batch: 500,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            retry_limit: Duration::from_secs(300),
         }
     }
 }
 
-/// Consumes `options.topics` until `shutdown` is cancelled, handing each record to `handler`.
-/// Returns after the in-flight record is finished and offsets are committed.
+/// How long a revocation waits for a lane to finish the batch it is in.
+const REVOKE_WAIT: Duration = Duration::from_secs(30);
+
+/// What a partition's lane shares with the dispatcher and the rebalance callback.
+#[derive(Debug, Default)]
+struct LaneState {
+    /// Bumped when the partition is revoked: records of an older generation are dropped.
+    generation: AtomicU64,
+    /// The lane is inside a batch (set before it checks the generation).
+    busy: AtomicBool,
+}
+
+type LaneKey = (String, i32);
+type LaneStates = Arc<Mutex<HashMap<LaneKey, Arc<LaneState>>>>;
+
+/// The client context: on revocation, lets each lane finish its batch, then commits the
+/// stored offsets before the partition goes away.
+struct LaneContext {
+    lanes: LaneStates,
+    revoked: Mutex<Vec<LaneKey>>,
+}
+
+impl LaneContext {
+    fn states(&self, tpl: &TopicPartitionList) -> Vec<(LaneKey, Arc<LaneState>)> {
+        let lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+        tpl.elements()
+            .iter()
+            .filter_map(|e| {
+                let key = (e.topic().to_string(), e.partition());
+                lanes.get(&key).map(|s| (key, Arc::clone(s)))
+            })
+            .collect()
+    }
+}
+
+impl rdkafka::ClientContext for LaneContext {}
+
+impl ConsumerContext for LaneContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let states = self.states(tpl);
+        for (_, state) in &states {
+            state.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        let deadline = Instant::now() + REVOKE_WAIT;
+        while states.iter().any(|(_, s)| s.busy.load(Ordering::SeqCst)) && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(%error, "offset commit on revocation");
+        }
+        tracing::info!(partitions = tpl.count(), "partitions revoked");
+        self.revoked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(states.into_iter().map(|(key, _)| key));
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            // A partition paused before it was revoked must not stay paused when it returns.
+            if let Err(error) = consumer.resume(tpl) {
+                tracing::debug!(%error, "resume of assigned partitions");
+            }
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
+type KafkaConsumer = BaseConsumer<LaneContext>;
+
+/// A record on its way to a lane, with the partition's generation when it was read.
+struct Envelope {
+    generation: u64,
+    record: Record,
+}
+
+/// Everything a lane needs.
+struct LaneEnv<H> {
+    handler: H,
+    options: ConsumerOptions,
+    dead_letters: Producer,
+    consumer: Arc<KafkaConsumer>,
+    shutdown: CancellationToken,
+}
+
+/// Consumes `options.topics` until `shutdown` is cancelled. Each partition has a lane of its
+/// own: its records are handed to `handler` in batches, in order; partitions are handled
+/// concurrently; a lane that retries pauses only its partition. Returns after each lane
+/// finished the batch it was in and the offsets are committed.
 pub async fn run_consumer<H: Handler>(
     config: &KafkaConfig,
     options: ConsumerOptions,
@@ -186,7 +284,8 @@ pub async fn run_consumer<H: Handler>(
     dead_letters: Producer,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let consumer: StreamConsumer = config
+    let lanes = LaneStates::default();
+    let consumer: KafkaConsumer = config
         .client_config(&options.group_id)
         // Groups carry the topic prefix too: environments (and tests) sharing a cluster never
         // share a group.
@@ -199,7 +298,14 @@ pub async fn run_consumer<H: Handler>(
         .set("heartbeat.interval.ms", "2000")
         .set("max.poll.interval.ms", "300000")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .create()
+        // Small fetch waits keep latency low when traffic is light; a bounded prefetch keeps
+        // memory low when a paused partition's records wait.
+        .set("fetch.wait.max.ms", "100")
+        .set("queued.max.messages.kbytes", "8192")
+        .create_with_context(LaneContext {
+            lanes: Arc::clone(&lanes),
+            revoked: Mutex::default(),
+        })
         .map_err(|source| KafkaError::Client {
             client: "consumer",
             source,
@@ -217,48 +323,55 @@ pub async fn run_consumer<H: Handler>(
             source,
         })?;
     tracing::info!(group = %options.group_id, topics = ?options.topics, "consumer started");
+    let group = options.group_id.clone();
+    let consumer = Arc::new(consumer);
+    let env = Arc::new(LaneEnv {
+        handler,
+        options,
+        dead_letters,
+        consumer: Arc::clone(&consumer),
+        shutdown: shutdown.clone(),
+    });
+    let dispatcher = Dispatcher {
+        env,
+        lanes,
+        prefix: config.topic_prefix.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        slots: HashMap::new(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name(format!("consume-{group}"))
+            .spawn(move || dispatcher.run(&stop))
+            .map_err(|e| KafkaError::Timeout(format!("consumer thread: {e}")))?
+    };
 
-    loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            message = consumer.recv() => message,
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(%error, group = %options.group_id, "consumer error");
-                continue;
-            }
-        };
-        let mut record = Record::from_message(&message);
-        record.topic = config.strip_prefix(&record.topic).to_string();
-        let span = consume_span(&record);
-        let handled = telemetry::consumed(
-            record.traceparent(),
-            process(&record, &handler, &options, &dead_letters, &shutdown),
-        )
-        .instrument(span)
-        .await;
-        if handled {
-            if let Err(error) = consumer.store_offset_from_message(&message) {
-                tracing::debug!(%error, "offset not stored (partition revoked?)");
-            }
-        } else {
-            // Shutdown in the middle of retries: the record stays uncommitted and is redelivered.
-            break;
+    shutdown.cancelled().await;
+    stop.store(true, Ordering::SeqCst);
+    let lanes = tokio::task::spawn_blocking(move || thread.join().unwrap_or_default())
+        .await
+        .unwrap_or_default();
+    // Each lane finishes the batch it is in (and stores its offsets).
+    for lane in lanes {
+        let _ = lane.await;
+    }
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(%error, "final offset commit");
         }
-    }
-
-    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(%error, "final offset commit");
-    }
-    tracing::info!(group = %options.group_id, "consumer stopped");
+        drop(consumer);
+    })
+    .await
+    .ok();
+    tracing::info!(%group, "consumer stopped");
     Ok(())
 }
 
-/// The span around handling one record (retries included): a child of the span that produced it
-/// when the record carries a valid `traceparent`, else the root of a new trace.
-pub(crate) fn consume_span(record: &Record) -> tracing::Span {
+/// The span around applying one record: a child of the span that produced it when the record
+/// carries a valid `traceparent`, else the root of a new trace.
+pub fn consume_span(record: &Record) -> tracing::Span {
     let span = tracing::info_span!(
         "consume",
         otel.kind = "consumer",
@@ -273,53 +386,398 @@ pub(crate) fn consume_span(record: &Record) -> tracing::Span {
     span
 }
 
-/// Handles one record until it succeeds or is dead-lettered (`true`), or shutdown (`false`).
-async fn process<H: Handler>(
-    record: &Record,
-    handler: &H,
-    options: &ConsumerOptions,
-    dead_letters: &Producer,
-    shutdown: &CancellationToken,
-) -> bool {
-    let mut backoff = options.initial_backoff;
-    loop {
-        let started = std::time::Instant::now();
-        let outcome = handler.handle(record).await;
-        let label = match &outcome {
-            Ok(()) => "ok",
-            Err(HandleError::Permanent(_)) => "dead_letter",
-            Err(HandleError::Transient(_)) => "retry",
-        };
-        metrics::counter!("events_consumed_total", "topic" => record.topic.clone(), "outcome" => label)
-            .increment(1);
-        metrics::histogram!("event_handling_seconds", "topic" => record.topic.clone())
-            .record(started.elapsed().as_secs_f64());
-        let error = match outcome {
-            Ok(()) => return true,
-            Err(HandleError::Permanent(error)) => {
-                tracing::error!(topic = %record.topic, partition = record.partition,
-                    offset = record.offset, %error, "record sent to dead-letter topic");
-                match dead_letters.send(&record.dead_letter(&error)).await {
-                    Ok(()) => return true,
-                    Err(e) => format!("dead-letter publish failed: {e}"),
+/// A lane as the dispatcher sees it.
+struct Slot {
+    sender: mpsc::Sender<Envelope>,
+    state: Arc<LaneState>,
+    /// Records read while the lane was full; the partition is paused meanwhile.
+    stash: VecDeque<Envelope>,
+    paused: bool,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Polls the consumer on a thread of its own and hands each record to its partition's lane.
+struct Dispatcher<H> {
+    env: Arc<LaneEnv<H>>,
+    lanes: LaneStates,
+    prefix: String,
+    runtime: tokio::runtime::Handle,
+    slots: HashMap<LaneKey, Slot>,
+}
+
+impl<H: Handler> Dispatcher<H> {
+    /// Runs until `stop`; returns the lanes' tasks.
+    fn run(mut self, stop: &AtomicBool) -> Vec<tokio::task::JoinHandle<()>> {
+        while !stop.load(Ordering::SeqCst) {
+            self.forget_revoked();
+            self.flush_stashes();
+            let wait = if self.slots.values().any(|s| !s.stash.is_empty()) {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(100)
+            };
+            match self.env.consumer.poll(wait) {
+                None => {}
+                Some(Err(error)) => {
+                    tracing::warn!(%error, group = %self.env.options.group_id, "consumer error");
+                }
+                Some(Ok(message)) => {
+                    let mut record = Record::from_message(&message);
+                    let key = (std::mem::take(&mut record.topic), record.partition);
+                    record.topic = key.0.strip_prefix(&self.prefix).unwrap_or(&key.0).to_string();
+                    self.route(key, record);
                 }
             }
-            Err(HandleError::Transient(error)) => error,
-        };
-        tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
-            event_id = %record.metadata().id, %error, retry_in_ms = backoff.as_millis() as u64,
-            "retrying record");
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(options.max_backoff);
+        self.slots.into_values().map(|slot| slot.task).collect()
+    }
+
+    fn route(&mut self, key: LaneKey, record: Record) {
+        let slot = match self.slots.entry(key.clone()) {
+            Entry::Occupied(slot) => slot.into_mut(),
+            Entry::Vacant(vacant) => {
+                let state = Arc::new(LaneState::default());
+                self.lanes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(vacant.key().clone(), Arc::clone(&state));
+                let (sender, receiver) = mpsc::channel(self.env.options.max_batch.max(1) * 2);
+                let (topic, partition) = vacant.key().clone();
+                let task = self.runtime.spawn(run_lane(
+                    Arc::clone(&self.env),
+                    Arc::clone(&state),
+                    topic,
+                    partition,
+                    receiver,
+                ));
+                vacant.insert(Slot {
+                    sender,
+                    state,
+                    stash: VecDeque::new(),
+                    paused: false,
+                    task,
+                })
+            }
+        };
+        let envelope = Envelope {
+            generation: slot.state.generation.load(Ordering::SeqCst),
+            record,
+        };
+        if !slot.stash.is_empty() {
+            slot.stash.push_back(envelope);
+            return;
+        }
+        if let Err(TrySendError::Full(envelope)) = slot.sender.try_send(envelope) {
+            // The lane is busy (a big backlog, or retrying): hold this partition, not the others.
+            slot.stash.push_back(envelope);
+            if !slot.paused {
+                slot.paused = true;
+                pause(&self.env.consumer, &key);
+            }
+        }
+    }
+
+    /// Moves stashed records into their lanes as they make room; resumes drained partitions.
+    fn flush_stashes(&mut self) {
+        for slot in self.slots.values_mut().filter(|s| !s.stash.is_empty()) {
+            while let Some(envelope) = slot.stash.pop_front() {
+                match slot.sender.try_send(envelope) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(envelope)) => {
+                        slot.stash.push_front(envelope);
+                        break;
+                    }
+                    Err(TrySendError::Closed(_)) => slot.stash.clear(),
+                }
+            }
+        }
+        for (key, slot) in self.slots.iter_mut() {
+            if slot.paused && slot.stash.is_empty() {
+                slot.paused = false;
+                resume(&self.env.consumer, key);
+            }
+        }
+    }
+
+    /// Drops what was stashed for partitions that were revoked (their lanes drop the rest).
+    fn forget_revoked(&mut self) {
+        let revoked = std::mem::take(
+            &mut *self
+                .env
+                .consumer
+                .context()
+                .revoked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for key in revoked {
+            if let Some(slot) = self.slots.get_mut(&key) {
+                slot.stash.clear();
+                slot.paused = false;
+            }
+        }
     }
 }
 
+fn pause(consumer: &KafkaConsumer, (topic, partition): &LaneKey) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, *partition);
+    if let Err(error) = consumer.pause(&tpl) {
+        tracing::debug!(%error, topic, partition, "pause");
+    }
+}
+
+fn resume(consumer: &KafkaConsumer, (topic, partition): &LaneKey) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, *partition);
+    if let Err(error) = consumer.resume(&tpl) {
+        tracing::debug!(%error, topic, partition, "resume");
+    }
+}
+
+/// A partition's lane: takes what has arrived (up to `max_batch` records), applies it as one
+/// batch, stores the offset after the commit, and so on, in order.
+async fn run_lane<H: Handler>(
+    env: Arc<LaneEnv<H>>,
+    state: Arc<LaneState>,
+    topic: String,
+    partition: i32,
+    mut receiver: mpsc::Receiver<Envelope>,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = env.shutdown.cancelled() => break,
+            envelope = receiver.recv() => match envelope {
+                Some(envelope) => envelope,
+                None => break,
+            },
+        };
+        state.busy.store(true, Ordering::SeqCst);
+        let generation = state.generation.load(Ordering::SeqCst);
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(envelope) = next.take() {
+            if envelope.generation == generation {
+                batch.push(envelope.record);
+            }
+            if batch.len() < env.options.max_batch {
+                next = receiver.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let lane = Lane {
+                env: &env,
+                state: &state,
+                generation,
+                topic: &topic,
+                partition,
+            };
+            lane.process(&batch).await;
+        }
+        state.busy.store(false, Ordering::SeqCst);
+    }
+}
+
+/// One batch's work in a lane.
+struct Lane<'a, H> {
+    env: &'a LaneEnv<H>,
+    state: &'a LaneState,
+    generation: u64,
+    /// The topic as the broker names it (with the prefix).
+    topic: &'a str,
+    partition: i32,
+}
+
+impl<H: Handler> Lane<'_, H> {
+    /// Applies `batch` in one go; when that fails, record by record. Stores the offset of
+    /// every record that was applied or dead-lettered.
+    async fn process(&self, batch: &[Record]) {
+        let started = Instant::now();
+        let result = self.env.handler.handle(batch).await;
+        self.observe(batch, started, &result);
+        match result {
+            Ok(rejected) => {
+                if self.dead_letter_all(batch, &rejected).await {
+                    self.done(batch);
+                }
+            }
+            Err(error) if batch.len() > 1 => {
+                tracing::warn!(%error, records = batch.len(), topic = self.topic,
+                    partition = self.partition, "batch failed; applying its records one by one");
+                for record in batch {
+                    if !self.process_one(record).await {
+                        return;
+                    }
+                    self.done(std::slice::from_ref(record));
+                }
+            }
+            Err(error) => {
+                if self.retry_one(&batch[0], error).await {
+                    self.done(batch);
+                }
+            }
+        }
+    }
+
+    /// Applies one record until it is applied or dead-lettered (`true`), or the lane must stop.
+    async fn process_one(&self, record: &Record) -> bool {
+        let started = Instant::now();
+        let result = self.env.handler.handle(std::slice::from_ref(record)).await;
+        self.observe(std::slice::from_ref(record), started, &result);
+        match result {
+            Ok(rejected) => {
+                self.dead_letter_all(std::slice::from_ref(record), &rejected)
+                    .await
+            }
+            Err(error) => self.retry_one(record, error).await,
+        }
+    }
+
+    /// Retries `record` after `error` with backoff until it succeeds, fails for good, or has
+    /// failed for longer than the retry limit (then it is dead-lettered with the reason).
+    async fn retry_one(&self, record: &Record, mut error: HandleError) -> bool {
+        let first_failure = Instant::now();
+        let mut backoff = self.env.options.initial_backoff;
+        let mut attempts = 1u32;
+        loop {
+            let reason = match error {
+                HandleError::Permanent(reason) => reason,
+                HandleError::Transient(reason)
+                    if first_failure.elapsed() >= self.env.options.retry_limit =>
+                {
+                    format!(
+                        "gave up after {attempts} attempts in {} s: {reason}",
+                        first_failure.elapsed().as_secs()
+                    )
+                }
+                HandleError::Transient(reason) => {
+                    tracing::warn!(topic = %record.topic, partition = record.partition,
+                        offset = record.offset, error = %reason, attempts,
+                        retry_in_ms = backoff.as_millis() as u64, "retrying record");
+                    if !self.pause_for(backoff).await {
+                        return false;
+                    }
+                    backoff = (backoff * 2).min(self.env.options.max_backoff);
+                    attempts += 1;
+                    let started = Instant::now();
+                    let result = self.env.handler.handle(std::slice::from_ref(record)).await;
+                    self.observe(std::slice::from_ref(record), started, &result);
+                    match result {
+                        Ok(rejected) => {
+                            return self
+                                .dead_letter_all(std::slice::from_ref(record), &rejected)
+                                .await
+                        }
+                        Err(next) => {
+                            error = next;
+                            continue;
+                        }
+                    }
+                }
+            };
+            return self.dead_letter(record, &reason).await;
+        }
+    }
+
+    async fn dead_letter_all(&self, batch: &[Record], rejected: &[Rejected]) -> bool {
+        for r in rejected {
+            if let Some(record) = batch.get(r.index) {
+                if !self.dead_letter(record, &r.reason).await {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Publishes `record` to its dead-letter topic, retrying until the broker has it (or the
+    /// lane must stop).
+    async fn dead_letter(&self, record: &Record, reason: &str) -> bool {
+        let group = &self.env.options.group_id;
+        tracing::error!(topic = %record.topic, partition = record.partition,
+            offset = record.offset, error = %reason, "record sent to dead-letter topic");
+        let letter = DeadLetter::of(record, group, reason);
+        let mut backoff = self.env.options.initial_backoff;
+        loop {
+            let sent = match self.env.dead_letters.enqueue_bytes(
+                &letter.topic,
+                &letter.key,
+                &letter.payload,
+                &letter.header_refs(),
+            ) {
+                Ok(delivery) => {
+                    crate::failpoint!("consumer.mid_dead_letter");
+                    delivery.await
+                }
+                Err(error) => Err(error),
+            };
+            match sent {
+                Ok(()) => {
+                    metrics::counter!("events_dead_lettered_total", "topic" => record.topic.clone())
+                        .increment(1);
+                    return true;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, topic = %letter.topic, "dead-letter publish failed; retrying");
+                    if !self.pause_for(backoff).await {
+                        return false;
+                    }
+                    backoff = (backoff * 2).min(self.env.options.max_backoff);
+                }
+            }
+        }
+    }
+
+    /// Waits `delay`; `false` when the lane must stop instead (shutdown, or its partition was
+    /// revoked: the new owner takes over from the committed offset).
+    async fn pause_for(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = self.env.shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        self.state.generation.load(Ordering::SeqCst) == self.generation
+    }
+
+    /// Stores the offset after the last of `records` (applied or dead-lettered, committed).
+    fn done(&self, records: &[Record]) {
+        let Some(last) = records.last() else {
+            return;
+        };
+        crate::failpoint!("consumer.after_commit");
+        if let Err(error) = self
+            .env
+            .consumer
+            .store_offset(self.topic, self.partition, last.offset)
+        {
+            tracing::debug!(%error, topic = self.topic, partition = self.partition,
+                "offset not stored (partition revoked?)");
+        }
+    }
+
+    fn observe(
+        &self,
+        batch: &[Record],
+        started: Instant,
+        result: &Result<Vec<Rejected>, HandleError>,
+    ) {
+        let topic = &batch[0].topic;
+        let (label, n) = match result {
+            Ok(rejected) => ("ok", batch.len() - rejected.len()),
+            Err(HandleError::Permanent(_)) => ("dead_letter", batch.len()),
+            Err(HandleError::Transient(_)) => ("retry", batch.len()),
+        };
+        metrics::counter!("events_consumed_total", "topic" => topic.clone(), "outcome" => label)
+            .increment(n as u64);
+        metrics::histogram!("event_batch_seconds", "topic" => topic.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("event_batch_records", "topic" => topic.clone())
+            .record(batch.len() as f64);
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use contracts::topics;
     use contracts::CustomerCreated;
 
     fn record(headers: Vec<(&str, &str)>, payload: &str) -> Record {
@@ -471,22 +929,5 @@ mod tests {
             attribute(&spans[1], "event_id").as_deref(),
             Some("Customer.created-2-17")
         );
-    }
-
-    #[test]
-    fn dead_letters_keep_the_record_and_say_why() {
-        let dlt = record(vec![(headers::ID, "e")], "{oops").dead_letter("bad json");
-        assert_eq!(dlt.topic, "Customer.created.DLT");
-        assert_eq!(dlt.key, "c1");
-        assert_eq!(dlt.payload, "{oops");
-        let get = |k: &str| {
-            dlt.headers
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(get(headers::DLT_ERROR), Some("bad json"));
-        assert_eq!(get(headers::DLT_ORIGINAL_OFFSET), Some("17"));
-        assert_eq!(get(headers::ID), Some("e"));
     }
 }

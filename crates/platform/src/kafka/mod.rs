@@ -4,11 +4,12 @@
 pub mod admin;
 pub mod config;
 pub mod consumer;
+pub mod dead_letter;
 pub mod producer;
 
 pub use admin::ensure_topics;
 pub use config::{KafkaConfig, SaslCredentials, SaslMechanism, SecurityProtocol};
-pub use consumer::{run_consumer, ConsumerOptions, HandleError, Handler, Record};
+pub use consumer::{run_consumer, ConsumerOptions, HandleError, Handler, Record, Rejected};
 pub use producer::{OutgoingRecord, Producer};
 
 use std::time::Duration;

@@ -40,7 +40,7 @@ impl Producer {
             .set("request.timeout.ms", "10000")
             .set("retry.backoff.ms", "100")
             .set("retry.backoff.max.ms", "2000")
-            .set("linger.ms", "5")
+            .set("linger.ms", "1")
             .set("compression.type", "lz4")
             .create()
             .map_err(|source| KafkaError::Client {
@@ -64,19 +64,40 @@ impl Producer {
         &self,
         record: &OutgoingRecord,
     ) -> Result<impl std::future::Future<Output = Result<(), KafkaError>>, KafkaError> {
-        let headers = record
+        let headers: Vec<(&str, &[u8])> = record
             .headers
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_bytes()))
+            .collect();
+        self.enqueue_bytes(
+            &record.topic,
+            record.key.as_bytes(),
+            record.payload.as_bytes(),
+            &headers,
+        )
+    }
+
+    /// Like [`enqueue`](Self::enqueue) for a record given as bytes, copied as they are (dead
+    /// letters keep the original payload and headers byte for byte).
+    pub fn enqueue_bytes(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<impl std::future::Future<Output = Result<(), KafkaError>>, KafkaError> {
+        let headers = headers
             .iter()
             .fold(OwnedHeaders::new(), |headers, (key, value)| {
                 headers.insert(Header {
                     key,
-                    value: Some(value.as_bytes()),
+                    value: Some(*value),
                 })
             });
-        let topic = format!("{}{}", self.topic_prefix, record.topic);
+        let topic = format!("{}{topic}", self.topic_prefix);
         let future = FutureRecord::to(&topic)
-            .key(&record.key)
-            .payload(&record.payload)
+            .key(key)
+            .payload(payload)
             .headers(headers);
         let delivery =
             self.inner

@@ -154,6 +154,10 @@ pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::Se
         api_keys: Vec::new(),
         log_format: crate::config::LogFormat::Pretty,
         otlp_endpoint: None,
+        consumer: crate::config::ConsumerSettings {
+            max_batch: 500,
+            retry_limit: std::time::Duration::from_secs(300),
+        },
     }
 }
 

@@ -12,7 +12,7 @@ use contracts::envelope::EventType;
 use contracts::{topics, CustomerCreated, EventMetadata};
 use platform::kafka::{
     run_consumer, ConsumerOptions, HandleError, Handler, KafkaConfig, OutgoingRecord, Producer,
-    Record,
+    Record, Rejected,
 };
 use platform::testing::{service_config, unique, LocalKafka, RunningService};
 use platform::{Database, Service, ServiceConfig};
@@ -49,12 +49,12 @@ pub struct Collector {
 }
 
 impl Handler for Collector {
-    async fn handle(&self, record: &Record) -> Result<(), HandleError> {
+    async fn handle(&self, records: &[Record]) -> Result<Vec<Rejected>, HandleError> {
         self.records
             .lock()
             .expect("collector lock")
-            .push(record.clone());
-        Ok(())
+            .extend_from_slice(records);
+        Ok(Vec::new())
     }
 }
 
@@ -277,6 +277,42 @@ impl Ledger {
                 .collect(),
         };
         self.producer.send(&record).await.expect("record published");
+    }
+
+    /// Publishes a record of raw bytes (no headers) with a producer that allows records up to
+    /// 2 MB, as a misbehaving producer might.
+    pub async fn send_bytes(&self, topic: &str, key: &str, payload: &[u8]) {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = self
+            .kafka
+            .client_config("big-producer")
+            .set("message.max.bytes", "2000000")
+            .create()
+            .expect("producer");
+        let topic = self.kafka.topic_name(topic);
+        producer
+            .send(
+                FutureRecord::to(&topic).key(key).payload(payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(error, _)| error)
+            .expect("raw record published");
+    }
+
+    /// How many requests are parked, waiting for an account.
+    pub async fn parked(&self) -> i64 {
+        platform::parking::parked_count(&self.db, transaction_service::events::REQUESTS_GROUP)
+            .await
+            .expect("parked count")
+    }
+
+    /// Waits until exactly `n` requests are parked.
+    pub async fn wait_parked(&self, n: i64) {
+        eventually(&format!("{n} parked requests"), || async {
+            (self.parked().await == n).then_some(())
+        })
+        .await;
     }
 
     /// Waits for the (first) outcome event of transaction `id`: (topic, payload).
