@@ -179,6 +179,7 @@ async fn publish_batch(db: &Database, producer: &Producer) -> Result<usize, Rela
         }
     }
     if !sent.is_empty() {
+        crate::failpoint!("relay.after_publish");
         let now = timestamp(Utc::now());
         let mut tx = db.begin().await?;
         for id in &sent {

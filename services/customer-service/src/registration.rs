@@ -65,6 +65,7 @@ pub async fn register(
         };
         let metadata = outbox.enqueue(&mut tx, &event, traceparent).await?;
         tx.commit().await?;
+        platform::failpoint!("http.after_commit");
         outbox.notify();
         tracing::info!(customer_id = %customer.id, event_id = %metadata.id, "customer registered");
         return Ok(Registration::Created(customer));

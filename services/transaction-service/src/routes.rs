@@ -413,6 +413,7 @@ async fn accept(
     };
     state.outbox.enqueue(&mut tx, &event, traceparent).await?;
     tx.commit().await?;
+    platform::failpoint!("http.after_commit");
     state.outbox.notify();
     Ok(true)
 }
