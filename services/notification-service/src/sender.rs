@@ -112,7 +112,8 @@ impl Sender {
             if shutdown.is_cancelled() {
                 break;
             }
-            let lease_until = Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_default();
+            let lease_until =
+                Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_default();
             if !storage::lease(self.db.pool(), &delivery, lease_until).await? {
                 continue;
             }

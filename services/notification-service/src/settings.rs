@@ -100,7 +100,11 @@ impl Settings {
 }
 
 /// A positive whole number of seconds from `variable`, else `default`.
-fn seconds(env: &impl Env, variable: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+fn seconds(
+    env: &impl Env,
+    variable: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     match env.var(variable) {
         Some(text) => match text.trim().parse::<u64>() {
             Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
@@ -169,7 +173,10 @@ mod tests {
         assert_eq!(settings.send_timeout, Duration::from_secs(2));
         let error = Settings::from_env(&[("NOTIFY_SEND_LEASE_SECS", "5")]).unwrap_err();
         assert_eq!(error.variable, "NOTIFY_SEND_LEASE_SECS");
-        assert!(error.to_string().contains("NOTIFY_SEND_TIMEOUT_SECS"), "{error}");
+        assert!(
+            error.to_string().contains("NOTIFY_SEND_TIMEOUT_SECS"),
+            "{error}"
+        );
         for bad in ["0", "-3", "soon"] {
             let error = Settings::from_env(&[("NOTIFY_SEND_TIMEOUT_SECS", bad)]).unwrap_err();
             assert_eq!(error.variable, "NOTIFY_SEND_TIMEOUT_SECS", "{bad}");

@@ -248,7 +248,10 @@ impl Stack {
 
     /// Like [`start`](Self::start), with `(service, key, value)` added to one service's
     /// environment.
-    pub async fn start_with(extra_env: &[(&str, &str)], service_env: &[(&str, &str, &str)]) -> Self {
+    pub async fn start_with(
+        extra_env: &[(&str, &str)],
+        service_env: &[(&str, &str, &str)],
+    ) -> Self {
         let kafka = LocalKafka::load().isolated();
         let smtp = SmtpServer::start().await;
         let logs = tempfile::tempdir().expect("log folder");
@@ -469,7 +472,11 @@ pub async fn transaction_backlog(stack: &Stack) -> i64 {
         "SELECT COUNT(*) AS n FROM transactions WHERE status = 'requested'",
     )
     .await
-        + count_rows(url, "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL").await
+        + count_rows(
+            url,
+            "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL",
+        )
+        .await
 }
 
 /// Registers customer `id` (name and e-mail derived from it); `Err` when no answer came.
@@ -492,7 +499,12 @@ pub fn email(id: &str) -> String {
 }
 
 /// Waits until transaction-service has opened every account in `ids`; panics after `timeout`.
-pub async fn wait_accounts(client: &reqwest::Client, stack: &Stack, ids: &[String], timeout: Duration) {
+pub async fn wait_accounts(
+    client: &reqwest::Client,
+    stack: &Stack,
+    ids: &[String],
+    timeout: Duration,
+) {
     for id in ids {
         let url = format!("{}/accounts/{id}", stack.url("transaction-service"));
         let opened = eventually(timeout, || {
@@ -651,7 +663,9 @@ impl MailReport {
 /// (none pending, retrying or leased), which also means that a delivery whose send a crash
 /// interrupted has been sent again; then judges the mailbox. Panics after `timeout`.
 pub async fn settled_mail(stack: &Stack, expected: usize, timeout: Duration) -> MailReport {
-    let url = stack.services["notification-service"].database_url().to_string();
+    let url = stack.services["notification-service"]
+        .database_url()
+        .to_string();
     let settled = eventually(timeout, || {
         let url = url.clone();
         async move {

@@ -19,8 +19,8 @@ use futures::StreamExt;
 use platform::testing::{eventually, produce_raw, read_topic};
 use serde_json::{json, Value};
 use system_tests::{
-    balances, get, read_outcomes, register_customer, settled_mail, transaction_backlog,
-    try_post, wait_accounts, Lcg, Stack, Verdict,
+    balances, get, read_outcomes, register_customer, settled_mail, transaction_backlog, try_post,
+    wait_accounts, Lcg, Stack, Verdict,
 };
 
 /// How long an attempt owns a delivery in these runs: a resend after a crash comes this soon.
@@ -125,8 +125,10 @@ fn workload(seed: u64, old: &[String], new: &[String]) -> Vec<Step> {
     for n in 0..TRANSFERS {
         let from = random.below(old.len() as u64) as usize;
         let to = (from + 1 + random.below(old.len() as u64 - 1) as usize) % old.len();
-        transactions.push(json!({"transactionId": format!("t{n:03}"), "from": old[from],
-            "to": old[to], "amount": cents(1 + random.below(30_000))}));
+        transactions.push(
+            json!({"transactionId": format!("t{n:03}"), "from": old[from],
+            "to": old[to], "amount": cents(1 + random.below(30_000))}),
+        );
     }
     for n in 0..WITHDRAWALS {
         let from = &old[random.below(old.len() as u64) as usize];
@@ -142,7 +144,15 @@ fn workload(seed: u64, old: &[String], new: &[String]) -> Vec<Step> {
     }
     let mut steps: Vec<Step> = transactions
         .into_iter()
-        .map(|body| Step::Transaction(body["transactionId"].as_str().unwrap_or_default().to_string(), body))
+        .map(|body| {
+            Step::Transaction(
+                body["transactionId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                body,
+            )
+        })
         .collect();
     for (n, id) in new.iter().enumerate() {
         steps.insert(4 * n + 2, Step::Customer(id.clone()));
@@ -161,7 +171,10 @@ async fn send(client: &reqwest::Client, stack: &Stack, step: &Step) -> bool {
     match step {
         Step::Customer(id) => match register_customer(client, stack, id).await {
             Ok((status, body)) => {
-                assert!(matches!(status, 200 | 201), "customer {id}: {status} {body}");
+                assert!(
+                    matches!(status, 200 | 201),
+                    "customer {id}: {status} {body}"
+                );
                 true
             }
             Err(_) => false,
@@ -209,7 +222,9 @@ async fn run_point(point: Point, seed: u64) -> Report {
 
     // Before the point is armed: customers with accounts and money.
     for id in &old {
-        let (status, body) = register_customer(&client, &stack, id).await.expect("answer");
+        let (status, body) = register_customer(&client, &stack, id)
+            .await
+            .expect("answer");
         assert_eq!(status, 201, "{body}");
     }
     wait_accounts(&client, &stack, &old, Duration::from_secs(60)).await;
@@ -239,7 +254,11 @@ async fn run_point(point: Point, seed: u64) -> Report {
     // Arm the point: a clean restart with EMS_FAILPOINTS.
     let target = stack.service(point.service);
     target.set_env("EMS_FAILPOINTS", &format!("{}={}", point.name, point.hit));
-    assert_eq!(target.terminate().await, Some(0), "clean stop before arming");
+    assert_eq!(
+        target.terminate().await,
+        Some(0),
+        "clean stop before arming"
+    );
     target.start().await;
 
     // The workload, a few requests at a time; some get no answer when the target crashes.
@@ -296,7 +315,10 @@ async fn run_point(point: Point, seed: u64) -> Report {
         .map(|(step, _)| step)
         .collect();
     for step in &unanswered {
-        assert!(send(&client, &stack, step).await, "answered after the restart");
+        assert!(
+            send(&client, &stack, step).await,
+            "answered after the restart"
+        );
     }
 
     // Every request has exactly one distinct outcome.
@@ -314,9 +336,18 @@ async fn run_point(point: Point, seed: u64) -> Report {
         .keys()
         .filter(|r| *r != "insufficient_funds")
         .collect();
-    assert!(unexpected.is_empty(), "unexpected failures: {:?}", verdict.failures);
     assert!(
-        verdict.failures.get("insufficient_funds").copied().unwrap_or(0) > 0,
+        unexpected.is_empty(),
+        "unexpected failures: {:?}",
+        verdict.failures
+    );
+    assert!(
+        verdict
+            .failures
+            .get("insufficient_funds")
+            .copied()
+            .unwrap_or(0)
+            > 0,
         "the workload overdraws"
     );
 
@@ -341,7 +372,10 @@ async fn run_point(point: Point, seed: u64) -> Report {
     for account in &customers {
         let expected = verdict.balances.get(account).copied().unwrap_or(0);
         if actual[account] != expected || actual[account] < 0 {
-            money_errors.push(format!("{account}: {} (outcomes say {expected})", actual[account]));
+            money_errors.push(format!(
+                "{account}: {} (outcomes say {expected})",
+                actual[account]
+            ));
         }
     }
     let total: i64 = actual.values().sum();
@@ -378,7 +412,10 @@ async fn every_crash_point_loses_and_duplicates_nothing() {
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let points: Vec<Point> = POINTS
         .into_iter()
-        .filter(|p| only.as_ref().map_or(true, |o| o.contains(&p.label())))
+        .filter(|p| match &only {
+            Some(only) => only.contains(&p.label()),
+            None => true,
+        })
         .collect();
     assert!(!points.is_empty(), "no crash point selected");
     // A few stacks at a time keep the machine responsive.

@@ -121,7 +121,11 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
     )
     .await;
     let verdict = Verdict::judge(requests.keys(), &outcomes);
-    assert!(verdict.missing.is_empty(), "no outcome: {:?}", verdict.missing);
+    assert!(
+        verdict.missing.is_empty(),
+        "no outcome: {:?}",
+        verdict.missing
+    );
     assert!(
         verdict.conflicting.is_empty(),
         "more than one distinct outcome: {:?}",
@@ -157,5 +161,9 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
     let expected_emails = CUSTOMERS + verdict.alerts;
     let mail = settled_mail(&stack, expected_emails, Duration::from_secs(90)).await;
     assert_eq!(mail.distinct, expected_emails, "all emails delivered");
-    assert!(mail.double_sent.is_empty(), "sent twice: {:?}", mail.double_sent);
+    assert!(
+        mail.double_sent.is_empty(),
+        "sent twice: {:?}",
+        mail.double_sent
+    );
 }

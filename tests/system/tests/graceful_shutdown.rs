@@ -24,7 +24,9 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
     let transactions_url = format!("{}/transactions", stack.url("transaction-service"));
     let accounts: Vec<String> = (0..CUSTOMERS).map(|n| format!("acct-{n}")).collect();
     for id in &accounts {
-        let (status, body) = register_customer(&client, &stack, id).await.expect("answer");
+        let (status, body) = register_customer(&client, &stack, id)
+            .await
+            .expect("answer");
         assert_eq!(status, 201, "{body}");
     }
     wait_accounts(&client, &stack, &accounts, Duration::from_secs(60)).await;
@@ -38,8 +40,10 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
         let from = random.below(CUSTOMERS as u64) as usize;
         let to = (from + 1 + random.below(CUSTOMERS as u64 - 1) as usize) % CUSTOMERS;
         let cents = 1 + random.below(30_000);
-        bodies.push(json!({"transactionId": format!("t{n:04}"), "from": accounts[from],
-            "to": accounts[to], "amount": format!("{}.{:02}", cents / 100, cents % 100)}));
+        bodies.push(
+            json!({"transactionId": format!("t{n:04}"), "from": accounts[from],
+            "to": accounts[to], "amount": format!("{}.{:02}", cents / 100, cents % 100)}),
+        );
     }
     let ids: Vec<String> = bodies
         .iter()
@@ -81,7 +85,10 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
     })
     .await;
     assert!(started.is_some(), "processing started");
-    assert!(!load.is_finished(), "requests still arriving at the SIGTERM");
+    assert!(
+        !load.is_finished(),
+        "requests still arriving at the SIGTERM"
+    );
     let service = stack.service("transaction-service");
     service.signal_terminate();
     let status = service
@@ -92,7 +99,9 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
     let unanswered = load.await.expect("load");
 
     // What it left behind: no request accepted without an answer, offsets for all it decided.
-    let db = stack.services["transaction-service"].database_url().to_string();
+    let db = stack.services["transaction-service"]
+        .database_url()
+        .to_string();
     let accepted = count_rows(&db, "SELECT COUNT(*) AS n FROM transactions").await;
     assert_eq!(
         accepted as usize,
@@ -104,7 +113,11 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
         "SELECT COUNT(*) AS n FROM transactions WHERE status <> 'requested'",
     )
     .await;
-    let unsent = count_rows(&db, "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL").await;
+    let unsent = count_rows(
+        &db,
+        "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL",
+    )
+    .await;
     let committed = committed_total(
         &stack.kafka,
         "transaction-service",
@@ -138,7 +151,11 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
     )
     .await;
     let verdict = Verdict::judge(&ids, &outcomes);
-    assert!(verdict.missing.is_empty(), "no outcome: {:?}", verdict.missing);
+    assert!(
+        verdict.missing.is_empty(),
+        "no outcome: {:?}",
+        verdict.missing
+    );
     assert!(verdict.conflicting.is_empty(), "{:?}", verdict.conflicting);
     assert!(verdict.unknown.is_empty(), "{:?}", verdict.unknown);
     assert_eq!(verdict.copies, 0, "an outcome was published twice");
@@ -146,7 +163,11 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
     for (account, balance) in &actual {
         assert_eq!(Some(balance), verdict.balances.get(account), "{account}");
     }
-    assert_eq!(actual.values().sum::<i64>(), verdict.net_deposits, "money is conserved");
+    assert_eq!(
+        actual.values().sum::<i64>(),
+        verdict.net_deposits,
+        "money is conserved"
+    );
 
     let mail = settled_mail(&stack, CUSTOMERS + verdict.alerts, Duration::from_secs(90)).await;
     assert!(mail.double_sent.is_empty(), "{:?}", mail.double_sent);

@@ -165,7 +165,12 @@ impl SmtpServer {
             (seen >= n).then_some(seen)
         })
         .await
-        .unwrap_or_else(|| panic!("timed out waiting for {n} attempts (saw {})", self.attempts()))
+        .unwrap_or_else(|| {
+            panic!(
+                "timed out waiting for {n} attempts (saw {})",
+                self.attempts()
+            )
+        })
     }
 
     /// `smtp://127.0.0.1:<port>`.
