@@ -266,6 +266,7 @@ impl Stack {
                 ("DATABASE_URL", fresh_database_url().await),
                 ("SMTP_URL", smtp.url()),
                 ("RUST_LOG", "info".to_string()),
+                ("NO_COLOR", "1".to_string()),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
