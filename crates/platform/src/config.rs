@@ -124,12 +124,30 @@ impl ConsumerSettings {
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         Ok(Self {
             max_batch: positive(env, "CONSUMER_MAX_BATCH", 500)?,
-            retry_limit: std::time::Duration::from_secs(positive(
+            retry_limit: seconds(
                 env,
                 "CONSUMER_RETRY_LIMIT_SECS",
-                300,
-            )? as u64),
+                std::time::Duration::from_secs(300),
+            )?,
         })
+    }
+}
+
+/// A positive whole number of seconds from `variable`, `default` when unset.
+pub fn seconds(
+    env: &impl Env,
+    variable: &'static str,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    match env.var(variable) {
+        Some(text) => match text.trim().parse::<u64>() {
+            Ok(secs) if secs > 0 => Ok(std::time::Duration::from_secs(secs)),
+            _ => Err(ConfigError::new(
+                variable,
+                format!("`{text}` is not a positive whole number of seconds"),
+            )),
+        },
+        None => Ok(default),
     }
 }
 

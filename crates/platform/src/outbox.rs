@@ -179,6 +179,7 @@ async fn publish_batch(db: &Database, producer: &Producer) -> Result<usize, Rela
         }
     }
     if !sent.is_empty() {
+        crate::failpoint!("relay.after_publish");
         mark_sent(db, &sent).await?;
         metrics::counter!("outbox_published_total").increment(sent.len() as u64);
     }

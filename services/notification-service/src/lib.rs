@@ -60,6 +60,8 @@ pub fn build(service: &mut Service, settings: Settings) -> anyhow::Result<Router
         from: settings.from,
         hub: hub.clone(),
         retry: settings.retry,
+        lease: settings.send_lease,
+        send_timeout: settings.send_timeout,
     };
     service.spawn(move |shutdown| sender.run(shutdown));
     Ok(routes::router(routes::AppState {

@@ -22,10 +22,10 @@ use crate::storage::{self, Delivery, Status};
 
 /// Rows taken per round.
 const BATCH: i64 = 32;
-/// How long an attempt owns its row; longer than any send may take.
-const LEASE: Duration = Duration::from_secs(120);
-/// Longest a single send may take.
-const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an attempt owns its row by default; longer than any send may take.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
+/// Longest a single send may take by default.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often due retries are looked for when nothing wakes the sender.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -74,6 +74,10 @@ pub struct Sender {
     pub hub: Hub,
     /// Retries of transient failures.
     pub retry: RetryPolicy,
+    /// How long an attempt owns its row (longer than `send_timeout`).
+    pub lease: Duration,
+    /// Longest a single send may take.
+    pub send_timeout: Duration,
 }
 
 impl Sender {
@@ -108,7 +112,8 @@ impl Sender {
             if shutdown.is_cancelled() {
                 break;
             }
-            let lease_until = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+            let lease_until =
+                Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_default();
             if !storage::lease(self.db.pool(), &delivery, lease_until).await? {
                 continue;
             }
@@ -125,7 +130,7 @@ impl Sender {
     async fn attempt(&self, delivery: Delivery) -> Result<(), sqlx::Error> {
         let outcome = match compose(&self.from, &delivery) {
             Ok(message) => {
-                match tokio::time::timeout(SEND_TIMEOUT, self.mailer.send(message)).await {
+                match tokio::time::timeout(self.send_timeout, self.mailer.send(message)).await {
                     Ok(outcome) => outcome,
                     Err(_) => Err(SendError::Transient("sending timed out".to_string())),
                 }
@@ -137,7 +142,10 @@ impl Sender {
             .saturating_add(1);
         let now = Utc::now();
         let (status, error, next_attempt_at) = match outcome {
-            Ok(()) => (Status::Sent, None, now),
+            Ok(()) => {
+                platform::failpoint!("smtp.after_accept");
+                (Status::Sent, None, now)
+            }
             Err(SendError::Permanent(error)) => (Status::Failed, Some(error), now),
             Err(SendError::Transient(error)) if attempts >= self.retry.max_attempts => (
                 Status::Failed,

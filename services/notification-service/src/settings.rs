@@ -1,14 +1,16 @@
 //! Settings of the notifier, from the environment: `SMTP_URL` (unset: write `.eml` files to
-//! `MAIL_DIR`, default `./data/mail`) and `MAIL_FROM` (default `notifications@localhost`).
+//! `MAIL_DIR`, default `./data/mail`), `MAIL_FROM` (default `notifications@localhost`), and the
+//! sender's `NOTIFY_SEND_TIMEOUT_SECS` (60) and `NOTIFY_SEND_LEASE_SECS` (120; longer than the
+//! timeout).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use platform::config::{ConfigError, Env, Secret};
+use platform::config::{seconds, ConfigError, Env, Secret};
 
 use crate::mailer::{check_smtp_url, MailTarget};
-use crate::sender::RetryPolicy;
+use crate::sender::{RetryPolicy, DEFAULT_LEASE, DEFAULT_SEND_TIMEOUT};
 
 /// Sender address when `MAIL_FROM` is unset.
 pub const DEFAULT_MAIL_FROM: &str = "notifications@localhost";
@@ -30,6 +32,12 @@ pub struct Settings {
     /// How long a transaction event for a customer not seen yet is retried before its alert is
     /// recorded as failed.
     pub customer_wait: Duration,
+    /// How long one send attempt owns its delivery (`NOTIFY_SEND_LEASE_SECS`): after a crash
+    /// between the SMTP server's acceptance and the record, the delivery is sent again (same
+    /// Message-ID) once the lease has ended.
+    pub send_lease: Duration,
+    /// Longest a single send may take (`NOTIFY_SEND_TIMEOUT_SECS`); a timeout is transient.
+    pub send_timeout: Duration,
 }
 
 impl Settings {
@@ -40,11 +48,14 @@ impl Settings {
             from: default_from(),
             retry: RetryPolicy::default(),
             customer_wait: DEFAULT_CUSTOMER_WAIT,
+            send_lease: DEFAULT_LEASE,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
         }
     }
 
-    /// Reads `SMTP_URL`, `MAIL_DIR`, `MAIL_FROM` and `CUSTOMER_WAIT_SECS`; a bad value fails with one clear line that
-    /// never shows the SMTP password.
+    /// Reads `SMTP_URL`, `MAIL_DIR`, `MAIL_FROM`, `CUSTOMER_WAIT_SECS`,
+    /// `NOTIFY_SEND_TIMEOUT_SECS` and `NOTIFY_SEND_LEASE_SECS`; a bad value fails with one clear
+    /// line that never shows the SMTP password.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let mail = match env.var("SMTP_URL") {
             Some(url) => {
@@ -66,14 +77,25 @@ impl Settings {
             })?,
             None => default_from(),
         };
-        let customer_wait = platform::config::positive(
-            env,
-            "CUSTOMER_WAIT_SECS",
-            DEFAULT_CUSTOMER_WAIT.as_secs() as usize,
-        )?;
+        let send_timeout = seconds(env, "NOTIFY_SEND_TIMEOUT_SECS", DEFAULT_SEND_TIMEOUT)?;
+        let send_lease = seconds(env, "NOTIFY_SEND_LEASE_SECS", DEFAULT_LEASE)?;
+        if send_lease <= send_timeout {
+            return Err(ConfigError::new(
+                "NOTIFY_SEND_LEASE_SECS",
+                format!(
+                    "the lease ({} s) must be longer than the send timeout \
+                     NOTIFY_SEND_TIMEOUT_SECS ({} s)",
+                    send_lease.as_secs(),
+                    send_timeout.as_secs()
+                ),
+            ));
+        }
+        let customer_wait = seconds(env, "CUSTOMER_WAIT_SECS", DEFAULT_CUSTOMER_WAIT)?;
         Ok(Self {
             from,
-            customer_wait: Duration::from_secs(customer_wait as u64),
+            customer_wait,
+            send_lease,
+            send_timeout,
             ..Self::new(mail)
         })
     }
@@ -119,5 +141,29 @@ mod tests {
         assert!(!error.to_string().contains("s3cret"), "{error}");
         let error = Settings::from_env(&[("MAIL_FROM", "not an address")]).unwrap_err();
         assert_eq!(error.variable, "MAIL_FROM");
+    }
+
+    #[test]
+    fn the_lease_and_the_send_timeout_are_configurable_and_checked() {
+        let settings = Settings::from_env(&[("PORT", "1")]).unwrap();
+        assert_eq!(settings.send_lease, Duration::from_secs(120));
+        assert_eq!(settings.send_timeout, Duration::from_secs(60));
+        let settings = Settings::from_env(&[
+            ("NOTIFY_SEND_LEASE_SECS", "5"),
+            ("NOTIFY_SEND_TIMEOUT_SECS", " 2 "),
+        ])
+        .unwrap();
+        assert_eq!(settings.send_lease, Duration::from_secs(5));
+        assert_eq!(settings.send_timeout, Duration::from_secs(2));
+        let error = Settings::from_env(&[("NOTIFY_SEND_LEASE_SECS", "5")]).unwrap_err();
+        assert_eq!(error.variable, "NOTIFY_SEND_LEASE_SECS");
+        assert!(
+            error.to_string().contains("NOTIFY_SEND_TIMEOUT_SECS"),
+            "{error}"
+        );
+        for bad in ["0", "-3", "soon"] {
+            let error = Settings::from_env(&[("NOTIFY_SEND_TIMEOUT_SECS", bad)]).unwrap_err();
+            assert_eq!(error.variable, "NOTIFY_SEND_TIMEOUT_SECS", "{bad}");
+        }
     }
 }

@@ -1,10 +1,13 @@
 //! A harness that runs the three service binaries as real processes against the real local
-//! broker (topics under a unique prefix), real databases and a real SMTP server, and can kill
-//! and restart them. Used by the end-to-end tests and by the throughput benchmark.
+//! broker (topics under a unique prefix), real databases and a real SMTP server, and can kill,
+//! terminate, crash (crash points armed by `EMS_FAILPOINTS`) and restart them; and the judgement
+//! of a run: outcomes per request, balances, e-mails. Used by the end-to-end and crash tests and
+//! by the throughput benchmark.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use platform::kafka::KafkaConfig;
@@ -49,6 +52,73 @@ impl ServiceProcess {
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The value of `key` in the service's environment.
+    pub fn env(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `key` (replacing any value) for the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.remove_env(key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Removes `key` from the environment of the next start.
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
+    /// The service's `DATABASE_URL`.
+    pub fn database_url(&self) -> &str {
+        self.env("DATABASE_URL").expect("DATABASE_URL is set")
+    }
+
+    /// Whether the process runs (it may have exited on its own, e.g. at a crash point).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Starts the process (when it does not run) and waits until it is ready.
+    pub async fn start(&mut self) {
+        if !self.is_running() {
+            self.spawn().await;
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; `None` when it still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = tokio::time::timeout(timeout, child.wait()).await.ok()?;
+        self.child = None;
+        Some(status.expect("wait for the service"))
+    }
+
+    /// Waits up to `timeout` for the process to die by `SIGABRT` (a crash point) and panics with
+    /// its log when it does not exit, or exits any other way.
+    pub async fn expect_abort(&mut self, timeout: Duration) {
+        match self.wait_exit(timeout).await {
+            Some(status) if status.signal() == Some(libc::SIGABRT) => {}
+            Some(status) => panic!(
+                "{} exited with {status}, not SIGABRT at its crash point; its log:\n{}",
+                self.name,
+                self.log_tail()
+            ),
+            None => panic!(
+                "{} did not crash within {timeout:?}: the crash point was never reached \
+                 (is it in the code, and the binary built by `cargo test` with the `failpoints` \
+                 feature?); its log:\n{}",
+                self.name,
+                self.log_tail()
+            ),
+        }
     }
 
     async fn spawn(&mut self) {
@@ -127,18 +197,27 @@ impl ServiceProcess {
         }
     }
 
-    /// SIGTERM and wait for a graceful exit; returns the exit code.
-    pub async fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let pid = child.id()? as libc::pid_t;
+    /// Sends SIGTERM (a graceful stop request) without waiting.
+    pub fn signal_terminate(&self) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("the service runs") as libc::pid_t;
         // SAFETY: sending a signal to our own child process.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
-        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        self.child.as_ref()?.id()?;
+        self.signal_terminate();
+        let status = self
+            .wait_exit(Duration::from_secs(30))
             .await
-            .expect("graceful exit within 30 s")
-            .expect("wait");
+            .expect("graceful exit within 30 s");
         status.code()
     }
 
@@ -164,6 +243,15 @@ impl Stack {
     /// Starts the three services with fresh databases, an isolated topic prefix and an SMTP
     /// server; `extra_env` is added to every service's environment.
     pub async fn start(extra_env: &[(&str, &str)]) -> Self {
+        Self::start_with(extra_env, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with `(service, key, value)` added to one service's
+    /// environment.
+    pub async fn start_with(
+        extra_env: &[(&str, &str)],
+        service_env: &[(&str, &str, &str)],
+    ) -> Self {
         let kafka = LocalKafka::load().isolated();
         let smtp = SmtpServer::start().await;
         let logs = tempfile::tempdir().expect("log folder");
@@ -178,13 +266,20 @@ impl Stack {
                 ("DATABASE_URL", fresh_database_url().await),
                 ("SMTP_URL", smtp.url()),
                 ("RUST_LOG", "info".to_string()),
+                ("NO_COLOR", "1".to_string()),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+            let own = service_env
+                .iter()
+                .filter(|(service, _, _)| *service == name)
+                .map(|(_, k, v)| (*k, *v));
             env.extend(
                 extra_env
                     .iter()
+                    .copied()
+                    .chain(own)
                     .map(|(k, v)| (k.to_string(), v.to_string())),
             );
             let mut process = ServiceProcess {
@@ -337,4 +432,285 @@ pub async fn get(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value
         status,
         response.json().await.unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// POSTs JSON to a service that may crash meanwhile: the status and JSON body, or the transport
+/// error (no answer).
+pub async fn try_post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(u16, serde_json::Value), reqwest::Error> {
+    let response = client.post(url).json(body).send().await?;
+    let status = response.status().as_u16();
+    Ok((
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// Counts rows in the database at `url`: `sql` is a `SELECT COUNT(*) AS n ...`.
+pub async fn count_rows(url: &str, sql: &str) -> i64 {
+    use sqlx::Row;
+    let db = platform::Database::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", platform::db::redact_url(url)));
+    let row = sqlx::query(sql)
+        .fetch_one(db.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let n = row.try_get::<i64, _>("n").expect("a count named n");
+    db.close().await;
+    n
+}
+
+/// Work transaction-service had not finished: requests not yet decided plus events not yet
+/// published (read from its database, e.g. right after it was killed).
+pub async fn transaction_backlog(stack: &Stack) -> i64 {
+    let url = stack.services["transaction-service"].database_url();
+    count_rows(
+        url,
+        "SELECT COUNT(*) AS n FROM transactions WHERE status = 'requested'",
+    )
+    .await
+        + count_rows(
+            url,
+            "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL",
+        )
+        .await
+}
+
+/// Registers customer `id` (name and e-mail derived from it); `Err` when no answer came.
+pub async fn register_customer(
+    client: &reqwest::Client,
+    stack: &Stack,
+    id: &str,
+) -> Result<(u16, serde_json::Value), reqwest::Error> {
+    try_post(
+        client,
+        &format!("{}/app/customers", stack.url("customer-service")),
+        &serde_json::json!({"id": id, "name": format!("Customer {id}"), "email": email(id)}),
+    )
+    .await
+}
+
+/// The e-mail address of customer `id`.
+pub fn email(id: &str) -> String {
+    format!("{id}@example.com")
+}
+
+/// Waits until transaction-service has opened every account in `ids`; panics after `timeout`.
+pub async fn wait_accounts(
+    client: &reqwest::Client,
+    stack: &Stack,
+    ids: &[String],
+    timeout: Duration,
+) {
+    for id in ids {
+        let url = format!("{}/accounts/{id}", stack.url("transaction-service"));
+        let opened = eventually(timeout, || {
+            let request = client.get(&url).send();
+            async move {
+                request
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+        assert!(opened.is_some(), "account {id} opened");
+    }
+}
+
+/// Balances of `accounts` in minor units, as transaction-service reports them.
+pub async fn balances(
+    client: &reqwest::Client,
+    stack: &Stack,
+    accounts: &[String],
+) -> BTreeMap<String, i64> {
+    let mut balances = BTreeMap::new();
+    for account in accounts {
+        let url = format!("{}/accounts/{account}", stack.url("transaction-service"));
+        let (status, body) = get(client, &url).await;
+        assert_eq!(status, 200, "{account}: {body}");
+        balances.insert(
+            account.clone(),
+            minor(body["balance"].as_str().expect("balance")),
+        );
+    }
+    balances
+}
+
+/// A decimal amount in minor units (USD).
+pub fn minor(text: &str) -> i64 {
+    contracts::Money::parse(text, contracts::Currency::USD)
+        .expect("decimal amount")
+        .minor_units()
+}
+
+/// What the outcome events say about a set of requests.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Requests without an outcome (lost or skipped).
+    pub missing: Vec<String>,
+    /// Requests with more than one distinct outcome (event id or topic).
+    pub conflicting: Vec<String>,
+    /// Outcomes of transactions nobody requested.
+    pub unknown: Vec<String>,
+    /// Extra copies of an outcome carrying the same event id (a re-publish after a crash).
+    pub copies: usize,
+    /// The balance each account must have, from zero, by the processed outcomes.
+    pub balances: BTreeMap<String, i64>,
+    /// Processed credits minus processed debits: what the sum of all balances must be.
+    pub net_deposits: i64,
+    /// Processed transfers.
+    pub processed_transfers: usize,
+    /// Failed outcomes by reason.
+    pub failures: BTreeMap<String, usize>,
+    /// Alerts notification-service e-mails for these outcomes (one per processed side, one to
+    /// the requester of a failure).
+    pub alerts: usize,
+}
+
+impl Verdict {
+    /// Judges `outcomes` (by transaction id) against the requests `ids`.
+    pub fn judge<'a>(
+        ids: impl IntoIterator<Item = &'a String>,
+        outcomes: &BTreeMap<String, Vec<Outcome>>,
+    ) -> Self {
+        let ids: std::collections::BTreeSet<&String> = ids.into_iter().collect();
+        let mut verdict = Verdict {
+            missing: ids
+                .iter()
+                .filter(|id| !outcomes.contains_key(id.as_str()))
+                .map(|id| id.to_string())
+                .collect(),
+            ..Verdict::default()
+        };
+        for (id, events) in outcomes {
+            if !ids.contains(id) {
+                verdict.unknown.push(id.clone());
+                continue;
+            }
+            let first = &events[0];
+            if events
+                .iter()
+                .any(|e| e.event_id != first.event_id || e.topic != first.topic)
+            {
+                verdict.conflicting.push(id.clone());
+            }
+            verdict.copies += events.len() - 1;
+            let payload = &first.payload;
+            let amount = minor(payload["amount"].as_str().expect("amount"));
+            let (from, to) = (payload["from"].as_str(), payload["to"].as_str());
+            if first.topic == contracts::topics::TRANSACTION_PROCESSED {
+                if let Some(from) = from {
+                    *verdict.balances.entry(from.to_string()).or_default() -= amount;
+                    verdict.alerts += 1;
+                }
+                if let Some(to) = to {
+                    *verdict.balances.entry(to.to_string()).or_default() += amount;
+                    verdict.alerts += 1;
+                }
+                match (from, to) {
+                    (Some(_), Some(_)) => verdict.processed_transfers += 1,
+                    (None, Some(_)) => verdict.net_deposits += amount,
+                    (Some(_), None) => verdict.net_deposits -= amount,
+                    (None, None) => {}
+                }
+            } else {
+                let reason = payload["reason"].as_str().unwrap_or("").to_string();
+                // An unknown account has nobody to alert.
+                if reason != "unknown_account" {
+                    verdict.alerts += 1;
+                }
+                *verdict.failures.entry(reason).or_default() += 1;
+            }
+        }
+        verdict
+    }
+}
+
+/// E-mails received, judged by Message-ID.
+#[derive(Debug, Default)]
+pub struct MailReport {
+    /// Distinct messages (Message-IDs).
+    pub distinct: usize,
+    /// Message-IDs received more than once.
+    pub double_sent: Vec<String>,
+}
+
+impl MailReport {
+    /// Judges what `smtp` received.
+    pub fn of(smtp: &SmtpServer) -> Self {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for mail in smtp.messages() {
+            assert!(!mail.message_id.is_empty(), "a mail without Message-ID");
+            *seen.entry(mail.message_id).or_default() += 1;
+        }
+        Self {
+            distinct: seen.len(),
+            double_sent: seen
+                .into_iter()
+                .filter(|(_, n)| *n > 1)
+                .map(|(id, _)| id)
+                .collect(),
+        }
+    }
+}
+
+/// Waits until notification-service has recorded exactly `expected` deliveries and sent them all
+/// (none pending, retrying or leased), which also means that a delivery whose send a crash
+/// interrupted has been sent again; then judges the mailbox. Panics after `timeout`.
+pub async fn settled_mail(stack: &Stack, expected: usize, timeout: Duration) -> MailReport {
+    let url = stack.services["notification-service"]
+        .database_url()
+        .to_string();
+    let settled = eventually(timeout, || {
+        let url = url.clone();
+        async move {
+            let total = count_rows(&url, "SELECT COUNT(*) AS n FROM deliveries").await;
+            let unsent = count_rows(
+                &url,
+                "SELECT COUNT(*) AS n FROM deliveries WHERE status <> 'sent'",
+            )
+            .await;
+            (total == expected as i64 && unsent == 0).then_some(())
+        }
+    })
+    .await;
+    let report = MailReport::of(&stack.smtp);
+    assert!(
+        settled.is_some(),
+        "notification-service did not send all {expected} e-mails within {timeout:?} \
+         (mailbox: {report:?})"
+    );
+    report
+}
+
+/// The offsets consumer group `group` (unprefixed) has committed on `topic` (unprefixed), summed
+/// over its partitions: the number of records the group has finished with.
+pub fn committed_total(kafka: &KafkaConfig, group: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = kafka
+        .client_config("offset-reader")
+        .set("group.id", kafka.topic_name(group))
+        .create()
+        .expect("consumer");
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..kafka.topic_partitions {
+        partitions.add_partition(&kafka.topic_name(topic), partition);
+    }
+    consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .expect("committed offsets")
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(n) => n,
+            _ => 0,
+        })
+        .sum()
 }

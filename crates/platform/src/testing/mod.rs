@@ -4,7 +4,7 @@
 
 pub mod smtp;
 
-pub use smtp::{Mail, SmtpServer};
+pub use smtp::{Mail, SmtpMode, SmtpServer};
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! A real SMTP server for tests: Python's `aiosmtpd` (Debian package `python3-aiosmtpd`) on a
-//! loopback port, delivering into a Maildir that tests read back as parsed [`Mail`]s.
+//! loopback port, delivering into a Maildir that tests read back as parsed [`Mail`]s, or, to test
+//! failures, answering every message with a 4xx or 5xx, or never answering at all ([`SmtpMode`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,6 +10,76 @@ use super::{eventually, free_port};
 
 /// How long [`SmtpServer::wait_for`] and start-up wait.
 const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The server: aiosmtpd's SMTP protocol with a handler that stores into a Maildir or refuses,
+/// or a listener that holds connections without a word. Arguments: mode, port, folder. Every
+/// refused message and held connection appends a line to `<folder>/attempts`; `<folder>/ready`
+/// appears once it listens.
+const SERVER: &str = r#"
+import asyncio, os, sys
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import SMTP
+
+mode, port, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+def note(what):
+    with open(os.path.join(folder, "attempts"), "a") as log:
+        log.write(what + "\n")
+
+class Handler(Mailbox):
+    async def handle_DATA(self, server, session, envelope):
+        if mode == "transient":
+            note("451")
+            return "451 4.3.0 Mailbox busy, try again later"
+        if mode == "permanent":
+            note("550")
+            return "550 5.7.1 Message refused"
+        return await super().handle_DATA(server, session, envelope)
+
+async def main():
+    held = []
+    async def hold(reader, writer):
+        held.append(writer)
+        note("held")
+        await asyncio.Event().wait()
+    if mode == "silent":
+        server = await asyncio.start_server(hold, "127.0.0.1", port)
+    else:
+        # A path that does not exist yet: Python's Maildir then creates tmp/, new/, cur/.
+        box = os.path.join(folder, "box")
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: SMTP(Handler(box), hostname="localhost"), "127.0.0.1", port)
+    open(os.path.join(folder, "ready"), "w").close()
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"#;
+
+/// How an [`SmtpServer`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpMode {
+    /// Accepts every message into the Maildir.
+    Accept,
+    /// Answers every message with `451` (a transient error: try again later).
+    Transient,
+    /// Refuses every message with `550` (a permanent error).
+    Permanent,
+    /// Accepts connections and never answers, not even with the greeting.
+    Silent,
+}
+
+impl SmtpMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            SmtpMode::Accept => "accept",
+            SmtpMode::Transient => "transient",
+            SmtpMode::Permanent => "permanent",
+            SmtpMode::Silent => "silent",
+        }
+    }
+}
 
 /// A running aiosmtpd; stopped when dropped.
 pub struct SmtpServer {
@@ -41,13 +112,19 @@ impl SmtpServer {
 
     /// Starts a server on `port` and waits until it accepts connections.
     pub async fn start_on(port: u16) -> Self {
+        Self::launch(port, SmtpMode::Accept).await
+    }
+
+    /// Starts a server answering as `mode` on a free port.
+    pub async fn start_with(mode: SmtpMode) -> Self {
+        Self::launch(free_port(), mode).await
+    }
+
+    async fn launch(port: u16, mode: SmtpMode) -> Self {
         let maildir = tempfile::tempdir().expect("maildir");
         let child = tokio::process::Command::new(python())
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            // A path that does not exist yet: Python's Maildir then creates tmp/, new/, cur/.
-            .arg(maildir.path().join("box"))
+            .args(["-c", SERVER, mode.as_str(), &port.to_string()])
+            .arg(maildir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -59,19 +136,41 @@ impl SmtpServer {
             maildir,
             child,
         };
-        let address = format!("127.0.0.1:{port}");
+        let ready = server.maildir.path().join("ready");
         let deadline = tokio::time::Instant::now() + DEADLINE;
-        while tokio::net::TcpStream::connect(&address).await.is_err() {
+        while !ready.exists() {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("aiosmtpd exited: {status}");
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "aiosmtpd never accepted on {address}"
+                "aiosmtpd never listened on 127.0.0.1:{port}"
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         server
+    }
+
+    /// Messages refused (4xx/5xx modes) or connections held without an answer (silent mode).
+    pub fn attempts(&self) -> usize {
+        std::fs::read_to_string(self.maildir.path().join("attempts"))
+            .map(|log| log.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Waits until [`attempts`](Self::attempts) reaches `n`; panics after 30 s.
+    pub async fn wait_for_attempts(&self, n: usize) -> usize {
+        eventually(DEADLINE, || async {
+            let seen = self.attempts();
+            (seen >= n).then_some(seen)
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "timed out waiting for {n} attempts (saw {})",
+                self.attempts()
+            )
+        })
     }
 
     /// `smtp://127.0.0.1:<port>`.

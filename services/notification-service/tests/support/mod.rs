@@ -1,7 +1,7 @@
 //! Test support: the service in-process against the real broker and database, a real SMTP
 //! server (aiosmtpd) writing a Maildir, an event producer, and polling with deadlines.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::time::{Duration, Instant};
 

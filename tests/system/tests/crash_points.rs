@@ -1,0 +1,473 @@
+//! A crash at every step of the pipeline. For each crash point (`platform::failpoint!`), a stack
+//! of the three services runs a workload (new customers, deposits, withdrawals, transfers some of
+//! which overdraw, and a poison record produced straight to `transaction.requested`) while the
+//! point is armed in one service, so that the service aborts there with work in flight. The test
+//! checks that it died by SIGABRT with work pending, starts it again unarmed, sends again the
+//! requests that got no answer (as a client would), and then asserts the promises: every accepted
+//! request has exactly one distinct outcome (copies of the same event id are counted, not
+//! failures), nothing is skipped, money is conserved, every account balance is exact, and no
+//! e-mail is received twice (by Message-ID, once the sender's short lease has ended).
+//!
+//! `EMS_CRASH_POINTS=label,...` runs only the named points (labels as printed: `point@service`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use contracts::topics;
+use futures::StreamExt;
+use platform::testing::{eventually, produce_raw, read_topic};
+use serde_json::{json, Value};
+use system_tests::{
+    balances, get, read_outcomes, register_customer, settled_mail, transaction_backlog, try_post,
+    wait_accounts, Lcg, Stack, Verdict,
+};
+
+/// How long an attempt owns a delivery in these runs: a resend after a crash comes this soon.
+const LEASE_SECS: &str = "6";
+/// Longest SMTP send in these runs (below the lease).
+const SEND_TIMEOUT_SECS: &str = "5";
+/// Customers known before the crash point is armed.
+const OLD_CUSTOMERS: usize = 4;
+/// Customers registered while it is armed.
+const NEW_CUSTOMERS: usize = 3;
+const TRANSFERS: usize = 90;
+const WITHDRAWALS: usize = 8;
+const DEPOSITS: usize = 6;
+/// Requests in flight at a time.
+const CONCURRENCY: usize = 4;
+
+/// A crash point armed in one service, crashing on its `hit`-th pass.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    name: &'static str,
+    service: &'static str,
+    hit: u32,
+}
+
+impl Point {
+    fn label(&self) -> String {
+        format!("{}@{}", self.name, self.service)
+    }
+}
+
+const POINTS: [Point; 7] = [
+    Point {
+        name: "http.after_commit",
+        service: "transaction-service",
+        hit: 20,
+    },
+    Point {
+        name: "http.after_commit",
+        service: "customer-service",
+        hit: 2,
+    },
+    Point {
+        name: "relay.after_publish",
+        service: "transaction-service",
+        hit: 6,
+    },
+    Point {
+        name: "consumer.after_commit",
+        service: "transaction-service",
+        hit: 6,
+    },
+    Point {
+        name: "consumer.mid_batch",
+        service: "transaction-service",
+        hit: 4,
+    },
+    Point {
+        name: "consumer.mid_dead_letter",
+        service: "transaction-service",
+        hit: 1,
+    },
+    Point {
+        name: "smtp.after_accept",
+        service: "notification-service",
+        hit: 6,
+    },
+];
+
+/// What one crash point's run found.
+#[derive(Debug, Default)]
+struct Report {
+    /// Work the crashed service had not finished when it died.
+    pending_at_crash: i64,
+    /// Requests that got no answer before the crash (sent again after the restart).
+    unanswered: usize,
+    /// Requests without an outcome, customers without an account, e-mails never received.
+    lost: usize,
+    /// Requests with more than one distinct outcome.
+    duplicated: usize,
+    /// E-mails received more than once (by Message-ID).
+    double_sent: usize,
+    /// Extra copies of outcome events (same event id): allowed, counted.
+    copies: usize,
+    /// Money not accounted for: sum of balances minus (deposits - withdrawals), and accounts
+    /// whose balance differs from its outcomes.
+    money_errors: Vec<String>,
+    /// Requests and e-mails checked.
+    requests: usize,
+    mails: usize,
+}
+
+/// One request of the workload.
+enum Step {
+    Customer(String),
+    Transaction(String, Value),
+    Poison,
+}
+
+fn workload(seed: u64, old: &[String], new: &[String]) -> Vec<Step> {
+    let mut random = Lcg::new(seed);
+    let mut transactions = Vec::new();
+    for n in 0..TRANSFERS {
+        let from = random.below(old.len() as u64) as usize;
+        let to = (from + 1 + random.below(old.len() as u64 - 1) as usize) % old.len();
+        transactions.push(
+            json!({"transactionId": format!("t{n:03}"), "from": old[from],
+            "to": old[to], "amount": cents(1 + random.below(30_000))}),
+        );
+    }
+    for n in 0..WITHDRAWALS {
+        let from = &old[random.below(old.len() as u64) as usize];
+        let body = json!({"transactionId": format!("w{n:03}"), "from": from,
+            "amount": cents(1 + random.below(20_000))});
+        transactions.insert(10 * n + 5, body);
+    }
+    for n in 0..DEPOSITS {
+        let to = &old[random.below(old.len() as u64) as usize];
+        let body = json!({"transactionId": format!("d{n:03}"), "to": to,
+            "amount": cents(1 + random.below(20_000))});
+        transactions.insert(15 * n + 3, body);
+    }
+    let mut steps: Vec<Step> = transactions
+        .into_iter()
+        .map(|body| {
+            Step::Transaction(
+                body["transactionId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                body,
+            )
+        })
+        .collect();
+    for (n, id) in new.iter().enumerate() {
+        steps.insert(4 * n + 2, Step::Customer(id.clone()));
+    }
+    let third = steps.len() / 3;
+    steps.insert(third, Step::Poison);
+    steps
+}
+
+fn cents(n: u64) -> String {
+    format!("{}.{:02}", n / 100, n % 100)
+}
+
+/// Sends one step; `false` when no answer came (the service crashed under it).
+async fn send(client: &reqwest::Client, stack: &Stack, step: &Step) -> bool {
+    match step {
+        Step::Customer(id) => match register_customer(client, stack, id).await {
+            Ok((status, body)) => {
+                assert!(
+                    matches!(status, 200 | 201),
+                    "customer {id}: {status} {body}"
+                );
+                true
+            }
+            Err(_) => false,
+        },
+        Step::Transaction(id, body) => {
+            let url = format!("{}/transactions", stack.url("transaction-service"));
+            match try_post(client, &url, body).await {
+                Ok((status, answer)) => {
+                    assert!(matches!(status, 200 | 202), "{id}: {status} {answer}");
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+        Step::Poison => {
+            produce_raw(
+                &stack.kafka,
+                topics::TRANSACTION_REQUESTED,
+                "poison",
+                "{not json",
+                &[("ce_id", "poison-1")],
+            )
+            .await;
+            true
+        }
+    }
+}
+
+async fn run_point(point: Point, seed: u64) -> Report {
+    let mut stack = Stack::start_with(
+        &[],
+        &[
+            ("notification-service", "NOTIFY_SEND_LEASE_SECS", LEASE_SECS),
+            (
+                "notification-service",
+                "NOTIFY_SEND_TIMEOUT_SECS",
+                SEND_TIMEOUT_SECS,
+            ),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let old: Vec<String> = (0..OLD_CUSTOMERS).map(|n| format!("old-{n}")).collect();
+    let new: Vec<String> = (0..NEW_CUSTOMERS).map(|n| format!("new-{n}")).collect();
+
+    // Before the point is armed: customers with accounts and money.
+    for id in &old {
+        let (status, body) = register_customer(&client, &stack, id)
+            .await
+            .expect("answer");
+        assert_eq!(status, 201, "{body}");
+    }
+    wait_accounts(&client, &stack, &old, Duration::from_secs(60)).await;
+    let mut requests: BTreeMap<String, Value> = BTreeMap::new();
+    for id in &old {
+        let body = json!({"transactionId": format!("open-{id}"), "to": id, "amount": "500.00"});
+        let (status, answer) = try_post(
+            &client,
+            &format!("{}/transactions", stack.url("transaction-service")),
+            &body,
+        )
+        .await
+        .expect("answer");
+        assert_eq!(status, 202, "{answer}");
+        requests.insert(format!("open-{id}"), body);
+    }
+    for id in requests.keys() {
+        let url = format!("{}/transactions/{id}", stack.url("transaction-service"));
+        let done = eventually(Duration::from_secs(60), || {
+            let request = get(&client, &url);
+            async move { (request.await.1["status"] == "processed").then_some(()) }
+        })
+        .await;
+        assert!(done.is_some(), "{id} processed");
+    }
+
+    // Arm the point: a clean restart with EMS_FAILPOINTS.
+    let target = stack.service(point.service);
+    target.set_env("EMS_FAILPOINTS", &format!("{}={}", point.name, point.hit));
+    assert_eq!(
+        target.terminate().await,
+        Some(0),
+        "clean stop before arming"
+    );
+    target.start().await;
+
+    // The workload, a few requests at a time; some get no answer when the target crashes.
+    let steps = workload(seed, &old, &new);
+    for step in &steps {
+        if let Step::Transaction(id, body) = step {
+            requests.insert(id.clone(), body.clone());
+        }
+    }
+    let answered: Vec<bool> = futures::stream::iter(0..steps.len())
+        .map(|n| send(&client, &stack, &steps[n]))
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+
+    // The crash, with work in flight.
+    stack
+        .service(point.service)
+        .expect_abort(Duration::from_secs(60))
+        .await;
+    let crashed_at = tokio::time::Instant::now();
+    let target_db = stack.services[point.service].database_url().to_string();
+    let pending_at_crash = match point.service {
+        "transaction-service" => transaction_backlog(&stack).await,
+        "customer-service" => {
+            system_tests::count_rows(
+                &target_db,
+                "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL",
+            )
+            .await
+        }
+        _ => {
+            system_tests::count_rows(
+                &target_db,
+                "SELECT COUNT(*) AS n FROM deliveries WHERE status <> 'sent'",
+            )
+            .await
+        }
+    };
+    assert!(
+        pending_at_crash > 0,
+        "{}: the crash landed with no work pending",
+        point.label()
+    );
+
+    // Start it again unarmed and send what got no answer.
+    let target = stack.service(point.service);
+    target.remove_env("EMS_FAILPOINTS");
+    target.start().await;
+    let unanswered: Vec<&Step> = steps
+        .iter()
+        .zip(&answered)
+        .filter(|(_, ok)| !**ok)
+        .map(|(step, _)| step)
+        .collect();
+    for step in &unanswered {
+        assert!(
+            send(&client, &stack, step).await,
+            "answered after the restart"
+        );
+    }
+
+    // Every request has exactly one distinct outcome.
+    let outcomes = read_outcomes(
+        &stack.kafka,
+        requests.len(),
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+    )
+    .await;
+    let verdict = Verdict::judge(requests.keys(), &outcomes);
+    assert!(verdict.unknown.is_empty(), "{:?}", verdict.unknown);
+    let unexpected: Vec<&String> = verdict
+        .failures
+        .keys()
+        .filter(|r| *r != "insufficient_funds")
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected failures: {:?}",
+        verdict.failures
+    );
+    assert!(
+        verdict
+            .failures
+            .get("insufficient_funds")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "the workload overdraws"
+    );
+
+    // The poison record was dead-lettered (a copy more is allowed) and skipped nothing.
+    let dead = read_topic(
+        &stack.kafka,
+        &format!("{}.DLT", topics::TRANSACTION_REQUESTED),
+        Duration::from_secs(60),
+        |records| !records.is_empty(),
+    )
+    .await;
+    assert!(!dead.is_empty(), "the poison record reached the DLT");
+
+    // Every new customer has its account.
+    let mut customers: Vec<String> = old.clone();
+    customers.extend(new.iter().cloned());
+    wait_accounts(&client, &stack, &customers, Duration::from_secs(60)).await;
+
+    // Money: exact per account, conserved overall.
+    let actual = balances(&client, &stack, &customers).await;
+    let mut money_errors = Vec::new();
+    for account in &customers {
+        let expected = verdict.balances.get(account).copied().unwrap_or(0);
+        if actual[account] != expected || actual[account] < 0 {
+            money_errors.push(format!(
+                "{account}: {} (outcomes say {expected})",
+                actual[account]
+            ));
+        }
+    }
+    let total: i64 = actual.values().sum();
+    if total != verdict.net_deposits {
+        money_errors.push(format!(
+            "sum of balances {total} != deposits - withdrawals {}",
+            verdict.net_deposits
+        ));
+    }
+
+    // E-mails: all sent, none twice, checked once the lease of an interrupted send has ended.
+    let expected_mails = customers.len() + verdict.alerts;
+    let lease = Duration::from_secs(LEASE_SECS.parse().expect("seconds"));
+    tokio::time::sleep_until(crashed_at + lease).await;
+    let mail = settled_mail(&stack, expected_mails, Duration::from_secs(90)).await;
+
+    Report {
+        pending_at_crash,
+        unanswered: unanswered.len(),
+        lost: verdict.missing.len() + expected_mails.saturating_sub(mail.distinct),
+        duplicated: verdict.conflicting.len(),
+        double_sent: mail.double_sent.len(),
+        copies: verdict.copies,
+        money_errors,
+        requests: requests.len() + new.len(),
+        mails: mail.distinct,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_crash_point_loses_and_duplicates_nothing() {
+    let only: Option<Vec<String>> = std::env::var("EMS_CRASH_POINTS")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let points: Vec<Point> = POINTS
+        .into_iter()
+        .filter(|p| match &only {
+            Some(only) => only.contains(&p.label()),
+            None => true,
+        })
+        .collect();
+    assert!(!points.is_empty(), "no crash point selected");
+    // A few stacks at a time keep the machine responsive.
+    let slots = Arc::new(tokio::sync::Semaphore::new(4));
+    let runs: Vec<_> = points
+        .iter()
+        .enumerate()
+        .map(|(n, point)| {
+            let (point, slots) = (*point, slots.clone());
+            tokio::spawn(async move {
+                let _slot = slots.acquire_owned().await.expect("semaphore");
+                run_point(point, 20_261_200 + n as u64).await
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    let (mut lost, mut duplicated, mut double_sent) = (0, 0, 0);
+    for (point, run) in points.iter().zip(runs) {
+        match run.await {
+            Ok(report) => {
+                println!(
+                    "{}: pending at crash {}, unanswered {}, {} requests, {} e-mails; \
+                     lost={} duplicated={} double_sent={} (outcome copies {})",
+                    point.label(),
+                    report.pending_at_crash,
+                    report.unanswered,
+                    report.requests,
+                    report.mails,
+                    report.lost,
+                    report.duplicated,
+                    report.double_sent,
+                    report.copies,
+                );
+                lost += report.lost;
+                duplicated += report.duplicated;
+                double_sent += report.double_sent;
+                if report.lost + report.duplicated + report.double_sent > 0
+                    || !report.money_errors.is_empty()
+                {
+                    failures.push(format!("{}: {report:?}", point.label()));
+                }
+            }
+            Err(error) => failures.push(format!("{}: {error}", point.label())),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "crash points failed:\n{}",
+        failures.join("\n")
+    );
+    println!(
+        "crash points: {} tested, lost={lost} duplicated={duplicated} double_sent={double_sent}",
+        points.len()
+    );
+}
