@@ -9,6 +9,7 @@ pub mod http;
 pub mod inbox;
 pub mod kafka;
 pub mod outbox;
+pub mod redact;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

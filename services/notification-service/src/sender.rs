@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lettre::message::Mailbox;
+use platform::redact::mask_email;
 use platform::Database;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -155,7 +156,7 @@ impl Sender {
         };
         match (&status, &error) {
             (Status::Sent, _) => {
-                tracing::info!(attempts, recipient = %delivery.recipient, "notification sent")
+                tracing::info!(attempts, recipient = %mask_email(&delivery.recipient), "notification sent")
             }
             (Status::Retrying, Some(error)) => {
                 tracing::warn!(attempts, %error, retry_at = %next_attempt_at, "notification not sent; will retry")

@@ -144,6 +144,44 @@ impl LocalKafka {
     }
 }
 
+impl LocalKafka {
+    /// Like [`LocalKafka::isolated`], over the SASL_SSL listener with `mechanism` and the
+    /// broker's user for it (PLAIN: `token`; SCRAM-SHA-512: the SCRAM user).
+    pub fn isolated_sasl_ssl(&self, mechanism: SaslMechanism) -> KafkaConfig {
+        let (user, password) = match mechanism {
+            SaslMechanism::Plain => (&self.plain_user, &self.plain_password),
+            SaslMechanism::ScramSha512 => (&self.scram_user, &self.scram_password),
+            SaslMechanism::ScramSha256 => panic!("the local broker has no SCRAM-SHA-256 user"),
+        };
+        KafkaConfig {
+            topic_prefix: format!("{}.", unique("t")),
+            topic_partitions: 2,
+            ..self.sasl_ssl(mechanism, user, password.expose())
+        }
+    }
+}
+
+/// Prints `line` and, when `EMS_SUMMARY_FILE` names a file, appends it there: how a test hands
+/// a line to the closing summary of `cargo xtask test` (libtest captures a passing test's
+/// output).
+pub fn summary_line(line: &str) {
+    println!("{line}");
+    if let Some(path) = std::env::var_os("EMS_SUMMARY_FILE") {
+        use std::io::Write;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| writeln!(file, "{line}"));
+        if let Err(error) = appended {
+            panic!(
+                "EMS_SUMMARY_FILE {}: {error}",
+                PathBuf::from(path).display()
+            );
+        }
+    }
+}
+
 /// A service configuration for tests: port 0, a fresh database, the given Kafka connection.
 pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::ServiceConfig {
     crate::ServiceConfig {

@@ -16,6 +16,7 @@ pub struct SmtpServer {
     pub port: u16,
     /// The folder holding the Maildir (`box/`).
     pub maildir: tempfile::TempDir,
+    login: Option<(String, String)>,
     child: tokio::process::Child,
 }
 
@@ -42,12 +43,55 @@ impl SmtpServer {
     /// Starts a server on `port` and waits until it accepts connections.
     pub async fn start_on(port: u16) -> Self {
         let maildir = tempfile::tempdir().expect("maildir");
-        let child = tokio::process::Command::new(python())
+        let mut command = tokio::process::Command::new(python());
+        command
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             // A path that does not exist yet: Python's Maildir then creates tmp/, new/, cur/.
+            .arg(maildir.path().join("box"));
+        Self::launch(port, maildir, command, None).await
+    }
+
+    /// Starts a server on a free port that takes mail only after `AUTH` (PLAIN or LOGIN, over
+    /// the plain connection) with `user` and `password`; [`SmtpServer::url`] carries them.
+    pub async fn start_with_login(user: &str, password: &str) -> Self {
+        const SERVER: &str = "\
+import logging, os, sys, threading, warnings
+warnings.filterwarnings('ignore')
+logging.disable(logging.WARNING)
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+user, password = os.environ['SMTP_TEST_USER'].encode(), os.environ['SMTP_TEST_PASSWORD'].encode()
+def check(server, session, envelope, mechanism, data):
+    ok = isinstance(data, LoginPassword) and data.login == user and data.password == password
+    return AuthResult(success=ok)
+Controller(Mailbox(sys.argv[2]), hostname='127.0.0.1', port=int(sys.argv[1]),
+           authenticator=check, auth_required=True, auth_require_tls=False).start()
+threading.Event().wait()
+";
+        let port = free_port();
+        let maildir = tempfile::tempdir().expect("maildir");
+        let mut command = tokio::process::Command::new(python());
+        command
+            .args(["-c", SERVER])
+            .arg(port.to_string())
             .arg(maildir.path().join("box"))
+            .env("SMTP_TEST_USER", user)
+            .env("SMTP_TEST_PASSWORD", password);
+        let login = (user.to_string(), password.to_string());
+        Self::launch(port, maildir, command, Some(login)).await
+    }
+
+    /// Runs `command` (the server) and waits until `port` accepts connections.
+    async fn launch(
+        port: u16,
+        maildir: tempfile::TempDir,
+        mut command: tokio::process::Command,
+        login: Option<(String, String)>,
+    ) -> Self {
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -57,6 +101,7 @@ impl SmtpServer {
         let mut server = Self {
             port,
             maildir,
+            login,
             child,
         };
         let address = format!("127.0.0.1:{port}");
@@ -74,9 +119,12 @@ impl SmtpServer {
         server
     }
 
-    /// `smtp://127.0.0.1:<port>`.
+    /// `smtp://127.0.0.1:<port>`, with `user:password@` when the server requires a login.
     pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
+        match &self.login {
+            Some((user, password)) => format!("smtp://{user}:{password}@127.0.0.1:{}", self.port),
+            None => format!("smtp://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Messages delivered so far.
