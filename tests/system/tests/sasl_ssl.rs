@@ -98,30 +98,29 @@ async fn a_wrong_password_stops_the_service_at_start_up_with_the_authentication_
             ..right
         };
         assert_eq!(wrong.security_protocol, SecurityProtocol::SaslSsl);
-        let mut env = service_kafka_env(&wrong);
-        env.push(("DATABASE_URL".to_string(), fresh_database_url().await));
-        // Well under the 60 s of topic-creation retries a broker that is down gets.
-        let exit = run_to_exit("customer-service", &env, Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|| {
-                panic!("{mechanism:?}: still running 30 s after start with a wrong password")
-            });
-        assert_ne!(exit.code, Some(0), "{mechanism:?}: {}", exit.stderr);
-        assert!(exit.code.is_some(), "{mechanism:?}: exits, not killed");
-        let line = exit
-            .stderr
-            .lines()
-            .find(|l| l.contains("Kafka authentication failed"))
-            .unwrap_or_else(|| panic!("{mechanism:?}: no authentication error:\n{}", exit.stderr));
-        assert!(
-            line.contains("EVENT_STREAMS_PASSWORD"),
-            "the line names what to check: {line}"
-        );
-        assert!(!exit.stderr.contains("not-the-password"), "{}", exit.stderr);
-        assert!(
-            !exit.stderr.contains("retrying topic creation"),
-            "{mechanism:?}: no retries:\n{}",
-            exit.stderr
-        );
+        for name in SERVICES {
+            let mut env = service_kafka_env(&wrong);
+            env.push(("DATABASE_URL".to_string(), fresh_database_url().await));
+            // Well under the 60 s of topic-creation retries a broker that is down gets.
+            let exit = run_to_exit(name, &env, Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|| panic!("{name}, {mechanism:?}: still running 30 s after start"));
+            let context = format!("{name}, {mechanism:?}:\n{}", exit.stderr);
+            assert!(exit.code.is_some_and(|c| c != 0), "{context}");
+            let line = exit
+                .stderr
+                .lines()
+                .find(|l| l.contains("Kafka authentication failed"))
+                .unwrap_or_else(|| panic!("no authentication error: {context}"));
+            assert!(
+                line.contains("EVENT_STREAMS_PASSWORD"),
+                "the line names what to check: {line}"
+            );
+            assert!(!exit.stderr.contains("not-the-password"), "{context}");
+            assert!(
+                !exit.stderr.contains("retrying topic creation"),
+                "no retries: {context}"
+            );
+        }
     }
 }
