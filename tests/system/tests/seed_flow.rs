@@ -4,15 +4,47 @@
 
 use std::time::Duration;
 
-use system_tests::{get, seed_flow, Stack, SEED_EMAILS, SERVICES};
+use platform::testing::eventually;
+use system_tests::{get, seed_flow, Stack, SEED_CUSTOMERS, SEED_EMAILS, SERVICES};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_flow_end_to_end() {
     let mut stack = Stack::start(&[]).await;
     let client = reqwest::Client::new();
     seed_flow(&client, &stack).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(stack.smtp.messages().len(), SEED_EMAILS, "and no more");
+    // The service's own record: every delivery is final (sent), so nothing is left to resend.
+    let notifications = stack.url("notification-service");
+    let recorded = eventually(Duration::from_secs(30), || {
+        let client = &client;
+        let notifications = &notifications;
+        async move {
+            let mut items = Vec::new();
+            for (id, _, _) in SEED_CUSTOMERS {
+                let url = format!("{notifications}/notifications?customerId={id}");
+                let (status, log) = get(client, &url).await;
+                items.extend(log["items"].as_array().cloned().filter(|_| status == 200)?);
+            }
+            items
+                .iter()
+                .all(|d| d["status"] == "sent")
+                .then_some(items.len())
+        }
+    })
+    .await;
+    assert_eq!(
+        recorded,
+        Some(SEED_EMAILS),
+        "every delivery recorded as sent"
+    );
+    let mails = stack.smtp.messages();
+    assert_eq!(
+        mails.len(),
+        SEED_EMAILS,
+        "and no more e-mails than deliveries"
+    );
+    let ids: std::collections::BTreeSet<&str> =
+        mails.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids.len(), SEED_EMAILS, "each with its own Message-ID");
     let log_url = format!(
         "{}/notifications?customerId=cust-001",
         stack.url("notification-service")
