@@ -4,7 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -221,6 +221,33 @@ pub fn run_streaming(
     Ok((status, lines))
 }
 
+/// Like [`run_streaming`], with stderr and stdout through ONE pipe (shown on stdout), so kept
+/// lines keep the order the command wrote them in (cargo's `Running …` on stderr before the
+/// test binary's results on stdout).
+pub fn run_merged(cmd: &mut Command, keep: fn(&str) -> bool) -> Result<(ExitStatus, Vec<String>)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds` (close-on-exec: the child gets only the
+    // copies it is given as stdout and stderr).
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating a pipe");
+    }
+    // SAFETY: both descriptors are new and owned by nothing else.
+    let (reader, writer) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let writer_too = writer.try_clone().context("cloning a pipe")?;
+    let mut child = cmd
+        .stdout(writer)
+        .stderr(writer_too)
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    // Our copies of the write end must close, or the reader never sees the end.
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let kept = Mutex::new(Vec::new());
+    pump(reader, &mut std::io::stdout(), keep, &kept);
+    let status = child.wait()?;
+    let lines = kept.into_inner().unwrap_or_default();
+    Ok((status, lines))
+}
+
 /// Copies `from` to `to` line by line, keeping the lines `keep` selects.
 fn pump(from: impl Read, to: &mut dyn Write, keep: fn(&str) -> bool, kept: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(from);
@@ -351,6 +378,17 @@ mod tests {
     fn our_own_process_is_alive_and_a_bogus_one_is_not() {
         assert!(is_alive(std::process::id()));
         assert!(!is_alive(u32::MAX - 1));
+    }
+
+    #[test]
+    fn merged_output_keeps_the_order_of_stdout_and_stderr() {
+        let (status, kept) = run_merged(
+            Command::new("sh").args(["-c", "echo a; echo b >&2; echo c; echo d >&2"]),
+            |l| !l.is_empty(),
+        )
+        .unwrap();
+        assert!(status.success());
+        assert_eq!(kept, ["a", "b", "c", "d"]);
     }
 
     #[test]

@@ -1,20 +1,43 @@
 //! `cargo xtask test`: the README test command.
 //!
-//! Installs what is missing, starts the broker (and stops it at the end if it started it), runs
-//! `cargo test --workspace` on SQLite, then again on a private PostgreSQL cluster, then the deploy
-//! checks (`deploy/tests/run.sh`) when present, and prints one closing line `N passed, M failed`.
+//! Installs what is missing, starts the broker (and stops it at the end if it started it), then:
+//! - the SQLite pass: `cargo test --workspace`, every test once (unit, integration, doc tests);
+//! - the PostgreSQL pass, on a private cluster: only the integration-test targets that touch a
+//!   database — every test target except those listed in [`NO_DATABASE_TESTS`] (so a new test
+//!   file runs on both databases unless it is declared database-free);
+//! - the deploy checks (`deploy/tests/run.sh`) when present.
+//!
+//! Each pass prints what ran (test binaries and their counts); a pass that runs no test, or deploy
+//! checks without their summary line, count as a failure. Lines tests hand to the summary
+//! (`platform::testing::summary_line`, through the file `EMS_SUMMARY_FILE` names) are repeated
+//! before the closing line `N passed, M failed` (over distinct tests: nothing runs twice on the
+//! same database).
 
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 
 use crate::kafka::Kafka;
 use crate::postgres::{self, Postgres};
 use crate::{apt, paths, process};
+
+/// Integration-test targets that touch no database, with why: they run in the SQLite pass only.
+pub const NO_DATABASE_TESTS: &[(&str, &str)] = &[
+    ("schemas", "contracts: JSON Schemas vs. the event types"),
+    ("kafka", "platform: the Kafka client against the broker"),
+    (
+        "sasl_ssl",
+        "the Kafka transport; its services' database use is seed_flow's",
+    ),
+];
+
+/// Prefixes of lines a test prints for the closing summary (also taken from the test output).
+const SUMMARY_PREFIXES: [&str; 2] = ["sasl_ssl:", "crash points:"];
 
 /// Passed and failed counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,6 +52,26 @@ impl std::ops::AddAssign for Counts {
     fn add_assign(&mut self, o: Self) {
         self.passed += o.passed;
         self.failed += o.failed;
+    }
+}
+
+/// What one `cargo test` pass ran.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Each test binary (`<binary>: <what>`) and its counts, in run order.
+    pub binaries: Vec<(String, Counts)>,
+    /// Lines for the closing summary the output carried.
+    pub summary_lines: Vec<String>,
+}
+
+impl PassReport {
+    /// The counts over all binaries.
+    pub fn total(&self) -> Counts {
+        let mut total = Counts::default();
+        for (_, c) in &self.binaries {
+            total += *c;
+        }
+        total
     }
 }
 
@@ -56,37 +99,58 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
     let kafka = Kafka::from_env()?;
     let started = kafka.start()?;
     let env_file = paths::absolute(started.env_file.clone());
+    let summary_file = std::env::temp_dir().join(format!("ems-summary-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&summary_file);
+    let env = PassEnv {
+        kafka_env: &env_file,
+        summary_file: &summary_file,
+    };
 
     let mut total = Counts::default();
     let mut lines = Vec::new();
+    let mut summary_lines = Vec::new();
     let outcome = (|| -> Result<()> {
-        let c = cargo_test_pass("SQLite", &env_file, None)?;
+        let report = cargo_test_pass("SQLite", &[], &env, None)?;
+        let c = counted("SQLite", &report);
         lines.push(format!(
-            "SQLite pass:      {} passed, {} failed",
-            c.passed, c.failed
+            "SQLite pass (every test):        {} passed, {} failed in {} test binaries",
+            c.passed,
+            c.failed,
+            report.binaries.len()
         ));
+        summary_lines.extend(report.summary_lines);
         total += c;
         if !sqlite_only && !interrupted.load(Ordering::SeqCst) {
+            let targets = database_test_targets()?;
+            let mut args = Vec::new();
+            for t in &targets {
+                args.extend(["--test".to_string(), t.clone()]);
+            }
             let pg = Postgres::locate()?;
             let ours = pg.start()?;
-            let c = cargo_test_pass("PostgreSQL", &env_file, Some(&postgres::url()));
+            let report = cargo_test_pass("PostgreSQL", &args, &env, Some(&postgres::url()));
             if ours {
                 if let Err(e) = pg.stop() {
                     eprintln!("warning: {e:#}");
                 }
             }
-            let c = c?;
+            let report = report?;
+            let c = counted("PostgreSQL", &report);
             lines.push(format!(
-                "PostgreSQL pass:  {} passed, {} failed",
-                c.passed, c.failed
+                "PostgreSQL pass (database tests): {} passed, {} failed in {} test binaries ({})",
+                c.passed,
+                c.failed,
+                report.binaries.len(),
+                targets.join(", ")
             ));
+            summary_lines.extend(report.summary_lines);
             total += c;
         }
         let script = paths::repo_root().join("deploy/tests/run.sh");
         if script.is_file() && !interrupted.load(Ordering::SeqCst) {
             let c = deploy_checks(&script)?;
             lines.push(format!(
-                "deploy checks:    {} passed, {} failed",
+                "deploy checks:                   {} passed, {} failed",
                 c.passed, c.failed
             ));
             total += c;
@@ -111,22 +175,108 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
         eprintln!("interrupted");
         total.failed += 1;
     }
+    if let Ok(text) = std::fs::read_to_string(&summary_file) {
+        summary_lines.extend(text.lines().map(str::to_string));
+    }
+    let _ = std::fs::remove_file(&summary_file);
     println!();
     for l in &lines {
         println!("{l}");
+    }
+    let mut seen = BTreeSet::new();
+    for l in summary_lines.iter().map(|l| l.trim()) {
+        if !l.is_empty() && seen.insert(l) {
+            println!("{l}");
+        }
     }
     println!("{} passed, {} failed", total.passed, total.failed);
     Ok(if total.failed == 0 { 0 } else { 1 })
 }
 
-/// One `cargo test --workspace --no-fail-fast` run, streamed live.
-fn cargo_test_pass(name: &str, env_file: &Path, database_url: Option<&str>) -> Result<Counts> {
-    println!("\n=== {name} pass: cargo test --workspace ===");
+/// What every pass gets in its environment.
+struct PassEnv<'a> {
+    /// The broker's `kafka.env` (`EMS_KAFKA_ENV`).
+    kafka_env: &'a Path,
+    /// Where tests append summary lines (`EMS_SUMMARY_FILE`).
+    summary_file: &'a Path,
+}
+
+/// The counts of a pass, with one failure added when it ran no test at all.
+fn counted(name: &str, report: &PassReport) -> Counts {
+    let mut c = report.total();
+    if c.passed + c.failed == 0 {
+        eprintln!("{name} pass: no test ran");
+        c.failed += 1;
+    }
+    c
+}
+
+/// The integration-test targets of the workspace that are not in [`NO_DATABASE_TESTS`].
+fn database_test_targets() -> Result<Vec<String>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = process::run_quiet(
+        Command::new(cargo)
+            .args(["metadata", "--no-deps", "--format-version", "1"])
+            .current_dir(paths::repo_root()),
+    )
+    .context("listing the test targets (cargo metadata)")?;
+    let json = out.lines().find(|l| l.starts_with('{')).unwrap_or_default();
+    let metadata: serde_json::Value =
+        serde_json::from_str(json).context("reading cargo metadata")?;
+    let all = test_targets(&metadata);
+    for (name, _) in NO_DATABASE_TESTS {
+        if !all.iter().any(|t| t == name) {
+            bail!("NO_DATABASE_TESTS names `{name}`, which is no test target of the workspace");
+        }
+    }
+    let targets: Vec<String> = all
+        .into_iter()
+        .filter(|t| !NO_DATABASE_TESTS.iter().any(|(n, _)| n == t))
+        .collect();
+    if targets.is_empty() {
+        bail!("no integration-test target touches a database");
+    }
+    Ok(targets)
+}
+
+/// The names of the `test` targets (files under `tests/`) in `cargo metadata` output, sorted.
+pub fn test_targets(metadata: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "test"))
+        })
+        .filter_map(|t| t["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// One `cargo test --workspace --no-fail-fast [args]` run, streamed live; then the binaries
+/// it ran and their counts.
+fn cargo_test_pass(
+    name: &str,
+    args: &[String],
+    env: &PassEnv<'_>,
+    database_url: Option<&str>,
+) -> Result<PassReport> {
+    println!(
+        "\n=== {name} pass: cargo test --workspace {} ===",
+        args.join(" ")
+    );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["test", "--workspace", "--no-fail-fast"])
+        .args(args)
         .current_dir(paths::repo_root())
-        .env("EMS_KAFKA_ENV", env_file)
+        .env("EMS_KAFKA_ENV", env.kafka_env)
+        .env("EMS_SUMMARY_FILE", env.summary_file)
         .env_remove("TEST_DATABASE_URL");
     if let Some(url) = database_url {
         cmd.env("TEST_DATABASE_URL", url);
@@ -134,30 +284,104 @@ fn cargo_test_pass(name: &str, env_file: &Path, database_url: Option<&str>) -> R
     if std::io::stdout().is_terminal() {
         cmd.env("CARGO_TERM_COLOR", "always");
     }
-    let (status, kept) = process::run_streaming(&mut cmd, |l| l.contains("test result:"))?;
-    let mut counts = Counts::default();
-    for l in &kept {
-        counts += parse_test_result(l).unwrap_or_default();
+    let (status, kept) = process::run_merged(&mut cmd, |l| {
+        let l = strip_ansi(l);
+        let l = l.trim_start();
+        l.starts_with("Running ")
+            || l.starts_with("Doc-tests ")
+            || l.contains("test result:")
+            || SUMMARY_PREFIXES.iter().any(|p| l.starts_with(p))
+    })?;
+    let mut report = parse_pass(&kept);
+    println!("\n--- {name} pass ran:");
+    for (binary, c) in &report.binaries {
+        println!("    {binary:<50} {} passed, {} failed", c.passed, c.failed);
     }
-    if !status.success() && counts.failed == 0 {
+    if !status.success() && report.total().failed == 0 {
         eprintln!(
             "{name} pass: cargo test failed ({status}) without a failing test (build error?)"
         );
-        counts.failed += 1;
+        report.binaries.push((
+            "(cargo test itself)".to_string(),
+            Counts {
+                passed: 0,
+                failed: 1,
+            },
+        ));
     }
-    Ok(counts)
+    Ok(report)
 }
 
-/// `bash deploy/tests/run.sh`, counting its own `N passed, M failed` line when it prints one.
+/// Pairs cargo's `Running …` / `Doc-tests …` lines with the `test result:` line that follows
+/// each; keeps the summary lines.
+pub fn parse_pass(lines: &[String]) -> PassReport {
+    let mut report = PassReport::default();
+    let mut current: Option<String> = None;
+    for line in lines {
+        let line = strip_ansi(line);
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("Running ") {
+            // `unittests src/lib.rs (target/debug/deps/platform-0123abcd)`
+            let (what, binary) = match rest.rsplit_once(" (") {
+                Some((what, path)) => {
+                    let file = path
+                        .trim_end_matches(')')
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(path);
+                    let stem = file.rsplit_once('-').map_or(file, |(stem, _)| stem);
+                    (what, stem.to_string())
+                }
+                None => (rest, String::new()),
+            };
+            current = Some(format!("{binary}: {what}"));
+        } else if let Some(krate) = line.strip_prefix("Doc-tests ") {
+            current = Some(format!("{krate}: doc tests"));
+        } else if let Some(counts) = parse_test_result(line) {
+            let label = current.take().unwrap_or_else(|| "(unnamed)".to_string());
+            report.binaries.push((label, counts));
+        } else if SUMMARY_PREFIXES.iter().any(|p| line.starts_with(p)) {
+            report.summary_lines.push(line.to_string());
+        }
+    }
+    report
+}
+
+/// `text` without ANSI colour sequences (`ESC [ … letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `bash deploy/tests/run.sh`, counting its own `N passed, M failed` line; its absence is a
+/// failure.
 fn deploy_checks(script: &Path) -> Result<Counts> {
     println!("\n=== deploy checks: bash {} ===", script.display());
     let mut cmd = Command::new("bash");
     cmd.arg(script).current_dir(paths::repo_root());
     let (status, kept) = process::run_streaming(&mut cmd, |l| parse_plain_summary(l).is_some())?;
-    let mut counts = kept
-        .last()
-        .and_then(|l| parse_plain_summary(l))
-        .unwrap_or_default();
+    let mut counts = match kept.last().and_then(|l| parse_plain_summary(l)) {
+        Some(counts) => counts,
+        None => {
+            eprintln!("deploy checks printed no `N passed, M failed` line ({status})");
+            Counts {
+                passed: 0,
+                failed: 1,
+            }
+        }
+    };
     if !status.success() && counts.failed == 0 {
         eprintln!("deploy checks failed ({status})");
         counts.failed += 1;
@@ -222,6 +446,78 @@ mod tests {
             Some(Counts::default())
         );
         assert_eq!(parse_test_result("running 3 tests"), None);
+    }
+
+    #[test]
+    fn pairs_each_test_binary_with_its_result() {
+        let lines: Vec<String> = [
+            "\u{1b}[1m\u{1b}[92m     Running\u{1b}[0m unittests src/lib.rs (target/debug/deps/platform-0a1b2c)",
+            "test result: ok. 36 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
+            "     Running tests/kafka.rs (target/debug/deps/kafka-99ff)",
+            "sasl_ssl: seed flow passed (PLAIN, SCRAM-SHA-512)",
+            "test result: FAILED. 6 passed; 1 failed; 0 ignored",
+            "   Doc-tests contracts",
+            "test result: ok. 0 passed; 0 failed; 0 ignored",
+        ]
+        .map(String::from)
+        .to_vec();
+        let report = parse_pass(&lines);
+        assert_eq!(
+            report.binaries,
+            vec![
+                (
+                    "platform: unittests src/lib.rs".to_string(),
+                    Counts {
+                        passed: 36,
+                        failed: 0
+                    }
+                ),
+                (
+                    "kafka: tests/kafka.rs".to_string(),
+                    Counts {
+                        passed: 6,
+                        failed: 1
+                    }
+                ),
+                ("contracts: doc tests".to_string(), Counts::default()),
+            ]
+        );
+        assert_eq!(
+            report.total(),
+            Counts {
+                passed: 42,
+                failed: 1
+            }
+        );
+        assert_eq!(
+            report.summary_lines,
+            ["sasl_ssl: seed flow passed (PLAIN, SCRAM-SHA-512)"]
+        );
+    }
+
+    #[test]
+    fn a_pass_without_tests_is_a_failure() {
+        let empty = PassReport::default();
+        assert_eq!(
+            counted("x", &empty),
+            Counts {
+                passed: 0,
+                failed: 1
+            }
+        );
+    }
+
+    #[test]
+    fn test_targets_come_from_cargo_metadata() {
+        let metadata = serde_json::json!({"packages": [
+            {"targets": [
+                {"name": "platform", "kind": ["lib"]},
+                {"name": "telemetry", "kind": ["test"]},
+                {"name": "kafka", "kind": ["test"]},
+            ]},
+            {"targets": [{"name": "seed_flow", "kind": ["test"]}, {"name": "throughput", "kind": ["bin"]}]},
+        ]});
+        assert_eq!(test_targets(&metadata), ["kafka", "seed_flow", "telemetry"]);
     }
 
     #[test]

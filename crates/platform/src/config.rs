@@ -152,7 +152,11 @@ pub fn seconds(
 }
 
 /// A whole number of at least 1 from `variable`, `default` when unset.
-pub fn positive(env: &impl Env, variable: &'static str, default: usize) -> Result<usize, ConfigError> {
+pub fn positive(
+    env: &impl Env,
+    variable: &'static str,
+    default: usize,
+) -> Result<usize, ConfigError> {
     match env.var(variable) {
         None => Ok(default),
         Some(text) => text
@@ -160,7 +164,12 @@ pub fn positive(env: &impl Env, variable: &'static str, default: usize) -> Resul
             .parse::<usize>()
             .ok()
             .filter(|n| *n > 0)
-            .ok_or_else(|| ConfigError::new(variable, format!("`{text}` is not a whole number of at least 1"))),
+            .ok_or_else(|| {
+                ConfigError::new(
+                    variable,
+                    format!("`{text}` is not a whole number of at least 1"),
+                )
+            }),
     }
 }
 

@@ -159,18 +159,36 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
-/// `url` without its password, for messages.
+/// `url` without its passwords, for messages: the one in the user information and the value of
+/// every query parameter whose name holds `password` (`?password=`, `sslpassword=`) become `***`.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (head, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    let mut redacted = match (head.find("://"), head.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_string(),
+            match head[scheme_end + 3..at].split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &head[..scheme_end + 3], &head[at..]),
+                None => head.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => head.to_string(),
+    };
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
+                    format!("{name}=***")
+                }
+                _ => parameter.to_string(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&parameters.join("&"));
     }
+    redacted
 }
 
 /// Adds `mode=rwc` (create when missing) and creates the file's folder.
@@ -206,6 +224,18 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
         assert_eq!(redact_url("sqlite://data/a.db"), "sqlite://data/a.db");
+        assert_eq!(
+            redact_url("postgres://app@db/x?sslmode=require&password=hunter2&PassWord=x"),
+            "postgres://app@db/x?sslmode=require&password=***&PassWord=***"
+        );
+        assert_eq!(
+            redact_url("postgres://app:p@ss@db/x?sslpassword=k3y&application_name=a"),
+            "postgres://app:***@db/x?sslpassword=***&application_name=a"
+        );
+        assert_eq!(
+            redact_url("smtp://127.0.0.1:25?tls=required"),
+            "smtp://127.0.0.1:25?tls=required"
+        );
     }
 
     #[test]

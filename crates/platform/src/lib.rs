@@ -11,6 +11,7 @@ pub mod inbox;
 pub mod kafka;
 pub mod outbox;
 pub mod parking;
+pub mod redact;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

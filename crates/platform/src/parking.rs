@@ -336,7 +336,8 @@ impl Parked {
     }
 
     fn record(&self) -> Record {
-        let headers: Vec<(String, String)> = serde_json::from_str(&self.headers).unwrap_or_default();
+        let headers: Vec<(String, String)> =
+            serde_json::from_str(&self.headers).unwrap_or_default();
         Record {
             topic: self.topic.clone(),
             partition: self.partition,

@@ -16,9 +16,9 @@ use crate::config::{ProcessEnv, ServiceConfig};
 use crate::db::Database;
 use crate::http::{self, ApiKeys, Readiness};
 use crate::inbox::{Apply, Inboxed};
-use crate::parking::{self, ParkingLot};
 use crate::kafka::{self, ConsumerOptions, Handler, Producer};
 use crate::outbox::{self, Outbox};
+use crate::parking::{self, ParkingLot};
 use crate::telemetry;
 
 /// A started service: shared resources for its handlers, and the tasks it runs.
@@ -78,10 +78,17 @@ impl Service {
     /// Runs the consumer of an [`Apply`] in the background until shutdown: batches applied in
     /// one transaction with their inbox claims, waiting events parked in `lot` and decided by
     /// the lot's resolver.
-    pub fn consume_events<A: Apply>(&mut self, options: ConsumerOptions, apply: A, lot: ParkingLot) {
+    pub fn consume_events<A: Apply>(
+        &mut self,
+        options: ConsumerOptions,
+        apply: A,
+        lot: ParkingLot,
+    ) {
         let apply = Arc::new(apply);
         let (db, resolver_apply, resolver_lot) = (self.db.clone(), Arc::clone(&apply), lot.clone());
-        self.spawn(move |shutdown| parking::run_resolver(db, resolver_apply, resolver_lot, shutdown));
+        self.spawn(move |shutdown| {
+            parking::run_resolver(db, resolver_apply, resolver_lot, shutdown)
+        });
         self.consume(options, Inboxed::new(self.db.clone(), apply, lot));
     }
 

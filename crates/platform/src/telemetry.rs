@@ -24,8 +24,11 @@ use opentelemetry_otlp::{ExporterBuildError, Protocol, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
+use tracing::span::{self, Attributes, Id};
+use tracing::subscriber::Interest;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{self, Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -88,7 +91,7 @@ pub fn init(config: &ServiceConfig) -> Result<(), TelemetryError> {
     let provider = tracer_provider(config.name, &url)?;
     let traces = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(config.name))
-        .with_filter(trace_filter());
+        .with_filter(Fresh(trace_filter()));
     let installed = tracing_subscriber::registry()
         .with(log_layer(config.log_format))
         .with(traces)
@@ -293,6 +296,63 @@ fn trace_filter() -> EnvFilter {
         .fold(log_filter(), EnvFilter::add_directive)
 }
 
+/// A per-layer filter that never lets a callsite cache `Interest::always`, so its
+/// [`Filter::enabled`] runs before every span and event.
+///
+/// Why: tracing-subscriber hands each per-layer filter's decision from `enabled` to
+/// `on_new_span`/`on_event` through a thread-local bitmap, and assumes `enabled` ran just before
+/// for the same callsite. A callsite cached as `always` skips `enabled`, so it reads whatever
+/// the last `enabled` call on the thread left there. An `enabled`-only check that no span or
+/// event follows — sqlx asks `log_enabled!`/`tracing::enabled!("sqlx::query")` after every
+/// query, and on PostgreSQL it does so on the runtime's threads (SQLite runs queries on its own
+/// worker thread) — leaves a layer's "disabled" bit behind, and the next `always` span (the
+/// consumer's `consume` span) silently misses that layer: it is never exported, and
+/// [`current_traceparent`] falls back to the record's. (tokio-rs/tracing#2519.)
+/// `sometimes` costs one filter check per span or event and keeps the bitmap fresh.
+struct Fresh<F>(F);
+
+impl<S, F: Filter<S>> Filter<S> for Fresh<F> {
+    fn enabled(&self, meta: &tracing::Metadata<'_>, cx: &layer::Context<'_, S>) -> bool {
+        self.0.enabled(meta, cx)
+    }
+
+    fn callsite_enabled(&self, meta: &'static tracing::Metadata<'static>) -> Interest {
+        if self.0.callsite_enabled(meta).is_never() {
+            Interest::never()
+        } else {
+            Interest::sometimes()
+        }
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, cx: &layer::Context<'_, S>) -> bool {
+        self.0.event_enabled(event, cx)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.0.max_level_hint()
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, cx: layer::Context<'_, S>) {
+        self.0.on_new_span(attrs, id, cx)
+    }
+
+    fn on_record(&self, id: &Id, values: &span::Record<'_>, cx: layer::Context<'_, S>) {
+        self.0.on_record(id, values, cx)
+    }
+
+    fn on_enter(&self, id: &Id, cx: layer::Context<'_, S>) {
+        self.0.on_enter(id, cx)
+    }
+
+    fn on_exit(&self, id: &Id, cx: layer::Context<'_, S>) {
+        self.0.on_exit(id, cx)
+    }
+
+    fn on_close(&self, id: Id, cx: layer::Context<'_, S>) {
+        self.0.on_close(id, cx)
+    }
+}
+
 /// The log output layer, with its own filter (so exported spans need not be logged).
 fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
 where
@@ -304,9 +364,9 @@ where
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_filter(log_filter())
+            .with_filter(Fresh(log_filter()))
             .boxed(),
-        LogFormat::Pretty => layer.with_filter(log_filter()).boxed(),
+        LogFormat::Pretty => layer.with_filter(Fresh(log_filter())).boxed(),
     }
 }
 

@@ -8,7 +8,7 @@ use platform::kafka::{
     check_connection, ensure_topics, KafkaConfig, KafkaError, OutgoingRecord, Producer,
     SaslMechanism, SecurityProtocol,
 };
-use platform::testing::{read_topic, unique, LocalKafka};
+use platform::testing::{partition_count, read_to_end, unique, LocalKafka};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -35,10 +35,15 @@ async fn round_trip(config: KafkaConfig) {
             .collect(),
     };
     producer.send(&record).await.expect("delivery acknowledged");
-    let read = read_topic(&config, topics::CUSTOMER_CREATED, TIMEOUT, |r| {
-        !r.is_empty()
-    })
-    .await;
+    for topic in topics::all_with_dead_letters() {
+        assert_eq!(
+            partition_count(&config, &topic).await,
+            Some(1),
+            "{topic} was created with the configured partitions"
+        );
+    }
+    // Every partition up to the end: the acknowledged record, once, and nothing else.
+    let read = read_to_end(&config, topics::CUSTOMER_CREATED).await;
     assert_eq!(read.len(), 1, "the record comes back");
     assert_eq!(read[0].key.as_deref(), Some("cust-1"));
     assert_eq!(read[0].payload, br#"{"hello":"kafka"}"#);
@@ -156,8 +161,27 @@ async fn topic_creation_is_idempotent() {
         ..LocalKafka::load().plaintext()
     };
     let all = topics::all_with_dead_letters();
+    assert_eq!(
+        partition_count(&config, topics::CUSTOMER_CREATED).await,
+        None
+    );
     ensure_topics(&config, &all).await.expect("first creation");
-    ensure_topics(&config, &all)
+    for topic in &all {
+        assert_eq!(
+            partition_count(&config, topic).await,
+            Some(2),
+            "{topic} exists with the configured partitions"
+        );
+    }
+    // Existing topics are left as they are, whatever the configuration says now.
+    let wider = KafkaConfig {
+        topic_partitions: 3,
+        ..config.clone()
+    };
+    ensure_topics(&wider, &all)
         .await
         .expect("second creation is a no-op");
+    for topic in &all {
+        assert_eq!(partition_count(&config, topic).await, Some(2), "{topic}");
+    }
 }

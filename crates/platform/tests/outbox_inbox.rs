@@ -9,7 +9,9 @@ use contracts::{topics, CustomerCreated, EventMetadata};
 use platform::inbox::{Applied, Apply, Attempt, Inboxed};
 use platform::kafka::{run_consumer, ConsumerOptions, HandleError, Producer, Record};
 use platform::parking::ParkingLot;
-use platform::testing::{fresh_database_url, produce_raw, read_topic, unique, LocalKafka};
+use platform::testing::{
+    fresh_database_url, produce_raw, read_to_end, read_topic, unique, LocalKafka,
+};
 use platform::{inbox, outbox, Database, Outbox};
 use tokio_util::sync::CancellationToken;
 
@@ -94,19 +96,21 @@ async fn the_relay_publishes_committed_events_in_order_and_marks_them_sent() {
         stop.clone(),
     ));
     outbox.notify();
-    let read = read_topic(&kafka, topics::CUSTOMER_CREATED, TIMEOUT, |r| r.len() >= 20).await;
-    let read_ids: Vec<String> = read.iter().map(|r| r.metadata().id).collect();
-    let expected: Vec<String> = ids.into_iter().map(|(_, id)| id).collect();
-    assert_eq!(
-        read_ids, expected,
-        "one key, one partition: commit order is kept"
-    );
+    // Rows are marked sent only once the broker acknowledged them.
     let drained = platform::testing::eventually(TIMEOUT, || {
         let db = db.clone();
         async move { (outbox::pending(&db).await.ok()? == 0).then_some(()) }
     })
     .await;
     assert!(drained.is_some(), "rows are marked sent");
+    // So every partition, read to its end, holds each event exactly once, in commit order.
+    let read = read_to_end(&kafka, topics::CUSTOMER_CREATED).await;
+    let read_ids: Vec<String> = read.iter().map(|r| r.metadata().id).collect();
+    let expected: Vec<String> = ids.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(
+        read_ids, expected,
+        "one key, one partition: commit order is kept"
+    );
     stop.cancel();
     relay.await.unwrap();
 }
@@ -206,6 +210,9 @@ async fn the_consumer_retries_dedupes_and_dead_letters() {
     )
     .await;
     assert_eq!(dead.len(), 1);
+    // evt-2 came after the bad record on the same partition: its dead letter was written before.
+    let dead = read_to_end(&kafka, &topics::dead_letter(topics::CUSTOMER_CREATED)).await;
+    assert_eq!(dead.len(), 1, "exactly one dead letter");
     assert_eq!(dead[0].payload, b"{not json");
     assert!(dead[0].headers.iter().any(|(k, _)| k == "dlt_error"));
     stop.cancel();
@@ -236,7 +243,9 @@ impl Apply for Recorder {
         _attempt: Attempt,
     ) -> Result<Applied<(String, String)>, HandleError> {
         if customer.name == "poison" {
-            return Err(HandleError::Transient("the database refuses this one".into()));
+            return Err(HandleError::Transient(
+                "the database refuses this one".into(),
+            ));
         }
         Ok(Applied::Done((customer.id.clone(), customer.name.clone())))
     }
@@ -344,8 +353,13 @@ async fn partition_lanes_apply_everything_once_and_in_order_across_a_rebalance()
         async move {
             for seq in round {
                 for key in &keys {
-                    send_customer(&producer, key, &format!("{seq:04}"), &format!("{key}-{seq}"))
-                        .await;
+                    send_customer(
+                        &producer,
+                        key,
+                        &format!("{seq:04}"),
+                        &format!("{key}-{seq}"),
+                    )
+                    .await;
                 }
             }
         }

@@ -1,17 +1,13 @@
 //! customer-service against the real local broker and a real database (SQLite, or PostgreSQL
 //! when `TEST_DATABASE_URL` is set). Each test has its own topic prefix and database.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use customer_service::{build, MIGRATIONS, NAME};
 use platform::config::Secret;
 use platform::kafka::KafkaConfig;
-use platform::testing::{service_config, unique, LocalKafka, RunningService};
-use platform::{Database, Service};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
+use platform::testing::{eventually, read_to_end, service_config, LocalKafka, RunningService};
+use platform::{Database, Record, Service};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -68,24 +64,15 @@ impl App {
     }
 
     /// Waits until the outbox relay has published everything, then reads the whole
-    /// `Customer.created` topic.
-    async fn published_events(&self) -> Vec<OwnedMessage> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
+    /// `Customer.created` topic (every partition, to its end).
+    async fn published_events(&self) -> Vec<Record> {
+        let drained = eventually(DEADLINE, || async {
             let pending = platform::outbox::pending(&self.db).await.unwrap();
-            if pending == 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{pending} events never published"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let kafka = self.kafka.clone();
-        tokio::task::spawn_blocking(move || read_topic(&kafka, contracts::topics::CUSTOMER_CREATED))
-            .await
-            .unwrap()
+            (pending == 0).then_some(())
+        })
+        .await;
+        assert!(drained.is_some(), "events never published");
+        read_to_end(&self.kafka, contracts::topics::CUSTOMER_CREATED).await
     }
 
     async fn stop(self) {
@@ -111,69 +98,18 @@ async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     (status, body)
 }
 
-/// Every record of `topic` (prefixed), read from the beginning up to the high watermarks.
-fn read_topic(kafka: &KafkaConfig, topic: &str) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = kafka
-        .client_config("customer-service-test")
-        .set("group.id", unique("test-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let name = kafka.topic_name(topic);
-    let metadata = consumer
-        .fetch_metadata(Some(&name), Duration::from_secs(10))
-        .unwrap();
-    let partitions = metadata.topics()[0].partitions().len() as i32;
-    assert!(partitions > 0, "topic {name} exists");
-    let mut assignment = TopicPartitionList::new();
-    let mut remaining = HashMap::new();
-    for partition in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(&name, partition, Duration::from_secs(10))
-            .unwrap();
-        if high > low {
-            remaining.insert(partition, high);
-        }
-        assignment
-            .add_partition_offset(&name, partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    let mut out = Vec::new();
-    while !remaining.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "could not read {name} to its end"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = message.unwrap().detach();
-        if remaining
-            .get(&message.partition())
-            .is_some_and(|high| message.offset() + 1 >= *high)
-        {
-            remaining.remove(&message.partition());
-        }
-        out.push(message);
-    }
-    out
-}
-
-fn header(message: &OwnedMessage, name: &str) -> Option<String> {
-    message
-        .headers()?
+fn header(record: &Record, name: &str) -> Option<String> {
+    record
+        .headers
         .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8(v.to_vec()).unwrap())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| String::from_utf8(value.clone()).unwrap())
 }
 
-fn events_for(events: &[OwnedMessage], id: &str) -> usize {
+fn events_for(events: &[Record], id: &str) -> usize {
     events
         .iter()
-        .filter(|m| m.key() == Some(id.as_bytes()))
+        .filter(|record| record.key.as_deref() == Some(id))
         .count()
 }
 
@@ -193,7 +129,7 @@ async fn seed_request_creates_the_customer_and_publishes_customer_created() {
     let events = app.published_events().await;
     assert_eq!(events.len(), 1);
     let event = &events[0];
-    assert_eq!(event.key(), Some(b"cust-001".as_slice()));
+    assert_eq!(event.key.as_deref(), Some("cust-001"));
     assert!(header(event, "ce_id").is_some_and(|id| !id.is_empty()));
     assert_eq!(header(event, "ce_specversion").as_deref(), Some("1.0"));
     assert_eq!(
@@ -210,7 +146,7 @@ async fn seed_request_creates_the_customer_and_publishes_customer_created() {
         header(event, "content-type").as_deref(),
         Some("application/json")
     );
-    let payload: Value = serde_json::from_slice(event.payload().unwrap()).unwrap();
+    let payload: Value = serde_json::from_slice(&event.payload).unwrap();
     assert_eq!(
         payload,
         json!({"id": "cust-001", "name": "John Doe", "email": "john@example.com",

@@ -125,7 +125,7 @@ pub fn compose(from: &Mailbox, delivery: &Delivery) -> Result<Message, SendError
     let to: Mailbox = delivery.recipient.parse().map_err(|e| {
         SendError::Permanent(format!(
             "recipient `{}` is not a valid address: {e}",
-            delivery.recipient
+            platform::redact::mask_email(&delivery.recipient)
         ))
     })?;
     Message::builder()

@@ -2,16 +2,17 @@
 //!
 //! Deliveries are written by the event handlers in the same transaction as the event's inbox
 //! claim, so each (event, customer, kind) is recorded exactly once, and an SMTP outage never
-//! blocks a Kafka partition. The sender leases a due row (pushing its due time ahead), sends,
-//! then marks it `sent`, `retrying` (exponential backoff on transient errors) or `failed`
-//! (permanent errors, or too many attempts). A crash between the send and the mark leaves the
-//! row leased; it is sent again when the lease ends: at most one duplicate, carrying the same
-//! Message-ID.
+//! blocks a Kafka partition. The sender leases a due row (`sending` until the lease ends),
+//! sends, then marks it `sent`, `retrying` (exponential backoff on transient errors) or `failed`
+//! (permanent errors, or too many attempts). A crash during a send leaves the row `sending`;
+//! when its lease ends it is recorded as `failed` and NOT sent again: the server may have
+//! accepted it, and an alert is sent at most once.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use lettre::message::Mailbox;
+use platform::redact::mask_email;
 use platform::Database;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -112,6 +113,10 @@ impl Sender {
             if shutdown.is_cancelled() {
                 break;
             }
+            if delivery.status == Status::Sending {
+                self.give_up_interrupted(&delivery).await?;
+                continue;
+            }
             let lease_until =
                 Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_default();
             if !storage::lease(self.db.pool(), &delivery, lease_until).await? {
@@ -125,6 +130,28 @@ impl Sender {
             attempted += 1;
         }
         Ok(attempted)
+    }
+
+    /// A delivery whose attempt was cut short by a crash (still `sending` after its lease): the
+    /// server may have accepted the message, so it is not sent again (at most once) but
+    /// recorded as `failed`, visible in the delivery log.
+    async fn give_up_interrupted(&self, delivery: &Delivery) -> Result<(), sqlx::Error> {
+        tracing::warn!(delivery_id = %delivery.id, "a send was interrupted by a crash; not sent again");
+        metrics::counter!("notifications_attempted_total", "kind" => delivery.kind.as_str(),
+            "outcome" => "interrupted")
+        .increment(1);
+        let updated = storage::finish_attempt(
+            self.db.pool(),
+            &delivery.id,
+            Status::Failed,
+            Some("the attempt was interrupted by a crash; not sent again, as the mail server may have accepted it"),
+            Utc::now(),
+        )
+        .await?;
+        if let Some(updated) = updated {
+            self.hub.publish(updated);
+        }
+        Ok(())
     }
 
     async fn attempt(&self, delivery: Delivery) -> Result<(), sqlx::Error> {
@@ -163,7 +190,7 @@ impl Sender {
         };
         match (&status, &error) {
             (Status::Sent, _) => {
-                tracing::info!(attempts, recipient = %delivery.recipient, "notification sent")
+                tracing::info!(attempts, recipient = %mask_email(&delivery.recipient), "notification sent")
             }
             (Status::Retrying, Some(error)) => {
                 tracing::warn!(attempts, %error, retry_at = %next_attempt_at, "notification not sent; will retry")

@@ -17,6 +17,10 @@ pub enum Status {
     Pending,
     /// A transient failure; tried again at `nextAttemptAt`.
     Retrying,
+    /// An attempt is under way (until `nextAttemptAt`, the lease). A row still `sending` after
+    /// its lease was interrupted by a crash mid-send: it is not sent again (the server may have
+    /// accepted it) but recorded as `failed`.
+    Sending,
     /// Accepted by the mail server (or written to the mail folder).
     Sent,
     /// Given up: a permanent error, too many attempts, or no such customer.
@@ -29,6 +33,7 @@ impl Status {
         match self {
             Status::Pending => "pending",
             Status::Retrying => "retrying",
+            Status::Sending => "sending",
             Status::Sent => "sent",
             Status::Failed => "failed",
         }
@@ -38,6 +43,7 @@ impl Status {
         match text {
             "pending" => Ok(Status::Pending),
             "retrying" => Ok(Status::Retrying),
+            "sending" => Ok(Status::Sending),
             "sent" => Ok(Status::Sent),
             "failed" => Ok(Status::Failed),
             other => Err(decode_error(format!("unknown delivery status `{other}`"))),
@@ -163,7 +169,7 @@ where
 {
     sqlx::query(&format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries \
-         WHERE status IN ('pending', 'retrying') AND next_attempt_at <= $1 \
+         WHERE status IN ('pending', 'retrying', 'sending') AND next_attempt_at <= $1 \
          ORDER BY next_attempt_at, id LIMIT $2"
     ))
     .bind(timestamp(now))
@@ -175,9 +181,9 @@ where
     .collect()
 }
 
-/// Takes `delivery` for one attempt by pushing its due time to `lease_until`; `false` when
-/// another sender took it first. Should this process die mid-attempt, the row is due again when
-/// the lease ends.
+/// Takes `delivery` for one attempt: marks it `sending` until `lease_until`; `false` when
+/// another sender took it first. Should this process die mid-attempt, the row is found again
+/// when the lease ends, still `sending`.
 pub async fn lease<'c, E>(
     executor: E,
     delivery: &Delivery,
@@ -187,7 +193,7 @@ where
     E: Executor<'c, Database = Any>,
 {
     let result = sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = $1 \
+        "UPDATE deliveries SET next_attempt_at = $1, status = 'sending' \
          WHERE id = $2 AND next_attempt_at = $3 AND status IN ('pending', 'retrying')",
     )
     .bind(timestamp(lease_until))

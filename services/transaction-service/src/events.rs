@@ -240,7 +240,10 @@ impl Apply for ApplyTransactions {
     type Event = TransactionRequested;
     type Done = ();
 
-    fn decode(&self, record: &Record) -> Result<(EventMetadata, TransactionRequested), HandleError> {
+    fn decode(
+        &self,
+        record: &Record,
+    ) -> Result<(EventMetadata, TransactionRequested), HandleError> {
         let (metadata, request) = record.decode::<TransactionRequested>()?;
         if request.transaction_id.trim().is_empty()
             || request.transaction_id.len() > MAX_EVENT_TRANSACTION_ID_LEN
@@ -268,7 +271,11 @@ impl Apply for ApplyTransactions {
         request: &TransactionRequested,
         attempt: Attempt,
     ) -> Result<Applied<()>, HandleError> {
-        if self.record_request(conn, metadata, request).await?.is_none() {
+        if self
+            .record_request(conn, metadata, request)
+            .await?
+            .is_none()
+        {
             return Ok(Applied::Done(()));
         }
         let decision = ledger::apply(conn, request, attempt.last, Utc::now())

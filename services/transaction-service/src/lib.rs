@@ -14,10 +14,10 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 use contracts::topics;
+use platform::group_commit::GroupCommit;
 use platform::http::require_api_key;
 use platform::kafka::ConsumerOptions;
 use platform::parking::ParkingLot;
-use platform::group_commit::GroupCommit;
 use platform::Service;
 use sqlx::migrate::Migrator;
 

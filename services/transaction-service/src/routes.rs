@@ -341,7 +341,11 @@ pub async fn create_transaction(
 ) -> Result<Response, Problem> {
     let request = body.validate().map_err(ApiError::from)?;
     let traceparent = traceparent(&headers).map(str::to_string);
-    let created = match state.acceptance.submit((request.clone(), traceparent)).await? {
+    let created = match state
+        .acceptance
+        .submit((request.clone(), traceparent))
+        .await?
+    {
         AcceptOutcome::Created => true,
         AcceptOutcome::Repeated => false,
         AcceptOutcome::Conflict => return Err(ApiError::Conflict(request.transaction_id).into()),

@@ -10,16 +10,16 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 use common::{Ledger, Random};
+use contracts::envelope::{headers, EventType};
+use contracts::{topics, EventMetadata};
 use platform::inbox::Inboxed;
 use platform::kafka::{Handler, Record};
 use platform::parking::ParkingLot;
 use platform::testing::fresh_database_url;
 use platform::{Database, Outbox};
+use serde_json::{json, Value};
 use sqlx::Row;
 use transaction_service::events::{ApplyTransactions, OpenAccounts, ACCOUNTS_GROUP};
-use contracts::envelope::{headers, EventType};
-use contracts::{topics, EventMetadata};
-use serde_json::{json, Value};
 use transaction_service::{storage, LedgerSettings};
 
 fn settings_with_grace(grace: Duration) -> LedgerSettings {
@@ -238,8 +238,10 @@ async fn requests_for_a_missing_account_do_not_hold_back_the_others() {
     // accounts), on the same partition as some of them.
     for n in 0..20 {
         let (status, body) = ledger
-            .post(json!({"from": "alice", "to": format!("ghost-{n}"), "amount": 1,
-                         "transactionId": format!("ghost-{n}")}))
+            .post(
+                json!({"from": "alice", "to": format!("ghost-{n}"), "amount": 1,
+                         "transactionId": format!("ghost-{n}")}),
+            )
             .await;
         assert_eq!(status, 202, "{body}");
     }
@@ -277,7 +279,10 @@ async fn a_request_touching_a_waiting_account_is_applied_after_it_in_order() {
     ledger.wait_parked(2).await;
 
     ledger.customer_created("late").await;
-    assert_eq!(ledger.processed("first").await["balances"], json!({"late": "10.00"}));
+    assert_eq!(
+        ledger.processed("first").await["balances"],
+        json!({"late": "10.00"})
+    );
     assert_eq!(
         ledger.processed("second").await["balances"],
         json!({"late": "2.00", "bob": "13.00"})
@@ -302,7 +307,12 @@ async fn oversized_and_invalid_utf8_records_are_dead_lettered_and_the_partition_
     let payload = json!({"transactionId": "after-poison", "kind": "credit", "to": "alice",
                          "amount": "2", "requestedAt": Utc::now()});
     ledger
-        .send(topics::TRANSACTION_REQUESTED, "alice", payload.to_string(), vec![])
+        .send(
+            topics::TRANSACTION_REQUESTED,
+            "alice",
+            payload.to_string(),
+            vec![],
+        )
         .await;
     ledger.processed("after-poison").await;
 
@@ -344,8 +354,10 @@ async fn oversized_and_invalid_utf8_records_are_dead_lettered_and_the_partition_
 fn random_requests(random: &mut Random, accounts: &[&str], n: usize) -> Vec<Value> {
     let mut requests = Vec::new();
     for account in accounts {
-        requests.push(json!({"transactionId": format!("dep-{account}"), "kind": "credit",
-            "to": account, "amount": "50.00", "requestedAt": Utc::now()}));
+        requests.push(
+            json!({"transactionId": format!("dep-{account}"), "kind": "credit",
+            "to": account, "amount": "50.00", "requestedAt": Utc::now()}),
+        );
     }
     for i in 0..n {
         let from = accounts[random.below(accounts.len() as u64) as usize];
@@ -362,8 +374,10 @@ fn random_requests(random: &mut Random, accounts: &[&str], n: usize) -> Vec<Valu
             0 if i > 0 => format!("r{}", i - 1),
             _ => format!("r{i}"),
         };
-        requests.push(json!({"transactionId": id, "kind": "transfer", "from": from, "to": to,
-            "amount": amount, "requestedAt": Utc::now()}));
+        requests.push(
+            json!({"transactionId": id, "kind": "transfer", "from": from, "to": to,
+            "amount": amount, "requestedAt": Utc::now()}),
+        );
     }
     requests
 }
@@ -457,7 +471,9 @@ async fn batches_decide_exactly_what_one_by_one_processing_decides() {
         let uneven = ledger_after(&requests, &accounts, 7).await;
         assert_eq!(one_by_one.len(), batched.len());
         assert!(one_by_one.iter().any(|row| row.contains("\"processed\"")));
-        assert!(one_by_one.iter().any(|row| row.contains("insufficient_funds")));
+        assert!(one_by_one
+            .iter()
+            .any(|row| row.contains("insufficient_funds")));
         assert!(one_by_one.iter().any(|row| row.contains("unknown_account")));
         assert_eq!(one_by_one, batched, "a batch of 500 decides as one by one");
         assert_eq!(one_by_one, uneven, "batches of 7 decide as one by one");

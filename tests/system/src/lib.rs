@@ -21,6 +21,17 @@ pub const SERVICES: [&str; 3] = [
     "notification-service",
 ];
 
+/// The variables that choose how a service reaches Kafka.
+const KAFKA_VARIABLES: [&str; 7] = [
+    "KAFKA_BROKERS",
+    "EVENT_STREAMS_KAFKA_BROKERS_SASL",
+    "EVENT_STREAMS_USER",
+    "EVENT_STREAMS_PASSWORD",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SSL_CA_LOCATION",
+];
+
 /// Where the service binaries are: `EMS_BIN_DIR`, else the folder of the running test binary's
 /// profile (`target/debug`).
 pub fn bin_dir() -> PathBuf {
@@ -133,7 +144,12 @@ impl ServiceProcess {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        // Only what the stack chose reaches the service: nothing Kafka-related from the caller.
+        for inherited in KAFKA_VARIABLES {
+            command.env_remove(inherited);
+        }
+        let child = command
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -173,6 +189,11 @@ impl ServiceProcess {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// Everything the service wrote to stdout and stderr so far, over all its runs.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Peak resident memory of the running process (`VmHWM`), in KiB.
@@ -243,26 +264,40 @@ impl Stack {
     /// Starts the three services with fresh databases, an isolated topic prefix and an SMTP
     /// server; `extra_env` is added to every service's environment.
     pub async fn start(extra_env: &[(&str, &str)]) -> Self {
-        Self::start_with(extra_env, &[]).await
+        Self::start_for(extra_env, &[]).await
     }
 
     /// Like [`start`](Self::start), with `(service, key, value)` added to one service's
     /// environment.
-    pub async fn start_with(
-        extra_env: &[(&str, &str)],
-        service_env: &[(&str, &str, &str)],
-    ) -> Self {
+    pub async fn start_for(extra_env: &[(&str, &str)], service_env: &[(&str, &str, &str)]) -> Self {
         let kafka = LocalKafka::load().isolated();
-        let smtp = SmtpServer::start().await;
+        Self::start_with(kafka, SmtpServer::start().await, extra_env, |name, env| {
+            env.extend(
+                service_env
+                    .iter()
+                    .filter(|(service, _, _)| *service == name)
+                    .map(|(_, k, v)| (k.to_string(), v.to_string())),
+            );
+        })
+        .await
+    }
+
+    /// Like [`Stack::start`], with the services reaching Kafka as `kafka` says (through the
+    /// environment [`service_kafka_env`] derives from it), sending mail to `smtp`, and
+    /// `customize` called with each service's name and final environment before it starts (to
+    /// replace a variable).
+    pub async fn start_with(
+        kafka: KafkaConfig,
+        smtp: SmtpServer,
+        extra_env: &[(&str, &str)],
+        customize: impl Fn(&str, &mut Vec<(String, String)>),
+    ) -> Self {
         let logs = tempfile::tempdir().expect("log folder");
         let mut services = BTreeMap::new();
         for name in SERVICES {
             let port = free_port();
             let mut env: Vec<(String, String)> = [
                 ("PORT", port.to_string()),
-                ("KAFKA_BROKERS", kafka.brokers.join(",")),
-                ("KAFKA_TOPIC_PREFIX", kafka.topic_prefix.clone()),
-                ("KAFKA_TOPIC_PARTITIONS", kafka.topic_partitions.to_string()),
                 ("DATABASE_URL", fresh_database_url().await),
                 ("SMTP_URL", smtp.url()),
                 ("RUST_LOG", "info".to_string()),
@@ -270,18 +305,14 @@ impl Stack {
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
+            .chain(service_kafka_env(&kafka))
             .collect();
-            let own = service_env
-                .iter()
-                .filter(|(service, _, _)| *service == name)
-                .map(|(_, k, v)| (*k, *v));
             env.extend(
                 extra_env
                     .iter()
-                    .copied()
-                    .chain(own)
                     .map(|(k, v)| (k.to_string(), v.to_string())),
             );
+            customize(name, &mut env);
             let mut process = ServiceProcess {
                 name,
                 port,
@@ -309,6 +340,75 @@ impl Stack {
     pub fn service(&mut self, name: &str) -> &mut ServiceProcess {
         self.services.get_mut(name).expect("known service")
     }
+}
+
+/// The environment a service needs to reach Kafka as `kafka` says, exactly as an operator would
+/// set it: `KAFKA_BROKERS` for a plaintext broker; for SASL_SSL only the Event Streams variables
+/// (`EVENT_STREAMS_KAFKA_BROKERS_SASL`, `EVENT_STREAMS_USER`, `EVENT_STREAMS_PASSWORD`), plus
+/// `KAFKA_SSL_CA_LOCATION` for a private CA and `KAFKA_SASL_MECHANISM` when it is not PLAIN.
+/// Always the topic prefix, partition count and replication factor (Event Streams' default of
+/// 3 does not fit a one-broker cluster).
+pub fn service_kafka_env(kafka: &KafkaConfig) -> Vec<(String, String)> {
+    use platform::kafka::{SaslMechanism, SecurityProtocol};
+    let mut env = vec![
+        ("KAFKA_TOPIC_PREFIX", kafka.topic_prefix.clone()),
+        ("KAFKA_TOPIC_PARTITIONS", kafka.topic_partitions.to_string()),
+        (
+            "KAFKA_TOPIC_REPLICATION_FACTOR",
+            kafka.topic_replication_factor.to_string(),
+        ),
+    ];
+    let brokers = kafka.brokers.join(",");
+    match (&kafka.security_protocol, &kafka.sasl) {
+        (SecurityProtocol::Plaintext, None) => env.push(("KAFKA_BROKERS", brokers)),
+        (SecurityProtocol::SaslSsl, Some(sasl)) => {
+            env.push(("EVENT_STREAMS_KAFKA_BROKERS_SASL", brokers));
+            env.push(("EVENT_STREAMS_USER", sasl.username.clone()));
+            env.push(("EVENT_STREAMS_PASSWORD", sasl.password.expose().to_string()));
+            if sasl.mechanism != SaslMechanism::Plain {
+                env.push(("KAFKA_SASL_MECHANISM", sasl.mechanism.as_str().to_string()));
+            }
+        }
+        (protocol, _) => panic!("no service environment for {protocol:?} in tests"),
+    }
+    if let Some(ca) = &kafka.ssl_ca_location {
+        env.push(("KAFKA_SSL_CA_LOCATION", ca.display().to_string()));
+    }
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// How a service process ended that was expected to stop by itself (see [`run_to_exit`]).
+#[derive(Debug)]
+pub struct Exit {
+    /// Its exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// What it wrote to stderr.
+    pub stderr: String,
+}
+
+/// Runs service `name` with exactly `env` (plus `PORT`) and waits until it exits by itself;
+/// `None` when it is still running after `limit` (it is killed then).
+pub async fn run_to_exit(name: &str, env: &[(String, String)], limit: Duration) -> Option<Exit> {
+    let binary = bin_dir().join(name);
+    let child = Command::new(&binary)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PORT", free_port().to_string())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .ok()?
+        .expect("wait for the service");
+    Some(Exit {
+        code: output.status.code(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
 }
 
 /// One outcome event of a transaction, as read from Kafka.
@@ -464,11 +564,16 @@ pub async fn count_rows(url: &str, sql: &str) -> i64 {
     n
 }
 
-/// Work transaction-service had not finished: requests not yet decided plus events not yet
-/// published (read from its database, e.g. right after it was killed).
+/// Work transaction-service had not finished: requests not yet decided, events not yet
+/// published (read from its database, e.g. right after it was killed), and requests its
+/// consumer group has not committed.
 pub async fn transaction_backlog(stack: &Stack) -> i64 {
     let url = stack.services["transaction-service"].database_url();
-    count_rows(
+    lag(
+        &stack.kafka,
+        "transaction-service",
+        contracts::topics::TRANSACTION_REQUESTED,
+    ) + count_rows(
         url,
         "SELECT COUNT(*) AS n FROM transactions WHERE status = 'requested'",
     )
@@ -660,9 +765,9 @@ impl MailReport {
     }
 }
 
-/// Waits until notification-service has recorded exactly `expected` deliveries and sent them all
-/// (none pending, retrying or leased), which also means that a delivery whose send a crash
-/// interrupted has been sent again; then judges the mailbox. Panics after `timeout`.
+/// Waits until notification-service has recorded exactly `expected` deliveries and settled them
+/// all (none pending, retrying or sending: a delivery whose send a crash interrupted is settled
+/// as failed, never sent twice); then judges the mailbox. Panics after `timeout`.
 pub async fn settled_mail(stack: &Stack, expected: usize, timeout: Duration) -> MailReport {
     let url = stack.services["notification-service"]
         .database_url()
@@ -673,7 +778,8 @@ pub async fn settled_mail(stack: &Stack, expected: usize, timeout: Duration) -> 
             let total = count_rows(&url, "SELECT COUNT(*) AS n FROM deliveries").await;
             let unsent = count_rows(
                 &url,
-                "SELECT COUNT(*) AS n FROM deliveries WHERE status <> 'sent'",
+                "SELECT COUNT(*) AS n FROM deliveries \
+                 WHERE status IN ('pending', 'retrying', 'sending')",
             )
             .await;
             (total == expected as i64 && unsent == 0).then_some(())
@@ -713,4 +819,156 @@ pub fn committed_total(kafka: &KafkaConfig, group: &str, topic: &str) -> i64 {
             _ => 0,
         })
         .sum()
+}
+
+/// Records of `topic` (unprefixed) that consumer group `group` (unprefixed) has not committed
+/// yet, summed over the partitions: its lag.
+pub fn lag(kafka: &KafkaConfig, group: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = kafka
+        .client_config("lag-reader")
+        .create()
+        .expect("consumer");
+    let end: i64 = (0..kafka.topic_partitions)
+        .map(|partition| {
+            consumer
+                .fetch_watermarks(&kafka.topic_name(topic), partition, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .sum();
+    end - committed_total(kafka, group, topic)
+}
+
+/// How long the seed flow waits for each asynchronous result.
+const SEED_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The seed's customers: `(id, name, email)`.
+pub const SEED_CUSTOMERS: [(&str, &str, &str); 2] = [
+    ("cust-001", "John Doe", "john@example.com"),
+    ("cust-002", "Jane Roe", "jane@example.com"),
+];
+
+/// The e-mails [`seed_flow`] causes: 2 welcomes + txn-123 (1) + dep-1 (1) + txn-124 (2) +
+/// txn-125 (1).
+pub const SEED_EMAILS: usize = 7;
+
+/// Waits until transaction `id` has an outcome (`GET /transactions/{id}` is no longer
+/// `requested`) and returns it.
+pub async fn wait_outcome(client: &reqwest::Client, stack: &Stack, id: &str) -> serde_json::Value {
+    let url = format!("{}/transactions/{id}", stack.url("transaction-service"));
+    eventually(SEED_TIMEOUT, || {
+        let request = get(client, &url);
+        async move {
+            let (status, body) = request.await;
+            (status == 200 && body["status"] != "requested").then_some(body)
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("transaction {id} got no outcome"))
+}
+
+/// The balance of `account`, as transaction-service reports it.
+pub async fn balance(client: &reqwest::Client, stack: &Stack, account: &str) -> String {
+    let (status, body) = get(
+        client,
+        &format!("{}/accounts/{account}", stack.url("transaction-service")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["balance"].as_str().expect("balance").to_string()
+}
+
+/// The seed's flow through `stack`, asserting every step: the customers (each opens an account
+/// and gets a welcome e-mail), the seed's transfer (fails: insufficient funds), a deposit, a
+/// transfer that succeeds and an overdraft that fails; the balances; the [`SEED_EMAILS`]
+/// e-mails delivered over SMTP. `client` sends every request (give it default headers for API
+/// keys).
+pub async fn seed_flow(client: &reqwest::Client, stack: &Stack) {
+    use serde_json::json;
+    let customers = format!("{}/app/customers", stack.url("customer-service"));
+    let transactions = format!("{}/transactions", stack.url("transaction-service"));
+    for (id, name, email) in SEED_CUSTOMERS {
+        let (status, body) = post(
+            client,
+            &customers,
+            json!({"id": id, "name": name, "email": email}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    for (account, _, _) in SEED_CUSTOMERS {
+        let url = format!("{}/accounts/{account}", stack.url("transaction-service"));
+        let opened = eventually(SEED_TIMEOUT, || {
+            let request = get(client, &url);
+            async move { (request.await.0 == 200).then_some(()) }
+        })
+        .await;
+        assert!(
+            opened.is_some(),
+            "account {account} opened from Customer.created"
+        );
+    }
+    let (status, body) = post(
+        client,
+        &transactions,
+        json!({"from": "cust-001", "to": "cust-002", "amount": 100, "transactionId": "txn-123"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body,
+        json!({"transactionId": "txn-123", "status": "requested"})
+    );
+    let seed = wait_outcome(client, stack, "txn-123").await;
+    assert_eq!(seed["status"], "failed");
+    assert_eq!(seed["reason"], "insufficient_funds");
+
+    let (status, _) = post(
+        client,
+        &transactions,
+        json!({"to": "cust-001", "amount": "250.00", "transactionId": "dep-1"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        wait_outcome(client, stack, "dep-1").await["status"],
+        "processed"
+    );
+    let (status, _) = post(
+        client,
+        &transactions,
+        json!({"from": "cust-001", "to": "cust-002", "amount": 100, "transactionId": "txn-124"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        wait_outcome(client, stack, "txn-124").await["status"],
+        "processed"
+    );
+    let (status, _) = post(
+        client,
+        &transactions,
+        json!({"from": "cust-002", "to": "cust-001", "amount": 500, "transactionId": "txn-125"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let overdraft = wait_outcome(client, stack, "txn-125").await;
+    assert_eq!(overdraft["status"], "failed");
+    assert_eq!(overdraft["reason"], "insufficient_funds");
+    assert_eq!(balance(client, stack, "cust-001").await, "150.00");
+    assert_eq!(balance(client, stack, "cust-002").await, "100.00");
+
+    let delivered = eventually(SEED_TIMEOUT, || {
+        let n = stack.smtp.messages().len();
+        async move { (n >= SEED_EMAILS).then_some(n) }
+    })
+    .await;
+    assert_eq!(delivered, Some(SEED_EMAILS), "emails delivered over SMTP");
+    for (_, _, email) in SEED_CUSTOMERS {
+        assert!(
+            !stack.smtp.messages_to(email).is_empty(),
+            "{email} got its mail"
+        );
+    }
 }

@@ -204,7 +204,7 @@ async fn send(client: &reqwest::Client, stack: &Stack, step: &Step) -> bool {
 }
 
 async fn run_point(point: Point, seed: u64) -> Report {
-    let mut stack = Stack::start_with(
+    let mut stack = Stack::start_for(
         &[],
         &[
             ("notification-service", "NOTIFY_SEND_LEASE_SECS", LEASE_SECS),

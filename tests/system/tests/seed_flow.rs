@@ -5,133 +5,46 @@
 use std::time::Duration;
 
 use platform::testing::eventually;
-use serde_json::{json, Value};
-use system_tests::{get, post, Stack, SERVICES};
-
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn outcome(client: &reqwest::Client, stack: &Stack, id: &str) -> Value {
-    let url = format!("{}/transactions/{id}", stack.url("transaction-service"));
-    eventually(TIMEOUT, || {
-        let request = get(client, &url);
-        async move {
-            let (status, body) = request.await;
-            (status == 200 && body["status"] != "requested").then_some(body)
-        }
-    })
-    .await
-    .unwrap_or_else(|| panic!("transaction {id} got no outcome"))
-}
-
-async fn balance(client: &reqwest::Client, stack: &Stack, account: &str) -> String {
-    let (status, body) = get(
-        client,
-        &format!("{}/accounts/{account}", stack.url("transaction-service")),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["balance"].as_str().expect("balance").to_string()
-}
+use system_tests::{get, seed_flow, Stack, SEED_CUSTOMERS, SEED_EMAILS, SERVICES};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_flow_end_to_end() {
     let mut stack = Stack::start(&[]).await;
     let client = reqwest::Client::new();
-    let customers = format!("{}/app/customers", stack.url("customer-service"));
-    let transactions = format!("{}/transactions", stack.url("transaction-service"));
-
-    // The seed's own requests.
-    let (status, body) = post(
-        &client,
-        &customers,
-        json!({"id": "cust-001", "name": "John Doe", "email": "john@example.com"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, _) = post(
-        &client,
-        &customers,
-        json!({"id": "cust-002", "name": "Jane Roe", "email": "jane@example.com"}),
-    )
-    .await;
-    assert_eq!(status, 201);
-    for account in ["cust-001", "cust-002"] {
-        let url = format!("{}/accounts/{account}", stack.url("transaction-service"));
-        let opened = eventually(TIMEOUT, || {
-            let request = get(&client, &url);
-            async move { (request.await.0 == 200).then_some(()) }
-        })
-        .await;
-        assert!(
-            opened.is_some(),
-            "account {account} opened from Customer.created"
-        );
-    }
-    let (status, body) = post(
-        &client,
-        &transactions,
-        json!({"from": "cust-001", "to": "cust-002", "amount": 100, "transactionId": "txn-123"}),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(
-        body,
-        json!({"transactionId": "txn-123", "status": "requested"})
-    );
-    let seed = outcome(&client, &stack, "txn-123").await;
-    assert_eq!(seed["status"], "failed");
-    assert_eq!(seed["reason"], "insufficient_funds");
-
-    // A deposit, a transfer that succeeds, one that fails.
-    let (status, _) = post(
-        &client,
-        &transactions,
-        json!({"to": "cust-001", "amount": "250.00", "transactionId": "dep-1"}),
-    )
-    .await;
-    assert_eq!(status, 202);
-    assert_eq!(
-        outcome(&client, &stack, "dep-1").await["status"],
-        "processed"
-    );
-    let (status, _) = post(
-        &client,
-        &transactions,
-        json!({"from": "cust-001", "to": "cust-002", "amount": 100, "transactionId": "txn-124"}),
-    )
-    .await;
-    assert_eq!(status, 202);
-    assert_eq!(
-        outcome(&client, &stack, "txn-124").await["status"],
-        "processed"
-    );
-    let (status, _) = post(
-        &client,
-        &transactions,
-        json!({"from": "cust-002", "to": "cust-001", "amount": 500, "transactionId": "txn-125"}),
-    )
-    .await;
-    assert_eq!(status, 202);
-    let overdraft = outcome(&client, &stack, "txn-125").await;
-    assert_eq!(overdraft["status"], "failed");
-    assert_eq!(overdraft["reason"], "insufficient_funds");
-    assert_eq!(balance(&client, &stack, "cust-001").await, "150.00");
-    assert_eq!(balance(&client, &stack, "cust-002").await, "100.00");
-
-    // Notifications: 2 welcomes + txn-123 (1) + dep-1 (1) + txn-124 (2) + txn-125 (1).
-    let expected_emails = 7;
-    let delivered = eventually(TIMEOUT, || {
-        let n = stack.smtp.messages().len();
-        async move { (n >= expected_emails).then_some(n) }
+    seed_flow(&client, &stack).await;
+    // The service's own record: every delivery is final (sent), so nothing is left to resend.
+    let notifications = stack.url("notification-service");
+    let recorded = eventually(Duration::from_secs(30), || {
+        let client = &client;
+        let notifications = &notifications;
+        async move {
+            let mut items = Vec::new();
+            for (id, _, _) in SEED_CUSTOMERS {
+                let url = format!("{notifications}/notifications?customerId={id}");
+                let (status, log) = get(client, &url).await;
+                items.extend(log["items"].as_array().cloned().filter(|_| status == 200)?);
+            }
+            items
+                .iter()
+                .all(|d| d["status"] == "sent")
+                .then_some(items.len())
+        }
     })
     .await;
     assert_eq!(
-        delivered,
-        Some(expected_emails),
-        "emails delivered over SMTP"
+        recorded,
+        Some(SEED_EMAILS),
+        "every delivery recorded as sent"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(stack.smtp.messages().len(), expected_emails, "and no more");
+    let mails = stack.smtp.messages();
+    assert_eq!(
+        mails.len(),
+        SEED_EMAILS,
+        "and no more e-mails than deliveries"
+    );
+    let ids: std::collections::BTreeSet<&str> =
+        mails.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids.len(), SEED_EMAILS, "each with its own Message-ID");
     let log_url = format!(
         "{}/notifications?customerId=cust-001",
         stack.url("notification-service")

@@ -424,7 +424,11 @@ impl<H: Handler> Dispatcher<H> {
                 Some(Ok(message)) => {
                     let mut record = Record::from_message(&message);
                     let key = (std::mem::take(&mut record.topic), record.partition);
-                    record.topic = key.0.strip_prefix(&self.prefix).unwrap_or(&key.0).to_string();
+                    record.topic = key
+                        .0
+                        .strip_prefix(&self.prefix)
+                        .unwrap_or(&key.0)
+                        .to_string();
                     self.route(key, record);
                 }
             }

@@ -32,9 +32,15 @@ impl DeadLetter {
     /// The dead letter of `record`, which consumer group `group` gave up on because of `error`.
     pub fn of(record: &Record, group: &str, error: &str) -> Self {
         let mut dlt = vec![
-            (headers::DLT_ERROR, truncate(error, MAX_ERROR_BYTES).to_string()),
+            (
+                headers::DLT_ERROR,
+                truncate(error, MAX_ERROR_BYTES).to_string(),
+            ),
             (headers::DLT_ORIGINAL_TOPIC, record.topic.clone()),
-            (headers::DLT_ORIGINAL_PARTITION, record.partition.to_string()),
+            (
+                headers::DLT_ORIGINAL_PARTITION,
+                record.partition.to_string(),
+            ),
             (headers::DLT_ORIGINAL_OFFSET, record.offset.to_string()),
             (headers::DLT_CONSUMER_GROUP, group.to_string()),
             (headers::DLT_ORIGINAL_SIZE, record.payload.len().to_string()),
@@ -139,7 +145,10 @@ mod tests {
         assert_eq!(header(&dead, "ce_id"), Some(&b"e1"[..]));
         assert_eq!(header(&dead, headers::DLT_ERROR), Some(&b"bad json"[..]));
         assert_eq!(header(&dead, headers::DLT_CONSUMER_GROUP), Some(&b"g"[..]));
-        assert_eq!(header(&dead, headers::DLT_ORIGINAL_OFFSET), Some(&b"42"[..]));
+        assert_eq!(
+            header(&dead, headers::DLT_ORIGINAL_OFFSET),
+            Some(&b"42"[..])
+        );
         assert_eq!(header(&dead, headers::DLT_TRUNCATED), None);
     }
 
@@ -149,7 +158,11 @@ mod tests {
         let dead = DeadLetter::of(&record(big.clone(), vec![]), "g", &"e".repeat(10_000));
         let total: usize = dead.payload.len()
             + dead.key.len()
-            + dead.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            + dead
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
         assert!(total <= MAX_DEAD_LETTER_BYTES, "{total}");
         assert!(dead.payload.len() > 800_000);
         assert_eq!(header(&dead, headers::DLT_TRUNCATED), Some(&b"true"[..]));

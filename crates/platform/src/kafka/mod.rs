@@ -128,10 +128,6 @@ impl rdkafka::ClientContext for ErrorCapture {
             }
             _ => None,
         };
-        eprintln!(
-            "DEBUG librdkafka {:?} {error} / {reason}",
-            error.rdkafka_error_code()
-        );
         match (fatal, self.0.lock()) {
             (Some(fatal), Ok(mut slot)) => *slot = Some(fatal),
             _ => tracing::debug!(%error, reason, "librdkafka"),

@@ -144,6 +144,44 @@ impl LocalKafka {
     }
 }
 
+impl LocalKafka {
+    /// Like [`LocalKafka::isolated`], over the SASL_SSL listener with `mechanism` and the
+    /// broker's user for it (PLAIN: `token`; SCRAM-SHA-512: the SCRAM user).
+    pub fn isolated_sasl_ssl(&self, mechanism: SaslMechanism) -> KafkaConfig {
+        let (user, password) = match mechanism {
+            SaslMechanism::Plain => (&self.plain_user, &self.plain_password),
+            SaslMechanism::ScramSha512 => (&self.scram_user, &self.scram_password),
+            SaslMechanism::ScramSha256 => panic!("the local broker has no SCRAM-SHA-256 user"),
+        };
+        KafkaConfig {
+            topic_prefix: format!("{}.", unique("t")),
+            topic_partitions: 2,
+            ..self.sasl_ssl(mechanism, user, password.expose())
+        }
+    }
+}
+
+/// Prints `line` and, when `EMS_SUMMARY_FILE` names a file, appends it there: how a test hands
+/// a line to the closing summary of `cargo xtask test` (libtest captures a passing test's
+/// output).
+pub fn summary_line(line: &str) {
+    println!("{line}");
+    if let Some(path) = std::env::var_os("EMS_SUMMARY_FILE") {
+        use std::io::Write;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| writeln!(file, "{line}"));
+        if let Err(error) = appended {
+            panic!(
+                "EMS_SUMMARY_FILE {}: {error}",
+                PathBuf::from(path).display()
+            );
+        }
+    }
+}
+
 /// A service configuration for tests: port 0, a fresh database, the given Kafka connection.
 pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::ServiceConfig {
     crate::ServiceConfig {
@@ -227,6 +265,98 @@ pub async fn read_topic(
         }
     }
     records
+}
+
+/// The number of partitions of `topic` (unprefixed name) as the broker's metadata reports it;
+/// `None` when the topic does not exist.
+pub async fn partition_count(config: &KafkaConfig, topic: &str) -> Option<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = config
+        .client_config("test-metadata")
+        .create()
+        .expect("metadata client");
+    let name = config.topic_name(topic);
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer
+            .fetch_metadata(Some(&name), std::time::Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("metadata of {name}: {e}"));
+        let topic = metadata.topics().iter().find(|t| t.name() == name)?;
+        match topic.error() {
+            None => Some(topic.partitions().len()),
+            Some(_) => None,
+        }
+    })
+    .await
+    .expect("metadata task")
+}
+
+/// Every record of `topic` (unprefixed name), from every partition, from the beginning up to the
+/// high watermarks as they are now: all that was written before the call, nothing less (panics
+/// when that cannot be read within 30 s) and nothing that came after.
+pub async fn read_to_end(config: &KafkaConfig, topic: &str) -> Vec<crate::Record> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    use std::time::{Duration, Instant};
+    let consumer: BaseConsumer = config
+        .client_config("test-reader")
+        .set("group.id", unique("test-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create test consumer");
+    let config = config.clone();
+    let name = config.topic_name(topic);
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer
+            .fetch_metadata(Some(&name), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("metadata of {name}: {e}"));
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .unwrap_or_else(|| panic!("topic {name} does not exist"));
+        let mut assignment = TopicPartitionList::new();
+        let mut remaining = HashMap::new();
+        for partition in 0..partitions as i32 {
+            let (low, high) = consumer
+                .fetch_watermarks(&name, partition, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("watermarks of {name}/{partition}: {e}"));
+            if high > low {
+                remaining.insert(partition, high);
+            }
+            assignment
+                .add_partition_offset(&name, partition, Offset::Beginning)
+                .expect("assignment");
+        }
+        consumer.assign(&assignment).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut records = Vec::new();
+        while !remaining.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "could not read {name} to its end"
+            );
+            let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let message = message.unwrap_or_else(|e| panic!("reading {name}: {e}"));
+            let Some(&high) = remaining.get(&message.partition()) else {
+                continue;
+            };
+            if message.offset() >= high {
+                continue;
+            }
+            if message.offset() + 1 >= high {
+                remaining.remove(&message.partition());
+            }
+            let mut record = crate::Record::from_message(&message);
+            record.topic = config.strip_prefix(&record.topic).to_string();
+            records.push(record);
+        }
+        records
+    })
+    .await
+    .expect("reader task")
 }
 
 /// Publishes a raw record to `topic` (unprefixed name) as any other producer could.

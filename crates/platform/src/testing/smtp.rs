@@ -12,15 +12,22 @@ use super::{eventually, free_port};
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The server: aiosmtpd's SMTP protocol with a handler that stores into a Maildir or refuses,
-/// or a listener that holds connections without a word. Arguments: mode, port, folder. Every
+/// or a listener that holds connections without a word; with `SMTP_TEST_USER` and
+/// `SMTP_TEST_PASSWORD` set it takes mail only after `AUTH` (PLAIN or LOGIN). Arguments: mode, port, folder. Every
 /// refused message and held connection appends a line to `<folder>/attempts`; `<folder>/ready`
 /// appears once it listens.
 const SERVER: &str = r#"
 import asyncio, os, sys
 from aiosmtpd.handlers import Mailbox
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 mode, port, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+user = os.environ.get("SMTP_TEST_USER", "").encode()
+password = os.environ.get("SMTP_TEST_PASSWORD", "").encode()
+
+def check(server, session, envelope, mechanism, data):
+    ok = isinstance(data, LoginPassword) and data.login == user and data.password == password
+    return AuthResult(success=ok)
 
 def note(what):
     with open(os.path.join(folder, "attempts"), "a") as log:
@@ -48,8 +55,9 @@ async def main():
         # A path that does not exist yet: Python's Maildir then creates tmp/, new/, cur/.
         box = os.path.join(folder, "box")
         loop = asyncio.get_running_loop()
+        auth = dict(authenticator=check, auth_required=True, auth_require_tls=False) if user else {}
         server = await loop.create_server(
-            lambda: SMTP(Handler(box), hostname="localhost"), "127.0.0.1", port)
+            lambda: SMTP(Handler(box), hostname="localhost", **auth), "127.0.0.1", port)
     open(os.path.join(folder, "ready"), "w").close()
     async with server:
         await server.serve_forever()
@@ -87,6 +95,7 @@ pub struct SmtpServer {
     pub port: u16,
     /// The folder holding the Maildir (`box/`).
     pub maildir: tempfile::TempDir,
+    login: Option<(String, String)>,
     child: tokio::process::Child,
 }
 
@@ -112,17 +121,30 @@ impl SmtpServer {
 
     /// Starts a server on `port` and waits until it accepts connections.
     pub async fn start_on(port: u16) -> Self {
-        Self::launch(port, SmtpMode::Accept).await
+        Self::launch(port, SmtpMode::Accept, None).await
     }
 
     /// Starts a server answering as `mode` on a free port.
     pub async fn start_with(mode: SmtpMode) -> Self {
-        Self::launch(free_port(), mode).await
+        Self::launch(free_port(), mode, None).await
     }
 
-    async fn launch(port: u16, mode: SmtpMode) -> Self {
+    /// Starts a server on a free port that takes mail only after `AUTH` (PLAIN or LOGIN, over
+    /// the plain connection) with `user` and `password`; [`SmtpServer::url`] carries them.
+    pub async fn start_with_login(user: &str, password: &str) -> Self {
+        let login = (user.to_string(), password.to_string());
+        Self::launch(free_port(), SmtpMode::Accept, Some(login)).await
+    }
+
+    async fn launch(port: u16, mode: SmtpMode, login: Option<(String, String)>) -> Self {
         let maildir = tempfile::tempdir().expect("maildir");
-        let child = tokio::process::Command::new(python())
+        let mut command = tokio::process::Command::new(python());
+        if let Some((user, password)) = &login {
+            command
+                .env("SMTP_TEST_USER", user)
+                .env("SMTP_TEST_PASSWORD", password);
+        }
+        let child = command
             .args(["-c", SERVER, mode.as_str(), &port.to_string()])
             .arg(maildir.path())
             .stdin(Stdio::null())
@@ -134,6 +156,7 @@ impl SmtpServer {
         let mut server = Self {
             port,
             maildir,
+            login,
             child,
         };
         let ready = server.maildir.path().join("ready");
@@ -173,9 +196,12 @@ impl SmtpServer {
         })
     }
 
-    /// `smtp://127.0.0.1:<port>`.
+    /// `smtp://127.0.0.1:<port>`, with `user:password@` when the server requires a login.
     pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
+        match &self.login {
+            Some((user, password)) => format!("smtp://{user}:{password}@127.0.0.1:{}", self.port),
+            None => format!("smtp://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Messages delivered so far.
