@@ -364,7 +364,7 @@ impl Kafka {
     }
 
     /// The `java` launcher: `$JAVA_HOME/bin/java` when set, else `java` from PATH.
-    fn java(&self) -> Result<Command> {
+    pub fn java(&self) -> Result<Command> {
         if let Some(home) = std::env::var_os("JAVA_HOME").filter(|v| !v.is_empty()) {
             let java = PathBuf::from(home).join("bin").join("java");
             if java.is_file() {
@@ -377,8 +377,14 @@ impl Kafka {
         Ok(Command::new("java"))
     }
 
-    fn classpath(&self) -> String {
+    /// The Kafka jars (`lib/*`): the broker and its command-line tools.
+    pub fn classpath(&self) -> String {
         format!("{}/*", self.lib().display())
+    }
+
+    /// The log4j2 configuration of the command-line tools (warnings to stderr).
+    pub fn tools_log4j(&self) -> PathBuf {
+        self.config_dir().join("tools-log4j2.properties")
     }
 
     /// Copies the jars of `tools/kafka/pom.xml` into `lib/` with Maven, unless they are there.

@@ -6,7 +6,7 @@
 //! cargo xtask demo                     run the seed's flow against the stack
 //! cargo xtask test [--sqlite-only]     the whole test suite, on SQLite and PostgreSQL
 //! cargo xtask kafka start|stop|status  the local broker alone
-//! cargo xtask bench                    the end-to-end throughput benchmark
+//! cargo xtask bench [--postgres]       the benchmark: Kafka's ceiling, throughput, latency
 //! ```
 
 mod apt;
@@ -32,7 +32,9 @@ commands:
   demo                     run the demo flow against the running stack (starts one if needed)
   test [--sqlite-only]     run the test suite on SQLite, then PostgreSQL (installs what is missing)
   kafka start|stop|status  the local Apache Kafka broker alone
-  bench                    end-to-end throughput of the stack (release build; BENCHMARKS.md)
+  bench [--postgres]       the benchmark (release build; BENCHMARKS.md): Kafka's own ceiling,
+                           end to end at 64 clients, paced latency; SQLite, or PostgreSQL
+                           (--postgres: the test cluster; or TEST_DATABASE_URL); BENCH_* size it
 
 environment:
   EMS_CACHE_DIR            cache root (default $HOME/.cache/event-microservices)
@@ -68,7 +70,7 @@ fn run() -> Result<()> {
             stack::up(detach)
         }
         ["down"] => stack::down(),
-        ["bench"] => bench::run(),
+        ["bench", rest @ ..] => bench::run(flags(rest, &["--postgres"])?.contains(&"--postgres")),
         ["demo"] => stack::demo(),
         [] | ["help" | "--help" | "-h"] => {
             print!("{USAGE}");

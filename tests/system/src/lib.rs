@@ -210,6 +210,32 @@ impl ServiceProcess {
             .ok()
     }
 
+    /// The process id of the running service.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref()?.id()
+    }
+
+    /// CPU time the running process has used so far (user + system), from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        (per_second > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_second as f64))
+    }
+
+    /// The value of `key` in the service's environment (as set by the harness).
+    pub fn env_var(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// SIGKILL: no shutdown code runs, exactly like a crash.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -481,6 +507,122 @@ pub async fn read_outcomes(
         });
     }
     outcomes
+}
+
+/// When an outcome event was read from Kafka, and what it said.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// `transaction.processed` or `transaction.failed` (unprefixed).
+    pub topic: String,
+    /// When the reader received it.
+    pub at: std::time::Instant,
+    /// The payload.
+    pub payload: serde_json::Value,
+}
+
+/// A background reader of `transaction.processed` and `transaction.failed` that notes the
+/// instant each outcome is read, to measure request → outcome latency. It is assigned every
+/// partition of both topics from the beginning (no consumer group, so no rebalance delays the
+/// first records); the first outcome of each transaction counts. Stops when dropped.
+pub struct OutcomeClock {
+    arrivals: tokio::sync::mpsc::UnboundedReceiver<(String, Arrival)>,
+    seen: std::collections::HashMap<String, Arrival>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl OutcomeClock {
+    /// Starts reading the outcome topics of `kafka` (all `kafka.topic_partitions` partitions).
+    pub fn start(kafka: &KafkaConfig) -> Self {
+        use contracts::topics::{TRANSACTION_FAILED, TRANSACTION_PROCESSED};
+        use rdkafka::consumer::{Consumer, StreamConsumer};
+        use rdkafka::{Message, Offset, TopicPartitionList};
+        let consumer: StreamConsumer = kafka
+            .client_config("outcome-clock")
+            .set("group.id", platform::testing::unique("outcome-clock"))
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .expect("consumer");
+        let mut partitions = TopicPartitionList::new();
+        for topic in [TRANSACTION_PROCESSED, TRANSACTION_FAILED] {
+            for partition in 0..kafka.topic_partitions {
+                partitions
+                    .add_partition_offset(&kafka.topic_name(topic), partition, Offset::Beginning)
+                    .expect("partition offset");
+            }
+        }
+        consumer.assign(&partitions).expect("assign");
+        let (sender, arrivals) = tokio::sync::mpsc::unbounded_channel();
+        let prefix = kafka.topic_prefix.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let message = match consumer.recv().await {
+                    Ok(message) => message,
+                    Err(error) => {
+                        eprintln!("outcome reader: {error}");
+                        continue;
+                    }
+                };
+                let at = std::time::Instant::now();
+                let Ok(payload) = serde_json::from_slice::<serde_json::Value>(
+                    message.payload().unwrap_or_default(),
+                ) else {
+                    continue;
+                };
+                let Some(id) = payload["transactionId"].as_str().map(str::to_string) else {
+                    continue;
+                };
+                let topic = message.topic();
+                let topic = topic.strip_prefix(&prefix).unwrap_or(topic).to_string();
+                if sender.send((id, Arrival { topic, at, payload })).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            arrivals,
+            seen: std::collections::HashMap::new(),
+            reader,
+        }
+    }
+
+    /// Waits until each of `ids` has an outcome, or `timeout` passes; returns the outcomes found.
+    pub async fn wait_for(
+        &mut self,
+        ids: &[String],
+        timeout: Duration,
+    ) -> std::collections::HashMap<String, Arrival> {
+        let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut missing = wanted
+            .iter()
+            .filter(|id| !self.seen.contains_key(**id))
+            .count();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while missing > 0 {
+            let Ok(Some((id, arrival))) =
+                tokio::time::timeout_at(deadline, self.arrivals.recv()).await
+            else {
+                break;
+            };
+            if self.seen.contains_key(&id) {
+                continue;
+            }
+            if wanted.contains(id.as_str()) {
+                missing -= 1;
+            }
+            self.seen.insert(id, arrival);
+        }
+        wanted
+            .iter()
+            .filter_map(|id| Some((id.to_string(), self.seen.get(*id)?.clone())))
+            .collect()
+    }
+}
+
+impl Drop for OutcomeClock {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 /// A small deterministic pseudo-random sequence (xorshift), so failures can be replayed.

@@ -1,0 +1,158 @@
+//! Load shapes: a closed loop of N concurrent clients, and an open loop at a fixed rate with one
+//! task per request; both note when each request was sent, for request → outcome latency.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::Value;
+use system_tests::{post, Arrival};
+
+/// One transfer to post.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// Its `transactionId`.
+    pub id: String,
+    /// The request body.
+    pub body: Value,
+}
+
+/// A request sent and answered.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The `transactionId`.
+    pub id: String,
+    /// When the request was sent.
+    pub at: Instant,
+    /// When its answer arrived.
+    pub answered: Instant,
+    /// The HTTP status.
+    pub status: u16,
+}
+
+/// Posts every transfer, `concurrency` at a time (each client sends its next request when its
+/// previous one is answered).
+pub async fn closed_loop(
+    client: &reqwest::Client,
+    url: &str,
+    transfers: Vec<Transfer>,
+    concurrency: usize,
+) -> Vec<Sent> {
+    futures::stream::iter(transfers)
+        .map(|t| {
+            let client = client.clone();
+            async move {
+                let at = Instant::now();
+                let (status, _) = post(&client, url, t.body).await;
+                Sent {
+                    id: t.id,
+                    at,
+                    answered: Instant::now(),
+                    status,
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
+/// Posts the transfers at `rate` per second, each from its own task at its scheduled instant,
+/// whatever the answers' latency (an open loop, as independent clients would).
+pub async fn paced(
+    client: &reqwest::Client,
+    url: &str,
+    transfers: Vec<Transfer>,
+    rate: f64,
+) -> Vec<Sent> {
+    let start = tokio::time::Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut tasks = Vec::with_capacity(transfers.len());
+    for (n, t) in transfers.into_iter().enumerate() {
+        tokio::time::sleep_until(start + interval * n as u32).await;
+        let client = client.clone();
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let at = Instant::now();
+            let (status, _) = post(&client, &url, t.body).await;
+            Sent {
+                id: t.id,
+                at,
+                answered: Instant::now(),
+                status,
+            }
+        }));
+    }
+    let mut sent = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        sent.push(task.await.expect("request task"));
+    }
+    sent
+}
+
+/// Percentiles of a set of latencies, in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    /// How many.
+    pub count: usize,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Latency {
+    /// Request → outcome latency of `sent` requests whose outcome is in `outcomes`.
+    pub fn of(sent: &[Sent], outcomes: &HashMap<String, Arrival>) -> Self {
+        let mut ms: Vec<f64> = sent
+            .iter()
+            .filter_map(|s| {
+                let arrival = outcomes.get(&s.id)?;
+                Some(arrival.at.saturating_duration_since(s.at).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        Self {
+            count: ms.len(),
+            p50: percentile(&ms, 0.50),
+            p99: percentile(&ms, 0.99),
+            max: ms.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} transfers)",
+            self.p50, self.p99, self.max, self.count
+        )
+    }
+}
+
+/// Nearest-rank percentile `q` (0..=1) of sorted values (0 when empty).
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 0.50), 50.0);
+        assert_eq!(percentile(&values, 0.99), 99.0);
+        assert_eq!(percentile(&values, 1.0), 100.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}

@@ -1,0 +1,449 @@
+//! The benchmark behind `cargo xtask bench` (figures for BENCHMARKS.md), in one run on one machine:
+//!
+//! 1. the raw ceiling: Kafka's own producer and consumer perf tools on a throw-away topic, records
+//!    the size of a real `transaction.requested` record (payload, key and headers), acks=all;
+//! 2. end to end at `BENCH_CONCURRENCY` (64) clients: `BENCH_TRANSFERS` (10000) transfers among
+//!    funded accounts, timed from the first request to the last outcome event read from Kafka,
+//!    then until notification-service has recorded every alert;
+//! 3. paced: `BENCH_RATE` (200) transfers/s for `BENCH_PACED_SECS` (10) s, one task per request,
+//!    request → outcome latency;
+//! 4. the same paced run with `BENCH_UNKNOWN` (5) transfers to accounts that do not exist among
+//!    them (they wait out transaction-service's grace period): the latency of the others.
+//!
+//! The three services run as processes (binaries from `EMS_BIN_DIR`) on fresh databases (SQLite,
+//! or PostgreSQL when `TEST_DATABASE_URL` names a server), a fresh topic prefix with
+//! `BENCH_PARTITIONS` (3) partitions per topic, and an SMTP server. Outcomes are read by one
+//! consumer assigned every partition. Ends with each service's peak memory and CPU time and the
+//! line `bench: e2e_transfers_per_s=.. http_req_per_s=.. p50_ms=.. p99_ms=.. paced_p99_ms=..
+//! kafka_ceiling_records_per_s=.. ratio=..`.
+
+mod alerts;
+mod ceiling;
+mod load;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{ensure, Context, Result};
+use futures::StreamExt;
+use platform::testing::{eventually, read_topic};
+use serde_json::json;
+use system_tests::{get, post, Lcg, OutcomeClock, Stack};
+
+use load::{Latency, Transfer};
+
+/// The run's size, from `BENCH_*` variables.
+struct Settings {
+    transfers: usize,
+    concurrency: usize,
+    accounts: usize,
+    partitions: i32,
+    rate: f64,
+    paced_secs: f64,
+    unknown: usize,
+    ceiling_records: u64,
+    timeout: Duration,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number")),
+        _ => Ok(default),
+    }
+}
+
+impl Settings {
+    fn from_env() -> Result<Self> {
+        let settings = Self {
+            transfers: env_or("BENCH_TRANSFERS", 10_000)?,
+            concurrency: env_or("BENCH_CONCURRENCY", 64)?,
+            accounts: env_or("BENCH_ACCOUNTS", 100)?,
+            partitions: env_or("BENCH_PARTITIONS", 3)?,
+            rate: env_or("BENCH_RATE", 200.0)?,
+            paced_secs: env_or("BENCH_PACED_SECS", 10.0)?,
+            unknown: env_or("BENCH_UNKNOWN", 5)?,
+            ceiling_records: env_or("BENCH_CEILING_RECORDS", 300_000)?,
+            timeout: Duration::from_secs(env_or("BENCH_TIMEOUT_SECS", 300)?),
+        };
+        ensure!(settings.accounts >= 2, "BENCH_ACCOUNTS must be at least 2");
+        ensure!(
+            settings.concurrency >= 1,
+            "BENCH_CONCURRENCY must be positive"
+        );
+        ensure!(
+            settings.partitions >= 1,
+            "BENCH_PARTITIONS must be positive"
+        );
+        ensure!(settings.rate > 0.0, "BENCH_RATE must be positive");
+        Ok(settings)
+    }
+
+    fn paced_transfers(&self) -> usize {
+        (self.rate * self.paced_secs).round().max(1.0) as usize
+    }
+}
+
+/// Transfers of 1.00 between distinct random funded accounts, ids `<prefix><n>`.
+fn transfers(prefix: &str, count: usize, accounts: usize, random: &mut Lcg) -> Vec<Transfer> {
+    (0..count)
+        .map(|n| {
+            let from = random.below(accounts as u64);
+            let to = (from + 1 + random.below(accounts as u64 - 1)) % accounts as u64;
+            let id = format!("{prefix}{n}");
+            Transfer {
+                body: json!({"from": format!("bench-{from}"), "to": format!("bench-{to}"),
+                    "amount": "1.00", "transactionId": id}),
+                id,
+            }
+        })
+        .collect()
+}
+
+fn ids(transfers: &[Transfer]) -> Vec<String> {
+    transfers.iter().map(|t| t.id.clone()).collect()
+}
+
+fn seconds_between(earlier: SystemTime, later: SystemTime) -> f64 {
+    match later.duration_since(earlier) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let settings = Settings::from_env()?;
+    let partitions = settings.partitions.to_string();
+    println!(
+        "starting the stack (binaries from {}, {} partitions per topic, database: {})",
+        system_tests::bin_dir().display(),
+        settings.partitions,
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(url) if url.starts_with("postgres") => "PostgreSQL",
+            _ => "SQLite",
+        }
+    );
+    let mut stack = Stack::start(&[
+        ("RUST_LOG", "warn"),
+        ("KAFKA_TOPIC_PARTITIONS", partitions.as_str()),
+    ])
+    .await;
+    stack.kafka.topic_partitions = settings.partitions;
+    let result = run(&settings, &mut stack).await;
+    for name in system_tests::SERVICES {
+        stack.service(name).kill().await;
+    }
+    delete_topics(&stack.kafka).await;
+    result
+}
+
+async fn run(settings: &Settings, stack: &mut Stack) -> Result<()> {
+    let client = reqwest::Client::new();
+    let tx_url = format!("{}/transactions", stack.url("transaction-service"));
+    let mut clock = OutcomeClock::start(&stack.kafka);
+    let alerts = alerts::Alerts::open(
+        stack.services["notification-service"]
+            .env_var("DATABASE_URL")
+            .context("notification-service has no DATABASE_URL")?,
+    )
+    .await?;
+
+    // Set-up: customers, their accounts, a deposit each, one warm-up transfer.
+    println!("creating and funding {} accounts", settings.accounts);
+    let customers_url = format!("{}/app/customers", stack.url("customer-service"));
+    let created: Vec<u16> = futures::stream::iter(0..settings.accounts)
+        .map(|n| {
+            let body = json!({"id": format!("bench-{n}"), "name": format!("Bench {n}"),
+                "email": format!("bench{n}@example.com")});
+            let (client, url) = (&client, &customers_url);
+            async move { post(client, url, body).await.0 }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    ensure!(
+        created.iter().all(|s| *s == 201),
+        "creating customers: {created:?}"
+    );
+    for n in 0..settings.accounts {
+        let url = format!("{}/accounts/bench-{n}", stack.url("transaction-service"));
+        eventually(Duration::from_secs(60), || {
+            let request = get(&client, &url);
+            async move { (request.await.0 == 200).then_some(()) }
+        })
+        .await
+        .with_context(|| format!("account bench-{n} not opened"))?;
+    }
+    let mut funding = Vec::new();
+    for n in 0..settings.accounts {
+        let id = format!("fund-{n}");
+        let body = json!({"to": format!("bench-{n}"), "amount": "1000000.00", "transactionId": id});
+        let (status, answer) = post(&client, &tx_url, body).await;
+        ensure!(status == 202, "deposit: {status} {answer}");
+        funding.push(id);
+    }
+    let warm =
+        json!({"from": "bench-0", "to": "bench-1", "amount": "1.00", "transactionId": "warm-0"});
+    ensure!(
+        post(&client, &tx_url, warm).await.0 == 202,
+        "warm-up transfer"
+    );
+    funding.push("warm-0".to_string());
+    let funded = clock.wait_for(&funding, settings.timeout).await;
+    ensure!(
+        funded.len() == funding.len()
+            && funded.values().all(|a| a.topic == "transaction.processed"),
+        "set-up: {} of {} deposits processed",
+        funded.len(),
+        funding.len()
+    );
+
+    // The size of a real transaction.requested record: key + payload + headers.
+    let is_warm_up = |r: &platform::Record| {
+        serde_json::from_slice::<serde_json::Value>(&r.payload)
+            .is_ok_and(|v| v["transactionId"] == "warm-0")
+    };
+    let requested = read_topic(
+        &stack.kafka,
+        "transaction.requested",
+        Duration::from_secs(30),
+        |records| records.iter().any(is_warm_up),
+    )
+    .await;
+    let sample = requested
+        .iter()
+        .find(|r| is_warm_up(r))
+        .context("the warm-up transfer's transaction.requested record")?;
+    let record_size = sample.key.as_ref().map_or(0, String::len)
+        + sample.payload.len()
+        + sample
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    println!(
+        "a transaction.requested record: {record_size} bytes (payload {}, key and {} headers {})",
+        sample.payload.len(),
+        sample.headers.len(),
+        record_size - sample.payload.len()
+    );
+
+    // 1. The raw ceiling.
+    println!(
+        "Kafka's own perf tools: {} records of {record_size} bytes, acks=all, {} partitions",
+        settings.ceiling_records, settings.partitions
+    );
+    let ceiling = ceiling::measure(
+        &stack.kafka,
+        record_size,
+        settings.ceiling_records,
+        settings.partitions,
+    )
+    .await?;
+    println!(
+        "  producer {:.0} records/s (its p99 send latency {:.0} ms), consumer {:.0} records/s",
+        ceiling.produced_per_s, ceiling.produce_p99_ms, ceiling.consumed_per_s
+    );
+    let setup_alerts = alerts
+        .wait("fund-", settings.accounts as i64, settings.timeout)
+        .await?;
+    ensure!(
+        setup_alerts.count == settings.accounts as i64,
+        "set-up alerts: {setup_alerts:?}"
+    );
+
+    // 2. End to end at N clients.
+    let mut random = Lcg::new(7);
+    let batch = transfers("e2e-", settings.transfers, settings.accounts, &mut random);
+    let wanted = ids(&batch);
+    println!(
+        "end to end: {} transfers, {} concurrent clients",
+        settings.transfers, settings.concurrency
+    );
+    let wall_start = SystemTime::now();
+    let start = Instant::now();
+    let sent = load::closed_loop(&client, &tx_url, batch, settings.concurrency).await;
+    let accept_time = sent
+        .iter()
+        .map(|s| s.answered)
+        .max()
+        .map_or(Duration::ZERO, |t| t - start);
+    let rejected = sent.iter().filter(|s| s.status != 202).count();
+    ensure!(
+        rejected == 0,
+        "{rejected} of {} requests not accepted",
+        sent.len()
+    );
+    let outcomes = clock.wait_for(&wanted, settings.timeout).await;
+    ensure!(
+        outcomes.len() == wanted.len(),
+        "only {} of {} transfers have an outcome after {:?}",
+        outcomes.len(),
+        wanted.len(),
+        settings.timeout
+    );
+    let failed = outcomes
+        .values()
+        .filter(|a| a.topic != "transaction.processed")
+        .count();
+    ensure!(failed == 0, "{failed} transfers failed");
+    let total_time = outcomes
+        .values()
+        .map(|a| a.at)
+        .max()
+        .map_or(Duration::ZERO, |t| t - start);
+    let e2e_latency = Latency::of(&sent, &outcomes);
+    let e2e_rate = settings.transfers as f64 / total_time.as_secs_f64();
+    let http_rate = settings.transfers as f64 / accept_time.as_secs_f64();
+    println!(
+        "  HTTP accepted:  {http_rate:.0} requests/s ({:.2} s)",
+        accept_time.as_secs_f64()
+    );
+    println!(
+        "  end to end:     {e2e_rate:.0} transfers/s ({:.2} s from the first request to the last outcome)",
+        total_time.as_secs_f64()
+    );
+    println!("  request → outcome: {e2e_latency}");
+    let expected_alerts = 2 * settings.transfers as i64;
+    let recorded = alerts
+        .wait("e2e-", expected_alerts, settings.timeout)
+        .await?;
+    ensure!(
+        recorded.count == expected_alerts,
+        "notification-service recorded {} of {expected_alerts} alerts",
+        recorded.count
+    );
+    let last_alert = recorded
+        .last
+        .map_or(0.0, |t| seconds_between(wall_start, t));
+    println!(
+        "  alerts:         {} recorded, the last {last_alert:.3} s after the first request ({:+.3} s after the last outcome)",
+        recorded.count,
+        last_alert - total_time.as_secs_f64()
+    );
+
+    // 3. Paced, valid transfers only.
+    let paced_count = settings.paced_transfers();
+    println!(
+        "paced: {} transfers/s for {} s, one task per request",
+        settings.rate, settings.paced_secs
+    );
+    let batch = transfers("pc-", paced_count, settings.accounts, &mut random);
+    let wanted = ids(&batch);
+    let sent = load::paced(&client, &tx_url, batch, settings.rate).await;
+    let outcomes = clock.wait_for(&wanted, settings.timeout).await;
+    ensure!(
+        outcomes.len() == wanted.len(),
+        "paced: {} of {} outcomes",
+        outcomes.len(),
+        wanted.len()
+    );
+    let paced_latency = Latency::of(&sent, &outcomes);
+    println!("  request → outcome: {paced_latency}");
+
+    // 4. Paced, with transfers to accounts that do not exist among them.
+    println!(
+        "paced with {} transfers to unknown accounts among {paced_count}",
+        settings.unknown
+    );
+    let mut batch = transfers("pu-", paced_count, settings.accounts, &mut random);
+    let mut ghosts = Vec::new();
+    for k in 0..settings.unknown.min(paced_count) {
+        let slot = (k * paced_count) / settings.unknown.max(1)
+            + paced_count / (2 * settings.unknown.max(1));
+        let id = format!("ghost-t{k}");
+        batch[slot.min(paced_count - 1)] = Transfer {
+            body: json!({"from": "bench-0", "to": format!("ghost-{k}"), "amount": "1.00", "transactionId": id}),
+            id: id.clone(),
+        };
+        ghosts.push(id);
+    }
+    let valid: Vec<String> = ids(&batch)
+        .into_iter()
+        .filter(|id| !ghosts.contains(id))
+        .collect();
+    let sent = load::paced(&client, &tx_url, batch, settings.rate).await;
+    let outcomes = clock.wait_for(&valid, settings.timeout).await;
+    ensure!(
+        outcomes.len() == valid.len(),
+        "paced with unknown accounts: {} of {} outcomes",
+        outcomes.len(),
+        valid.len()
+    );
+    let valid_sent: Vec<_> = sent
+        .iter()
+        .filter(|s| !ghosts.contains(&s.id))
+        .cloned()
+        .collect();
+    let with_unknown = Latency::of(&valid_sent, &outcomes);
+    println!("  valid transfers, request → outcome: {with_unknown}");
+    let ghost_outcomes = clock.wait_for(&ghosts, settings.timeout).await;
+    let unknown_failed = ghost_outcomes
+        .values()
+        .filter(|a| a.payload["reason"] == "unknown_account")
+        .count();
+    println!(
+        "  transfers to unknown accounts: {unknown_failed} of {} failed with unknown_account ({})",
+        ghosts.len(),
+        Latency::of(&sent, &ghost_outcomes)
+    );
+
+    println!();
+    for (name, service) in &stack.services {
+        let memory = service.peak_memory_kib().map_or("?".to_string(), |kib| {
+            format!("{:.1} MiB", kib as f64 / 1024.0)
+        });
+        let cpu = service
+            .cpu_time()
+            .map_or("?".to_string(), |t| format!("{:.1} s", t.as_secs_f64()));
+        println!("{name:<21} peak memory (VmHWM) {memory:>9}, CPU time {cpu:>7}");
+    }
+    let ceiling_rate = ceiling.records_per_s();
+    println!(
+        "bench: e2e_transfers_per_s={e2e_rate:.0} http_req_per_s={http_rate:.0} p50_ms={:.1} p99_ms={:.1} paced_p99_ms={:.1} kafka_ceiling_records_per_s={ceiling_rate:.0} ratio={:.4}",
+        e2e_latency.p50,
+        e2e_latency.p99,
+        paced_latency.p99,
+        e2e_rate / ceiling_rate
+    );
+    println!(
+        "bench_unknown_accounts: unknown={} paced_p99_ms={:.1} paced_p99_with_unknown_ms={:.1} paced_max_ms={:.1} paced_max_with_unknown_ms={:.1}",
+        ghosts.len(),
+        paced_latency.p99,
+        with_unknown.p99,
+        paced_latency.max,
+        with_unknown.max
+    );
+    Ok(())
+}
+
+/// Deletes the stack's topics (its unique prefix) from the shared broker.
+async fn delete_topics(kafka: &platform::KafkaConfig) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let Ok(admin) = kafka
+        .client_config("bench-admin")
+        .create::<AdminClient<DefaultClientContext>>()
+    else {
+        return;
+    };
+    let metadata =
+        tokio::task::block_in_place(|| admin.inner().fetch_metadata(None, Duration::from_secs(10)));
+    let Ok(metadata) = metadata else {
+        eprintln!("warning: the bench's topics were not deleted");
+        return;
+    };
+    let topics: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|t| t.starts_with(&kafka.topic_prefix))
+        .collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    if let Err(e) = admin.delete_topics(&names, &options).await {
+        eprintln!("warning: the bench's topics were not deleted: {e}");
+    }
+}
