@@ -49,9 +49,15 @@ pub struct Attempt {
 pub enum Applied<D> {
     /// Applied (or decided); the value goes to [`Apply::committed`] after the commit.
     Done(D),
-    /// The event waits for another one (the reason says which): it is parked and applied again
-    /// when the lot is woken or its deadline passes.
-    Wait(String),
+    /// The event waits for others: it is parked and applied again when the lot is woken or its
+    /// deadline passes. Meanwhile later events touching one of the `awaiting` keys wait behind
+    /// it; events touching other keys go ahead.
+    Wait {
+        /// Why, for the log.
+        reason: String,
+        /// The keys (e.g. accounts) whose events it waits for.
+        awaiting: Vec<String>,
+    },
 }
 
 /// A consumer's domain logic: how to read an event and apply it inside a transaction.
@@ -64,8 +70,8 @@ pub trait Apply: Send + Sync + 'static {
     /// Decodes and validates `record`; a permanent error dead-letters it.
     fn decode(&self, record: &Record) -> Result<(EventMetadata, Self::Event), HandleError>;
 
-    /// The keys (e.g. accounts) the event touches: while an earlier event with one of them is
-    /// parked, this one waits behind it, so each key's events apply in order.
+    /// The keys (e.g. accounts) the event touches: while an earlier parked event awaits one of
+    /// them, this one waits behind it, so the events of an awaited key apply in order.
     fn keys(&self, _event: &Self::Event) -> Vec<String> {
         Vec::new()
     }
@@ -136,9 +142,16 @@ impl<A: Apply> Handler for Inboxed<A> {
                 continue;
             }
             let keys = self.inner.keys(event);
-            let behind = keys.iter().find(|k| waiting.contains(*k));
-            let outcome = match behind {
-                Some(key) => Applied::Wait(format!("an earlier event for `{key}` is waiting")),
+            let behind: Vec<String> = keys
+                .iter()
+                .filter(|k| waiting.contains(*k))
+                .cloned()
+                .collect();
+            let outcome = match behind.first() {
+                Some(key) => Applied::Wait {
+                    reason: format!("an earlier event for `{key}` is waiting"),
+                    awaiting: behind.clone(),
+                },
                 None => {
                     let attempt = Attempt {
                         since: now,
@@ -154,13 +167,13 @@ impl<A: Apply> Handler for Inboxed<A> {
             };
             match outcome {
                 Applied::Done(value) => done.push(value),
-                Applied::Wait(reason) => {
+                Applied::Wait { reason, awaiting } => {
                     tracing::info!(event_id = %metadata.id, %reason, "event parked");
                     self.lot
-                        .park(&mut tx, record, &keys, &reason, now)
+                        .park(&mut tx, record, &awaiting, &reason, now)
                         .await
                         .map_err(transient)?;
-                    waiting.extend(keys);
+                    waiting.extend(awaiting);
                     parked += 1;
                 }
             }

@@ -1,7 +1,8 @@
 //! Parking: an event that has to wait for another one (an account or a customer not known yet)
 //! is stored in `parked` with its inbox claim, so its partition moves on. The lot's resolver
 //! applies it again when woken (the awaited event arrived) or when its deadline passes, then
-//! the event must be decided. Events touching a key of a parked event wait behind it.
+//! the event must be decided. Events touching a key a parked event awaits wait behind it; the
+//! others go ahead, so a missing account delays nothing but its own events.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -58,7 +59,7 @@ impl ParkingLot {
         self.wake.notify_one();
     }
 
-    /// Parks `record` (touching `keys`) inside the caller's transaction.
+    /// Parks `record`, awaiting `keys`, inside the caller's transaction.
     pub async fn park(
         &self,
         conn: &mut Conn,
@@ -145,7 +146,7 @@ async fn insert_keys(
     Ok(())
 }
 
-/// The keys of `consumer`'s parked events.
+/// The keys `consumer`'s parked events await.
 pub async fn waiting_keys(conn: &mut Conn, consumer: &str) -> Result<HashSet<String>, DbError> {
     let rows = sqlx::query("SELECT DISTINCT record_key FROM parked_keys WHERE consumer = $1")
         .bind(consumer)
@@ -231,7 +232,6 @@ async fn resolve<A: Apply>(
         };
         let keys = inner.keys(&event);
         if keys.iter().any(|k| blocked.contains(k)) {
-            blocked.extend(keys);
             earliest = Some(earliest.map_or(parked.deadline, |e| e.min(parked.deadline)));
             continue;
         }
@@ -258,7 +258,7 @@ async fn resolve<A: Apply>(
                     (now - parked.parked_at).num_milliseconds(), "parked event decided");
                 done.push(value);
             }
-            Applied::Wait(reason) => {
+            Applied::Wait { reason, awaiting } => {
                 if attempt.last {
                     tracing::error!(event_id = %metadata.id, %reason,
                         "a parked event past its deadline still waits; kept parked");
@@ -276,10 +276,10 @@ async fn resolve<A: Apply>(
                 )
                 .await
                 .map_err(transient)?;
-                insert_keys(&mut tx, lot.consumer, &parked.id, &keys)
+                insert_keys(&mut tx, lot.consumer, &parked.id, &awaiting)
                     .await
                     .map_err(transient)?;
-                blocked.extend(keys);
+                blocked.extend(awaiting);
                 earliest = Some(earliest.map_or(parked.deadline, |e| e.min(parked.deadline)));
             }
         }

@@ -145,10 +145,13 @@ impl Apply for TransactionEvents {
             if notice.reports_unknown_account() {
                 gave_up = Some("the transaction failed with unknown_account".to_string());
             } else if !attempt.last {
-                return Ok(Applied::Wait(format!(
-                    "customer {} not seen yet; waiting for its Customer.created",
-                    missing.join(", ")
-                )));
+                return Ok(Applied::Wait {
+                    reason: format!(
+                        "customer {} not seen yet; waiting for its Customer.created",
+                        missing.join(", ")
+                    ),
+                    awaiting: missing.iter().map(|id| id.to_string()).collect(),
+                });
             } else {
                 gave_up = Some("no Customer.created arrived in time".to_string());
             }

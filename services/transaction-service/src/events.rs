@@ -173,7 +173,7 @@ impl ApplyTransactions {
         let now = Utc::now();
         let traceparent = metadata.traceparent.as_deref();
         let (status, reason, message, balances) = match decision {
-            Decision::Retry(message) => {
+            Decision::Wait { message, .. } => {
                 return Err(HandleError::Transient(format!(
                     "undecided request reached completion: {message}"
                 )))
@@ -281,10 +281,11 @@ impl Apply for ApplyTransactions {
         let decision = ledger::apply(conn, request, attempt.last, Utc::now())
             .await
             .map_err(transient)?;
-        if let Decision::Retry(message) = decision {
-            return Ok(Applied::Wait(format!(
-                "{message}; waiting for its Customer.created"
-            )));
+        if let Decision::Wait { missing, message } = decision {
+            return Ok(Applied::Wait {
+                reason: format!("{message}; waiting for its Customer.created"),
+                awaiting: missing,
+            });
         }
         self.complete(conn, metadata, request, decision).await?;
         Ok(Applied::Done(()))

@@ -106,8 +106,13 @@ pub enum LedgerError {
 /// What applying a request decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// An account is not known yet and the grace period is still running: roll back, retry.
-    Retry(String),
+    /// An account is not known yet and the grace period is still running: wait for it.
+    Wait {
+        /// The accounts not open yet.
+        missing: Vec<String>,
+        /// Explanation.
+        message: String,
+    },
     /// Applied; the balances after it of each touched account, in minor units.
     Processed {
         /// The validated request.
@@ -158,15 +163,16 @@ pub async fn apply(
             Some(account) => {
                 accounts.insert(id, account);
             }
-            None => missing.push(format!("`{id}`")),
+            None => missing.push(id.to_string()),
         }
     }
     if !missing.is_empty() {
-        let message = format!("unknown account {}", missing.join(" and "));
+        let quoted: Vec<String> = missing.iter().map(|id| format!("`{id}`")).collect();
+        let message = format!("unknown account {}", quoted.join(" and "));
         return Ok(if grace_over {
             Decision::failed(FailureReason::UnknownAccount, message)
         } else {
-            Decision::Retry(message)
+            Decision::Wait { missing, message }
         });
     }
     for (id, account) in &accounts {

@@ -232,30 +232,33 @@ async fn a_request_waits_for_an_account_whose_customer_event_lags() {
 async fn requests_for_a_missing_account_do_not_hold_back_the_others() {
     let ledger = Ledger::start(settings_with_grace(Duration::from_secs(60))).await;
     ledger.open_accounts(&["alice", "bob", "carol"]).await;
+    ledger.deposit("fund-alice", "alice", "10").await;
     ledger.deposit("fund-bob", "bob", "10").await;
 
-    // Twenty transfers from alice to an account that never opens, then a valid one (other
-    // accounts), on the same partition as some of them.
+    // Twenty transfers from alice to accounts that never open, then valid transfers: one
+    // between other accounts, one from alice herself (only the missing accounts are awaited).
     for n in 0..20 {
         let (status, body) = ledger
-            .post(
-                json!({"from": "alice", "to": format!("ghost-{n}"), "amount": 1,
-                         "transactionId": format!("ghost-{n}")}),
-            )
+            .post(json!({"from": "alice", "to": format!("ghost-{n}"), "amount": 1,
+                         "transactionId": format!("ghost-{n}")}))
             .await;
         assert_eq!(status, 202, "{body}");
     }
-    let (status, _) = ledger
-        .post(json!({"from": "bob", "to": "carol", "amount": 4, "transactionId": "valid"}))
-        .await;
-    assert_eq!(status, 202);
-    ledger.processed("valid").await;
-    // The valid transfer's outcome came while the twenty are still parked, undecided.
+    for (id, from, to) in [("valid-1", "bob", "carol"), ("valid-2", "alice", "carol")] {
+        let (status, _) = ledger
+            .post(json!({"from": from, "to": to, "amount": 4, "transactionId": id}))
+            .await;
+        assert_eq!(status, 202);
+    }
+    ledger.processed("valid-1").await;
+    ledger.processed("valid-2").await;
+    // The valid transfers' outcomes came while the twenty are still parked, undecided.
     assert_eq!(ledger.parked().await, 20);
     for n in 0..20 {
         assert!(ledger.events.outcomes_for(&format!("ghost-{n}")).is_empty());
     }
-    assert_eq!(ledger.balance("carol").await, "4.00");
+    assert_eq!(ledger.balance("carol").await, "8.00");
+    assert_eq!(ledger.balance("alice").await, "6.00");
     ledger.stop().await;
 }
 
