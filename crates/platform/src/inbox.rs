@@ -23,16 +23,36 @@ use crate::telemetry;
 /// Records that `consumer` applies `event_id`; `false` when it already did (skip the event).
 /// Call inside the transaction that applies the event.
 pub async fn claim(conn: &mut Conn, consumer: &str, event_id: &str) -> Result<bool, DbError> {
-    let result = sqlx::query(
-        "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (consumer, event_id) DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(event_id)
-    .bind(timestamp(Utc::now()))
-    .execute(&mut *conn)
-    .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(claim_all(conn, consumer, &[event_id])
+        .await?
+        .contains(event_id))
+}
+
+/// Records that `consumer` applies each of `event_ids` (one statement per few hundred ids);
+/// returns the ids it had not applied before. Call inside the transaction that applies them.
+pub async fn claim_all(
+    conn: &mut Conn,
+    consumer: &str,
+    event_ids: &[&str],
+) -> Result<HashSet<String>, DbError> {
+    let now = timestamp(Utc::now());
+    let mut claimed = HashSet::with_capacity(event_ids.len());
+    for chunk in event_ids.chunks(300) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|n| format!("($1, ${}, $2)", n + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO inbox (consumer, event_id, processed_at) VALUES {} \
+             ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+            values.join(", ")
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql).bind(consumer).bind(&now);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        claimed.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(claimed)
 }
 
 /// How long an event has waited, and whether it may wait longer.
@@ -128,16 +148,18 @@ impl<A: Apply> Handler for Inboxed<A> {
         let mut waiting: HashSet<String> = parking::waiting_keys(&mut tx, consumer)
             .await
             .map_err(transient)?;
+        let ids: Vec<&str> = decoded.iter().map(|(_, m, _)| m.id.as_str()).collect();
+        // Each id is claimed once: a second copy in the same batch finds it taken.
+        let mut claimed = claim_all(&mut tx, consumer, &ids)
+            .await
+            .map_err(transient)?;
         let mut done = Vec::with_capacity(decoded.len());
         let mut parked = 0;
         for (n, (record, metadata, event)) in decoded.iter().enumerate() {
             if n == 1 {
                 crate::failpoint!("consumer.mid_batch");
             }
-            if !claim(&mut tx, consumer, &metadata.id)
-                .await
-                .map_err(transient)?
-            {
+            if !claimed.remove(&metadata.id) {
                 tracing::debug!(event_id = %metadata.id, "event already applied; skipped");
                 continue;
             }

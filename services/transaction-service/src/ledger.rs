@@ -11,7 +11,7 @@ use platform::group_commit::Write;
 use platform::Outbox;
 
 use crate::domain::{validate_event, ValidRequest};
-use crate::storage::{self, Account, NewTransaction};
+use crate::storage::{self, Account, NewEntry, NewTransaction};
 
 /// What accepting a request did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,16 +156,17 @@ pub async fn apply(
 
     let mut ids: Vec<&str> = valid.accounts().collect();
     ids.sort_unstable();
-    let mut accounts: BTreeMap<&str, Account> = BTreeMap::new();
-    let mut missing = Vec::new();
-    for id in ids {
-        match storage::lock_account(conn, id).await? {
-            Some(account) => {
-                accounts.insert(id, account);
-            }
-            None => missing.push(id.to_string()),
-        }
-    }
+    ids.dedup();
+    let locked = storage::lock_accounts(conn, &ids).await?;
+    let accounts: BTreeMap<&str, Account> = ids
+        .iter()
+        .filter_map(|id| Some((*id, locked.iter().find(|a| a.id == *id)?.clone())))
+        .collect();
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !accounts.contains_key(*id))
+        .map(|id| id.to_string())
+        .collect();
     if !missing.is_empty() {
         let quoted: Vec<String> = missing.iter().map(|id| format!("`{id}`")).collect();
         let message = format!("unknown account {}", quoted.join(" and "));
@@ -199,11 +200,15 @@ pub async fn apply(
     let decimals = currency.decimals();
     let mut balances = BTreeMap::new();
     // Debit first: when it is refused nothing has changed, so a transfer is all or nothing.
+    let mut entries = Vec::with_capacity(2);
     if let Some(from) = valid.from.as_deref() {
         match storage::debit(conn, from, amount, now).await? {
             Some(applied) => {
-                storage::insert_entry(conn, from, &valid.transaction_id, -amount, applied, now)
-                    .await?;
+                entries.push(NewEntry {
+                    account_id: from,
+                    delta: -amount,
+                    applied,
+                });
                 balances.insert(from.to_string(), applied.balance_after);
             }
             None => {
@@ -225,9 +230,14 @@ pub async fn apply(
             .ok_or_else(|| {
                 LedgerError::Inconsistent(format!("credit of locked account `{to}` not applied"))
             })?;
-        storage::insert_entry(conn, to, &valid.transaction_id, amount, applied, now).await?;
+        entries.push(NewEntry {
+            account_id: to,
+            delta: amount,
+            applied,
+        });
         balances.insert(to.to_string(), applied.balance_after);
     }
+    storage::insert_entries(conn, &valid.transaction_id, &entries, now).await?;
     Ok(Decision::Processed {
         request: valid,
         balances,

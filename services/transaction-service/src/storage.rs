@@ -293,26 +293,37 @@ pub async fn find_account<'c, E: Executor<'c, Database = Any>>(
     .transpose()
 }
 
-/// Locks account `id` for the rest of the transaction (a portable `SELECT ... FOR UPDATE`: a
-/// no-op update takes the row lock on PostgreSQL; SQLite has one writer) and reads it.
-/// Callers lock accounts in id order, so two opposite transfers never deadlock.
-pub async fn lock_account(conn: &mut Conn, id: &str) -> Result<Option<Account>, sqlx::Error> {
-    let row = sqlx::query(
-        "UPDATE accounts SET last_seq = last_seq WHERE id = $1 \
-         RETURNING id, currency, balance, opened_at",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|row| {
-        Ok(Account {
-            id: row.try_get("id")?,
-            currency: row.try_get("currency")?,
-            balance: row.try_get("balance")?,
-            opened_at: parse_timestamp(&row.try_get::<String, _>("opened_at")?)?,
+/// Locks accounts `ids` for the rest of the transaction, in id order (so two opposite
+/// transfers never deadlock), and reads them: `SELECT ... ORDER BY id FOR UPDATE` on
+/// PostgreSQL; SQLite has one writer at a time. Accounts that do not exist are absent.
+pub async fn lock_accounts(conn: &mut Conn, ids: &[&str]) -> Result<Vec<Account>, sqlx::Error> {
+    let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+    let lock = if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        ""
+    } else {
+        " FOR UPDATE"
+    };
+    let sql = format!(
+        "SELECT id, currency, balance, opened_at FROM accounts WHERE id IN ({}) ORDER BY id{lock}",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Account {
+                id: row.try_get("id")?,
+                currency: row.try_get("currency")?,
+                balance: row.try_get("balance")?,
+                opened_at: parse_timestamp(&row.try_get::<String, _>("opened_at")?)?,
+            })
         })
-    })
-    .transpose()
+        .collect()
 }
 
 /// A balance change that was applied: the balance after it and the journal position it takes.
@@ -371,29 +382,56 @@ fn applied_from_row(row: &AnyRow) -> Result<Applied, sqlx::Error> {
     })
 }
 
-/// Appends a journal entry of `transaction_id` to account `account_id`.
-pub async fn insert_entry(
+/// A journal entry to append: the account, its signed change and where it leaves the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewEntry<'a> {
+    /// The account.
+    pub account_id: &'a str,
+    /// Signed change in minor units.
+    pub delta: i64,
+    /// The balance after it and its position in the journal.
+    pub applied: Applied,
+}
+
+/// Appends the journal entries of `transaction_id` (one statement).
+pub async fn insert_entries(
     conn: &mut Conn,
-    account_id: &str,
     transaction_id: &str,
-    delta: i64,
-    applied: Applied,
+    entries: &[NewEntry<'_>],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let kind = if delta < 0 { "debit" } else { "credit" };
-    sqlx::query(
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..entries.len())
+        .map(|n| {
+            let p = 3 + n * 5;
+            format!(
+                "(${}, ${}, $1, ${}, ${}, ${}, $2)",
+                p,
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4
+            )
+        })
+        .collect();
+    let sql = format!(
         "INSERT INTO entries (account_id, seq, transaction_id, entry_kind, delta, balance_after, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(account_id)
-    .bind(applied.seq)
-    .bind(transaction_id)
-    .bind(kind)
-    .bind(delta)
-    .bind(applied.balance_after)
-    .bind(timestamp(now))
-    .execute(&mut *conn)
-    .await?;
+         created_at) VALUES {}",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(transaction_id).bind(timestamp(now));
+    for entry in entries {
+        let kind = if entry.delta < 0 { "debit" } else { "credit" };
+        query = query
+            .bind(entry.account_id)
+            .bind(entry.applied.seq)
+            .bind(kind)
+            .bind(entry.delta)
+            .bind(entry.applied.balance_after);
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
