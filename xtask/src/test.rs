@@ -110,13 +110,15 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
     let mut lines = Vec::new();
     let mut summary_lines = Vec::new();
     let outcome = (|| -> Result<()> {
+        let clock = std::time::Instant::now();
         let report = cargo_test_pass("SQLite", &[], &env, None)?;
         let c = counted("SQLite", &report);
         lines.push(format!(
-            "SQLite pass (every test):        {} passed, {} failed in {} test binaries",
+            "SQLite pass (every test):        {} passed, {} failed in {} test binaries ({} s)",
             c.passed,
             c.failed,
-            report.binaries.len()
+            report.binaries.len(),
+            clock.elapsed().as_secs()
         ));
         summary_lines.extend(report.summary_lines);
         total += c;
@@ -126,6 +128,7 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
             for t in &targets {
                 args.extend(["--test".to_string(), t.clone()]);
             }
+            let clock = std::time::Instant::now();
             let pg = Postgres::locate()?;
             let ours = pg.start()?;
             let report = cargo_test_pass("PostgreSQL", &args, &env, Some(&postgres::url()));
@@ -137,10 +140,11 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
             let report = report?;
             let c = counted("PostgreSQL", &report);
             lines.push(format!(
-                "PostgreSQL pass (database tests): {} passed, {} failed in {} test binaries ({})",
+                "PostgreSQL pass (database tests): {} passed, {} failed in {} test binaries ({} s: {})",
                 c.passed,
                 c.failed,
                 report.binaries.len(),
+                clock.elapsed().as_secs(),
                 targets.join(", ")
             ));
             summary_lines.extend(report.summary_lines);
@@ -148,19 +152,25 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
         }
         let script = paths::repo_root().join("deploy/tests/run.sh");
         if script.is_file() && !interrupted.load(Ordering::SeqCst) {
+            let clock = std::time::Instant::now();
             let c = deploy_checks(&script)?;
             lines.push(format!(
-                "deploy checks:                   {} passed, {} failed",
-                c.passed, c.failed
+                "deploy checks:                   {} passed, {} failed ({} s)",
+                c.passed,
+                c.failed,
+                clock.elapsed().as_secs()
             ));
             total += c;
         }
         Ok(())
     })();
 
-    match crate::kafka::delete_test_topics(&kafka.ports().brokers()) {
-        Ok(n) => println!("removed {n} test topics from the local broker"),
-        Err(e) => eprintln!("warning: test topics not removed: {e:#}"),
+    // EMS_KEEP_TEST_TOPICS=1: other test runs share the broker (their topics would go too).
+    if std::env::var_os("EMS_KEEP_TEST_TOPICS").is_none() {
+        match crate::kafka::delete_test_topics(&kafka.ports().brokers()) {
+            Ok(n) => println!("removed {n} test topics from the local broker"),
+            Err(e) => eprintln!("warning: test topics not removed: {e:#}"),
+        }
     }
     if !started.already_running {
         if let Err(e) = kafka.stop() {

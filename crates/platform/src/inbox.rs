@@ -46,7 +46,9 @@ pub async fn claim_all(
              ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
             values.join(", ")
         );
-        let mut query = sqlx::query_scalar::<_, String>(&sql).bind(consumer).bind(&now);
+        let mut query = sqlx::query_scalar::<_, String>(&sql)
+            .bind(consumer)
+            .bind(&now);
         for id in chunk {
             query = query.bind(*id);
         }

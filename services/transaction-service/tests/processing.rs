@@ -239,8 +239,10 @@ async fn requests_for_a_missing_account_do_not_hold_back_the_others() {
     // between other accounts, one from alice herself (only the missing accounts are awaited).
     for n in 0..20 {
         let (status, body) = ledger
-            .post(json!({"from": "alice", "to": format!("ghost-{n}"), "amount": 1,
-                         "transactionId": format!("ghost-{n}")}))
+            .post(
+                json!({"from": "alice", "to": format!("ghost-{n}"), "amount": 1,
+                         "transactionId": format!("ghost-{n}")}),
+            )
             .await;
         assert_eq!(status, 202, "{body}");
     }

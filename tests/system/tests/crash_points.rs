@@ -466,8 +466,8 @@ async fn every_crash_point_loses_and_duplicates_nothing() {
         "crash points failed:\n{}",
         failures.join("\n")
     );
-    println!(
+    platform::testing::summary_line(&format!(
         "crash points: {} tested, lost={lost} duplicated={duplicated} double_sent={double_sent}",
         points.len()
-    );
+    ));
 }
