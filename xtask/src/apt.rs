@@ -18,6 +18,19 @@ pub fn installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Installs those of `packages` that are missing, plus Java and Maven when they are not on
+/// `PATH` (the local Kafka broker needs them).
+pub fn ensure_with_kafka(packages: &[&str]) -> Result<()> {
+    let mut packages = packages.to_vec();
+    if !process::on_path("java") {
+        packages.push("openjdk-17-jre-headless");
+    }
+    if !process::on_path("mvn") {
+        packages.push("maven");
+    }
+    ensure(&packages)
+}
+
 /// Installs those of `packages` that are missing. Without root it uses `sudo -n` when
 /// available and otherwise fails with the command to run.
 pub fn ensure(packages: &[&str]) -> Result<()> {

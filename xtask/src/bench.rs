@@ -21,13 +21,7 @@ pub fn run(use_postgres: bool) -> Result<()> {
     if use_postgres {
         packages.push("postgresql");
     }
-    if !process::on_path("java") {
-        packages.push("openjdk-17-jre-headless");
-    }
-    if !process::on_path("mvn") {
-        packages.push("maven");
-    }
-    apt::ensure(&packages)?;
+    apt::ensure_with_kafka(&packages)?;
 
     println!("building the services and the benchmark in release mode…");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

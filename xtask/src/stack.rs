@@ -337,29 +337,10 @@ fn spawn_prefixer(from: impl Read + Send + 'static, prefix: String, log: PathBuf
             let mut out = stdout.lock();
             let _ = writeln!(out, "{prefix}{text}");
             if let Some(f) = file.as_mut() {
-                let _ = writeln!(f, "{}", strip_ansi(&text));
+                let _ = writeln!(f, "{}", process::strip_ansi(&text));
             }
         }
     });
-}
-
-/// `text` without ANSI escape sequences (colours stay on the terminal, not in log files).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Stops services in reverse start order: SIGTERM, wait, SIGKILL.
@@ -492,7 +473,7 @@ mod tests {
     #[test]
     fn ansi_sequences_are_stripped() {
         assert_eq!(
-            strip_ansi("\x1b[2ma\x1b[0m b \x1b[32mINFO\x1b[0m"),
+            process::strip_ansi("\x1b[2ma\x1b[0m b \x1b[32mINFO\x1b[0m"),
             "a b INFO"
         );
     }

@@ -88,13 +88,7 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
     if !sqlite_only {
         packages.push("postgresql");
     }
-    if !process::on_path("java") {
-        packages.push("openjdk-17-jre-headless");
-    }
-    if !process::on_path("mvn") {
-        packages.push("maven");
-    }
-    apt::ensure(&packages)?;
+    apt::ensure_with_kafka(&packages)?;
 
     let kafka = Kafka::from_env()?;
     let started = kafka.start()?;
@@ -295,7 +289,7 @@ fn cargo_test_pass(
         cmd.env("CARGO_TERM_COLOR", "always");
     }
     let (status, kept) = process::run_merged(&mut cmd, |l| {
-        let l = strip_ansi(l);
+        let l = process::strip_ansi(l);
         let l = l.trim_start();
         l.starts_with("Running ")
             || l.starts_with("Doc-tests ")
@@ -328,7 +322,7 @@ pub fn parse_pass(lines: &[String]) -> PassReport {
     let mut report = PassReport::default();
     let mut current: Option<String> = None;
     for line in lines {
-        let line = strip_ansi(line);
+        let line = process::strip_ansi(line);
         let line = line.trim();
         if let Some(rest) = line.strip_prefix("Running ") {
             // `unittests src/lib.rs (target/debug/deps/platform-0123abcd)`
@@ -355,24 +349,6 @@ pub fn parse_pass(lines: &[String]) -> PassReport {
         }
     }
     report
-}
-
-/// `text` without ANSI colour sequences (`ESC [ … letter`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// `bash deploy/tests/run.sh`, counting its own `N passed, M failed` line; its absence is a

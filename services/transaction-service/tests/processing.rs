@@ -309,47 +309,29 @@ async fn oversized_and_invalid_utf8_records_are_dead_lettered_and_the_partition_
     ledger
         .send_bytes(topics::TRANSACTION_REQUESTED, "alice", &invalid_utf8)
         .await;
-    let payload = json!({"transactionId": "after-poison", "kind": "credit", "to": "alice",
-                         "amount": "2", "requestedAt": Utc::now()});
-    ledger
-        .send(
-            topics::TRANSACTION_REQUESTED,
-            "alice",
-            payload.to_string(),
-            vec![],
-        )
-        .await;
+    ledger.send_credit("after-poison", "alice", "2").await;
     ledger.processed("after-poison").await;
 
-    let dlt = topics::dead_letter(topics::TRANSACTION_REQUESTED);
-    let dead = common::eventually("two dead letters", || async {
-        let dead = ledger.events.on(&dlt);
-        (dead.len() >= 2).then_some(dead)
-    })
-    .await;
-    let header = |record: &platform::Record, name: &str| {
-        record
-            .headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    };
+    let dead = ledger.dead_letters(2).await;
     let big = dead
         .iter()
-        .find(|r| header(r, headers::DLT_ORIGINAL_SIZE).as_deref() == Some("1000100"))
+        .find(|r| common::header(r, headers::DLT_ORIGINAL_SIZE).as_deref() == Some("1000100"))
         .expect("the oversized record's dead letter");
-    assert_eq!(header(big, headers::DLT_TRUNCATED).as_deref(), Some("true"));
     assert_eq!(
-        header(big, headers::DLT_PAYLOAD_SHA256).map(|h| h.len()),
+        common::header(big, headers::DLT_TRUNCATED).as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        common::header(big, headers::DLT_PAYLOAD_SHA256).map(|h| h.len()),
         Some(64)
     );
     assert!(big.payload.len() < huge.len() && big.payload.iter().all(|b| *b == b'x'));
     let bytes = dead
         .iter()
-        .find(|r| header(r, headers::DLT_ORIGINAL_SIZE).as_deref() == Some("400000"))
+        .find(|r| common::header(r, headers::DLT_ORIGINAL_SIZE).as_deref() == Some("400000"))
         .expect("the invalid UTF-8 record's dead letter");
     assert_eq!(bytes.payload, invalid_utf8, "copied byte for byte");
-    assert_eq!(header(bytes, headers::DLT_TRUNCATED), None);
+    assert_eq!(common::header(bytes, headers::DLT_TRUNCATED), None);
     assert_eq!(ledger.balance("alice").await, "2.00");
     ledger.stop().await;
 }
@@ -630,41 +612,22 @@ async fn a_malformed_record_is_dead_lettered_and_the_next_one_is_processed() {
             v2.to_headers(),
         )
         .await;
-    let payload = json!({"transactionId": "after-bad", "kind": "credit", "to": "alice",
-                         "amount": "3", "requestedAt": Utc::now()});
-    ledger
-        .send(
-            topics::TRANSACTION_REQUESTED,
-            "alice",
-            payload.to_string(),
-            vec![],
-        )
-        .await;
+    ledger.send_credit("after-bad", "alice", "3").await;
 
     ledger.processed("after-bad").await;
-    let dlt = topics::dead_letter(topics::TRANSACTION_REQUESTED);
-    let dead = common::eventually("two dead letters", || async {
-        let dead = ledger.events.on(&dlt);
-        (dead.len() >= 2).then_some(dead)
-    })
-    .await;
+    let dead = ledger.dead_letters(2).await;
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0].payload, b"this is not json");
-    let header = |record: &platform::Record, name: &str| {
-        record
-            .headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    };
-    assert!(header(&dead[0], headers::DLT_ERROR)
+    assert!(common::header(&dead[0], headers::DLT_ERROR)
         .unwrap()
         .contains("not a valid"));
     assert_eq!(
-        header(&dead[0], headers::DLT_ORIGINAL_TOPIC).as_deref(),
+        common::header(&dead[0], headers::DLT_ORIGINAL_TOPIC).as_deref(),
         Some(topics::TRANSACTION_REQUESTED)
     );
-    assert!(header(&dead[1], headers::DLT_ERROR).unwrap().contains("v2"));
+    assert!(common::header(&dead[1], headers::DLT_ERROR)
+        .unwrap()
+        .contains("v2"));
     assert!(ledger.events.outcomes_for("v2-1").is_empty());
     assert_eq!(ledger.balance("alice").await, "3.00");
     ledger.stop().await;

@@ -300,6 +300,30 @@ impl Ledger {
             .expect("raw record published");
     }
 
+    /// Publishes a credit of `amount` to `to` straight to `transaction.requested`, as another
+    /// producer would (no CloudEvents headers).
+    pub async fn send_credit(&self, id: &str, to: &str, amount: &str) {
+        let payload = json!({"transactionId": id, "kind": "credit", "to": to,
+                             "amount": amount, "requestedAt": chrono::Utc::now()});
+        self.send(
+            topics::TRANSACTION_REQUESTED,
+            to,
+            payload.to_string(),
+            vec![],
+        )
+        .await;
+    }
+
+    /// Waits until at least `n` records reached `transaction.requested.DLT`; returns them.
+    pub async fn dead_letters(&self, n: usize) -> Vec<Record> {
+        let dlt = topics::dead_letter(topics::TRANSACTION_REQUESTED);
+        eventually(&format!("{n} dead letters"), || async {
+            let dead = self.events.on(&dlt);
+            (dead.len() >= n).then_some(dead)
+        })
+        .await
+    }
+
     /// How many requests are parked, waiting for an account.
     pub async fn parked(&self) -> i64 {
         platform::parking::parked_count(&self.db, transaction_service::events::REQUESTS_GROUP)
@@ -353,6 +377,15 @@ impl Ledger {
         assert_eq!(status, 202, "{body}");
         self.processed(id).await
     }
+}
+
+/// The value of header `name` of `record`, as text.
+pub fn header(record: &Record, name: &str) -> Option<String> {
+    record
+        .headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
 }
 
 /// A tiny deterministic pseudo-random generator (xorshift), seeded per test run.
