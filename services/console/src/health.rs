@@ -40,14 +40,13 @@ pub async fn run(kafka: KafkaConfig, console: Console, shutdown: CancellationTok
         })
         .await;
         let health = match measured {
-            Ok(Ok((kept, health))) => {
+            Ok(Ok((kept, measured))) => {
                 meter = Some(kept);
-                health
+                measured.unwrap_or_else(|error| failed(error.to_string()))
             }
             Ok(Err(error)) => failed(error.to_string()),
             Err(error) => failed(error.to_string()),
         };
-        let health = health.unwrap_or_else(|error| failed(error.to_string()));
         console.health(health);
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -91,7 +90,7 @@ impl Meter {
 
     fn measure(&mut self) -> Result<Health, KafkaError> {
         let operation = |what: &'static str| {
-            move |source| KafkaError::Operation {
+            move |source: rdkafka::error::KafkaError| KafkaError::Operation {
                 operation: what.to_string(),
                 source,
             }

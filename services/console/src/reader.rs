@@ -95,7 +95,7 @@ fn tail_assignment(
 ) -> Result<Option<TopicPartitionList>, KafkaError> {
     let operation = |what: &str| {
         let what = what.to_string();
-        move |source| KafkaError::Operation {
+        move |source: rdkafka::error::KafkaError| KafkaError::Operation {
             operation: what,
             source,
         }
