@@ -264,7 +264,7 @@ function drawTimeline() {
     const when = el("div", null, "hop-delta");
     when.append(el("div", time(h.at), "hop-time"), el("div", "+" + Math.max(0, h.at - previous) + " ms"));
     previous = h.at;
-    li.append(el("span"), body, when);
+    li.append(body, when);
     return li;
   }));
 }

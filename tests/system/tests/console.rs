@@ -35,7 +35,7 @@ return {
 async fn the_console_shows_the_seed_flow_live_in_a_browser() {
     let stack = Stack::start(&[("API_KEYS", KEY)]).await;
     let console = stack.start_console(&[("API_KEYS", KEY)]).await;
-    let browser = Browser::start(1440, 1000).await;
+    let browser = Browser::start(1440, 1200).await;
     browser.open(&console.url()).await;
 
     // With API_KEYS the page asks for a read key once, and then goes live.
@@ -125,6 +125,28 @@ async fn the_console_shows_the_seed_flow_live_in_a_browser() {
         .filter_map(Value::as_str)
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // The pipeline panel: the services' consumer groups, every partition caught up.
+    let lag = eventually(Duration::from_secs(20), || {
+        let reading = browser.run(
+            "return [...document.querySelectorAll('#lag tbody tr')]\
+               .map(tr => [tr.cells[0].textContent, Number(tr.cells[5].textContent)])",
+            json!([]),
+        );
+        async move {
+            let rows = reading.await;
+            let rows = rows.as_array()?.clone();
+            let groups: std::collections::BTreeSet<&str> =
+                rows.iter().filter_map(|r| r[0].as_str()).collect();
+            let caught_up = rows.iter().all(|r| r[1] == 0);
+            (groups.len() >= 3 && caught_up).then_some(groups.len())
+        }
+    })
+    .await;
+    assert!(
+        lag.is_some(),
+        "lag per partition of the services' groups, all 0"
+    );
 
     let screenshots = bin_dir()
         .parent()
