@@ -6,6 +6,9 @@ use anyhow::{bail, Result};
 
 use crate::process;
 
+/// The headless browser the console's browser test drives (Debian's Chromium and its WebDriver).
+pub const BROWSER: [&str; 2] = ["chromium", "chromium-driver"];
+
 /// Whether a Debian package is installed.
 pub fn installed(package: &str) -> bool {
     Command::new("dpkg-query")

@@ -1,7 +1,7 @@
 //! `cargo xtask up | down | demo`: the whole system on this machine.
 //!
-//! `up` builds the three services, starts the broker (unless running), creates the topics, starts
-//! the services with the embedded defaults (SQLite files under `./data`), waits for each
+//! `up` builds the three services and the console, starts the broker (unless running), creates the
+//! topics, starts the services with the embedded defaults (SQLite files under `./data`), waits for each
 //! `GET /readyz`, prints the URLs and streams the logs until Ctrl-C. `--detach` returns once all
 //! are healthy, leaving pids in `data/stack.state` and logs in `data/logs/`; `down` stops them.
 
@@ -29,8 +29,9 @@ pub struct Service {
     pub port: u16,
 }
 
-/// The three services, in start order.
-pub const SERVICES: [Service; 3] = [
+/// The three services, then the read-only console (it reads their topics and APIs), in start
+/// order.
+pub const SERVICES: [Service; 4] = [
     Service {
         name: "customer-service",
         port: 3001,
@@ -42,6 +43,10 @@ pub const SERVICES: [Service; 3] = [
     Service {
         name: "notification-service",
         port: 3003,
+    },
+    Service {
+        name: "console",
+        port: 3004,
     },
 ];
 
@@ -385,7 +390,7 @@ pub fn demo() -> Result<()> {
     crate::demo::run()
 }
 
-/// Builds the three service binaries.
+/// Builds the service binaries (and the console's).
 fn build() -> Result<()> {
     println!("building the services…");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

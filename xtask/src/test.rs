@@ -85,6 +85,7 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
     }
 
     let mut packages = vec!["python3-aiosmtpd", "kcat", "shellcheck"];
+    packages.extend(apt::BROWSER);
     if !sqlite_only {
         packages.push("postgresql");
     }

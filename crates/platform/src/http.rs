@@ -179,10 +179,10 @@ fn json_problem(rejection: JsonRejection) -> Problem {
     }
 }
 
-/// What `/readyz` checks: the database and the brokers.
+/// What `/readyz` checks: the database (when the process has one) and the brokers.
 #[derive(Clone)]
 pub struct Readiness {
-    db: Database,
+    db: Option<Database>,
     kafka: KafkaConfig,
     last_kafka_ok: Arc<Mutex<Option<Instant>>>,
 }
@@ -191,14 +191,25 @@ impl Readiness {
     /// Readiness of `db` and the brokers of `kafka`.
     pub fn new(db: Database, kafka: KafkaConfig) -> Self {
         Self {
-            db,
+            db: Some(db),
+            kafka,
+            last_kafka_ok: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Readiness of a process without a database (e.g. the console): the brokers of `kafka`.
+    pub fn brokers_only(kafka: KafkaConfig) -> Self {
+        Self {
+            db: None,
             kafka,
             last_kafka_ok: Arc::new(Mutex::new(None)),
         }
     }
 
     async fn check(&self) -> Result<(), String> {
-        self.db.ping().await.map_err(|e| format!("database: {e}"))?;
+        if let Some(db) = &self.db {
+            db.ping().await.map_err(|e| format!("database: {e}"))?;
+        }
         // A metadata round trip at most every 5 s; probes come often.
         let mut last = self.last_kafka_ok.lock().await;
         if last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {

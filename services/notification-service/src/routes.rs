@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/notifications", get(list_notifications))
+        .route("/notifications/recent", get(recent_notifications))
         .route("/notifications/stream", get(stream_notifications))
         .route("/openapi.json", get(openapi))
         .with_state(state)
@@ -56,6 +57,21 @@ pub struct LogParams {
     /// Entries, 1–500 (default 100).
     #[param(value_type = Option<i64>)]
     pub limit: Option<String>,
+}
+
+/// Query of `GET /notifications/recent`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RecentParams {
+    /// Entries, 1–500 (default 100).
+    #[param(value_type = Option<i64>)]
+    pub limit: Option<String>,
+}
+
+/// The latest deliveries of every customer, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecentNotifications {
+    /// Deliveries, newest first.
+    pub items: Vec<Delivery>,
 }
 
 /// Query of `GET /notifications/stream`.
@@ -93,13 +109,30 @@ pub async fn list_notifications(
         .ok_or_else(|| {
             Problem::invalid_field("customerId", "the query parameter customerId is required")
         })?;
-    let limit = match params
-        .limit
-        .as_deref()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-    {
-        None => DEFAULT_LIMIT,
+    let limit = limit(params.limit.as_deref())?;
+    let items = storage::for_customer(state.db.pool(), &customer_id, limit).await?;
+    Ok(Json(NotificationLog { customer_id, items }))
+}
+
+/// The latest deliveries of every customer (what the dashboard shows when it opens).
+#[utoipa::path(get, path = "/notifications/recent", params(RecentParams),
+    responses(
+        (status = 200, description = "Deliveries, newest first", body = RecentNotifications),
+        (status = 422, description = "A bad `limit`", body = ProblemDetails, content_type = "application/problem+json"),
+    ))]
+pub async fn recent_notifications(
+    State(state): State<AppState>,
+    Query(params): Query<RecentParams>,
+) -> Result<Json<RecentNotifications>, Problem> {
+    let limit = limit(params.limit.as_deref())?;
+    let items = storage::latest(state.db.pool(), limit).await?;
+    Ok(Json(RecentNotifications { items }))
+}
+
+/// The `limit` query parameter: [`DEFAULT_LIMIT`] when absent, else 1 to [`MAX_LIMIT`].
+fn limit(text: Option<&str>) -> Result<i64, Problem> {
+    match text.map(str::trim).filter(|l| !l.is_empty()) {
+        None => Ok(DEFAULT_LIMIT),
         Some(text) => text
             .parse::<i64>()
             .ok()
@@ -109,10 +142,8 @@ pub async fn list_notifications(
                     "limit",
                     format!("limit must be an integer from 1 to {MAX_LIMIT}"),
                 )
-            })?,
-    };
-    let items = storage::for_customer(state.db.pool(), &customer_id, limit).await?;
-    Ok(Json(NotificationLog { customer_id, items }))
+            }),
+    }
 }
 
 /// A live feed of deliveries as they are recorded and as their status changes: first a `ready`
@@ -176,8 +207,15 @@ pub async fn dashboard() -> Html<&'static str> {
         title = "notification-service",
         description = "Welcome messages and transaction alerts, sent once per event; the delivery log and a live feed."
     ),
-    paths(list_notifications, stream_notifications),
-    components(schemas(Delivery, Kind, Status, NotificationLog, ProblemDetails))
+    paths(list_notifications, recent_notifications, stream_notifications),
+    components(schemas(
+        Delivery,
+        Kind,
+        Status,
+        NotificationLog,
+        RecentNotifications,
+        ProblemDetails
+    ))
 )]
 pub struct ApiDoc;
 
@@ -194,6 +232,7 @@ mod tests {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
         assert!(doc["paths"]["/notifications"]["get"].is_object());
         assert!(doc["paths"]["/notifications/stream"]["get"].is_object());
+        assert!(doc["paths"]["/notifications/recent"]["get"].is_object());
         assert!(doc["components"]["schemas"]["Delivery"].is_object());
     }
 }

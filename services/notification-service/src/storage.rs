@@ -256,6 +256,22 @@ where
     .collect()
 }
 
+/// The latest deliveries of every customer, newest first.
+pub async fn latest<'c, E>(executor: E, limit: i64) -> Result<Vec<Delivery>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    sqlx::query(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY created_at DESC, id DESC LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(executor)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
 fn from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
     let time = |column: &str| -> Result<DateTime<Utc>, sqlx::Error> {
         parse_timestamp(&row.try_get::<String, _>(column)?)

@@ -84,6 +84,52 @@ async fn the_log_needs_a_customer_id() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_latest_deliveries_of_every_customer_are_listed_newest_first() {
+    let app = App::start(settings(MailTarget::Folder(
+        tempfile::tempdir().unwrap().keep(),
+    )))
+    .await;
+    let get = |query: &'static str| {
+        let request = app
+            .http
+            .get(app.url(&format!("/notifications/recent{query}")));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(get("").await, (200, serde_json::json!({"items": []})));
+    app.produce(&event_id(), &customer("cust-r1", "Rita One"), None)
+        .await;
+    app.wait_sent("cust-r1", 1).await;
+    app.produce(&event_id(), &customer("cust-r2", "Rob Two"), None)
+        .await;
+    app.wait_sent("cust-r2", 1).await;
+
+    let (status, recent) = get("").await;
+    assert_eq!(status, 200, "{recent}");
+    let customers: Vec<&str> = recent["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["customerId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        customers,
+        ["cust-r2", "cust-r1"],
+        "every customer, newest first"
+    );
+    let (_, one) = get("?limit=1").await;
+    assert_eq!(one["items"].as_array().unwrap().len(), 1);
+    assert_eq!(one["items"][0]["customerId"], "cust-r2");
+    let (status, problem) = get("?limit=0").await;
+    assert_eq!(status, 422);
+    assert_eq!(problem["field"], "limit");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_processed_transfer_alerts_both_customers() {
     let smtp = SmtpServer::start().await;
     let app = App::with_smtp(&smtp).await;

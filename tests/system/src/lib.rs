@@ -14,6 +14,8 @@ use platform::kafka::KafkaConfig;
 use platform::testing::{eventually, free_port, fresh_database_url, LocalKafka, SmtpServer};
 use tokio::process::{Child, Command};
 
+pub mod browser;
+
 /// The services, in start order.
 pub const SERVICES: [&str; 3] = [
     "customer-service",
@@ -365,6 +367,38 @@ impl Stack {
     /// Service `name`, to kill or restart it.
     pub fn service(&mut self, name: &str) -> &mut ServiceProcess {
         self.services.get_mut(name).expect("known service")
+    }
+
+    /// Starts the read-only console (the `console` binary) on this stack: its topics, the three
+    /// services' URLs, `extra_env` added; returns once it is ready.
+    pub async fn start_console(&self, extra_env: &[(&str, &str)]) -> ServiceProcess {
+        let port = free_port();
+        let mut env: Vec<(String, String)> = [
+            ("PORT", port.to_string()),
+            ("CUSTOMER_SERVICE_URL", self.url("customer-service")),
+            ("TRANSACTION_SERVICE_URL", self.url("transaction-service")),
+            ("NOTIFICATION_SERVICE_URL", self.url("notification-service")),
+            ("RUST_LOG", "info".to_string()),
+            ("NO_COLOR", "1".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain(service_kafka_env(&self.kafka))
+        .collect();
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let mut console = ServiceProcess {
+            name: "console",
+            port,
+            env,
+            log: self._logs.path().join("console.log"),
+            child: None,
+        };
+        console.spawn().await;
+        console
     }
 }
 

@@ -1,0 +1,94 @@
+//! console: a read-only live view of the event pipeline. It reads every topic (and the dead
+//! letters) into a bounded recent window with its own consumer group, reads the services'
+//! public APIs for balances and deliveries, measures consumer lag, and serves it all to a page
+//! over server-sent events. It keeps no state that matters: a restart rebuilds it.
+
+pub mod health;
+pub mod reader;
+pub mod routes;
+pub mod settings;
+pub mod state;
+pub mod upstream;
+pub mod window;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use platform::http::{self, ApiKeys, Readiness};
+use platform::{kafka, telemetry, ServiceConfig};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use settings::Settings;
+
+/// Service name: log field and client id.
+pub const NAME: &str = "console";
+/// Default HTTP port (`PORT` overrides).
+pub const DEFAULT_PORT: u16 = 3004;
+
+/// Runs the console on `listener` until `shutdown`: the topic reader, the health meter, the
+/// service readers and the HTTP routes (with `/healthz`, `/readyz`, `/metrics`).
+pub async fn run(
+    config: ServiceConfig,
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    tracing::info!(service = NAME, kafka = ?config.kafka.brokers,
+        protocol = config.kafka.security_protocol.as_str(),
+        customers = %settings.customer_service, transactions = %settings.transaction_service,
+        notifications = %settings.notification_service, window = settings.window, "starting");
+    // Credentials and certificates are checked first: retrying cannot fix them.
+    if let Err(error @ (kafka::KafkaError::Authentication(_) | kafka::KafkaError::Tls(_))) =
+        kafka::check_connection(&config.kafka, Duration::from_secs(10)).await
+    {
+        return Err(error.into());
+    }
+    let console = state::Console::new(settings.window);
+    let upstream = upstream::Upstream::new(settings.clone()).context("cannot set up HTTP")?;
+    let mut tasks = JoinSet::new();
+    {
+        let (kafka, console, stop) = (config.kafka.clone(), console.clone(), shutdown.clone());
+        let window = settings.window;
+        tasks.spawn(async move {
+            if let Err(error) = reader::run(kafka, console, window, stop.clone()).await {
+                tracing::error!(%error, "topic reader failed; shutting down");
+                stop.cancel();
+            }
+        });
+    }
+    tasks.spawn(health::run(
+        config.kafka.clone(),
+        console.clone(),
+        shutdown.clone(),
+    ));
+    for task in 0..3 {
+        let (upstream, console, stop) = (upstream.clone(), console.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            match task {
+                0 => upstream.load_customers(console, stop).await,
+                1 => upstream.refresh_accounts(console, stop).await,
+                _ => upstream.follow_deliveries(console, stop).await,
+            }
+        });
+    }
+    let routes = routes::router(
+        routes::AppState {
+            console,
+            shutdown: shutdown.clone(),
+            key_required: !config.api_keys.is_empty(),
+        },
+        ApiKeys::new(config.api_keys.clone()),
+    );
+    let app = http::with_common_layers(routes.merge(http::ops_routes(
+        Readiness::brokers_only(config.kafka.clone()),
+        telemetry::metrics_handle(),
+    )));
+    tracing::info!(service = NAME, address = %listener.local_addr()?, "listening");
+    let served = http::serve(listener, app, shutdown.clone()).await;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    tracing::info!(service = NAME, "stopped");
+    telemetry::shutdown().await;
+    served.context("HTTP server failed")
+}

@@ -1,0 +1,145 @@
+//! HTTP routes: the page (HTML, CSS and JavaScript from the binary), the snapshot and the live
+//! stream of changes (server-sent events), and the OpenAPI document. Read-only; with `API_KEYS`
+//! set, `/api/*` needs `Authorization: Bearer <key>` (the page asks for it once).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::middleware;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use platform::http::{require_api_key, ApiKeys, ProblemDetails};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+use crate::state::{Console, Update};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// What is shown.
+    pub console: Console,
+    /// Ends the live streams on shutdown.
+    pub shutdown: CancellationToken,
+    /// Whether `/api/*` needs a key (`API_KEYS` is set).
+    pub key_required: bool,
+}
+
+/// The console's routes.
+pub fn router(state: AppState, api_keys: ApiKeys) -> Router {
+    let api = Router::new()
+        .route("/api/snapshot", get(snapshot))
+        .route("/api/stream", get(stream))
+        .route_layer(middleware::from_fn_with_state(api_keys, require_api_key))
+        .with_state(state.clone());
+    Router::new()
+        .route("/api/config", get(config))
+        .with_state(state)
+        .route("/", get(page))
+        .route("/console.css", get(css))
+        .route("/console.js", get(script))
+        .route("/openapi.json", get(openapi))
+        .merge(api)
+}
+
+/// The page.
+async fn page() -> Html<&'static str> {
+    Html(include_str!("console.html"))
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("console.css"),
+    )
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("console.js"),
+    )
+}
+
+/// What the page needs to know before it connects: whether it must ask for a key.
+#[utoipa::path(get, path = "/api/config",
+    responses((status = 200, description = "`{\"keyRequired\": bool}`", content_type = "application/json")))]
+pub async fn config(State(state): State<AppState>) -> impl IntoResponse {
+    Json(serde_json::json!({ "keyRequired": state.key_required }))
+}
+
+/// Everything the console shows now: the recent events (newest first), the accounts, the
+/// latest deliveries and the pipeline's health.
+#[utoipa::path(get, path = "/api/snapshot",
+    responses(
+        (status = 200, description = "The snapshot (JSON)", content_type = "application/json"),
+        (status = 401, description = "`API_KEYS` is set and no valid key was given", body = ProblemDetails, content_type = "application/problem+json"),
+    ))]
+pub async fn snapshot(State(state): State<AppState>) -> impl IntoResponse {
+    Json(state.console.snapshot())
+}
+
+/// The live console: a `snapshot` event, then `event`, `account`, `delivery` and `health`
+/// events as they happen (another `snapshot` when a slow reader fell behind).
+#[utoipa::path(get, path = "/api/stream",
+    responses(
+        (status = 200, description = "Server-sent events", content_type = "text/event-stream"),
+        (status = 401, description = "`API_KEYS` is set and no valid key was given", body = ProblemDetails, content_type = "application/problem+json"),
+    ))]
+pub async fn stream(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // Subscribed before the snapshot is taken: nothing falls in between (a change may come
+    // twice; the page keys everything).
+    let receiver = state.console.subscribe();
+    let first = snapshot_event(&state.console);
+    let console = state.console.clone();
+    let updates =
+        futures::stream::unfold((receiver, console), |(mut receiver, console)| async move {
+            let event = match receiver.recv().await {
+                Ok(update) => update_event(&update),
+                Err(RecvError::Lagged(skipped)) => {
+                    tracing::debug!(skipped, "slow page: sending a fresh snapshot");
+                    snapshot_event(&console)
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok(event), (receiver, console)))
+        });
+    let events = futures::stream::once(std::future::ready(Ok(first)))
+        .chain(updates)
+        .take_until(state.shutdown.clone().cancelled_owned());
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn snapshot_event(console: &Console) -> Event {
+    let data = serde_json::to_string(&console.snapshot())
+        .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"));
+    Event::default().event("snapshot").data(data)
+}
+
+fn update_event(update: &Update) -> Event {
+    Event::default().event(update.name()).data(update.data())
+}
+
+/// The OpenAPI document of the console.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "console",
+        description = "A read-only live console of the event pipeline: recent events, transaction timelines, balances and pipeline health."
+    ),
+    paths(config, snapshot, stream),
+    components(schemas(ProblemDetails))
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

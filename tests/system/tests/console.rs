@@ -1,0 +1,190 @@
+//! The console in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`)
+//! opens it on a running stack with API keys, is asked for a key once, then the seed's flow is
+//! posted over the API and the page must show, within 2 s of the flow's end, the customers, the
+//! transfer's whole timeline (with its trace id) and the new balances, without a console error.
+//! Screenshots (laptop and phone) are kept in `<target>/screenshots/`.
+
+use std::time::Duration;
+
+use platform::testing::eventually;
+use serde_json::{json, Value};
+use system_tests::browser::Browser;
+use system_tests::{bin_dir, seed_flow, Stack};
+
+const KEY: &str = "console-test-key";
+/// What the page shows, read from its DOM.
+const READ_PAGE: &str = r#"
+const text = (node) => node ? node.textContent.trim() : null;
+const accounts = {};
+for (const tr of document.querySelectorAll('#accounts tbody tr')) {
+  accounts[tr.dataset.account] = { name: text(tr.cells[1]), balance: text(tr.querySelector('.balance')) };
+}
+const timeline = document.getElementById('timeline');
+return {
+  state: text(document.getElementById('state')),
+  accounts,
+  customerEvents: [...document.querySelectorAll('#events tbody tr[data-topic="Customer.created"]')].length,
+  transaction: timeline.dataset.transaction || null,
+  complete: timeline.dataset.complete === 'true',
+  hops: [...timeline.querySelectorAll('li')].map((li) => li.dataset.hop),
+  trace: document.getElementById('trace').dataset.trace || null,
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_the_seed_flow_live_in_a_browser() {
+    let stack = Stack::start(&[("API_KEYS", KEY)]).await;
+    let console = stack.start_console(&[("API_KEYS", KEY)]).await;
+    let browser = Browser::start(1440, 1200).await;
+    browser.open(&console.url()).await;
+
+    // With API_KEYS the page asks for a read key once, and then goes live.
+    let asked = wait_page(&browser, Duration::from_secs(10), |page| {
+        page["state"] == "key needed"
+    })
+    .await;
+    assert!(asked.is_some(), "the page asks for a key");
+    browser.type_into("#key", &format!("{KEY}\u{E007}")).await;
+    let live = wait_page(&browser, Duration::from_secs(10), |page| {
+        page["state"] == "live"
+    })
+    .await;
+    assert!(live.is_some(), "the page is live with the key");
+    let stored = browser
+        .run(
+            "return sessionStorage.getItem('console-read-key')",
+            json!([]),
+        )
+        .await;
+    assert_eq!(stored, KEY, "the key is kept for the tab");
+
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {KEY}").parse().expect("header"),
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client");
+    seed_flow(&client, &stack).await;
+
+    // The flow is over (outcomes and e-mails delivered): within 2 s the page shows it.
+    browser.type_into("#f-txn", "txn-124").await;
+    let expected_hops = [
+        "accepted",
+        "requested",
+        "outcome",
+        "alert-recorded",
+        "alert-recorded",
+        "alert-sent",
+        "alert-sent",
+    ];
+    let shown = wait_page(&browser, Duration::from_secs(2), |page| {
+        let mut hops: Vec<&str> = page["hops"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        hops.sort_by_key(|h| expected_hops.iter().position(|e| e == h));
+        page["accounts"]["cust-001"]["balance"] == "150.00 USD"
+            && page["accounts"]["cust-002"]["balance"] == "100.00 USD"
+            && page["transaction"] == "txn-124"
+            && page["complete"] == true
+            && hops == expected_hops
+    })
+    .await;
+    let page = match shown {
+        Some(page) => page,
+        None => panic!(
+            "the console did not show the flow within 2 s: {}\nconsole log:\n{}",
+            read_page(&browser).await,
+            console.log_tail()
+        ),
+    };
+    assert_eq!(page["accounts"]["cust-001"]["name"], "John Doe");
+    assert_eq!(page["accounts"]["cust-002"]["name"], "Jane Roe");
+    assert_eq!(page["customerEvents"], 0, "filtered to the transfer");
+    let trace = page["trace"].as_str().expect("a trace id");
+    assert!(
+        trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{trace}"
+    );
+    // The hops are in time order.
+    let times = browser
+        .run(
+            "return [...document.querySelectorAll('#timeline .hop-time')].map(n => n.textContent)",
+            json!([]),
+        )
+        .await;
+    let times: Vec<&str> = times
+        .as_array()
+        .expect("times")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // The pipeline panel: the services' consumer groups, every partition caught up.
+    let lag = eventually(Duration::from_secs(20), || {
+        let reading = browser.run(
+            "return [...document.querySelectorAll('#lag tbody tr')]\
+               .map(tr => [tr.cells[0].textContent, Number(tr.cells[5].textContent)])",
+            json!([]),
+        );
+        async move {
+            let rows = reading.await;
+            let rows = rows.as_array()?.clone();
+            let groups: std::collections::BTreeSet<&str> =
+                rows.iter().filter_map(|r| r[0].as_str()).collect();
+            let caught_up = rows.iter().all(|r| r[1] == 0);
+            (groups.len() >= 3 && caught_up).then_some(groups.len())
+        }
+    })
+    .await;
+    assert!(
+        lag.is_some(),
+        "lag per partition of the services' groups, all 0"
+    );
+
+    let screenshots = bin_dir()
+        .parent()
+        .expect("target folder")
+        .join("screenshots");
+    browser.screenshot(&screenshots.join("console.png")).await;
+    browser.resize(390, 844).await;
+    browser
+        .screenshot(&screenshots.join("console-phone.png"))
+        .await;
+
+    let errors: Vec<(String, String)> = browser
+        .console_log()
+        .await
+        .into_iter()
+        .filter(|(level, _)| level == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+}
+
+async fn read_page(browser: &Browser) -> Value {
+    browser.run(READ_PAGE, json!([])).await
+}
+
+/// Reads the page until `shown` holds or `timeout` passes; the last reading when it held.
+async fn wait_page(
+    browser: &Browser,
+    timeout: Duration,
+    shown: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    eventually(timeout, || {
+        let reading = read_page(browser);
+        let shown = &shown;
+        async move {
+            let page = reading.await;
+            shown(&page).then_some(page)
+        }
+    })
+    .await
+}
