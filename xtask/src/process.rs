@@ -363,6 +363,25 @@ pub fn random_string(len: usize, alphabet: &[u8]) -> Result<String> {
     Ok(out)
 }
 
+/// `text` without ANSI escape sequences (colours stay on the terminal, not in log files).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,23 +418,4 @@ mod tests {
         assert_eq!(tail(&p, 2), "3\n4");
         assert_eq!(tail(&dir.path().join("missing"), 2), "");
     }
-}
-
-/// `text` without ANSI escape sequences (colours stay on the terminal, not in log files).
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
