@@ -34,6 +34,10 @@ pub const NO_DATABASE_TESTS: &[(&str, &str)] = &[
         "sasl_ssl",
         "the Kafka transport; its services' database use is seed_flow's",
     ),
+    (
+        "console",
+        "the console in a browser; its services' database use is seed_flow's",
+    ),
 ];
 
 /// Prefixes of lines a test prints for the closing summary (also taken from the test output).
