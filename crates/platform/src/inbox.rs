@@ -98,6 +98,17 @@ pub trait Apply: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Runs once per transaction before its events are applied, e.g. to lock every row the
+    /// batch touches in one global order, so that concurrent batches (other partitions, other
+    /// replicas) queue instead of deadlocking.
+    fn prepare(
+        &self,
+        _conn: &mut Conn,
+        _events: &[&Self::Event],
+    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Applies `event` within the caller's transaction (its inbox claim is already made).
     fn apply(
         &self,
@@ -155,6 +166,12 @@ impl<A: Apply> Handler for Inboxed<A> {
         let mut claimed = claim_all(&mut tx, consumer, &ids)
             .await
             .map_err(transient)?;
+        let fresh: Vec<&A::Event> = decoded
+            .iter()
+            .filter(|(_, m, _)| claimed.contains(&m.id))
+            .map(|(_, _, event)| event)
+            .collect();
+        self.inner.prepare(&mut tx, &fresh).await?;
         let mut done = Vec::with_capacity(decoded.len());
         let mut parked = 0;
         for (n, (record, metadata, event)) in decoded.iter().enumerate() {

@@ -216,6 +216,15 @@ async fn resolve<A: Apply>(
     if rows.is_empty() {
         return Ok(None);
     }
+    // Lock what the round may touch first, in the same global order as the consumers do.
+    let events: Vec<A::Event> = rows
+        .iter()
+        .filter_map(|row| Parked::from_row(row).ok())
+        .filter_map(|parked| inner.decode(&parked.record()).ok())
+        .map(|(_, event)| event)
+        .collect();
+    let refs: Vec<&A::Event> = events.iter().collect();
+    inner.prepare(&mut tx, &refs).await?;
     let mut blocked: HashSet<String> = HashSet::new();
     let mut earliest: Option<DateTime<Utc>> = None;
     let mut done = Vec::new();

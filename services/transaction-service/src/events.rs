@@ -264,6 +264,28 @@ impl Apply for ApplyTransactions {
             .collect()
     }
 
+    /// Locks every account the batch touches, in id order, before any is changed: batches of
+    /// other partitions (or replicas) wait for each other instead of deadlocking.
+    async fn prepare(
+        &self,
+        conn: &mut Conn,
+        requests: &[&TransactionRequested],
+    ) -> Result<(), HandleError> {
+        let mut ids: Vec<&str> = requests
+            .iter()
+            .flat_map(|r| r.from.iter().chain(r.to.iter()))
+            .map(String::as_str)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(1000) {
+            storage::lock_accounts(conn, chunk)
+                .await
+                .map_err(transient)?;
+        }
+        Ok(())
+    }
+
     async fn apply(
         &self,
         conn: &mut Conn,
