@@ -281,8 +281,10 @@ pub struct Stack {
     pub kafka: KafkaConfig,
     /// The SMTP server notification-service sends to.
     pub smtp: SmtpServer,
-    /// The services by name.
+    /// The services by name (the first process of each).
     pub services: BTreeMap<&'static str, ServiceProcess>,
+    /// Further replicas ([`Stack::add_replica`]), in the order they were added.
+    pub replicas: Vec<ServiceProcess>,
     _logs: tempfile::TempDir,
 }
 
@@ -353,8 +355,58 @@ impl Stack {
             kafka,
             smtp,
             services,
+            replicas: Vec::new(),
             _logs: logs,
         }
+    }
+
+    /// Starts another replica of service `name`: its environment (database, topics, consumer
+    /// groups) on a port of its own, logging to a file of its own; waits until it is ready.
+    pub async fn add_replica(&mut self, name: &str) {
+        let first = &self.services[name];
+        let n = 1 + self
+            .replicas
+            .iter()
+            .filter(|r| r.name == first.name)
+            .count();
+        let port = free_port();
+        let mut process = ServiceProcess {
+            name: first.name,
+            port,
+            env: first.env.clone(),
+            log: first.log.with_file_name(format!("{name}-{n}.log")),
+            child: None,
+        };
+        process.set_env("PORT", &port.to_string());
+        process.spawn().await;
+        self.replicas.push(process);
+    }
+
+    /// Replica `n` of service `name`: 0 is the first process, then those added by
+    /// [`Stack::add_replica`].
+    pub fn replica(&mut self, name: &str, n: usize) -> &mut ServiceProcess {
+        if n == 0 {
+            return self.service(name);
+        }
+        self.replicas
+            .iter_mut()
+            .filter(|r| r.name == name)
+            .nth(n - 1)
+            .expect("known replica")
+    }
+
+    /// The base URLs of every running process of service `name`.
+    pub fn urls(&mut self, name: &str) -> Vec<String> {
+        let mut urls = Vec::new();
+        if self.service(name).is_running() {
+            urls.push(self.url(name));
+        }
+        for replica in self.replicas.iter_mut().filter(|r| r.name == name) {
+            if replica.is_running() {
+                urls.push(replica.url());
+            }
+        }
+        urls
     }
 
     /// The base URL of service `name`.
