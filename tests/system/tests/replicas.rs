@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use platform::testing::{summary_line, LocalKafka, SmtpServer};
+use platform::testing::{eventually, summary_line, LocalKafka, SmtpServer};
 use serde_json::{json, Value};
 use system_tests::{
     balances, read_outcomes, register_customer, settled_mail, try_post, wait_accounts, Lcg,
@@ -95,6 +95,17 @@ async fn measured_phase(clock: &mut OutcomeClock, urls: &[String], bodies: Vec<V
     wanted.len() as f64 / last.duration_since(started).as_secs_f64()
 }
 
+/// The process id and epoch of the relay holding the outbox lease of the database at `url`
+/// (holders are named `host/pid/suffix`).
+async fn lease(url: &str) -> Option<(u32, i64)> {
+    let db = platform::Database::connect(url).await.expect("database");
+    let holder = platform::outbox::lease::holder(&db).await.expect("lease");
+    db.close().await;
+    let (name, epoch) = holder?;
+    let pid = name.split('/').nth(1)?.parse().ok()?;
+    Some((pid, epoch))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
     if !std::env::var("TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres")) {
@@ -178,14 +189,39 @@ async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
     });
     let first_fire = vec!["fire-0040".to_string()];
     assert_eq!(clock.wait_for(&first_fire, TIMEOUT).await.len(), 1);
-    for name in [
-        "transaction-service",
-        "notification-service",
-        "customer-service",
-    ] {
+    // transaction-service loses the replica that publishes its outbox; the others lose one.
+    let ledger_db = stack.services["transaction-service"]
+        .database_url()
+        .to_string();
+    let (holder, epoch) = lease(&ledger_db).await.expect("a relay holds the lease");
+    let victim = (0..3)
+        .find(|n| Some(holder) == stack.replica("transaction-service", *n).pid())
+        .expect("the lease holder is a replica");
+    stack.replica("transaction-service", victim).kill().await;
+    for name in ["notification-service", "customer-service"] {
         stack.replica(name, 1).kill().await;
     }
+    let killed = Instant::now();
+    let takeover = eventually(TIMEOUT, || {
+        let url = ledger_db.clone();
+        async move {
+            lease(&url)
+                .await
+                .filter(|(pid, e)| *pid != holder && *e > epoch)
+        }
+    })
+    .await;
+    assert!(
+        takeover.is_some(),
+        "another replica took the relay's lease over"
+    );
+    println!(
+        "relay lease taken over {:.1} s after its holder was killed",
+        killed.elapsed().as_secs_f64()
+    );
     load.await.expect("load");
+    // The killed ledger replica comes back (the checks below ask the first one).
+    stack.replica("transaction-service", victim).start().await;
 
     let outcomes = read_outcomes(
         &stack.kafka,
