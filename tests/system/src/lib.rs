@@ -14,6 +14,8 @@ use platform::kafka::KafkaConfig;
 use platform::testing::{eventually, free_port, fresh_database_url, LocalKafka, SmtpServer};
 use tokio::process::{Child, Command};
 
+pub mod chaos;
+
 /// The services, in start order.
 pub const SERVICES: [&str; 3] = [
     "customer-service",
@@ -244,6 +246,19 @@ impl ServiceProcess {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`): the process freezes, its connections stay open,
+    /// its consumer session expires; then it resumes as if nothing happened.
+    pub fn pause(&self, stop: bool) {
+        let Some(pid) = self.pid() else {
+            return;
+        };
+        let signal = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(pid as libc::pid_t, signal);
+        }
+    }
+
     /// Sends SIGTERM (a graceful stop request) without waiting.
     pub fn signal_terminate(&self) {
         let pid = self
@@ -285,7 +300,9 @@ pub struct Stack {
     pub services: BTreeMap<&'static str, ServiceProcess>,
     /// Further replicas ([`Stack::add_replica`]), in the order they were added.
     pub replicas: Vec<ServiceProcess>,
-    _logs: tempfile::TempDir,
+    /// Where the services' logs go: `EMS_LOG_DIR` (kept), else a temporary folder.
+    pub log_dir: PathBuf,
+    _logs: Option<tempfile::TempDir>,
 }
 
 impl Stack {
@@ -320,7 +337,16 @@ impl Stack {
         extra_env: &[(&str, &str)],
         customize: impl Fn(&str, &mut Vec<(String, String)>),
     ) -> Self {
-        let logs = tempfile::tempdir().expect("log folder");
+        let (log_dir, logs) = match std::env::var_os("EMS_LOG_DIR") {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir).expect("EMS_LOG_DIR");
+                (PathBuf::from(dir), None)
+            }
+            None => {
+                let logs = tempfile::tempdir().expect("log folder");
+                (logs.path().to_path_buf(), Some(logs))
+            }
+        };
         let mut services = BTreeMap::new();
         for name in SERVICES {
             let port = free_port();
@@ -345,7 +371,7 @@ impl Stack {
                 name,
                 port,
                 env,
-                log: logs.path().join(format!("{name}.log")),
+                log: log_dir.join(format!("{name}.log")),
                 child: None,
             };
             process.spawn().await;
@@ -356,6 +382,7 @@ impl Stack {
             smtp,
             services,
             replicas: Vec::new(),
+            log_dir,
             _logs: logs,
         }
     }
