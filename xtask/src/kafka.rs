@@ -123,6 +123,12 @@ impl Kafka {
         })
     }
 
+    /// A broker of its own under `home` on `ports` (the chaos run stops and starts one nobody
+    /// else uses).
+    pub fn at(home: PathBuf, ports: Ports) -> Self {
+        Self { home, ports }
+    }
+
     /// The ports in use.
     pub fn ports(&self) -> Ports {
         self.ports

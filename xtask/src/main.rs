@@ -11,6 +11,7 @@
 
 mod apt;
 mod bench;
+mod chaos;
 mod demo;
 mod kafka;
 mod paths;
@@ -20,7 +21,7 @@ mod stack;
 mod test;
 mod tls;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -35,6 +36,11 @@ commands:
   bench [--postgres]       the benchmark (release build; BENCHMARKS.md): Kafka's own ceiling,
                            end to end at 64 clients, paced latency; SQLite, or PostgreSQL
                            (--postgres: the test cluster; or TEST_DATABASE_URL); BENCH_* size it
+  chaos [--seed N] [--secs N]
+                           a bounded fault run (<= 5 minutes) on PostgreSQL: three replicas under
+                           load while replicas are killed, paused and restarted, the broker is
+                           stopped and started and PostgreSQL restarted; prints `chaos: ...` and
+                           fails when a request was lost, duplicated or money not conserved
 
 environment:
   EMS_CACHE_DIR            cache root (default $HOME/.cache/event-microservices)
@@ -72,6 +78,14 @@ fn run() -> Result<()> {
         ["down"] => stack::down(),
         ["bench", rest @ ..] => bench::run(flags(rest, &["--postgres"])?.contains(&"--postgres")),
         ["demo"] => stack::demo(),
+        ["chaos", rest @ ..] => {
+            let (seed, secs) = chaos_options(rest)?;
+            let code = chaos::run(seed, secs)?;
+            std::process::exit(code);
+        }
+        ["chaos-broker", "start"] => chaos::broker_control(true),
+        ["chaos-broker", "stop"] => chaos::broker_control(false),
+        ["chaos-postgres", "restart"] => chaos::postgres_restart(),
         [] | ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(())
@@ -81,6 +95,28 @@ fn run() -> Result<()> {
             bail!("unknown command: {}", args.join(" "))
         }
     }
+}
+
+/// `--seed N` and `--secs N` of `chaos`.
+fn chaos_options(args: &[&str]) -> Result<(Option<u64>, Option<u64>)> {
+    let (mut seed, mut secs) = (None, None);
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let slot = match *flag {
+            "--seed" => &mut seed,
+            "--secs" => &mut secs,
+            other => bail!("unknown option {other:?} (expected --seed N or --secs N)"),
+        };
+        let value = rest
+            .next()
+            .with_context(|| format!("{flag} needs a number"))?;
+        *slot = Some(
+            value
+                .parse()
+                .with_context(|| format!("{flag} {value:?} is not a number"))?,
+        );
+    }
+    Ok((seed, secs))
 }
 
 /// Checks that every argument is one of `known`, and returns them.

@@ -73,6 +73,22 @@ pub fn cmdline(pid: u32) -> String {
         .unwrap_or_default()
 }
 
+/// The program `pid` runs: the first element of its command line (`None` when gone).
+pub fn program(pid: u32) -> Option<PathBuf> {
+    let bytes = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    program_of(&bytes)
+}
+
+/// The first element of a NUL-separated command line.
+pub fn program_of(cmdline: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let first = cmdline
+        .split(|c| *c == 0)
+        .next()
+        .filter(|a| !a.is_empty())?;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(first)))
+}
+
 /// Every live process whose command line contains all of `needles`.
 pub fn find_processes(needles: &[&str]) -> Vec<u32> {
     let mut found = Vec::new();

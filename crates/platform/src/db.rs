@@ -112,7 +112,7 @@ impl Database {
             };
             migrator.run(&self.pool).await?;
         }
-        Ok(())
+        crate::outbox::install(self).await
     }
 
     /// The connection pool.

@@ -1,10 +1,18 @@
 //! The transactional outbox. A service writes its event in the same database transaction as the
-//! state change ([`Outbox::enqueue`]); the relay ([`run_relay`]) publishes unsent rows in order
-//! with the idempotent producer and marks them sent only after the broker acknowledged them.
+//! state change ([`Outbox::enqueue`]); the relay ([`run_relay`]) publishes unsent rows in commit
+//! order with the idempotent producer and marks them sent only after the broker acknowledged them.
 //! A crash between publish and mark means the event is published again: consumers dedupe by id.
+//!
+//! Every replica runs a relay, but only the holder of the outbox's lease ([`lease`]) publishes;
+//! the others stand by and take over within seconds of the holder dying. Rows are numbered
+//! (`seq`) when written and leave in that order; on PostgreSQL, where rows become visible at
+//! commit rather than in `seq` order, the relay publishes up to a cut-off only once every
+//! transaction that could still commit a row below it has ended (see `Gate`).
+
+pub mod lease;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use contracts::envelope::{Event, EventMetadata};
@@ -12,7 +20,7 @@ use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{timestamp, Conn, Database, DbError};
+use crate::db::{parse_timestamp, timestamp, Backend, Conn, Database, DbError};
 use crate::kafka::{OutgoingRecord, Producer};
 use crate::telemetry;
 
@@ -20,6 +28,14 @@ use crate::telemetry;
 const BATCH: i64 = 1000;
 /// Sent rows are kept this long (for inspection), then deleted.
 const RETENTION: Duration = Duration::from_secs(3600);
+/// How often every relay (holder or not) reports the backlog gauges.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+/// The holder's poll when nothing woke it.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// The poll while older transactions keep the cut-off closed (they are short).
+const GATE_POLL: Duration = Duration::from_millis(2);
+/// How long a relay stopping waits for the cut-off before it leaves the rest to the next holder.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// Writes events into the outbox and wakes the relay.
 #[derive(Debug, Clone)]
@@ -60,10 +76,21 @@ impl Outbox {
         let payload = serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let headers =
             serde_json::to_string(&headers).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query(
-            "INSERT INTO outbox (id, topic, record_key, payload, headers, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
+        // The row's `seq` is taken after the transaction has its id (the materialized CTE runs
+        // first): the relay's cut-off relies on it (see `Gate`).
+        let (with, seq) = if conn.backend_name() == "PostgreSQL" {
+            (
+                "WITH x AS MATERIALIZED (SELECT txid_current() AS xid) ",
+                "nextval('outbox_seq') FROM x",
+            )
+        } else {
+            // SQLite has one writer at a time: the next number is commit order.
+            ("", "COALESCE(MAX(seq), 0) + 1 FROM outbox")
+        };
+        sqlx::query(&format!(
+            "{with}INSERT INTO outbox (id, topic, record_key, payload, headers, created_at, seq) \
+             SELECT $1, $2, $3, $4, $5, $6, {seq}"
+        ))
         .bind(&metadata.id)
         .bind(E::TYPE.topic())
         .bind(event.key())
@@ -81,37 +108,167 @@ impl Outbox {
     }
 }
 
-/// Publishes outbox rows until `shutdown`, then drains what is left and flushes the producer.
+/// Creates what the outbox needs beside the migrations: PostgreSQL's `outbox_seq` sequence
+/// (portable migrations cannot declare it). Idempotent; replicas starting together serialize on
+/// an advisory lock.
+pub(crate) async fn install(db: &Database) -> Result<(), DbError> {
+    if db.backend() != Backend::Postgres {
+        return Ok(());
+    }
+    let mut tx = db.begin().await?;
+    sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7370516301)) AS l")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("CREATE SEQUENCE IF NOT EXISTS outbox_seq")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// How the relay shares the outbox with the relays of other replicas.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// This relay's name in the lease (unique per process).
+    pub holder: String,
+    /// How long a lease lasts without renewal: a dead holder is replaced after at most this.
+    pub lease_ttl: Duration,
+    /// How often the holder renews its lease.
+    pub renew_every: Duration,
+    /// How often a standby relay tries to take the lease.
+    pub standby_poll: Duration,
+}
+
+impl Default for RelayOptions {
+    /// A 5 s lease renewed every second; standbys try every second. The holder is named after
+    /// the host (`HOSTNAME`), the process and a random suffix.
+    fn default() -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_string());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            holder: format!("{host}/{}/{}", std::process::id(), &suffix[..8]),
+            lease_ttl: Duration::from_secs(5),
+            renew_every: Duration::from_secs(1),
+            standby_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Publishes outbox rows until `shutdown` while this replica holds the lease, then drains what is
+/// left, gives the lease up and flushes the producer.
 pub async fn run_relay(
     db: Database,
     producer: Producer,
     outbox: Outbox,
     shutdown: CancellationToken,
 ) {
-    let mut last_cleanup = std::time::Instant::now();
+    run_relay_with(db, producer, outbox, shutdown, RelayOptions::default()).await
+}
+
+/// [`run_relay`] with explicit lease timings and holder name.
+pub async fn run_relay_with(
+    db: Database,
+    mut producer: Producer,
+    outbox: Outbox,
+    shutdown: CancellationToken,
+    options: RelayOptions,
+) {
+    let mut term: Option<lease::Term> = None;
+    let mut gate: Option<Gate> = None;
+    let mut waiting_since: Option<Instant> = None;
+    let mut last_cleanup = Instant::now();
+    let mut last_backlog: Option<Instant> = None;
+    let held = metrics::gauge!("outbox_relay_lease_held", "holder" => options.holder.clone());
+    held.set(0.0);
     loop {
-        let published = match publish_batch(&db, &producer).await {
-            Ok(n) => n,
+        if last_backlog.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+            last_backlog = Some(Instant::now());
+            if let Err(error) = report_backlog(&db).await {
+                tracing::warn!(%error, "outbox backlog query failed");
+            }
+        }
+        let Some(current) = term.as_mut() else {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            match lease::acquire(&db, &options.holder, options.lease_ttl).await {
+                Ok(Some(acquired)) => {
+                    tracing::info!(holder = %acquired.holder, epoch = acquired.epoch,
+                        "outbox relay lease acquired; publishing");
+                    held.set(1.0);
+                    metrics::gauge!("outbox_relay_lease_epoch").set(acquired.epoch as f64);
+                    term = Some(acquired);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "outbox relay lease attempt failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(options.standby_poll) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            continue;
+        };
+        if current.renewed_at.elapsed() >= options.renew_every {
+            match lease::renew(&db, current, options.lease_ttl).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    lose(&mut term, &held, "taken over");
+                    continue;
+                }
+                Err(error) => tracing::warn!(%error, "outbox relay lease renewal failed"),
+            }
+        }
+        if Instant::now() >= current.valid_until {
+            lose(&mut term, &held, "not renewed in time");
+            continue;
+        }
+        let published = match publish_batch(&db, &producer, current, &mut gate).await {
+            Ok(Round::Published(n)) => n,
+            Ok(Round::Waiting) => {
+                let since = *waiting_since.get_or_insert_with(Instant::now);
+                if !(shutdown.is_cancelled() && since.elapsed() > SHUTDOWN_WAIT) {
+                    tokio::time::sleep(GATE_POLL).await;
+                    continue;
+                }
+                0
+            }
+            Ok(Round::LeaseLost) => {
+                lose(&mut term, &held, "fenced when marking rows sent");
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(%error, "outbox relay round failed; retrying");
+                if let Some(fatal) = producer.fatal_error() {
+                    tracing::warn!(error = %fatal, "producer hit a fatal error; replacing it");
+                    match producer.recreate() {
+                        Ok(fresh) => producer = fresh,
+                        Err(error) => tracing::error!(%error, "cannot recreate the producer"),
+                    }
+                }
                 0
             }
         };
+        waiting_since = None;
         if shutdown.is_cancelled() && published == 0 {
+            if let Err(error) = lease::release(&db, current).await {
+                tracing::warn!(%error, "outbox relay lease release failed");
+            }
+            held.set(0.0);
             break;
         }
         if published > 0 {
             continue;
         }
         if last_cleanup.elapsed() > Duration::from_secs(60) {
-            last_cleanup = std::time::Instant::now();
+            last_cleanup = Instant::now();
             if let Err(error) = delete_old_rows(&db).await {
                 tracing::warn!(%error, "outbox cleanup failed");
             }
         }
         tokio::select! {
             _ = outbox.wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep(IDLE_POLL.min(options.renew_every)) => {}
             _ = shutdown.cancelled() => {}
         }
     }
@@ -121,11 +278,18 @@ pub async fn run_relay(
     tracing::info!("outbox relay stopped");
 }
 
+/// Ends the current term: the relay stops publishing and stands by.
+fn lose(term: &mut Option<lease::Term>, held: &metrics::Gauge, why: &str) {
+    if let Some(lost) = term.take() {
+        tracing::warn!(holder = %lost.holder, epoch = lost.epoch, why,
+            "outbox relay lease lost; standing by");
+    }
+    held.set(0.0);
+}
+
 /// Error of one relay round.
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
-    #[error(transparent)]
-    Db(#[from] DbError),
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
     #[error("outbox row {id} has malformed headers: {source}")]
@@ -137,18 +301,100 @@ enum RelayError {
     Kafka(#[from] crate::kafka::KafkaError),
 }
 
-/// Publishes up to one batch; returns how many rows were marked sent.
-async fn publish_batch(db: &Database, producer: &Producer) -> Result<usize, RelayError> {
-    let rows = sqlx::query(
-        "SELECT id, topic, record_key, payload, headers FROM outbox \
-         WHERE sent_at IS NULL ORDER BY id LIMIT $1",
-    )
+/// What a relay round did.
+enum Round {
+    /// This many rows were published and marked sent.
+    Published(usize),
+    /// The rows were published but the lease had moved on: they were not marked.
+    LeaseLost,
+    /// Transactions older than the cut-off are still open (PostgreSQL): try again shortly.
+    Waiting,
+}
+
+/// PostgreSQL's cut-off: the rows below `cut` (a `seq` the relay took) are published once every
+/// transaction whose id is below `xid` (taken after `cut`) has ended. A writer takes its `seq`
+/// after its transaction id, so every row below `cut` is then committed (visible) or rolled
+/// back: nothing with a lower `seq` can appear after them.
+#[derive(Debug, Clone, Copy)]
+struct Gate {
+    cut: i64,
+    xid: i64,
+}
+
+impl Gate {
+    async fn take(db: &Database) -> Result<Self, sqlx::Error> {
+        let mut tx = db.pool().begin().await?;
+        // Nothing is written: no need to wait for the commit record's flush.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        let cut: i64 = sqlx::query_scalar("SELECT nextval('outbox_seq')")
+            .fetch_one(&mut *tx)
+            .await?;
+        let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Self { cut, xid })
+    }
+}
+
+const COLUMNS: &str = "id, topic, record_key, payload, headers";
+
+/// The next rows to publish, in `seq` order: on SQLite every unsent row; on PostgreSQL the
+/// unsent rows below the cut-off once it has passed (`None`: not yet).
+async fn next_rows(
+    db: &Database,
+    gate: &mut Option<Gate>,
+) -> Result<Option<Vec<sqlx::any::AnyRow>>, sqlx::Error> {
+    if db.backend() == Backend::Sqlite {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY seq, id LIMIT $1"
+        ))
+        .bind(BATCH)
+        .fetch_all(db.pool())
+        .await?;
+        return Ok(Some(rows));
+    }
+    let current = match *gate {
+        Some(current) => current,
+        None => *gate.insert(Gate::take(db).await?),
+    };
+    // The rows are read in the very snapshot that shows the older transactions ended.
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM outbox WHERE sent_at IS NULL AND seq < $2 \
+         AND txid_snapshot_xmin(txid_current_snapshot()) >= $3 ORDER BY seq, id LIMIT $1"
+    ))
     .bind(BATCH)
+    .bind(current.cut)
+    .bind(current.xid)
     .fetch_all(db.pool())
     .await?;
     if rows.is_empty() {
-        return Ok(0);
+        let horizon: i64 = sqlx::query_scalar("SELECT txid_snapshot_xmin(txid_current_snapshot())")
+            .fetch_one(db.pool())
+            .await?;
+        if horizon < current.xid {
+            return Ok(None);
+        }
     }
+    if (rows.len() as i64) < BATCH {
+        // Everything below the cut-off is out (or going): the next round takes a new one.
+        *gate = None;
+    }
+    Ok(Some(rows))
+}
+
+/// Publishes up to one batch under `term`.
+async fn publish_batch(
+    db: &Database,
+    producer: &Producer,
+    term: &lease::Term,
+    gate: &mut Option<Gate>,
+) -> Result<Round, RelayError> {
+    let Some(rows) = next_rows(db, gate).await? else {
+        return Ok(Round::Waiting);
+    };
     let mut pending = Vec::with_capacity(rows.len());
     for row in &rows {
         let id: String = row.try_get("id")?;
@@ -167,41 +413,52 @@ async fn publish_batch(db: &Database, producer: &Producer) -> Result<usize, Rela
         // Enqueue everything first (in order), then await: one round trip per batch.
         pending.push((id, producer.enqueue(&record)?));
     }
+    if pending.is_empty() {
+        return Ok(Round::Published(0));
+    }
+    // Every delivery is awaited: rows acknowledged after a failed one went out and are marked too.
     let mut sent = Vec::with_capacity(pending.len());
     let mut failure = None;
     for (id, delivery) in pending {
         match delivery.await {
             Ok(()) => sent.push(id),
             Err(error) => {
-                failure = Some(error);
-                break;
+                failure.get_or_insert(error);
             }
         }
     }
     if !sent.is_empty() {
         crate::failpoint!("relay.after_publish");
-        mark_sent(db, &sent).await?;
+        if mark_sent(db, &sent, term).await? == 0 {
+            return Ok(Round::LeaseLost);
+        }
         metrics::counter!("outbox_published_total").increment(sent.len() as u64);
     }
     match failure {
         Some(error) => Err(error.into()),
-        None => Ok(sent.len()),
+        None => Ok(Round::Published(sent.len())),
     }
 }
 
-/// Marks the rows `ids` sent, in one statement.
-async fn mark_sent(db: &Database, ids: &[String]) -> Result<(), sqlx::Error> {
-    let placeholders: Vec<String> = (2..ids.len() + 2).map(|n| format!("${n}")).collect();
+/// Marks the rows `ids` sent, in one statement, if `term` is still the lease's current one;
+/// returns how many rows it marked.
+async fn mark_sent(db: &Database, ids: &[String], term: &lease::Term) -> Result<u64, sqlx::Error> {
+    let placeholders: Vec<String> = (5..ids.len() + 5).map(|n| format!("${n}")).collect();
     let sql = format!(
-        "UPDATE outbox SET sent_at = $1 WHERE id IN ({})",
+        "UPDATE outbox SET sent_at = $1 WHERE {} AND id IN ({})",
+        lease::Term::fence(2),
         placeholders.join(", ")
     );
-    let mut query = sqlx::query(&sql).bind(timestamp(Utc::now()));
+    let (name, holder, epoch) = term.fence_binds();
+    let mut query = sqlx::query(&sql)
+        .bind(timestamp(Utc::now()))
+        .bind(name)
+        .bind(holder)
+        .bind(epoch);
     for id in ids {
         query = query.bind(id);
     }
-    query.execute(db.pool()).await?;
-    Ok(())
+    Ok(query.execute(db.pool()).await?.rows_affected())
 }
 
 async fn delete_old_rows(db: &Database) -> Result<(), sqlx::Error> {
@@ -210,6 +467,27 @@ async fn delete_old_rows(db: &Database) -> Result<(), sqlx::Error> {
         .bind(timestamp(cutoff))
         .execute(db.pool())
         .await?;
+    Ok(())
+}
+
+/// Sets the backlog gauges: rows not yet published and the age of the oldest.
+async fn report_backlog(db: &Database) -> Result<(), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE sent_at IS NULL",
+    )
+    .fetch_one(db.pool())
+    .await?;
+    let pending: i64 = row.try_get("n")?;
+    let oldest: Option<String> = row.try_get("oldest")?;
+    let age = match oldest {
+        Some(oldest) => (Utc::now() - parse_timestamp(&oldest)?)
+            .to_std()
+            .unwrap_or_default()
+            .as_secs_f64(),
+        None => 0.0,
+    };
+    metrics::gauge!("outbox_pending_rows").set(pending as f64);
+    metrics::gauge!("outbox_oldest_pending_age_seconds").set(age);
     Ok(())
 }
 

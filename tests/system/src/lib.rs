@@ -15,6 +15,7 @@ use platform::testing::{eventually, free_port, fresh_database_url, LocalKafka, S
 use tokio::process::{Child, Command};
 
 pub mod browser;
+pub mod chaos;
 
 /// The services, in start order.
 pub const SERVICES: [&str; 3] = [
@@ -246,6 +247,19 @@ impl ServiceProcess {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`): the process freezes, its connections stay open,
+    /// its consumer session expires; then it resumes as if nothing happened.
+    pub fn pause(&self, stop: bool) {
+        let Some(pid) = self.pid() else {
+            return;
+        };
+        let signal = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(pid as libc::pid_t, signal);
+        }
+    }
+
     /// Sends SIGTERM (a graceful stop request) without waiting.
     pub fn signal_terminate(&self) {
         let pid = self
@@ -283,9 +297,13 @@ pub struct Stack {
     pub kafka: KafkaConfig,
     /// The SMTP server notification-service sends to.
     pub smtp: SmtpServer,
-    /// The services by name.
+    /// The services by name (the first process of each).
     pub services: BTreeMap<&'static str, ServiceProcess>,
-    _logs: tempfile::TempDir,
+    /// Further replicas ([`Stack::add_replica`]), in the order they were added.
+    pub replicas: Vec<ServiceProcess>,
+    /// Where the services' logs go: `EMS_LOG_DIR` (kept), else a temporary folder.
+    pub log_dir: PathBuf,
+    _logs: Option<tempfile::TempDir>,
 }
 
 impl Stack {
@@ -320,7 +338,16 @@ impl Stack {
         extra_env: &[(&str, &str)],
         customize: impl Fn(&str, &mut Vec<(String, String)>),
     ) -> Self {
-        let logs = tempfile::tempdir().expect("log folder");
+        let (log_dir, logs) = match std::env::var_os("EMS_LOG_DIR") {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir).expect("EMS_LOG_DIR");
+                (PathBuf::from(dir), None)
+            }
+            None => {
+                let logs = tempfile::tempdir().expect("log folder");
+                (logs.path().to_path_buf(), Some(logs))
+            }
+        };
         let mut services = BTreeMap::new();
         for name in SERVICES {
             let port = free_port();
@@ -345,7 +372,7 @@ impl Stack {
                 name,
                 port,
                 env,
-                log: logs.path().join(format!("{name}.log")),
+                log: log_dir.join(format!("{name}.log")),
                 child: None,
             };
             process.spawn().await;
@@ -355,8 +382,59 @@ impl Stack {
             kafka,
             smtp,
             services,
+            replicas: Vec::new(),
+            log_dir,
             _logs: logs,
         }
+    }
+
+    /// Starts another replica of service `name`: its environment (database, topics, consumer
+    /// groups) on a port of its own, logging to a file of its own; waits until it is ready.
+    pub async fn add_replica(&mut self, name: &str) {
+        let first = &self.services[name];
+        let n = 1 + self
+            .replicas
+            .iter()
+            .filter(|r| r.name == first.name)
+            .count();
+        let port = free_port();
+        let mut process = ServiceProcess {
+            name: first.name,
+            port,
+            env: first.env.clone(),
+            log: first.log.with_file_name(format!("{name}-{n}.log")),
+            child: None,
+        };
+        process.set_env("PORT", &port.to_string());
+        process.spawn().await;
+        self.replicas.push(process);
+    }
+
+    /// Replica `n` of service `name`: 0 is the first process, then those added by
+    /// [`Stack::add_replica`].
+    pub fn replica(&mut self, name: &str, n: usize) -> &mut ServiceProcess {
+        if n == 0 {
+            return self.service(name);
+        }
+        self.replicas
+            .iter_mut()
+            .filter(|r| r.name == name)
+            .nth(n - 1)
+            .expect("known replica")
+    }
+
+    /// The base URLs of every running process of service `name`.
+    pub fn urls(&mut self, name: &str) -> Vec<String> {
+        let mut urls = Vec::new();
+        if self.service(name).is_running() {
+            urls.push(self.url(name));
+        }
+        for replica in self.replicas.iter_mut().filter(|r| r.name == name) {
+            if replica.is_running() {
+                urls.push(replica.url());
+            }
+        }
+        urls
     }
 
     /// The base URL of service `name`.
@@ -394,7 +472,7 @@ impl Stack {
             name: "console",
             port,
             env,
-            log: self._logs.path().join("console.log"),
+            log: self.log_dir.join("console.log"),
             child: None,
         };
         console.spawn().await;

@@ -26,6 +26,8 @@ pub struct OutgoingRecord {
 pub struct Producer {
     inner: FutureProducer,
     topic_prefix: String,
+    config: KafkaConfig,
+    client_id: String,
 }
 
 impl Producer {
@@ -50,7 +52,40 @@ impl Producer {
         Ok(Self {
             inner,
             topic_prefix: config.topic_prefix.clone(),
+            config: config.clone(),
+            client_id: client_id.to_string(),
         })
+    }
+
+    /// A new producer with the same configuration: what replaces one that hit a fatal error.
+    pub fn recreate(&self) -> Result<Self, KafkaError> {
+        Self::new(&self.config, &self.client_id)
+    }
+
+    /// The fatal error the producer hit, if any (e.g. the idempotent producer was fenced or lost
+    /// its sequence): it cannot deliver anything more and must be replaced ([`Self::recreate`]).
+    pub fn fatal_error(&self) -> Option<String> {
+        self.inner
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code:?}: {reason}"))
+    }
+
+    /// Puts the producer in the fatal state librdkafka enters when the broker reports an
+    /// out-of-order sequence: what tests use to see a fatal error handled.
+    #[cfg(feature = "testing")]
+    pub fn inject_fatal_error(&self) {
+        use rdkafka::bindings::{rd_kafka_resp_err_t, rd_kafka_test_fatal_error};
+        let reason = c"injected by a test";
+        // SAFETY: the client pointer is valid while `self.inner` lives; the reason is a
+        // NUL-terminated string librdkafka copies.
+        unsafe {
+            rd_kafka_test_fatal_error(
+                self.inner.client().native_ptr(),
+                rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
     }
 
     /// Publishes one record and waits for the broker's acknowledgement.

@@ -318,9 +318,17 @@ pub async fn read_to_end(config: &KafkaConfig, topic: &str) -> Vec<crate::Record
         let mut assignment = TopicPartitionList::new();
         let mut remaining = HashMap::new();
         for partition in 0..partitions as i32 {
-            let (low, high) = consumer
-                .fetch_watermarks(&name, partition, Duration::from_secs(10))
-                .unwrap_or_else(|e| panic!("watermarks of {name}/{partition}: {e}"));
+            // A topic created a moment ago may not have elected its leaders yet.
+            let asked = Instant::now();
+            let (low, high) = loop {
+                match consumer.fetch_watermarks(&name, partition, Duration::from_secs(10)) {
+                    Ok(marks) => break marks,
+                    Err(e) if asked.elapsed() > Duration::from_secs(30) => {
+                        panic!("watermarks of {name}/{partition}: {e}")
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            };
             if high > low {
                 remaining.insert(partition, high);
             }

@@ -99,6 +99,8 @@ pub struct Ledger {
     pub base_url: String,
     /// The service's database (to check ledger invariants).
     pub db: Database,
+    /// Its URL (replicas share it).
+    pub database_url: String,
     /// The isolated Kafka connection.
     pub kafka: KafkaConfig,
     /// A producer on the isolated topics.
@@ -123,8 +125,25 @@ impl Ledger {
         adjust: impl FnOnce(&mut ServiceConfig),
     ) -> Self {
         let kafka = LocalKafka::load().isolated();
-        let mut config = service_config(NAME, kafka.clone()).await;
+        let config = service_config(NAME, kafka.clone()).await;
+        Self::start_with(settings, config, adjust).await
+    }
+
+    /// Another replica of this ledger's service: the same topics and the same database.
+    pub async fn replica(&self, settings: LedgerSettings) -> Self {
+        let mut config = service_config(NAME, self.kafka.clone()).await;
+        config.database_url = self.database_url.clone();
+        Self::start_with(settings, config, |_| {}).await
+    }
+
+    async fn start_with(
+        settings: LedgerSettings,
+        mut config: ServiceConfig,
+        adjust: impl FnOnce(&mut ServiceConfig),
+    ) -> Self {
         adjust(&mut config);
+        let kafka = config.kafka.clone();
+        let database_url = config.database_url.clone();
         let mut service = Service::start_with(config, &MIGRATIONS, CancellationToken::new())
             .await
             .expect("service starts");
@@ -160,6 +179,7 @@ impl Ledger {
         let ledger = Self {
             base_url: running.base_url.clone(),
             db,
+            database_url,
             kafka,
             producer,
             events,

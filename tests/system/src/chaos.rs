@@ -1,0 +1,415 @@
+//! The chaos run behind `cargo xtask chaos` (and its short fixed-seed version in the test suite):
+//! three replicas of transaction-service and notification-service and two of customer-service on
+//! six partitions, on PostgreSQL, under a steady load of transfers among funded accounts plus new
+//! customers, while a fault schedule drawn from a seed kills (-9), pauses (SIGSTOP longer than the
+//! consumer session, then SIGCONT) and cleanly restarts replicas, and stops and starts the broker
+//! and restarts PostgreSQL when the caller says how ([`Controls`]). Then it drains and judges:
+//! [`ChaosReport::line`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use platform::testing::{eventually, LocalKafka, SmtpServer};
+use serde_json::{json, Value};
+
+use crate::{
+    count_rows, read_outcomes, register_customer, try_post, wait_accounts, Lcg, MailReport,
+    OutcomeClock, Stack, Verdict,
+};
+
+/// A command to run for a fault (program and arguments).
+pub type Command = Vec<String>;
+
+/// How to reach what the services depend on, for the faults outside them.
+#[derive(Debug, Clone, Default)]
+pub struct Controls {
+    /// Stops the broker (it must be one nobody else uses).
+    pub broker_stop: Option<Command>,
+    /// Starts it again.
+    pub broker_start: Option<Command>,
+    /// Restarts PostgreSQL (a cluster nobody else uses).
+    pub postgres_restart: Option<Command>,
+}
+
+/// What the run is.
+#[derive(Debug, Clone)]
+pub struct ChaosSettings {
+    /// Seed of the fault schedule and the load.
+    pub seed: u64,
+    /// How long faults are injected.
+    pub duration: Duration,
+    /// Broker and database faults.
+    pub controls: Controls,
+}
+
+/// The judgement of a run.
+#[derive(Debug, Clone, Default)]
+pub struct ChaosReport {
+    /// The seed.
+    pub seed: u64,
+    /// Faults injected.
+    pub faults: usize,
+    /// Transaction requests sent.
+    pub requests: usize,
+    /// Requests some replica accepted.
+    pub accepted: usize,
+    /// Accepted requests with an outcome.
+    pub outcomes: usize,
+    /// Accepted requests without an outcome.
+    pub lost: usize,
+    /// Requests with more than one distinct outcome id.
+    pub duplicated_outcomes: usize,
+    /// The sum of all balances equals processed deposits minus withdrawals.
+    pub money_conserved: bool,
+    /// Alerts e-mailed more than once (by Message-ID).
+    pub alerts_duplicated: usize,
+    /// Extra copies of outcome records sharing a `ce_id` (allowed).
+    pub duplicate_publishes: usize,
+    /// Longest time from the end of a fault until a request sent then had its outcome.
+    pub max_recovery_s: f64,
+    /// What each fault was, with its recovery time.
+    pub log: Vec<String>,
+}
+
+impl ChaosReport {
+    /// `chaos: seed=S faults=F requests=N accepted=A outcomes=A lost=0 ...`
+    pub fn line(&self) -> String {
+        format!(
+            "chaos: seed={} faults={} requests={} accepted={} outcomes={} lost={} \
+             duplicated_outcomes={} money_conserved={} alerts_duplicated={} \
+             duplicate_publishes={} max_recovery_s={:.1}",
+            self.seed,
+            self.faults,
+            self.requests,
+            self.accepted,
+            self.outcomes,
+            self.lost,
+            self.duplicated_outcomes,
+            if self.money_conserved { "yes" } else { "no" },
+            self.alerts_duplicated,
+            self.duplicate_publishes,
+            self.max_recovery_s
+        )
+    }
+
+    /// True when every invariant holds.
+    pub fn holds(&self) -> bool {
+        self.lost == 0
+            && self.duplicated_outcomes == 0
+            && self.money_conserved
+            && self.alerts_duplicated == 0
+    }
+}
+
+const ACCOUNTS: usize = 10;
+const DEPOSIT: &str = "1000.00";
+const CLIENTS: usize = 4;
+/// Pause between a client's requests: a steady load, not a flood.
+const PACE: Duration = Duration::from_millis(250);
+/// Longer than the consumers' session timeout (10 s): the group rebalances around the paused one.
+const PAUSE: Duration = Duration::from_secs(12);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+const DRAIN: Duration = Duration::from_secs(150);
+const REPLICAS: [(&str, usize); 3] = [
+    ("transaction-service", 3),
+    ("notification-service", 3),
+    ("customer-service", 2),
+];
+
+/// The faults a schedule draws from.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Kill(&'static str, usize),
+    Pause(&'static str, usize),
+    Restart(&'static str, usize),
+    Broker,
+    Postgres,
+}
+
+/// Requests and what became of them, shared by the load's clients.
+#[derive(Default)]
+struct Ledger {
+    sent: Vec<String>,
+    accepted: Vec<String>,
+}
+
+/// Runs the chaos: the stack, the load, the faults, the drain and the judgement.
+pub async fn run(settings: &ChaosSettings) -> ChaosReport {
+    let mut kafka = LocalKafka::load().isolated();
+    kafka.topic_partitions = 6;
+    let mut stack = Stack::start_with(kafka, SmtpServer::start().await, &[], |name, env| {
+        if name == "notification-service" {
+            env.push(("NOTIFY_SEND_TIMEOUT_SECS".into(), "5".into()));
+            env.push(("NOTIFY_SEND_LEASE_SECS".into(), "10".into()));
+        }
+    })
+    .await;
+    for (name, count) in REPLICAS {
+        for _ in 1..count {
+            stack.add_replica(name).await;
+        }
+    }
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("HTTP client");
+    let accounts: Vec<String> = (0..ACCOUNTS).map(|n| format!("chaos-{n:02}")).collect();
+    for id in &accounts {
+        let (status, body) = register_customer(&client, &stack, id)
+            .await
+            .expect("customer-service answers");
+        assert_eq!(status, 201, "{body}");
+    }
+    wait_accounts(&client, &stack, &accounts, Duration::from_secs(60)).await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let transaction_urls = all_urls(&mut stack, "transaction-service");
+    let customer_urls = all_urls(&mut stack, "customer-service");
+    for account in &accounts {
+        let body = json!({"transactionId": format!("dep-{account}"), "to": account,
+                          "amount": DEPOSIT});
+        assert!(
+            send(&client, &transaction_urls, "/transactions", &body, &ledger).await,
+            "deposit accepted"
+        );
+    }
+
+    // The load: transfers among the funded accounts, and now and then a new customer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for n in 0..CLIENTS {
+        let (client, ledger, stop) = (client.clone(), Arc::clone(&ledger), Arc::clone(&stop));
+        let (transaction_urls, customer_urls) = (transaction_urls.clone(), customer_urls.clone());
+        let accounts = accounts.clone();
+        let mut random = Lcg::new(settings.seed ^ (n as u64 + 1).wrapping_mul(0x9e37_79b9));
+        clients.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                if i.is_multiple_of(10) {
+                    let id = format!("chaos-new-{n}-{i}");
+                    let body = json!({"id": id, "name": format!("Customer {id}"),
+                                      "email": crate::email(&id)});
+                    let _ = send_customer(&client, &customer_urls, &body).await;
+                }
+                let from = random.below(ACCOUNTS as u64) as usize;
+                let to = (from + 1 + random.below(ACCOUNTS as u64 - 1) as usize) % ACCOUNTS;
+                let cents = 1 + random.below(5_000);
+                let body = json!({"transactionId": format!("c{n}-{i:05}"),
+                    "from": accounts[from], "to": accounts[to],
+                    "amount": format!("{}.{:02}", cents / 100, cents % 100)});
+                send(&client, &transaction_urls, "/transactions", &body, &ledger).await;
+                tokio::time::sleep(PACE).await;
+            }
+        }));
+    }
+
+    // The faults.
+    let mut report = ChaosReport {
+        seed: settings.seed,
+        ..ChaosReport::default()
+    };
+    let mut clock = OutcomeClock::start(&stack.kafka);
+    let mut schedule = Lcg::new(settings.seed);
+    let started = Instant::now();
+    let mut probe = 0usize;
+    while started.elapsed() < settings.duration {
+        tokio::time::sleep(Duration::from_secs(3 + schedule.below(5))).await;
+        let fault = draw(&mut schedule, &settings.controls);
+        let what = inject(&mut stack, fault, &settings.controls).await;
+        report.faults += 1;
+        // Recovery: a request sent now, until its outcome is read.
+        probe += 1;
+        let id = format!("probe-{probe}");
+        let body = json!({"transactionId": id, "from": accounts[probe % ACCOUNTS],
+                          "to": accounts[(probe + 1) % ACCOUNTS], "amount": "0.01"});
+        let recovering = Instant::now();
+        let recovery = if send(&client, &transaction_urls, "/transactions", &body, &ledger).await {
+            let seen = clock.wait_for(std::slice::from_ref(&id), DRAIN).await;
+            seen.get(&id)
+                .map(|arrival| arrival.at.duration_since(recovering).as_secs_f64())
+        } else {
+            None
+        };
+        let recovery = recovery.unwrap_or(f64::INFINITY);
+        report.max_recovery_s = report.max_recovery_s.max(recovery);
+        let line = format!(
+            "fault {}: {what}; recovered in {recovery:.1} s",
+            report.faults
+        );
+        println!("{line}");
+        report.log.push(line);
+    }
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.expect("load client");
+    }
+    for (name, count) in REPLICAS {
+        for n in 0..count {
+            let replica = stack.replica(name, n);
+            replica.pause(false);
+            replica.start().await;
+        }
+    }
+
+    // Drain and judge.
+    let (sent, accepted) = {
+        let ledger = ledger.lock().expect("ledger");
+        (ledger.sent.len(), ledger.accepted.clone())
+    };
+    report.requests = sent;
+    report.accepted = accepted.len();
+    let outcomes = read_outcomes(&stack.kafka, accepted.len(), DRAIN, Duration::from_secs(3)).await;
+    let verdict = Verdict::judge(&accepted, &outcomes);
+    report.lost = verdict.missing.len();
+    report.outcomes = report.accepted - report.lost;
+    report.duplicated_outcomes = verdict.conflicting.len();
+    report.duplicate_publishes = outcomes.values().map(|events| events.len() - 1).sum();
+    let ledger_db = stack.services["transaction-service"]
+        .database_url()
+        .to_string();
+    let total = count_rows(
+        &ledger_db,
+        "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) AS n FROM accounts",
+    )
+    .await;
+    // Requests no replica answered may still have been recorded and applied: they count too.
+    let everything = Verdict::judge(outcomes.keys(), &outcomes);
+    report.money_conserved = total == everything.net_deposits;
+    report.alerts_duplicated = settled_mail(&stack).await.double_sent.len();
+    report
+}
+
+/// Every replica's base URL (running or not: a request to a dead one goes to the next).
+fn all_urls(stack: &mut Stack, name: &str) -> Vec<String> {
+    let count = REPLICAS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(1, |(_, c)| *c);
+    (0..count).map(|n| stack.replica(name, n).url()).collect()
+}
+
+/// Posts `body` to replica after replica until one accepts it (a load balancer's retry); notes
+/// it sent, and accepted when it was. False when none did.
+async fn send(
+    client: &reqwest::Client,
+    urls: &[String],
+    path: &str,
+    body: &Value,
+    ledger: &Mutex<Ledger>,
+) -> bool {
+    let id = body["transactionId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ledger.lock().expect("ledger").sent.push(id.clone());
+    let start = id.len() % urls.len();
+    for attempt in 0..urls.len() * 4 {
+        let url = format!("{}{path}", urls[(start + attempt) % urls.len()]);
+        if let Ok((status, _)) = try_post(client, &url, body).await {
+            if matches!(status, 200 | 202) {
+                ledger.lock().expect("ledger").accepted.push(id);
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+async fn send_customer(client: &reqwest::Client, urls: &[String], body: &Value) -> bool {
+    for attempt in 0..urls.len() * 4 {
+        let url = format!("{}/app/customers", urls[attempt % urls.len()]);
+        if let Ok((status, _)) = try_post(client, &url, body).await {
+            if matches!(status, 200 | 201) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+fn draw(random: &mut Lcg, controls: &Controls) -> Fault {
+    loop {
+        let (name, count) = REPLICAS[random.below(REPLICAS.len() as u64) as usize];
+        let replica = random.below(count as u64) as usize;
+        match random.below(5) {
+            0 => return Fault::Kill(name, replica),
+            1 => return Fault::Pause(name, replica),
+            2 => return Fault::Restart(name, replica),
+            3 if controls.broker_stop.is_some() && controls.broker_start.is_some() => {
+                return Fault::Broker
+            }
+            4 if controls.postgres_restart.is_some() => return Fault::Postgres,
+            _ => continue,
+        }
+    }
+}
+
+async fn inject(stack: &mut Stack, fault: Fault, controls: &Controls) -> String {
+    match fault {
+        Fault::Kill(name, n) => {
+            stack.replica(name, n).kill().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            stack.replica(name, n).start().await;
+            format!("kill -9 {name}#{n}, started again 2 s later")
+        }
+        Fault::Pause(name, n) => {
+            stack.replica(name, n).pause(true);
+            tokio::time::sleep(PAUSE).await;
+            stack.replica(name, n).pause(false);
+            format!("SIGSTOP {name}#{n} for {} s, then SIGCONT", PAUSE.as_secs())
+        }
+        Fault::Restart(name, n) => {
+            stack.replica(name, n).terminate().await;
+            stack.replica(name, n).start().await;
+            format!("clean restart of {name}#{n}")
+        }
+        Fault::Broker => {
+            run_control(controls.broker_stop.as_ref()).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            run_control(controls.broker_start.as_ref()).await;
+            "broker stopped for 5 s and started".to_string()
+        }
+        Fault::Postgres => {
+            run_control(controls.postgres_restart.as_ref()).await;
+            "PostgreSQL restarted".to_string()
+        }
+    }
+}
+
+async fn run_control(command: Option<&Command>) {
+    let Some((program, args)) = command.and_then(|c| c.split_first()) else {
+        return;
+    };
+    let status = tokio::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(status.success(), "{program} {args:?} failed: {status}");
+}
+
+/// Waits until notification-service has no delivery left to send, then judges the mailbox.
+async fn settled_mail(stack: &Stack) -> MailReport {
+    let url = stack.services["notification-service"]
+        .database_url()
+        .to_string();
+    let settled = eventually(DRAIN, || {
+        let url = url.clone();
+        async move {
+            let unsent = count_rows(
+                &url,
+                "SELECT COUNT(*) AS n FROM deliveries \
+                 WHERE status IN ('pending', 'retrying', 'sending')",
+            )
+            .await;
+            (unsent == 0).then_some(())
+        }
+    })
+    .await;
+    assert!(settled.is_some(), "notification-service never settled");
+    MailReport::of(&stack.smtp)
+}

@@ -1,0 +1,274 @@
+//! Three replicas of transaction-service and notification-service and two of customer-service on
+//! six partitions, as processes sharing PostgreSQL databases: kill -9 of one replica of each under
+//! load. The rebalance completes, every accepted request has exactly one distinct outcome, money
+//! is conserved, no e-mail goes out twice. Prints the throughput with one transaction-service
+//! replica and with three (a figure for BENCHMARKS.md, not an assertion). PostgreSQL only: a
+//! SQLite file belongs to one process.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use platform::testing::{eventually, summary_line, LocalKafka, SmtpServer};
+use serde_json::{json, Value};
+use system_tests::{
+    balances, read_outcomes, register_customer, settled_mail, try_post, wait_accounts, Lcg,
+    OutcomeClock, Stack, Verdict,
+};
+
+const CUSTOMERS: usize = 12;
+const DEPOSIT: &str = "1000.00";
+const DEPOSIT_MINOR: i64 = 100_000;
+/// Transfers per measured phase.
+const MEASURED: usize = 400;
+/// Transfers while replicas are killed, and customers registered meanwhile.
+const UNDER_FIRE: usize = 400;
+const LATE_CUSTOMERS: usize = 6;
+const CLIENTS: usize = 16;
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Posts `bodies` to `path` with `CLIENTS` concurrent clients spread over `urls`; a request that
+/// gets no answer (its replica died) goes to the next replica, as a load balancer would retry it.
+/// Panics on a status other than `accepted`.
+async fn post_all(urls: &[String], path: &str, bodies: Vec<Value>, accepted: &'static [u16]) {
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for (n, chunk) in bodies.chunks(bodies.len().div_ceil(CLIENTS)).enumerate() {
+        let (client, urls, chunk) = (client.clone(), urls.to_vec(), chunk.to_vec());
+        let path = path.to_string();
+        tasks.push(tokio::spawn(async move {
+            for (i, body) in chunk.iter().enumerate() {
+                let mut attempt = n + i;
+                loop {
+                    let url = format!("{}{path}", urls[attempt % urls.len()]);
+                    match try_post(&client, &url, body).await {
+                        Ok((status, answer)) => {
+                            assert!(accepted.contains(&status), "{body}: {status} {answer}");
+                            break;
+                        }
+                        Err(_) => attempt += 1,
+                    }
+                    assert!(
+                        attempt < n + i + 20 * urls.len(),
+                        "no replica answers {body}"
+                    );
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client");
+    }
+}
+
+fn transfers(random: &mut Lcg, accounts: &[String], prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let from = random.below(accounts.len() as u64) as usize;
+            let to = (from + 1 + random.below(accounts.len() as u64 - 1) as usize) % accounts.len();
+            let cents = 1 + random.below(20_000);
+            json!({"transactionId": format!("{prefix}-{i:04}"), "from": accounts[from],
+                   "to": accounts[to], "amount": format!("{}.{:02}", cents / 100, cents % 100)})
+        })
+        .collect()
+}
+
+fn ids(bodies: &[Value]) -> Vec<String> {
+    bodies
+        .iter()
+        .map(|b| b["transactionId"].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// Posts `bodies` to transaction-service's `urls` and waits for all their outcomes; returns the
+/// rate, transfers per second from the first request to the last outcome.
+async fn measured_phase(clock: &mut OutcomeClock, urls: &[String], bodies: Vec<Value>) -> f64 {
+    let wanted = ids(&bodies);
+    let started = Instant::now();
+    post_all(urls, "/transactions", bodies, &[202]).await;
+    let seen = clock.wait_for(&wanted, TIMEOUT).await;
+    assert_eq!(
+        seen.len(),
+        wanted.len(),
+        "every measured transfer has an outcome"
+    );
+    let last = seen.values().map(|a| a.at).max().expect("outcomes");
+    wanted.len() as f64 / last.duration_since(started).as_secs_f64()
+}
+
+/// The process id and epoch of the relay holding the outbox lease of the database at `url`
+/// (holders are named `host/pid/suffix`).
+async fn lease(url: &str) -> Option<(u32, i64)> {
+    let db = platform::Database::connect(url).await.expect("database");
+    let holder = platform::outbox::lease::holder(&db).await.expect("lease");
+    db.close().await;
+    let (name, epoch) = holder?;
+    let pid = name.split('/').nth(1)?.parse().ok()?;
+    Some((pid, epoch))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
+    if !std::env::var("TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres")) {
+        println!(
+            "skipped: replicas share a PostgreSQL database (set TEST_DATABASE_URL); \
+             a SQLite file belongs to one process"
+        );
+        return;
+    }
+    let mut kafka = LocalKafka::load().isolated();
+    kafka.topic_partitions = 6;
+    let mut stack = Stack::start_with(kafka, SmtpServer::start().await, &[], |name, env| {
+        if name == "notification-service" {
+            // A send a kill interrupted is settled soon, not after the default two minutes.
+            env.push(("NOTIFY_SEND_TIMEOUT_SECS".into(), "5".into()));
+            env.push(("NOTIFY_SEND_LEASE_SECS".into(), "10".into()));
+        }
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let accounts: Vec<String> = (0..CUSTOMERS).map(|n| format!("r-{n:02}")).collect();
+    for id in &accounts {
+        let (status, body) = register_customer(&client, &stack, id)
+            .await
+            .expect("customer-service answers");
+        assert_eq!(status, 201, "{body}");
+    }
+    wait_accounts(&client, &stack, &accounts, Duration::from_secs(60)).await;
+    let mut clock = OutcomeClock::start(&stack.kafka);
+    let deposits: Vec<Value> = accounts
+        .iter()
+        .map(|a| json!({"transactionId": format!("dep-{a}"), "to": a, "amount": DEPOSIT}))
+        .collect();
+    let mut requests = ids(&deposits);
+    let one = stack.urls("transaction-service");
+    measured_phase(&mut clock, &one, deposits).await;
+
+    let mut random = Lcg::new(20_261_125);
+    let phase = transfers(&mut random, &accounts, "one", MEASURED);
+    requests.extend(ids(&phase));
+    let rate_one = measured_phase(&mut clock, &one, phase).await;
+
+    for name in [
+        "transaction-service",
+        "transaction-service",
+        "notification-service",
+    ] {
+        stack.add_replica(name).await;
+    }
+    for name in ["notification-service", "customer-service"] {
+        stack.add_replica(name).await;
+    }
+    let three = stack.urls("transaction-service");
+    assert_eq!(three.len(), 3);
+    // A first batch rides out the rebalance; the second is measured.
+    let warm_up = transfers(&mut random, &accounts, "warm", 60);
+    requests.extend(ids(&warm_up));
+    measured_phase(&mut clock, &three, warm_up).await;
+    let phase = transfers(&mut random, &accounts, "three", MEASURED);
+    requests.extend(ids(&phase));
+    let rate_three = measured_phase(&mut clock, &three, phase).await;
+    summary_line(&format!(
+        "replicas: transfers_per_s one={rate_one:.0} three={rate_three:.0} \
+         (transaction-service replicas on 6 partitions, PostgreSQL, one machine)"
+    ));
+
+    // Under load: transfers and new customers, and one replica of each service killed.
+    let fire = transfers(&mut random, &accounts, "fire", UNDER_FIRE);
+    requests.extend(ids(&fire));
+    let late: Vec<Value> = (0..LATE_CUSTOMERS)
+        .map(|n| {
+            let id = format!("late-{n}");
+            json!({"id": id, "name": format!("Customer {id}"), "email": system_tests::email(&id)})
+        })
+        .collect();
+    let customer_urls = stack.urls("customer-service");
+    let load = tokio::spawn(async move {
+        let customers = post_all(&customer_urls, "/app/customers", late, &[200, 201]);
+        let transfers = post_all(&three, "/transactions", fire, &[200, 202]);
+        tokio::join!(customers, transfers);
+    });
+    let first_fire = vec!["fire-0040".to_string()];
+    assert_eq!(clock.wait_for(&first_fire, TIMEOUT).await.len(), 1);
+    // transaction-service loses the replica that publishes its outbox; the others lose one.
+    let ledger_db = stack.services["transaction-service"]
+        .database_url()
+        .to_string();
+    let (holder, epoch) = lease(&ledger_db).await.expect("a relay holds the lease");
+    let victim = (0..3)
+        .find(|n| Some(holder) == stack.replica("transaction-service", *n).pid())
+        .expect("the lease holder is a replica");
+    stack.replica("transaction-service", victim).kill().await;
+    for name in ["notification-service", "customer-service"] {
+        stack.replica(name, 1).kill().await;
+    }
+    let killed = Instant::now();
+    let takeover = eventually(TIMEOUT, || {
+        let url = ledger_db.clone();
+        async move {
+            lease(&url)
+                .await
+                .filter(|(pid, e)| *pid != holder && *e > epoch)
+        }
+    })
+    .await;
+    assert!(
+        takeover.is_some(),
+        "another replica took the relay's lease over"
+    );
+    println!(
+        "relay lease taken over {:.1} s after its holder was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    load.await.expect("load");
+    // The killed ledger replica comes back (the checks below ask the first one).
+    stack.replica("transaction-service", victim).start().await;
+
+    let outcomes = read_outcomes(
+        &stack.kafka,
+        requests.len(),
+        TIMEOUT,
+        Duration::from_secs(3),
+    )
+    .await;
+    let verdict = Verdict::judge(&requests, &outcomes);
+    assert!(
+        verdict.missing.is_empty(),
+        "no outcome: {:?}",
+        verdict.missing
+    );
+    assert!(
+        verdict.conflicting.is_empty(),
+        "more than one distinct outcome: {:?}",
+        verdict.conflicting
+    );
+    assert!(verdict.unknown.is_empty(), "{:?}", verdict.unknown);
+    let actual = balances(&client, &stack, &accounts).await;
+    let expected: BTreeMap<String, i64> = accounts
+        .iter()
+        .map(|a| (a.clone(), verdict.balances.get(a).copied().unwrap_or(0)))
+        .collect();
+    assert_eq!(actual, expected, "balances follow the outcomes");
+    assert_eq!(
+        actual.values().sum::<i64>(),
+        DEPOSIT_MINOR * CUSTOMERS as i64,
+        "money is conserved"
+    );
+    let late_ids: Vec<String> = (0..LATE_CUSTOMERS).map(|n| format!("late-{n}")).collect();
+    wait_accounts(&client, &stack, &late_ids, Duration::from_secs(60)).await;
+
+    // Every notification recorded once and settled; none e-mailed twice (a send the kill
+    // interrupted is settled as failed, never repeated).
+    let expected_mail = CUSTOMERS + LATE_CUSTOMERS + verdict.alerts;
+    let mail = settled_mail(&stack, expected_mail, TIMEOUT).await;
+    assert!(
+        mail.double_sent.is_empty(),
+        "sent twice: {:?}",
+        mail.double_sent
+    );
+    println!(
+        "{} requests, {} copies re-published, {} e-mails of {expected_mail}",
+        requests.len(),
+        verdict.copies,
+        mail.distinct
+    );
+}

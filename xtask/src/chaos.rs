@@ -1,0 +1,131 @@
+//! `cargo xtask chaos [--seed N] [--secs N]`: a bounded, self-stopping fault run on this machine
+//! (see `tests/system/src/chaos.rs`). Installs what is missing, builds the services and the chaos
+//! client, starts a broker of its own (`<cache>/kafka-chaos`, ports 19092-19094: it is stopped and
+//! started during the run, so it must not be the one other work uses) and the PostgreSQL test
+//! cluster, runs `tests/system/src/bin/chaos/` and passes on its verdict. PostgreSQL is restarted
+//! during the run only when this command started the cluster (a cluster that was already running
+//! may serve others). The services' logs are kept in `<cache>/chaos/<seed>/`.
+
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::kafka::{Kafka, Ports};
+use crate::postgres::{self, Postgres};
+use crate::{apt, paths, process, stack};
+
+/// The chaos run's own broker.
+fn broker() -> Kafka {
+    Kafka::at(
+        paths::cache_root().join("kafka-chaos"),
+        Ports {
+            plaintext: 19092,
+            sasl: 19093,
+            controller: 19094,
+        },
+    )
+}
+
+/// `cargo xtask chaos-broker start|stop` (the run's broker faults).
+pub fn broker_control(start: bool) -> Result<()> {
+    if start {
+        broker().start().map(|_| ())
+    } else {
+        broker().stop()
+    }
+}
+
+/// `cargo xtask chaos-postgres restart` (the run's database fault).
+pub fn postgres_restart() -> Result<()> {
+    let pg = Postgres::locate()?;
+    pg.stop()?;
+    pg.start().map(|_| ())
+}
+
+/// Runs the chaos; returns the exit code (non-zero when an invariant broke).
+pub fn run(seed: Option<u64>, secs: Option<u64>) -> Result<i32> {
+    let mut packages = vec!["python3-aiosmtpd", "postgresql"];
+    if !process::on_path("java") {
+        packages.push("openjdk-17-jre-headless");
+    }
+    if !process::on_path("mvn") {
+        packages.push("maven");
+    }
+    apt::ensure(&packages)?;
+
+    println!("building the services and the chaos client…");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(&cargo);
+    build
+        .args([
+            "build",
+            "-p",
+            "customer-service",
+            "-p",
+            "transaction-service",
+        ])
+        .args(["-p", "notification-service", "-p", "system-tests", "--bins"])
+        .current_dir(paths::repo_root());
+    process::run_visible(&mut build)?;
+
+    let kafka = broker();
+    let started = kafka.start()?;
+    let pg = Postgres::locate()?;
+    let ours = pg.start()?;
+
+    let xtask = std::env::current_exe().context("locating xtask")?;
+    let xtask = xtask.to_string_lossy().into_owned();
+    let control = |args: &[&str]| {
+        let mut command = vec![xtask.clone()];
+        command.extend(args.iter().map(|a| a.to_string()));
+        serde_json::to_string(&command).unwrap_or_default()
+    };
+    let bin_dir = stack::target_dir()?.join("debug");
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 % 1_000_000)
+            .unwrap_or(1)
+    });
+    let logs = paths::cache_root().join("chaos").join(seed.to_string());
+    let mut chaos = Command::new(bin_dir.join("chaos"));
+    chaos
+        .env("EMS_BIN_DIR", &bin_dir)
+        .env("EMS_KAFKA_ENV", paths::absolute(started.env_file.clone()))
+        .env("TEST_DATABASE_URL", postgres::url())
+        .env("CHAOS_SEED", seed.to_string())
+        .env("EMS_LOG_DIR", &logs)
+        .env("EMS_CHAOS_BROKER_STOP", control(&["chaos-broker", "stop"]))
+        .env(
+            "EMS_CHAOS_BROKER_START",
+            control(&["chaos-broker", "start"]),
+        )
+        .current_dir(paths::repo_root());
+    if let Some(secs) = secs {
+        chaos.env("CHAOS_SECS", secs.to_string());
+    }
+    if ours {
+        chaos.env(
+            "EMS_CHAOS_PG_RESTART",
+            control(&["chaos-postgres", "restart"]),
+        );
+    } else {
+        println!(
+            "note: PostgreSQL was already running (it may serve others): it is not restarted \
+             during this run"
+        );
+    }
+    let status = chaos.status().context("starting the chaos run");
+    println!("the services' logs: {}", logs.display());
+
+    if ours {
+        if let Err(e) = pg.stop() {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    if let Err(e) = kafka.stop() {
+        eprintln!("warning: {e:#}");
+    }
+    let status = status?;
+    Ok(status.code().unwrap_or(1))
+}
