@@ -173,7 +173,9 @@ pub fn run() -> Result<()> {
             println!("     {}", summarize_notification(&n));
         }
     }
-    println!("\nconsole:   http://127.0.0.1:3004/  (every topic, each transaction's path, balances)");
+    println!(
+        "\nconsole:   http://127.0.0.1:3004/  (every topic, each transaction's path, balances)"
+    );
     println!("dashboard: {NOTIFICATIONS}/  (cargo xtask down stops a detached stack)");
     Ok(())
 }
