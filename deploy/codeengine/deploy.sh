@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Deploys customer-service, transaction-service and notification-service to IBM Cloud Code Engine.
+# Deploys customer-service, transaction-service, notification-service and the console to IBM Cloud
+# Code Engine (the services of deploy/services.txt).
 # Idempotent: a first run creates what is missing, a re-run updates the applications to IMAGE_TAG.
 # Walk-through: deploy/codeengine/README.md. Tested with a stand-in CLI: deploy/tests/codeengine_test.sh.
 #
@@ -19,9 +20,12 @@
 # Secrets (Code Engine secrets, passed to the applications with --env-from-secret). When the variable
 # is set the secret is created or updated from it; when it is not, the secret must already exist:
 #   <service>-db       DATABASE_URL   from DATABASE_URL_CUSTOMER_SERVICE, DATABASE_URL_TRANSACTION_SERVICE,
-#                                     DATABASE_URL_NOTIFICATION_SERVICE
+#                                     DATABASE_URL_NOTIFICATION_SERVICE (services with a database in
+#                                     deploy/services.txt; the console has none)
 #   notification-smtp  SMTP_URL, MAIL_FROM (notification-service only)
 #   api-keys           API_KEYS (optional: attached to every service when it exists)
+# The console reads the other services' APIs at their application URLs (CUSTOMER_SERVICE_URL, ...),
+# looked up when it is deployed, so those applications must exist by then (they come first).
 set -Eeuo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -75,11 +79,12 @@ for var in KAFKA_TOPIC_PARTITIONS CE_MIN_SCALE CE_MAX_SCALE; do
   [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number, not '${!var}'"
 done
 
-declare -A port_of=()
+declare -A port_of=() database_of=()
 all_services=()
-while read -r name port; do
+while read -r name port database; do
   [[ -z $name || $name == \#* ]] && continue
   port_of[$name]=$port
+  database_of[$name]=$database
   all_services+=("$name")
 done <"$deploy_dir/services.txt"
 read -r -a services <<<"${SERVICES:-${all_services[*]}}"
@@ -172,6 +177,7 @@ ensure_secret() { # secret-name KEY=VARIABLE... : create/update it when every va
 
 step "secrets"
 for service in "${services[@]}"; do
+  [[ ${database_of[$service]} == postgres ]] || continue
   var=DATABASE_URL_${service//-/_}
   ensure_secret "$service-db" "DATABASE_URL=${var^^}"
 done
@@ -194,12 +200,20 @@ for service in "${services[@]}"; do
   step "application $service ($image)"
   args=(--image "$image" --registry-secret "$CE_REGISTRY_SECRET" --port "$port"
     --min-scale "$CE_MIN_SCALE" --max-scale "$CE_MAX_SCALE" --cpu "$CE_CPU" --memory "$CE_MEMORY"
-    --env-from-secret "$service-db"
     --env KAFKA_TOPIC_PARTITIONS="$KAFKA_TOPIC_PARTITIONS" --env KAFKA_TOPIC_REPLICATION_FACTOR=3
     --env LOG_FORMAT=json --env RUST_LOG=info
     --probe-live type=http --probe-live path=/healthz --probe-live port="$port"
     --probe-ready type=http --probe-ready path=/readyz --probe-ready port="$port")
+  [[ ${database_of[$service]} == postgres ]] && args+=(--env-from-secret "$service-db")
   [[ $service == notification-service ]] && args+=(--env-from-secret notification-smtp)
+  if [[ $service == console ]]; then
+    for upstream in customer-service transaction-service notification-service; do
+      var=${upstream//-/_}_URL
+      url=$(ibmcloud ce application get --name "$upstream" --output url) ||
+        die "the console reads $upstream, which is not deployed: deploy it first (SERVICES)"
+      args+=(--env "${var^^}=$url")
+    done
+  fi
   [[ -n $api_keys_secret ]] && args+=(--env-from-secret "$api_keys_secret")
 
   if quietly ce application get --name "$service"; then

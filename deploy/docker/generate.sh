@@ -23,7 +23,7 @@ render() { # service port: the template with the first (global) ARG SERVICE / AR
 }
 
 stale=0
-while read -r service port; do
+while read -r service port _database; do
   [[ -z $service || $service == \#* ]] && continue
   out="$here/Dockerfile.$service"
   rendered=$(render "$service" "$port")

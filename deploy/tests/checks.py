@@ -9,6 +9,7 @@ Each prints what is wrong and exits 1, or exits 0 silently. Paths are relative t
   topics                        deploy/topics.txt against crates/contracts/src/topics.rs
   workflows                     .github/workflows: the steps the team relies on
 """
+import functools
 import json
 import re
 import subprocess
@@ -34,13 +35,39 @@ def load_yaml(path: Path):
         return None
 
 
-def services_ports() -> dict[str, int]:
+@functools.cache
+def services_table() -> dict[str, tuple[int, bool]]:
+    """deploy/services.txt: service -> (port, has its own PostgreSQL database)."""
     out = {}
     for line in (ROOT / "deploy/services.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
-            name, port = line.split()
-            out[name] = int(port)
+            fields = line.split()
+            if len(fields) != 3 or not fields[1].isdigit() or fields[2] not in ("postgres", "-"):
+                problem(f"deploy/services.txt: '{line}' is not '<service> <port> postgres|-'")
+                continue
+            out[fields[0]] = (int(fields[1]), fields[2] == "postgres")
     return out
+
+
+def services_ports() -> dict[str, int]:
+    return {name: port for name, (port, _) in services_table().items()}
+
+
+def has_database(name: str) -> bool:
+    return services_table()[name][1]
+
+
+def url_variables(name: str) -> set[str]:
+    """The <OTHER>_SERVICE_URL variables the service's source reads (where it finds the others)."""
+    found = set()
+    for f in (ROOT / "services" / name / "src").rglob("*.rs"):
+        found |= set(re.findall(r'"([A-Z][A-Z_]*_SERVICE_URL)"', f.read_text()))
+    return found
+
+
+def url_target(variable: str) -> str:
+    """CUSTOMER_SERVICE_URL -> customer-service."""
+    return variable.removesuffix("_URL").lower().replace("_", "-")
 
 
 # ----------------------------------------------------------------------------------------- compose
@@ -121,19 +148,35 @@ def check_compose() -> None:
         if str(env.get("PORT")) != str(port) or f"{port}:{port}" not in [str(p) for p in svc.get("ports", [])]:
             problem(f"{name}: PORT / published port is not {port}")
         own_db = name.replace("-", "_")
-        m = re.match(r"postgres://[^@]+@postgres:5432/(\w+)$", str(env.get("DATABASE_URL", "")))
-        if own_db not in databases:
-            problem(f"{name}: postgres-init.sql creates no database {own_db}")
-        if not m or m.group(1) != own_db:
-            problem(f"{name}: DATABASE_URL is not its own database {own_db} on the postgres service")
+        d = deps(svc)
+        needed = [("kafka", "service_healthy"), ("kafka-init", "service_completed_successfully")]
+        if has_database(name):
+            m = re.match(r"postgres://[^@]+@postgres:5432/(\w+)$", str(env.get("DATABASE_URL", "")))
+            if own_db not in databases:
+                problem(f"{name}: postgres-init.sql creates no database {own_db}")
+            if not m or m.group(1) != own_db:
+                problem(f"{name}: DATABASE_URL is not its own database {own_db} on the postgres service")
+            needed.append(("postgres", "service_healthy"))
+        else:
+            if "DATABASE_URL" in env:
+                problem(f"{name}: has no database (deploy/services.txt) but sets DATABASE_URL")
+            if "postgres" in d:
+                problem(f"{name}: has no database (deploy/services.txt) but depends on postgres")
         brokers = str(env.get("KAFKA_BROKERS", ""))
         if not all(b.startswith("kafka:") and b.split(":")[1] in kafka_ports for b in brokers.split(",")):
             problem(f"{name}: KAFKA_BROKERS '{brokers}' is not the kafka service's internal listener")
-        d = deps(svc)
-        for dep, cond in [("kafka", "service_healthy"), ("postgres", "service_healthy"),
-                          ("kafka-init", "service_completed_successfully")]:
+        for dep, cond in needed:
             if (d.get(dep) or {}).get("condition") != cond:
                 problem(f"{name}: must depend on {dep} with condition {cond}")
+        ports = services_ports()
+        for var in sorted(url_variables(name) | {v for v in env if v.endswith("_SERVICE_URL")}):
+            target = url_target(var)
+            if target not in ports:
+                problem(f"{name}: {var} names no service of deploy/services.txt")
+            elif str(env.get(var)) != f"http://{target}:{ports[target]}":
+                problem(f"{name}: {var} is '{env.get(var)}', not http://{target}:{ports[target]}")
+            elif target not in d:
+                problem(f"{name}: reads {target} ({var}) but does not depend on it")
         if env.get("KAFKA_TOPIC_PARTITIONS") != (init.get("environment") or {}).get("KAFKA_TOPIC_PARTITIONS"):
             problem(f"{name}: KAFKA_TOPIC_PARTITIONS differs from kafka-init's")
     notif = (services.get("notification-service") or {}).get("environment") or {}
@@ -224,8 +267,21 @@ def check_k8s(rendered: Path) -> None:
         secret_refs = [e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e]
         if not cm_refs or any(r not in configmaps for r in cm_refs):
             problem(f"{name}: envFrom ConfigMap {cm_refs} is not rendered by the kustomization")
-        if f"{name}-db" not in secret_refs:
-            problem(f"{name}: envFrom lacks its Secret {name}-db")
+        if has_database(name):
+            if f"{name}-db" not in secret_refs:
+                problem(f"{name}: envFrom lacks its Secret {name}-db")
+        else:
+            if any(r.endswith("-db") for r in secret_refs) or "DATABASE_URL" in env:
+                problem(f"{name}: has no database (deploy/services.txt) but gets one: {secret_refs}")
+        services = by_kind.get("Service", {})
+        for var in sorted(url_variables(name) | {v for v in env if v.endswith("_SERVICE_URL")}):
+            target = url_target(var)
+            m = re.match(r"http://([a-z0-9-]+)(?::(\d+))?$", str(env.get(var)))
+            target_ports = [p.get("port") for p in (services.get(target) or {}).get("spec", {}).get("ports", [])]
+            if not m or m.group(1) != target or target not in services:
+                problem(f"{name}: {var} is '{env.get(var)}', not http://<the Service {target}>")
+            elif int(m.group(2) or 80) not in target_ports:
+                problem(f"{name}: {var} uses port {m.group(2) or 80}; the Service {target} has {target_ports}")
         for r in secret_refs:
             if r not in template_secrets:
                 problem(f"{name}: envFrom Secret '{r}' is not described in secret.template.yaml")

@@ -123,6 +123,14 @@ ce application bind --name notification-service --service-instance ems-events --
 ce application get --name customer-service --output url
 ce application get --name transaction-service --output url
 ce application get --name notification-service --output url
+ce application get --name console
+ce application create --name console --image icr.io/ems/console:v1
+ce application get --name console
+ce application bind --name console --service-instance ems-events --prefix EVENT_STREAMS
+ce application get --name customer-service --output url
+ce application get --name transaction-service --output url
+ce application get --name notification-service --output url
+ce application get --name console --output url
 EOF
 expect_call "first deployment: customer-service settings" "ce application create --name customer-service" \
   "--registry-secret icr-pull" "--port 3001" "--min-scale 1" "--max-scale 2" \
@@ -132,6 +140,18 @@ expect_call "first deployment: customer-service settings" "ce application create
   "--probe-ready type=http" "--probe-ready path=/readyz" "--probe-ready port=3001" "--no-wait"
 expect_call "first deployment: notification-service gets SMTP" "ce application create --name notification-service" \
   "--port 3003" "--env-from-secret notification-service-db" "--env-from-secret notification-smtp"
+expect_call "first deployment: the console reads the services' URLs, no database" \
+  "ce application create --name console" "--port 3004" "--probe-live path=/healthz" "--probe-live port=3004" \
+  "--probe-ready path=/readyz" "--probe-ready port=3004" "--env-from-secret api-keys" \
+  "--env KAFKA_TOPIC_REPLICATION_FACTOR=3" \
+  "--env CUSTOMER_SERVICE_URL=https://customer-service.fake.us-south.codeengine.appdomain.cloud" \
+  "--env TRANSACTION_SERVICE_URL=https://transaction-service.fake.us-south.codeengine.appdomain.cloud" \
+  "--env NOTIFICATION_SERVICE_URL=https://notification-service.fake.us-south.codeengine.appdomain.cloud"
+if grep -q -e 'console-db' -e 'DATABASE_URL_CONSOLE' "$work/log" "$work/out"; then
+  fail "the console needs no database secret" "$(grep -h -e console-db -e DATABASE_URL_CONSOLE "$work/log" "$work/out" | head -n 3)"
+else
+  pass "the console needs no database secret"
+fi
 if grep -q SECRET "$work/log" "$work/out"; then
   fail "no secret value in CLI arguments or output" "$(grep -h SECRET "$work/log" "$work/out" | head -n 3)"
 else
@@ -176,6 +196,13 @@ ce application get --name notification-service
 ce application get --name customer-service --output url
 ce application get --name transaction-service --output url
 ce application get --name notification-service --output url
+ce application get --name console
+ce application update --name console --image icr.io/ems/console:v2
+ce application get --name console
+ce application get --name customer-service --output url
+ce application get --name transaction-service --output url
+ce application get --name notification-service --output url
+ce application get --name console --output url
 EOF
 if [[ $(grep -c 'already exists' "$work/out") == 8 ]]; then
   pass "re-run: existing topics tolerated"
@@ -215,6 +242,18 @@ elif [[ $(tail -n 1 "$work/log") == "ce application update --name transaction-se
   pass "a failing step stops the run with the step's name"
 else
   fail "a failing step stops the run with the step's name" "last call: $(tail -n 1 "$work/log")" "$(tail -n 3 "$work/out")"
+fi
+
+# --- (f) the console alone, before the services it reads: a clear failure, no application change ---
+fresh_state
+if deploy IBMCLOUD_API_KEY=k SERVICES=console; then
+  fail "the console before its services fails" "deploy.sh exited 0"
+elif grep -q "the console reads customer-service, which is not deployed" "$work/out" &&
+  ! grep -q '^ce application \(create\|update\)' "$work/log" && ! grep -q '^ce secret .*-db' "$work/log"; then
+  pass "the console before its services fails clearly, asks for no database secret, changes nothing"
+else
+  fail "the console before its services fails clearly, asks for no database secret, changes nothing" \
+    "$(tail -n 3 "$work/out")" "$(grep '^ce ' "$work/log")"
 fi
 
 if ((failures)); then

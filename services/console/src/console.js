@@ -297,6 +297,15 @@ function drawHealth() {
       el("td", l.committed == null ? "—" : l.committed, "num"), el("td", l.end, "num"), el("td", l.lag, "num" + (l.lag > 0 ? " error" : "")));
     return tr;
   }));
+  $("outbox").tBodies[0].replaceChildren(...(h.outbox || []).map((o) => {
+    const tr = el("tr");
+    tr.dataset.service = o.service;
+    const age = o.oldestPendingAgeSeconds;
+    tr.append(el("td", o.service),
+      el("td", o.pendingRows == null ? "n/a" : o.pendingRows, "num" + (o.pendingRows > 0 ? " error" : "")),
+      el("td", age == null ? "n/a" : age.toFixed(1) + " s", "num"));
+    return tr;
+  }));
   const letters = sortedEvents().filter((e) => e.topic.endsWith(".DLT"));
   $("dead-letters").replaceChildren(...h.deadLetters.map((d) => {
     const li = el("li");

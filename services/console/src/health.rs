@@ -140,6 +140,7 @@ impl Meter {
             dead_letters,
             checked_at: Some(chrono::Utc::now().to_rfc3339()),
             error: None,
+            outbox: Vec::new(),
         })
     }
 

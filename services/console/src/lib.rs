@@ -1,9 +1,11 @@
 //! console: a read-only live view of the event pipeline. It reads every topic (and the dead
 //! letters) into a bounded recent window with its own consumer group, reads the services'
-//! public APIs for balances and deliveries, measures consumer lag, and serves it all to a page
+//! public APIs for balances and deliveries, measures consumer lag (and, from the services'
+//! metrics, their outbox backlog), and serves it all to a page
 //! over server-sent events. It keeps no state that matters: a restart rebuilds it.
 
 pub mod health;
+pub mod outbox;
 pub mod reader;
 pub mod routes;
 pub mod settings;
@@ -59,6 +61,11 @@ pub async fn run(
     }
     tasks.spawn(health::run(
         config.kafka.clone(),
+        console.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(outbox::run(
+        upstream.clone(),
         console.clone(),
         shutdown.clone(),
     ));

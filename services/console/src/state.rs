@@ -60,14 +60,28 @@ pub struct DeadLetterCount {
     pub count: i64,
 }
 
+/// The outbox backlog of one service, as its `/metrics` last reported it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxBacklog {
+    /// The service.
+    pub service: String,
+    /// Rows not yet published; `None` when the service does not report it.
+    pub pending_rows: Option<i64>,
+    /// Age of the oldest of them, in seconds; `None` when the service does not report it.
+    pub oldest_pending_age_seconds: Option<f64>,
+}
+
 /// The pipeline's health, as last measured.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
     /// Lag per partition per consumer group.
     pub lag: Vec<PartitionLag>,
     /// Dead letters per topic.
     pub dead_letters: Vec<DeadLetterCount>,
+    /// Outbox backlog per service (read from the services' metrics, apart from the rest).
+    pub outbox: Vec<OutboxBacklog>,
     /// When it was measured (RFC 3339), if ever.
     pub checked_at: Option<String>,
     /// Why it could not be measured, if it could not.
@@ -298,9 +312,9 @@ impl Console {
         self.publish(Update::Delivery(delivery));
     }
 
-    /// The pipeline's health, measured again.
+    /// The pipeline's health, measured again (the outbox backlog is kept: it is read apart).
     pub fn health(&self, health: Health) {
-        {
+        let health = {
             let mut inner = self.lock();
             if inner.health.lag == health.lag
                 && inner.health.dead_letters == health.dead_letters
@@ -309,8 +323,23 @@ impl Console {
                 inner.health.checked_at = health.checked_at;
                 return;
             }
-            inner.health = health.clone();
-        }
+            let outbox = std::mem::take(&mut inner.health.outbox);
+            inner.health = Health { outbox, ..health };
+            inner.health.clone()
+        };
+        self.publish(Update::Health(health));
+    }
+
+    /// The services' outbox backlog, read again; the pages are told only of a change.
+    pub fn outbox(&self, outbox: Vec<OutboxBacklog>) {
+        let health = {
+            let mut inner = self.lock();
+            if inner.health.outbox == outbox {
+                return;
+            }
+            inner.health.outbox = outbox;
+            inner.health.clone()
+        };
         self.publish(Update::Health(health));
     }
 
@@ -420,6 +449,33 @@ mod tests {
             updates.try_recv().is_err(),
             "nothing changed the second time"
         );
+    }
+
+    #[test]
+    fn the_outbox_backlog_survives_a_new_lag_measurement_and_only_changes_are_sent() {
+        let console = Console::new(10);
+        let mut updates = console.subscribe();
+        let backlog = vec![OutboxBacklog {
+            service: "customer-service".into(),
+            pending_rows: Some(4),
+            oldest_pending_age_seconds: None,
+        }];
+        console.outbox(backlog.clone());
+        console.outbox(backlog.clone());
+        assert_eq!(updates.try_recv().unwrap().name(), "health");
+        assert!(
+            updates.try_recv().is_err(),
+            "nothing changed the second time"
+        );
+        console.health(Health {
+            error: Some("broker down".into()),
+            ..Health::default()
+        });
+        let Update::Health(sent) = updates.try_recv().unwrap() else {
+            panic!("a health update was expected");
+        };
+        assert_eq!(sent.outbox, backlog);
+        assert_eq!(console.snapshot().health.outbox, backlog);
     }
 
     #[test]

@@ -85,6 +85,37 @@ impl Upstream {
         }
     }
 
+    /// The services read, by name, with their base URLs.
+    pub fn services(&self) -> [(&'static str, &str); 3] {
+        [
+            ("customer-service", &self.settings.customer_service),
+            ("transaction-service", &self.settings.transaction_service),
+            ("notification-service", &self.settings.notification_service),
+        ]
+    }
+
+    /// The Prometheus text of the service at `base` (`GET <base>/metrics`).
+    pub async fn metrics(&self, base: &str) -> Result<String, UpstreamError> {
+        let url = format!("{base}/metrics");
+        let response =
+            self.http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|source| UpstreamError::Request {
+                    url: url.clone(),
+                    source,
+                })?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(UpstreamError::Status { url, status });
+        }
+        response
+            .text()
+            .await
+            .map_err(|source| UpstreamError::Request { url, source })
+    }
+
     /// Reads the customers customer-service lists, until it answers or `shutdown`.
     pub async fn load_customers(&self, console: Console, shutdown: CancellationToken) {
         let url = format!(
