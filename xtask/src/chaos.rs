@@ -56,6 +56,8 @@ pub fn run(seed: Option<u64>, secs: Option<u64>) -> Result<i32> {
     println!("building the services and the chaos client…");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(&cargo);
+    // With the platform features `cargo test` builds the services with: the binaries in the
+    // target folder stay the ones the system tests expect (crash points compiled in).
     build
         .args([
             "build",
@@ -65,6 +67,7 @@ pub fn run(seed: Option<u64>, secs: Option<u64>) -> Result<i32> {
             "transaction-service",
         ])
         .args(["-p", "notification-service", "-p", "system-tests", "--bins"])
+        .args(["--features", "platform/testing,platform/failpoints"])
         .current_dir(paths::repo_root());
     process::run_visible(&mut build)?;
 

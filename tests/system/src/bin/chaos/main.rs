@@ -56,7 +56,9 @@ async fn main() -> Result<()> {
         settings.duration.as_secs(),
         settings.seed
     );
+    let begun = std::time::Instant::now();
     let report = chaos::run(&settings).await;
+    println!("chaos: took {} s", begun.elapsed().as_secs());
     println!("{}", report.line());
     if !report.holds() {
         eprintln!("chaos: an invariant broke (seed {})", settings.seed);
