@@ -409,3 +409,39 @@ async fn partition_lanes_apply_everything_once_and_in_order_across_a_rebalance()
         assert_eq!(sequence, expected, "{key}: in order, none missing");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_producer_in_a_fatal_state_is_replaced() {
+    let kafka = LocalKafka::load().isolated();
+    platform::kafka::ensure_topics(&kafka, &topics::all_with_dead_letters())
+        .await
+        .unwrap();
+    produce_raw(&kafka, topics::CUSTOMER_CREATED, "k", "{not json", &[]).await;
+    let dead_letters = Producer::new(&kafka, "dlt").unwrap();
+    dead_letters.inject_fatal_error();
+    assert!(dead_letters.fatal_error().is_some());
+
+    let handler = Inboxed::new(
+        database().await,
+        Arc::new(Recorder::default()),
+        ParkingLot::new("recorder", Duration::ZERO),
+    );
+    let stop = CancellationToken::new();
+    let mut options = ConsumerOptions::new(unique("group"), &[topics::CUSTOMER_CREATED]);
+    options.initial_backoff = Duration::from_millis(20);
+    let consumer = tokio::spawn({
+        let (kafka, stop) = (kafka.clone(), stop.clone());
+        async move { run_consumer(&kafka, options, handler, dead_letters, stop).await }
+    });
+    let dead = read_topic(
+        &kafka,
+        &topics::dead_letter(topics::CUSTOMER_CREATED),
+        TIMEOUT,
+        |r| !r.is_empty(),
+    )
+    .await;
+    assert_eq!(dead.len(), 1, "dead-lettered through a new producer");
+    assert_eq!(dead[0].payload, b"{not json");
+    stop.cancel();
+    consumer.await.unwrap().unwrap();
+}

@@ -268,7 +268,8 @@ struct Envelope {
 struct LaneEnv<H> {
     handler: H,
     options: ConsumerOptions,
-    dead_letters: Producer,
+    /// Replaced when it hits a fatal error (fenced or out-of-sequence idempotent producer).
+    dead_letters: Mutex<Producer>,
     consumer: Arc<KafkaConsumer>,
     shutdown: CancellationToken,
 }
@@ -328,7 +329,7 @@ pub async fn run_consumer<H: Handler>(
     let env = Arc::new(LaneEnv {
         handler,
         options,
-        dead_letters,
+        dead_letters: Mutex::new(dead_letters),
         consumer: Arc::clone(&consumer),
         shutdown: shutdown.clone(),
     });
@@ -703,7 +704,8 @@ impl<H: Handler> Lane<'_, H> {
         let letter = DeadLetter::of(record, group, reason);
         let mut backoff = self.env.options.initial_backoff;
         loop {
-            let sent = match self.env.dead_letters.enqueue_bytes(
+            let producer = self.dead_letter_producer();
+            let sent = match producer.enqueue_bytes(
                 &letter.topic,
                 &letter.key,
                 &letter.payload,
@@ -723,12 +725,39 @@ impl<H: Handler> Lane<'_, H> {
                 }
                 Err(error) => {
                     tracing::warn!(%error, topic = %letter.topic, "dead-letter publish failed; retrying");
+                    self.replace_if_fatal(&producer);
                     if !self.pause_for(backoff).await {
                         return false;
                     }
                     backoff = (backoff * 2).min(self.env.options.max_backoff);
                 }
             }
+        }
+    }
+
+    fn dead_letter_producer(&self) -> Producer {
+        self.env
+            .dead_letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A producer in a fatal state delivers nothing more: build a new one in its place.
+    fn replace_if_fatal(&self, producer: &Producer) {
+        let Some(fatal) = producer.fatal_error() else {
+            return;
+        };
+        tracing::error!(%fatal, "dead-letter producer hit a fatal error; recreating it");
+        match producer.recreate() {
+            Ok(fresh) => {
+                *self
+                    .env
+                    .dead_letters
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = fresh;
+            }
+            Err(error) => tracing::error!(%error, "cannot recreate the dead-letter producer"),
         }
     }
 
