@@ -87,6 +87,21 @@ impl Mailer {
         }
     }
 
+    /// Checks that the mail server answers (an SMTP `NOOP` on a pooled connection); nothing is
+    /// sent, so a failure here is safe to retry.
+    pub async fn check(&self) -> Result<(), SendError> {
+        match self {
+            Mailer::Smtp { transport, .. } => match transport.test_connection().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(SendError::Transient(
+                    "SMTP: the mail server does not answer".to_string(),
+                )),
+                Err(error) => Err(SendError::Transient(format!("SMTP: {error}"))),
+            },
+            Mailer::Folder { .. } => Ok(()),
+        }
+    }
+
     /// Sends `message`.
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
         match self {

@@ -132,6 +132,30 @@ impl Sender {
         Ok(attempted)
     }
 
+    /// Sends `message` within the send timeout. A server that does not answer is retried
+    /// later; a send that times out once the exchange has begun is not: the server may have
+    /// accepted the message (a stalled process looks just like a slow server), and an alert
+    /// goes out at most once.
+    async fn send(&self, message: lettre::Message) -> Result<(), SendError> {
+        match tokio::time::timeout(self.send_timeout, self.mailer.check()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                return Err(SendError::Transient(
+                    "the mail server did not answer: timed out".to_string(),
+                ))
+            }
+        }
+        match tokio::time::timeout(self.send_timeout, self.mailer.send(message)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(SendError::Permanent(
+                "sending timed out during the SMTP exchange; not sent again, as the mail server \
+                 may have accepted it"
+                    .to_string(),
+            )),
+        }
+    }
+
     /// A delivery whose attempt was cut short by a crash (still `sending` after its lease): the
     /// server may have accepted the message, so it is not sent again (at most once) but
     /// recorded as `failed`, visible in the delivery log.
@@ -156,12 +180,7 @@ impl Sender {
 
     async fn attempt(&self, delivery: Delivery) -> Result<(), sqlx::Error> {
         let outcome = match compose(&self.from, &delivery) {
-            Ok(message) => {
-                match tokio::time::timeout(self.send_timeout, self.mailer.send(message)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(SendError::Transient("sending timed out".to_string())),
-                }
-            }
+            Ok(message) => self.send(message).await,
             Err(error) => Err(error),
         };
         let attempts = u32::try_from(delivery.attempts)
