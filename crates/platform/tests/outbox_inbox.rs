@@ -115,41 +115,6 @@ async fn the_relay_publishes_committed_events_in_order_and_marks_them_sent() {
     relay.await.unwrap();
 }
 
-/// Counts committed events; fails the first `transient_failures` attempts; bad JSON is
-/// rejected by `decode` (dead-lettered).
-#[derive(Clone)]
-struct Counting {
-    applied: Arc<AtomicUsize>,
-    attempts: Arc<AtomicUsize>,
-    transient_failures: usize,
-}
-
-impl Apply for Counting {
-    type Event = CustomerCreated;
-    type Done = ();
-
-    fn decode(&self, record: &Record) -> Result<(EventMetadata, CustomerCreated), HandleError> {
-        record.decode::<CustomerCreated>()
-    }
-
-    async fn apply(
-        &self,
-        _conn: &mut platform::db::Conn,
-        _metadata: &EventMetadata,
-        _customer: &CustomerCreated,
-        _attempt: Attempt,
-    ) -> Result<Applied<()>, HandleError> {
-        if self.attempts.fetch_add(1, Ordering::SeqCst) < self.transient_failures {
-            return Err(HandleError::Transient("not yet".into()));
-        }
-        Ok(Applied::Done(()))
-    }
-
-    fn committed(&self, done: Vec<()>) {
-        self.applied.fetch_add(done.len(), Ordering::SeqCst);
-    }
-}
-
 #[tokio::test]
 async fn the_consumer_retries_dedupes_and_dead_letters() {
     let kafka = LocalKafka::load().isolated();
@@ -171,29 +136,17 @@ async fn the_consumer_retries_dedupes_and_dead_letters() {
     )
     .await;
 
-    let handler = Counting {
-        applied: Arc::default(),
-        attempts: Arc::default(),
+    let recorder = Recorder {
         transient_failures: 2,
+        ..Recorder::default()
     };
-    let db = database().await;
     let stop = CancellationToken::new();
     let mut options = ConsumerOptions::new(unique("group"), &[topics::CUSTOMER_CREATED]);
     options.initial_backoff = Duration::from_millis(10);
-    let consumer = tokio::spawn({
-        let handler = Inboxed::new(
-            db,
-            Arc::new(handler.clone()),
-            ParkingLot::new("counting", Duration::ZERO),
-        );
-        let kafka = kafka.clone();
-        let producer = Producer::new(&kafka, "dlt").unwrap();
-        let stop = stop.clone();
-        async move { run_consumer(&kafka, options, handler, producer, stop).await }
-    });
+    let consumer = spawn_consumer(&kafka, &database().await, &recorder, options, &stop);
 
     let applied = platform::testing::eventually(TIMEOUT, || {
-        let n = handler.applied.load(Ordering::SeqCst);
+        let n = recorder.applied().len();
         async move { (n == 2).then_some(n) }
     })
     .await;
@@ -217,14 +170,17 @@ async fn the_consumer_retries_dedupes_and_dead_letters() {
     assert!(dead[0].headers.iter().any(|(k, _)| k == "dlt_error"));
     stop.cancel();
     consumer.await.unwrap().unwrap();
-    assert_eq!(handler.applied.load(Ordering::SeqCst), 2);
+    assert_eq!(recorder.applied().len(), 2);
 }
 
 /// Applies `Customer.created` events and remembers, in commit order, the (id, name) of each;
-/// fails transiently forever on the event whose name is `poison`.
+/// fails its first `transient_failures` attempts, and forever on the event named `poison`; bad
+/// JSON is rejected by `decode` (dead-lettered).
 #[derive(Clone, Default)]
 struct Recorder {
     applied: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    attempts: Arc<AtomicUsize>,
+    transient_failures: usize,
 }
 
 impl Apply for Recorder {
@@ -242,6 +198,9 @@ impl Apply for Recorder {
         customer: &CustomerCreated,
         _attempt: Attempt,
     ) -> Result<Applied<(String, String)>, HandleError> {
+        if self.attempts.fetch_add(1, Ordering::SeqCst) < self.transient_failures {
+            return Err(HandleError::Transient("not yet".into()));
+        }
         if customer.name == "poison" {
             return Err(HandleError::Transient(
                 "the database refuses this one".into(),
