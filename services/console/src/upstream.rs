@@ -64,16 +64,20 @@ impl Upstream {
         })
     }
 
+    /// `GET url`, its transport error named by the URL.
+    async fn send(&self, url: &str) -> Result<reqwest::Response, UpstreamError> {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .map_err(|source| UpstreamError::Request {
+                url: url.to_string(),
+                source,
+            })
+    }
+
     async fn get(&self, url: String) -> Result<Option<Value>, UpstreamError> {
-        let response =
-            self.http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|source| UpstreamError::Request {
-                    url: url.clone(),
-                    source,
-                })?;
+        let response = self.send(&url).await?;
         match response.status().as_u16() {
             404 => Ok(None),
             status if !(200..300).contains(&status) => Err(UpstreamError::Status { url, status }),
@@ -97,15 +101,7 @@ impl Upstream {
     /// The Prometheus text of the service at `base` (`GET <base>/metrics`).
     pub async fn metrics(&self, base: &str) -> Result<String, UpstreamError> {
         let url = format!("{base}/metrics");
-        let response =
-            self.http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|source| UpstreamError::Request {
-                    url: url.clone(),
-                    source,
-                })?;
+        let response = self.send(&url).await?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(UpstreamError::Status { url, status });

@@ -1107,6 +1107,22 @@ pub const SEED_CUSTOMERS: [(&str, &str, &str); 2] = [
 /// txn-125 (1).
 pub const SEED_EMAILS: usize = 7;
 
+/// POSTs transaction `body` (it must be accepted: 202) and waits for its outcome.
+pub async fn request_outcome(
+    client: &reqwest::Client,
+    stack: &Stack,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let url = format!("{}/transactions", stack.url("transaction-service"));
+    let id = body["transactionId"]
+        .as_str()
+        .expect("transactionId")
+        .to_string();
+    let (status, answer) = post(client, &url, body).await;
+    assert_eq!(status, 202, "{id}: {answer}");
+    wait_outcome(client, stack, &id).await
+}
+
 /// Waits until transaction `id` has an outcome (`GET /transactions/{id}` is no longer
 /// `requested`) and returns it.
 pub async fn wait_outcome(client: &reqwest::Client, stack: &Stack, id: &str) -> serde_json::Value {
@@ -1178,38 +1194,28 @@ pub async fn seed_flow(client: &reqwest::Client, stack: &Stack) {
     assert_eq!(seed["status"], "failed");
     assert_eq!(seed["reason"], "insufficient_funds");
 
-    let (status, _) = post(
+    let dep_1 = request_outcome(
         client,
-        &transactions,
+        stack,
         json!({"to": "cust-001", "amount": "250.00", "transactionId": "dep-1"}),
     )
     .await;
-    assert_eq!(status, 202);
-    assert_eq!(
-        wait_outcome(client, stack, "dep-1").await["status"],
-        "processed"
-    );
-    let (status, _) = post(
+    assert_eq!(dep_1["status"], "processed");
+    let txn_124 = request_outcome(
         client,
-        &transactions,
+        stack,
         json!({"from": "cust-001", "to": "cust-002", "amount": 100, "transactionId": "txn-124"}),
     )
     .await;
-    assert_eq!(status, 202);
-    assert_eq!(
-        wait_outcome(client, stack, "txn-124").await["status"],
-        "processed"
-    );
-    let (status, _) = post(
+    assert_eq!(txn_124["status"], "processed");
+    let txn_125 = request_outcome(
         client,
-        &transactions,
+        stack,
         json!({"from": "cust-002", "to": "cust-001", "amount": 500, "transactionId": "txn-125"}),
     )
     .await;
-    assert_eq!(status, 202);
-    let overdraft = wait_outcome(client, stack, "txn-125").await;
-    assert_eq!(overdraft["status"], "failed");
-    assert_eq!(overdraft["reason"], "insufficient_funds");
+    assert_eq!(txn_125["status"], "failed");
+    assert_eq!(txn_125["reason"], "insufficient_funds");
     assert_eq!(balance(client, stack, "cust-001").await, "150.00");
     assert_eq!(balance(client, stack, "cust-002").await, "100.00");
 
