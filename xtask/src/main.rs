@@ -47,7 +47,7 @@ environment:
   EMS_KAFKA_PORT, EMS_KAFKA_SASL_PORT, EMS_KAFKA_CONTROLLER_PORT
                            broker ports (default 9092, 9093, 9094)
   EMS_DATA_DIR             data of `up` (default ./data: SQLite files, logs/, stack.state)
-  EMS_PG_DATA              data directory of the test PostgreSQL cluster (port 55432)
+  EMS_PG_DATA              data directory of the test PostgreSQL cluster (port 25432)
 ";
 
 fn main() {

@@ -1,5 +1,8 @@
 //! A private PostgreSQL cluster for the PostgreSQL test pass, run with Debian's binaries
-//! (`/usr/lib/postgresql/<version>/bin`) on 127.0.0.1:55432 with trust authentication.
+//! (`/usr/lib/postgresql/<version>/bin`) on 127.0.0.1:25432 with trust authentication.
+//!
+//! The port lies below Linux's ephemeral range (32768–60999): a port inside it can be held by the
+//! `TIME_WAIT` end of any short client connection of the test run, and the server then cannot bind.
 //!
 //! initdb refuses to run as root, so as root every server command runs as the `postgres` OS user
 //! (`runuser -u postgres --`) on a data directory it owns.
@@ -16,7 +19,7 @@ use crate::paths;
 use crate::process;
 
 /// The port of the private cluster.
-pub const PORT: u16 = 55432;
+pub const PORT: u16 = 25432;
 
 /// The URL the tests get as `TEST_DATABASE_URL`.
 pub fn url() -> String {
@@ -100,16 +103,38 @@ impl Postgres {
             "starting PostgreSQL on 127.0.0.1:{PORT} ({})",
             self.data.display()
         );
-        let mut cmd = self.cmd("pg_ctl");
-        cmd.arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(&self.log)
-            .args(["-w", "-t", "120", "start"]);
-        if let Err(e) = process::run_quiet(&mut cmd) {
-            eprintln!("--- last lines of {}:", self.log.display());
-            eprintln!("{}", process::tail(&self.log, 30));
-            return Err(e.context("starting PostgreSQL"));
+        // A bind can still fail briefly (another process's socket on the port): retry a few times.
+        let mut attempt = 1;
+        loop {
+            let log_start = fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+            let mut cmd = self.cmd("pg_ctl");
+            cmd.arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(&self.log)
+                .arg("-o")
+                .arg(format!("-p {PORT}"))
+                .args(["-w", "-t", "120", "start"]);
+            match process::run_quiet(&mut cmd) {
+                Ok(_) => break,
+                Err(e) => {
+                    let fresh = fs::read(&self.log)
+                        .map(|b| {
+                            String::from_utf8_lossy(&b[(log_start as usize).min(b.len())..])
+                                .into_owned()
+                        })
+                        .unwrap_or_default();
+                    if attempt < 4 && fresh.contains("Address already in use") {
+                        println!("port {PORT} is busy; retrying in 15 s (attempt {attempt} of 4)");
+                        std::thread::sleep(Duration::from_secs(15));
+                        attempt += 1;
+                        continue;
+                    }
+                    eprintln!("--- last lines of {}:", self.log.display());
+                    eprintln!("{}", process::tail(&self.log, 30));
+                    return Err(e.context("starting PostgreSQL"));
+                }
+            }
         }
         Ok(true)
     }
