@@ -58,12 +58,9 @@ impl Http {
     }
 }
 
-/// `Bearer <first API key>` when `API_KEYS` is set (the services then require it).
+/// `Bearer <first write key>` when `API_KEYS` is set (the services then require it).
 fn api_key_header() -> String {
-    let key = std::env::var("API_KEYS")
-        .ok()
-        .and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
-        .unwrap_or_default();
+    let key = crate::stack::api_key_secret(crate::stack::Scope::Write).unwrap_or_default();
     format!("Bearer {key}")
 }
 

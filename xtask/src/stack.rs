@@ -172,6 +172,40 @@ pub fn up(detach: bool) -> Result<()> {
     result
 }
 
+/// What a key of `API_KEYS` may do (`name:scope:secret`; a bare secret writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Reads only.
+    Read,
+    /// Reads and writes.
+    Write,
+}
+
+/// The secret of the first key of `API_KEYS` with exactly `scope`.
+pub fn api_key_secret(scope: Scope) -> Option<String> {
+    let list = std::env::var("API_KEYS").ok()?;
+    keys_of(&list)
+        .into_iter()
+        .find(|(s, _)| *s == scope)
+        .map(|(_, secret)| secret)
+}
+
+/// The scopes and secrets of a key list, as the services read it.
+fn keys_of(list: &str) -> Vec<(Scope, String)> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let parts: Vec<&str> = entry.splitn(3, ':').collect();
+            match parts.as_slice() {
+                [_, "read", secret] => (Scope::Read, secret.trim().to_string()),
+                [_, "write", secret] => (Scope::Write, secret.trim().to_string()),
+                _ => (Scope::Write, entry.to_string()),
+            }
+        })
+        .collect()
+}
+
 /// The command that runs one service with the embedded defaults.
 fn service_command(bin_dir: &Path, data: &Path, brokers: &str, s: Service) -> Result<Command> {
     let exe = bin_dir.join(s.name);
@@ -186,6 +220,13 @@ fn service_command(bin_dir: &Path, data: &Path, brokers: &str, s: Service) -> Re
     };
     if !std::io::stdout().is_terminal() {
         cmd.env("NO_COLOR", "1");
+    }
+    if s.name == "console" && std::env::var_os("CONSOLE_API_KEY").is_none() {
+        // The console reads the services with a key of `API_KEYS` (a read key if there is one).
+        let key = api_key_secret(Scope::Read).or_else(|| api_key_secret(Scope::Write));
+        if let Some(key) = key {
+            cmd.env("CONSOLE_API_KEY", key);
+        }
     }
     cmd.current_dir(paths::repo_root())
         .env("PORT", s.port.to_string())
@@ -478,6 +519,19 @@ fn wait_ready(s: Service, alive: impl Fn() -> bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_lists_give_scopes_and_secrets() {
+        assert_eq!(
+            keys_of("ops:write:k1, dash:read:k2,bare"),
+            [
+                (Scope::Write, "k1".to_string()),
+                (Scope::Read, "k2".to_string()),
+                (Scope::Write, "bare".to_string())
+            ]
+        );
+        assert!(keys_of(" , ").is_empty());
+    }
 
     #[test]
     fn state_round_trips() {

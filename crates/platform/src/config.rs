@@ -4,6 +4,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+use crate::auth::ApiKeys;
 use crate::kafka::KafkaConfig;
 
 /// Where configuration values come from: the process environment, or a map in tests.
@@ -57,21 +61,33 @@ impl ConfigError {
     }
 }
 
-/// A secret string: its `Debug` is redacted and it has no `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A secret string ([`secrecy::SecretString`]: zeroed when dropped): its `Debug` is redacted and
+/// it has no `Display`.
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
 
     /// The secret itself, for the one place that must hand it on (a client library).
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose()
+            .as_bytes()
+            .ct_eq(other.expose().as_bytes())
+            .into()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,8 +116,8 @@ pub struct ServiceConfig {
     pub database_url: String,
     /// Kafka connection.
     pub kafka: KafkaConfig,
-    /// API keys required on write endpoints (`API_KEYS`, comma-separated); empty = open.
-    pub api_keys: Vec<Secret>,
+    /// API keys (`API_KEYS` and `API_KEYS_FILE`, see [`crate::auth`]); none = open.
+    pub api_keys: ApiKeys,
     /// Log format (`LOG_FORMAT`).
     pub log_format: LogFormat,
     /// OTLP endpoint for traces (`OTEL_EXPORTER_OTLP_ENDPOINT`).
@@ -173,6 +189,21 @@ pub fn positive(
     }
 }
 
+/// The keys of `API_KEYS` (a comma list) and of the file `API_KEYS_FILE` names.
+pub fn api_keys_from(env: &impl Env) -> Result<ApiKeys, ConfigError> {
+    let listed = ApiKeys::parse(env.var("API_KEYS").as_deref().unwrap_or("").split(','))
+        .map_err(|e| ConfigError::new("API_KEYS", e.to_string()))?;
+    let Some(path) = env.var("API_KEYS_FILE") else {
+        return Ok(listed);
+    };
+    let path = path.trim();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("API_KEYS_FILE", format!("cannot read `{path}`: {e}")))?;
+    ApiKeys::parse_file(&text)
+        .and_then(|filed| listed.merged(filed))
+        .map_err(|e| ConfigError::new("API_KEYS_FILE", e.to_string()))
+}
+
 impl ServiceConfig {
     /// Reads the configuration of service `name` (default port `default_port`) from `env`.
     pub fn from_env(
@@ -201,16 +232,7 @@ impl ServiceConfig {
                 "must start with sqlite: or postgres://",
             ));
         }
-        let api_keys = env
-            .var("API_KEYS")
-            .map(|keys| {
-                keys.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(Secret::new)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let api_keys = api_keys_from(env)?;
         let log_format = match env.var("LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("pretty") | Some("text") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -264,14 +286,13 @@ mod tests {
         let env = [
             ("PORT", "8080"),
             ("DATABASE_URL", "postgres://u@h/db"),
-            ("API_KEYS", " k1, ,k2 "),
+            ("API_KEYS", " k1, ,ops:read:k2 "),
             ("LOG_FORMAT", "json"),
         ];
         let config = ServiceConfig::from_env("s", 1, &env).unwrap();
         assert_eq!(config.port, 8080);
         assert_eq!(config.database_url, "postgres://u@h/db");
-        assert_eq!(config.api_keys.len(), 2);
-        assert_eq!(config.api_keys[1].expose(), "k2");
+        assert_eq!(config.api_keys.describe(), ["key-1:write", "ops:read"]);
         assert_eq!(config.log_format, LogFormat::Json);
     }
 
@@ -300,6 +321,23 @@ mod tests {
         let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")];
         let err = ServiceConfig::from_env("s", 1, &env).unwrap_err();
         assert_eq!(err.variable, "OTEL_EXPORTER_OTLP_ENDPOINT");
+    }
+
+    #[test]
+    fn keys_come_from_the_list_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, "# rotated 2026-11\nci:write:k3\n").unwrap();
+        let path = file.to_str().unwrap();
+        let env = [("API_KEYS", "dash:read:k2"), ("API_KEYS_FILE", path)];
+        let config = ServiceConfig::from_env("s", 1, &env).unwrap();
+        assert_eq!(config.api_keys.describe(), ["dash:read", "ci:write"]);
+        let err =
+            ServiceConfig::from_env("s", 1, &[("API_KEYS_FILE", "/nonexistent/keys")]).unwrap_err();
+        assert_eq!(err.variable, "API_KEYS_FILE");
+        let err = ServiceConfig::from_env("s", 1, &[("API_KEYS", "a:root:secret-x")]).unwrap_err();
+        assert_eq!(err.variable, "API_KEYS");
+        assert!(!err.to_string().contains("secret-x"));
     }
 
     #[test]

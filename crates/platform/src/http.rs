@@ -1,13 +1,13 @@
-//! HTTP bootstrap: RFC 9457 problem+json errors, a JSON extractor whose rejections are problems,
-//! the operational routes (`/healthz`, `/readyz`, `/metrics`), API-key protection and serving
-//! with graceful shutdown.
+//! HTTP bootstrap: RFC 9457 problem+json errors (also for the framework's own rejections), a JSON
+//! extractor whose rejections are problems, the operational routes (`/healthz`, `/readyz`,
+//! `/metrics`) and serving with graceful shutdown. API keys are in [`crate::auth`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,7 +18,6 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Secret;
 use crate::db::Database;
 use crate::kafka::{self, KafkaConfig};
 
@@ -243,62 +242,42 @@ pub fn ops_routes(readiness: Readiness, metrics: PrometheusHandle) -> Router {
         .route("/metrics", get(move || async move { metrics.render() }))
 }
 
-/// API keys for write endpoints; empty means open.
-#[derive(Debug, Clone, Default)]
-pub struct ApiKeys(Arc<Vec<Secret>>);
-
-impl ApiKeys {
-    /// The accepted keys.
-    pub fn new(keys: Vec<Secret>) -> Self {
-        Self(Arc::new(keys))
-    }
-
-    fn accepts(&self, headers: &HeaderMap) -> bool {
-        if self.0.is_empty() {
-            return true;
-        }
-        let Some(given) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
-            return false;
-        };
-        self.0
-            .iter()
-            .any(|key| constant_time_eq(key.expose().as_bytes(), given.trim().as_bytes()))
-    }
-}
-
-/// Middleware: rejects a request without a valid `Authorization: Bearer <key>` when keys are set.
-pub async fn require_api_key(
-    State(keys): State<ApiKeys>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if keys.accepts(request.headers()) {
-        next.run(request).await
-    } else {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "this endpoint needs `Authorization: Bearer <api key>`",
+/// The browser side of API keys, shared by the services' pages (both routes open):
+/// `GET /keyed.js` keeps a key in `sessionStorage` for the tab, sends it as
+/// `Authorization: Bearer` (never in a URL) and reads server-sent events with `fetch` so that
+/// streams carry the header too; `GET /auth/config` says whether a page must ask for a key
+/// (`{"keyRequired": bool}`).
+pub fn keyed_routes(keys: &crate::auth::ApiKeys) -> Router {
+    let key_required = !keys.is_empty();
+    Router::new()
+        .route(
+            "/keyed.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    include_str!("keyed.js"),
+                )
+            }),
         )
-        .into_response()
-    }
+        .route(
+            "/auth/config",
+            get(move || async move { Json(serde_json::json!({ "keyRequired": key_required })) }),
+        )
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+/// The longest request target (path and query) accepted; longer ones get a 414 problem.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
 
-/// Adds the layers every service has: a problem for unknown routes and panics, request tracing,
-/// and a request timeout.
+/// Adds the layers every service has: a problem for unknown routes, panics and every other error
+/// response, request tracing, and a request timeout.
 pub fn with_common_layers(router: Router) -> Router {
     use tower_http::catch_panic::CatchPanicLayer;
     use tower_http::timeout::TimeoutLayer;
     use tower_http::trace::TraceLayer;
     router
         .fallback(|| async { Problem::not_found("no such route") })
+        .layer(axum::middleware::from_fn(problems_for_every_error))
+        .layer(axum::middleware::from_fn(access_log))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
@@ -307,6 +286,92 @@ pub fn with_common_layers(router: Router) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             Problem::internal(&"handler panicked").into_response()
         }))
+}
+
+/// Middleware: one line per request (target `access`; `RUST_LOG=access=warn` silences it) with
+/// the method, path (no query), status, duration and the API key's *name*; the probes and
+/// `/metrics` are not logged.
+async fn access_log(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        return next.run(request).await;
+    }
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let key = response
+        .extensions()
+        .get::<crate::auth::KeyName>()
+        .map_or("-", |k| k.0.as_str());
+    tracing::info!(target: "access", %method, path = %truncated(&path, 200),
+        status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64,
+        api_key = key, "request");
+    response
+}
+
+/// At most `max` bytes of `text` (on a character boundary).
+fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Middleware: refuses an over-long request target (414), and turns an error response that is not
+/// problem+json — a framework rejection such as 405, 413, or a path or query that does not parse
+/// — into one with the same status, its text as the detail, and its `Allow`, `Retry-After` and
+/// `WWW-Authenticate` headers.
+async fn problems_for_every_error(request: Request, next: Next) -> Response {
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target_len > MAX_URI_BYTES {
+        return Problem::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        )
+        .with("limit", MAX_URI_BYTES)
+        .into_response();
+    }
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let detail = match (status, text.is_empty()) {
+        (StatusCode::METHOD_NOT_ALLOWED, _) => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            format!("this route does not take that method; it takes: {allowed}")
+        }
+        (_, false) => text,
+        (_, true) => status
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_string(),
+    };
+    let mut problem = Problem::new(status, detail).into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+        if let Some(value) = parts.headers.get(&name) {
+            problem.headers_mut().insert(name, value.clone());
+        }
+    }
+    *problem.extensions_mut() = parts.extensions;
+    problem
 }
 
 /// The span of one HTTP request; a caller's W3C `traceparent` header makes it part of the
@@ -319,6 +384,7 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         method = %request.method(),
         uri = %request.uri(),
         version = ?request.version(),
+        api_key = tracing::field::Empty,
     );
     if let Some(traceparent) = request
         .headers()
@@ -345,16 +411,50 @@ pub async fn serve(
 mod tests {
     use super::*;
 
-    #[test]
-    fn api_keys_need_a_bearer_header_when_configured() {
-        let keys = ApiKeys::new(vec![Secret::new("k1")]);
-        let mut headers = HeaderMap::new();
-        assert!(!keys.accepts(&headers));
-        headers.insert(header::AUTHORIZATION, "Bearer nope".parse().unwrap());
-        assert!(!keys.accepts(&headers));
-        headers.insert(header::AUTHORIZATION, "Bearer k1".parse().unwrap());
-        assert!(keys.accepts(&headers));
-        assert!(ApiKeys::default().accepts(&HeaderMap::new()));
+    async fn call(router: &Router, method: &str, uri: &str) -> (Response, serde_json::Value) {
+        use tower::ServiceExt;
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 100_000).await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (Response::from_parts(parts, axum::body::Body::empty()), json)
+    }
+
+    #[tokio::test]
+    async fn framework_rejections_are_problems_too() {
+        let router = with_common_layers(Router::new().route(
+            "/items/{n}",
+            get(|axum::extract::Path(n): axum::extract::Path<u32>| async move { n.to_string() }),
+        ));
+        let (ok, _) = call(&router, "GET", "/items/7").await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        let (response, body) = call(&router, "DELETE", "/items/7").await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert!(response.headers()[header::ALLOW]
+            .to_str()
+            .unwrap()
+            .contains("GET"));
+        assert_eq!(body["status"], 405);
+        let (response, body) = call(&router, "GET", "/items/seven").await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(body["status"], 400);
+        assert!(body["detail"].as_str().unwrap().contains("parse"), "{body}");
+        let long = format!("/items/7?q={}", "x".repeat(MAX_URI_BYTES));
+        let (response, body) = call(&router, "GET", &long).await;
+        assert_eq!(response.status(), StatusCode::URI_TOO_LONG);
+        assert_eq!(body["limit"], MAX_URI_BYTES);
+        let (response, body) = call(&router, "GET", "/nowhere").await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(body["title"], "Not Found");
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! Kafka producer/consumer/admin, the database (SQLite or PostgreSQL), the transactional outbox
 //! and its relay, the inbox, telemetry, and the HTTP bootstrap. Services hold only their domain.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod failpoint;

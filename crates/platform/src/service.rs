@@ -12,9 +12,10 @@ use sqlx::migrate::Migrator;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::ApiKeys;
 use crate::config::{ProcessEnv, ServiceConfig};
 use crate::db::Database;
-use crate::http::{self, ApiKeys, Readiness};
+use crate::http::{self, Readiness};
 use crate::inbox::{Apply, Inboxed};
 use crate::kafka::{self, ConsumerOptions, Handler, Producer};
 use crate::outbox::{self, Outbox};
@@ -31,7 +32,7 @@ pub struct Service {
     pub producer: Producer,
     /// Where handlers write events.
     pub outbox: Outbox,
-    /// API keys for write endpoints.
+    /// API keys (see [`crate::auth`]).
     pub api_keys: ApiKeys,
     /// Cancelled on SIGTERM/SIGINT (or by a test).
     pub shutdown: CancellationToken,
@@ -60,13 +61,14 @@ impl Service {
         tracing::info!(service = config.name, kafka = ?config.kafka.brokers,
             protocol = config.kafka.security_protocol.as_str(),
             database = %crate::db::redact_url(&config.database_url), "starting");
+        log_api_keys(&config.api_keys);
         let db = Database::connect(&config.database_url).await?;
         db.migrate(migrations).await?;
         let producer = Producer::new(&config.kafka, config.name)?;
         ensure_topics_with_retry(&config).await?;
         Ok(Self {
             outbox: Outbox::new(config.name),
-            api_keys: ApiKeys::new(config.api_keys.clone()),
+            api_keys: config.api_keys.clone(),
             config,
             db,
             producer,
@@ -159,6 +161,18 @@ impl Service {
         tracing::info!(service = self.config.name, "stopped");
         telemetry::shutdown().await;
         served.context("HTTP server failed")
+    }
+}
+
+/// One line at start-up: the keys' names and scopes, or a warning that everything is open.
+pub fn log_api_keys(keys: &ApiKeys) {
+    if keys.is_empty() {
+        tracing::warn!(
+            "no API keys configured (API_KEYS, API_KEYS_FILE): every endpoint is open to anyone \
+             who can reach it"
+        );
+    } else {
+        tracing::info!(keys = ?keys.describe(), "API keys configured");
     }
 }
 

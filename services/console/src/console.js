@@ -3,7 +3,7 @@
 // from events is only ever inserted with textContent.
 "use strict";
 
-const KEY = "console-read-key";
+Keyed.storageKey = "console-read-key";
 const MAX_ROWS = 300;
 const TOPICS = ["Customer.created", "transaction.requested", "transaction.processed", "transaction.failed"];
 const model = { events: new Map(), accounts: new Map(), deliveries: new Map(), health: null };
@@ -32,10 +32,10 @@ async function start() {
   for (const t of TOPICS.concat(TOPICS.map((t) => t + ".DLT"))) { $("f-topic").append(el("option", t)); }
   let keyRequired = false;
   try {
-    const config = await (await fetch("api/config", { cache: "no-store" })).json();
+    const config = await (await fetch("auth/config", { cache: "no-store" })).json();
     keyRequired = config.keyRequired;
   } catch (e) { /* the stream will tell */ }
-  if (keyRequired && !sessionStorage.getItem(KEY)) { askKey(""); return; }
+  if (keyRequired && !Keyed.key()) { askKey(""); return; }
   connect();
 }
 
@@ -50,43 +50,29 @@ $("key-form").addEventListener("submit", (e) => {
   e.preventDefault();
   const key = $("key").value.trim();
   if (!key) { return; }
-  sessionStorage.setItem(KEY, key);
+  Keyed.remember(key);
   $("key").value = "";
   $("key-form").hidden = true;
   connect();
 });
 
 async function connect() {
-  const headers = { Accept: "text/event-stream" };
-  const key = sessionStorage.getItem(KEY);
-  if (key) { headers.Authorization = "Bearer " + key; }
   setState("connecting…");
   let response;
   try {
-    response = await fetch("api/stream", { headers, cache: "no-store" });
+    response = await Keyed.fetch("api/stream", { headers: { Accept: "text/event-stream" } });
   } catch (e) {
     return reconnect();
   }
   if (response.status === 401) {
-    sessionStorage.removeItem(KEY);
+    Keyed.forget();
     return askKey("That key was not accepted.");
   }
   if (!response.ok || !response.body) { return reconnect(); }
   setState("live", "live");
   retryDelay = 500;
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
   try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) { break; }
-      buffer += value.replace(/\r\n/g, "\n");
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        dispatch(buffer.slice(0, end));
-        buffer = buffer.slice(end + 2);
-      }
-    }
+    await Keyed.readEvents(response, dispatch);
   } catch (e) { /* connection lost */ }
   reconnect();
 }
@@ -97,15 +83,8 @@ function reconnect() {
   retryDelay = Math.min(retryDelay * 2, 10000);
 }
 
-function dispatch(block) {
-  let name = "message";
-  const data = [];
-  for (const line of block.split("\n")) {
-    if (line.startsWith("event:")) { name = line.slice(6).trim(); }
-    else if (line.startsWith("data:")) { data.push(line.slice(5).replace(/^ /, "")); }
-  }
-  if (!data.length) { return; }
-  const value = JSON.parse(data.join("\n"));
+function dispatch(name, data) {
+  const value = JSON.parse(data);
   switch (name) {
     case "snapshot":
       model.events.clear(); model.accounts.clear(); model.deliveries.clear();

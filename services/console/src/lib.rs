@@ -16,7 +16,7 @@ pub mod window;
 use std::time::Duration;
 
 use anyhow::Context;
-use platform::http::{self, ApiKeys, Readiness};
+use platform::http::{self, Readiness};
 use platform::{kafka, telemetry, ServiceConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,7 @@ pub async fn run(
         protocol = config.kafka.security_protocol.as_str(),
         customers = %settings.customer_service, transactions = %settings.transaction_service,
         notifications = %settings.notification_service, window = settings.window, "starting");
+    platform::service::log_api_keys(&config.api_keys);
     // Credentials and certificates are checked first: retrying cannot fix them.
     if let Err(error @ (kafka::KafkaError::Authentication(_) | kafka::KafkaError::Tls(_))) =
         kafka::check_connection(&config.kafka, Duration::from_secs(10)).await
@@ -83,9 +84,8 @@ pub async fn run(
         routes::AppState {
             console,
             shutdown: shutdown.clone(),
-            key_required: !config.api_keys.is_empty(),
         },
-        ApiKeys::new(config.api_keys.clone()),
+        &config.api_keys,
     );
     let app = http::with_common_layers(routes.merge(http::ops_routes(
         Readiness::brokers_only(config.kafka.clone()),

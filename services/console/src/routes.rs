@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header;
-use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
-use platform::http::{require_api_key, ApiKeys, ProblemDetails};
+use platform::auth::{protect, ApiKeys};
+use platform::http::ProblemDetails;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -27,25 +27,21 @@ pub struct AppState {
     pub console: Console,
     /// Ends the live streams on shutdown.
     pub shutdown: CancellationToken,
-    /// Whether `/api/*` needs a key (`API_KEYS` is set).
-    pub key_required: bool,
 }
 
 /// The console's routes.
-pub fn router(state: AppState, api_keys: ApiKeys) -> Router {
+pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
     let api = Router::new()
         .route("/api/snapshot", get(snapshot))
-        .route("/api/stream", get(stream))
-        .route_layer(middleware::from_fn_with_state(api_keys, require_api_key))
-        .with_state(state.clone());
+        .route("/api/stream", get(stream));
+    let api = protect(api, api_keys).with_state(state);
     Router::new()
-        .route("/api/config", get(config))
-        .with_state(state)
         .route("/", get(page))
         .route("/console.css", get(css))
         .route("/console.js", get(script))
         .route("/openapi.json", get(openapi))
         .merge(api)
+        .merge(platform::http::keyed_routes(api_keys))
 }
 
 /// The page.
@@ -65,13 +61,6 @@ async fn script() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("console.js"),
     )
-}
-
-/// What the page needs to know before it connects: whether it must ask for a key.
-#[utoipa::path(get, path = "/api/config",
-    responses((status = 200, description = "`{\"keyRequired\": bool}`", content_type = "application/json")))]
-pub async fn config(State(state): State<AppState>) -> impl IntoResponse {
-    Json(serde_json::json!({ "keyRequired": state.key_required }))
 }
 
 /// Everything the console shows now: the recent events (newest first), the accounts, the
@@ -135,7 +124,7 @@ fn update_event(update: &Update) -> Event {
         title = "console",
         description = "A read-only live console of the event pipeline: recent events, transaction timelines, balances and pipeline health."
     ),
-    paths(config, snapshot, stream),
+    paths(snapshot, stream),
     components(schemas(ProblemDetails))
 )]
 pub struct ApiDoc;

@@ -1,7 +1,7 @@
 //! The console's own settings (beyond the platform's): where the services' public APIs are, and
 //! how many events the recent window keeps.
 
-use platform::config::{positive, Env};
+use platform::config::{positive, Env, Secret};
 use platform::ConfigError;
 
 /// Events the window keeps when `CONSOLE_WINDOW` is unset.
@@ -20,6 +20,9 @@ pub struct Settings {
     pub notification_service: String,
     /// Most recent events kept (`CONSOLE_WINDOW`, default 1,000).
     pub window: usize,
+    /// The (read) key the console presents to the services when they require keys
+    /// (`CONSOLE_API_KEY`).
+    pub api_key: Option<Secret>,
 }
 
 impl Settings {
@@ -37,6 +40,7 @@ impl Settings {
             transaction_service: url(env, "TRANSACTION_SERVICE_URL", 3002)?,
             notification_service: url(env, "NOTIFICATION_SERVICE_URL", 3003)?,
             window,
+            api_key: env.var("CONSOLE_API_KEY").map(|k| Secret::new(k.trim())),
         })
     }
 }

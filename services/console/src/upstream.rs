@@ -39,6 +39,12 @@ pub enum UpstreamError {
         /// The status.
         status: u16,
     },
+    /// `CONSOLE_API_KEY` cannot be sent in a header.
+    #[error("CONSOLE_API_KEY has characters an HTTP header cannot carry")]
+    InvalidKey,
+    /// The HTTP client could not be built.
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(reqwest::Error),
 }
 
 /// A client of the three services.
@@ -51,15 +57,25 @@ pub struct Upstream {
 
 impl Upstream {
     /// A client of the services `settings` names.
-    pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: Settings) -> Result<Self, UpstreamError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = &settings.api_key {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                    .map_err(|_| UpstreamError::InvalidKey)?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let client = |builder: reqwest::ClientBuilder| {
+            builder
+                .default_headers(headers.clone())
+                .build()
+                .map_err(UpstreamError::Client)
+        };
         Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()?,
+            http: client(reqwest::Client::builder().timeout(Duration::from_secs(5)))?,
             // A live stream has no overall timeout; only connecting has.
-            streams: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()?,
+            streams: client(reqwest::Client::builder().connect_timeout(Duration::from_secs(5)))?,
             settings,
         })
     }

@@ -27,5 +27,5 @@ pub fn build(service: &mut Service) -> Router {
             registration::Registrations::new(service.outbox.clone()),
         ),
     };
-    routes::router(state, service.api_keys.clone())
+    routes::router(state, &service.api_keys)
 }

@@ -4,9 +4,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
+use platform::auth::{protect, ApiKeys};
 use platform::group_commit::GroupCommit;
-use platform::http::{require_api_key, ApiKeys};
 use platform::{ApiJson, Database, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,16 +31,15 @@ pub struct AppState {
     pub registrations: GroupCommit<Registrations>,
 }
 
-/// The service's routes; writes need an API key when `API_KEYS` is set.
-pub fn router(state: AppState, api_keys: ApiKeys) -> Router {
-    let writes = Router::new()
-        .route("/app/customers", post(create_customer))
-        .route_layer(middleware::from_fn_with_state(api_keys, require_api_key));
-    let reads = Router::new()
-        .route("/app/customers", get(list_customers))
-        .route("/app/customers/{id}", get(get_customer))
-        .route("/openapi.json", get(openapi));
-    writes.merge(reads).with_state(state)
+/// The service's routes; with API keys configured, all but `/openapi.json` need one (a write key
+/// to register).
+pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
+    let customers = Router::new()
+        .route("/app/customers", post(create_customer).get(list_customers))
+        .route("/app/customers/{id}", get(get_customer));
+    protect(customers, api_keys)
+        .route("/openapi.json", get(openapi))
+        .with_state(state)
 }
 
 /// Body of `POST /app/customers`. Fields are checked one by one so that each error names its

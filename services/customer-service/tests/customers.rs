@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use customer_service::{build, MIGRATIONS, NAME};
-use platform::config::Secret;
+use platform::auth::ApiKeys;
 use platform::kafka::KafkaConfig;
 use platform::testing::{eventually, read_to_end, service_config, LocalKafka, RunningService};
 use platform::{Database, Record, Service};
@@ -23,10 +23,10 @@ struct App {
 
 impl App {
     async fn start() -> Self {
-        Self::start_with_keys(Vec::new()).await
+        Self::start_with_keys(ApiKeys::default()).await
     }
 
-    async fn start_with_keys(api_keys: Vec<Secret>) -> Self {
+    async fn start_with_keys(api_keys: ApiKeys) -> Self {
         let kafka = LocalKafka::load().isolated();
         let mut config = service_config(NAME, kafka.clone()).await;
         config.api_keys = api_keys;
@@ -353,24 +353,49 @@ async fn list_is_in_creation_order_and_paged() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn writes_need_an_api_key_when_configured() {
-    let app = App::start_with_keys(vec![Secret::new("k-test-123")]).await;
+async fn reads_and_writes_need_a_key_of_the_right_scope_when_configured() {
+    let keys = ApiKeys::parse(["ops:write:k-test-123", "dash:read:k-read-456"]).unwrap();
+    let app = App::start_with_keys(keys).await;
     let body = json!({"id": "cust-k", "name": "Kim", "email": "kim@example.com"});
     let post = || app.http.post(app.url("/app/customers")).json(&body);
-    let (status, _) = read(post().send().await.unwrap()).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let get = |path: &str| app.http.get(app.url(path));
+    let (status, problem) = read(post().send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
     let (status, _) = read(post().bearer_auth("wrong").send().await.unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = app.get("/app/customers/cust-k").await;
+    let (status, _) = read(post().bearer_auth("k-read-456").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a read key cannot register");
+    for path in ["/app/customers", "/app/customers/cust-k"] {
+        let (status, _) = read(get(path).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} needs a key");
+    }
+    let (status, _) = read(
+        get("/app/customers/cust-k")
+            .bearer_auth("k-read-456")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
-        "nothing stored without a key"
+        "nothing stored without a write key"
     );
     let (status, _) = read(post().bearer_auth("k-test-123").send().await.unwrap()).await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, _) = app.get("/app/customers/cust-k").await;
-    assert_eq!(status, StatusCode::OK, "reads stay open");
+    let (status, customer) = read(
+        get("/app/customers/cust-k")
+            .bearer_auth("k-read-456")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(customer["id"], "cust-k");
+    let (status, _) = app.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK, "the API document stays open");
     app.stop().await;
 }
 

@@ -64,9 +64,12 @@ pub fn build(service: &mut Service, settings: Settings) -> anyhow::Result<Router
         send_timeout: settings.send_timeout,
     };
     service.spawn(move |shutdown| sender.run(shutdown));
-    Ok(routes::router(routes::AppState {
-        db: service.db.clone(),
-        hub,
-        shutdown: service.shutdown.clone(),
-    }))
+    Ok(routes::router(
+        routes::AppState {
+            db: service.db.clone(),
+            hub,
+            shutdown: service.shutdown.clone(),
+        },
+        &service.api_keys,
+    ))
 }

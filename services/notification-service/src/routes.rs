@@ -19,6 +19,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::feed::Hub;
 use crate::messages::Kind;
 use crate::storage::{self, Delivery, Status};
+use platform::auth::{protect, ApiKeys};
 use platform::http::ProblemDetails;
 
 /// Entries of the log when `limit` is absent.
@@ -37,15 +38,18 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-/// The service's routes.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
+/// The service's routes; with API keys configured, the notifications need one (the dashboard
+/// page asks for it), the page and the OpenAPI document do not.
+pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
+    let notifications = Router::new()
         .route("/notifications", get(list_notifications))
         .route("/notifications/recent", get(recent_notifications))
-        .route("/notifications/stream", get(stream_notifications))
+        .route("/notifications/stream", get(stream_notifications));
+    protect(notifications, api_keys)
+        .route("/", get(dashboard))
         .route("/openapi.json", get(openapi))
         .with_state(state)
+        .merge(platform::http::keyed_routes(api_keys))
 }
 
 /// Query of `GET /notifications`.

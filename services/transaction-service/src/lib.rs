@@ -10,12 +10,11 @@ pub mod routes;
 pub mod settings;
 pub mod storage;
 
-use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 use contracts::topics;
+use platform::auth::protect;
 use platform::group_commit::GroupCommit;
-use platform::http::require_api_key;
 use platform::kafka::ConsumerOptions;
 use platform::parking::ParkingLot;
 use platform::Service;
@@ -57,16 +56,13 @@ pub fn build_with(service: &mut Service, settings: LedgerSettings) -> Router {
             ledger::Acceptance::new(service.outbox.clone()),
         ),
     };
-    let writes = Router::new()
+    // With API keys configured, all but the OpenAPI document need one (a write key to request).
+    let ledger = Router::new()
         .route("/transactions", post(routes::create_transaction))
-        .route_layer(from_fn_with_state(
-            service.api_keys.clone(),
-            require_api_key,
-        ));
-    let reads = Router::new()
         .route("/transactions/{id}", get(routes::get_transaction))
         .route("/accounts/{id}", get(routes::get_account))
-        .route("/accounts/{id}/entries", get(routes::get_entries))
-        .route("/openapi.json", get(routes::openapi));
-    writes.merge(reads).with_state(state)
+        .route("/accounts/{id}/entries", get(routes::get_entries));
+    protect(ledger, &service.api_keys)
+        .route("/openapi.json", get(routes::openapi))
+        .with_state(state)
 }

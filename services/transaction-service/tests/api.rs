@@ -5,7 +5,7 @@ mod common;
 
 use common::Ledger;
 use contracts::topics;
-use platform::config::Secret;
+use platform::auth::ApiKeys;
 use serde_json::{json, Value};
 use transaction_service::LedgerSettings;
 
@@ -246,36 +246,61 @@ async fn a_repeated_request_gets_the_same_answer_and_another_body_conflicts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_need_an_api_key_when_keys_are_configured() {
+async fn every_route_needs_a_key_of_the_right_scope_when_keys_are_configured() {
     let ledger = Ledger::start_configured(LedgerSettings::default(), |config| {
-        config.api_keys = vec![Secret::new("s3cret")];
+        config.api_keys = ApiKeys::parse(["ops:write:s3cret", "dash:read:r3ad"]).unwrap();
     })
     .await;
     let body = json!({"to": "a", "amount": 1, "transactionId": "k-1"});
-    let (status, problem) = ledger.post(body.clone()).await;
-    assert_eq!(status, 401, "{problem}");
-    let response = ledger
-        .http
-        .post(ledger.url("/transactions"))
-        .bearer_auth("wrong")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 401);
-    let response = ledger
-        .http
-        .post(ledger.url("/transactions"))
-        .bearer_auth("s3cret")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
-    // Reads stay open.
-    let (status, txn) = ledger.get("/transactions/k-1").await;
-    assert_eq!(status, 200);
-    assert_eq!(txn["transactionId"], "k-1");
+    let call = |method: reqwest::Method, path: &str, authorization: Option<&str>| {
+        let mut request = ledger.http.request(method.clone(), ledger.url(path));
+        if method == reqwest::Method::POST {
+            request = request.json(&body);
+        }
+        if let Some(value) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+
+    for (method, path) in [
+        (&post, "/transactions"),
+        (&get, "/transactions/k-1"),
+        (&get, "/accounts/a"),
+        (&get, "/accounts/a/entries"),
+    ] {
+        let response = call(method.clone(), path, None).await;
+        assert_eq!(response.status().as_u16(), 401, "{method} {path}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let response = call(method.clone(), path, Some("Bearer wrong")).await;
+        assert_eq!(response.status().as_u16(), 401, "{method} {path}");
+        assert!(response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token"));
+    }
+    let response = call(post.clone(), "/transactions", Some("Bearer r3ad")).await;
+    assert_eq!(response.status().as_u16(), 403, "a read key cannot write");
+    let response = call(post.clone(), "/transactions", Some("bearer s3cret")).await;
+    assert_eq!(
+        response.status().as_u16(),
+        202,
+        "the scheme is case-insensitive"
+    );
+    let response = call(get.clone(), "/transactions/k-1", Some("Bearer r3ad")).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let response = call(get.clone(), "/transactions/k-1", Some("Bearer s3cret")).await;
+    assert_eq!(response.status().as_u16(), 200, "a write key reads too");
+    for open in ["/openapi.json", "/healthz", "/metrics"] {
+        let response = call(get.clone(), open, None).await;
+        assert_eq!(response.status().as_u16(), 200, "{open} stays open");
+    }
     ledger.stop().await;
 }
 

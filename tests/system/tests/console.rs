@@ -34,7 +34,9 @@ return {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_the_seed_flow_live_in_a_browser() {
     let stack = Stack::start(&[("API_KEYS", KEY)]).await;
-    let console = stack.start_console(&[("API_KEYS", KEY)]).await;
+    let console = stack
+        .start_console(&[("API_KEYS", KEY), ("CONSOLE_API_KEY", KEY)])
+        .await;
     let browser = Browser::start(1440, 1200).await;
     browser.open(&console.url()).await;
 

@@ -189,7 +189,7 @@ pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::Se
         port: 0,
         database_url: fresh_database_url().await,
         kafka,
-        api_keys: Vec::new(),
+        api_keys: crate::auth::ApiKeys::default(),
         log_format: crate::config::LogFormat::Pretty,
         otlp_endpoint: None,
         consumer: crate::config::ConsumerSettings {
