@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lettre::message::Mailbox;
-use platform::redact::mask_email;
+use platform::redact::{mask_email, mask_emails_in};
 use platform::Database;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -212,11 +212,11 @@ impl Sender {
                 tracing::info!(attempts, recipient = %mask_email(&delivery.recipient), "notification sent")
             }
             (Status::Retrying, Some(error)) => {
-                tracing::warn!(attempts, %error, retry_at = %next_attempt_at, "notification not sent; will retry")
+                tracing::warn!(attempts, error = %mask_emails_in(error), retry_at = %next_attempt_at, "notification not sent; will retry")
             }
             (_, error) => tracing::error!(
                 attempts,
-                error = error.as_deref().unwrap_or(""),
+                error = %mask_emails_in(error.as_deref().unwrap_or("")),
                 "notification failed"
             ),
         }
