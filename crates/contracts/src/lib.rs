@@ -6,6 +6,7 @@ pub mod envelope;
 pub mod events;
 pub mod money;
 pub mod topics;
+pub mod validation;
 
 pub use envelope::{EventMetadata, EventType};
 pub use events::{
@@ -13,3 +14,4 @@ pub use events::{
     TransactionRequested,
 };
 pub use money::{Currency, Money, MoneyError};
+pub use validation::Invalid;

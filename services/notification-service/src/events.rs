@@ -3,6 +3,11 @@
 //! are written together, so a redelivered event changes nothing and each notification is
 //! recorded once. Sending is the sender's job.
 //!
+//! Every event is checked against its contract (`validate()`) when decoded: one that breaks it
+//! (a negative amount, a self-transfer, an unsendable address...) is dead-lettered. Alerts are
+//! recorded at most once per (transaction, customer, kind), whatever the event id: a replayed
+//! outcome changes nothing.
+//!
 //! A transaction event for a customer missing from the projection is parked (its
 //! `Customer.created` is on another topic and may lag): the partition moves on, and the event is
 //! decided when the customer arrives or the wait ends; then the alert is recorded as `failed`.
@@ -48,7 +53,9 @@ impl Apply for CustomerEvents {
     type Done = Option<Delivery>;
 
     fn decode(&self, record: &Record) -> Result<(EventMetadata, CustomerCreated), HandleError> {
-        record.decode::<CustomerCreated>()
+        let (metadata, customer) = record.decode::<CustomerCreated>()?;
+        customer.validate().map_err(|e| invalid(record, e))?;
+        Ok((metadata, customer))
     }
 
     async fn apply(
@@ -75,6 +82,11 @@ impl Apply for CustomerEvents {
         self.hub.recorded(done.into_iter().flatten().collect());
         self.waiting_alerts.wake();
     }
+}
+
+/// An event that breaks the contract's rules: dead-lettered, never applied nor mailed.
+fn invalid(record: &Record, error: contracts::Invalid) -> HandleError {
+    HandleError::Permanent(format!("invalid {} event: {error}", record.topic))
 }
 
 /// `transaction.processed` and `transaction.failed`: records an alert for each customer
@@ -105,10 +117,12 @@ impl Apply for TransactionEvents {
         match record.topic.as_str() {
             topics::TRANSACTION_PROCESSED => {
                 let (metadata, event) = record.decode::<TransactionProcessed>()?;
+                event.validate().map_err(|e| invalid(record, e))?;
                 Ok((metadata, Notice::Processed(event)))
             }
             topics::TRANSACTION_FAILED => {
                 let (metadata, event) = record.decode::<TransactionFailed>()?;
+                event.validate().map_err(|e| invalid(record, e))?;
                 Ok((metadata, Notice::Failed(event)))
             }
             other => Err(HandleError::Permanent(format!(

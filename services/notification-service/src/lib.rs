@@ -1,6 +1,7 @@
 //! notification-service: keeps a projection of customers (`Customer.created`), emails a welcome
 //! message and an alert per customer involved in each `transaction.processed` /
-//! `transaction.failed`, exactly once per (event, customer, kind), and serves the delivery log,
+//! `transaction.failed`, at most once per (customer, kind, transaction) whatever the event id
+//! (events are checked against their contract first), and serves the delivery log,
 //! a live feed and a dashboard.
 
 pub mod events;

@@ -106,6 +106,8 @@ impl Notice {
 
     /// Who gets a message, and which: for a transfer a debit alert to `from` and a credit alert
     /// to `to`; for a failure, a failure alert to the requester (`from`, or `to` for a credit).
+    /// A failure reporting a malformed request (reason `invalid`) goes to nobody: no API ever
+    /// accepted it, so the accounts it names did not ask for anything.
     pub fn recipients(&self) -> Vec<(String, Kind)> {
         let request = self.request();
         match self {
@@ -123,6 +125,7 @@ impl Notice {
                 }
                 out
             }
+            Notice::Failed(failed) if !failed.describes_a_valid_request() => Vec::new(),
             Notice::Failed(_) => requester(request)
                 .map(|id| vec![(id.to_string(), Kind::FailureAlert)])
                 .unwrap_or_default(),
@@ -277,7 +280,8 @@ fn requester(request: &TransactionRequested) -> Option<&str> {
     }
 }
 
-/// `"100.00 USD"`; a malformed amount (possible in a failure event) is shown as given.
+/// `"100.00 USD"`; a malformed amount (not expected: events are validated when decoded) is
+/// shown as given.
 fn amount(request: &TransactionRequested) -> String {
     match request.money() {
         Ok(money) => money.to_string(),
@@ -444,13 +448,16 @@ mod tests {
     }
 
     #[test]
-    fn malformed_amounts_are_shown_as_given() {
+    fn a_declined_malformed_request_is_told_to_nobody() {
         let mut bad = request(TransactionKind::Debit, Some("a"), None);
         bad.amount = "-3".into();
-        let notice = failed(bad, FailureReason::Invalid);
-        let contacts = contacts();
-        let draft = notice.render(&contacts["a"], Kind::FailureAlert, &contacts);
-        assert_eq!(draft.subject, "Transaction declined: withdrawal of -3 USD");
+        assert!(failed(bad, FailureReason::Invalid).recipients().is_empty());
+        // A valid request declined as `invalid` (e.g. a balance beyond the ledger's range) is told.
+        let valid = request(TransactionKind::Debit, Some("a"), None);
+        assert_eq!(
+            failed(valid, FailureReason::Invalid).recipients(),
+            [("a".into(), Kind::FailureAlert)]
+        );
     }
 
     #[test]

@@ -209,7 +209,7 @@ pub async fn dashboard() -> Html<&'static str> {
 #[openapi(
     info(
         title = "notification-service",
-        description = "Welcome messages and transaction alerts, sent once per event; the delivery log and a live feed."
+        description = "Welcome messages and transaction alerts, sent once per transaction and customer; the delivery log and a live feed."
     ),
     paths(list_notifications, recent_notifications, stream_notifications),
     components(schemas(

@@ -1,7 +1,7 @@
 //! The sender: a background task that sends recorded deliveries and records the outcome.
 //!
 //! Deliveries are written by the event handlers in the same transaction as the event's inbox
-//! claim, so each (event, customer, kind) is recorded exactly once, and an SMTP outage never
+//! claim, so each (customer, kind, transaction) is recorded exactly once, and an SMTP outage never
 //! blocks a Kafka partition. The sender leases a due row (`sending` until the lease ends),
 //! sends, then marks it `sent`, `retrying` (exponential backoff on transient errors) or `failed`
 //! (permanent errors, or too many attempts). A crash during a send leaves the row `sending`;

@@ -123,7 +123,9 @@ pub async fn find_customer(conn: &mut Conn, id: &str) -> Result<Option<Contact>,
 }
 
 /// Records `draft` for `event_id`: `pending` and due now, or already `failed` with `error`.
-/// Returns the new row, or `None` when this (event, customer, kind) was recorded before.
+/// Returns the new row, or `None` when this (customer, kind, transaction) was recorded before,
+/// whatever the event: the first event of a transaction wins, a replay is a no-op (one welcome
+/// per customer likewise).
 pub async fn record(
     conn: &mut Conn,
     event_id: &str,
@@ -138,9 +140,10 @@ pub async fn record(
     };
     let row = sqlx::query(&format!(
         "INSERT INTO deliveries (id, event_id, customer_id, kind, transaction_id, recipient, \
-         subject, body, status, attempts, last_error, next_attempt_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $11, $11) \
-         ON CONFLICT (event_id, customer_id, kind) DO NOTHING RETURNING {DELIVERY_COLUMNS}"
+         subject, body, status, attempts, last_error, next_attempt_at, created_at, updated_at, \
+         once_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $11, $11, $12) \
+         ON CONFLICT DO NOTHING RETURNING {DELIVERY_COLUMNS}"
     ))
     .bind(uuid::Uuid::now_v7().to_string())
     .bind(event_id)
@@ -153,6 +156,7 @@ pub async fn record(
     .bind(status.as_str())
     .bind(failure)
     .bind(&now)
+    .bind(draft.transaction_id.as_deref().unwrap_or_default())
     .fetch_optional(conn)
     .await?;
     row.as_ref().map(from_row).transpose()

@@ -514,3 +514,267 @@ async fn an_open_stream_does_not_block_shutdown() {
         .await
         .expect("stops promptly with a stream open");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_events_are_dead_lettered_and_nothing_is_sent() {
+    let smtp = SmtpServer::start().await;
+    let app = App::with_smtp(&smtp).await;
+    app.produce(&event_id(), &customer("cust-v", "Vera Victim"), None)
+        .await;
+    app.wait_sent("cust-v", 1).await;
+
+    // Everything on partition 0 of each topic, a valid deposit last.
+    let negative = processed(
+        request(
+            "txn-negative",
+            TransactionKind::Credit,
+            None,
+            Some("cust-v"),
+            "-100.00",
+        ),
+        &[("cust-v", "0.00")],
+    );
+    app.produce(&event_id(), &negative, Some(0)).await;
+    let to_self = processed(
+        request(
+            "txn-self",
+            TransactionKind::Transfer,
+            Some("cust-v"),
+            Some("cust-v"),
+            "5",
+        ),
+        &[("cust-v", "5.00")],
+    );
+    app.produce(&event_id(), &to_self, Some(0)).await;
+    let mut unknown_kind = serde_json::to_value(processed(
+        request(
+            "txn-refund",
+            TransactionKind::Credit,
+            None,
+            Some("cust-v"),
+            "5",
+        ),
+        &[("cust-v", "5.00")],
+    ))
+    .unwrap();
+    unknown_kind["kind"] = "refund".into();
+    app.produce_raw(
+        contracts::topics::TRANSACTION_PROCESSED,
+        "cust-v",
+        &unknown_kind.to_string(),
+        0,
+    )
+    .await;
+    let zero_declined = failed(
+        request(
+            "txn-zero",
+            TransactionKind::Debit,
+            Some("cust-v"),
+            None,
+            "0",
+        ),
+        FailureReason::InsufficientFunds,
+        "account `cust-v` has 0.00 USD",
+    );
+    app.produce(&event_id(), &zero_declined, Some(0)).await;
+    let mut unsendable = customer("cust-x", "Xavier Unsendable");
+    unsendable.email = "x..y@example.com".into();
+    app.produce(&event_id(), &unsendable, Some(0)).await;
+    let deposit = processed(
+        request(
+            "txn-real",
+            TransactionKind::Credit,
+            None,
+            Some("cust-v"),
+            "7",
+        ),
+        &[("cust-v", "7.00")],
+    );
+    app.produce(&event_id(), &deposit, Some(0)).await;
+
+    let dead = app
+        .dead_letters(contracts::topics::TRANSACTION_PROCESSED, 3)
+        .await;
+    let ids: Vec<&Value> = dead.iter().map(|(p, _)| &p["transactionId"]).collect();
+    assert_eq!(ids, ["txn-negative", "txn-self", "txn-refund"], "{dead:?}");
+    assert!(dead[0].1.contains("amount"), "{}", dead[0].1);
+    assert!(dead[1].1.contains("same account"), "{}", dead[1].1);
+    assert!(dead[2].1.contains("refund"), "{}", dead[2].1);
+    let dead = app
+        .dead_letters(contracts::topics::TRANSACTION_FAILED, 1)
+        .await;
+    assert_eq!(dead[0].0["transactionId"], "txn-zero");
+    let dead = app
+        .dead_letters(contracts::topics::CUSTOMER_CREATED, 1)
+        .await;
+    assert_eq!(dead[0].0["id"], "cust-x");
+    assert!(dead[0].1.contains("email"), "{}", dead[0].1);
+
+    // Dead letters are never applied: the log holds the welcome and the real deposit only.
+    let log = app.wait_sent("cust-v", 2).await;
+    assert_eq!(log[0]["transactionId"], "txn-real", "{log:?}");
+    let mails = smtp.wait_for("cust-v@example.com", 2).await;
+    let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
+    assert!(
+        subjects.contains(&"Deposit of 7.00 USD received"),
+        "{subjects:?}"
+    );
+    assert_eq!(mails.len(), 2, "{subjects:?}");
+    assert!(app.log("cust-x").await.is_empty());
+    assert!(smtp.messages_to("x..y@example.com").is_empty());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outcome_replayed_under_a_new_event_id_is_emailed_once() {
+    let smtp = SmtpServer::start().await;
+    let app = App::with_smtp(&smtp).await;
+    // Everything on partition 0: once the sentinel is handled, so are the replays.
+    let rita = customer("cust-rp", "Rita Replay");
+    let first_welcome = event_id();
+    app.produce(&first_welcome, &rita, Some(0)).await;
+    app.produce(&event_id(), &rita, Some(0)).await;
+    app.produce(&event_id(), &customer("cust-st", "Sam Sentinel"), Some(0))
+        .await;
+    app.wait_sent("cust-st", 1).await;
+
+    let deposit = processed(
+        request(
+            "txn-replayed",
+            TransactionKind::Credit,
+            None,
+            Some("cust-rp"),
+            "12",
+        ),
+        &[("cust-rp", "12.00")],
+    );
+    let first = event_id();
+    app.produce(&first, &deposit, Some(0)).await;
+    app.produce(&event_id(), &deposit, Some(0)).await;
+    let declined = failed(
+        request(
+            "txn-replayed-2",
+            TransactionKind::Debit,
+            Some("cust-rp"),
+            None,
+            "99",
+        ),
+        FailureReason::InsufficientFunds,
+        "account `cust-rp` has 12.00 USD, less than the 99.00 USD requested",
+    );
+    let first_declined = event_id();
+    app.produce(&first_declined, &declined, Some(0)).await;
+    app.produce(&event_id(), &declined, Some(0)).await;
+    let sentinel = processed(
+        request(
+            "txn-st",
+            TransactionKind::Credit,
+            None,
+            Some("cust-st"),
+            "1",
+        ),
+        &[("cust-st", "1.00")],
+    );
+    app.produce(&event_id(), &sentinel, Some(0)).await;
+    app.wait_sent("cust-st", 2).await;
+
+    let log = app.wait_sent("cust-rp", 3).await;
+    let event_of = |kind: &str| {
+        let rows: Vec<&Value> = log.iter().filter(|d| d["kind"] == kind).collect();
+        assert_eq!(rows.len(), 1, "one {kind}: {log:?}");
+        rows[0]["eventId"].as_str().unwrap().to_string()
+    };
+    assert_eq!(event_of("welcome"), first_welcome, "the first event wins");
+    assert_eq!(event_of("credit_alert"), first);
+    assert_eq!(event_of("failure_alert"), first_declined);
+    let mails = smtp.wait_for("cust-rp@example.com", 3).await;
+    assert_eq!(mails.len(), 3, "{mails:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_once_per_transaction_migration_keeps_the_rows_already_logged() {
+    use notification_service::messages::{Draft, Kind};
+    use notification_service::{storage, MIGRATIONS};
+    use platform::Database;
+    use sqlx::migrate::Migrator;
+    use sqlx::Row;
+
+    let db = Database::connect(&platform::testing::fresh_database_url().await)
+        .await
+        .unwrap();
+    let before = Migrator {
+        migrations: MIGRATIONS
+            .migrations
+            .iter()
+            .filter(|m| m.version < 102)
+            .cloned()
+            .collect(),
+        ..Migrator::DEFAULT
+    };
+    db.migrate(&before).await.unwrap();
+    // What the old uniqueness let through: one transaction's alert under two event ids, and a
+    // second welcome.
+    let rows = [
+        ("d-1", "e-1", "welcome", None),
+        ("d-2", "e-2", "welcome", None),
+        ("d-3", "e-3", "credit_alert", Some("txn-old")),
+        ("d-4", "e-4", "credit_alert", Some("txn-old")),
+    ];
+    for (id, event, kind, transaction) in rows {
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_id, customer_id, kind, transaction_id, recipient, \
+             subject, body, status, attempts, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, 'cust-m', $3, $4, 'm@example.com', 's', 'b', 'sent', 1, \
+             '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+        )
+        .bind(id)
+        .bind(event)
+        .bind(kind)
+        .bind(transaction)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    db.migrate(&MIGRATIONS).await.unwrap();
+
+    let kept: Vec<String> = sqlx::query("SELECT id FROM deliveries ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get("id"))
+        .collect();
+    assert_eq!(kept, ["d-1", "d-2", "d-3", "d-4"]);
+    let draft = |kind: Kind, transaction: Option<&str>| Draft {
+        customer_id: "cust-m".into(),
+        kind,
+        transaction_id: transaction.map(Into::into),
+        recipient: "m@example.com".into(),
+        subject: "s".into(),
+        body: "b".into(),
+    };
+    let mut conn = db.pool().acquire().await.unwrap();
+    let mut record = async |event: &str, draft: Draft| {
+        storage::record(&mut conn, event, &draft, None)
+            .await
+            .unwrap()
+            .map(|d| d.id)
+    };
+    assert_eq!(record("e-5", draft(Kind::Welcome, None)).await, None);
+    assert_eq!(
+        record("e-6", draft(Kind::CreditAlert, Some("txn-old"))).await,
+        None
+    );
+    assert!(record("e-7", draft(Kind::CreditAlert, Some("txn-new")))
+        .await
+        .is_some());
+    assert_eq!(
+        record("e-8", draft(Kind::CreditAlert, Some("txn-new"))).await,
+        None,
+        "a replay under a new event id is a no-op"
+    );
+    assert!(record("e-8", draft(Kind::DebitAlert, Some("txn-new")))
+        .await
+        .is_some());
+}

@@ -1,34 +1,15 @@
 //! Domain rules of a transaction request: which fields are valid, what kind a request is, and the
 //! canonical fingerprint that makes requests idempotent. Shared by the HTTP API and the consumer
-//! of `transaction.requested` (requests may come from other producers, straight into Kafka).
+//! of `transaction.requested` (requests may come from other producers, straight into Kafka). The
+//! field rules themselves are `contracts::validation`'s, shared with every consumer of an event.
 
-use contracts::{Currency, Money, MoneyError, TransactionKind, TransactionRequested};
+use contracts::{Money, TransactionKind, TransactionRequested};
 use serde_json::Value;
 
-/// Longest account id accepted.
-pub const MAX_ACCOUNT_ID_LEN: usize = 128;
-/// Longest transaction id accepted.
-pub const MAX_TRANSACTION_ID_LEN: usize = 64;
-
-/// A request that failed validation: the field at fault and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {detail}")]
-pub struct Invalid {
-    /// The offending field (camelCase, as in the request).
-    pub field: String,
-    /// What is wrong with it.
-    pub detail: String,
-}
-
-impl Invalid {
-    /// An error about `field`.
-    pub fn new(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            detail: detail.into(),
-        }
-    }
-}
+pub use contracts::validation::{
+    check_account_id, check_transaction_id, infer_kind, parse_amount, parse_currency, Invalid,
+    MAX_ACCOUNT_ID_LEN, MAX_TRANSACTION_ID_LEN,
+};
 
 /// A valid transaction request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,84 +70,6 @@ pub fn event_fingerprint(request: &TransactionRequested) -> String {
     }
 }
 
-/// Checks a transaction id: 1–64 characters of `[A-Za-z0-9._-]`.
-pub fn check_transaction_id(id: &str) -> Result<(), Invalid> {
-    let valid = !id.is_empty()
-        && id.len() <= MAX_TRANSACTION_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            "transactionId",
-            format!(
-                "`{id}` is not a valid transaction id: 1 to {MAX_TRANSACTION_ID_LEN} characters \
-                 of letters, digits, '.', '_' and '-'"
-            ),
-        ))
-    }
-}
-
-/// Checks an account id: 1–128 characters, no spaces or control characters.
-pub fn check_account_id(field: &'static str, id: &str) -> Result<(), Invalid> {
-    if id.is_empty() {
-        return Err(Invalid::new(field, format!("`{field}` must not be empty")));
-    }
-    if id.chars().count() > MAX_ACCOUNT_ID_LEN
-        || id.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(Invalid::new(
-            field,
-            format!(
-                "`{field}` is not a valid account id: at most {MAX_ACCOUNT_ID_LEN} characters, \
-                 no spaces or control characters"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The kind implied by the accounts named, which must differ.
-pub fn infer_kind(from: Option<&str>, to: Option<&str>) -> Result<TransactionKind, Invalid> {
-    if from.is_some() && from == to {
-        return Err(Invalid::new(
-            "to",
-            "`from` and `to` name the same account; a transfer needs two different accounts",
-        ));
-    }
-    TransactionKind::infer(from, to).ok_or_else(|| {
-        Invalid::new(
-            "to",
-            "name `to` (a credit), `from` (a debit), or both (a transfer)",
-        )
-    })
-}
-
-/// Parses a currency code.
-pub fn parse_currency(code: &str) -> Result<Currency, Invalid> {
-    code.parse::<Currency>().map_err(|_| {
-        Invalid::new(
-            "currency",
-            format!("`{code}` is not a three-letter ISO 4217 currency code"),
-        )
-    })
-}
-
-/// Parses a positive amount with at most the currency's decimals.
-pub fn parse_amount(text: &str, currency: Currency) -> Result<Money, Invalid> {
-    Money::parse_positive(text, currency).map_err(|e| {
-        let detail = match e {
-            MoneyError::NotANumber(_) => {
-                format!("`{text}` is not a decimal amount (e.g. 100 or \"100.50\")")
-            }
-            other => other.to_string(),
-        };
-        Invalid::new("amount", detail)
-    })
-}
-
 /// The decimal text of a JSON amount: a number (kept as written, never through a float
 /// computation) or a string.
 pub fn amount_text(value: &Value) -> Result<String, Invalid> {
@@ -183,29 +86,10 @@ pub fn amount_text(value: &Value) -> Result<String, Invalid> {
 /// Validates a request read from `transaction.requested` (any producer). The error's detail is
 /// the `message` of the `transaction.failed` event.
 pub fn validate_event(request: &TransactionRequested) -> Result<ValidRequest, Invalid> {
-    check_transaction_id(&request.transaction_id)?;
-    if let Some(from) = &request.from {
-        check_account_id("from", from)?;
-    }
-    if let Some(to) = &request.to {
-        check_account_id("to", to)?;
-    }
-    let kind = infer_kind(request.from.as_deref(), request.to.as_deref())?;
-    if kind != request.kind {
-        return Err(Invalid::new(
-            "kind",
-            format!(
-                "kind `{}` does not match the accounts named (that is a {})",
-                request.kind.as_str(),
-                kind.as_str()
-            ),
-        ));
-    }
-    let currency = parse_currency(&request.currency)?;
-    let amount = parse_amount(&request.amount, currency)?;
+    let amount = request.validate()?;
     Ok(ValidRequest {
         transaction_id: request.transaction_id.clone(),
-        kind,
+        kind: request.kind,
         from: request.from.clone(),
         to: request.to.clone(),
         amount,
@@ -215,6 +99,7 @@ pub fn validate_event(request: &TransactionRequested) -> Result<ValidRequest, In
 #[cfg(test)]
 mod tests {
     use super::*;
+    use contracts::Currency;
     use serde_json::json;
 
     fn event(from: Option<&str>, to: Option<&str>, amount: &str) -> TransactionRequested {

@@ -14,7 +14,7 @@ use platform::kafka::{HandleError, Record};
 use platform::parking::ParkingLot;
 use platform::Outbox;
 
-use crate::domain::{check_account_id, event_fingerprint};
+use crate::domain::event_fingerprint;
 use crate::ledger::{self, Decision};
 use crate::settings::LedgerSettings;
 use crate::storage::{self, Completion, NewTransaction, Status};
@@ -51,8 +51,9 @@ impl Apply for OpenAccounts {
 
     fn decode(&self, record: &Record) -> Result<(EventMetadata, CustomerCreated), HandleError> {
         let (metadata, customer) = record.decode::<CustomerCreated>()?;
-        check_account_id("id", &customer.id)
-            .map_err(|e| HandleError::Permanent(format!("customer {e}")))?;
+        customer
+            .validate()
+            .map_err(|e| HandleError::Permanent(format!("invalid Customer.created: {e}")))?;
         Ok((metadata, customer))
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use common::{Ledger, Random};
 use contracts::envelope::{headers, EventType};
-use contracts::{topics, EventMetadata};
+use contracts::{topics, CustomerCreated, EventMetadata};
 use platform::inbox::Inboxed;
 use platform::kafka::{Handler, Record};
 use platform::parking::ParkingLot;
@@ -630,6 +630,57 @@ async fn a_malformed_record_is_dead_lettered_and_the_next_one_is_processed() {
         .contains("v2"));
     assert!(ledger.events.outcomes_for("v2-1").is_empty());
     assert_eq!(ledger.balance("alice").await, "3.00");
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_event_breaking_the_contract_is_dead_lettered_and_opens_no_account() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    let valid = |id: &str| CustomerCreated {
+        id: id.to_string(),
+        name: "Forged Customer".into(),
+        email: format!("{id}@example.com"),
+        created_at: Utc::now(),
+    };
+    let forged = [
+        CustomerCreated {
+            email: "x..y@example.com".into(),
+            ..valid("bad-email")
+        },
+        CustomerCreated {
+            name: "Eve\r\nBcc: all@example.com".into(),
+            ..valid("bad-name")
+        },
+        valid(&"x".repeat(65)),
+        valid("bad/id"),
+    ];
+    for customer in &forged {
+        ledger.publish_customer(customer).await;
+    }
+    ledger.open_accounts(&["good"]).await;
+
+    let dead = ledger
+        .dead_letters_of(topics::CUSTOMER_CREATED, forged.len())
+        .await;
+    let mut ids: Vec<String> = dead
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.payload).unwrap()["id"].to_string())
+        .collect();
+    ids.sort();
+    let mut expected: Vec<String> = forged.iter().map(|c| json!(c.id).to_string()).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    for record in &dead {
+        assert!(common::header(record, headers::DLT_ERROR)
+            .unwrap()
+            .contains("invalid Customer.created"));
+    }
+    for customer in &forged {
+        let (status, _) = ledger
+            .get(&format!("/accounts/{}", customer.id.replace('/', "%2F")))
+            .await;
+        assert_eq!(status, 404, "no account for {:?}", customer.id);
+    }
     ledger.stop().await;
 }
 

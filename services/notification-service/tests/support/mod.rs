@@ -200,6 +200,34 @@ impl App {
             .sum()
     }
 
+    /// Waits until at least `n` records reached the dead-letter topic of `topic`; returns them
+    /// with their `dlt_error` header.
+    pub async fn dead_letters(&self, topic: &str, n: usize) -> Vec<(Value, String)> {
+        let dlt = contracts::topics::dead_letter(topic);
+        let records =
+            platform::testing::read_topic(&self.kafka, &dlt, DEADLINE, |r| r.len() >= n).await;
+        assert!(
+            records.len() >= n,
+            "{n} dead letters on {dlt}, got {}",
+            records.len()
+        );
+        records
+            .iter()
+            .map(|r| {
+                let error = r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == contracts::envelope::headers::DLT_ERROR)
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                (
+                    serde_json::from_slice(&r.payload).unwrap_or(Value::Null),
+                    error,
+                )
+            })
+            .collect()
+    }
+
     pub async fn stop(self) {
         self.running.stop().await.expect("clean shutdown");
     }

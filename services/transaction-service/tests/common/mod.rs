@@ -161,6 +161,7 @@ impl Ledger {
                 topics::TRANSACTION_PROCESSED,
                 topics::TRANSACTION_FAILED,
                 &topics::dead_letter(topics::TRANSACTION_REQUESTED),
+                &topics::dead_letter(topics::CUSTOMER_CREATED),
             ],
         );
         tokio::spawn({
@@ -232,12 +233,18 @@ impl Ledger {
 
     /// Publishes `Customer.created` for `id` as customer-service does (CloudEvents headers).
     pub async fn customer_created(&self, id: &str) {
-        let customer = CustomerCreated {
+        self.publish_customer(&CustomerCreated {
             id: id.to_string(),
             name: format!("Customer {id}"),
             email: format!("{id}@example.com"),
             created_at: chrono::Utc::now(),
-        };
+        })
+        .await;
+    }
+
+    /// Publishes `customer` on `Customer.created` with CloudEvents headers, whatever it holds.
+    pub async fn publish_customer(&self, customer: &CustomerCreated) {
+        let id = customer.id.as_str();
         let metadata = EventMetadata::new(
             uuid::Uuid::now_v7().to_string(),
             EventType::CustomerCreated,
@@ -246,7 +253,7 @@ impl Ledger {
         self.send(
             topics::CUSTOMER_CREATED,
             id,
-            serde_json::to_string(&customer).expect("customer json"),
+            serde_json::to_string(customer).expect("customer json"),
             metadata.to_headers(),
         )
         .await;
@@ -336,7 +343,12 @@ impl Ledger {
 
     /// Waits until at least `n` records reached `transaction.requested.DLT`; returns them.
     pub async fn dead_letters(&self, n: usize) -> Vec<Record> {
-        let dlt = topics::dead_letter(topics::TRANSACTION_REQUESTED);
+        self.dead_letters_of(topics::TRANSACTION_REQUESTED, n).await
+    }
+
+    /// Waits until at least `n` records reached the dead-letter topic of `topic`; returns them.
+    pub async fn dead_letters_of(&self, topic: &str, n: usize) -> Vec<Record> {
+        let dlt = topics::dead_letter(topic);
         eventually(&format!("{n} dead letters"), || async {
             let dead = self.events.on(&dlt);
             (dead.len() >= n).then_some(dead)
@@ -375,6 +387,9 @@ impl Ledger {
             topics::TRANSACTION_PROCESSED,
             "{id} should be processed: {payload}"
         );
+        let event: contracts::TransactionProcessed =
+            serde_json::from_value(payload.clone()).expect("a transaction.processed");
+        assert_eq!(event.validate(), Ok(()), "consumers accept it: {payload}");
         payload
     }
 
@@ -386,6 +401,9 @@ impl Ledger {
             topics::TRANSACTION_FAILED,
             "{id} should fail: {payload}"
         );
+        let event: contracts::TransactionFailed =
+            serde_json::from_value(payload.clone()).expect("a transaction.failed");
+        assert_eq!(event.validate(), Ok(()), "consumers accept it: {payload}");
         payload
     }
 
