@@ -135,16 +135,16 @@ fn validate_id(id: &str) -> Result<String, CustomerError> {
 }
 
 fn validate_name(name: Option<&str>) -> Result<String, CustomerError> {
-    let name = name
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| CustomerError::invalid("name", "name is required and must not be blank"))?;
-    if name.chars().count() > MAX_NAME_LEN {
+    if name.is_some_and(|n| n.chars().count() > MAX_NAME_LEN) {
         return Err(CustomerError::invalid(
             "name",
             format!("name must be at most {MAX_NAME_LEN} characters long"),
         ));
     }
+    let name = name
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| CustomerError::invalid("name", "name is required and must not be blank"))?;
     if name.chars().any(char::is_control) {
         return Err(CustomerError::invalid(
             "name",
@@ -155,6 +155,12 @@ fn validate_name(name: Option<&str>) -> Result<String, CustomerError> {
 }
 
 fn validate_email(email: Option<&str>) -> Result<String, CustomerError> {
+    if email.is_some_and(|e| e.chars().count() > MAX_EMAIL_LEN) {
+        return Err(CustomerError::invalid(
+            "email",
+            format!("email must be at most {MAX_EMAIL_LEN} characters long"),
+        ));
+    }
     let email = email
         .map(str::trim)
         .filter(|e| !e.is_empty())
@@ -165,12 +171,6 @@ fn validate_email(email: Option<&str>) -> Result<String, CustomerError> {
             format!("`{email}` is not a valid email address: {why}"),
         )
     };
-    if email.chars().count() > MAX_EMAIL_LEN {
-        return Err(CustomerError::invalid(
-            "email",
-            format!("email must be at most {MAX_EMAIL_LEN} characters long"),
-        ));
-    }
     if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid("it contains spaces"));
     }
