@@ -5,10 +5,12 @@
 //! cargo xtask down                     stop a detached stack (and the broker it started)
 //! cargo xtask demo                     run the seed's flow against the stack
 //! cargo xtask test [--sqlite-only]     the whole test suite, on SQLite and PostgreSQL
+//! cargo xtask api-fuzz                 its schemathesis step alone
 //! cargo xtask kafka start|stop|status  the local broker alone
 //! cargo xtask bench [--postgres]       the benchmark: Kafka's ceiling, throughput, latency
 //! ```
 
+mod api_fuzz;
 mod apt;
 mod bench;
 mod chaos;
@@ -32,6 +34,8 @@ commands:
   down                     stop what `up --detach` started
   demo                     run the demo flow against the running stack (starts one if needed)
   test [--sqlite-only]     run the test suite on SQLite, then PostgreSQL (installs what is missing)
+  api-fuzz                 the test suite's schemathesis step alone, against the binaries
+                           `cargo test` built (target/debug)
   kafka start|stop|status  the local Apache Kafka broker alone
   bench [--postgres]       the benchmark (release build; BENCHMARKS.md): Kafka's own ceiling,
                            end to end at 64 clients, paced latency; SQLite, or PostgreSQL
@@ -76,6 +80,13 @@ fn run() -> Result<()> {
             stack::up(detach)
         }
         ["down"] => stack::down(),
+        ["api-fuzz"] => {
+            let kafka = kafka::Kafka::from_env()?;
+            kafka.start()?;
+            let counts = api_fuzz::run(&kafka.ports().brokers())?;
+            println!("{} passed, {} failed", counts.passed, counts.failed);
+            std::process::exit(i32::from(counts.failed > 0));
+        }
         ["bench", rest @ ..] => bench::run(flags(rest, &["--postgres"])?.contains(&"--postgres")),
         ["demo"] => stack::demo(),
         ["chaos", rest @ ..] => {

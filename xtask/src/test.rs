@@ -5,6 +5,8 @@
 //! - the PostgreSQL pass, on a private cluster: only the integration-test targets that touch a
 //!   database — every test target except those listed in [`NO_DATABASE_TESTS`] (so a new test
 //!   file runs on both databases unless it is declared database-free);
+//! - API fuzzing: schemathesis against the three services' OpenAPI documents (see
+//!   [`crate::api_fuzz`]), one passed or failed test per service;
 //! - the deploy checks (`deploy/tests/run.sh`) when present.
 //!
 //! Each pass prints what ran (test binaries and their counts); a pass that runs no test, or deploy
@@ -147,6 +149,17 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
                 targets.join(", ")
             ));
             summary_lines.extend(report.summary_lines);
+            total += c;
+        }
+        if !interrupted.load(Ordering::SeqCst) {
+            let clock = std::time::Instant::now();
+            let c = crate::api_fuzz::run(&kafka.ports().brokers())?;
+            lines.push(format!(
+                "API fuzzing (schemathesis):      {} passed, {} failed ({} s)",
+                c.passed,
+                c.failed,
+                clock.elapsed().as_secs()
+            ));
             total += c;
         }
         let script = paths::repo_root().join("deploy/tests/run.sh");

@@ -229,3 +229,57 @@ mod tests {
         assert_eq!(EventType::for_topic("nope"), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    fn header_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                headers::SPEC_VERSION,
+                headers::ID,
+                headers::TYPE,
+                headers::SOURCE,
+                headers::TIME,
+                headers::CONTENT_TYPE,
+                headers::TRACEPARENT,
+            ])
+            .prop_map(str::to_string),
+            "\\PC{0,12}",
+        ]
+    }
+
+    proptest! {
+        /// Any header names and bytes decode without a panic; metadata exists exactly when a
+        /// UTF-8 `ce_id` is among them, and then it is the last such one.
+        #[test]
+        fn arbitrary_headers_never_panic(pairs in prop::collection::vec((header_name(), prop::collection::vec(any::<u8>(), 0..40)), 0..12)) {
+            let decoded = EventMetadata::from_headers(pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+            let last_id = pairs
+                .iter()
+                .rev()
+                .filter(|(k, _)| k == headers::ID)
+                .find_map(|(_, v)| std::str::from_utf8(v).ok());
+            prop_assert_eq!(decoded.map(|m| m.id), last_id.map(str::to_string));
+        }
+
+        /// Encoding then decoding gives the same attributes (time at millisecond precision).
+        #[test]
+        fn encode_then_decode_round_trips(
+            id in "\\PC{1,40}",
+            event_type in "\\PC{0,40}",
+            source in "\\PC{0,40}",
+            millis in 0i64..4_102_444_800_000,
+            traceparent in prop::option::of("[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}"),
+        ) {
+            let time = Utc.timestamp_millis_opt(millis).single().expect("in range");
+            let meta = EventMetadata { id, event_type, source, time, traceparent };
+            let headers = meta.to_headers();
+            let back = EventMetadata::from_headers(headers.iter().map(|(k, v)| (*k, v.as_bytes())));
+            prop_assert_eq!(back, Some(meta));
+        }
+    }
+}

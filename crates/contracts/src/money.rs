@@ -301,3 +301,78 @@ mod tests {
         assert!(serde_json::from_str::<Currency>("\"EURO\"").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn currency() -> impl Strategy<Value = Currency> {
+        prop::sample::select(vec!["USD", "JPY", "KWD", "EUR", "CLP", "BHD"])
+            .prop_map(|code| code.parse().expect("valid code"))
+    }
+
+    proptest! {
+        /// Formatting then parsing gives the same minor units, in every currency.
+        #[test]
+        fn format_then_parse_round_trips(minor in any::<i64>().prop_filter("i64::MIN has no positive twin", |m| *m != i64::MIN), currency in currency()) {
+            let text = format_minor(minor, currency.decimals());
+            prop_assert_eq!(Money::parse(&text, currency).map(|m| m.minor_units()), Ok(minor));
+            prop_assert_eq!(Money::from_minor(minor, currency).to_decimal_string(), text);
+        }
+
+        /// Parsing then formatting gives the canonical text: the digits, padded to the currency's
+        /// decimals; trailing zeros past them are harmless.
+        #[test]
+        fn parse_then_format_is_canonical(whole in 0u64..1_000_000_000_000, fraction in "[0-9]{0,2}", zeros in "0{0,3}") {
+            let text = if fraction.is_empty() && zeros.is_empty() {
+                whole.to_string()
+            } else {
+                format!("{whole}.{fraction}{zeros}")
+            };
+            let money = Money::parse(&text, Currency::USD).expect("a USD amount");
+            let expected = format!("{whole}.{fraction:0<2}");
+            prop_assert_eq!(money.to_decimal_string(), expected);
+        }
+
+        /// Anything that is not `[+-]digits[.digits]` is refused as not a number, never accepted
+        /// and never a panic.
+        #[test]
+        fn malformed_text_is_refused(text in "\\PC{0,24}") {
+            let plain = regex_lite_is_decimal(text.trim());
+            let parsed = Money::parse(&text, Currency::USD);
+            if !plain {
+                prop_assert!(matches!(parsed, Err(MoneyError::NotANumber(_))), "{:?} -> {:?}", text, parsed);
+            }
+        }
+
+        /// Exponents, separators and stray characters around valid digits are refused.
+        #[test]
+        fn decorated_numbers_are_refused(whole in 1u32..1_000_000, decoration in prop::sample::select(vec!["e2", "E-1", ",00", "_0", "..5", "x", " 1x"]) ) {
+            let text = format!("{whole}{decoration}");
+            prop_assert!(matches!(Money::parse(&text, Currency::USD), Err(MoneyError::NotANumber(_))), "{}", text);
+        }
+
+        /// More significant decimals than the currency has are refused, whatever the digits.
+        #[test]
+        fn extra_decimals_are_refused(whole in 0u32..1_000_000, fraction in "[0-9]{0,2}[1-9]", currency in currency()) {
+            let text = format!("{whole}.{:0>width$}", fraction, width = usize::from(currency.decimals()) + 1);
+            let parsed = Money::parse(&text, currency);
+            prop_assert!(matches!(parsed, Err(MoneyError::TooManyDecimals { .. })), "{} {} -> {:?}", text, currency, parsed);
+        }
+    }
+
+    /// `[+-]?[0-9]+(\.[0-9]+)?`, written out (the crate needs no regex engine).
+    fn regex_lite_is_decimal(text: &str) -> bool {
+        let unsigned = text
+            .strip_prefix('-')
+            .or_else(|| text.strip_prefix('+'))
+            .unwrap_or(text);
+        let (whole, fraction) = match unsigned.split_once('.') {
+            Some((w, f)) => (w, Some(f)),
+            None => (unsigned, None),
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        digits(whole) && fraction.is_none_or(digits)
+    }
+}

@@ -45,6 +45,18 @@ impl Invalid {
     }
 }
 
+/// Checks that `value` (of `field`) has at most `max` characters, counted as sent (before any
+/// trimming).
+pub fn check_length(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
+    if value.chars().count() <= max {
+        return Ok(());
+    }
+    Err(Invalid::new(
+        field,
+        format!("`{field}` must be at most {max} characters long"),
+    ))
+}
+
 /// Checks a transaction id: 1–64 characters of `[A-Za-z0-9._-]`.
 pub fn check_transaction_id(id: &str) -> Result<(), Invalid> {
     let valid = !id.is_empty()
@@ -111,10 +123,15 @@ pub fn parse_currency(code: &str) -> Result<Currency, Invalid> {
     })
 }
 
-/// Parses a positive amount with at most the currency's decimals.
+/// Parses a positive amount with at most the currency's decimals. Exponent notation (`1e2`) is
+/// refused: amounts are plain decimals, whether a JSON number or a string.
 pub fn parse_amount(text: &str, currency: Currency) -> Result<Money, Invalid> {
     Money::parse_positive(text, currency).map_err(|e| {
         let detail = match e {
+            MoneyError::NotANumber(_) if text.contains(['e', 'E']) => format!(
+                "`{text}` is in exponent notation; write the amount as a plain decimal, \
+                 e.g. 100 or \"100.50\""
+            ),
             MoneyError::NotANumber(_) => {
                 format!("`{text}` is not a decimal amount (e.g. 100 or \"100.50\")")
             }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -158,6 +159,25 @@ where
     }
 }
 
+/// A query string; one that cannot be read (e.g. a parameter given twice) is a 400 problem.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(Problem::bad_request(rejection.body_text())),
+        }
+    }
+}
+
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         Json(self.0).into_response()
@@ -174,6 +194,9 @@ fn json_problem(rejection: JsonRejection) -> Problem {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.body_text())
         }
         JsonRejection::JsonSyntaxError(e) => Problem::bad_request(e.body_text()),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            crate::limits::body_too_large()
+        }
         other => Problem::new(other.status(), other.body_text()),
     }
 }
@@ -269,13 +292,16 @@ pub fn keyed_routes(keys: &crate::auth::ApiKeys) -> Router {
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// Adds the layers every service has: a problem for unknown routes, panics and every other error
-/// response, request tracing, and a request timeout.
+/// response, an access log, request tracing, a request timeout, and the body size limit
+/// ([`crate::limits::MAX_BODY_BYTES`]).
 pub fn with_common_layers(router: Router) -> Router {
+    use axum::extract::DefaultBodyLimit;
     use tower_http::catch_panic::CatchPanicLayer;
     use tower_http::timeout::TimeoutLayer;
     use tower_http::trace::TraceLayer;
     router
         .fallback(|| async { Problem::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(crate::limits::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(problems_for_every_error))
         .layer(axum::middleware::from_fn(access_log))
         .layer(TimeoutLayer::with_status_code(

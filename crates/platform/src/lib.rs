@@ -10,6 +10,7 @@ pub mod group_commit;
 pub mod http;
 pub mod inbox;
 pub mod kafka;
+pub mod limits;
 pub mod outbox;
 pub mod parking;
 pub mod redact;
@@ -21,7 +22,7 @@ pub mod testing;
 
 pub use config::{ConfigError, Env, Secret, ServiceConfig};
 pub use db::{Database, DbError, Tx};
-pub use http::{ApiJson, Problem};
+pub use http::{ApiJson, ApiQuery, Problem};
 pub use kafka::{HandleError, Handler, KafkaConfig, Record};
 pub use outbox::Outbox;
 pub use service::Service;

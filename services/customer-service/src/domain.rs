@@ -118,13 +118,19 @@ fn validate_id(id: &str) -> Result<String, CustomerError> {
 }
 
 fn validate_name(name: Option<&str>) -> Result<String, CustomerError> {
-    let name = name.map(str::trim).unwrap_or_default();
+    let name = name.unwrap_or_default();
+    validation::check_length("name", name, MAX_NAME_LEN)
+        .map_err(|e| CustomerError::invalid("name", e.detail))?;
+    let name = name.trim();
     validation::check_name(name).map_err(|e| CustomerError::invalid("name", e.detail))?;
     Ok(name.to_string())
 }
 
 fn validate_email(email: Option<&str>) -> Result<String, CustomerError> {
-    let email = email.map(str::trim).unwrap_or_default();
+    let email = email.unwrap_or_default();
+    validation::check_length("email", email, MAX_EMAIL_LEN)
+        .map_err(|e| CustomerError::invalid("email", e.detail))?;
+    let email = email.trim();
     validation::check_email(email).map_err(|e| CustomerError::invalid("email", e.detail))?;
     Ok(email.to_string())
 }

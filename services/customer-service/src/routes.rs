@@ -1,21 +1,23 @@
 //! HTTP routes: register, read and list customers, and the OpenAPI document.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use platform::auth::{protect, ApiKeys};
 use platform::group_commit::GroupCommit;
-use platform::{ApiJson, Database, Problem};
+use platform::{ApiJson, ApiQuery, Database, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::domain::{Customer, CustomerError, NewCustomer};
+use crate::domain::{Customer, CustomerError, NewCustomer, MAX_ID_LEN};
 use crate::registration::{Registration, Registrations};
 use crate::storage;
 use platform::http::ProblemDetails;
+use platform::limits::check_length;
 
 /// Page size of `GET /app/customers` when `limit` is absent.
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -47,15 +49,17 @@ pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateCustomer {
     /// Customer id: 1–64 letters, digits, `-`, `_`, `.`; generated (`cust-<uuid>`) when absent.
-    #[schema(value_type = Option<String>, example = "cust-001")]
+    #[schema(value_type = Option<String>, example = "cust-001", max_length = 64, pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     #[serde(default)]
     pub id: Option<Value>,
-    /// Display name (not blank, at most 200 characters).
-    #[schema(value_type = String, example = "John Doe")]
+    /// Display name: not blank, at most 200 characters, no control characters (leading and
+    /// trailing spaces are trimmed).
+    #[schema(value_type = String, required = true, example = "John Doe", max_length = 200, pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00-\x1f\x7f-\x9f]*[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")]
     #[serde(default)]
     pub name: Option<Value>,
-    /// Email address.
-    #[schema(value_type = String, example = "john@example.com")]
+    /// Email address: at most 254 characters, one `@`, a dotted domain, no spaces (leading and
+    /// trailing spaces are trimmed).
+    #[schema(value_type = String, required = true, example = "john@example.com", max_length = 254, pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^@\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f]+@[^@.\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f]+(\.[^@.\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f]+)+[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")]
     #[serde(default)]
     pub email: Option<Value>,
 }
@@ -73,12 +77,13 @@ pub struct CustomerPage {
 
 /// Query of `GET /app/customers`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1–500 (default 50).
-    #[param(value_type = Option<i64>)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// Customers to skip (default 0).
-    #[param(value_type = Option<i64>)]
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 2147483647)]
     pub offset: Option<String>,
 }
 
@@ -90,6 +95,7 @@ pub struct ListParams {
         (status = 400, description = "Malformed JSON", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "The id belongs to another customer", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Not `application/json`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid (`field` names it)", body = ProblemDetails, content_type = "application/problem+json"),
     ),
@@ -120,15 +126,19 @@ pub async fn create_customer(
 }
 
 /// One customer.
-#[utoipa::path(get, path = "/app/customers/{id}", params(("id" = String, Path, description = "Customer id")),
+#[utoipa::path(get, path = "/app/customers/{id}", params(("id" = String, Path, description = "Customer id", max_length = 64)),
     responses(
         (status = 200, description = "The customer", body = Customer),
+        (status = 400, description = "A path that is not UTF-8", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "No such customer", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "An id longer than 64 characters", body = ProblemDetails, content_type = "application/problem+json"),
     ))]
 pub async fn get_customer(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Customer>, Problem> {
+    let Path(id) = id.map_err(|e| Problem::bad_request(e.body_text()))?;
+    check_length("id", &id, MAX_ID_LEN)?;
     match storage::find(state.db.pool(), &id).await? {
         Some(customer) => Ok(Json(customer)),
         None => Err(CustomerError::NotFound(id).into()),
@@ -139,11 +149,12 @@ pub async fn get_customer(
 #[utoipa::path(get, path = "/app/customers", params(ListParams),
     responses(
         (status = 200, description = "A page of customers", body = CustomerPage),
+        (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "Bad `limit` or `offset`", body = ProblemDetails, content_type = "application/problem+json"),
     ))]
 pub async fn list_customers(
     State(state): State<AppState>,
-    Query(params): Query<ListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<CustomerPage>, Problem> {
     let limit = bounded(
         "limit",
@@ -218,10 +229,10 @@ fn bounded(
     min: i64,
     max: i64,
 ) -> Result<i64, Problem> {
-    let Some(text) = value.filter(|v| !v.trim().is_empty()) else {
+    let Some(text) = value else {
         return Ok(default);
     };
-    match text.trim().parse::<i64>() {
+    match text.parse::<i64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(Problem::invalid_field(
             name,
@@ -245,7 +256,7 @@ mod tests {
     fn query_bounds() {
         assert_eq!(bounded("limit", None, 50, 1, 500).unwrap(), 50);
         assert_eq!(bounded("limit", Some("7"), 50, 1, 500).unwrap(), 7);
-        for bad in ["0", "501", "-1", "x", "1.5"] {
+        for bad in ["0", "501", "-1", "x", "1.5", "", " 7"] {
             let p = bounded("limit", Some(bad), 50, 1, 500).unwrap_err();
             assert_eq!(p.extensions["field"], "limit", "{bad}");
         }

@@ -365,6 +365,62 @@ async fn list_is_in_creation_order_and_paged() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn over_limit_input_is_a_problem_naming_the_limit() {
+    let app = App::start().await;
+    let body_with = |field: &str, value: String| {
+        let mut body = json!({"id": "lim-1", "name": "Lim It", "email": "lim@example.com"});
+        body[field] = json!(value);
+        body
+    };
+    let email_of = |len: usize| format!("{}@example.com", "e".repeat(len - 12));
+    for (field, value, limit) in [
+        ("id", "i".repeat(65), "64"),
+        ("name", "n".repeat(201), "200"),
+        // Counted as sent: padding does not make a long value fit.
+        ("name", format!(" {}", "n".repeat(200)), "200"),
+        ("email", email_of(255), "254"),
+    ] {
+        let (status, problem) = app.post(body_with(field, value)).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}: {problem}"
+        );
+        assert_eq!(problem["field"], field);
+        assert!(
+            problem["detail"].as_str().unwrap().contains(limit),
+            "{problem}"
+        );
+    }
+    // At the limits, accepted.
+    let (status, body) = app
+        .post(json!({"id": "i".repeat(64), "name": "n".repeat(200), "email": email_of(254)}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let (status, problem) = app.get(&format!("/app/customers/{}", "i".repeat(65))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        (problem["field"].as_str(), problem["limit"].as_u64()),
+        (Some("id"), Some(64))
+    );
+    for query in ["limit=501", "limit=", "offset=-1"] {
+        let (status, _) = app.get(&format!("/app/customers?{query}")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+    }
+    let (status, problem) = app.get("/app/customers?limit=1&limit=2").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+
+    let (status, problem) = app
+        .post(json!({"name": "Big", "email": "big@example.com",
+            "pad": "x".repeat(platform::limits::MAX_BODY_BYTES)}))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(problem["limit"], platform::limits::MAX_BODY_BYTES);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn reads_and_writes_need_a_key_of_the_right_scope_when_configured() {
     let keys = ApiKeys::parse(["ops:write:k-test-123", "dash:read:k-read-456"]).unwrap();
     let app = App::start_with_keys(keys).await;

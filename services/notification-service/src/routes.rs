@@ -4,13 +4,13 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
-use platform::{Database, Problem};
+use platform::{ApiQuery, Database, Problem};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -21,11 +21,17 @@ use crate::messages::Kind;
 use crate::storage::{self, Delivery, Status};
 use platform::auth::{protect, ApiKeys};
 use platform::http::ProblemDetails;
+use platform::limits::check_length;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 
 /// Entries of the log when `limit` is absent.
 pub const DEFAULT_LIMIT: i64 = 100;
 /// Largest accepted `limit`.
 pub const MAX_LIMIT: i64 = 500;
+/// Longest `customerId` accepted (the account-id limit of transaction-service: customer ids
+/// come from `Customer.created`, which other producers may write too).
+pub const MAX_CUSTOMER_ID_LEN: usize = 128;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -54,20 +60,23 @@ pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
 
 /// Query of `GET /notifications`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct LogParams {
-    /// Whose notifications (required).
+    /// Whose notifications (required, not blank, at most 128 characters).
+    #[param(value_type = String, required = true, max_length = 128, pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
     pub customer_id: Option<String>,
     /// Entries, 1–500 (default 100).
-    #[param(value_type = Option<i64>)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
 }
 
 /// Query of `GET /notifications/recent`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecentParams {
     /// Entries, 1–500 (default 100).
-    #[param(value_type = Option<i64>)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
 }
 
@@ -80,9 +89,11 @@ pub struct RecentNotifications {
 
 /// Query of `GET /notifications/stream`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamParams {
-    /// Only this customer's deliveries (all when absent).
+    /// Only this customer's deliveries (all when absent or blank); at most 128 characters.
+    #[param(max_length = 128)]
     pub customer_id: Option<String>,
 }
 
@@ -100,12 +111,16 @@ pub struct NotificationLog {
 #[utoipa::path(get, path = "/notifications", params(LogParams),
     responses(
         (status = 200, description = "Deliveries, newest first", body = NotificationLog),
-        (status = 422, description = "`customerId` missing or blank, or a bad `limit`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "`customerId` missing, blank or longer than 128 characters, or a bad `limit`", body = ProblemDetails, content_type = "application/problem+json"),
     ))]
 pub async fn list_notifications(
     State(state): State<AppState>,
-    Query(params): Query<LogParams>,
+    ApiQuery(params): ApiQuery<LogParams>,
 ) -> Result<Json<NotificationLog>, Problem> {
+    if let Some(id) = &params.customer_id {
+        check_length("customerId", id, MAX_CUSTOMER_ID_LEN)?;
+    }
     let customer_id = params
         .customer_id
         .map(|c| c.trim().to_string())
@@ -122,20 +137,22 @@ pub async fn list_notifications(
 #[utoipa::path(get, path = "/notifications/recent", params(RecentParams),
     responses(
         (status = 200, description = "Deliveries, newest first", body = RecentNotifications),
+        (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "A bad `limit`", body = ProblemDetails, content_type = "application/problem+json"),
     ))]
 pub async fn recent_notifications(
     State(state): State<AppState>,
-    Query(params): Query<RecentParams>,
+    ApiQuery(params): ApiQuery<RecentParams>,
 ) -> Result<Json<RecentNotifications>, Problem> {
     let limit = limit(params.limit.as_deref())?;
     let items = storage::latest(state.db.pool(), limit).await?;
     Ok(Json(RecentNotifications { items }))
 }
 
-/// The `limit` query parameter: [`DEFAULT_LIMIT`] when absent, else 1 to [`MAX_LIMIT`].
+/// The `limit` query parameter: [`DEFAULT_LIMIT`] when absent, else 1 to [`MAX_LIMIT`] (a blank
+/// value is no number).
 fn limit(text: Option<&str>) -> Result<i64, Problem> {
-    match text.map(str::trim).filter(|l| !l.is_empty()) {
+    match text {
         None => Ok(DEFAULT_LIMIT),
         Some(text) => text
             .parse::<i64>()
@@ -153,12 +170,19 @@ fn limit(text: Option<&str>) -> Result<i64, Problem> {
 /// A live feed of deliveries as they are recorded and as their status changes: first a `ready`
 /// event, then one `delivery` event (a JSON delivery) per update.
 #[utoipa::path(get, path = "/notifications/stream", params(StreamParams),
-    responses((status = 200, description = "Server-sent events: `ready`, then `delivery` events",
-        body = Delivery, content_type = "text/event-stream")))]
+    responses(
+        (status = 200, description = "Server-sent events: `ready` (data `{}`), then `delivery` events (data: a delivery)",
+            body = StreamEvent, content_type = "text/event-stream"),
+        (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A `customerId` longer than 128 characters", body = ProblemDetails, content_type = "application/problem+json"),
+    ))]
 pub async fn stream_notifications(
     State(state): State<AppState>,
-    Query(params): Query<StreamParams>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    ApiQuery(params): ApiQuery<StreamParams>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    if let Some(id) = &params.customer_id {
+        check_length("customerId", id, MAX_CUSTOMER_ID_LEN)?;
+    }
     let only = params
         .customer_id
         .map(|c| c.trim().to_string())
@@ -188,8 +212,31 @@ pub async fn stream_notifications(
     let events = ready
         .chain(updates)
         .take_until(state.shutdown.clone().cancelled_owned());
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
+
+/// One event of the live feed: `ready` (data `{}`), then `delivery` events whose data is a JSON
+/// delivery (and whose id is the delivery's).
+pub struct StreamEvent;
+
+impl utoipa::PartialSchema for StreamEvent {
+    fn schema() -> RefOr<Schema> {
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("event", text().enum_values(Some(["ready", "delivery"])))
+            .required("event")
+            .property(
+                "data",
+                text().description(Some("`{}` (ready) or a Delivery as JSON (delivery)")),
+            )
+            .required("data")
+            .property("id", text().description(Some("the delivery's id")))
+            .into()
+    }
+}
+
+impl ToSchema for StreamEvent {}
 
 fn delivery_event(delivery: &Delivery) -> Event {
     let event = Event::default().event("delivery").id(delivery.id.clone());
@@ -218,6 +265,7 @@ pub async fn dashboard() -> Html<&'static str> {
         Status,
         NotificationLog,
         RecentNotifications,
+        StreamEvent,
         ProblemDetails
     ))
 )]

@@ -123,9 +123,28 @@ async fn the_latest_deliveries_of_every_customer_are_listed_newest_first() {
     let (_, one) = get("?limit=1").await;
     assert_eq!(one["items"].as_array().unwrap().len(), 1);
     assert_eq!(one["items"][0]["customerId"], "cust-r2");
-    let (status, problem) = get("?limit=0").await;
-    assert_eq!(status, 422);
-    assert_eq!(problem["field"], "limit");
+    for query in ["?limit=0", "?limit=501", "?limit="] {
+        let (status, problem) = get(query).await;
+        assert_eq!(status, 422, "{query}");
+        assert_eq!(problem["field"], "limit");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("500"),
+            "{problem}"
+        );
+    }
+    let long_id = "c".repeat(129);
+    for path in [
+        format!("/notifications?customerId={long_id}"),
+        format!("/notifications/stream?customerId={long_id}"),
+    ] {
+        let response = reqwest::get(app.url(&path)).await.unwrap();
+        assert_eq!(response.status(), 422, "{path}");
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(
+            (problem["field"].as_str(), problem["limit"].as_u64()),
+            (Some("customerId"), Some(128))
+        );
+    }
     app.stop().await;
 }
 

@@ -4,6 +4,7 @@
 //! field rules themselves are `contracts::validation`'s, shared with every consumer of an event.
 
 use contracts::{Money, TransactionKind, TransactionRequested};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 pub use contracts::validation::{
@@ -70,12 +71,32 @@ pub fn event_fingerprint(request: &TransactionRequested) -> String {
     }
 }
 
-/// The decimal text of a JSON amount: a number (kept as written, never through a float
-/// computation) or a string.
-pub fn amount_text(value: &Value) -> Result<String, Invalid> {
-    match value {
-        Value::Number(number) => Ok(number.to_string()),
-        Value::String(text) => Ok(text.clone()),
+/// Checks that `amount` is at most `max_minor` minor units (`MAX_AMOUNT_MINOR`).
+pub fn check_amount_limit(amount: Money, max_minor: i64) -> Result<(), Invalid> {
+    if amount.minor_units() <= max_minor {
+        return Ok(());
+    }
+    let max = Money::from_minor(max_minor, amount.currency());
+    Err(Invalid::new(
+        "amount",
+        format!(
+            "amount {} is above the largest accepted amount, {max} \
+             ({max_minor} minor units, MAX_AMOUNT_MINOR)",
+            amount.to_decimal_string()
+        ),
+    ))
+}
+
+/// The decimal text of a raw JSON amount, `None` for `null`: a number exactly as written (never
+/// through a float) or the content of a string.
+pub fn amount_text(raw: &RawValue) -> Result<Option<String>, Invalid> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => Ok(Some(text.to_string())),
+        Some(b'"') => serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| Invalid::new("amount", format!("`amount` is not a valid string: {e}"))),
+        _ if text == "null" => Ok(None),
         _ => Err(Invalid::new(
             "amount",
             "`amount` must be a number or a decimal string, e.g. 100 or \"100.00\"",
@@ -100,7 +121,6 @@ pub fn validate_event(request: &TransactionRequested) -> Result<ValidRequest, In
 mod tests {
     use super::*;
     use contracts::Currency;
-    use serde_json::json;
 
     fn event(from: Option<&str>, to: Option<&str>, amount: &str) -> TransactionRequested {
         TransactionRequested {
@@ -142,17 +162,44 @@ mod tests {
             .contains("same account"));
     }
 
+    fn raw_amount(json: &str) -> Result<Option<String>, Invalid> {
+        amount_text(&serde_json::from_str::<Box<RawValue>>(json).unwrap())
+    }
+
     #[test]
     fn amounts_come_from_numbers_or_strings() {
-        assert_eq!(amount_text(&json!(100)).unwrap(), "100");
-        assert_eq!(amount_text(&json!(12.5)).unwrap(), "12.5");
-        assert_eq!(amount_text(&json!("7.25")).unwrap(), "7.25");
-        assert_eq!(amount_text(&json!(true)).unwrap_err().field, "amount");
+        assert_eq!(raw_amount("100").unwrap().as_deref(), Some("100"));
+        assert_eq!(raw_amount("12.5").unwrap().as_deref(), Some("12.5"));
+        assert_eq!(
+            raw_amount("100.999999999999999").unwrap().as_deref(),
+            Some("100.999999999999999")
+        );
+        assert_eq!(raw_amount(r#""7.25""#).unwrap().as_deref(), Some("7.25"));
+        assert_eq!(raw_amount(r#""\u0037""#).unwrap().as_deref(), Some("7"));
+        assert_eq!(raw_amount("null").unwrap(), None);
+        for bad in ["true", "[1]", r#"{"a":1}"#] {
+            assert_eq!(raw_amount(bad).unwrap_err().field, "amount", "{bad}");
+        }
         let usd = Currency::USD;
         assert_eq!(parse_amount("100", usd).unwrap().minor_units(), 10_000);
-        for bad in ["0", "-5", "1.001", "abc", "1e3"] {
+        for bad in ["0", "-5", "1.001", "abc", "1e3", "100.999999999999999"] {
             assert_eq!(parse_amount(bad, usd).unwrap_err().field, "amount", "{bad}");
         }
+        assert!(parse_amount("1E2", usd)
+            .unwrap_err()
+            .detail
+            .contains("exponent"));
+    }
+
+    #[test]
+    fn amounts_above_the_limit_are_refused() {
+        let usd = Currency::USD;
+        let at_limit = Money::from_minor(1_000, usd);
+        assert!(check_amount_limit(at_limit, 1_000).is_ok());
+        let err = check_amount_limit(Money::from_minor(1_001, usd), 1_000).unwrap_err();
+        assert_eq!(err.field, "amount");
+        assert!(err.detail.contains("10.00 USD"), "{}", err.detail);
+        assert!(err.detail.contains("MAX_AMOUNT_MINOR"), "{}", err.detail);
     }
 
     #[test]

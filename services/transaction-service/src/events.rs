@@ -24,8 +24,9 @@ pub const REQUESTS_GROUP: &str = "transaction-service";
 /// Consumer group (and inbox name) that opens accounts from `Customer.created`; a separate
 /// consumer, so accounts keep opening whatever the requests do.
 pub const ACCOUNTS_GROUP: &str = "transaction-service.accounts";
-/// Longest transaction id a record may carry before it is dead-lettered.
-const MAX_EVENT_TRANSACTION_ID_LEN: usize = 256;
+/// Longest transaction id a record may carry before it is dead-lettered (and so the longest id
+/// `GET /transactions/{id}` may find).
+pub const MAX_EVENT_TRANSACTION_ID_LEN: usize = 256;
 
 /// Opens an account for each new customer, idempotently, and wakes the requests waiting for it.
 #[derive(Debug, Clone)]

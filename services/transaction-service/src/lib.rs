@@ -38,6 +38,7 @@ pub fn build(service: &mut Service) -> anyhow::Result<Router> {
 /// Registers the two consumers (accounts, requests) and returns the routes.
 pub fn build_with(service: &mut Service, settings: LedgerSettings) -> Router {
     let waiting_requests = events::ApplyTransactions::parking_lot(&settings);
+    let max_amount_minor = settings.max_amount_minor;
     service.consume_events(
         ConsumerOptions::new(events::ACCOUNTS_GROUP, &[topics::CUSTOMER_CREATED]),
         events::OpenAccounts::new(settings, waiting_requests.clone()),
@@ -51,6 +52,7 @@ pub fn build_with(service: &mut Service, settings: LedgerSettings) -> Router {
 
     let state = routes::AppState {
         db: service.db.clone(),
+        max_amount_minor,
         acceptance: GroupCommit::start(
             service.db.clone(),
             ledger::Acceptance::new(service.outbox.clone()),

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,16 +12,20 @@ use chrono::{DateTime, Utc};
 use contracts::money::format_minor;
 use contracts::Currency;
 use platform::group_commit::GroupCommit;
-use platform::{ApiJson, Database, DbError, Problem};
-use serde::{Deserialize, Serialize};
+use platform::{ApiJson, ApiQuery, Database, DbError, Problem};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::domain::{self, Invalid, ValidRequest};
+use crate::events::MAX_EVENT_TRANSACTION_ID_LEN;
 use crate::ledger::{AcceptOutcome, Acceptance};
 use crate::storage::{self, StoredTransaction};
 use platform::http::ProblemDetails;
+use platform::limits::check_length;
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -30,7 +34,14 @@ pub struct AppState {
     pub db: Database,
     /// Accepts requests (with their `transaction.requested` events), committed in groups.
     pub acceptance: GroupCommit<Acceptance>,
+    /// Largest amount of a request, in minor units (`MAX_AMOUNT_MINOR`).
+    pub max_amount_minor: i64,
 }
+
+/// Journal entries of a page when `limit` is absent.
+pub const DEFAULT_ENTRIES_LIMIT: i64 = 100;
+/// Largest accepted `limit` of a journal page.
+pub const MAX_ENTRIES_LIMIT: i64 = 1000;
 
 /// Errors of the API, each mapped to a problem.
 #[derive(Debug, thiserror::Error)]
@@ -77,30 +88,34 @@ impl From<ApiError> for Problem {
 }
 
 /// Body of `POST /transactions`. Both accounts: a transfer; only `to`: a credit (deposit); only
-/// `from`: a debit (withdrawal).
-#[derive(Debug, Deserialize, ToSchema)]
+/// `from`: a debit (withdrawal). Read member by member (see [`TransactionBody::deserialize`]) so
+/// that a number amount keeps its exact text.
+#[derive(Debug, Default, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TransactionBody {
-    /// Account debited (transfer, debit).
-    #[schema(value_type = Option<String>, example = "cust-001")]
+    /// Account debited (transfer, debit): at most 128 characters, no spaces or control
+    /// characters.
+    #[schema(value_type = Option<String>, example = "cust-001", min_length = 1, max_length = 128, pattern = r"^[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f]+$")]
     pub from: Option<Value>,
-    /// Account credited (transfer, credit).
-    #[schema(value_type = Option<String>, example = "cust-002")]
+    /// Account credited (transfer, credit): at most 128 characters, no spaces or control
+    /// characters.
+    #[schema(value_type = Option<String>, example = "cust-002", min_length = 1, max_length = 128, pattern = r"^[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f]+$")]
     pub to: Option<Value>,
-    /// Amount greater than zero, with at most the currency's decimals: a JSON number (`100`
-    /// means 100.00) or a decimal string (`"100.00"`).
+    /// Amount greater than zero, with at most the currency's decimals and at most
+    /// `MAX_AMOUNT_MINOR` minor units: a JSON number (`100` means 100.00) or a decimal string
+    /// (`"100.00"`). A number is read from its exact text, never through a float; exponents
+    /// (`1e2`) are refused in both forms.
     #[schema(schema_with = amount_schema)]
-    pub amount: Option<Value>,
+    pub amount: Option<Box<RawValue>>,
     /// Idempotency key, 1–64 characters of `[A-Za-z0-9._-]`; generated (`txn-<uuid>`) when absent.
-    #[schema(value_type = Option<String>, example = "txn-123")]
+    #[schema(value_type = Option<String>, example = "txn-123", pattern = r"^[A-Za-z0-9._-]{1,64}$", max_length = 64)]
     pub transaction_id: Option<Value>,
     /// ISO 4217 code; `USD` when absent.
-    #[schema(value_type = Option<String>, example = "USD")]
+    #[schema(value_type = Option<String>, example = "USD", pattern = r"^[A-Za-z]{3}$")]
     pub currency: Option<Value>,
     /// Any other member: rejected (a typo such as `form` must not turn a transfer into a credit).
-    #[serde(flatten)]
     #[schema(ignore)]
-    pub unknown: serde_json::Map<String, Value>,
+    pub unknown: Vec<String>,
 }
 
 fn amount_schema() -> utoipa::openapi::schema::Schema {
@@ -112,16 +127,59 @@ fn amount_schema() -> utoipa::openapi::schema::Schema {
                 .pattern(Some(r"^[0-9]+(\.[0-9]+)?$")),
         )
         .description(Some(
-            "A JSON number (100 means 100.00) or a decimal string (\"100.00\")",
+            "A JSON number (100 means 100.00) or a decimal string (\"100.00\"), greater than zero, \
+             with at most the currency's decimals and at most MAX_AMOUNT_MINOR minor units",
         ))
         .build()
         .into()
 }
 
+impl<'de> Deserialize<'de> for TransactionBody {
+    /// A JSON object; `amount` is kept as its raw JSON text, unknown members are listed, and a
+    /// member given twice is refused (two parsers could otherwise read two different requests).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(BodyVisitor)
+    }
+}
+
+struct BodyVisitor;
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = TransactionBody;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object with from, to, amount, transactionId, currency")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TransactionBody, A::Error> {
+        fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), E> {
+            if slot.replace(value).is_some() {
+                return Err(E::custom(format!("member `{name}` is given twice")));
+            }
+            Ok(())
+        }
+        let mut body = TransactionBody::default();
+        while let Some(name) = map.next_key::<String>()? {
+            match name.as_str() {
+                "amount" => once(&mut body.amount, map.next_value()?, &name)?,
+                "from" => once(&mut body.from, map.next_value()?, &name)?,
+                "to" => once(&mut body.to, map.next_value()?, &name)?,
+                "transactionId" => once(&mut body.transaction_id, map.next_value()?, &name)?,
+                "currency" => once(&mut body.currency, map.next_value()?, &name)?,
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    body.unknown.push(name);
+                }
+            }
+        }
+        Ok(body)
+    }
+}
+
 impl TransactionBody {
-    /// Validates the body into a request.
-    pub fn validate(self) -> Result<ValidRequest, Invalid> {
-        if let Some(name) = self.unknown.keys().next() {
+    /// Validates the body into a request whose amount is at most `max_amount_minor` minor units.
+    pub fn validate(self, max_amount_minor: i64) -> Result<ValidRequest, Invalid> {
+        if let Some(name) = self.unknown.first() {
             return Err(Invalid::new(
                 name.as_str(),
                 format!(
@@ -149,15 +207,22 @@ impl TransactionBody {
             Some(code) => domain::parse_currency(&code)?,
             None => Currency::USD,
         };
-        let amount = match self.amount {
-            None | Some(Value::Null) => {
+        let amount = match self
+            .amount
+            .as_deref()
+            .map(domain::amount_text)
+            .transpose()?
+            .flatten()
+        {
+            None => {
                 return Err(Invalid::new(
                     "amount",
                     "`amount` is required, e.g. 100 or \"100.00\"",
                 ))
             }
-            Some(value) => domain::parse_amount(&domain::amount_text(&value)?, currency)?,
+            Some(text) => domain::parse_amount(&text, currency)?,
         };
+        domain::check_amount_limit(amount, max_amount_minor)?;
         Ok(ValidRequest {
             transaction_id,
             kind,
@@ -314,9 +379,11 @@ pub struct EntriesPage {
 #[into_params(parameter_in = Query)]
 pub struct EntriesQuery {
     /// Only entries after this position (default 0: from the start).
-    pub after: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub after: Option<String>,
     /// At most this many entries (1–1000, default 100).
-    pub limit: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
 }
 
 /// Requests a transaction: records it and its `transaction.requested` event in one database
@@ -329,6 +396,7 @@ pub struct EntriesQuery {
         (status = 400, description = "Not JSON", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "transactionId taken by another request", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Not `application/json`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = ProblemDetails, content_type = "application/problem+json"),
     ),
@@ -339,7 +407,9 @@ pub async fn create_transaction(
     headers: HeaderMap,
     ApiJson(body): ApiJson<TransactionBody>,
 ) -> Result<Response, Problem> {
-    let request = body.validate().map_err(ApiError::from)?;
+    let request = body
+        .validate(state.max_amount_minor)
+        .map_err(ApiError::from)?;
     let traceparent = traceparent(&headers).map(str::to_string);
     let created = match state
         .acceptance
@@ -385,10 +455,12 @@ fn traceparent(headers: &HeaderMap) -> Option<&str> {
 /// A transaction and its outcome.
 #[utoipa::path(
     get, path = "/transactions/{id}", tag = "transactions",
-    params(("id" = String, Path, description = "Transaction id")),
+    params(("id" = String, Path, description = "Transaction id", max_length = 256)),
     responses(
         (status = 200, body = TransactionView),
+        (status = 400, description = "A path that is not UTF-8", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "An id longer than 256 characters", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_transaction(
@@ -396,6 +468,7 @@ pub async fn get_transaction(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TransactionView>, Problem> {
     let Path(id) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    check_length("id", &id, MAX_EVENT_TRANSACTION_ID_LEN)?;
     let stored = storage::find_transaction(state.db.pool(), &id)
         .await
         .map_err(ApiError::from)?
@@ -406,10 +479,12 @@ pub async fn get_transaction(
 /// An account and its balance.
 #[utoipa::path(
     get, path = "/accounts/{id}", tag = "accounts",
-    params(("id" = String, Path, description = "Account id (the customer id)")),
+    params(("id" = String, Path, description = "Account id (the customer id)", max_length = 128)),
     responses(
         (status = 200, body = AccountView),
+        (status = 400, description = "A path that is not UTF-8", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "An id longer than 128 characters", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_account(
@@ -417,6 +492,7 @@ pub async fn get_account(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AccountView>, Problem> {
     let Path(id) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    check_length("id", &id, domain::MAX_ACCOUNT_ID_LEN)?;
     let account = storage::find_account(state.db.pool(), &id)
         .await
         .map_err(ApiError::from)?
@@ -432,27 +508,29 @@ pub async fn get_account(
 /// The journal of an account, oldest first.
 #[utoipa::path(
     get, path = "/accounts/{id}/entries", tag = "accounts",
-    params(("id" = String, Path, description = "Account id"), EntriesQuery),
+    params(("id" = String, Path, description = "Account id", max_length = 128), EntriesQuery),
     responses(
         (status = 200, body = EntriesPage),
-        (status = 400, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path or query string", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "An id longer than 128 characters, or a bad `after` or `limit`", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_entries(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    query: Result<Query<EntriesQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<EntriesQuery>,
 ) -> Result<Json<EntriesPage>, Problem> {
     let Path(id) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let after = query.after.unwrap_or(0).max(0);
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(
-            Problem::bad_request("`limit` must be between 1 and 1000").with("field", "limit")
-        );
-    }
+    check_length("id", &id, domain::MAX_ACCOUNT_ID_LEN)?;
+    let after = bounded("after", query.after.as_deref(), 0, 0, i64::MAX)?;
+    let limit = bounded(
+        "limit",
+        query.limit.as_deref(),
+        DEFAULT_ENTRIES_LIMIT,
+        1,
+        MAX_ENTRIES_LIMIT,
+    )?;
     let account = storage::find_account(state.db.pool(), &id)
         .await
         .map_err(ApiError::from)?
@@ -480,6 +558,26 @@ pub async fn get_entries(
             .collect(),
         next_after,
     }))
+}
+
+/// An optional integer query parameter within `min..=max`; otherwise a 422 naming it.
+fn bounded(
+    name: &'static str,
+    value: Option<&str>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, Problem> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    match text.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(Problem::invalid_field(
+            name,
+            format!("`{name}` must be an integer from {min} to {max}"),
+        )),
+    }
 }
 
 fn decimals_of(currency: &str) -> u8 {
@@ -523,15 +621,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const MAX: i64 = crate::settings::DEFAULT_MAX_AMOUNT_MINOR;
+
     fn body(value: Value) -> TransactionBody {
-        serde_json::from_value(value).unwrap()
+        raw_body(&value.to_string())
+    }
+
+    fn raw_body(json: &str) -> TransactionBody {
+        serde_json::from_str(json).unwrap()
     }
 
     #[test]
     fn the_seed_request_is_a_transfer_of_100_00() {
         let request = body(json!({"from": "cust-001", "to": "cust-002", "amount": 100,
             "transactionId": "txn-123"}))
-        .validate()
+        .validate(MAX)
         .unwrap();
         assert_eq!(request.kind, contracts::TransactionKind::Transfer);
         assert_eq!(request.amount.minor_units(), 10_000);
@@ -541,7 +645,7 @@ mod tests {
     #[test]
     fn ids_are_generated_when_absent() {
         let request = body(json!({"to": "a", "amount": "1.5"}))
-            .validate()
+            .validate(MAX)
             .unwrap();
         assert!(request.transaction_id.starts_with("txn-"));
         domain::check_transaction_id(&request.transaction_id).unwrap();
@@ -571,9 +675,42 @@ mod tests {
             (json!({"form": "a", "to": "b", "amount": 1}), "form"),
         ];
         for (value, field) in cases {
-            let err = body(value.clone()).validate().unwrap_err();
+            let err = body(value.clone()).validate(MAX).unwrap_err();
             assert_eq!(err.field, field, "{value}");
         }
+    }
+
+    #[test]
+    fn number_amounts_are_read_from_their_exact_text() {
+        for (json, field_detail) in [
+            ("100.999999999999999", "decimal places"),
+            ("1234567890123456.789", "decimal places"),
+            ("1234567890123456.78", "MAX_AMOUNT_MINOR"),
+            ("1e2", "exponent"),
+        ] {
+            for amount in [json.to_string(), format!("\"{json}\"")] {
+                let err = raw_body(&format!(r#"{{"to": "a", "amount": {amount}}}"#))
+                    .validate(MAX)
+                    .unwrap_err();
+                assert_eq!(err.field, "amount", "{amount}");
+                assert!(
+                    err.detail.contains(field_detail),
+                    "{amount}: {}",
+                    err.detail
+                );
+            }
+        }
+        let exact = raw_body(r#"{"to": "a", "amount": 12345678.91}"#)
+            .validate(MAX)
+            .unwrap();
+        assert_eq!(exact.amount.minor_units(), 1_234_567_891);
+    }
+
+    #[test]
+    fn a_member_given_twice_is_refused() {
+        let twice =
+            serde_json::from_str::<TransactionBody>(r#"{"to": "a", "amount": 1, "amount": 2}"#);
+        assert!(twice.unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

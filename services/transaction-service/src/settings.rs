@@ -16,7 +16,14 @@ pub struct LedgerSettings {
     /// How long after `requestedAt` a request naming an unknown account is retried before it
     /// fails with `unknown_account` (`UNKNOWN_ACCOUNT_GRACE_SECS`, default 10).
     pub unknown_account_grace: Duration,
+    /// Largest amount a request over HTTP may carry, in minor units (`MAX_AMOUNT_MINOR`, default
+    /// [`DEFAULT_MAX_AMOUNT_MINOR`]).
+    pub max_amount_minor: i64,
 }
+
+/// Largest amount of a request when `MAX_AMOUNT_MINOR` is unset: 100 000 000 000 minor units
+/// (1 000 000 000.00 in a currency with two decimals).
+pub const DEFAULT_MAX_AMOUNT_MINOR: i64 = 100_000_000_000;
 
 impl Default for LedgerSettings {
     fn default() -> Self {
@@ -24,12 +31,14 @@ impl Default for LedgerSettings {
             account_currency: Currency::USD,
             opening_balance: 0,
             unknown_account_grace: Duration::from_secs(10),
+            max_amount_minor: DEFAULT_MAX_AMOUNT_MINOR,
         }
     }
 }
 
 impl LedgerSettings {
-    /// Reads `ACCOUNT_CURRENCY`, `OPENING_BALANCE` and `UNKNOWN_ACCOUNT_GRACE_SECS`.
+    /// Reads `ACCOUNT_CURRENCY`, `OPENING_BALANCE`, `UNKNOWN_ACCOUNT_GRACE_SECS` and
+    /// `MAX_AMOUNT_MINOR`.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let account_currency = match env.var("ACCOUNT_CURRENCY") {
@@ -68,10 +77,25 @@ impl LedgerSettings {
                 })?,
             None => defaults.unknown_account_grace,
         };
+        let max_amount_minor = match env.var("MAX_AMOUNT_MINOR") {
+            Some(text) => text
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "MAX_AMOUNT_MINOR",
+                        format!("`{text}` is not a whole number of minor units greater than zero"),
+                    )
+                })?,
+            None => defaults.max_amount_minor,
+        };
         Ok(Self {
             account_currency,
             opening_balance,
             unknown_account_grace,
+            max_amount_minor,
         })
     }
 
@@ -98,11 +122,13 @@ mod tests {
             ("ACCOUNT_CURRENCY", "eur"),
             ("OPENING_BALANCE", "250.5"),
             ("UNKNOWN_ACCOUNT_GRACE_SECS", "3"),
+            ("MAX_AMOUNT_MINOR", "5000"),
         ];
         let settings = LedgerSettings::from_env(&env).unwrap();
         assert_eq!(settings.account_currency.code(), "EUR");
         assert_eq!(settings.opening_balance, 25_050);
         assert_eq!(settings.unknown_account_grace, Duration::from_secs(3));
+        assert_eq!(settings.max_amount_minor, 5_000);
     }
 
     #[test]
@@ -113,6 +139,8 @@ mod tests {
             ("OPENING_BALANCE", "-1"),
             ("OPENING_BALANCE", "1.001"),
             ("UNKNOWN_ACCOUNT_GRACE_SECS", "1.5"),
+            ("MAX_AMOUNT_MINOR", "0"),
+            ("MAX_AMOUNT_MINOR", "1.5"),
         ] {
             let err = LedgerSettings::from_env(&[(variable, value)]).unwrap_err();
             assert_eq!(err.variable, variable, "{value}");

@@ -189,6 +189,133 @@ async fn invalid_requests_are_problems_naming_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_amount_gets_the_answer_of_the_same_amount_as_a_string() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    // (amount as written, what the 422 says; None: accepted)
+    let cases = [
+        ("100.999999999999999", Some("decimal places")),
+        ("1234567890123456.789", Some("decimal places")),
+        ("1234567890123456.78", Some("MAX_AMOUNT_MINOR")),
+        ("1e2", Some("exponent")),
+        ("1.5E1", Some("exponent")),
+        ("0.000", Some("greater than zero")),
+        ("12345678.91", None),
+        ("100.10", None),
+    ];
+    for (n, (amount, refusal)) in cases.into_iter().enumerate() {
+        let mut answers = Vec::new();
+        for (form, text) in [
+            ("number", amount.to_string()),
+            ("string", format!("\"{amount}\"")),
+        ] {
+            let id = format!("exact-{n}-{form}");
+            let body = format!(r#"{{"to": "a", "amount": {text}, "transactionId": "{id}"}}"#);
+            let (status, answer, _) = ledger.post_raw(body.clone()).await;
+            match refusal {
+                Some(reason) => {
+                    assert_eq!(
+                        (status, answer["field"].as_str()),
+                        (422, Some("amount")),
+                        "{body}: {answer}"
+                    );
+                    let detail = answer["detail"].as_str().unwrap_or_default();
+                    assert!(detail.contains(reason), "{body}: {detail}");
+                }
+                None => {
+                    assert_eq!(status, 202, "{body}: {answer}");
+                    let (_, stored) = ledger.get(&format!("/transactions/{id}")).await;
+                    let expected = contracts::Money::parse(amount, contracts::Currency::USD)
+                        .unwrap()
+                        .to_decimal_string();
+                    assert_eq!(stored["amount"], expected.as_str(), "{body}");
+                }
+            }
+            answers.push((status, answer["field"].clone()));
+        }
+        assert_eq!(answers[0], answers[1], "{amount}: number and string differ");
+    }
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_limit_input_is_a_problem_naming_the_limit() {
+    let settings = LedgerSettings {
+        max_amount_minor: 10_000,
+        ..LedgerSettings::default()
+    };
+    let ledger = Ledger::start(settings).await;
+
+    // MAX_AMOUNT_MINOR: 100.00 USD here.
+    let (status, _) = ledger.post(json!({"to": "a", "amount": "100.00"})).await;
+    assert_eq!(status, 202);
+    let (status, problem) = ledger.post(json!({"to": "a", "amount": "100.01"})).await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (422, Some("amount")),
+        "{problem}"
+    );
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("100.00 USD") && detail.contains("MAX_AMOUNT_MINOR"),
+        "{detail}"
+    );
+
+    // Ids in bodies and paths.
+    let (status, problem) = ledger
+        .post(json!({"to": "x".repeat(129), "amount": 1}))
+        .await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("to")));
+    assert!(
+        problem["detail"].as_str().unwrap().contains("128"),
+        "{problem}"
+    );
+    for (path, limit) in [
+        (format!("/transactions/{}", "t".repeat(257)), 256),
+        (format!("/accounts/{}", "a".repeat(129)), 128),
+        (format!("/accounts/{}/entries", "a".repeat(129)), 128),
+    ] {
+        let (status, problem) = ledger.get(&path).await;
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (422, Some("id")),
+            "{path}"
+        );
+        assert_eq!(problem["limit"], limit, "{path}: {problem}");
+    }
+    let (status, _) = ledger
+        .get(&format!("/transactions/{}", "t".repeat(256)))
+        .await;
+    assert_eq!(status, 404);
+
+    // Page size.
+    for query in ["limit=1001", "limit=0", "limit=", "after=-1", "limit=x"] {
+        let (status, problem) = ledger.get(&format!("/accounts/a/entries?{query}")).await;
+        assert_eq!(status, 422, "{query}: {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("must be an integer from"),
+            "{problem}"
+        );
+    }
+
+    // Body size: 64 KiB.
+    let padding = "x".repeat(platform::limits::MAX_BODY_BYTES);
+    let (status, problem, content_type) = ledger
+        .post_raw(format!(r#"{{"to": "a", "amount": 1, "pad": "{padding}"}}"#))
+        .await;
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(problem["limit"], platform::limits::MAX_BODY_BYTES);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("65536 bytes"),
+        "{problem}"
+    );
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_request_gets_the_same_answer_and_another_body_conflicts() {
     let ledger = Ledger::start(LedgerSettings::default()).await;
     ledger.open_accounts(&["alice"]).await;

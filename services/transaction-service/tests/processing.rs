@@ -129,7 +129,7 @@ async fn a_deposit_then_a_transfer_leave_exact_balances() {
     assert_eq!(page["entries"][0]["seq"], 2);
     assert_eq!(page["nextAfter"], 2);
     let (status, problem) = ledger.get("/accounts/alice/entries?limit=0").await;
-    assert_eq!((status, problem["field"].clone()), (400, json!("limit")));
+    assert_eq!((status, problem["field"].clone()), (422, json!("limit")));
     ledger.stop().await;
 }
 

@@ -224,6 +224,31 @@ impl Ledger {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST /transactions` with `body` sent as is (`application/json`): (status, body, content
+    /// type).
+    pub async fn post_raw(&self, body: impl Into<reqwest::Body>) -> (u16, Value, String) {
+        let response = self
+            .http
+            .post(self.url("/transactions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST /transactions");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (
+            status,
+            response.json().await.unwrap_or(Value::Null),
+            content_type,
+        )
+    }
+
     /// `GET path`: (status, body).
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.http.get(self.url(path)).send().await.expect("GET");
