@@ -108,6 +108,11 @@ pub struct ServiceConfig {
     pub otlp_endpoint: Option<String>,
     /// How consumers batch and retry.
     pub consumer: ConsumerSettings,
+    /// HTTP server guards: header read timeout, connection cap, rate limit.
+    pub http: crate::server::ServerSettings,
+    /// Whether start-up creates the topics (`KAFKA_CREATE_TOPICS`, default true); false when
+    /// they are created beforehand and the service's credential may not create topics.
+    pub create_topics: bool,
 }
 
 /// How consumers batch and retry (`CONSUMER_MAX_BATCH`, `CONSUMER_RETRY_LIMIT_SECS`).
@@ -173,6 +178,21 @@ pub fn positive(
     }
 }
 
+/// `true`/`false` (also `1`/`0`, `yes`/`no`) from `variable`, `default` when unset.
+pub fn flag(env: &impl Env, variable: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match env.var(variable) {
+        None => Ok(default),
+        Some(text) => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(ConfigError::new(
+                variable,
+                format!("`{text}` is not `true` or `false`"),
+            )),
+        },
+    }
+}
+
 impl ServiceConfig {
     /// Reads the configuration of service `name` (default port `default_port`) from `env`.
     pub fn from_env(
@@ -201,7 +221,7 @@ impl ServiceConfig {
                 "must start with sqlite: or postgres://",
             ));
         }
-        let api_keys = env
+        let api_keys: Vec<Secret> = env
             .var("API_KEYS")
             .map(|keys| {
                 keys.split(',')
@@ -233,6 +253,7 @@ impl ServiceConfig {
                 ));
             }
         }
+        let http = crate::server::ServerSettings::from_env(env, &api_keys)?;
         Ok(Self {
             name,
             port,
@@ -242,6 +263,8 @@ impl ServiceConfig {
             log_format,
             otlp_endpoint,
             consumer: ConsumerSettings::from_env(env)?,
+            http,
+            create_topics: flag(env, "KAFKA_CREATE_TOPICS", true)?,
         })
     }
 }
@@ -300,6 +323,16 @@ mod tests {
         let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")];
         let err = ServiceConfig::from_env("s", 1, &env).unwrap_err();
         assert_eq!(err.variable, "OTEL_EXPORTER_OTLP_ENDPOINT");
+    }
+
+    #[test]
+    fn topic_creation_can_be_turned_off() {
+        let config = ServiceConfig::from_env("s", 1, &[("X", "")]).unwrap();
+        assert!(config.create_topics);
+        let config = ServiceConfig::from_env("s", 1, &[("KAFKA_CREATE_TOPICS", "false")]).unwrap();
+        assert!(!config.create_topics);
+        let err = ServiceConfig::from_env("s", 1, &[("KAFKA_CREATE_TOPICS", "off")]).unwrap_err();
+        assert_eq!(err.variable, "KAFKA_CREATE_TOPICS");
     }
 
     #[test]
