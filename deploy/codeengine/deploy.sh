@@ -15,7 +15,10 @@
 #   IBMCLOUD_API_KEY         log in with it (else an existing `ibmcloud login` session is used); also
 #                            needed once to create the registry pull secret
 #   ICR_REGISTRY (icr.io)  CE_REGISTRY_SECRET (icr-pull)  KAFKA_TOPIC_PARTITIONS (1)
-#   CE_MIN_SCALE (1)  CE_MAX_SCALE (2)  CE_CPU (0.5)  CE_MEMORY (1G)  ES_BINDING_ROLE (Manager)
+#   CE_MIN_SCALE (1)  CE_MAX_SCALE (2)  CE_CPU (0.5)  CE_MEMORY (1G)
+#   ES_BROKERS               the instance's SASL brokers, comma-separated (default: `es cluster --json`)
+#   ES_ROTATE_KEYS (false)   true: give every service a new Event Streams API key (old keys stay valid
+#                            until deleted: ibmcloud iam service-api-keys <CE_PROJECT>-<service>)
 #   SERVICES                 subset to deploy, space-separated (default: all of deploy/services.txt)
 # Secrets (Code Engine secrets, passed to the applications with --env-from-secret). When the variable
 # is set the secret is created or updated from it; when it is not, the secret must already exist:
@@ -24,6 +27,9 @@
 #                                     deploy/services.txt; the console has none)
 #   notification-smtp  SMTP_URL, MAIL_FROM (notification-service only)
 #   api-keys           API_KEYS (optional: attached to every service when it exists)
+#   <service>-kafka    EVENT_STREAMS_KAFKA_BROKERS_SASL, EVENT_STREAMS_USER, EVENT_STREAMS_PASSWORD: made
+#                      by this script from the service's own service ID <CE_PROJECT>-<service>, whose
+#                      IAM policies are event-streams-access.txt (least privilege; no Manager)
 # The console reads the other services' APIs at their application URLs (CUSTOMER_SERVICE_URL, ...),
 # looked up when it is deployed, so those applications must exist by then (they come first).
 set -Eeuo pipefail
@@ -74,7 +80,7 @@ CE_MIN_SCALE=${CE_MIN_SCALE:-1}
 CE_MAX_SCALE=${CE_MAX_SCALE:-2}
 CE_CPU=${CE_CPU:-0.5}
 CE_MEMORY=${CE_MEMORY:-1G}
-ES_BINDING_ROLE=${ES_BINDING_ROLE:-Manager}
+ES_ROTATE_KEYS=${ES_ROTATE_KEYS:-false}
 for var in KAFKA_TOPIC_PARTITIONS CE_MIN_SCALE CE_MAX_SCALE; do
   [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number, not '${!var}'"
 done
@@ -90,6 +96,14 @@ done <"$deploy_dir/services.txt"
 read -r -a services <<<"${SERVICES:-${all_services[*]}}"
 for service in "${services[@]}"; do
   [[ -n ${port_of[$service]:-} ]] || die "unknown service '$service' in SERVICES (known: ${all_services[*]})"
+done
+declare -A access_of=()
+while read -r name type resource role; do
+  [[ -z $name || $name == \#* ]] && continue
+  access_of[$name]+="$type $resource $role"$'\n'
+done <"$here/event-streams-access.txt"
+for service in "${services[@]}"; do
+  [[ -n ${access_of[$service]:-} ]] || die "no Event Streams access for '$service' in $here/event-streams-access.txt"
 done
 topics=()
 while read -r topic; do
@@ -157,6 +171,61 @@ for topic in "${topics[@]}"; do
   fi
 done
 
+step "Event Streams access: one service ID per service, with only its own roles"
+instance_crn=$(ibmcloud resource service-instance "$ES_INSTANCE" --id | grep -o 'crn:[^ ]*' | head -n 1) ||
+  die "cannot read the CRN of Event Streams instance $ES_INSTANCE"
+instance_guid=$(cut -d: -f8 <<<"$instance_crn")
+[[ -n $instance_guid ]] || die "no instance ID in the CRN '$instance_crn' of $ES_INSTANCE"
+brokers=${ES_BROKERS:-}
+if [[ -z $brokers ]]; then
+  # `es cluster --json` lists the brokers as {"id": .., "host": "..", "port": .., ...}.
+  brokers=$(ibmcloud es cluster --json | tr -d ' \n\t' | grep -o '"host":"[^"]*","port":[0-9]*' |
+    sed 's/"host":"\([^"]*\)","port":\([0-9]*\)/\1:\2/' | paste -sd, -) || true
+  [[ -n $brokers ]] || die "cannot read the brokers of $ES_INSTANCE from 'ibmcloud es cluster --json': set ES_BROKERS"
+fi
+echo "    instance $instance_guid, brokers $brokers"
+
+grant() { # service-id type resource role: one IAM policy on the instance; an existing one is fine
+  local sid=$1 type=$2 resource=$3 role=$4 args out
+  args=(iam service-policy-create "$sid" --roles "$role" --service-name messagehub
+    --service-instance "$instance_guid" --resource-type "$type")
+  [[ $resource == - ]] || args+=(--resource "$resource")
+  printf '    $ ibmcloud %s\n' "${args[*]}"
+  if ! out=$(ibmcloud "${args[@]}" 2>&1); then
+    grep -qi 'already exists' <<<"$out" || { printf '%s\n' "$out" >&2; die "could not grant $role on $type $resource to $sid"; }
+    echo "    already granted"
+  fi
+}
+
+kafka_secret() { # service: <service>-kafka from a new API key of its service ID
+  local service=$1 sid=$2 key_file="$scratch/$1-api-key.json" api_key verb=create
+  (umask 077 && : >"$key_file")
+  run iam service-api-key-create "$sid-kafka-$(date -u +%Y%m%d%H%M%S)" "$sid" \
+    --description "Event Streams credential of $service (deploy.sh)" --file "$key_file"
+  api_key=$(tr -d ' \n' <"$key_file" | grep -o '"apikey":"[^"]*"' | cut -d'"' -f4) ||
+    die "no API key in the answer of iam service-api-key-create for $sid"
+  quietly ce secret get --name "$service-kafka" && verb=update
+  run ce secret "$verb" --name "$service-kafka" --from-env-file "$(secret_file "$service-kafka" \
+    "EVENT_STREAMS_KAFKA_BROKERS_SASL=$brokers" EVENT_STREAMS_USER=token "EVENT_STREAMS_PASSWORD=$api_key")"
+}
+
+for service in "${services[@]}"; do
+  sid="$CE_PROJECT-$service"
+  if quietly iam service-id "$sid"; then
+    echo "    service ID $sid exists"
+  else
+    run iam service-id-create "$sid" --description "$service on Code Engine project $CE_PROJECT (deploy.sh)"
+  fi
+  while read -r type resource role; do
+    [[ -n $type ]] && grant "$sid" "$type" "$resource" "$role"
+  done <<<"${access_of[$service]}"
+  if [[ $ES_ROTATE_KEYS != true ]] && quietly ce secret get --name "$service-kafka"; then
+    echo "    secret $service-kafka exists (ES_ROTATE_KEYS=true for a new key)"
+  else
+    kafka_secret "$service" "$sid"
+  fi
+done
+
 ensure_secret() { # secret-name KEY=VARIABLE... : create/update it when every variable is set, else require it
   local name=$1 mapping pairs=() unset_vars=()
   shift
@@ -201,6 +270,7 @@ for service in "${services[@]}"; do
   args=(--image "$image" --registry-secret "$CE_REGISTRY_SECRET" --port "$port"
     --min-scale "$CE_MIN_SCALE" --max-scale "$CE_MAX_SCALE" --cpu "$CE_CPU" --memory "$CE_MEMORY"
     --env KAFKA_TOPIC_PARTITIONS="$KAFKA_TOPIC_PARTITIONS" --env KAFKA_TOPIC_REPLICATION_FACTOR=3
+    --env KAFKA_CREATE_TOPICS=false --env-from-secret "$service-kafka"
     --env LOG_FORMAT=json --env RUST_LOG=info
     --probe-live type=http --probe-live path=/healthz --probe-live port="$port"
     --probe-ready type=http --probe-ready path=/readyz --probe-ready port="$port")
@@ -219,21 +289,19 @@ for service in "${services[@]}"; do
   if quietly ce application get --name "$service"; then
     run ce application update --name "$service" "${args[@]}"
   else
-    # No waiting: the first revision cannot be ready before Event Streams is bound below.
+    # No waiting: the revision becomes ready in the background (probes: /healthz, /readyz).
     run ce application create --name "$service" "${args[@]}" --no-wait
   fi
 
-  # Bound already? `application get` lists bindings as: instance, type, credential, prefix, status.
+  # A binding from an earlier version of this script carries an instance-wide Manager credential
+  # under the same variable names: remove it, the service has its own credential now.
   if ibmcloud ce application get --name "$service" |
     awk -v instance="$ES_INSTANCE" '
       /^Service Bindings:/ { table = 1; next }
       table && NF == 0 { table = 0 }
       table && $1 == instance { for (i = 2; i <= NF; i++) if ($i == "EVENT_STREAMS") found = 1 }
       END { exit !found }'; then
-    echo "    $ES_INSTANCE already bound with prefix EVENT_STREAMS"
-  else
-    run ce application bind --name "$service" --service-instance "$ES_INSTANCE" \
-      --prefix EVENT_STREAMS --role "$ES_BINDING_ROLE"
+    run ce application unbind --name "$service" --all
   fi
 done
 

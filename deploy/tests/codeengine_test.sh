@@ -74,6 +74,38 @@ topic_calls() {
   done
 }
 
+# The IAM policy calls of a service's service ID, from deploy/codeengine/event-streams-access.txt.
+policy_calls() {
+  local name type resource role line
+  while read -r name type resource role; do
+    [[ $name == "$1" ]] || continue
+    line="iam service-policy-create ems-prod-$1 --roles $role --service-name messagehub"
+    line+=" --service-instance fake-es-guid --resource-type $type"
+    [[ $resource == - ]] || line+=" --resource $resource"
+    echo "$line"
+  done <"$here/../codeengine/event-streams-access.txt"
+}
+
+# access_calls first|again SERVICE...: the Event Streams access step of a first run or a re-run.
+access_calls() {
+  local run=$1 service
+  shift
+  echo "resource service-instance ems-events --id"
+  echo "es cluster --json"
+  for service in "$@"; do
+    echo "iam service-id ems-prod-$service"
+    [[ $run == first ]] && echo "iam service-id-create ems-prod-$service --description"
+    policy_calls "$service"
+    echo "ce secret get --name $service-kafka"
+    if [[ $run == first ]]; then
+      echo "iam service-api-key-create ems-prod-$service-kafka-"
+      echo "ce secret get --name $service-kafka"
+      echo "ce secret create --name $service-kafka --from-env-file <file:EVENT_STREAMS_KAFKA_BROKERS_SASL,EVENT_STREAMS_USER,EVENT_STREAMS_PASSWORD>"
+    fi
+  done
+}
+all_services=(customer-service transaction-service notification-service console)
+
 secrets=(IBMCLOUD_API_KEY=key-SECRET-1 DATABASE_URL_CUSTOMER_SERVICE=postgres://c:pw-SECRET-2@db/c
   DATABASE_URL_TRANSACTION_SERVICE=postgres://t:pw-SECRET-3@db/t
   DATABASE_URL_NOTIFICATION_SERVICE=postgres://n:pw-SECRET-4@db/n SMTP_URL=smtp://u:pw-SECRET-5@mail:587
@@ -98,6 +130,7 @@ ce registry get --name icr-pull
 ce registry create --name icr-pull --server icr.io --username iamapikey --password-from-file <file>
 es init --instance-name ems-events
 $(topic_calls)
+$(access_calls first "${all_services[@]}")
 ce secret get --name customer-service-db
 ce secret create --name customer-service-db --from-env-file <file:DATABASE_URL>
 ce secret get --name transaction-service-db
@@ -111,22 +144,18 @@ ce secret create --name api-keys --from-env-file <file:API_KEYS>
 ce application get --name customer-service
 ce application create --name customer-service --image icr.io/ems/customer-service:v1
 ce application get --name customer-service
-ce application bind --name customer-service --service-instance ems-events --prefix EVENT_STREAMS
 ce application get --name transaction-service
 ce application create --name transaction-service --image icr.io/ems/transaction-service:v1
 ce application get --name transaction-service
-ce application bind --name transaction-service --service-instance ems-events --prefix EVENT_STREAMS
 ce application get --name notification-service
 ce application create --name notification-service --image icr.io/ems/notification-service:v1
 ce application get --name notification-service
-ce application bind --name notification-service --service-instance ems-events --prefix EVENT_STREAMS
 ce application get --name customer-service --output url
 ce application get --name transaction-service --output url
 ce application get --name notification-service --output url
 ce application get --name console
 ce application create --name console --image icr.io/ems/console:v1
 ce application get --name console
-ce application bind --name console --service-instance ems-events --prefix EVENT_STREAMS
 ce application get --name customer-service --output url
 ce application get --name transaction-service --output url
 ce application get --name notification-service --output url
@@ -136,6 +165,7 @@ expect_call "first deployment: customer-service settings" "ce application create
   "--registry-secret icr-pull" "--port 3001" "--min-scale 1" "--max-scale 2" \
   "--env-from-secret customer-service-db" "--env-from-secret api-keys" \
   "--env KAFKA_TOPIC_REPLICATION_FACTOR=3" "--env KAFKA_TOPIC_PARTITIONS=1" \
+  "--env KAFKA_CREATE_TOPICS=false" "--env-from-secret customer-service-kafka" \
   "--probe-live type=http" "--probe-live path=/healthz" "--probe-live port=3001" \
   "--probe-ready type=http" "--probe-ready path=/readyz" "--probe-ready port=3001" "--no-wait"
 expect_call "first deployment: notification-service gets SMTP" "ce application create --name notification-service" \
@@ -143,6 +173,7 @@ expect_call "first deployment: notification-service gets SMTP" "ce application c
 expect_call "first deployment: the console reads the services' URLs, no database" \
   "ce application create --name console" "--port 3004" "--probe-live path=/healthz" "--probe-live port=3004" \
   "--probe-ready path=/readyz" "--probe-ready port=3004" "--env-from-secret api-keys" \
+  "--env-from-secret console-kafka" "--env KAFKA_CREATE_TOPICS=false" \
   "--env KAFKA_TOPIC_REPLICATION_FACTOR=3" \
   "--env CUSTOMER_SERVICE_URL=https://customer-service.fake.us-south.codeengine.appdomain.cloud" \
   "--env TRANSACTION_SERVICE_URL=https://transaction-service.fake.us-south.codeengine.appdomain.cloud" \
@@ -163,7 +194,35 @@ else
   fail "first deployment prints its steps and the URLs" "$(head -n 5 "$work/out")"
 fi
 
+# Least privilege: each service ID gets only what its service uses, nobody gets Manager.
+grants() { grep "^iam service-policy-create ems-prod-$1 " "$work/log"; }
+least_privilege() {
+  grep -q '^iam service-policy-create .*--roles Manager' "$work/log" && { echo "a service was granted Manager"; return 1; }
+  grants customer-service | grep -q -- '--roles Writer .*--resource-type topic --resource Customer.created$' ||
+    { echo "customer-service cannot write Customer.created"; return 1; }
+  grants customer-service | grep -q -e 'transaction\.' -e '--resource-type group' &&
+    { echo "customer-service has access to transaction topics or groups"; return 1; }
+  grants notification-service | grep -q -- '--roles Writer .*--resource-type topic --resource [A-Za-z.]*[a-z]$' &&
+    { echo "notification-service may write a business topic"; return 1; }
+  grants notification-service | grep -q -- '--roles Reader .*--resource-type group --resource notification-service.customers$' ||
+    { echo "notification-service cannot use its consumer group"; return 1; }
+  grants console | grep -qv -- '--roles Reader ' && { echo "the console may write"; return 1; }
+  grants transaction-service | grep -- '--resource Customer.created$' | grep -q -- '--roles Writer' &&
+    { echo "transaction-service may write Customer.created"; return 1; }
+  for service in "${all_services[@]}"; do
+    grants "$service" | grep -q -- '--resource-type cluster$' || { echo "$service cannot connect"; return 1; }
+  done
+}
+if out=$(least_privilege); then
+  pass "first deployment: one service ID per service, least privilege, no Manager"
+else
+  fail "first deployment: one service ID per service, least privilege, no Manager" "$out"
+fi
+
 # --- (b) re-run on what (a) left: updates, no second bind, topics already there -----------------
+# An earlier version of deploy.sh bound Event Streams with a Manager credential: the re-run removes it.
+mkdir -p "$work/state/binding"
+echo "ems-events  messagehub  old-credential  EVENT_STREAMS  Ready" >"$work/state/binding/customer-service"
 : >"$work/log"
 if deploy IMAGE_TAG=v2; then
   pass "re-run exits 0"
@@ -179,6 +238,7 @@ ce project select --name ems-prod
 ce registry get --name icr-pull
 es init --instance-name ems-events
 $(topic_calls)
+$(access_calls again "${all_services[@]}")
 ce secret get --name customer-service-db
 ce secret get --name transaction-service-db
 ce secret get --name notification-service-db
@@ -187,6 +247,7 @@ ce secret get --name api-keys
 ce application get --name customer-service
 ce application update --name customer-service --image icr.io/ems/customer-service:v2
 ce application get --name customer-service
+ce application unbind --name customer-service --all
 ce application get --name transaction-service
 ce application update --name transaction-service --image icr.io/ems/transaction-service:v2
 ce application get --name transaction-service
@@ -208,6 +269,26 @@ if [[ $(grep -c 'already exists' "$work/out") == 8 ]]; then
   pass "re-run: existing topics tolerated"
 else
   fail "re-run: existing topics tolerated" "$(grep -c 'already exists' "$work/out") 'already exists' lines, expected 8"
+fi
+
+granted=$(grep -c 'already granted' "$work/out")
+policies=0
+for service in "${all_services[@]}"; do policies=$((policies + $(policy_calls "$service" | wc -l))); done
+if ((granted == policies)) && [[ ! -e $work/state/binding/customer-service ]]; then
+  pass "re-run: existing policies tolerated, the old Manager binding removed"
+else
+  fail "re-run: existing policies tolerated, the old Manager binding removed" "$granted of $policies policies 'already granted'"
+fi
+
+# --- (b2) key rotation: a new API key and an updated secret per service -----------------------------
+: >"$work/log"
+if deploy IMAGE_TAG=v2 ES_ROTATE_KEYS=true SERVICES=customer-service &&
+  grep -q '^iam service-api-key-create ems-prod-customer-service-kafka-[0-9]* ems-prod-customer-service ' "$work/log" &&
+  grep -q '^ce secret update --name customer-service-kafka --from-env-file <file:EVENT_STREAMS_KAFKA_BROKERS_SASL,EVENT_STREAMS_USER,EVENT_STREAMS_PASSWORD>' "$work/log" &&
+  ! grep -q SECRET "$work/log" "$work/out"; then
+  pass "ES_ROTATE_KEYS=true: a new key, the secret updated, the key never shown"
+else
+  fail "ES_ROTATE_KEYS=true: a new key, the secret updated, the key never shown" "$(grep -e api-key -e kafka "$work/log")" "$(tail -n 3 "$work/out")"
 fi
 
 # --- (c) a missing variable: a clear message and no CLI call ----------------------------------

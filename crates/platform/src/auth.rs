@@ -229,7 +229,7 @@ fn scope_name(scope: Scope) -> &'static str {
 }
 
 /// The token of a `Bearer` authorization (the scheme is case-insensitive, RFC 9110 §11.1).
-fn bearer_token(value: &str) -> Option<&str> {
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

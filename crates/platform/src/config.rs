@@ -124,6 +124,11 @@ pub struct ServiceConfig {
     pub otlp_endpoint: Option<String>,
     /// How consumers batch and retry.
     pub consumer: ConsumerSettings,
+    /// HTTP server guards: header read timeout, connection cap, rate limit.
+    pub http: crate::server::ServerSettings,
+    /// Whether start-up creates the topics (`KAFKA_CREATE_TOPICS`, default true); false when
+    /// they are created beforehand and the service's credential may not create topics.
+    pub create_topics: bool,
 }
 
 /// How consumers batch and retry (`CONSUMER_MAX_BATCH`, `CONSUMER_RETRY_LIMIT_SECS`).
@@ -204,6 +209,21 @@ pub fn api_keys_from(env: &impl Env) -> Result<ApiKeys, ConfigError> {
         .map_err(|e| ConfigError::new("API_KEYS_FILE", e.to_string()))
 }
 
+/// `true`/`false` (also `1`/`0`, `yes`/`no`) from `variable`, `default` when unset.
+pub fn flag(env: &impl Env, variable: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match env.var(variable) {
+        None => Ok(default),
+        Some(text) => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(ConfigError::new(
+                variable,
+                format!("`{text}` is not `true` or `false`"),
+            )),
+        },
+    }
+}
+
 impl ServiceConfig {
     /// Reads the configuration of service `name` (default port `default_port`) from `env`.
     pub fn from_env(
@@ -255,6 +275,7 @@ impl ServiceConfig {
                 ));
             }
         }
+        let http = crate::server::ServerSettings::from_env(env, &api_keys)?;
         Ok(Self {
             name,
             port,
@@ -264,6 +285,8 @@ impl ServiceConfig {
             log_format,
             otlp_endpoint,
             consumer: ConsumerSettings::from_env(env)?,
+            http,
+            create_topics: flag(env, "KAFKA_CREATE_TOPICS", true)?,
         })
     }
 }
@@ -338,6 +361,16 @@ mod tests {
         let err = ServiceConfig::from_env("s", 1, &[("API_KEYS", "a:root:secret-x")]).unwrap_err();
         assert_eq!(err.variable, "API_KEYS");
         assert!(!err.to_string().contains("secret-x"));
+    }
+
+    #[test]
+    fn topic_creation_can_be_turned_off() {
+        let config = ServiceConfig::from_env("s", 1, &[("X", "")]).unwrap();
+        assert!(config.create_topics);
+        let config = ServiceConfig::from_env("s", 1, &[("KAFKA_CREATE_TOPICS", "false")]).unwrap();
+        assert!(!config.create_topics);
+        let err = ServiceConfig::from_env("s", 1, &[("KAFKA_CREATE_TOPICS", "off")]).unwrap_err();
+        assert_eq!(err.variable, "KAFKA_CREATE_TOPICS");
     }
 
     #[test]

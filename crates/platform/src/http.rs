@@ -422,15 +422,15 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
     span
 }
 
-/// Serves `router` on `listener` until `shutdown`, then finishes in-flight requests.
+/// Serves `router` on `listener` until `shutdown`, then finishes in-flight requests; guarded by
+/// `settings` (header read timeout, connection cap, rate limit: [`crate::server`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    settings: &crate::server::ServerSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    crate::server::serve(listener, router, settings, shutdown).await
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ impl Service {
             routes.merge(http::ops_routes(readiness, telemetry::metrics_handle())),
         );
         tracing::info!(service = self.config.name, address = %listener.local_addr()?, "listening");
-        let served = http::serve(listener, app, self.shutdown.clone()).await;
+        let served = http::serve(listener, app, &self.config.http, self.shutdown.clone()).await;
         // HTTP has stopped taking requests; consumers finish their in-flight record.
         self.shutdown.cancel();
         while self.consumers.join_next().await.is_some() {}
@@ -182,6 +182,10 @@ async fn ensure_topics_with_retry(config: &ServiceConfig) -> anyhow::Result<()> 
         kafka::check_connection(&config.kafka, Duration::from_secs(10)).await
     {
         return Err(error.into());
+    }
+    if !config.create_topics {
+        tracing::info!("KAFKA_CREATE_TOPICS=false: the topics are expected to exist");
+        return Ok(());
     }
     let topics = contracts::topics::all_with_dead_letters();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -92,7 +92,7 @@ pub async fn run(
         telemetry::metrics_handle(),
     )));
     tracing::info!(service = NAME, address = %listener.local_addr()?, "listening");
-    let served = http::serve(listener, app, shutdown.clone()).await;
+    let served = http::serve(listener, app, &config.http, shutdown.clone()).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     tracing::info!(service = NAME, "stopped");

@@ -196,6 +196,8 @@ pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::Se
             max_batch: 500,
             retry_limit: std::time::Duration::from_secs(300),
         },
+        http: crate::server::ServerSettings::default(),
+        create_topics: true,
     }
 }
 

@@ -1,0 +1,169 @@
+//! The HTTP server loop, guarded against slow and abusive clients: a client must send a request's
+//! headers within a time limit, at most so many connections are open at once (beyond it new ones
+//! wait in the listen backlog), and, when configured, each client gets a request rate
+//! ([`crate::rate_limit`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::auth::ApiKeys;
+use crate::config::{positive, seconds, ConfigError, Env};
+use crate::rate_limit::{self, RateLimit};
+
+/// How the server protects itself from slow and abusive clients.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Longest a client may take to send a request's headers, and so how long an idle
+    /// connection is kept (`HTTP_HEADER_READ_TIMEOUT_SECS`, 10 s); then the server closes it.
+    pub header_read_timeout: Duration,
+    /// Most connections open at once (`HTTP_MAX_CONNECTIONS`, 1024); further clients wait in
+    /// the listen backlog until a connection closes.
+    pub max_connections: usize,
+    /// Requests per client (`RATE_LIMIT_PER_SECOND`, `RATE_LIMIT_BURST`); `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            rate_limit: None,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// Reads the settings from `env`; `api_keys` are the keys a rate limit tells clients apart by.
+    pub fn from_env(env: &impl Env, api_keys: &ApiKeys) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        Ok(Self {
+            header_read_timeout: seconds(
+                env,
+                "HTTP_HEADER_READ_TIMEOUT_SECS",
+                defaults.header_read_timeout,
+            )?,
+            max_connections: positive(env, "HTTP_MAX_CONNECTIONS", defaults.max_connections)?,
+            rate_limit: RateLimit::from_env(env)?.map(|limit| limit.with_api_keys(api_keys)),
+        })
+    }
+}
+
+/// Serves `router` on `listener` with `settings` until `shutdown`, then stops accepting and
+/// finishes the requests in flight. Each request carries the client's [`ConnectInfo`].
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    settings: &ServerSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let (router, pruner) = match &settings.rate_limit {
+        Some(limit) => {
+            let limiter = rate_limit::Limiter::new(limit);
+            let pruner = tokio::spawn(limiter.clone().prune_until(shutdown.clone()));
+            (rate_limit::apply(router, limiter), Some(pruner))
+        }
+        None => (router, None),
+    };
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(&error).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: axum::http::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "connection closed");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if let Some(pruner) = pruner {
+        pruner.abort();
+    }
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// An accept error: a connection that failed before it was accepted is no matter; anything else
+/// (e.g. out of file descriptors) is logged and the loop pauses before it tries again.
+async fn accept_failed(error: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(%error, "cannot accept a connection; pausing");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// The client's address, as [`serve`] records it on each request.
+pub fn client_address(request: &axum::extract::Request) -> Option<SocketAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_environment() {
+        let settings = ServerSettings::from_env(&[("X", "")], &ApiKeys::default()).unwrap();
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(settings.max_connections, 1024);
+        assert!(settings.rate_limit.is_none());
+        let env = [
+            ("HTTP_HEADER_READ_TIMEOUT_SECS", "3"),
+            ("HTTP_MAX_CONNECTIONS", "50"),
+        ];
+        let settings = ServerSettings::from_env(&env, &ApiKeys::default()).unwrap();
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(settings.max_connections, 50);
+        let err = ServerSettings::from_env(&[("HTTP_MAX_CONNECTIONS", "0")], &ApiKeys::default())
+            .unwrap_err();
+        assert_eq!(err.variable, "HTTP_MAX_CONNECTIONS");
+    }
+}
