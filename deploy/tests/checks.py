@@ -8,6 +8,9 @@ Each prints what is wrong and exits 1, or exits 0 silently. Paths are relative t
   dockerignore                  .dockerignore keeps the workspace in the build context
   topics                        deploy/topics.txt against crates/contracts/src/topics.rs
   workflows                     .github/workflows: the steps the team relies on
+  monitoring DASHBOARD-RULES    deploy/monitoring: scrape jobs, alerts, their tests and runbooks, the
+                                Grafana dashboard and provisioning; writes the dashboard's queries as
+                                recording rules to DASHBOARD-RULES for `promtool check rules`
 """
 import functools
 import json
@@ -470,6 +473,147 @@ def check_workflows(build_command: str) -> None:
             problem(f"deploy.yml does not build {service}")
 
 
+# -------------------------------------------------------------------------------------- monitoring
+MONITORING = ROOT / "deploy/monitoring"
+# Series Prometheus makes itself, not the services.
+PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE"}
+PROMQL_WORDS = {"and", "or", "unless", "offset", "bool"}
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (histogram series as their histogram's name)."""
+    expr = re.sub(r'"[^"]*"', " ", expr)
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    names = set()
+    for m in re.finditer(r"(?<![\w$.])[a-zA-Z_:][a-zA-Z0-9_:]*", expr):
+        if m.group(0) not in PROMQL_WORDS and not expr[m.end():].lstrip().startswith("("):
+            names.add(re.sub(r"_bucket$", "", m.group(0)))
+    return names
+
+
+def known_metrics() -> set[str]:
+    """Metric names the code emits (string literals in the metrics macros) or docs/operations.md names."""
+    known = set(PROMETHEUS_SERIES)
+    for f in [*(ROOT / "crates").rglob("*.rs"), *(ROOT / "services").rglob("*.rs")]:
+        known |= set(re.findall(r'(?:counter|gauge|histogram)!\(\s*"([a-z_]+)"', f.read_text()))
+    ops = ROOT / "docs/operations.md"
+    if ops.exists():
+        known |= set(re.findall(r"`([a-z][a-z0-9_]+)(?:\{[^`]*\})?`", ops.read_text()))
+    return known
+
+
+def check_monitoring(dashboard_rules: Path) -> None:
+    ports = services_ports()
+    prom = load_yaml(MONITORING / "prometheus.yml") or {}
+    jobs = {}
+    for sc in prom.get("scrape_configs") or []:
+        targets = [t for s in sc.get("static_configs") or [] for t in s.get("targets") or []]
+        jobs[sc.get("job_name")] = targets
+    for name, port in ports.items():
+        if jobs.get(name) != [f"{name}:{port}"]:
+            problem(f"prometheus.yml: job {name} does not scrape {name}:{port} (the compose service): {jobs.get(name)}")
+    for job in set(jobs) - set(ports):
+        problem(f"prometheus.yml: job {job} is not a service of deploy/services.txt")
+    if "alerts.yml" not in (prom.get("rule_files") or []):
+        problem("prometheus.yml: does not load alerts.yml")
+
+    known = known_metrics()
+    rules = load_yaml(MONITORING / "alerts.yml") or {}
+    alerts = {}
+    for group in rules.get("groups") or []:
+        for rule in group.get("rules") or []:
+            if "alert" in rule:
+                alerts[rule["alert"]] = rule
+    ops = ROOT / "docs/operations.md"
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", ops.read_text(), re.M)} if ops.exists() else set()
+    for name, rule in alerts.items():
+        labels, notes = rule.get("labels") or {}, rule.get("annotations") or {}
+        if labels.get("severity") not in ("warning", "critical"):
+            problem(f"alerts.yml: {name} has no severity warning|critical")
+        for key in ("summary", "description", "runbook_url"):
+            if not notes.get(key):
+                problem(f"alerts.yml: {name} has no {key} annotation")
+        if notes.get("runbook_url") != f"docs/operations.md#{name.lower()}":
+            problem(f"alerts.yml: {name}: runbook_url is not docs/operations.md#{name.lower()}")
+        elif name.lower() not in anchors:
+            problem(f"alerts.yml: {name}: docs/operations.md has no section '{name}' (its runbook)")
+        for metric in sorted(metric_names(rule.get("expr", "")) - known):
+            problem(f"alerts.yml: {name} uses {metric}, which no service emits and docs/operations.md does not name")
+
+    tests = load_yaml(MONITORING / "alerts_test.yml") or {}
+    if "alerts.yml" not in (tests.get("rule_files") or []):
+        problem("alerts_test.yml: does not test alerts.yml")
+    fired, quiet = set(), set()
+    for test in tests.get("tests") or []:
+        for case in test.get("alert_rule_test") or []:
+            (fired if case.get("exp_alerts") else quiet).add(case.get("alertname"))
+    for name in alerts:
+        if name not in fired:
+            problem(f"alerts_test.yml: no test where {name} fires")
+        if name not in quiet:
+            problem(f"alerts_test.yml: no test where {name} stays silent")
+
+    try:
+        dash = json.loads((MONITORING / "grafana/dashboard.json").read_text())
+    except (OSError, ValueError) as e:
+        problem(f"grafana/dashboard.json: not valid JSON: {e}")
+        return
+    variables = {v.get("name"): v for v in (dash.get("templating") or {}).get("list") or []}
+    if (variables.get("datasource") or {}).get("query") != "prometheus":
+        problem("grafana/dashboard.json: no `datasource` variable of type prometheus")
+    ids, records = set(), []
+    for panel in dash.get("panels") or []:
+        title = panel.get("title")
+        if panel.get("id") in ids:
+            problem(f"grafana/dashboard.json: panel id {panel.get('id')} used twice")
+        ids.add(panel.get("id"))
+        pos = panel.get("gridPos") or {}
+        if not all(isinstance(pos.get(k), int) for k in "hwxy") or pos["x"] + pos["w"] > 24:
+            problem(f"grafana/dashboard.json: panel '{title}' has no valid gridPos")
+        if panel.get("type") == "row":
+            continue
+        if (panel.get("datasource") or {}).get("uid") != "${datasource}":
+            problem(f"grafana/dashboard.json: panel '{title}' does not use the $datasource variable")
+        if not panel.get("targets"):
+            problem(f"grafana/dashboard.json: panel '{title}' has no query")
+        for target in panel.get("targets") or []:
+            expr = target.get("expr", "")
+            for metric in sorted(metric_names(expr) - known):
+                problem(f"grafana/dashboard.json: panel '{title}' uses {metric}, which no service emits and docs/operations.md does not name")
+            concrete = expr.replace("$__rate_interval", "1m").replace("$job", ".+")
+            records.append({"record": f"dashboard:panel_{panel.get('id')}_{target.get('refId')}", "expr": concrete})
+    dashboard_rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}))
+
+    provisioning = MONITORING / "grafana/provisioning"
+    sources = load_yaml(provisioning / "datasources/prometheus.yml") or {}
+    if not any(d.get("uid") == "prometheus" and d.get("url") == "http://prometheus:9090" for d in sources.get("datasources") or []):
+        problem("grafana provisioning: no data source uid prometheus at http://prometheus:9090")
+    providers = load_yaml(provisioning / "dashboards/event-microservices.yml") or {}
+    paths = {(p.get("options") or {}).get("path") for p in providers.get("providers") or []}
+
+    compose = (load_yaml(ROOT / "docker-compose.yml") or {}).get("services") or {}
+    for name, image in (("prometheus", "prom/prometheus:"), ("grafana", "grafana/grafana:")):
+        svc = compose.get(name) or {}
+        if not str(svc.get("image", "")).startswith(image):
+            problem(f"docker-compose.yml: no {name} service with image {image}<version>")
+        if svc.get("profiles") != ["monitoring"]:
+            problem(f"docker-compose.yml: {name} is not (only) in the profile monitoring")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in (compose.get("prometheus") or {}).get("volumes") or []}
+    if mounts.get("/etc/prometheus") != "./deploy/monitoring":
+        problem("docker-compose.yml: prometheus does not mount ./deploy/monitoring at /etc/prometheus")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in (compose.get("grafana") or {}).get("volumes") or []}
+    if mounts.get("/etc/grafana/provisioning") != "./deploy/monitoring/grafana/provisioning":
+        problem("docker-compose.yml: grafana does not mount the provisioning at /etc/grafana/provisioning")
+    if not any(dst.startswith(f"{p}/") and src == "./deploy/monitoring/grafana/dashboard.json" for dst, src in mounts.items() for p in paths):
+        problem("docker-compose.yml: grafana does not mount dashboard.json under the provider's path")
+
+
 def main() -> int:
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -479,6 +623,7 @@ def main() -> int:
         "dockerignore": check_dockerignore,
         "topics": check_topics,
         "workflows": lambda: check_workflows(args[0] if args else ""),
+        "monitoring": lambda: check_monitoring(Path(args[0])),
     }[cmd]()
     for p in problems:
         print(f"    {p}")

@@ -2,7 +2,7 @@
 # The deployment test suite (called by `cargo xtask test`; runs alone too):
 #   deploy/tests/run.sh              every check, ending with the release build of the services
 #   deploy/tests/run.sh --no-build   every check but the release build
-# Installs what it needs when missing: shellcheck (apt), actionlint and kustomize (go install, pinned,
+# Installs what it needs when missing: shellcheck and promtool (apt: shellcheck, prometheus), actionlint and kustomize (go install, pinned,
 # kept in ${XDG_CACHE_HOME:-~/.cache}/event-microservices/bin), PyYAML (pip, else apt python3-yaml).
 # Prints PASS/FAIL per check and ends with the line "N passed, M failed"; exits 1 on any failure.
 set -uo pipefail
@@ -54,6 +54,16 @@ ensure_shellcheck() {
     { as_root apt-get update -qq >/dev/null 2>&1 && as_root apt-get install -y -qq shellcheck >/dev/null 2>&1; }
 }
 
+# promtool (Prometheus' rule and config checker) comes with Debian's prometheus package; the
+# monitoring checks fail without it (they are not skipped).
+ensure_promtool() {
+  command -v promtool >/dev/null && return 0
+  echo "installing promtool (apt: prometheus)"
+  as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 ||
+    { as_root apt-get update -qq >/dev/null 2>&1 &&
+      as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; }
+}
+
 # go_tool NAME MODULE VERSION: the pinned tool from the cache, built with `go install` when absent.
 go_tool() {
   local name=$1 module=$2 version=$3 bin="$TOOLS/$1-$3"
@@ -90,6 +100,7 @@ validator() {
 }
 
 ensure_shellcheck
+ensure_promtool
 ensure_pyyaml
 validate=$(validator) || validate=""
 actionlint=$(go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION") || actionlint=""
@@ -151,6 +162,23 @@ compose_topics() { # create-topics.sh against a stand-in kafka-topics.sh
 }
 check "compose: create-topics.sh creates every topic and .DLT with --if-not-exists" compose_topics
 check "topics: deploy/topics.txt matches crates/contracts topics" python3 $TESTS/checks.py topics
+
+promtool_() {
+  command -v promtool >/dev/null || { echo "promtool is not installed (Debian package prometheus)"; return 1; }
+  promtool "$@"
+}
+check "monitoring: promtool check config deploy/monitoring/prometheus.yml (and its alerts.yml)" \
+  promtool_ check config deploy/monitoring/prometheus.yml
+check "monitoring: promtool check rules deploy/monitoring/alerts.yml" \
+  promtool_ check rules deploy/monitoring/alerts.yml
+check "monitoring: promtool test rules deploy/monitoring/alerts_test.yml (each alert fires and stays silent)" \
+  promtool_ test rules deploy/monitoring/alerts_test.yml
+monitoring() { # structure, then every dashboard query parsed by promtool as a recording rule
+  python3 $TESTS/checks.py monitoring "$scratch/dashboard-rules.yml" &&
+    promtool_ check rules "$scratch/dashboard-rules.yml"
+}
+check "monitoring: scrape jobs, alerts' runbooks and tests, Grafana dashboard queries and provisioning, compose profile" \
+  monitoring
 
 k8s() {
   [[ -n $kustomize ]] || { echo "kustomize $KUSTOMIZE_VERSION could not be installed"; return 1; }

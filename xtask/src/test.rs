@@ -90,7 +90,8 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
         let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
     }
 
-    let mut packages = vec!["python3-aiosmtpd", "kcat", "shellcheck"];
+    // shellcheck and promtool (Debian's `prometheus`) for the deploy checks.
+    let mut packages = vec!["python3-aiosmtpd", "kcat", "shellcheck", "prometheus"];
     packages.extend(apt::BROWSER);
     if !sqlite_only {
         packages.push("postgresql");
