@@ -372,7 +372,16 @@ async fn over_limit_input_is_a_problem_naming_the_limit() {
         body[field] = json!(value);
         body
     };
-    let email_of = |len: usize| format!("{}@example.com", "e".repeat(len - 12));
+    // An address the mailer accepts (local part <= 64, labels <= 63) of `len` characters.
+    let email_of = |len: usize| {
+        format!(
+            "{}@{}.{}.{}.com",
+            "e".repeat(64),
+            "d".repeat(63),
+            "d".repeat(63),
+            "d".repeat(len - 197)
+        )
+    };
     for (field, value, limit) in [
         ("id", "i".repeat(65), "64"),
         ("name", "n".repeat(201), "200"),

@@ -79,7 +79,7 @@ async fn the_log_needs_a_customer_id() {
     assert!(app.log("nobody").await.is_empty());
     let page = app.http.get(app.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("EventSource"));
+    assert!(page.text().await.unwrap().contains("notifications/stream"));
     app.stop().await;
 }
 
