@@ -124,6 +124,9 @@ pub struct ServiceConfig {
     pub otlp_endpoint: Option<String>,
     /// How consumers batch and retry.
     pub consumer: ConsumerSettings,
+    /// How long work may wait without progress before `/readyz` says not ready
+    /// (`READY_STALL_SECS`, default 120): a wedged partition, a relay that publishes nothing.
+    pub ready_stall: std::time::Duration,
 }
 
 /// How consumers batch and retry (`CONSUMER_MAX_BATCH`, `CONSUMER_RETRY_LIMIT_SECS`).
@@ -264,6 +267,7 @@ impl ServiceConfig {
             log_format,
             otlp_endpoint,
             consumer: ConsumerSettings::from_env(env)?,
+            ready_stall: seconds(env, "READY_STALL_SECS", crate::health::DEFAULT_STALL)?,
         })
     }
 }
@@ -279,6 +283,11 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://data/customer-service.db");
         assert!(config.api_keys.is_empty());
         assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(config.ready_stall, std::time::Duration::from_secs(120));
+        let stall = ServiceConfig::from_env("s", 1, &[("READY_STALL_SECS", "30")]).unwrap();
+        assert_eq!(stall.ready_stall, std::time::Duration::from_secs(30));
+        let bad = ServiceConfig::from_env("s", 1, &[("READY_STALL_SECS", "soon")]).unwrap_err();
+        assert_eq!(bad.variable, "READY_STALL_SECS");
     }
 
     #[test]
