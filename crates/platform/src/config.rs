@@ -129,6 +129,9 @@ pub struct ServiceConfig {
     /// Whether start-up creates the topics (`KAFKA_CREATE_TOPICS`, default true); false when
     /// they are created beforehand and the service's credential may not create topics.
     pub create_topics: bool,
+    /// How long work may wait without progress before `/readyz` says not ready
+    /// (`READY_STALL_SECS`, default 120): a wedged partition, a relay that publishes nothing.
+    pub ready_stall: std::time::Duration,
 }
 
 /// How consumers batch and retry (`CONSUMER_MAX_BATCH`, `CONSUMER_RETRY_LIMIT_SECS`).
@@ -287,6 +290,7 @@ impl ServiceConfig {
             consumer: ConsumerSettings::from_env(env)?,
             http,
             create_topics: flag(env, "KAFKA_CREATE_TOPICS", true)?,
+            ready_stall: seconds(env, "READY_STALL_SECS", crate::health::DEFAULT_STALL)?,
         })
     }
 }
@@ -302,6 +306,11 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://data/customer-service.db");
         assert!(config.api_keys.is_empty());
         assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(config.ready_stall, std::time::Duration::from_secs(120));
+        let stall = ServiceConfig::from_env("s", 1, &[("READY_STALL_SECS", "30")]).unwrap();
+        assert_eq!(stall.ready_stall, std::time::Duration::from_secs(30));
+        let bad = ServiceConfig::from_env("s", 1, &[("READY_STALL_SECS", "soon")]).unwrap_err();
+        assert_eq!(bad.variable, "READY_STALL_SECS");
     }
 
     #[test]

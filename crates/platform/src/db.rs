@@ -136,6 +136,17 @@ impl Database {
         Ok(())
     }
 
+    /// Sets the pool gauges: `db_pool_connections{state=idle|in_use}` and
+    /// `db_pool_max_connections`.
+    pub fn report_pool_metrics(&self) {
+        let size = self.pool.size() as usize;
+        let idle = self.pool.num_idle().min(size);
+        metrics::gauge!("db_pool_connections", "state" => "idle").set(idle as f64);
+        metrics::gauge!("db_pool_connections", "state" => "in_use").set((size - idle) as f64);
+        metrics::gauge!("db_pool_max_connections")
+            .set(f64::from(self.pool.options().get_max_connections()));
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;

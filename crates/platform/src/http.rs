@@ -1,12 +1,14 @@
 //! HTTP bootstrap: RFC 9457 problem+json errors (also for the framework's own rejections), a JSON
 //! extractor whose rejections are problems, the operational routes (`/healthz`, `/readyz`,
-//! `/metrics`) and serving with graceful shutdown. API keys are in [`crate::auth`].
+//! `/metrics`), request metrics by route template, and serving with graceful shutdown. API keys
+//! are in [`crate::auth`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -20,6 +22,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Database;
+use crate::health::{Check, Health};
 use crate::kafka::{self, KafkaConfig};
 
 /// An RFC 9457 problem: every error response of every service.
@@ -201,20 +204,39 @@ fn json_problem(rejection: JsonRejection) -> Problem {
     }
 }
 
-/// What `/readyz` checks: the database (when the process has one) and the brokers.
+/// What `/readyz` checks: the database (when the process has one), the brokers and, for a
+/// service, what its consumers and relay report (see [`crate::health`]).
 #[derive(Clone)]
 pub struct Readiness {
     db: Option<Database>,
     kafka: KafkaConfig,
+    health: Option<Health>,
     last_kafka_ok: Arc<Mutex<Option<Instant>>>,
 }
 
+/// The answer of `/readyz`: `status` is `ready` exactly when every check is ok.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadinessReport {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    /// Each check by name: `database`, `kafka`, `consumer:<group>`, `relay`.
+    pub checks: BTreeMap<String, Check>,
+}
+
+impl ReadinessReport {
+    /// Whether every check passed.
+    pub fn is_ready(&self) -> bool {
+        self.checks.values().all(|c| c.ok)
+    }
+}
+
 impl Readiness {
-    /// Readiness of `db` and the brokers of `kafka`.
-    pub fn new(db: Database, kafka: KafkaConfig) -> Self {
+    /// Readiness of a service: `db`, the brokers of `kafka`, and what `health` holds.
+    pub fn new(db: Database, kafka: KafkaConfig, health: Health) -> Self {
         Self {
             db: Some(db),
             kafka,
+            health: Some(health),
             last_kafka_ok: Arc::new(Mutex::new(None)),
         }
     }
@@ -224,28 +246,65 @@ impl Readiness {
         Self {
             db: None,
             kafka,
+            health: None,
             last_kafka_ok: Arc::new(Mutex::new(None)),
         }
     }
 
-    async fn check(&self) -> Result<(), String> {
+    /// Runs every check now and sets the `service_ready{check}` gauges.
+    pub async fn report(&self) -> ReadinessReport {
+        let mut checks = BTreeMap::new();
         if let Some(db) = &self.db {
-            db.ping().await.map_err(|e| format!("database: {e}"))?;
+            let check = match db.ping().await {
+                Ok(()) => Check::ok(),
+                Err(error) => Check::failed(error.to_string()),
+            };
+            checks.insert("database".to_string(), check);
+        }
+        checks.insert("kafka".to_string(), self.kafka_check().await);
+        if let Some(health) = &self.health {
+            checks.extend(health.checks());
+        }
+        for (name, check) in &checks {
+            metrics::gauge!("service_ready", "check" => name.clone()).set(if check.ok {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        let status = if checks.values().all(|c| c.ok) {
+            "ready"
+        } else {
+            "not_ready"
+        };
+        ReadinessReport { status, checks }
+    }
+
+    async fn kafka_check(&self) -> Check {
+        if let Some(waiting) = self.health.as_ref().and_then(Health::broker_check) {
+            return waiting;
         }
         // A metadata round trip at most every 5 s; probes come often.
         let mut last = self.last_kafka_ok.lock().await;
         if last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
-            return Ok(());
+            return Check::ok();
         }
-        kafka::check_connection(&self.kafka, Duration::from_secs(3))
-            .await
-            .map_err(|e| format!("kafka: {e}"))?;
-        *last = Some(Instant::now());
-        Ok(())
+        match kafka::check_connection(&self.kafka, Duration::from_secs(3)).await {
+            Ok(_) => {
+                *last = Some(Instant::now());
+                Check::ok()
+            }
+            Err(error) => Check::failed(error.to_string()),
+        }
     }
 }
 
-/// `/healthz`, `/readyz` and `/metrics`.
+/// Marks an error response whose body is meant as it is (the readiness report), not a problem.
+#[derive(Debug, Clone, Copy)]
+struct NotAProblem;
+
+/// `/healthz` (the process is alive: always 200), `/readyz` (200 when every check passes, else
+/// 503; JSON naming each check either way) and `/metrics`.
 pub fn ops_routes(readiness: Readiness, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route(
@@ -255,10 +314,15 @@ pub fn ops_routes(readiness: Readiness, metrics: PrometheusHandle) -> Router {
         .route(
             "/readyz",
             get(|State(r): State<Readiness>| async move {
-                match r.check().await {
-                    Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
-                    Err(detail) => Problem::unavailable(detail).into_response(),
-                }
+                let report = r.report().await;
+                let status = if report.is_ready() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                let mut response = (status, Json(report)).into_response();
+                response.extensions_mut().insert(NotAProblem);
+                response
             }),
         )
         .with_state(readiness)
@@ -292,8 +356,8 @@ pub fn keyed_routes(keys: &crate::auth::ApiKeys) -> Router {
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// Adds the layers every service has: a problem for unknown routes, panics and every other error
-/// response, an access log, request tracing, a request timeout, and the body size limit
-/// ([`crate::limits::MAX_BODY_BYTES`]).
+/// response, request metrics and an access log, request tracing, a request timeout, and the body
+/// size limit ([`crate::limits::MAX_BODY_BYTES`]).
 pub fn with_common_layers(router: Router) -> Router {
     use axum::extract::DefaultBodyLimit;
     use tower_http::catch_panic::CatchPanicLayer;
@@ -303,7 +367,6 @@ pub fn with_common_layers(router: Router) -> Router {
         .fallback(|| async { Problem::not_found("no such route") })
         .layer(DefaultBodyLimit::max(crate::limits::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(problems_for_every_error))
-        .layer(axum::middleware::from_fn(access_log))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
@@ -312,27 +375,56 @@ pub fn with_common_layers(router: Router) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             Problem::internal(&"handler panicked").into_response()
         }))
+        .layer(axum::middleware::from_fn(observe))
 }
 
-/// Middleware: one line per request (target `access`; `RUST_LOG=access=warn` silences it) with
-/// the method, path (no query), status, duration and the API key's *name*; the probes and
-/// `/metrics` are not logged.
-async fn access_log(request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_string();
-    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+/// Middleware, per request (the probes and `/metrics` aside): the metrics
+/// `http_server_requests_total` and `http_server_request_duration_seconds` (until the response
+/// head) by method, route template (`unmatched` when no route matched) and status; and one access
+/// log line (target `access`; `RUST_LOG=access=warn` silences it) with the method, path (no
+/// query), status, duration and the API key's *name*.
+async fn observe(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string());
+    if matches!(route.as_deref(), Some("/healthz" | "/readyz" | "/metrics")) {
         return next.run(request).await;
     }
-    let method = request.method().clone();
+    let route = route.unwrap_or_else(|| "unmatched".to_string());
+    let method = method_label(request.method());
+    let path = request.uri().path().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics::counter!("http_server_requests_total", "method" => method,
+        "route" => route.clone(), "status" => status.to_string())
+    .increment(1);
+    metrics::histogram!("http_server_request_duration_seconds", "method" => method,
+        "route" => route, "status" => status.to_string())
+    .record(elapsed.as_secs_f64());
     let key = response
         .extensions()
         .get::<crate::auth::KeyName>()
         .map_or("-", |k| k.0.as_str());
-    tracing::info!(target: "access", %method, path = %truncated(&path, 200),
-        status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64,
-        api_key = key, "request");
+    tracing::info!(target: "access", method, path = %truncated(&path, 200), status,
+        ms = elapsed.as_millis() as u64, api_key = key, "request");
     response
+}
+
+/// The method as a label; methods outside the standard ones are `other` (bounded labels).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// At most `max` bytes of `text` (on a character boundary).
@@ -345,7 +437,7 @@ fn truncated(text: &str, max: usize) -> &str {
 }
 
 /// Middleware: refuses an over-long request target (414), and turns an error response that is not
-/// problem+json — a framework rejection such as 405, 413, or a path or query that does not parse
+/// problem+json (nor the readiness report, which is JSON of its own) — a framework rejection such as 405, 413, or a path or query that does not parse
 /// — into one with the same status, its text as the detail, and its `Allow`, `Retry-After` and
 /// `WWW-Authenticate` headers.
 async fn problems_for_every_error(request: Request, next: Next) -> Response {
@@ -366,7 +458,8 @@ async fn problems_for_every_error(request: Request, next: Next) -> Response {
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
+        || response.extensions().get::<NotAProblem>().is_some();
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return response;
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod failpoint;
 pub mod group_commit;
+pub mod health;
 pub mod http;
 pub mod inbox;
 pub mod kafka;

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{parse_timestamp, timestamp, Backend, Conn, Database, DbError};
+use crate::health::Health;
 use crate::kafka::{OutgoingRecord, Producer};
 use crate::telemetry;
 
@@ -137,6 +138,8 @@ pub struct RelayOptions {
     pub renew_every: Duration,
     /// How often a standby relay tries to take the lease.
     pub standby_poll: Duration,
+    /// Where the relay reports its progress for `/readyz`.
+    pub health: Health,
 }
 
 impl Default for RelayOptions {
@@ -150,6 +153,7 @@ impl Default for RelayOptions {
             lease_ttl: Duration::from_secs(5),
             renew_every: Duration::from_secs(1),
             standby_poll: Duration::from_secs(1),
+            health: Health::default(),
         }
     }
 }
@@ -180,11 +184,14 @@ pub async fn run_relay_with(
     let mut last_backlog: Option<Instant> = None;
     let held = metrics::gauge!("outbox_relay_lease_held", "holder" => options.holder.clone());
     held.set(0.0);
+    let health = &options.health;
+    health.relay_started();
     loop {
         if last_backlog.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
             last_backlog = Some(Instant::now());
-            if let Err(error) = report_backlog(&db).await {
-                tracing::warn!(%error, "outbox backlog query failed");
+            match report_backlog(&db).await {
+                Ok(pending) => health.relay_backlog(pending),
+                Err(error) => tracing::warn!(%error, "outbox backlog query failed"),
             }
         }
         let Some(current) = term.as_mut() else {
@@ -196,6 +203,7 @@ pub async fn run_relay_with(
                     tracing::info!(holder = %acquired.holder, epoch = acquired.epoch,
                         "outbox relay lease acquired; publishing");
                     held.set(1.0);
+                    health.relay_lease(true);
                     metrics::gauge!("outbox_relay_lease_epoch").set(acquired.epoch as f64);
                     term = Some(acquired);
                     continue;
@@ -213,18 +221,23 @@ pub async fn run_relay_with(
             match lease::renew(&db, current, options.lease_ttl).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    lose(&mut term, &held, "taken over");
+                    lose(&mut term, &held, health, "taken over");
                     continue;
                 }
                 Err(error) => tracing::warn!(%error, "outbox relay lease renewal failed"),
             }
         }
         if Instant::now() >= current.valid_until {
-            lose(&mut term, &held, "not renewed in time");
+            lose(&mut term, &held, health, "not renewed in time");
             continue;
         }
         let published = match publish_batch(&db, &producer, current, &mut gate).await {
-            Ok(Round::Published(n)) => n,
+            Ok(Round::Published(n)) => {
+                if n > 0 {
+                    health.relay_published();
+                }
+                n
+            }
             Ok(Round::Waiting) => {
                 let since = *waiting_since.get_or_insert_with(Instant::now);
                 if !(shutdown.is_cancelled() && since.elapsed() > SHUTDOWN_WAIT) {
@@ -234,7 +247,7 @@ pub async fn run_relay_with(
                 0
             }
             Ok(Round::LeaseLost) => {
-                lose(&mut term, &held, "fenced when marking rows sent");
+                lose(&mut term, &held, health, "fenced when marking rows sent");
                 continue;
             }
             Err(error) => {
@@ -255,6 +268,7 @@ pub async fn run_relay_with(
                 tracing::warn!(%error, "outbox relay lease release failed");
             }
             held.set(0.0);
+            health.relay_lease(false);
             break;
         }
         if published > 0 {
@@ -275,16 +289,18 @@ pub async fn run_relay_with(
     if let Err(error) = producer.flush(Duration::from_secs(10)) {
         tracing::warn!(%error, "producer flush on shutdown");
     }
+    health.relay_stopped();
     tracing::info!("outbox relay stopped");
 }
 
 /// Ends the current term: the relay stops publishing and stands by.
-fn lose(term: &mut Option<lease::Term>, held: &metrics::Gauge, why: &str) {
+fn lose(term: &mut Option<lease::Term>, held: &metrics::Gauge, health: &Health, why: &str) {
     if let Some(lost) = term.take() {
         tracing::warn!(holder = %lost.holder, epoch = lost.epoch, why,
             "outbox relay lease lost; standing by");
     }
     held.set(0.0);
+    health.relay_lease(false);
 }
 
 /// Error of one relay round.
@@ -470,8 +486,9 @@ async fn delete_old_rows(db: &Database) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Sets the backlog gauges: rows not yet published and the age of the oldest.
-async fn report_backlog(db: &Database) -> Result<(), sqlx::Error> {
+/// Sets the backlog gauges: rows not yet published and the age of the oldest; returns the
+/// number of rows.
+async fn report_backlog(db: &Database) -> Result<i64, sqlx::Error> {
     let row = sqlx::query(
         "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE sent_at IS NULL",
     )
@@ -488,7 +505,7 @@ async fn report_backlog(db: &Database) -> Result<(), sqlx::Error> {
     };
     metrics::gauge!("outbox_pending_rows").set(pending as f64);
     metrics::gauge!("outbox_oldest_pending_age_seconds").set(age);
-    Ok(())
+    Ok(pending)
 }
 
 /// Number of rows not yet published (for metrics and tests).

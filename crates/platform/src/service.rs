@@ -1,6 +1,11 @@
 //! The service runtime: what every `main` does, in one place. Configuration, logging, metrics,
 //! the database and its migrations, the producer, topic creation, the outbox relay, consumers,
 //! the HTTP server, and the shutdown order (stop HTTP and consumers, drain the outbox, flush).
+//!
+//! The broker need not be up at start: HTTP serves at once (`/readyz` names `kafka` until the
+//! broker comes), topic creation is retried with backoff in the background, and consumers and the
+//! relay start once the topics exist. Credentials or certificates the broker rejects stop the
+//! process at once: retrying cannot fix them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::ApiKeys;
 use crate::config::{ProcessEnv, ServiceConfig};
 use crate::db::Database;
+use crate::health::Health;
 use crate::http::{self, Readiness};
 use crate::inbox::{Apply, Inboxed};
 use crate::kafka::{self, ConsumerOptions, Handler, Producer};
-use crate::outbox::{self, Outbox};
+use crate::outbox::{self, Outbox, RelayOptions};
 use crate::parking::{self, ParkingLot};
 use crate::telemetry;
 
@@ -36,7 +42,14 @@ pub struct Service {
     pub api_keys: ApiKeys,
     /// Cancelled on SIGTERM/SIGINT (or by a test).
     pub shutdown: CancellationToken,
+    /// What the consumers and the relay report for `/readyz`.
+    pub health: Health,
     consumers: JoinSet<()>,
+    /// An error that stopped the service from the background (the broker refused us).
+    fatal: Arc<std::sync::Mutex<Option<kafka::KafkaError>>>,
+    /// Per consumer group, the token that stops that consumer alone (tests).
+    #[cfg(feature = "testing")]
+    consumer_stops: std::collections::HashMap<String, CancellationToken>,
 }
 
 impl Service {
@@ -65,7 +78,20 @@ impl Service {
         let db = Database::connect(&config.database_url).await?;
         db.migrate(migrations).await?;
         let producer = Producer::new(&config.kafka, config.name)?;
-        ensure_topics_with_retry(&config).await?;
+        let health = Health::new(config.ready_stall);
+        health.register_relay();
+        let fatal = Arc::default();
+        let mut consumers = JoinSet::new();
+        if !config.create_topics {
+            tracing::info!("KAFKA_CREATE_TOPICS=false: the topics are expected to exist");
+        }
+        consumers.spawn(bring_up_broker(
+            config.kafka.clone(),
+            config.create_topics,
+            health.clone(),
+            Arc::clone(&fatal),
+            shutdown.clone(),
+        ));
         Ok(Self {
             outbox: Outbox::new(config.name),
             api_keys: config.api_keys.clone(),
@@ -73,7 +99,11 @@ impl Service {
             db,
             producer,
             shutdown,
-            consumers: JoinSet::new(),
+            health,
+            consumers,
+            fatal,
+            #[cfg(feature = "testing")]
+            consumer_stops: Default::default(),
         })
     }
 
@@ -95,22 +125,41 @@ impl Service {
     }
 
     /// Runs a consumer in the background until shutdown, with the configured batch size and
-    /// retry limit (`CONSUMER_MAX_BATCH`, `CONSUMER_RETRY_LIMIT_SECS`).
+    /// retry limit (`CONSUMER_MAX_BATCH`, `CONSUMER_RETRY_LIMIT_SECS`). It starts once the
+    /// broker has come, and reports to [`Service::health`] as `consumer:<group>`.
     pub fn consume<H: Handler>(&mut self, mut options: ConsumerOptions, handler: H) {
         options.max_batch = self.config.consumer.max_batch;
         options.retry_limit = self.config.consumer.retry_limit;
+        let group = options.group_id.clone();
+        let reports = self.health.consumer(&group);
+        options.health = Some(reports.clone());
         let kafka = self.config.kafka.clone();
         let producer = self.producer.clone();
-        let shutdown = self.shutdown.clone();
-        let group = options.group_id.clone();
+        let (health, shutdown) = (self.health.clone(), self.shutdown.clone());
+        let stop = shutdown.child_token();
+        #[cfg(feature = "testing")]
+        self.consumer_stops.insert(group.clone(), stop.clone());
         self.consumers.spawn(async move {
-            if let Err(error) =
-                kafka::run_consumer(&kafka, options, handler, producer, shutdown.clone()).await
-            {
-                tracing::error!(%error, %group, "consumer failed; shutting down");
-                shutdown.cancel();
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = health.broker_ready() => {
+                    if let Err(error) =
+                        kafka::run_consumer(&kafka, options, handler, producer, stop).await
+                    {
+                        tracing::error!(%error, %group, "consumer failed; shutting down");
+                        shutdown.cancel();
+                    }
+                }
             }
+            reports.stopped();
         });
+    }
+
+    /// The token that stops consumer `group` alone (the rest of the service runs on): for tests
+    /// of what `/readyz` says about a stopped consumer.
+    #[cfg(feature = "testing")]
+    pub fn consumer_stop(&self, group: &str) -> Option<CancellationToken> {
+        self.consumer_stops.get(group).cloned()
     }
 
     /// Runs a background task until shutdown (e.g. a retry loop); it gets the shutdown token.
@@ -140,13 +189,20 @@ impl Service {
         routes: Router,
     ) -> anyhow::Result<()> {
         let relay_stop = CancellationToken::new();
-        let relay = tokio::spawn(outbox::run_relay(
+        let relay = tokio::spawn(run_relay_once_broker_up(
             self.db.clone(),
             self.producer.clone(),
             self.outbox.clone(),
+            self.health.clone(),
             relay_stop.clone(),
         ));
-        let readiness = Readiness::new(self.db.clone(), self.config.kafka.clone());
+        let readiness = Readiness::new(
+            self.db.clone(),
+            self.config.kafka.clone(),
+            self.health.clone(),
+        );
+        let (db, sampled) = (self.db.clone(), readiness.clone());
+        self.spawn(move |shutdown| sample(db, sampled, shutdown));
         let app = http::with_common_layers(
             routes.merge(http::ops_routes(readiness, telemetry::metrics_handle())),
         );
@@ -160,8 +216,56 @@ impl Service {
         self.db.close().await;
         tracing::info!(service = self.config.name, "stopped");
         telemetry::shutdown().await;
-        served.context("HTTP server failed")
+        let fatal = self
+            .fatal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match fatal {
+            Some(error) => Err(error.into()),
+            None => served.context("HTTP server failed"),
+        }
     }
+}
+
+/// How often the pool gauges and the `service_ready` gauges are refreshed.
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// The longest wait between two attempts to reach the broker.
+const MAX_BROKER_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Refreshes the database pool gauges and the readiness gauges until shutdown (probes refresh
+/// the latter too).
+async fn sample(db: Database, readiness: Readiness, shutdown: CancellationToken) {
+    loop {
+        db.report_pool_metrics();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = readiness.report() => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SAMPLE_EVERY) => {}
+        }
+    }
+}
+
+/// Runs the outbox relay once the broker has come, until `stop`.
+async fn run_relay_once_broker_up(
+    db: Database,
+    producer: Producer,
+    outbox: Outbox,
+    health: Health,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = health.broker_ready() => {}
+    }
+    let options = RelayOptions {
+        health,
+        ..RelayOptions::default()
+    };
+    outbox::run_relay_with(db, producer, outbox, stop, options).await;
 }
 
 /// One line at start-up: the keys' names and scopes, or a warning that everything is open.
@@ -176,32 +280,63 @@ pub fn log_api_keys(keys: &ApiKeys) {
     }
 }
 
-async fn ensure_topics_with_retry(config: &ServiceConfig) -> anyhow::Result<()> {
-    // Credentials and certificates are checked first: retrying cannot fix them.
-    if let Err(error @ (kafka::KafkaError::Authentication(_) | kafka::KafkaError::Tls(_))) =
-        kafka::check_connection(&config.kafka, Duration::from_secs(10)).await
-    {
-        return Err(error.into());
-    }
-    if !config.create_topics {
-        tracing::info!("KAFKA_CREATE_TOPICS=false: the topics are expected to exist");
-        return Ok(());
-    }
+/// Reaches the broker and creates the topics, retrying with backoff (one warning per attempt)
+/// until it works or shutdown; then tells `health` the broker is up. Credentials or certificates
+/// the broker rejects are kept in `fatal` and stop the service.
+async fn bring_up_broker(
+    kafka: kafka::KafkaConfig,
+    create_topics: bool,
+    health: Health,
+    fatal: Arc<std::sync::Mutex<Option<kafka::KafkaError>>>,
+    shutdown: CancellationToken,
+) {
     let topics = contracts::topics::all_with_dead_letters();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match kafka::ensure_topics(&config.kafka, &topics).await {
-            Ok(()) => return Ok(()),
-            Err(error) if std::time::Instant::now() < deadline => {
-                tracing::warn!(%error, "Kafka not ready; retrying topic creation");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut backoff = Duration::from_secs(1);
+    for attempt in 1u32.. {
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = connect_and_create_topics(&kafka, create_topics.then_some(&topics[..])) => result,
+        };
+        let error = match result {
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(attempt, "Kafka reachable; topics ready");
+                }
+                health.broker_up();
+                return;
             }
-            Err(error) => {
-                return Err(error).context(format!(
-                "cannot create topics on {} — is the broker running (`cargo xtask kafka start`)?",
-                config.kafka.brokers.join(",")
-            ))
+            Err(error @ (kafka::KafkaError::Authentication(_) | kafka::KafkaError::Tls(_))) => {
+                tracing::error!(%error, "Kafka refused the connection; stopping");
+                *fatal
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+                shutdown.cancel();
+                return;
             }
+            Err(error) => error,
+        };
+        tracing::warn!(%error, attempt, brokers = %kafka.brokers.join(","),
+            retry_in_s = backoff.as_secs(),
+            "Kafka not ready; retrying topic creation (is the broker running? \
+             `cargo xtask kafka start`)");
+        health.broker_waiting(&error.to_string());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
         }
+        backoff = (backoff * 2).min(MAX_BROKER_BACKOFF);
+    }
+}
+
+/// One attempt: a metadata round trip (which reports rejected credentials at once), then the
+/// creation of `topics` (none with `KAFKA_CREATE_TOPICS=false`: they are expected to exist).
+async fn connect_and_create_topics(
+    kafka: &kafka::KafkaConfig,
+    topics: Option<&[String]>,
+) -> Result<(), kafka::KafkaError> {
+    kafka::check_connection(kafka, Duration::from_secs(5)).await?;
+    match topics {
+        Some(topics) => kafka::ensure_topics(kafka, topics).await,
+        None => Ok(()),
     }
 }

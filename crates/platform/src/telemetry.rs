@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TraceFlags, TracerProvider as _};
 use opentelemetry::Context;
@@ -138,12 +138,29 @@ pub async fn shutdown() {
     }
 }
 
+/// Buckets of `http_server_request_duration_seconds`, in seconds.
+const HTTP_DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let builder = PrometheusBuilder::new();
+            let builder = match builder.set_buckets_for_metric(
+                Matcher::Full("http_server_request_duration_seconds".to_string()),
+                &HTTP_DURATION_BUCKETS,
+            ) {
+                Ok(builder) => builder,
+                // Only for an empty bucket list, which the constant is not.
+                Err(error) => {
+                    tracing::warn!(%error, "HTTP duration buckets");
+                    PrometheusBuilder::new()
+                }
+            };
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (tests); ours still renders what it sees.
             let _ = metrics::set_global_recorder(recorder);

@@ -48,6 +48,7 @@ fn options(holder: &str) -> RelayOptions {
         lease_ttl: Duration::from_secs(3),
         renew_every: Duration::from_millis(200),
         standby_poll: Duration::from_millis(200),
+        ..RelayOptions::default()
     }
 }
 

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::dead_letter::DeadLetter;
 use super::{KafkaConfig, KafkaError, Producer};
+use crate::health::ConsumerHealth;
 use crate::telemetry;
 
 /// A consumed record, detached from the client.
@@ -167,11 +168,15 @@ pub struct ConsumerOptions {
     pub max_backoff: Duration,
     /// How long a record may keep failing transiently before it is dead-lettered.
     pub retry_limit: Duration,
+    /// How often librdkafka reports statistics (consumer lag, assignment).
+    pub statistics_interval: Duration,
+    /// Where the consumer reports its state for `/readyz` (none: reports go nowhere).
+    pub health: Option<ConsumerHealth>,
 }
 
 impl ConsumerOptions {
     /// Options with the defaults: batches of up to 500 records, backoff from 100 ms doubling
-    /// to 5 s, dead-lettered after 5 minutes of transient failures.
+    /// to 5 s, dead-lettered after 5 minutes of transient failures, statistics every 5 s.
     pub fn new(group_id: impl Into<String>, topics: &[&str]) -> Self {
         Self {
             group_id: group_id.into(),
@@ -180,6 +185,8 @@ impl ConsumerOptions {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             retry_limit: Duration::from_secs(300),
+            statistics_interval: Duration::from_secs(5),
+            health: None,
         }
     }
 }
@@ -200,10 +207,17 @@ type LaneKey = (String, i32);
 type LaneStates = Arc<Mutex<HashMap<LaneKey, Arc<LaneState>>>>;
 
 /// The client context: on revocation, lets each lane finish its batch, then commits the
-/// stored offsets before the partition goes away.
+/// stored offsets before the partition goes away; reports the assignment and, from librdkafka's
+/// statistics, the lag of each assigned partition (metrics and [`ConsumerHealth`]).
 struct LaneContext {
     lanes: LaneStates,
     revoked: Mutex<Vec<LaneKey>>,
+    /// The group as the services name it (without the topic prefix).
+    group: String,
+    prefix: String,
+    health: ConsumerHealth,
+    /// The current assignment (unprefixed topics), as of the last rebalance.
+    assignment: Mutex<Vec<LaneKey>>,
 }
 
 impl LaneContext {
@@ -219,7 +233,125 @@ impl LaneContext {
     }
 }
 
-impl rdkafka::ClientContext for LaneContext {}
+impl LaneContext {
+    /// Records the consumer's whole assignment after a rebalance.
+    fn report_assignment(&self, consumer: &BaseConsumer<Self>) {
+        let assignment: Vec<LaneKey> = match consumer.assignment() {
+            Ok(tpl) => tpl
+                .elements()
+                .iter()
+                .map(|e| (self.unprefixed(e.topic()), e.partition()))
+                .collect(),
+            Err(error) => {
+                tracing::debug!(%error, "assignment");
+                return;
+            }
+        };
+        metrics::gauge!("kafka_consumer_assigned_partitions", "group" => self.group.clone())
+            .set(assignment.len() as f64);
+        let mut current = self
+            .assignment
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A partition that went elsewhere is no longer this replica's lag.
+        for (topic, partition) in current.iter().filter(|key| !assignment.contains(key)) {
+            lag_gauge(&self.group, topic, *partition).set(0.0);
+        }
+        self.health.assignment(&assignment);
+        *current = assignment;
+    }
+
+    fn unprefixed(&self, topic: &str) -> String {
+        topic
+            .strip_prefix(&self.prefix)
+            .unwrap_or(topic)
+            .to_string()
+    }
+}
+
+fn lag_gauge(group: &str, topic: &str, partition: i32) -> metrics::Gauge {
+    metrics::gauge!("kafka_consumer_lag", "group" => group.to_string(),
+        "topic" => topic.to_string(), "partition" => partition.to_string())
+}
+
+/// The part of librdkafka's statistics the consumer reads (see its STATISTICS.md).
+#[derive(serde::Deserialize)]
+struct Statistics {
+    #[serde(default)]
+    topics: HashMap<String, TopicStatistics>,
+    cgrp: Option<GroupStatistics>,
+}
+
+#[derive(serde::Deserialize)]
+struct TopicStatistics {
+    #[serde(default)]
+    partitions: HashMap<String, PartitionStatistics>,
+}
+
+#[derive(serde::Deserialize)]
+struct PartitionStatistics {
+    partition: i32,
+    committed_offset: i64,
+    consumer_lag: i64,
+    lo_offset: i64,
+    hi_offset: i64,
+}
+
+impl PartitionStatistics {
+    /// Records waiting: the lag, or, before the group ever committed on the partition (its
+    /// lag is unknown), every record on it (`auto.offset.reset` is `earliest`).
+    fn waiting(&self) -> Option<i64> {
+        if self.consumer_lag >= 0 {
+            Some(self.consumer_lag)
+        } else if self.committed_offset < 0 && self.lo_offset >= 0 && self.hi_offset >= 0 {
+            Some(self.hi_offset - self.lo_offset)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct GroupStatistics {
+    join_state: String,
+}
+
+impl rdkafka::ClientContext for LaneContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        let statistics: Statistics = match serde_json::from_slice(statistics) {
+            Ok(statistics) => statistics,
+            Err(error) => {
+                tracing::debug!(%error, "unreadable librdkafka statistics");
+                return;
+            }
+        };
+        let assignment = self
+            .assignment
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut partitions = Vec::new();
+        for (name, topic) in &statistics.topics {
+            let name = self.unprefixed(name);
+            for p in topic.partitions.values() {
+                // -1 is librdkafka's internal partition.
+                let key = (name.clone(), p.partition);
+                if p.partition < 0 || !assignment.contains(&key) {
+                    continue;
+                }
+                // A negative lag is not known yet: no series.
+                if p.consumer_lag >= 0 {
+                    lag_gauge(&self.group, &name, p.partition).set(p.consumer_lag as f64);
+                }
+                if let Some(waiting) = p.waiting() {
+                    partitions.push((key, p.committed_offset, waiting));
+                }
+            }
+        }
+        let settled = statistics.cgrp.is_some_and(|g| g.join_state == "steady");
+        self.health.statistics(settled, &partitions);
+    }
+}
 
 impl ConsumerContext for LaneContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -253,6 +385,7 @@ impl ConsumerContext for LaneContext {
             }
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
+        self.report_assignment(consumer);
     }
 }
 
@@ -286,6 +419,10 @@ pub async fn run_consumer<H: Handler>(
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
     let lanes = LaneStates::default();
+    let health = options
+        .health
+        .clone()
+        .unwrap_or_else(|| ConsumerHealth::detached(&options.group_id));
     let consumer: KafkaConsumer = config
         .client_config(&options.group_id)
         // Groups carry the topic prefix too: environments (and tests) sharing a cluster never
@@ -295,7 +432,14 @@ pub async fn run_consumer<H: Handler>(
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        .set(
+            "session.timeout.ms",
+            crate::health::SESSION_TIMEOUT.as_millis().to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            options.statistics_interval.as_millis().max(1).to_string(),
+        )
         .set("heartbeat.interval.ms", "2000")
         .set("max.poll.interval.ms", "300000")
         .set("partition.assignment.strategy", "cooperative-sticky")
@@ -306,6 +450,10 @@ pub async fn run_consumer<H: Handler>(
         .create_with_context(LaneContext {
             lanes: Arc::clone(&lanes),
             revoked: Mutex::default(),
+            group: options.group_id.clone(),
+            prefix: config.topic_prefix.clone(),
+            health: health.clone(),
+            assignment: Mutex::default(),
         })
         .map_err(|source| KafkaError::Client {
             client: "consumer",
@@ -324,6 +472,7 @@ pub async fn run_consumer<H: Handler>(
             source,
         })?;
     tracing::info!(group = %options.group_id, topics = ?options.topics, "consumer started");
+    health.started();
     let group = options.group_id.clone();
     let consumer = Arc::new(consumer);
     let env = Arc::new(LaneEnv {
@@ -351,6 +500,7 @@ pub async fn run_consumer<H: Handler>(
 
     shutdown.cancelled().await;
     stop.store(true, Ordering::SeqCst);
+    health.stopped();
     let lanes = tokio::task::spawn_blocking(move || thread.join().unwrap_or_default())
         .await
         .unwrap_or_default();

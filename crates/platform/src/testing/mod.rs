@@ -198,6 +198,7 @@ pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::Se
         },
         http: crate::server::ServerSettings::default(),
         create_topics: true,
+        ready_stall: crate::health::DEFAULT_STALL,
     }
 }
 
@@ -212,8 +213,22 @@ pub struct RunningService {
 }
 
 impl RunningService {
-    /// Serves `routes` of `service` on 127.0.0.1 with an ephemeral port.
+    /// Serves `routes` of `service` on 127.0.0.1 with an ephemeral port; returns once the
+    /// broker has come (topics created, consumers starting), as tests expect.
     pub async fn spawn(service: crate::Service, routes: axum::Router) -> Self {
+        let health = service.health.clone();
+        let running = Self::spawn_now(service, routes).await;
+        if tokio::time::timeout(std::time::Duration::from_secs(60), health.broker_ready())
+            .await
+            .is_err()
+        {
+            panic!("the service did not reach the broker within 60 s");
+        }
+        running
+    }
+
+    /// Serves `routes` of `service` at once, whether the broker has come or not.
+    pub async fn spawn_now(service: crate::Service, routes: axum::Router) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an ephemeral port");
