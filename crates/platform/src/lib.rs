@@ -16,6 +16,8 @@ pub mod redact;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(test)]
+mod test_logs;
 #[cfg(feature = "testing")]
 pub mod testing;
 
