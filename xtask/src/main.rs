@@ -8,6 +8,7 @@
 //! cargo xtask api-fuzz                 its schemathesis step alone
 //! cargo xtask kafka start|stop|status  the local broker alone
 //! cargo xtask bench [--postgres]       the benchmark: Kafka's ceiling, throughput, latency
+//! cargo xtask dlt list|show|replay     dead letters: list, inspect, replay
 //! ```
 
 mod api_fuzz;
@@ -15,6 +16,7 @@ mod apt;
 mod bench;
 mod chaos;
 mod demo;
+mod dlt;
 mod kafka;
 mod paths;
 mod postgres;
@@ -40,6 +42,16 @@ commands:
   bench [--postgres]       the benchmark (release build; BENCHMARKS.md): Kafka's own ceiling,
                            end to end at 64 clients, paced latency; SQLite, or PostgreSQL
                            (--postgres: the test cluster; or TEST_DATABASE_URL); BENCH_* size it
+  dlt list [--topic <topic>]
+                           the dead letters of each <topic>.DLT: position, time, key, event,
+                           error, where from and which consumer group gave up on it
+  dlt show <topic>.DLT <partition> <offset>
+                           one dead letter: its headers and payload (pretty JSON)
+  dlt replay <topic>.DLT <partition> <offset>...  |  dlt replay <topic>.DLT [<partition>] --all
+                           publish dead letters again to their original topic, byte for byte
+                           (not the dlt_* headers; dlt_replayed_from/_at/_by added); truncated
+                           ones are refused. Kafka: KAFKA_BROKERS / EVENT_STREAMS_* as the
+                           services read them, else the local broker
   chaos [--seed N] [--secs N]
                            a bounded fault run (<= 5 minutes) on PostgreSQL: three replicas under
                            load while replicas are killed, paused and restarted, the broker is
@@ -89,6 +101,7 @@ fn run() -> Result<()> {
         }
         ["bench", rest @ ..] => bench::run(flags(rest, &["--postgres"])?.contains(&"--postgres")),
         ["demo"] => stack::demo(),
+        ["dlt", rest @ ..] => dlt::run(dlt::parse(rest)?),
         ["chaos", rest @ ..] => {
             let (seed, secs) = chaos_options(rest)?;
             let code = chaos::run(seed, secs)?;

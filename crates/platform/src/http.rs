@@ -355,14 +355,22 @@ pub fn keyed_routes(keys: &crate::auth::ApiKeys) -> Router {
 /// The longest request target (path and query) accepted; longer ones get a 414 problem.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
+/// The header that identifies a request: the caller's, or a new UUID; echoed on every response.
+pub const REQUEST_ID: &str = "x-request-id";
+/// The longest caller-chosen request id kept; a longer or non-printable one is replaced.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
 /// Adds the layers every service has: a problem for unknown routes, panics and every other error
-/// response, request metrics and an access log, request tracing, a request timeout, and the body
-/// size limit ([`crate::limits::MAX_BODY_BYTES`]).
+/// response, request metrics and an access log, request tracing, a request timeout, the body
+/// size limit ([`crate::limits::MAX_BODY_BYTES`]), and the `x-request-id` of each request (the
+/// caller's, or a new UUID) on its span and its response.
 pub fn with_common_layers(router: Router) -> Router {
     use axum::extract::DefaultBodyLimit;
     use tower_http::catch_panic::CatchPanicLayer;
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     use tower_http::timeout::TimeoutLayer;
     use tower_http::trace::TraceLayer;
+    let request_id = header::HeaderName::from_static(REQUEST_ID);
     router
         .fallback(|| async { Problem::not_found("no such route") })
         .layer(DefaultBodyLimit::max(crate::limits::MAX_BODY_BYTES))
@@ -376,6 +384,24 @@ pub fn with_common_layers(router: Router) -> Router {
             Problem::internal(&"handler panicked").into_response()
         }))
         .layer(axum::middleware::from_fn(observe))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unusable_request_id))
+}
+
+/// Removes a caller's `x-request-id` that is too long or not printable ASCII, so that a new
+/// one is made in its place.
+async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let usable = request.headers().get(REQUEST_ID).is_none_or(|value| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_BYTES
+            && bytes.iter().all(|b| b.is_ascii_graphic())
+    });
+    if !usable {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
 }
 
 /// Middleware, per request (the probes and `/metrics` aside): the metrics
@@ -493,16 +519,23 @@ async fn problems_for_every_error(request: Request, next: Next) -> Response {
     problem
 }
 
-/// The span of one HTTP request; a caller's W3C `traceparent` header makes it part of the
-/// caller's trace.
+/// The span of one HTTP request, with its `x-request-id` (`request_id`); a caller's W3C
+/// `traceparent` header makes it part of the caller's trace.
 fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     // The target tower-http's own request spans use, so the same filters apply.
     let span = tracing::debug_span!(
         target: "tower_http::trace::make_span",
         "request",
+        otel.kind = "server",
         method = %request.method(),
         uri = %request.uri(),
         version = ?request.version(),
+        request_id = %request_id,
         api_key = tracing::field::Empty,
     );
     if let Some(traceparent) = request
@@ -574,6 +607,59 @@ mod tests {
         let (response, body) = call(&router, "GET", "/nowhere").await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(body["title"], "Not Found");
+    }
+
+    async fn request_id_of(router: &Router, given: Option<&str>) -> String {
+        use tower::ServiceExt;
+        let mut request = axum::http::Request::builder().uri("/nowhere");
+        if let Some(id) = given {
+            request = request.header(REQUEST_ID, id);
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        response.headers()[REQUEST_ID].to_str().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn every_response_carries_a_request_id_and_a_given_one_is_echoed() {
+        let router = with_common_layers(Router::new());
+        let made = request_id_of(&router, None).await;
+        assert!(uuid::Uuid::parse_str(&made).is_ok(), "{made}");
+        assert_ne!(made, request_id_of(&router, None).await, "one per request");
+        assert_eq!(request_id_of(&router, Some("req-42")).await, "req-42");
+        let long = "x".repeat(MAX_REQUEST_ID_BYTES + 1);
+        let replaced = request_id_of(&router, Some(&long)).await;
+        assert!(uuid::Uuid::parse_str(&replaced).is_ok(), "{replaced}");
+    }
+
+    #[tokio::test]
+    async fn the_request_span_carries_the_request_id() {
+        let logs = crate::test_logs::Logs::default();
+        let _guard = logs.capture();
+        let router = with_common_layers(Router::new().route(
+            "/hello",
+            get(|| async {
+                tracing::info!("inside the handler");
+                "hi"
+            }),
+        ));
+        use tower::ServiceExt;
+        let request = axum::http::Request::builder()
+            .uri("/hello")
+            .header(REQUEST_ID, "req-7")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.headers()[REQUEST_ID], "req-7");
+        let text = logs.text();
+        let line = text
+            .lines()
+            .find(|l| l.contains("inside the handler"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(line.contains("request_id=req-7"), "{line}");
     }
 
     #[tokio::test]

@@ -202,7 +202,7 @@ impl<A: Apply> Handler for Inboxed<A> {
                         record.traceparent(),
                         self.inner.apply(&mut tx, metadata, event, attempt),
                     )
-                    .instrument(consume_span(record))
+                    .instrument(consume_span(record, self.lot.group()))
                     .await?
                 }
             };

@@ -20,6 +20,8 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(test)]
+mod test_logs;
 #[cfg(feature = "testing")]
 pub mod testing;
 

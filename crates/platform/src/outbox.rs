@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use contracts::envelope::{Event, EventMetadata};
+use contracts::envelope::{headers, Event, EventMetadata};
 use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -286,8 +286,13 @@ pub async fn run_relay_with(
             _ = shutdown.cancelled() => {}
         }
     }
-    if let Err(error) = producer.flush(Duration::from_secs(10)) {
-        tracing::warn!(%error, "producer flush on shutdown");
+    // librdkafka's flush blocks its thread: not one of the runtime's.
+    let flushed =
+        tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+    match flushed {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "producer flush on shutdown"),
+        Err(error) => tracing::warn!(%error, "producer flush on shutdown"),
     }
     health.relay_stopped();
     tracing::info!("outbox relay stopped");
@@ -426,8 +431,10 @@ async fn publish_batch(
             payload: row.try_get("payload")?,
             headers,
         };
+        let span = publish_span(&record);
         // Enqueue everything first (in order), then await: one round trip per batch.
-        pending.push((id, producer.enqueue(&record)?));
+        let delivery = span.in_scope(|| producer.enqueue(&record))?;
+        pending.push((id, span, delivery));
     }
     if pending.is_empty() {
         return Ok(Round::Published(0));
@@ -435,10 +442,19 @@ async fn publish_batch(
     // Every delivery is awaited: rows acknowledged after a failed one went out and are marked too.
     let mut sent = Vec::with_capacity(pending.len());
     let mut failure = None;
-    for (id, delivery) in pending {
+    for (id, span, delivery) in pending {
         match delivery.await {
-            Ok(()) => sent.push(id),
+            Ok(delivered) => {
+                span.record(
+                    "messaging.destination.partition.id",
+                    delivered.partition.to_string(),
+                );
+                span.record("messaging.kafka.offset", delivered.offset);
+                sent.push(id);
+            }
             Err(error) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_message", error.to_string());
                 failure.get_or_insert(error);
             }
         }
@@ -454,6 +470,36 @@ async fn publish_batch(
         Some(error) => Err(error.into()),
         None => Ok(Round::Published(sent.len())),
     }
+}
+
+/// The span of publishing one outbox row (OpenTelemetry messaging conventions, operation
+/// `send`), a child of the span that wrote the row when its `traceparent` is valid. The
+/// partition and offset are recorded once the broker acknowledged the record.
+fn publish_span(record: &OutgoingRecord) -> tracing::Span {
+    let header = |name: &str| {
+        record
+            .headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let span = tracing::info_span!(
+        "publish",
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = %record.topic,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
+        messaging.kafka.message.key = %record.key,
+        event_id = header(headers::ID).unwrap_or_default(),
+    );
+    if let Some(traceparent) = header(headers::TRACEPARENT) {
+        telemetry::set_parent(&span, traceparent);
+    }
+    span
 }
 
 /// Marks the rows `ids` sent, in one statement, if `term` is still the lease's current one;

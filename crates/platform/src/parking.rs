@@ -31,6 +31,7 @@ pub struct ParkingLot {
     consumer: &'static str,
     grace: Duration,
     wake: Arc<Notify>,
+    group: Option<Arc<str>>,
 }
 
 impl ParkingLot {
@@ -40,7 +41,19 @@ impl ParkingLot {
             consumer,
             grace,
             wake: Arc::new(Notify::new()),
+            group: None,
         }
+    }
+
+    /// The lot of a consumer of Kafka consumer group `group` (named on the `consume` spans).
+    pub fn in_group(mut self, group: &str) -> Self {
+        self.group = Some(Arc::from(group));
+        self
+    }
+
+    /// The Kafka consumer group, when known.
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_deref()
     }
 
     /// The consumer (inbox) name.
@@ -259,7 +272,7 @@ async fn resolve<A: Apply>(
             record.traceparent(),
             inner.apply(&mut tx, &metadata, &event, attempt),
         )
-        .instrument(consume_span(&record))
+        .instrument(consume_span(&record, lot.group()))
         .await?;
         match outcome {
             Applied::Done(value) => {

@@ -117,6 +117,7 @@ impl Service {
         lot: ParkingLot,
     ) {
         let apply = Arc::new(apply);
+        let lot = lot.in_group(&options.group_id);
         let (db, resolver_apply, resolver_lot) = (self.db.clone(), Arc::clone(&apply), lot.clone());
         self.spawn(move |shutdown| {
             parking::run_resolver(db, resolver_apply, resolver_lot, shutdown)
@@ -213,6 +214,10 @@ impl Service {
         while self.consumers.join_next().await.is_some() {}
         relay_stop.cancel();
         let _ = relay.await;
+        // Dropping the producer's last handle purges, flushes and destroys the client, which
+        // blocks.
+        let producer = self.producer;
+        let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
         self.db.close().await;
         tracing::info!(service = self.config.name, "stopped");
         telemetry::shutdown().await;

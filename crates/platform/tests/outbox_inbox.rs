@@ -1,7 +1,7 @@
 //! Outbox, relay, inbox and the consumer loop against the real broker and database
 //! (SQLite, or PostgreSQL with TEST_DATABASE_URL).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,6 +181,8 @@ struct Recorder {
     applied: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     attempts: Arc<AtomicUsize>,
     transient_failures: usize,
+    /// The cause of `poison`'s failures is fixed: it applies.
+    fixed: Arc<AtomicBool>,
 }
 
 impl Apply for Recorder {
@@ -201,7 +203,7 @@ impl Apply for Recorder {
         if self.attempts.fetch_add(1, Ordering::SeqCst) < self.transient_failures {
             return Err(HandleError::Transient("not yet".into()));
         }
-        if customer.name == "poison" {
+        if customer.name == "poison" && !self.fixed.load(Ordering::SeqCst) {
             return Err(HandleError::Transient(
                 "the database refuses this one".into(),
             ));
@@ -403,4 +405,109 @@ async fn a_dead_letter_producer_in_a_fatal_state_is_replaced() {
     assert_eq!(dead[0].payload, b"{not json");
     stop.cancel();
     consumer.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_dead_letter_is_applied_once_and_a_second_replay_changes_nothing() {
+    use platform::kafka::dead_letters;
+    let kafka = LocalKafka::load().isolated();
+    platform::kafka::ensure_topics(&kafka, &topics::all_with_dead_letters())
+        .await
+        .unwrap();
+    let producer = Producer::new(&kafka, "test").unwrap();
+    send_customer(&producer, "k", "poison", "evt-poison").await;
+    send_customer(&producer, "k", "after", "evt-after").await;
+
+    // The record fails transiently for longer than the retry limit: it is dead-lettered.
+    let recorder = Recorder::default();
+    let stop = CancellationToken::new();
+    let group = unique("group");
+    let mut options = ConsumerOptions::new(group.clone(), &[topics::CUSTOMER_CREATED]);
+    options.initial_backoff = Duration::from_millis(20);
+    options.retry_limit = Duration::from_millis(500);
+    let consumer = spawn_consumer(&kafka, &database().await, &recorder, options, &stop);
+    let applied = |n: usize| {
+        let recorder = recorder.clone();
+        async move {
+            platform::testing::eventually(TIMEOUT, || {
+                let applied = recorder.applied();
+                async move { (applied.len() >= n).then_some(applied) }
+            })
+            .await
+            .unwrap_or_else(|| panic!("{n} events applied: {:?}", recorder.applied()))
+        }
+    };
+    assert_eq!(applied(1).await, [("k".into(), "after".into())]);
+    let dlt = topics::dead_letter(topics::CUSTOMER_CREATED);
+    let letters = dead_letters::read_all(&kafka, &dlt).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.header("dlt_consumer_group"), Some(group));
+    assert_eq!(letter.header("ce_id").as_deref(), Some("evt-poison"));
+    let one = dead_letters::read_one(&kafka, &dlt, letter.partition, letter.offset)
+        .await
+        .unwrap();
+    assert_eq!(&one, letter);
+    let missing = dead_letters::read_one(&kafka, &dlt, letter.partition, letter.offset + 1).await;
+    assert!(
+        matches!(missing, Err(dead_letters::DeadLetterError::NotFound { .. })),
+        "{missing:?}"
+    );
+
+    // The cause is fixed; the dead letter is replayed: applied once.
+    recorder.fixed.store(true, Ordering::SeqCst);
+    let replayed = dead_letters::replay(&producer, letter, "tester")
+        .await
+        .unwrap();
+    assert_eq!(replayed.topic, topics::CUSTOMER_CREATED);
+    assert_eq!(replayed.from, letter.position());
+    assert_eq!(
+        applied(2).await,
+        [("k".into(), "after".into()), ("k".into(), "poison".into())]
+    );
+
+    // A second replay is read, recognised in the inbox and skipped: the event behind it on the
+    // same key (same partition) is applied, the poison event not again.
+    dead_letters::replay(&producer, letter, "tester")
+        .await
+        .unwrap();
+    send_customer(&producer, "k", "marker", "evt-marker").await;
+    let names: Vec<String> = applied(3).await.into_iter().map(|(_, n)| n).collect();
+    assert_eq!(names, ["after", "poison", "marker"]);
+
+    // The replays are the original record, byte for byte, with who and where from.
+    let records = read_to_end(&kafka, topics::CUSTOMER_CREATED).await;
+    let original = records
+        .iter()
+        .find(|r| r.metadata().id == "evt-poison" && r.offset < replayed.delivered.offset)
+        .expect("the original record");
+    let replays: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.headers.iter().any(|(k, _)| k == "dlt_replayed_from"))
+        .collect();
+    assert_eq!(replays.len(), 2);
+    for replay in replays {
+        assert_eq!(replay.key, original.key);
+        assert_eq!(replay.payload, original.payload);
+        let header = |name: &str| {
+            replay
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(header("dlt_replayed_by").as_deref(), Some("tester"));
+        assert_eq!(header("dlt_replayed_from"), Some(letter.position()));
+        assert!(header("dlt_replayed_at").is_some());
+        assert_eq!(header("dlt_error"), None, "no dead-letter headers");
+        let without_replay: Vec<&(String, Vec<u8>)> = replay
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with("dlt_replayed_"))
+            .collect();
+        assert_eq!(without_replay, original.headers.iter().collect::<Vec<_>>());
+    }
+    stop.cancel();
+    consumer.await.unwrap().unwrap();
+    assert_eq!(recorder.applied().len(), 3);
 }

@@ -160,8 +160,9 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
         .await
         .expect("service starts");
     let (consumed_tx, mut consumed) = mpsc::unbounded_channel();
+    let group = unique("g");
     service.consume_events(
-        ConsumerOptions::new(unique("g"), &[topics::CUSTOMER_CREATED]),
+        ConsumerOptions::new(group.clone(), &[topics::CUSTOMER_CREATED]),
         Probe(consumed_tx),
         ParkingLot::new("probe", Duration::ZERO),
     );
@@ -183,15 +184,15 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
     // An HTTP request from a traced caller writes the event; the consumer handles it.
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
-    let answer = reqwest::Client::new()
+    let response = reqwest::Client::new()
         .post(format!("{}/customers", running.base_url))
         .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+        .header("x-request-id", "req-telemetry-1")
         .send()
         .await
-        .expect("request")
-        .text()
-        .await
-        .unwrap();
+        .expect("request");
+    assert_eq!(response.headers()["x-request-id"], "req-telemetry-1");
+    let answer = response.text().await.unwrap();
     let (event_id, event_traceparent) = answer.split_once(' ').unwrap();
     assert!(
         telemetry::is_valid_traceparent(event_traceparent),
@@ -245,11 +246,39 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
         .find(|s| hex(&s.span_id) == request_span_id)
         .unwrap_or_else(|| panic!("the HTTP request span is exported: {names:?}"));
     assert_eq!(request.name, "request");
+    assert_eq!(request.kind, SpanKind::Server as i32);
     assert_eq!(hex(&request.parent_span_id), caller_span);
     assert_eq!(
         attribute(&request.attributes, "uri").as_deref(),
         Some("/customers")
     );
+    assert_eq!(
+        attribute(&request.attributes, "request_id").as_deref(),
+        Some("req-telemetry-1")
+    );
+
+    // The relay's publish span: a child of the request that wrote the event.
+    let publish = in_trace
+        .iter()
+        .find(|s| s.name == "publish")
+        .unwrap_or_else(|| panic!("the publish span is exported: {names:?}"));
+    assert_eq!(publish.kind, SpanKind::Producer as i32);
+    assert_eq!(hex(&publish.parent_span_id), request_span_id);
+    for (name, value) in [
+        ("messaging.system", Some("kafka")),
+        ("messaging.operation.type", Some("send")),
+        ("messaging.destination.name", Some(topics::CUSTOMER_CREATED)),
+        ("event_id", Some(event_id)),
+        ("messaging.destination.partition.id", None),
+        ("messaging.kafka.offset", None),
+        ("messaging.kafka.message.key", None),
+    ] {
+        let found = attribute(&publish.attributes, name);
+        assert!(found.is_some(), "publish span attribute {name}");
+        if value.is_some() {
+            assert_eq!(found.as_deref(), value, "publish span attribute {name}");
+        }
+    }
 
     let consume = in_trace
         .iter()
@@ -258,14 +287,31 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
     assert_eq!(consume.name, "consume");
     assert_eq!(consume.kind, SpanKind::Consumer as i32);
     assert_eq!(hex(&consume.parent_span_id), request_span_id);
-    assert_eq!(
-        attribute(&consume.attributes, "topic").as_deref(),
-        Some(topics::CUSTOMER_CREATED)
-    );
-    assert_eq!(
-        attribute(&consume.attributes, "event_id").as_deref(),
-        Some(event_id)
-    );
-    assert!(attribute(&consume.attributes, "offset").is_some());
-    assert!(attribute(&consume.attributes, "partition").is_some());
+    // The OpenTelemetry messaging conventions; the consume span is where the publish span
+    // says the record went.
+    for (name, value) in [
+        ("messaging.system", Some("kafka")),
+        ("messaging.operation.type", Some("process")),
+        ("messaging.destination.name", Some(topics::CUSTOMER_CREATED)),
+        ("messaging.consumer.group.name", Some(group.as_str())),
+        ("event_id", Some(event_id)),
+        (
+            "messaging.destination.partition.id",
+            attribute(&publish.attributes, "messaging.destination.partition.id").as_deref(),
+        ),
+        (
+            "messaging.kafka.offset",
+            attribute(&publish.attributes, "messaging.kafka.offset").as_deref(),
+        ),
+        (
+            "messaging.kafka.message.key",
+            attribute(&publish.attributes, "messaging.kafka.message.key").as_deref(),
+        ),
+    ] {
+        assert_eq!(
+            attribute(&consume.attributes, name).as_deref(),
+            value,
+            "consume span attribute {name}"
+        );
+    }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use platform::kafka::KafkaError;
+use platform::kafka::{KafkaError, TracingContext};
 use platform::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -68,15 +68,15 @@ fn failed(error: String) -> Health {
 /// committed offsets.
 struct Meter {
     kafka: KafkaConfig,
-    admin: BaseConsumer,
-    groups: BTreeMap<String, BaseConsumer>,
+    admin: BaseConsumer<TracingContext>,
+    groups: BTreeMap<String, BaseConsumer<TracingContext>>,
 }
 
 impl Meter {
     fn new(kafka: KafkaConfig) -> Result<Self, KafkaError> {
         let admin = kafka
             .client_config("console-health")
-            .create()
+            .create_with_context(TracingContext)
             .map_err(|source| KafkaError::Client {
                 client: "consumer",
                 source,
@@ -151,12 +151,12 @@ impl Meter {
         partitions: &TopicPartitionList,
     ) -> Result<BTreeMap<(String, i32), i64>, KafkaError> {
         if !self.groups.contains_key(group) {
-            let client: BaseConsumer = self
+            let client: BaseConsumer<TracingContext> = self
                 .kafka
                 .client_config("console-health")
                 .set("group.id", self.kafka.topic_name(group))
                 .set("enable.auto.commit", "false")
-                .create()
+                .create_with_context(TracingContext)
                 .map_err(|source| KafkaError::Client {
                     client: "consumer",
                     source,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use platform::kafka::KafkaError;
+use platform::kafka::{KafkaError, TracingContext};
 use platform::KafkaConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -34,14 +34,14 @@ pub async fn run(
     tail: usize,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let consumer: Arc<StreamConsumer> = Arc::new(
+    let consumer: Arc<StreamConsumer<TracingContext>> = Arc::new(
         kafka
             .client_config("console")
             .set("group.id", kafka.topic_name(GROUP))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .create()
+            .create_with_context(TracingContext)
             .map_err(|source| KafkaError::Client {
                 client: "consumer",
                 source,
@@ -89,7 +89,7 @@ pub async fn run(
 /// Every partition of every topic, at most `tail` records before its end; `None` while a topic
 /// is missing.
 fn tail_assignment(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<TracingContext>,
     kafka: &KafkaConfig,
     tail: usize,
 ) -> Result<Option<TopicPartitionList>, KafkaError> {

@@ -3,17 +3,16 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{KafkaConfig, KafkaError};
+use super::{KafkaConfig, KafkaError, TracingContext};
 
 /// Creates each topic that does not exist yet, with the configured partitions and replication.
 /// Topics that exist already are left as they are. Names get the configured prefix.
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[String]) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = config
+    let admin: AdminClient<TracingContext> = config
         .client_config("topic-admin")
-        .create()
+        .create_with_context(TracingContext)
         .map_err(|source| KafkaError::Client {
             client: "admin client",
             source,

@@ -351,6 +351,14 @@ impl rdkafka::ClientContext for LaneContext {
         let settled = statistics.cgrp.is_some_and(|g| g.join_state == "steady");
         self.health.statistics(settled, &partitions);
     }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::log_to_tracing(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        super::error_to_tracing(&error, reason);
+    }
 }
 
 impl ConsumerContext for LaneContext {
@@ -520,17 +528,28 @@ pub async fn run_consumer<H: Handler>(
     Ok(())
 }
 
-/// The span around applying one record: a child of the span that produced it when the record
-/// carries a valid `traceparent`, else the root of a new trace.
-pub fn consume_span(record: &Record) -> tracing::Span {
+/// The span around applying one record (OpenTelemetry messaging conventions, operation
+/// `process`), a consumer of group `group` when given: a child of the span that produced it
+/// when the record carries a valid `traceparent`, else the root of a new trace.
+pub fn consume_span(record: &Record, group: Option<&str>) -> tracing::Span {
     let span = tracing::info_span!(
         "consume",
         otel.kind = "consumer",
-        topic = %record.topic,
-        partition = record.partition,
-        offset = record.offset,
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = %record.topic,
+        messaging.destination.partition.id = %record.partition,
+        messaging.kafka.offset = record.offset,
+        messaging.kafka.message.key = tracing::field::Empty,
+        messaging.consumer.group.name = tracing::field::Empty,
         event_id = %record.metadata().id,
     );
+    if let Some(key) = &record.key {
+        span.record("messaging.kafka.message.key", key.as_str());
+    }
+    if let Some(group) = group {
+        span.record("messaging.consumer.group.name", group);
+    }
     if let Some(traceparent) = record.traceparent() {
         telemetry::set_parent(&span, traceparent);
     }
@@ -868,7 +887,7 @@ impl<H: Handler> Lane<'_, H> {
                 Err(error) => Err(error),
             };
             match sent {
-                Ok(()) => {
+                Ok(_) => {
                     metrics::counter!("events_dead_lettered_total", "topic" => record.topic.clone())
                         .increment(1);
                     return true;
@@ -1057,7 +1076,7 @@ mod tests {
             CUSTOMER,
         );
         let (handed_on, spans) = traced(|| {
-            let span = consume_span(&with);
+            let span = consume_span(&with, Some("ledger"));
             let _entered = span.enter();
             // What a handler's outbox write would carry on: this span, in the same trace.
             telemetry::current_traceparent()
@@ -1072,13 +1091,18 @@ mod tests {
         assert_eq!(consume.parent_span_id.to_string(), "b7ad6b7169203331");
         assert!(consume.parent_span_is_remote);
         assert_eq!(consume.span_kind, opentelemetry::trace::SpanKind::Consumer);
-        assert_eq!(
-            attribute(consume, "topic").as_deref(),
-            Some("Customer.created")
-        );
-        assert_eq!(attribute(consume, "partition").as_deref(), Some("2"));
-        assert_eq!(attribute(consume, "offset").as_deref(), Some("17"));
-        assert_eq!(attribute(consume, "event_id").as_deref(), Some("e-7"));
+        for (name, value) in [
+            ("messaging.system", "kafka"),
+            ("messaging.operation.type", "process"),
+            ("messaging.destination.name", "Customer.created"),
+            ("messaging.destination.partition.id", "2"),
+            ("messaging.kafka.offset", "17"),
+            ("messaging.kafka.message.key", "c1"),
+            ("messaging.consumer.group.name", "ledger"),
+            ("event_id", "e-7"),
+        ] {
+            assert_eq!(attribute(consume, name).as_deref(), Some(value), "{name}");
+        }
         assert_eq!(
             handed_on,
             Some(format!(
@@ -1096,7 +1120,7 @@ mod tests {
         ];
         let ((), spans) = traced(|| {
             for r in &records {
-                drop(consume_span(r));
+                drop(consume_span(r, None));
             }
         });
         assert_eq!(spans.len(), 2);
@@ -1111,6 +1135,11 @@ mod tests {
         assert_eq!(
             attribute(&spans[1], "event_id").as_deref(),
             Some("Customer.created-2-17")
+        );
+        assert_eq!(
+            attribute(&spans[1], "messaging.consumer.group.name"),
+            None,
+            "no group, no attribute"
         );
     }
 }

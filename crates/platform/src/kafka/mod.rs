@@ -5,12 +5,13 @@ pub mod admin;
 pub mod config;
 pub mod consumer;
 pub mod dead_letter;
+pub mod dead_letters;
 pub mod producer;
 
 pub use admin::ensure_topics;
 pub use config::{KafkaConfig, SaslCredentials, SaslMechanism, SecurityProtocol};
 pub use consumer::{run_consumer, ConsumerOptions, HandleError, Handler, Record, Rejected};
-pub use producer::{OutgoingRecord, Producer};
+pub use producer::{Delivered, OutgoingRecord, Producer};
 
 use std::time::Duration;
 
@@ -112,7 +113,9 @@ impl rdkafka::ClientContext for ErrorCapture {
         } else {
             None
         };
-        tracing::debug!(?level, fac, log_message, "librdkafka");
+        // A connection check fails while the broker is down: its caller reports that, so the
+        // client's own lines stay at debug.
+        tracing::debug!(target: "librdkafka", facility = fac, severity = ?level, "{log_message}");
         self.keep(fatal);
     }
 
@@ -130,9 +133,87 @@ impl rdkafka::ClientContext for ErrorCapture {
         };
         match (fatal, self.0.lock()) {
             (Some(fatal), Ok(mut slot)) => *slot = Some(fatal),
-            _ => tracing::debug!(%error, reason, "librdkafka"),
+            _ => tracing::debug!(target: "librdkafka", %error, "{reason}"),
         }
     }
 }
 
 impl rdkafka::consumer::ConsumerContext for ErrorCapture {}
+
+/// The client context of the platform's producers and admin clients (and any other client):
+/// librdkafka's log lines and client errors go through `tracing` (target `librdkafka`), in the
+/// service's log format, instead of the `log` crate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingContext;
+
+impl rdkafka::ClientContext for TracingContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_to_tracing(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        error_to_tracing(&error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for TracingContext {}
+
+/// Emits a librdkafka log line as a `tracing` event of target `librdkafka` at the matching
+/// level (emergency to error: ERROR, warning: WARN, notice and info: INFO, debug: DEBUG).
+pub(crate) fn log_to_tracing(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", facility = fac, "{message}")
+        }
+        L::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{message}"),
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", facility = fac, "{message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{message}"),
+    }
+}
+
+/// Emits a client error as a `tracing` event of target `librdkafka`: a broker transport failure
+/// repeats the log line librdkafka wrote just before, so it is debug; the others warn (the
+/// client retries by itself).
+pub(crate) fn error_to_tracing(error: &rdkafka::error::KafkaError, reason: &str) {
+    use rdkafka::types::RDKafkaErrorCode;
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::BrokerTransportFailure) => {
+            tracing::debug!(target: "librdkafka", %error, "{reason}")
+        }
+        _ => tracing::warn!(target: "librdkafka", %error, "{reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::config::RDKafkaLogLevel;
+    use rdkafka::ClientContext;
+
+    #[test]
+    fn librdkafka_lines_are_tracing_events_at_their_level() {
+        let logs = crate::test_logs::Logs::default();
+        let guard = logs.capture();
+        let context = TracingContext;
+        context.log(RDKafkaLogLevel::Error, "FAIL", "Connect to broker failed");
+        context.log(RDKafkaLogLevel::Warning, "GETPID", "Failed to acquire PID");
+        context.log(RDKafkaLogLevel::Notice, "CLUSTERID", "cluster id changed");
+        context.log(RDKafkaLogLevel::Debug, "BROKER", "added broker");
+        context.error(
+            rdkafka::error::KafkaError::Global(rdkafka::types::RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        drop(guard);
+        let text = logs.text();
+        for expected in [
+            "ERROR librdkafka: Connect to broker failed facility=\"FAIL\"",
+            "WARN librdkafka: Failed to acquire PID facility=\"GETPID\"",
+            "INFO librdkafka: cluster id changed facility=\"CLUSTERID\"",
+            "DEBUG librdkafka: added broker facility=\"BROKER\"",
+            "WARN librdkafka: 1/1 brokers are down",
+        ] {
+            assert!(text.contains(expected), "{expected}\n{text}");
+        }
+    }
+}

@@ -6,7 +6,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
-use super::{KafkaConfig, KafkaError};
+use super::{KafkaConfig, KafkaError, TracingContext};
 
 /// A record to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,10 +21,19 @@ pub struct OutgoingRecord {
     pub headers: Vec<(String, String)>,
 }
 
+/// Where the broker wrote a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Partition.
+    pub partition: i32,
+    /// Offset in the partition.
+    pub offset: i64,
+}
+
 /// A cheaply cloneable idempotent producer.
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer,
+    inner: FutureProducer<TracingContext>,
     topic_prefix: String,
     config: KafkaConfig,
     client_id: String,
@@ -44,7 +53,7 @@ impl Producer {
             .set("retry.backoff.max.ms", "2000")
             .set("linger.ms", "1")
             .set("compression.type", "lz4")
-            .create()
+            .create_with_context(TracingContext)
             .map_err(|source| KafkaError::Client {
                 client: "producer",
                 source,
@@ -89,7 +98,7 @@ impl Producer {
     }
 
     /// Publishes one record and waits for the broker's acknowledgement.
-    pub async fn send(&self, record: &OutgoingRecord) -> Result<(), KafkaError> {
+    pub async fn send(&self, record: &OutgoingRecord) -> Result<Delivered, KafkaError> {
         self.enqueue(record)?.await
     }
 
@@ -98,7 +107,7 @@ impl Producer {
     pub fn enqueue(
         &self,
         record: &OutgoingRecord,
-    ) -> Result<impl std::future::Future<Output = Result<(), KafkaError>>, KafkaError> {
+    ) -> Result<impl std::future::Future<Output = Result<Delivered, KafkaError>>, KafkaError> {
         let headers: Vec<(&str, &[u8])> = record
             .headers
             .iter()
@@ -120,7 +129,18 @@ impl Producer {
         key: &[u8],
         payload: &[u8],
         headers: &[(&str, &[u8])],
-    ) -> Result<impl std::future::Future<Output = Result<(), KafkaError>>, KafkaError> {
+    ) -> Result<impl std::future::Future<Output = Result<Delivered, KafkaError>>, KafkaError> {
+        self.enqueue_record(topic, Some(key), payload, headers)
+    }
+
+    /// Like [`enqueue_bytes`](Self::enqueue_bytes), for a record that may have no key.
+    pub fn enqueue_record(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<impl std::future::Future<Output = Result<Delivered, KafkaError>>, KafkaError> {
         let headers = headers
             .iter()
             .fold(OwnedHeaders::new(), |headers, (key, value)| {
@@ -130,10 +150,12 @@ impl Producer {
                 })
             });
         let topic = format!("{}{topic}", self.topic_prefix);
-        let future = FutureRecord::to(&topic)
-            .key(key)
+        let mut future = FutureRecord::<[u8], [u8]>::to(&topic)
             .payload(payload)
             .headers(headers);
+        if let Some(key) = key {
+            future = future.key(key);
+        }
         let delivery =
             self.inner
                 .send_result(future)
@@ -143,7 +165,10 @@ impl Producer {
                 })?;
         Ok(async move {
             match delivery.await {
-                Ok(Ok(_)) => Ok(()),
+                Ok(Ok(delivery)) => Ok(Delivered {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                }),
                 Ok(Err((source, _))) => Err(KafkaError::Operation {
                     operation: format!("delivery to {topic}"),
                     source,

@@ -1,0 +1,33 @@
+//! The console binary refuses bad configuration at start-up with one line naming the variable
+//! (and never echoes a key). Being an integration test, it also makes `cargo test` build the
+//! binary the system tests run (`tests/system/tests/console.rs`).
+
+use std::process::Command;
+
+fn run_with(env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_console"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let output = cmd.output().expect("the console binary runs");
+    let text = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    (output.status.success(), text)
+}
+
+#[test]
+fn bad_settings_stop_the_console_naming_the_variable() {
+    for (variable, value) in [
+        ("CONSOLE_WINDOW", "0"),
+        ("CUSTOMER_SERVICE_URL", "ftp://customers"),
+        ("API_KEYS", "dash:admin:console-secret-1"),
+        ("PORT", "http"),
+    ] {
+        let (ok, output) = run_with(&[(variable, value)]);
+        assert!(!ok, "{variable}={value} was accepted");
+        assert!(output.contains(variable), "{variable}: {output}");
+        assert!(!output.contains("console-secret-1"), "{output}");
+    }
+}
