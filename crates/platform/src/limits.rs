@@ -15,6 +15,27 @@ pub fn check_length(field: &str, value: &str, max: usize) -> Result<(), Problem>
         .map_err(|e| Problem::invalid_field(field, e.detail).with("limit", max))
 }
 
+/// An optional integer query parameter (e.g. a page size): `default` when absent, else an integer
+/// within `min..=max`; anything else (a blank value included) is a 422 naming `name`.
+pub fn bounded(
+    name: &'static str,
+    value: Option<&str>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, Problem> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    match text.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(Problem::invalid_field(
+            name,
+            format!("`{name}` must be an integer from {min} to {max}"),
+        )),
+    }
+}
+
 /// The 413 answer to a body larger than [`MAX_BODY_BYTES`].
 pub fn body_too_large() -> Problem {
     Problem::new(
@@ -27,6 +48,16 @@ pub fn body_too_large() -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_bounds() {
+        assert_eq!(bounded("limit", None, 50, 1, 500).unwrap(), 50);
+        assert_eq!(bounded("limit", Some("7"), 50, 1, 500).unwrap(), 7);
+        for bad in ["0", "501", "-1", "x", "1.5", "", " 7"] {
+            let p = bounded("limit", Some(bad), 50, 1, 500).unwrap_err();
+            assert_eq!(p.extensions["field"], "limit", "{bad}");
+        }
+    }
 
     #[test]
     fn lengths_are_counted_in_characters() {

@@ -156,14 +156,14 @@ pub async fn list_customers(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<CustomerPage>, Problem> {
-    let limit = bounded(
+    let limit = platform::limits::bounded(
         "limit",
         params.limit.as_deref(),
         DEFAULT_LIMIT,
         1,
         MAX_LIMIT,
     )?;
-    let offset = bounded(
+    let offset = platform::limits::bounded(
         "offset",
         params.offset.as_deref(),
         0,
@@ -221,26 +221,6 @@ fn string_field<'a>(
     }
 }
 
-/// An optional integer query parameter within `min..=max`.
-fn bounded(
-    name: &'static str,
-    value: Option<&str>,
-    default: i64,
-    min: i64,
-    max: i64,
-) -> Result<i64, Problem> {
-    let Some(text) = value else {
-        return Ok(default);
-    };
-    match text.parse::<i64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(Problem::invalid_field(
-            name,
-            format!("{name} must be an integer from {min} to {max}"),
-        )),
-    }
-}
-
 /// A W3C `traceparent` of version 00: `00-<32 hex>-<16 hex>-<2 hex>`.
 fn is_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
@@ -251,16 +231,6 @@ fn is_traceparent(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_bounds() {
-        assert_eq!(bounded("limit", None, 50, 1, 500).unwrap(), 50);
-        assert_eq!(bounded("limit", Some("7"), 50, 1, 500).unwrap(), 7);
-        for bad in ["0", "501", "-1", "x", "1.5", "", " 7"] {
-            let p = bounded("limit", Some(bad), 50, 1, 500).unwrap_err();
-            assert_eq!(p.extensions["field"], "limit", "{bad}");
-        }
-    }
 
     #[test]
     fn traceparents_are_checked() {

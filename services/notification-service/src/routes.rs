@@ -152,19 +152,7 @@ pub async fn recent_notifications(
 /// The `limit` query parameter: [`DEFAULT_LIMIT`] when absent, else 1 to [`MAX_LIMIT`] (a blank
 /// value is no number).
 fn limit(text: Option<&str>) -> Result<i64, Problem> {
-    match text {
-        None => Ok(DEFAULT_LIMIT),
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                Problem::invalid_field(
-                    "limit",
-                    format!("limit must be an integer from 1 to {MAX_LIMIT}"),
-                )
-            }),
-    }
+    platform::limits::bounded("limit", text, DEFAULT_LIMIT, 1, MAX_LIMIT)
 }
 
 /// A live feed of deliveries as they are recorded and as their status changes: first a `ready`

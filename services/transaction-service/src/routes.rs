@@ -523,8 +523,8 @@ pub async fn get_entries(
 ) -> Result<Json<EntriesPage>, Problem> {
     let Path(id) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     check_length("id", &id, domain::MAX_ACCOUNT_ID_LEN)?;
-    let after = bounded("after", query.after.as_deref(), 0, 0, i64::MAX)?;
-    let limit = bounded(
+    let after = platform::limits::bounded("after", query.after.as_deref(), 0, 0, i64::MAX)?;
+    let limit = platform::limits::bounded(
         "limit",
         query.limit.as_deref(),
         DEFAULT_ENTRIES_LIMIT,
@@ -558,26 +558,6 @@ pub async fn get_entries(
             .collect(),
         next_after,
     }))
-}
-
-/// An optional integer query parameter within `min..=max`; otherwise a 422 naming it.
-fn bounded(
-    name: &'static str,
-    value: Option<&str>,
-    default: i64,
-    min: i64,
-    max: i64,
-) -> Result<i64, Problem> {
-    let Some(text) = value else {
-        return Ok(default);
-    };
-    match text.parse::<i64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(Problem::invalid_field(
-            name,
-            format!("`{name}` must be an integer from {min} to {max}"),
-        )),
-    }
 }
 
 fn decimals_of(currency: &str) -> u8 {

@@ -206,6 +206,24 @@ impl Browser {
             .collect()
     }
 
+    /// Saves a screenshot as `<target>/screenshots/<name>` (kept as a test artifact).
+    pub async fn keep_screenshot(&self, name: &str) {
+        let folder = crate::bin_dir()
+            .parent()
+            .expect("target folder")
+            .join("screenshots");
+        self.screenshot(&folder.join(name)).await;
+    }
+
+    /// The console entries of level SEVERE (errors) since the last read of the log.
+    pub async fn console_errors(&self) -> Vec<(String, String)> {
+        self.console_log()
+            .await
+            .into_iter()
+            .filter(|(level, _)| level == "SEVERE")
+            .collect()
+    }
+
     /// Ends the session (the browser exits; chromedriver is killed on drop).
     pub async fn close(self) {
         let _ = self.http.delete(&self.session).send().await;

@@ -14,7 +14,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::Method;
 use serde_json::{json, Value};
 use system_tests::browser::Browser;
-use system_tests::{bin_dir, seed_flow, Stack};
+use system_tests::{seed_flow, Stack};
 
 const WRITE_KEY: &str = "k-ops-4d1f9a";
 const READ_KEY: &str = "k-dash-77c2e0";
@@ -217,19 +217,8 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
         shown.is_some(),
         "the seed's deliveries appear in the live feed"
     );
-    let screenshots = bin_dir()
-        .parent()
-        .expect("target folder")
-        .join("screenshots");
-    browser
-        .screenshot(&screenshots.join("notifications.png"))
-        .await;
-    let errors: Vec<(String, String)> = browser
-        .console_log()
-        .await
-        .into_iter()
-        .filter(|(level, _)| level == "SEVERE")
-        .collect();
+    browser.keep_screenshot("notifications.png").await;
+    let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use platform::testing::eventually;
 use serde_json::{json, Value};
 use system_tests::browser::Browser;
-use system_tests::{bin_dir, seed_flow, Stack};
+use system_tests::{seed_flow, Stack};
 
 const KEY: &str = "console-test-key";
 /// What the page shows, read from its DOM.
@@ -150,22 +150,11 @@ async fn the_console_shows_the_seed_flow_live_in_a_browser() {
         "lag per partition of the services' groups, all 0"
     );
 
-    let screenshots = bin_dir()
-        .parent()
-        .expect("target folder")
-        .join("screenshots");
-    browser.screenshot(&screenshots.join("console.png")).await;
+    browser.keep_screenshot("console.png").await;
     browser.resize(390, 844).await;
-    browser
-        .screenshot(&screenshots.join("console-phone.png"))
-        .await;
+    browser.keep_screenshot("console-phone.png").await;
 
-    let errors: Vec<(String, String)> = browser
-        .console_log()
-        .await
-        .into_iter()
-        .filter(|(level, _)| level == "SEVERE")
-        .collect();
+    let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
 }
