@@ -3,6 +3,8 @@
 //! its consumer offsets committed for all it processed, and after the restart every accepted
 //! request gets exactly one outcome, published once (nothing processed or published twice).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use contracts::topics;
@@ -15,7 +17,8 @@ use system_tests::{
 };
 
 const CUSTOMERS: usize = 4;
-const TRANSFERS: usize = 240;
+/// Transfers prepared; the load sends them until the service has stopped.
+const TRANSFERS: usize = 1500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
@@ -45,31 +48,34 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
             "to": accounts[to], "amount": format!("{}.{:02}", cents / 100, cents % 100)}),
         );
     }
-    let ids: Vec<String> = bodies
-        .iter()
-        .map(|b| b["transactionId"].as_str().expect("id").to_string())
-        .collect();
-
-    // The load: four requests at a time, in the background.
+    // The load: four requests at a time, in the background, until the service refuses one (so
+    // that requests are still arriving at the SIGTERM, however fast the service is).
+    let stop = Arc::new(AtomicBool::new(false));
     let load = {
-        let (client, url, bodies) = (client.clone(), transactions_url.clone(), bodies.clone());
+        let (client, url, stop) = (client.clone(), transactions_url.clone(), Arc::clone(&stop));
         tokio::spawn(async move {
+            let refused = Arc::clone(&stop);
             futures::stream::iter(bodies)
+                .take_while(move |_| std::future::ready(!stop.load(Ordering::SeqCst)))
                 .map(|body| {
-                    let (client, url) = (client.clone(), url.clone());
+                    let (client, url, refused) =
+                        (client.clone(), url.clone(), Arc::clone(&refused));
                     async move {
-                        match try_post(&client, &url, &body).await {
+                        let answered = match try_post(&client, &url, &body).await {
                             Ok((status, answer)) => {
                                 assert_eq!(status, 202, "{body}: {answer}");
-                                None
+                                true
                             }
-                            Err(_) => Some(body),
-                        }
+                            Err(_) => {
+                                refused.store(true, Ordering::SeqCst);
+                                false
+                            }
+                        };
+                        (body, answered)
                     }
                 })
                 .buffered(4)
-                .filter_map(|unanswered| async move { unanswered })
-                .collect::<Vec<Value>>()
+                .collect::<Vec<(Value, bool)>>()
                 .await
         })
     };
@@ -96,7 +102,16 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
         .await
         .expect("exited within 30 s of SIGTERM");
     assert_eq!(status.code(), Some(0), "clean exit: {status}");
-    let unanswered = load.await.expect("load");
+    stop.store(true, Ordering::SeqCst);
+    let sent = load.await.expect("load");
+    let ids: Vec<String> = sent
+        .iter()
+        .map(|(b, _)| b["transactionId"].as_str().expect("id").to_string())
+        .collect();
+    let unanswered: Vec<Value> = sent
+        .into_iter()
+        .filter_map(|(body, answered)| (!answered).then_some(body))
+        .collect();
 
     // What it left behind: no request accepted without an answer, offsets for all it decided.
     let db = stack.services["transaction-service"]
