@@ -12,10 +12,15 @@
 #   ES_INSTANCE              Event Streams service instance (Standard or Enterprise plan)
 #   IMAGE_TAG                tag of the images <ICR_REGISTRY>/<ICR_NAMESPACE>/<service>:<IMAGE_TAG>
 # Optional:
-#   IBMCLOUD_API_KEY         log in with it (else an existing `ibmcloud login` session is used); also
-#                            needed once to create the registry pull secret
-#   ICR_REGISTRY (icr.io)  CE_REGISTRY_SECRET (icr-pull)  KAFKA_TOPIC_PARTITIONS (1)
+#   IBMCLOUD_API_KEY         log in with it (else an existing `ibmcloud login` session is used)
+#   ICR_REGISTRY (icr.io)    ICR_REGION: the registry's IAM region (default global for icr.io; required
+#                            for a regional registry, e.g. us-south for us.icr.io)
+#   CE_REGISTRY_SECRET (icr-pull): made once from the API key of the service ID
+#                            <CE_PROJECT>-registry-pull, which may only read (Reader) ICR_NAMESPACE
+#   KAFKA_TOPIC_PARTITIONS (3)  ES_TOPIC_WAIT (60): seconds to wait for new topics to appear
 #   CE_MIN_SCALE (1)  CE_MAX_SCALE (2)  CE_CPU (0.5)  CE_MEMORY (1G)
+#   CE_LIVENESS_DELAY (30)   seconds before the first liveness probe (start-up: migrations, first
+#                            connections); /healthz answers as soon as the HTTP server listens
 #   ES_BROKERS               the instance's SASL brokers, comma-separated (default: `es cluster --json`)
 #   ES_ROTATE_KEYS (false)   true: give every service a new Event Streams API key (old keys stay valid
 #                            until deleted: ibmcloud iam service-api-keys <CE_PROJECT>-<service>)
@@ -32,6 +37,8 @@
 #                      IAM policies are event-streams-access.txt (least privilege; no Manager)
 # The console reads the other services' APIs at their application URLs (CUSTOMER_SERVICE_URL, ...),
 # looked up when it is deployed, so those applications must exist by then (they come first).
+# Topics: created here with the deployer's login (Manager on the instance), never by the services.
+# Needs python3 (reads the CLI's JSON answers).
 set -Eeuo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -72,16 +79,23 @@ for var in IBMCLOUD_REGION IBMCLOUD_RESOURCE_GROUP ICR_NAMESPACE CE_PROJECT ES_I
 done
 ((${#missing[@]} == 0)) || die "missing required variable(s): ${missing[*]} (see the header of $0)"
 command -v ibmcloud >/dev/null || die "the ibmcloud CLI is not on PATH (https://cloud.ibm.com/docs/cli)"
+command -v python3 >/dev/null || die "python3 is needed to read the CLI's JSON answers"
 
 ICR_REGISTRY=${ICR_REGISTRY:-icr.io}
+if [[ -z ${ICR_REGION:-} ]]; then
+  [[ $ICR_REGISTRY == icr.io ]] || die "set ICR_REGION to the IAM region of $ICR_REGISTRY (e.g. us-south for us.icr.io)"
+  ICR_REGION=global
+fi
 CE_REGISTRY_SECRET=${CE_REGISTRY_SECRET:-icr-pull}
-KAFKA_TOPIC_PARTITIONS=${KAFKA_TOPIC_PARTITIONS:-1}
+KAFKA_TOPIC_PARTITIONS=${KAFKA_TOPIC_PARTITIONS:-3}
+ES_TOPIC_WAIT=${ES_TOPIC_WAIT:-60}
 CE_MIN_SCALE=${CE_MIN_SCALE:-1}
 CE_MAX_SCALE=${CE_MAX_SCALE:-2}
 CE_CPU=${CE_CPU:-0.5}
 CE_MEMORY=${CE_MEMORY:-1G}
+CE_LIVENESS_DELAY=${CE_LIVENESS_DELAY:-30}
 ES_ROTATE_KEYS=${ES_ROTATE_KEYS:-false}
-for var in KAFKA_TOPIC_PARTITIONS CE_MIN_SCALE CE_MAX_SCALE; do
+for var in KAFKA_TOPIC_PARTITIONS ES_TOPIC_WAIT CE_MIN_SCALE CE_MAX_SCALE CE_LIVENESS_DELAY; do
   [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number, not '${!var}'"
 done
 
@@ -120,6 +134,51 @@ secret_file() { # name line... -> a 0600 file of the lines, no final newline (va
   printf '%s' "$file"
 }
 
+# json QUERY [ARG]: reads a CLI answer (JSON) on stdin and prints what QUERY asks for, one per line:
+#   apikey            the "apikey" of an `iam service-api-key-create --file` answer
+#   brokers           host:port of every broker of `es cluster --json`, comma-separated
+#   bindings PREFIX   the service bindings in `ce application get --output json` whose environment
+#                     variable prefix is PREFIX: their names ("-" for a binding of the previous
+#                     implementation, which has none and can only be removed with `unbind --all`)
+# Bindings are looked for anywhere in the document (objects with a "prefix", or
+# "environmentVariablePrefix"/"envPrefix", key), as IBM does not document where they appear in it.
+json() {
+  python3 -c '
+import json, sys
+
+query, arg = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
+doc = json.load(sys.stdin)
+
+def objects(node):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from objects(value)
+
+def key(obj, *names):
+    wanted = {n.lower().replace("_", "") for n in names}
+    for k, v in obj.items():
+        if k.lower().replace("_", "") in wanted:
+            return v
+    return None
+
+if query == "apikey":
+    print(doc["apikey"])
+elif query == "brokers":
+    found = ["%s:%s" % (o["host"], o["port"]) for o in objects(doc) if "host" in o and "port" in o]
+    print(",".join(dict.fromkeys(found)))
+elif query == "bindings":
+    for o in objects(doc):
+        if key(o, "prefix", "environmentVariablePrefix", "envPrefix") == arg:
+            print(key(o, "name") or "-")
+else:
+    sys.exit(f"unknown query {query}")
+' "$@"
+}
+
 # ---------------------------------------------------------------------------------------- steps
 step "log in and target region $IBMCLOUD_REGION, resource group $IBMCLOUD_RESOURCE_GROUP"
 if [[ -n ${IBMCLOUD_API_KEY:-} ]]; then
@@ -147,28 +206,66 @@ else
 fi
 run ce project select --name "$CE_PROJECT"
 
-step "registry access $CE_REGISTRY_SECRET for $ICR_REGISTRY"
+grant() { # service-id role service-name scope-flag...: one IAM policy; an existing one is fine
+  local sid=$1 role=$2 service_name=$3 args out
+  shift 3
+  args=(iam service-policy-create "$sid" --roles "$role" --service-name "$service_name" "$@")
+  printf '    $ ibmcloud %s\n' "${args[*]}"
+  if ! out=$(ibmcloud "${args[@]}" 2>&1); then
+    grep -qi 'already exists' <<<"$out" || { printf '%s\n' "$out" >&2; die "could not grant $role on $service_name $* to $sid"; }
+    echo "    already granted"
+  fi
+}
+
+ensure_service_id() { # service-id description
+  if quietly iam service-id "$1"; then
+    echo "    service ID $1 exists"
+  else
+    run iam service-id-create "$1" --description "$2"
+  fi
+}
+
+new_api_key() { # service-id purpose file: a new API key of the service ID, written to the 0600 file
+  (umask 077 && : >"$3")
+  run iam service-api-key-create "$1-$2-$(date -u +%Y%m%d%H%M%S)" "$1" \
+    --description "$2 credential of $1 (deploy.sh)" --file "$3"
+}
+
+step "registry access $CE_REGISTRY_SECRET for $ICR_REGISTRY/$ICR_NAMESPACE (service ID with Reader)"
 if quietly ce registry get --name "$CE_REGISTRY_SECRET"; then
   echo "    exists"
 else
-  [[ -n ${IBMCLOUD_API_KEY:-} ]] ||
-    die "registry secret '$CE_REGISTRY_SECRET' does not exist; set IBMCLOUD_API_KEY once to create it"
+  # Not the deployer's own key: a service ID that may only pull from this namespace.
+  registry_sid="$CE_PROJECT-registry-pull"
+  ensure_service_id "$registry_sid" "pulls $ICR_REGISTRY/$ICR_NAMESPACE for Code Engine project $CE_PROJECT (deploy.sh)"
+  grant "$registry_sid" Reader container-registry --region "$ICR_REGION" --resource-type namespace --resource "$ICR_NAMESPACE"
+  key_file="$scratch/registry-api-key.json"
+  new_api_key "$registry_sid" registry "$key_file"
   run ce registry create --name "$CE_REGISTRY_SECRET" --server "$ICR_REGISTRY" --username iamapikey \
-    --password-from-file "$(secret_file registry-password "$IBMCLOUD_API_KEY")"
+    --password-from-json-file "$key_file"
 fi
 
-step "Event Streams topics on $ES_INSTANCE (${#topics[@]} topics, $KAFKA_TOPIC_PARTITIONS partition(s) each)"
+step "Event Streams topics on $ES_INSTANCE (${#topics[@]} topics, $KAFKA_TOPIC_PARTITIONS partitions each)"
+# Creating topics needs Manager: the deployer's login does it; the services run with
+# KAFKA_CREATE_TOPICS=false and Writer/Reader only. `es topic NAME` fails when NAME does not exist.
 run es init --instance-name "$ES_INSTANCE"
+created=()
 for topic in "${topics[@]}"; do
-  printf '    $ ibmcloud es topic-create --name %s --partitions %s\n' "$topic" "$KAFKA_TOPIC_PARTITIONS"
-  if ! out=$(ibmcloud es topic-create --name "$topic" --partitions "$KAFKA_TOPIC_PARTITIONS" 2>&1); then
-    if grep -qi 'already exists' <<<"$out"; then
-      echo "    $topic already exists"
-    else
-      printf '%s\n' "$out" >&2
-      die "could not create topic $topic"
-    fi
+  if quietly es topic "$topic" --json; then
+    echo "    $topic exists"
+  else
+    run es topic-create --name "$topic" --partitions "$KAFKA_TOPIC_PARTITIONS"
+    created+=("$topic")
   fi
+done
+# Creation is asynchronous (the Admin API answers 202): wait until every new topic is there.
+for topic in ${created[@]+"${created[@]}"}; do
+  waited=0
+  until quietly es topic "$topic" --json; do
+    ((waited < ES_TOPIC_WAIT)) || die "topic $topic was created but did not appear within ${ES_TOPIC_WAIT}s"
+    sleep 2
+    waited=$((waited + 2))
+  done
 done
 
 step "Event Streams access: one service ID per service, with only its own roles"
@@ -179,31 +276,22 @@ instance_guid=$(cut -d: -f8 <<<"$instance_crn")
 brokers=${ES_BROKERS:-}
 if [[ -z $brokers ]]; then
   # `es cluster --json` lists the brokers as {"id": .., "host": "..", "port": .., ...}.
-  brokers=$(ibmcloud es cluster --json | tr -d ' \n\t' | grep -o '"host":"[^"]*","port":[0-9]*' |
-    sed 's/"host":"\([^"]*\)","port":\([0-9]*\)/\1:\2/' | paste -sd, -) || true
+  brokers=$(ibmcloud es cluster --json | json brokers) || true
   [[ -n $brokers ]] || die "cannot read the brokers of $ES_INSTANCE from 'ibmcloud es cluster --json': set ES_BROKERS"
 fi
 echo "    instance $instance_guid, brokers $brokers"
 
-grant() { # service-id type resource role: one IAM policy on the instance; an existing one is fine
-  local sid=$1 type=$2 resource=$3 role=$4 args out
-  args=(iam service-policy-create "$sid" --roles "$role" --service-name messagehub
-    --service-instance "$instance_guid" --resource-type "$type")
-  [[ $resource == - ]] || args+=(--resource "$resource")
-  printf '    $ ibmcloud %s\n' "${args[*]}"
-  if ! out=$(ibmcloud "${args[@]}" 2>&1); then
-    grep -qi 'already exists' <<<"$out" || { printf '%s\n' "$out" >&2; die "could not grant $role on $type $resource to $sid"; }
-    echo "    already granted"
-  fi
+es_grant() { # service-id type resource role: one IAM policy on the Event Streams instance
+  local args=(--service-instance "$instance_guid" --resource-type "$2")
+  [[ $3 == - ]] || args+=(--resource "$3")
+  grant "$1" "$4" messagehub "${args[@]}"
 }
 
 kafka_secret() { # service: <service>-kafka from a new API key of its service ID
   local service=$1 sid=$2 key_file="$scratch/$1-api-key.json" api_key verb=create
-  (umask 077 && : >"$key_file")
-  run iam service-api-key-create "$sid-kafka-$(date -u +%Y%m%d%H%M%S)" "$sid" \
-    --description "Event Streams credential of $service (deploy.sh)" --file "$key_file"
-  api_key=$(tr -d ' \n' <"$key_file" | grep -o '"apikey":"[^"]*"' | cut -d'"' -f4) ||
-    die "no API key in the answer of iam service-api-key-create for $sid"
+  new_api_key "$sid" kafka "$key_file"
+  api_key=$(json apikey <"$key_file" 2>/dev/null) || api_key=""
+  [[ -n $api_key ]] || die "no API key in the answer of iam service-api-key-create for $sid"
   quietly ce secret get --name "$service-kafka" && verb=update
   run ce secret "$verb" --name "$service-kafka" --from-env-file "$(secret_file "$service-kafka" \
     "EVENT_STREAMS_KAFKA_BROKERS_SASL=$brokers" EVENT_STREAMS_USER=token "EVENT_STREAMS_PASSWORD=$api_key")"
@@ -211,13 +299,9 @@ kafka_secret() { # service: <service>-kafka from a new API key of its service ID
 
 for service in "${services[@]}"; do
   sid="$CE_PROJECT-$service"
-  if quietly iam service-id "$sid"; then
-    echo "    service ID $sid exists"
-  else
-    run iam service-id-create "$sid" --description "$service on Code Engine project $CE_PROJECT (deploy.sh)"
-  fi
+  ensure_service_id "$sid" "$service on Code Engine project $CE_PROJECT (deploy.sh)"
   while read -r type resource role; do
-    [[ -n $type ]] && grant "$sid" "$type" "$resource" "$role"
+    [[ -n $type ]] && es_grant "$sid" "$type" "$resource" "$role"
   done <<<"${access_of[$service]}"
   if [[ $ES_ROTATE_KEYS != true ]] && quietly ce secret get --name "$service-kafka"; then
     echo "    secret $service-kafka exists (ES_ROTATE_KEYS=true for a new key)"
@@ -273,7 +357,10 @@ for service in "${services[@]}"; do
     --env KAFKA_CREATE_TOPICS=false --env-from-secret "$service-kafka"
     --env LOG_FORMAT=json --env RUST_LOG=info
     --probe-live type=http --probe-live path=/healthz --probe-live port="$port"
-    --probe-ready type=http --probe-ready path=/readyz --probe-ready port="$port")
+    --probe-live initial-delay="$CE_LIVENESS_DELAY" --probe-live interval=10
+    --probe-live timeout=2 --probe-live failure-threshold=3
+    --probe-ready type=http --probe-ready path=/readyz --probe-ready port="$port"
+    --probe-ready interval=5 --probe-ready timeout=2 --probe-ready failure-threshold=3)
   [[ ${database_of[$service]} == postgres ]] && args+=(--env-from-secret "$service-db")
   [[ $service == notification-service ]] && args+=(--env-from-secret notification-smtp)
   if [[ $service == console ]]; then
@@ -286,22 +373,23 @@ for service in "${services[@]}"; do
   fi
   [[ -n $api_keys_secret ]] && args+=(--env-from-secret "$api_keys_secret")
 
-  if quietly ce application get --name "$service"; then
+  if app_json=$(ibmcloud ce application get --name "$service" --output json 2>/dev/null); then
+    # An Event Streams binding (prefix EVENT_STREAMS, made by an earlier version of this script)
+    # carries a Manager credential under the variable names of <service>-kafka: remove it before
+    # the update. Nothing is ever bound here: each bind would mint yet another credential.
+    old_bindings=$(json bindings EVENT_STREAMS <<<"$app_json") ||
+      die "cannot read the answer of 'ibmcloud ce application get --name $service --output json'"
+    if grep -qx -- - <<<"$old_bindings"; then
+      run ce application unbind --name "$service" --all # the previous implementation: all or none
+    else
+      while read -r binding; do
+        [[ -z $binding ]] || run ce application unbind --name "$service" --binding "$binding"
+      done <<<"$old_bindings"
+    fi
     run ce application update --name "$service" "${args[@]}"
   else
     # No waiting: the revision becomes ready in the background (probes: /healthz, /readyz).
     run ce application create --name "$service" "${args[@]}" --no-wait
-  fi
-
-  # A binding from an earlier version of this script carries an instance-wide Manager credential
-  # under the same variable names: remove it, the service has its own credential now.
-  if ibmcloud ce application get --name "$service" |
-    awk -v instance="$ES_INSTANCE" '
-      /^Service Bindings:/ { table = 1; next }
-      table && NF == 0 { table = 0 }
-      table && $1 == instance { for (i = 2; i <= NF; i++) if ($i == "EVENT_STREAMS") found = 1 }
-      END { exit !found }'; then
-    run ce application unbind --name "$service" --all
   fi
 done
 

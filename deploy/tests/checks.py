@@ -245,6 +245,21 @@ def check_k8s(rendered: Path) -> None:
         c = containers[0]
         if not re.match(rf"[^/\s]+/[^/\s]+/{name}:[\w.-]+$", str(c.get("image", ""))):
             problem(f"{name}: image '{c.get('image')}' is not <registry>/<namespace>/{name}:<tag>")
+        elif str(c.get("image")).endswith(":latest"):
+            problem(f"{name}: image '{c.get('image')}' is `latest`; give a version or commit SHA (kustomize images:)")
+        pull_secrets = [r.get("name") for r in pod_spec.get("imagePullSecrets") or []]
+        if not pull_secrets:
+            problem(f"{name}: no imagePullSecrets (the registry is private)")
+        for r in pull_secrets:
+            if (template_secrets.get(r) or {}).get("type") != "kubernetes.io/dockerconfigjson":
+                problem(f"{name}: imagePullSecret '{r}' is not a kubernetes.io/dockerconfigjson Secret of secret.template.yaml")
+        pre_stop = ((c.get("lifecycle") or {}).get("preStop")) or {}
+        if not (pre_stop.get("sleep") or pre_stop.get("exec")):
+            problem(f"{name}: no preStop hook (a short sleep so endpoints drain before SIGTERM)")
+        elif (pre_stop.get("sleep") or {}).get("seconds", 1) >= pod_spec.get("terminationGracePeriodSeconds", 30):
+            problem(f"{name}: the preStop sleep uses up terminationGracePeriodSeconds")
+        if not (c.get("livenessProbe") or {}).get("initialDelaySeconds"):
+            problem(f"{name}: the liveness probe has no initialDelaySeconds (start-up)")
         ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
         env = {e["name"]: e.get("value") for e in c.get("env", [])}
         if str(env.get("PORT")) not in [str(p) for p in ports.values()]:
@@ -446,6 +461,22 @@ def check_topics() -> None:
 
 
 # --------------------------------------------------------------------------------------- workflows
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$")
+
+
+def check_pinned(name: str, text: str) -> None:
+    """Every action pinned by a full commit SHA, with a comment naming its version."""
+    for number, line in enumerate(text.splitlines(), 1):
+        m = USES.match(line)
+        if not m or m.group(1).startswith("./"):
+            continue
+        ref = m.group(1).partition("@")[2]
+        if not re.fullmatch(r"[0-9a-f]{40}", ref):
+            problem(f"{name}:{number}: `{m.group(1)}` is not pinned by a full commit SHA")
+        elif not re.match(r"\s+#\s*\S", m.group(2)):
+            problem(f"{name}:{number}: `{m.group(1)}` has no `# vX` comment naming its version")
+
+
 def check_workflows(build_command: str) -> None:
     wf = ROOT / ".github/workflows"
     ci = (wf / "ci.yml").read_text() if (wf / "ci.yml").exists() else ""
@@ -457,10 +488,25 @@ def check_workflows(build_command: str) -> None:
     on = ci_doc.get(True, ci_doc.get("on")) or {}
     if not {"push", "pull_request"} <= set(on):
         problem("ci.yml does not run on push and pull_request")
+    for f in sorted(wf.glob("*.yml")):
+        check_pinned(f.name, f.read_text())
+
     d = load_yaml(wf / "deploy.yml") or {}
     d_on = d.get(True, d.get("on")) or {}
-    if "push" not in d_on:
-        problem("deploy.yml does not run on push")
+    # Only after CI passed: triggered by the CI workflow's completion, and every job that does not
+    # wait for another one checks that CI succeeded.
+    if "push" in d_on:
+        problem("deploy.yml runs on push, before CI has passed (use workflow_run on the CI workflow)")
+    run = d_on.get("workflow_run") or {}
+    if run.get("workflows") != [ci_doc.get("name")] or run.get("types") != ["completed"] or run.get("branches") != ["main"]:
+        problem(f"deploy.yml: not `workflow_run: {{workflows: [{ci_doc.get('name')}], types: [completed], branches: [main]}}`: {run}")
+    jobs = d.get("jobs") or {}
+    for job_name, job in jobs.items():
+        if not job.get("needs") and "github.event.workflow_run.conclusion == 'success'" not in str(job.get("if", "")):
+            problem(f"deploy.yml: job {job_name} does not check that CI succeeded (github.event.workflow_run.conclusion == 'success')")
+    env = d.get("env") or {}
+    if "github.event.workflow_run.head_sha" not in str(env.get("IMAGE_TAG", "")):
+        problem("deploy.yml: IMAGE_TAG is not the commit CI tested (github.event.workflow_run.head_sha)")
     if not d.get("concurrency"):
         problem("deploy.yml has no concurrency group")
     if d.get("permissions") != {"contents": "read"}:
@@ -468,9 +514,25 @@ def check_workflows(build_command: str) -> None:
     for needle in ("deploy/codeengine/deploy.sh", "ibmcloud cr login", "secrets.IBM_CLOUD_API_KEY"):
         if needle not in deploy:
             problem(f"deploy.yml does not use `{needle}`")
+    builds: dict[str, list[str]] = {}
+    for job_name, job in jobs.items():
+        steps = job.get("steps") or []
+        for step in steps:
+            if str(step.get("uses", "")).startswith("actions/checkout@") and (step.get("with") or {}).get("ref") != "${{ env.IMAGE_TAG }}":
+                problem(f"deploy.yml: job {job_name} checks out another commit than IMAGE_TAG")
+            with_ = step.get("with") or {}
+            m = re.fullmatch(r"deploy/docker/Dockerfile\.(.+)", str(with_.get("file", "")))
+            if m:
+                builds.setdefault(m.group(1), []).append(job_name)
+                if not str(with_.get("tags", "")).endswith(f"/{m.group(1)}:${{{{ env.IMAGE_TAG }}}}"):
+                    problem(f"deploy.yml: {m.group(1)} is not tagged <registry>/<namespace>/{m.group(1)}:${{{{ env.IMAGE_TAG }}}}")
+        if builds and "matrix" in str(job.get("strategy", "")):
+            problem(f"deploy.yml: job {job_name} builds images in a matrix (one compile per runner)")
     for service in services_ports():
-        if service not in deploy:
-            problem(f"deploy.yml does not build {service}")
+        if len(builds.get(service, [])) != 1:
+            problem(f"deploy.yml: {service} is built {len(builds.get(service, []))} times, not once")
+    if len({j for js in builds.values() for j in js}) > 1:
+        problem("deploy.yml: the images are built in several jobs; one job shares one compile")
 
 
 # -------------------------------------------------------------------------------------- monitoring

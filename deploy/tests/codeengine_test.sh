@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Tests deploy/codeengine/deploy.sh against the stand-in CLI in fake-ibmcloud/ (first on PATH):
-# the recorded sequence of ibmcloud calls for a first deployment and for a re-run, a missing
+# Tests deploy/codeengine/deploy.sh against the stand-in CLI in fake-ibmcloud/ (first on PATH), which
+# answers with the output shapes IBM documents (see its header): the recorded sequence of ibmcloud
+# calls for a first deployment and for a re-run (old Event Streams bindings found in the JSON of
+# `ce application get --output json` and removed, nothing bound), least privilege, the registry pull
+# secret from a Reader service ID, topics created by the script (existence by `es topic`), a missing
 # variable, a missing secret, and a failing step. Prints PASS/FAIL per case; exits 1 on any failure.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -66,13 +69,27 @@ expect_call() {
   pass "$name"
 }
 
+all_topics=(Customer.created Customer.created.DLT transaction.requested transaction.requested.DLT
+  transaction.processed transaction.processed.DLT transaction.failed transaction.failed.DLT)
+# topic_calls first|again: each topic looked up (`es topic`); on a first run created with 3
+# partitions, then awaited.
 topic_calls() {
   local topic
-  for topic in Customer.created transaction.requested transaction.processed transaction.failed; do
-    echo "es topic-create --name $topic --partitions 1"
-    echo "es topic-create --name $topic.DLT --partitions 1"
+  for topic in "${all_topics[@]}"; do
+    echo "es topic $topic --json"
+    [[ $1 == first ]] && echo "es topic-create --name $topic --partitions 3"
   done
+  if [[ $1 == first ]]; then
+    for topic in "${all_topics[@]}"; do echo "es topic $topic --json"; done
+  fi
 }
+
+registry_calls_first="ce registry get --name icr-pull
+iam service-id ems-prod-registry-pull
+iam service-id-create ems-prod-registry-pull --description
+iam service-policy-create ems-prod-registry-pull --roles Reader --service-name container-registry --region global --resource-type namespace --resource ems
+iam service-api-key-create ems-prod-registry-pull-registry-
+ce registry create --name icr-pull --server icr.io --username iamapikey --password-from-json-file <apikey-file:ems-prod-registry-pull>"
 
 # The IAM policy calls of a service's service ID, from deploy/codeengine/event-streams-access.txt.
 policy_calls() {
@@ -126,10 +143,9 @@ plugin install event-streams -f
 ce project get --name ems-prod
 ce project create --name ems-prod
 ce project select --name ems-prod
-ce registry get --name icr-pull
-ce registry create --name icr-pull --server icr.io --username iamapikey --password-from-file <file>
+$registry_calls_first
 es init --instance-name ems-events
-$(topic_calls)
+$(topic_calls first)
 $(access_calls first "${all_services[@]}")
 ce secret get --name customer-service-db
 ce secret create --name customer-service-db --from-env-file <file:DATABASE_URL>
@@ -141,21 +157,17 @@ ce secret get --name notification-smtp
 ce secret create --name notification-smtp --from-env-file <file:SMTP_URL,MAIL_FROM>
 ce secret get --name api-keys
 ce secret create --name api-keys --from-env-file <file:API_KEYS>
-ce application get --name customer-service
+ce application get --name customer-service --output json
 ce application create --name customer-service --image icr.io/ems/customer-service:v1
-ce application get --name customer-service
-ce application get --name transaction-service
+ce application get --name transaction-service --output json
 ce application create --name transaction-service --image icr.io/ems/transaction-service:v1
-ce application get --name transaction-service
-ce application get --name notification-service
+ce application get --name notification-service --output json
 ce application create --name notification-service --image icr.io/ems/notification-service:v1
-ce application get --name notification-service
 ce application get --name customer-service --output url
 ce application get --name transaction-service --output url
 ce application get --name notification-service --output url
-ce application get --name console
+ce application get --name console --output json
 ce application create --name console --image icr.io/ems/console:v1
-ce application get --name console
 ce application get --name customer-service --output url
 ce application get --name transaction-service --output url
 ce application get --name notification-service --output url
@@ -164,14 +176,16 @@ EOF
 expect_call "first deployment: customer-service settings" "ce application create --name customer-service" \
   "--registry-secret icr-pull" "--port 3001" "--min-scale 1" "--max-scale 2" \
   "--env-from-secret customer-service-db" "--env-from-secret api-keys" \
-  "--env KAFKA_TOPIC_REPLICATION_FACTOR=3" "--env KAFKA_TOPIC_PARTITIONS=1" \
+  "--env KAFKA_TOPIC_REPLICATION_FACTOR=3" "--env KAFKA_TOPIC_PARTITIONS=3" \
   "--env KAFKA_CREATE_TOPICS=false" "--env-from-secret customer-service-kafka" \
   "--probe-live type=http" "--probe-live path=/healthz" "--probe-live port=3001" \
+  "--probe-live initial-delay=30" "--probe-live failure-threshold=3" \
   "--probe-ready type=http" "--probe-ready path=/readyz" "--probe-ready port=3001" "--no-wait"
 expect_call "first deployment: notification-service gets SMTP" "ce application create --name notification-service" \
   "--port 3003" "--env-from-secret notification-service-db" "--env-from-secret notification-smtp"
 expect_call "first deployment: the console reads the services' URLs, no database" \
   "ce application create --name console" "--port 3004" "--probe-live path=/healthz" "--probe-live port=3004" \
+  "--probe-live initial-delay=30" \
   "--probe-ready path=/readyz" "--probe-ready port=3004" "--env-from-secret api-keys" \
   "--env-from-secret console-kafka" "--env KAFKA_CREATE_TOPICS=false" \
   "--env KAFKA_TOPIC_REPLICATION_FACTOR=3" \
@@ -198,6 +212,13 @@ fi
 grants() { grep "^iam service-policy-create ems-prod-$1 " "$work/log"; }
 least_privilege() {
   grep -q '^iam service-policy-create .*--roles Manager' "$work/log" && { echo "a service was granted Manager"; return 1; }
+  if [[ $(grep -c '^iam service-policy-create ems-prod-registry-pull ' "$work/log") != 1 ]] ||
+    ! grep -q '^iam service-policy-create ems-prod-registry-pull --roles Reader --service-name container-registry .*--resource-type namespace --resource ems$' "$work/log"; then
+    echo "the registry pull service ID has more than Reader on the namespace ems"
+    return 1
+  fi
+  grep -q -- '--service-name container-registry' <(grep -v '^iam service-policy-create ems-prod-registry-pull ' "$work/log") &&
+    { echo "another service ID has registry access"; return 1; }
   grants customer-service | grep -q -- '--roles Writer .*--resource-type topic --resource Customer.created$' ||
     { echo "customer-service cannot write Customer.created"; return 1; }
   grants customer-service | grep -q -e 'transaction\.' -e '--resource-type group' &&
@@ -214,15 +235,25 @@ least_privilege() {
   done
 }
 if out=$(least_privilege); then
-  pass "first deployment: one service ID per service, least privilege, no Manager"
+  pass "first deployment: one service ID per service, least privilege, no Manager; the registry: Reader"
 else
-  fail "first deployment: one service ID per service, least privilege, no Manager" "$out"
+  fail "first deployment: one service ID per service, least privilege, no Manager; the registry: Reader" "$out"
+fi
+if [[ $(grep -c '^ce application bind' "$work/log") == 0 && $(grep -c '^es topic-create .* --partitions 3$' "$work/log") == 8 ]]; then
+  pass "first deployment: nothing bound; 8 topics created by the script, 3 partitions each"
+else
+  fail "first deployment: nothing bound; 8 topics created by the script, 3 partitions each" "$(grep -e bind -e topic-create "$work/log")"
 fi
 
 # --- (b) re-run on what (a) left: updates, no second bind, topics already there -----------------
-# An earlier version of deploy.sh bound Event Streams with a Manager credential: the re-run removes it.
+# Earlier versions of deploy.sh bound Event Streams with a Manager credential (prefix EVENT_STREAMS):
+# the re-run removes those, found in `ce application get --output json`: one of the previous
+# implementation (no name: `unbind --all`), one of the current one (`unbind --binding NAME`). Another
+# service's binding stays.
 mkdir -p "$work/state/binding"
-echo "ems-events  messagehub  old-credential  EVENT_STREAMS  Ready" >"$work/state/binding/customer-service"
+echo "- ems-events messagehub Manager EVENT_STREAMS" >"$work/state/binding/customer-service"
+echo "transaction-service-es-binding ems-events messagehub Manager EVENT_STREAMS" >"$work/state/binding/transaction-service"
+echo "notification-service-cos mycos cloud-object-storage Writer CLOUD_OBJECT_STORAGE" >"$work/state/binding/notification-service"
 : >"$work/log"
 if deploy IMAGE_TAG=v2; then
   pass "re-run exits 0"
@@ -237,47 +268,55 @@ ce project get --name ems-prod
 ce project select --name ems-prod
 ce registry get --name icr-pull
 es init --instance-name ems-events
-$(topic_calls)
+$(topic_calls again)
 $(access_calls again "${all_services[@]}")
 ce secret get --name customer-service-db
 ce secret get --name transaction-service-db
 ce secret get --name notification-service-db
 ce secret get --name notification-smtp
 ce secret get --name api-keys
-ce application get --name customer-service
-ce application update --name customer-service --image icr.io/ems/customer-service:v2
-ce application get --name customer-service
+ce application get --name customer-service --output json
 ce application unbind --name customer-service --all
-ce application get --name transaction-service
+ce application update --name customer-service --image icr.io/ems/customer-service:v2
+ce application get --name transaction-service --output json
+ce application unbind --name transaction-service --binding transaction-service-es-binding
 ce application update --name transaction-service --image icr.io/ems/transaction-service:v2
-ce application get --name transaction-service
-ce application get --name notification-service
+ce application get --name notification-service --output json
 ce application update --name notification-service --image icr.io/ems/notification-service:v2
-ce application get --name notification-service
 ce application get --name customer-service --output url
 ce application get --name transaction-service --output url
 ce application get --name notification-service --output url
-ce application get --name console
+ce application get --name console --output json
 ce application update --name console --image icr.io/ems/console:v2
-ce application get --name console
 ce application get --name customer-service --output url
 ce application get --name transaction-service --output url
 ce application get --name notification-service --output url
 ce application get --name console --output url
 EOF
-if [[ $(grep -c 'already exists' "$work/out") == 8 ]]; then
-  pass "re-run: existing topics tolerated"
+if [[ $(grep -cE '^    [A-Za-z.]+ exists$' "$work/out") == 8 ]] && ! grep -q '^es topic-create' "$work/log"; then
+  pass "re-run: existing topics found by 'es topic', none created again"
 else
-  fail "re-run: existing topics tolerated" "$(grep -c 'already exists' "$work/out") 'already exists' lines, expected 8"
+  fail "re-run: existing topics found by 'es topic', none created again" "$(grep -E '^    [A-Za-z.]+ exists$' "$work/out")"
 fi
 
 granted=$(grep -c 'already granted' "$work/out")
 policies=0
 for service in "${all_services[@]}"; do policies=$((policies + $(policy_calls "$service" | wc -l))); done
-if ((granted == policies)) && [[ ! -e $work/state/binding/customer-service ]]; then
-  pass "re-run: existing policies tolerated, the old Manager binding removed"
+if ((granted == policies)) && [[ ! -e $work/state/binding/customer-service && ! -e $work/state/binding/transaction-service ]] &&
+  grep -q '^notification-service-cos ' "$work/state/binding/notification-service"; then
+  pass "re-run: existing policies tolerated, the old Event Streams bindings removed, another binding kept"
 else
-  fail "re-run: existing policies tolerated, the old Manager binding removed" "$granted of $policies policies 'already granted'"
+  fail "re-run: existing policies tolerated, the old Event Streams bindings removed, another binding kept" \
+    "$granted of $policies policies 'already granted'" "$(ls "$work/state/binding")"
+fi
+
+# A third run: nothing left to unbind, and still nothing bound (each bind would mint a credential).
+: >"$work/log"
+if deploy IMAGE_TAG=v2 && ! grep -q -e '^ce application unbind' -e '^ce application bind' "$work/log" &&
+  [[ $(grep -c '^ce application update' "$work/log") == 4 ]]; then
+  pass "third run: no unbind, no bind, four updates"
+else
+  fail "third run: no unbind, no bind, four updates" "$(grep '^ce application' "$work/log")" "$(tail -n 3 "$work/out")"
 fi
 
 # --- (b2) key rotation: a new API key and an updated secret per service -----------------------------
@@ -290,6 +329,20 @@ if deploy IMAGE_TAG=v2 ES_ROTATE_KEYS=true SERVICES=customer-service &&
 else
   fail "ES_ROTATE_KEYS=true: a new key, the secret updated, the key never shown" "$(grep -e api-key -e kafka "$work/log")" "$(tail -n 3 "$work/out")"
 fi
+
+# --- (c0) a regional registry needs its IAM region ----------------------------------------------
+fresh_state
+if deploy ICR_REGISTRY=us.icr.io; then
+  fail "a regional registry without ICR_REGION fails" "deploy.sh exited 0"
+elif grep -q 'set ICR_REGION' "$work/out" && [[ ! -s $work/log ]]; then
+  pass "a regional registry without ICR_REGION fails before any call"
+else
+  fail "a regional registry without ICR_REGION fails before any call" "$(cat "$work/out")"
+fi
+fresh_state
+deploy "${secrets[@]}" ICR_REGISTRY=us.icr.io ICR_REGION=us-south >/dev/null
+expect_call "a regional registry: the Reader policy is for its region" \
+  "iam service-policy-create ems-prod-registry-pull" "--roles Reader" "--region us-south" "--resource ems"
 
 # --- (c) a missing variable: a clear message and no CLI call ----------------------------------
 fresh_state

@@ -131,7 +131,7 @@ actionlint_all() {
   "$actionlint" .github/workflows/*.yml
 }
 check "actionlint: .github/workflows" actionlint_all
-check "workflows: fmt, clippy -D warnings, xtask test; deploy builds, pushes, deploys" \
+check "workflows: fmt, clippy, xtask test; actions pinned by SHA; deploy after CI passed, each image built once, tagged by SHA" \
   python3 $TESTS/checks.py workflows
 
 check "codeengine: deploy.sh against a stand-in ibmcloud (first run, re-run, failures)" \
@@ -185,7 +185,7 @@ k8s() {
   "$kustomize" build deploy/k8s >"$scratch/k8s.yaml" || return 1
   python3 $TESTS/checks.py k8s "$scratch/k8s.yaml"
 }
-check "k8s: kustomize build + Deployments, probes, security, Services, PDBs, config refs" k8s
+check "k8s: kustomize build + Deployments, probes, preStop, image tags, pull secrets, security, Services, PDBs, config refs" k8s
 k8s_types() {
   [[ -s $scratch/k8s.yaml ]] || { echo "nothing rendered (see the kustomize check)"; return 1; }
   validate k8s "$scratch/k8s.yaml" && validate k8s deploy/k8s/secret.template.yaml

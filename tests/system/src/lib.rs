@@ -24,10 +24,13 @@ pub const SERVICES: [&str; 3] = [
     "notification-service",
 ];
 
-/// The variables that choose how a service reaches Kafka.
-const KAFKA_VARIABLES: [&str; 7] = [
+/// The variables that choose how a service reaches Kafka (`CE_APP`: on Code Engine a missing
+/// broker list is an error).
+const KAFKA_VARIABLES: [&str; 9] = [
     "KAFKA_BROKERS",
     "EVENT_STREAMS_KAFKA_BROKERS_SASL",
+    "EVENT_STREAMS_BOOTSTRAP_ENDPOINTS",
+    "CE_APP",
     "EVENT_STREAMS_USER",
     "EVENT_STREAMS_PASSWORD",
     "KAFKA_SECURITY_PROTOCOL",

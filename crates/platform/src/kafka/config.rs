@@ -1,7 +1,9 @@
 //! The Kafka connection, read once from the environment: IBM Event Streams variables
-//! (`EVENT_STREAMS_KAFKA_BROKERS_SASL`, `EVENT_STREAMS_USER`, `EVENT_STREAMS_PASSWORD`), the
-//! overrides `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_MECHANISM`, `KAFKA_SSL_CA_LOCATION`, and
-//! `KAFKA_BROKERS` for a plain local broker.
+//! (`EVENT_STREAMS_KAFKA_BROKERS_SASL` or `EVENT_STREAMS_BOOTSTRAP_ENDPOINTS`, `EVENT_STREAMS_USER`,
+//! `EVENT_STREAMS_PASSWORD`: the names a Code Engine service binding with the prefix
+//! `EVENT_STREAMS` gives the credential's `kafka_brokers_sasl`, `bootstrap_endpoints`, `user` and
+//! `password`), the overrides `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_MECHANISM`,
+//! `KAFKA_SSL_CA_LOCATION`, and `KAFKA_BROKERS` for a plain local broker.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -11,8 +13,20 @@ use rdkafka::ClientConfig;
 
 use crate::config::{ConfigError, Env, Secret};
 
-/// The local broker used when nothing else is configured.
+/// The local broker used when nothing else is configured (never on Code Engine: see
+/// [`KafkaConfig::from_env`]).
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+
+/// The variables that name the brokers, in order of precedence: Event Streams' SASL broker list
+/// (a JSON array or a comma list), its bootstrap endpoints (a comma list), a plain broker list.
+pub const BROKER_VARIABLES: [&str; 3] = [
+    "EVENT_STREAMS_KAFKA_BROKERS_SASL",
+    "EVENT_STREAMS_BOOTSTRAP_ENDPOINTS",
+    "KAFKA_BROKERS",
+];
+
+/// Set by Code Engine in every application instance (its name).
+const CODE_ENGINE_APP: &str = "CE_APP";
 
 /// How clients talk to the brokers (`security.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,17 +185,12 @@ impl KafkaConfig {
         topic.strip_prefix(&self.topic_prefix).unwrap_or(topic)
     }
 
-    /// Reads and validates the connection from `env`.
+    /// Reads and validates the connection from `env`. The brokers come from the first of
+    /// [`BROKER_VARIABLES`] that is set, else [`DEFAULT_BROKERS`]; on Code Engine (`CE_APP` set)
+    /// a missing broker list is an error, since no broker runs next to the application there.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
-        let event_streams = env.var("EVENT_STREAMS_KAFKA_BROKERS_SASL");
-        let (brokers_var, brokers_text) = match &event_streams {
-            Some(list) => ("EVENT_STREAMS_KAFKA_BROKERS_SASL", list.clone()),
-            None => (
-                "KAFKA_BROKERS",
-                env.var("KAFKA_BROKERS")
-                    .unwrap_or_else(|| DEFAULT_BROKERS.to_string()),
-            ),
-        };
+        let (brokers_var, brokers_text) = broker_list(env)?;
+        let event_streams = brokers_var.starts_with("EVENT_STREAMS_");
         let brokers =
             parse_broker_list(&brokers_text).map_err(|p| ConfigError::new(brokers_var, p))?;
 
@@ -265,7 +274,7 @@ impl KafkaConfig {
         };
 
         let topic_partitions = positive_int(env, "KAFKA_TOPIC_PARTITIONS", 3)?;
-        let default_replication = if event_streams.is_some() { 3 } else { 1 };
+        let default_replication = if event_streams { 3 } else { 1 };
         let topic_replication_factor =
             positive_int(env, "KAFKA_TOPIC_REPLICATION_FACTOR", default_replication)?;
 
@@ -315,6 +324,29 @@ impl KafkaConfig {
             config.set("ssl.endpoint.identification.algorithm", "https");
         }
         config
+    }
+}
+
+/// The broker list and the variable it came from (the local default off Code Engine).
+fn broker_list(env: &impl Env) -> Result<(&'static str, String), ConfigError> {
+    if let Some((variable, list)) = BROKER_VARIABLES
+        .iter()
+        .find_map(|variable| env.var(variable).map(|list| (*variable, list)))
+    {
+        return Ok((variable, list));
+    }
+    match env.var(CODE_ENGINE_APP) {
+        Some(app) => Err(ConfigError::new(
+            "KAFKA_BROKERS",
+            format!(
+                "no broker configured, and application `{}` runs on Code Engine (CE_APP is set), \
+                 where no broker listens on {DEFAULT_BROKERS}: set EVENT_STREAMS_KAFKA_BROKERS_SASL \
+                 or EVENT_STREAMS_BOOTSTRAP_ENDPOINTS (with EVENT_STREAMS_USER and \
+                 EVENT_STREAMS_PASSWORD), or KAFKA_BROKERS",
+                app.trim()
+            ),
+        )),
+        None => Ok(("KAFKA_BROKERS", DEFAULT_BROKERS.to_string())),
     }
 }
 
@@ -477,6 +509,61 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.brokers, vec!["es:9093"]);
+    }
+
+    #[test]
+    fn event_streams_bootstrap_endpoints_as_a_code_engine_binding_gives_them() {
+        // A binding with the prefix EVENT_STREAMS: `bootstrap_endpoints` is a comma list.
+        let c = config(&[
+            (
+                "EVENT_STREAMS_BOOTSTRAP_ENDPOINTS",
+                "broker-0-x.kafka.svc01.us-south.eventstreams.cloud.ibm.com:9093,\
+                 broker-1-x.kafka.svc01.us-south.eventstreams.cloud.ibm.com:9093",
+            ),
+            ("EVENT_STREAMS_USER", "token"),
+            ("EVENT_STREAMS_PASSWORD", "api-key-123"),
+            ("KAFKA_BROKERS", "local:9092"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.brokers,
+            vec![
+                "broker-0-x.kafka.svc01.us-south.eventstreams.cloud.ibm.com:9093",
+                "broker-1-x.kafka.svc01.us-south.eventstreams.cloud.ibm.com:9093"
+            ]
+        );
+        assert_eq!(c.security_protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(c.topic_replication_factor, 3);
+        // The SASL broker list wins when both are given.
+        let c = config(&[
+            ("EVENT_STREAMS_KAFKA_BROKERS_SASL", r#"["sasl:9093"]"#),
+            ("EVENT_STREAMS_BOOTSTRAP_ENDPOINTS", "bootstrap:9093"),
+        ])
+        .unwrap();
+        assert_eq!(c.brokers, vec!["sasl:9093"]);
+        let err = config(&[("EVENT_STREAMS_BOOTSTRAP_ENDPOINTS", "no-port")]).unwrap_err();
+        assert_eq!(err.variable, "EVENT_STREAMS_BOOTSTRAP_ENDPOINTS");
+    }
+
+    #[test]
+    fn on_code_engine_a_missing_broker_list_is_an_error_not_the_local_default() {
+        let err = config(&[("CE_APP", "customer-service")]).unwrap_err();
+        assert_eq!(err.variable, "KAFKA_BROKERS");
+        let message = err.to_string();
+        for needle in [
+            "customer-service",
+            "Code Engine",
+            "EVENT_STREAMS_KAFKA_BROKERS_SASL",
+            "EVENT_STREAMS_BOOTSTRAP_ENDPOINTS",
+        ] {
+            assert!(message.contains(needle), "{needle} missing from: {message}");
+        }
+        // Any broker variable is enough there; off Code Engine the local default stays.
+        for variable in BROKER_VARIABLES {
+            let c = config(&[("CE_APP", "customer-service"), (variable, "b:9093")]).unwrap();
+            assert_eq!(c.brokers, vec!["b:9093"], "{variable}");
+        }
+        assert_eq!(config(&[]).unwrap().brokers, vec![DEFAULT_BROKERS]);
     }
 
     #[test]
