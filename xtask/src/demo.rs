@@ -38,6 +38,7 @@ impl Http {
         let mut resp = self
             .agent
             .get(url)
+            .header("Authorization", api_key_header())
             .call()
             .with_context(|| format!("GET {url}"))?;
         let status = resp.status().as_u16();
@@ -58,7 +59,8 @@ impl Http {
     }
 }
 
-/// `Bearer <first write key>` when `API_KEYS` is set (the services then require it).
+/// `Bearer <first write key>` when `API_KEYS` is set (the services then require a key for
+/// every request; a write key also reads).
 fn api_key_header() -> String {
     let key = crate::stack::api_key_secret(crate::stack::Scope::Write).unwrap_or_default();
     format!("Bearer {key}")
