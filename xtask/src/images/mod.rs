@@ -318,15 +318,22 @@ fn build_args(bases: &Bases) -> Vec<String> {
         "--build-arg".into(),
         format!("RUNTIME_IMAGE={}", bases.runtime),
     ];
-    if Path::new(CA_BUNDLE).is_file() {
-        args.extend(["--secret".into(), format!("id=ca,src={CA_BUNDLE}")]);
-    }
+    args.extend(ca_secret());
     args
+}
+
+/// `--secret id=ca,src=<the host's trust store>` when there is one.
+pub(super) fn ca_secret() -> Vec<String> {
+    if Path::new(CA_BUNDLE).is_file() {
+        vec!["--secret".into(), format!("id=ca,src={CA_BUNDLE}")]
+    } else {
+        Vec::new()
+    }
 }
 
 /// Runs a `docker build` with its progress in `<images dir>/build-<name>.log`; on failure the
 /// error carries the end of that log.
-fn docker_build(mut cmd: Command, name: &str) -> Result<()> {
+pub(super) fn docker_build(mut cmd: Command, name: &str) -> Result<()> {
     fs::create_dir_all(engine::dir())?;
     let log: PathBuf = engine::dir().join(format!("build-{name}.log"));
     let out = fs::File::create(&log)?;

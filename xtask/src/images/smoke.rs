@@ -213,7 +213,7 @@ fn start(service: &Service, brokers: &str, prefix: &str) -> Result<()> {
 }
 
 /// Waits for the image's HEALTHCHECK to report healthy (fails early when the container exits).
-fn wait_healthy(name: &str) -> Result<()> {
+pub(super) fn wait_healthy(name: &str) -> Result<()> {
     wait_until(
         &format!("{name} to turn healthy"),
         Duration::from_secs(120),
