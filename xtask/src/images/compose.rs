@@ -59,8 +59,9 @@ pub fn run(bases: &Bases) -> Result<()> {
     };
     let up = Up {
         files: files.clone(),
+        env: env.clone(),
     };
-    let _ = process::run_quiet(compose(&files, &env).args(["down", "-v", "--remove-orphans"]));
+    let _ = up.down(); // leftovers of an interrupted run
     let log = engine::dir().join("compose-up.log");
     let out = fs::File::create(&log)?;
     let status = compose(&files, &env)
@@ -88,7 +89,7 @@ pub fn run(bases: &Bases) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let outcome = demo::flow(&Endpoints::local(ports.0, ports.1, ports.2), false)?;
-    drop(up);
+    up.down()?;
     println!(
         "compose smoke: {} services up, seed flow passed ({} notifications), torn down",
         APPS.len(),
@@ -98,7 +99,7 @@ pub fn run(bases: &Bases) -> Result<()> {
 }
 
 /// `docker compose -p <project> -f … <env>`, run from the repository root.
-fn compose(files: &[String], env: &[(&str, String)]) -> Command {
+fn compose(files: &[String], env: &[(&'static str, String)]) -> Command {
     let mut cmd = docker();
     cmd.current_dir(paths::repo_root())
         .args(["compose", "-p", PROJECT]);
