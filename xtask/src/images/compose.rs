@@ -31,12 +31,23 @@ const APPS: [&str; 4] = [
 /// Brings the project down (volumes too) on drop.
 struct Up {
     files: Vec<String>,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Up {
+    fn down(&self) -> Result<()> {
+        process::run_quiet(compose(&self.files, &self.env).args([
+            "down",
+            "-v",
+            "--remove-orphans",
+        ]))?;
+        Ok(())
+    }
 }
 
 impl Drop for Up {
     fn drop(&mut self) {
-        let _ =
-            process::run_quiet(compose(&self.files, &[]).args(["down", "-v", "--remove-orphans"]));
+        let _ = self.down();
     }
 }
 
