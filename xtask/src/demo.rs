@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the seed's flow against the running stack: two customers, a deposit, a
 //! transfer that succeeds and one that fails (insufficient funds); then the event timeline read
-//! back from Kafka and the notifications the notification-service recorded.
+//! back from Kafka and the notifications the notification-service recorded. [`flow`] is the same
+//! run against any three base URLs, checking the outcomes (`cargo xtask images --smoke` uses it).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,9 +16,35 @@ use serde_json::{json, Value};
 use crate::kafka::Ports;
 use crate::process;
 
-const CUSTOMERS: &str = "http://127.0.0.1:3001";
-const TRANSACTIONS: &str = "http://127.0.0.1:3002";
-const NOTIFICATIONS: &str = "http://127.0.0.1:3003";
+/// The base URLs of the three services the flow talks to.
+pub struct Endpoints {
+    /// customer-service, e.g. `http://127.0.0.1:3001`.
+    pub customers: String,
+    /// transaction-service.
+    pub transactions: String,
+    /// notification-service.
+    pub notifications: String,
+}
+
+impl Endpoints {
+    /// The three on 127.0.0.1 at the given ports.
+    pub fn local(customers: u16, transactions: u16, notifications: u16) -> Self {
+        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        Self {
+            customers: url(customers),
+            transactions: url(transactions),
+            notifications: url(notifications),
+        }
+    }
+}
+
+/// What a passed flow saw.
+pub struct Outcome {
+    /// The two customers it created.
+    pub customers: [String; 2],
+    /// Their notifications, sent or not (each has a sent welcome e-mail).
+    pub notifications: usize,
+}
 
 /// A small JSON-over-HTTP client (errors are statuses, not failures).
 struct Http {
@@ -66,8 +93,26 @@ fn api_key_header() -> String {
     format!("Bearer {key}")
 }
 
-/// Runs the demo flow.
+/// Runs the demo flow against the stack of `cargo xtask up`.
 pub fn run() -> Result<()> {
+    let at = Endpoints::local(3001, 3002, 3003);
+    flow(&at, true)?;
+    println!(
+        "\nconsole:   http://127.0.0.1:3004/  (every topic, each transaction's path, balances)"
+    );
+    println!(
+        "dashboard: {}/  (cargo xtask down stops a detached stack)",
+        at.notifications
+    );
+    Ok(())
+}
+
+/// The seed's flow against `at`, printing what happens; `timeline` also reads the events back
+/// from the local broker (`EMS_KAFKA_*` ports). Fails unless both accounts open, the deposit and
+/// the transfer are processed, the overdraft fails, and each customer's welcome e-mail is sent.
+pub fn flow(at: &Endpoints, timeline: bool) -> Result<Outcome> {
+    let (customers_url, transactions_url, notifications_url) =
+        (&at.customers, &at.transactions, &at.notifications);
     let http = Http::new();
     let started_ms = now_ms().saturating_sub(1000);
     let suffix = process::random_string(6, b"abcdefghijklmnopqrstuvwxyz0123456789")?;
@@ -77,7 +122,7 @@ pub fn run() -> Result<()> {
     println!("\n1. customers");
     for (id, name) in [(&alice, "Alice Example"), (&bob, "Bob Example")] {
         let body = json!({ "id": id, "name": name, "email": format!("{id}@example.com") });
-        let (status, answer) = http.post(&format!("{CUSTOMERS}/app/customers"), &body)?;
+        let (status, answer) = http.post(&format!("{customers_url}/app/customers"), &body)?;
         if status != 201 && status != 200 {
             bail!("POST /app/customers answered {status}: {answer}");
         }
@@ -85,26 +130,32 @@ pub fn run() -> Result<()> {
     }
     for id in [&alice, &bob] {
         wait_for(&format!("account {id}"), Duration::from_secs(60), || {
-            Ok(http.get(&format!("{TRANSACTIONS}/accounts/{id}"))?.0 == 200)
+            Ok(http.get(&format!("{transactions_url}/accounts/{id}"))?.0 == 200)
         })?;
     }
     println!("   transaction-service opened both accounts (from Customer.created)");
 
     println!("\n2. transactions");
     let flows = [
-        ("deposit", json!({ "to": alice, "amount": 100 })),
+        (
+            "deposit",
+            json!({ "to": alice, "amount": 100 }),
+            "processed",
+        ),
         (
             "transfer",
             json!({ "from": alice, "to": bob, "amount": "30.00" }),
+            "processed",
         ),
         (
             "transfer (too much)",
             json!({ "from": bob, "to": alice, "amount": 1000 }),
+            "failed",
         ),
     ];
     let mut transaction_ids = BTreeSet::new();
-    for (label, body) in flows {
-        let (status, answer) = http.post(&format!("{TRANSACTIONS}/transactions"), &body)?;
+    for (label, body, expected) in flows {
+        let (status, answer) = http.post(&format!("{transactions_url}/transactions"), &body)?;
         if status != 202 {
             bail!("POST /transactions answered {status}: {answer}");
         }
@@ -118,7 +169,7 @@ pub fn run() -> Result<()> {
             &format!("transaction {id}"),
             Duration::from_secs(60),
             || {
-                let (s, v) = http.get(&format!("{TRANSACTIONS}/transactions/{id}"))?;
+                let (s, v) = http.get(&format!("{transactions_url}/transactions/{id}"))?;
                 let done = s == 200 && v["status"].as_str().is_some_and(|s| s != "requested");
                 view = v;
                 Ok(done)
@@ -134,23 +185,29 @@ pub fn run() -> Result<()> {
             None => view.to_string(),
         };
         println!("   {label:<20} {body} -> 202 {id}: {outcome}");
+        if view["status"].as_str() != Some(expected) {
+            bail!("{label}: expected {expected}, got {outcome}");
+        }
     }
     for id in [&alice, &bob] {
-        let (_, v) = http.get(&format!("{TRANSACTIONS}/accounts/{id}"))?;
+        let (_, v) = http.get(&format!("{transactions_url}/accounts/{id}"))?;
         println!("   GET /accounts/{id} -> {v}");
     }
 
-    println!("\n3. event timeline (from Kafka)");
-    let keys: BTreeSet<String> = [alice.clone(), bob.clone()].into_iter().collect();
-    match timeline(started_ms, &keys) {
-        Ok(lines) if lines.is_empty() => println!("   (no events found)"),
-        Ok(lines) => lines.iter().for_each(|l| println!("   {l}")),
-        Err(e) => println!("   (could not read the topics: {e:#})"),
+    if timeline {
+        println!("\n3. event timeline (from Kafka)");
+        let keys: BTreeSet<String> = [alice.clone(), bob.clone()].into_iter().collect();
+        match read_timeline(started_ms, &keys) {
+            Ok(lines) if lines.is_empty() => println!("   (no events found)"),
+            Ok(lines) => lines.iter().for_each(|l| println!("   {l}")),
+            Err(e) => println!("   (could not read the topics: {e:#})"),
+        }
     }
 
     println!("\n4. notifications");
+    let mut total = 0;
     for id in [&alice, &bob] {
-        let url = format!("{NOTIFICATIONS}/notifications?customerId={id}");
+        let url = format!("{notifications_url}/notifications?customerId={id}");
         // Done when the list is non-empty and has not changed for two seconds.
         let mut items = Vec::new();
         let mut changed = Instant::now();
@@ -164,23 +221,26 @@ pub fn run() -> Result<()> {
                     changed = Instant::now();
                 }
                 items = now;
-                Ok(s == 200 && !items.is_empty() && changed.elapsed() >= Duration::from_secs(2))
+                Ok(s == 200 && welcome_sent(&items) && changed.elapsed() >= Duration::from_secs(2))
             },
         );
         println!("   {id}: {} notification(s)", items.len());
-        for n in items {
-            println!("     {}", summarize_notification(&n));
+        for n in &items {
+            println!("     {}", summarize_notification(n));
         }
+        if !welcome_sent(&items) {
+            bail!("no sent welcome e-mail for {id}");
+        }
+        total += items.len();
     }
-    println!(
-        "\nconsole:   http://127.0.0.1:3004/  (every topic, each transaction's path, balances)"
-    );
-    println!("dashboard: {NOTIFICATIONS}/  (cargo xtask down stops a detached stack)");
-    Ok(())
+    Ok(Outcome {
+        customers: [alice, bob],
+        notifications: total,
+    })
 }
 
 /// The records of the business topics keyed by one of `keys`, since `since_ms`, oldest first.
-fn timeline(since_ms: u64, keys: &BTreeSet<String>) -> Result<Vec<String>> {
+fn read_timeline(since_ms: u64, keys: &BTreeSet<String>) -> Result<Vec<String>> {
     let brokers = Ports::from_env()?.brokers();
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -275,6 +335,13 @@ fn list_of(v: &Value) -> Vec<Value> {
     v.as_object()
         .and_then(|o| o.values().find_map(|x| x.as_array().cloned()))
         .unwrap_or_default()
+}
+
+/// Whether a sent welcome e-mail is among the notifications.
+fn welcome_sent(items: &[Value]) -> bool {
+    items
+        .iter()
+        .any(|n| n["kind"] == "welcome" && n["status"] == "sent")
 }
 
 /// A one-line summary of a notification record.

@@ -134,7 +134,8 @@ impl Kafka {
         self.ports
     }
 
-    fn lib(&self) -> PathBuf {
+    /// The directory of the Kafka jars (Maven's copy of tools/kafka's dependencies).
+    pub fn lib(&self) -> PathBuf {
         self.home.join("lib")
     }
     fn data(&self) -> PathBuf {
@@ -628,6 +629,31 @@ pub fn delete_test_topics(brokers: &str) -> Result<usize> {
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
         futures::executor::block_on(admin.delete_topics(&names, &opts))
             .context("deleting test topics")?;
+    }
+    Ok(doomed.len())
+}
+
+/// Deletes every topic whose name starts with `prefix` (one run's isolated topics); returns how
+/// many.
+pub fn delete_topics_with_prefix(brokers: &str, prefix: &str) -> Result<usize> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("creating a Kafka admin client")?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .context("listing topics")?;
+    let doomed: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    if !doomed.is_empty() {
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
+        futures::executor::block_on(admin.delete_topics(&doomed, &opts))
+            .context("deleting topics")?;
     }
     Ok(doomed.len())
 }

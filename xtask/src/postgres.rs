@@ -89,6 +89,28 @@ impl Postgres {
         cmd
     }
 
+    /// Runs each SQL statement with psql as the superuser on the running cluster, in order, each
+    /// on its own (so `CREATE DATABASE` works).
+    pub fn psql(&self, statements: &[&str]) -> Result<()> {
+        let mut cmd = self.cmd("psql");
+        cmd.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args(["-p", &PORT.to_string(), "-d", "postgres"]);
+        for sql in statements {
+            cmd.args(["-c", sql]);
+        }
+        process::run_quiet(&mut cmd)?;
+        Ok(())
+    }
+
     /// Starts the cluster (creating it the first time). Returns false when something already
     /// answers on the port (then it is used as is, and not stopped by us).
     pub fn start(&self) -> Result<bool> {

@@ -1,0 +1,399 @@
+//! `cargo xtask images [--smoke] [--compose-smoke]`: builds the images of the three services and
+//! the console from deploy/docker/Dockerfile.<service> and prints each one's size and build time.
+//!
+//! It works on a machine with no engine and no registry: it installs and starts one
+//! ([`engine`]), and when the official base images cannot be pulled it makes local ones (Debian
+//! bookworm from debootstrap, a Rust builder on it with Debian's toolchain) and passes them as the
+//! Dockerfile's RUST_IMAGE / RUNTIME_IMAGE build arguments, whose defaults stay the official tags.
+//! `--smoke` runs the containers ([`smoke`]); `--compose-smoke` the compose file ([`compose`]).
+
+mod compose;
+mod engine;
+mod smoke;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{apt, paths, process};
+use engine::{docker, docker_ok, docker_out};
+
+/// The local Debian base, made with debootstrap when `debian:bookworm-slim` cannot be pulled.
+const LOCAL_DEBIAN: &str = "ems-local/debian:bookworm-slim";
+/// The local Rust builder (deploy/docker/local/rust.Dockerfile on [`LOCAL_DEBIAN`]).
+const LOCAL_RUST: &str = "ems-local/rust:bookworm";
+/// The most a runtime image may weigh (bytes, as `docker images` counts: 1 MB = 10^6).
+const MAX_IMAGE_BYTES: u64 = 100_000_000;
+/// The host's trust store, given to the steps that download crates as the build secret `ca`
+/// (outbound HTTPS may pass a TLS-inspecting proxy); never part of an image.
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// What to run after the build.
+pub struct Options {
+    /// Run the containers against the local broker and PostgreSQL.
+    pub smoke: bool,
+    /// Bring docker-compose.yml up with local stand-ins for the images it pulls.
+    pub compose_smoke: bool,
+}
+
+/// A service of deploy/services.txt.
+#[derive(Clone)]
+pub struct Service {
+    /// Its name (`customer-service`, …, `console`).
+    pub name: String,
+    /// Its default port.
+    pub port: u16,
+}
+
+impl Service {
+    /// The tag the build gives its image (the one docker-compose.yml uses).
+    pub fn image(&self) -> String {
+        format!("event-microservices/{}:local", self.name)
+    }
+}
+
+/// The base images a build uses.
+pub struct Bases {
+    /// RUST_IMAGE.
+    pub rust: String,
+    /// RUNTIME_IMAGE.
+    pub runtime: String,
+    /// True when they are the locally made ones.
+    pub local: bool,
+}
+
+/// Runs `cargo xtask images`.
+pub fn run(options: &Options) -> Result<()> {
+    let started = Instant::now();
+    engine::ensure()?;
+    let services = services()?;
+    let bases = bases()?;
+    let mut built = Vec::new();
+    for service in &services {
+        built.push(build(service, &bases)?);
+    }
+    let mut too_big = Vec::new();
+    for (service, secs, bytes) in &built {
+        println!(
+            "image {:<46} {:>6.1} MB   built in {secs:.0} s",
+            service.image(),
+            *bytes as f64 / 1e6
+        );
+        if *bytes > MAX_IMAGE_BYTES {
+            too_big.push(service.image());
+        }
+    }
+    println!(
+        "images: {} built in {:.0} s (bases: {})",
+        built.len(),
+        started.elapsed().as_secs_f64(),
+        if bases.local {
+            "made locally"
+        } else {
+            "official"
+        }
+    );
+    if !too_big.is_empty() {
+        bail!("over the 100 MB target: {}", too_big.join(", "));
+    }
+    if options.smoke {
+        smoke::run(&services)?;
+    }
+    if options.compose_smoke {
+        compose::run(&bases)?;
+    }
+    Ok(())
+}
+
+/// The services of deploy/services.txt.
+pub fn services() -> Result<Vec<Service>> {
+    let path = paths::repo_root().join("deploy/services.txt");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    parse_services(&text)
+}
+
+fn parse_services(text: &str) -> Result<Vec<Service>> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(port)) = (words.next(), words.next()) else {
+            bail!("deploy/services.txt: bad line {line:?}");
+        };
+        let port = port
+            .parse()
+            .with_context(|| format!("deploy/services.txt: bad port in {line:?}"))?;
+        out.push(Service {
+            name: name.to_string(),
+            port,
+        });
+    }
+    Ok(out)
+}
+
+/// The official bases when they are present or can be pulled, else the local ones (made when
+/// missing). `EMS_IMAGES_BASE=local` skips the pull.
+fn bases() -> Result<Bases> {
+    let dockerfile = fs::read_to_string(paths::repo_root().join("deploy/docker/Dockerfile"))?;
+    let rust = arg_default(&dockerfile, "RUST_IMAGE").context("no ARG RUST_IMAGE=…")?;
+    let runtime = arg_default(&dockerfile, "RUNTIME_IMAGE").context("no ARG RUNTIME_IMAGE=…")?;
+    let local_only = std::env::var("EMS_IMAGES_BASE").is_ok_and(|v| v == "local");
+    if !local_only
+        && [&rust, &runtime]
+            .iter()
+            .all(|image| present_or_pulled(image))
+    {
+        return Ok(Bases {
+            rust,
+            runtime,
+            local: false,
+        });
+    }
+    println!(
+        "{rust} / {runtime} cannot be pulled: using local bases {LOCAL_RUST} / {LOCAL_DEBIAN}"
+    );
+    if !docker_ok(&["image", "inspect", LOCAL_DEBIAN]) {
+        debootstrap_image()?;
+    }
+    let started = Instant::now();
+    let local = paths::repo_root().join("deploy/docker/local");
+    let mut cmd = docker();
+    cmd.args(["build", "--build-arg"])
+        .arg(format!("BASE_IMAGE={LOCAL_DEBIAN}"))
+        .args(["-t", LOCAL_RUST, "-f"])
+        .arg(local.join("rust.Dockerfile"))
+        .arg(&local);
+    docker_build(cmd, "rust-builder")?;
+    println!(
+        "base {LOCAL_RUST}: ready in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Bases {
+        rust: LOCAL_RUST.to_string(),
+        runtime: LOCAL_DEBIAN.to_string(),
+        local: true,
+    })
+}
+
+/// The default of `ARG <name>=<default>` in a Dockerfile.
+fn arg_default(dockerfile: &str, name: &str) -> Option<String> {
+    dockerfile.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("ARG ")?
+            .trim()
+            .strip_prefix(name)?
+            .strip_prefix('=')
+            .map(|v| v.trim().to_string())
+    })
+}
+
+fn present_or_pulled(image: &str) -> bool {
+    docker_ok(&["image", "inspect", image]) || docker_ok(&["pull", "-q", image])
+}
+
+/// Debian bookworm (minbase) from debootstrap, trimmed like the official slim image (no docs,
+/// man pages, locales or apt lists; dpkg keeps them out later too), imported as [`LOCAL_DEBIAN`].
+fn debootstrap_image() -> Result<()> {
+    apt::ensure(&["debootstrap"])?;
+    let started = Instant::now();
+    let root = engine::dir().join("rootfs");
+    if root.exists() {
+        fs::remove_dir_all(&root)?;
+    }
+    fs::create_dir_all(engine::dir())?;
+    let mirror = engine::debian_mirror();
+    println!("making {LOCAL_DEBIAN} with debootstrap from {mirror}…");
+    let log = engine::dir().join("debootstrap.log");
+    let mut cmd = Command::new("debootstrap");
+    cmd.args(["--variant=minbase", "bookworm"])
+        .arg(&root)
+        .arg(&mirror)
+        .stdout(fs::File::create(&log)?)
+        .stderr(fs::File::create(&log)?.try_clone()?);
+    if !cmd.status()?.success() {
+        bail!(
+            "debootstrap failed; the end of {}:\n{}",
+            log.display(),
+            process::tail(&log, 20)
+        );
+    }
+    slim(&root, &mirror)?;
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let tar_out = tar.stdout.take().context("tar's stdout")?;
+    let import = docker()
+        .args(["import", "-c", "CMD [\"bash\"]", "-", LOCAL_DEBIAN])
+        .stdin(tar_out)
+        .stdout(Stdio::null())
+        .status()?;
+    if !tar.wait()?.success() || !import.success() {
+        bail!("importing {} as {LOCAL_DEBIAN} failed", root.display());
+    }
+    fs::remove_dir_all(&root)?;
+    println!(
+        "base {LOCAL_DEBIAN}: made in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What the official slim image leaves out, and the suites it reads (the Rust builder needs
+/// bookworm-security's rustc-web).
+fn slim(root: &Path, mirror: &str) -> Result<()> {
+    for dir in [
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/locale",
+        "usr/share/info",
+        "var/lib/apt/lists",
+        "var/cache/apt",
+    ] {
+        let dir = root.join(dir);
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::create_dir_all(&dir)?;
+    }
+    fs::create_dir_all(root.join("var/lib/apt/lists/partial"))?;
+    fs::create_dir_all(root.join("var/cache/apt/archives/partial"))?;
+    fs::write(
+        root.join("etc/dpkg/dpkg.cfg.d/docker"),
+        "path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\n\
+         path-exclude /usr/share/man/*\npath-exclude /usr/share/info/*\n\
+         path-exclude /usr/share/locale/*\npath-include /usr/share/locale/locale.alias\n",
+    )?;
+    fs::write(
+        root.join("etc/apt/apt.conf.d/docker-clean"),
+        "DPkg::Post-Invoke { \"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/*.bin || true\"; };\n\
+         Dir::Cache::pkgcache \"\";\nDir::Cache::srcpkgcache \"\";\n",
+    )?;
+    let security = mirror
+        .strip_suffix("/debian")
+        .map(|m| format!("{m}/debian-security"))
+        .unwrap_or_else(|| "http://deb.debian.org/debian-security".into());
+    fs::write(
+        root.join("etc/apt/sources.list"),
+        format!(
+            "deb {mirror} bookworm main\ndeb {mirror} bookworm-updates main\n\
+             deb {security} bookworm-security main\n"
+        ),
+    )?;
+    Ok(())
+}
+
+/// Builds one service's image; returns it with the seconds it took and its size in bytes.
+fn build(service: &Service, bases: &Bases) -> Result<(Service, f64, u64)> {
+    let started = Instant::now();
+    let root = paths::repo_root();
+    let mut cmd = docker();
+    cmd.arg("build")
+        .args(build_args(bases))
+        .arg("-f")
+        .arg(root.join(format!("deploy/docker/Dockerfile.{}", service.name)))
+        .args(["-t", &service.image()])
+        .arg(&root);
+    docker_build(cmd, &service.name)?;
+    let secs = started.elapsed().as_secs_f64();
+    let size = docker_out(&["image", "inspect", "-f", "{{.Size}}", &service.image()])?;
+    let bytes = size
+        .parse()
+        .with_context(|| format!("image size {size:?}"))?;
+    Ok((service.clone(), secs, bytes))
+}
+
+/// `--build-arg RUST_IMAGE=… --build-arg RUNTIME_IMAGE=…` and the CA secret.
+fn build_args(bases: &Bases) -> Vec<String> {
+    let mut args = vec![
+        "--build-arg".into(),
+        format!("RUST_IMAGE={}", bases.rust),
+        "--build-arg".into(),
+        format!("RUNTIME_IMAGE={}", bases.runtime),
+    ];
+    args.extend(ca_secret());
+    args
+}
+
+/// `--secret id=ca,src=<the host's trust store>` when there is one.
+pub(super) fn ca_secret() -> Vec<String> {
+    if Path::new(CA_BUNDLE).is_file() {
+        vec!["--secret".into(), format!("id=ca,src={CA_BUNDLE}")]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Runs a `docker build` with its progress in `<images dir>/build-<name>.log`; on failure the
+/// error carries the end of that log.
+pub(super) fn docker_build(mut cmd: Command, name: &str) -> Result<()> {
+    fs::create_dir_all(engine::dir())?;
+    let log: PathBuf = engine::dir().join(format!("build-{name}.log"));
+    let out = fs::File::create(&log)?;
+    cmd.arg("--progress=plain")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    let status = cmd.status().context("starting docker build")?;
+    if !status.success() {
+        bail!(
+            "docker build of {name} failed; the end of {}:\n{}",
+            log.display(),
+            process::tail(&log, 40)
+        );
+    }
+    Ok(())
+}
+
+/// Polls `check` every 500 ms until it returns true or `timeout` passes.
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {} s waiting for {what}", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dockerfile_defaults_are_read() {
+        let text = "# c\nARG RUST_IMAGE=rust:1.95-slim-bookworm\nARG RUNTIME_IMAGE=debian:bookworm-slim\nARG SERVICE\n";
+        assert_eq!(
+            arg_default(text, "RUST_IMAGE").as_deref(),
+            Some("rust:1.95-slim-bookworm")
+        );
+        assert_eq!(
+            arg_default(text, "RUNTIME_IMAGE").as_deref(),
+            Some("debian:bookworm-slim")
+        );
+        assert_eq!(arg_default(text, "SERVICE"), None);
+    }
+
+    #[test]
+    fn services_come_from_the_table() {
+        let s = parse_services("# x\ncustomer-service 3001 postgres\n\nconsole 3004 -\n").unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[1].name.as_str(), s[1].port), ("console", 3004));
+        assert_eq!(s[0].image(), "event-microservices/customer-service:local");
+        assert!(parse_services("broken").is_err());
+    }
+}
