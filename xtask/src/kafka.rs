@@ -610,32 +610,17 @@ pub fn create_topics(brokers: &str, topics: &[String], partitions: i32) -> Resul
 /// `platform::testing::unique`), so the local broker does not accumulate them run after run.
 /// Returns how many were deleted.
 pub fn delete_test_topics(brokers: &str) -> Result<usize> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .context("creating a Kafka admin client")?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))
-        .context("listing topics")?;
-    let doomed: Vec<String> = metadata
-        .topics()
-        .iter()
-        .map(|t| t.name().to_string())
-        .filter(|name| is_test_topic(name))
-        .collect();
-    for chunk in doomed.chunks(500) {
-        let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
-        futures::executor::block_on(admin.delete_topics(&names, &opts))
-            .context("deleting test topics")?;
-    }
-    Ok(doomed.len())
+    delete_topics_where(brokers, is_test_topic)
 }
 
 /// Deletes every topic whose name starts with `prefix` (one run's isolated topics); returns how
 /// many.
 pub fn delete_topics_with_prefix(brokers: &str, prefix: &str) -> Result<usize> {
+    delete_topics_where(brokers, |name| name.starts_with(prefix))
+}
+
+/// Deletes the topics of `brokers` whose names `doomed` picks (500 a request); returns how many.
+fn delete_topics_where(brokers: &str, doomed: impl Fn(&str) -> bool) -> Result<usize> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -644,18 +629,18 @@ pub fn delete_topics_with_prefix(brokers: &str, prefix: &str) -> Result<usize> {
         .inner()
         .fetch_metadata(None, Duration::from_secs(10))
         .context("listing topics")?;
-    let doomed: Vec<&str> = metadata
+    let names: Vec<&str> = metadata
         .topics()
         .iter()
         .map(|t| t.name())
-        .filter(|name| name.starts_with(prefix))
+        .filter(|name| doomed(name))
         .collect();
-    if !doomed.is_empty() {
+    for chunk in names.chunks(500) {
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
-        futures::executor::block_on(admin.delete_topics(&doomed, &opts))
+        futures::executor::block_on(admin.delete_topics(chunk, &opts))
             .context("deleting topics")?;
     }
-    Ok(doomed.len())
+    Ok(names.len())
 }
 
 /// `t-0123…ef.Customer.created` and the like: a test's isolated topic.
