@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use platform::testing::{eventually, LocalKafka, SmtpServer};
+use platform::testing::eventually;
 use serde_json::{json, Value};
 
 use crate::{
@@ -136,15 +136,7 @@ struct Ledger {
 
 /// Runs the chaos: the stack, the load, the faults, the drain and the judgement.
 pub async fn run(settings: &ChaosSettings) -> ChaosReport {
-    let mut kafka = LocalKafka::load().isolated();
-    kafka.topic_partitions = 6;
-    let mut stack = Stack::start_with(kafka, SmtpServer::start().await, &[], |name, env| {
-        if name == "notification-service" {
-            env.push(("NOTIFY_SEND_TIMEOUT_SECS".into(), "5".into()));
-            env.push(("NOTIFY_SEND_LEASE_SECS".into(), "10".into()));
-        }
-    })
-    .await;
+    let mut stack = Stack::start_for_replicas().await;
     for (name, count) in REPLICAS {
         for _ in 1..count {
             stack.add_replica(name).await;

@@ -450,6 +450,21 @@ impl Stack {
         self.services.get_mut(name).expect("known service")
     }
 
+    /// A stack for several replicas and kills: six partitions per topic, and a
+    /// notification-service that settles a send a kill interrupted within seconds, not after the
+    /// default two minutes.
+    pub async fn start_for_replicas() -> Self {
+        let mut kafka = LocalKafka::load().isolated();
+        kafka.topic_partitions = 6;
+        Self::start_with(kafka, SmtpServer::start().await, &[], |name, env| {
+            if name == "notification-service" {
+                env.push(("NOTIFY_SEND_TIMEOUT_SECS".into(), "5".into()));
+                env.push(("NOTIFY_SEND_LEASE_SECS".into(), "10".into()));
+            }
+        })
+        .await
+    }
+
     /// Starts the read-only console (the `console` binary) on this stack: its topics, the three
     /// services' URLs, `extra_env` added; returns once it is ready.
     pub async fn start_console(&self, extra_env: &[(&str, &str)]) -> ServiceProcess {
@@ -936,6 +951,17 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Panics unless every request has exactly one distinct outcome and no outcome is unknown.
+    pub fn assert_one_outcome_each(&self) {
+        assert!(self.missing.is_empty(), "no outcome: {:?}", self.missing);
+        assert!(
+            self.conflicting.is_empty(),
+            "more than one distinct outcome: {:?}",
+            self.conflicting
+        );
+        assert!(self.unknown.is_empty(), "{:?}", self.unknown);
+    }
+
     /// Judges `outcomes` (by transaction id) against the requests `ids`.
     pub fn judge<'a>(
         ids: impl IntoIterator<Item = &'a String>,

@@ -121,17 +121,7 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
     )
     .await;
     let verdict = Verdict::judge(requests.keys(), &outcomes);
-    assert!(
-        verdict.missing.is_empty(),
-        "no outcome: {:?}",
-        verdict.missing
-    );
-    assert!(
-        verdict.conflicting.is_empty(),
-        "more than one distinct outcome: {:?}",
-        verdict.conflicting
-    );
-    assert!(verdict.unknown.is_empty(), "{:?}", verdict.unknown);
+    verdict.assert_one_outcome_each();
     assert_eq!(
         verdict.failures.keys().collect::<Vec<_>>(),
         ["insufficient_funds"],

@@ -166,13 +166,7 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
     )
     .await;
     let verdict = Verdict::judge(&ids, &outcomes);
-    assert!(
-        verdict.missing.is_empty(),
-        "no outcome: {:?}",
-        verdict.missing
-    );
-    assert!(verdict.conflicting.is_empty(), "{:?}", verdict.conflicting);
-    assert!(verdict.unknown.is_empty(), "{:?}", verdict.unknown);
+    verdict.assert_one_outcome_each();
     assert_eq!(verdict.copies, 0, "an outcome was published twice");
     let actual = balances(&client, &stack, &accounts).await;
     for (account, balance) in &actual {

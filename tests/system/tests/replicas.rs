@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use platform::testing::{eventually, summary_line, LocalKafka, SmtpServer};
+use platform::testing::{eventually, summary_line};
 use serde_json::{json, Value};
 use system_tests::{
     balances, read_outcomes, register_customer, settled_mail, try_post, wait_accounts, Lcg,
@@ -115,16 +115,7 @@ async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
         );
         return;
     }
-    let mut kafka = LocalKafka::load().isolated();
-    kafka.topic_partitions = 6;
-    let mut stack = Stack::start_with(kafka, SmtpServer::start().await, &[], |name, env| {
-        if name == "notification-service" {
-            // A send a kill interrupted is settled soon, not after the default two minutes.
-            env.push(("NOTIFY_SEND_TIMEOUT_SECS".into(), "5".into()));
-            env.push(("NOTIFY_SEND_LEASE_SECS".into(), "10".into()));
-        }
-    })
-    .await;
+    let mut stack = Stack::start_for_replicas().await;
     let client = reqwest::Client::new();
     let accounts: Vec<String> = (0..CUSTOMERS).map(|n| format!("r-{n:02}")).collect();
     for id in &accounts {
@@ -231,17 +222,7 @@ async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
     )
     .await;
     let verdict = Verdict::judge(&requests, &outcomes);
-    assert!(
-        verdict.missing.is_empty(),
-        "no outcome: {:?}",
-        verdict.missing
-    );
-    assert!(
-        verdict.conflicting.is_empty(),
-        "more than one distinct outcome: {:?}",
-        verdict.conflicting
-    );
-    assert!(verdict.unknown.is_empty(), "{:?}", verdict.unknown);
+    verdict.assert_one_outcome_each();
     let actual = balances(&client, &stack, &accounts).await;
     let expected: BTreeMap<String, i64> = accounts
         .iter()
