@@ -91,7 +91,7 @@ impl Postgres {
 
     /// Runs each SQL statement with psql as the superuser on the running cluster, in order, each
     /// on its own (so `CREATE DATABASE` works).
-    pub fn psql(&self, statements: &[&str]) -> Result<()> {
+    pub fn psql(&self, statements: &[&str]) -> Result<String> {
         let mut cmd = self.cmd("psql");
         cmd.args([
             "-X",
@@ -107,8 +107,30 @@ impl Postgres {
         for sql in statements {
             cmd.args(["-c", sql]);
         }
-        process::run_quiet(&mut cmd)?;
-        Ok(())
+        process::run_quiet(&mut cmd)
+    }
+
+    /// Drops every database the tests created (`t_<uuid>`, see `platform::testing`), so runs do
+    /// not pile them up on the disk. Returns how many were dropped.
+    pub fn drop_test_databases(&self) -> Result<usize> {
+        let names = self.psql(&[
+            "\\pset tuples_only on",
+            "\\pset format unaligned",
+            r"SELECT datname FROM pg_database WHERE datname LIKE 't\_%'",
+        ])?;
+        let drops: Vec<String> = names
+            .lines()
+            .map(str::trim)
+            .filter(|n| {
+                n.starts_with("t_") && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            .map(|n| format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"))
+            .collect();
+        for chunk in drops.chunks(100) {
+            let statements: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            self.psql(&statements)?;
+        }
+        Ok(drops.len())
     }
 
     /// Starts the cluster (creating it the first time). Returns false when something already

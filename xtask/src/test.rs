@@ -103,9 +103,15 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
     let env_file = paths::absolute(started.env_file.clone());
     let summary_file = std::env::temp_dir().join(format!("ems-summary-{}.txt", std::process::id()));
     let _ = std::fs::remove_file(&summary_file);
+    // The tests' temporary files (SQLite databases, mailboxes, logs) go to one folder per run,
+    // removed at the end, so runs do not fill the disk.
+    let temp_dir = std::env::temp_dir().join(format!("ems-test-run-{}", std::process::id()));
+    std::fs::create_dir_all(&temp_dir)
+        .with_context(|| format!("creating {}", temp_dir.display()))?;
     let env = PassEnv {
         kafka_env: &env_file,
         summary_file: &summary_file,
+        temp_dir: &temp_dir,
     };
 
     let mut total = Counts::default();
@@ -133,8 +139,18 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
             let clock = std::time::Instant::now();
             let pg = Postgres::locate()?;
             let ours = pg.start()?;
+            // A cluster another run started may be in use: only ours is cleaned.
+            let clean = |when: &str| match pg.drop_test_databases() {
+                Ok(n) if n > 0 => println!("dropped {n} test databases ({when})"),
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: test databases not dropped: {e:#}"),
+            };
+            if ours {
+                clean("left by an earlier run");
+            }
             let report = cargo_test_pass("PostgreSQL", &args, &env, Some(&postgres::url()));
             if ours {
+                clean("this run's");
                 if let Err(e) = pg.stop() {
                     eprintln!("warning: {e:#}");
                 }
@@ -202,6 +218,9 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
         summary_lines.extend(text.lines().map(str::to_string));
     }
     let _ = std::fs::remove_file(&summary_file);
+    if let Err(e) = std::fs::remove_dir_all(&temp_dir) {
+        eprintln!("warning: {} not removed: {e}", temp_dir.display());
+    }
     println!();
     for l in &lines {
         println!("{l}");
@@ -222,6 +241,8 @@ struct PassEnv<'a> {
     kafka_env: &'a Path,
     /// Where tests append summary lines (`EMS_SUMMARY_FILE`).
     summary_file: &'a Path,
+    /// The tests' temporary folder (`TMPDIR`).
+    temp_dir: &'a Path,
 }
 
 /// The counts of a pass, with one failure added when it ran no test at all.
@@ -300,6 +321,7 @@ fn cargo_test_pass(
         .current_dir(paths::repo_root())
         .env("EMS_KAFKA_ENV", env.kafka_env)
         .env("EMS_SUMMARY_FILE", env.summary_file)
+        .env("TMPDIR", env.temp_dir)
         .env_remove("TEST_DATABASE_URL");
     if let Some(url) = database_url {
         cmd.env("TEST_DATABASE_URL", url);
