@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod definition;
 pub mod failpoint;
 pub mod group_commit;
 pub mod health;
@@ -27,6 +28,7 @@ pub mod testing;
 
 pub use config::{ConfigError, Env, Secret, ServiceConfig};
 pub use db::{Database, DbError, Tx};
+pub use definition::Definition;
 pub use http::{ApiJson, ApiQuery, Problem};
 pub use kafka::{HandleError, Handler, KafkaConfig, Record};
 pub use outbox::Outbox;

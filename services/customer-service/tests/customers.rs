@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use customer_service::{build, MIGRATIONS, NAME};
+use customer_service::{CustomerService, MIGRATIONS, NAME};
 use platform::auth::ApiKeys;
 use platform::kafka::KafkaConfig;
 use platform::testing::{eventually, read_to_end, service_config, LocalKafka, RunningService};
+use platform::Definition;
 use platform::{Database, Record, Service};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -33,7 +34,7 @@ impl App {
         let mut service = Service::start_with(config, &MIGRATIONS, CancellationToken::new())
             .await
             .expect("service starts");
-        let routes = build(&mut service);
+        let routes = CustomerService::build(&mut service, ()).expect("service builds");
         let db = service.db.clone();
         let running = RunningService::spawn(service, routes).await;
         Self {

@@ -17,7 +17,7 @@ use platform::auth::protect;
 use platform::group_commit::GroupCommit;
 use platform::kafka::ConsumerOptions;
 use platform::parking::ParkingLot;
-use platform::Service;
+use platform::{ConfigError, Definition, Env, Service};
 use sqlx::migrate::Migrator;
 
 pub use settings::LedgerSettings;
@@ -29,42 +29,53 @@ pub const DEFAULT_PORT: u16 = 3002;
 /// The ledger's schema (versions >= 100; the platform owns 1..99).
 pub static MIGRATIONS: Migrator = sqlx::migrate!();
 
-/// Registers the consumers with settings from the environment and returns the routes.
-pub fn build(service: &mut Service) -> anyhow::Result<Router> {
-    let settings = LedgerSettings::from_env(&platform::config::ProcessEnv)?;
-    Ok(build_with(service, settings))
-}
+/// The service, as [`platform::definition::main`] runs it.
+pub struct TransactionService;
 
-/// Registers the two consumers (accounts, requests) and returns the routes.
-pub fn build_with(service: &mut Service, settings: LedgerSettings) -> Router {
-    let waiting_requests = events::ApplyTransactions::parking_lot(&settings);
-    let max_amount_minor = settings.max_amount_minor;
-    service.consume_events(
-        ConsumerOptions::new(events::ACCOUNTS_GROUP, &[topics::CUSTOMER_CREATED]),
-        events::OpenAccounts::new(settings, waiting_requests.clone()),
-        ParkingLot::new(events::ACCOUNTS_GROUP, std::time::Duration::ZERO),
-    );
-    service.consume_events(
-        ConsumerOptions::new(events::REQUESTS_GROUP, &[topics::TRANSACTION_REQUESTED]),
-        events::ApplyTransactions::new(service.outbox.clone()),
-        waiting_requests,
-    );
+impl Definition for TransactionService {
+    const NAME: &'static str = NAME;
+    const DEFAULT_PORT: u16 = DEFAULT_PORT;
+    type Settings = LedgerSettings;
 
-    let state = routes::AppState {
-        db: service.db.clone(),
-        max_amount_minor,
-        acceptance: GroupCommit::start(
-            service.db.clone(),
-            ledger::Acceptance::new(service.outbox.clone()),
-        ),
-    };
-    // With API keys configured, all but the OpenAPI document need one (a write key to request).
-    let ledger = Router::new()
-        .route("/transactions", post(routes::create_transaction))
-        .route("/transactions/{id}", get(routes::get_transaction))
-        .route("/accounts/{id}", get(routes::get_account))
-        .route("/accounts/{id}/entries", get(routes::get_entries));
-    protect(ledger, &service.api_keys)
-        .route("/openapi.json", get(routes::openapi))
-        .with_state(state)
+    fn migrations() -> &'static Migrator {
+        &MIGRATIONS
+    }
+
+    fn settings(env: &impl Env) -> Result<LedgerSettings, ConfigError> {
+        LedgerSettings::from_env(env)
+    }
+
+    /// Registers the two consumers (accounts, requests) and returns the routes.
+    fn build(service: &mut Service, settings: LedgerSettings) -> anyhow::Result<Router> {
+        let waiting_requests = events::ApplyTransactions::parking_lot(&settings);
+        let max_amount_minor = settings.max_amount_minor;
+        service.consume_events(
+            ConsumerOptions::new(events::ACCOUNTS_GROUP, &[topics::CUSTOMER_CREATED]),
+            events::OpenAccounts::new(settings, waiting_requests.clone()),
+            ParkingLot::new(events::ACCOUNTS_GROUP, std::time::Duration::ZERO),
+        );
+        service.consume_events(
+            ConsumerOptions::new(events::REQUESTS_GROUP, &[topics::TRANSACTION_REQUESTED]),
+            events::ApplyTransactions::new(service.outbox.clone()),
+            waiting_requests,
+        );
+
+        let state = routes::AppState {
+            db: service.db.clone(),
+            max_amount_minor,
+            acceptance: GroupCommit::start(
+                service.db.clone(),
+                ledger::Acceptance::new(service.outbox.clone()),
+            ),
+        };
+        // With API keys configured, all but the OpenAPI document need one (a write key to request).
+        let ledger = Router::new()
+            .route("/transactions", post(routes::create_transaction))
+            .route("/transactions/{id}", get(routes::get_transaction))
+            .route("/accounts/{id}", get(routes::get_account))
+            .route("/accounts/{id}/entries", get(routes::get_entries));
+        Ok(protect(ledger, &service.api_keys)
+            .route("/openapi.json", get(routes::openapi))
+            .with_state(state))
+    }
 }

@@ -13,10 +13,11 @@ use contracts::{
 };
 use notification_service::mailer::MailTarget;
 use notification_service::sender::RetryPolicy;
-use notification_service::{build, Settings, MIGRATIONS, NAME};
+use notification_service::{NotificationService, Settings, MIGRATIONS, NAME};
 use platform::config::Secret;
 use platform::kafka::KafkaConfig;
 use platform::testing::{service_config, LocalKafka, RunningService};
+use platform::Definition;
 use platform::Service;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -68,7 +69,7 @@ impl App {
         let mut service = Service::start_with(config, &MIGRATIONS, CancellationToken::new())
             .await
             .expect("service starts");
-        let routes = build(&mut service, settings).expect("service builds");
+        let routes = NotificationService::build(&mut service, settings).expect("service builds");
         let running = RunningService::spawn(service, routes).await;
         let producer = kafka
             .client_config("notification-service-test")

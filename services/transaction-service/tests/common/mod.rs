@@ -15,10 +15,11 @@ use platform::kafka::{
     Record, Rejected,
 };
 use platform::testing::{service_config, unique, LocalKafka, RunningService};
+use platform::Definition;
 use platform::{Database, Service, ServiceConfig};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use transaction_service::{build_with, LedgerSettings, MIGRATIONS, NAME};
+use transaction_service::{LedgerSettings, TransactionService, MIGRATIONS, NAME};
 
 /// How long asynchronous outcomes may take.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -147,7 +148,7 @@ impl Ledger {
         let mut service = Service::start_with(config, &MIGRATIONS, CancellationToken::new())
             .await
             .expect("service starts");
-        let routes = build_with(&mut service, settings);
+        let routes = TransactionService::build(&mut service, settings).expect("service builds");
         let db = service.db.clone();
         let producer = Producer::new(&kafka, "test-producer").expect("test producer");
         let running = RunningService::spawn(service, routes).await;
