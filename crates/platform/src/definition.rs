@@ -34,7 +34,12 @@ pub trait Definition {
 /// connects), then start, build and serve until SIGTERM/SIGINT. An error ends the process with
 /// one line on stderr and exit code 1, whatever `RUST_BACKTRACE` says.
 pub async fn main<D: Definition>() -> ExitCode {
-    match run::<D>().await {
+    exit_code(run::<D>().await)
+}
+
+/// How a process ends: success, or the error's chain on one line of stderr and exit code 1.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -16,6 +16,7 @@ pub mod window;
 use std::time::Duration;
 
 use anyhow::Context;
+use platform::config::ProcessEnv;
 use platform::http::{self, Readiness};
 use platform::{kafka, telemetry, ServiceConfig};
 use tokio::task::JoinSet;
@@ -27,6 +28,20 @@ pub use settings::Settings;
 pub const NAME: &str = "console";
 /// Default HTTP port (`PORT` overrides).
 pub const DEFAULT_PORT: u16 = 3004;
+
+/// The console's `main`: reads its configuration from the environment, binds `PORT` and runs
+/// until SIGTERM/SIGINT. (The console has no database and no outbox, so it is not a
+/// [`platform::Definition`]; it ends the same way.)
+pub async fn main() -> anyhow::Result<()> {
+    let config = ServiceConfig::from_env(NAME, DEFAULT_PORT, &ProcessEnv)?;
+    let settings = Settings::from_env(&ProcessEnv)?;
+    telemetry::init(&config)?;
+    let address = std::net::SocketAddr::from(([0, 0, 0, 0], config.port));
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} (PORT)"))?;
+    run(config, settings, listener, platform::shutdown::on_signal()).await
+}
 
 /// Runs the console on `listener` until `shutdown`: the topic reader, the health meter, the
 /// service readers and the HTTP routes (with `/healthz`, `/readyz`, `/metrics`).
