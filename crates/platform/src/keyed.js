@@ -27,6 +27,34 @@ const Keyed = {
     return fetch(url, opts);
   },
 
+  // Resolvers of the pages' requests waiting for a key.
+  waiting: [],
+
+  // Shows the page's key form (#key-form, with #key and #key-error) with `message`; resolves
+  // once a key is typed there and kept (every request waiting then goes on with it).
+  ask(message) {
+    const form = document.getElementById("key-form");
+    const input = document.getElementById("key");
+    if (!form.dataset.bound) {
+      form.dataset.bound = "yes";
+      form.addEventListener("submit", (e) => {
+        e.preventDefault();
+        const key = input.value.trim();
+        if (!key) { return; }
+        Keyed.remember(key);
+        input.value = "";
+        form.hidden = true;
+        const waiting = Keyed.waiting;
+        Keyed.waiting = [];
+        waiting.forEach((resolve) => resolve());
+      });
+    }
+    document.getElementById("key-error").textContent = message;
+    form.hidden = false;
+    input.focus();
+    return new Promise((resolve) => Keyed.waiting.push(resolve));
+  },
+
   // Reads a text/event-stream response until it ends, calling onEvent(name, data) per event
   // (data: the joined `data:` lines; name: `message` unless an `event:` line says otherwise).
   async readEvents(response, onEvent) {

@@ -41,20 +41,8 @@ async function start() {
 
 function askKey(message) {
   setState("key needed", "down");
-  $("key-form").hidden = false;
-  $("key-error").textContent = message;
-  $("key").focus();
+  Keyed.ask(message).then(connect);
 }
-
-$("key-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  const key = $("key").value.trim();
-  if (!key) { return; }
-  Keyed.remember(key);
-  $("key").value = "";
-  $("key-form").hidden = true;
-  connect();
-});
 
 async function connect() {
   setState("connecting…");
