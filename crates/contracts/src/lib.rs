@@ -5,6 +5,8 @@
 pub mod envelope;
 pub mod events;
 pub mod money;
+#[cfg(any(test, feature = "samples"))]
+pub mod samples;
 pub mod topics;
 pub mod validation;
 

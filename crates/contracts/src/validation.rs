@@ -348,37 +348,20 @@ impl CustomerCreated {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::samples;
 
     fn request(from: Option<&str>, to: Option<&str>, amount: &str) -> TransactionRequested {
-        TransactionRequested {
-            transaction_id: "t-1".into(),
-            kind: TransactionKind::infer(from, to).unwrap_or(TransactionKind::Credit),
-            from: from.map(str::to_string),
-            to: to.map(str::to_string),
-            amount: amount.into(),
-            currency: "USD".into(),
-            requested_at: "2026-01-02T03:04:05Z".parse().unwrap(),
-        }
+        let kind = TransactionKind::infer(from, to).unwrap_or(TransactionKind::Credit);
+        samples::requested("t-1", kind, from, to, amount)
     }
 
     fn processed(request: TransactionRequested, balances: &[(&str, &str)]) -> TransactionProcessed {
-        TransactionProcessed {
-            request,
-            balances: balances
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            processed_at: "2026-01-02T03:04:06Z".parse().unwrap(),
-        }
+        samples::processed(request, balances)
     }
 
     fn failed(request: TransactionRequested, reason: FailureReason) -> TransactionFailed {
-        TransactionFailed {
-            request,
-            reason,
-            message: "account `a` has 0.00 USD, less than the 5.00 USD requested".into(),
-            failed_at: "2026-01-02T03:04:06Z".parse().unwrap(),
-        }
+        let message = "account `a` has 0.00 USD, less than the 5.00 USD requested";
+        samples::failed(request, reason, message)
     }
 
     fn field(result: Result<impl std::fmt::Debug, Invalid>) -> String {
@@ -492,12 +475,7 @@ mod tests {
 
     #[test]
     fn customers_are_checked_like_registrations() {
-        let customer = CustomerCreated {
-            id: "cust-1".into(),
-            name: "Ann Lee".into(),
-            email: "ann@example.com".into(),
-            created_at: "2026-01-02T03:04:05Z".parse().unwrap(),
-        };
+        let customer = samples::customer("cust-1", "Ann Lee");
         assert_eq!(customer.validate(), Ok(()));
         let with = |change: fn(&mut CustomerCreated)| {
             let mut c = customer.clone();

@@ -323,41 +323,23 @@ fn letter(name: &str, lines: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use contracts::samples;
 
     fn request(
         kind: TransactionKind,
         from: Option<&str>,
         to: Option<&str>,
     ) -> TransactionRequested {
-        TransactionRequested {
-            transaction_id: "txn-1".into(),
-            kind,
-            from: from.map(Into::into),
-            to: to.map(Into::into),
-            amount: "100".into(),
-            currency: "USD".into(),
-            requested_at: "2026-01-02T03:04:05Z".parse().unwrap(),
-        }
+        samples::requested("txn-1", kind, from, to, "100")
     }
 
     fn processed(request: TransactionRequested, balances: &[(&str, &str)]) -> Notice {
-        Notice::Processed(TransactionProcessed {
-            request,
-            balances: balances
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            processed_at: "2026-01-02T03:04:06Z".parse().unwrap(),
-        })
+        Notice::Processed(samples::processed(request, balances))
     }
 
     fn failed(request: TransactionRequested, reason: FailureReason) -> Notice {
-        Notice::Failed(TransactionFailed {
-            request,
-            reason,
-            message: "balance 0.00 USD is below 100.00 USD".into(),
-            failed_at: "2026-01-02T03:04:06Z".parse().unwrap(),
-        })
+        let message = "balance 0.00 USD is below 100.00 USD";
+        Notice::Failed(samples::failed(request, reason, message))
     }
 
     fn contacts() -> HashMap<String, Contact> {
@@ -462,12 +444,7 @@ mod tests {
 
     #[test]
     fn welcome_greets_by_name() {
-        let draft = welcome(&CustomerCreated {
-            id: "a".into(),
-            name: "Ann Lee".into(),
-            email: "a@example.com".into(),
-            created_at: "2026-01-02T03:04:05Z".parse().unwrap(),
-        });
+        let draft = welcome(&samples::customer("a", "Ann Lee"));
         assert_eq!(draft.subject, "Welcome, Ann Lee");
         assert_eq!(draft.kind, Kind::Welcome);
         assert!(draft.body.contains("Your customer id is a."));

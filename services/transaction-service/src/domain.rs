@@ -123,15 +123,8 @@ mod tests {
     use contracts::Currency;
 
     fn event(from: Option<&str>, to: Option<&str>, amount: &str) -> TransactionRequested {
-        TransactionRequested {
-            transaction_id: "t-1".into(),
-            kind: TransactionKind::infer(from, to).unwrap_or(TransactionKind::Credit),
-            from: from.map(str::to_string),
-            to: to.map(str::to_string),
-            amount: amount.into(),
-            currency: "USD".into(),
-            requested_at: chrono::Utc::now(),
-        }
+        let kind = TransactionKind::infer(from, to).unwrap_or(TransactionKind::Credit);
+        contracts::samples::requested("t-1", kind, from, to, amount)
     }
 
     #[test]

@@ -237,61 +237,7 @@ impl App {
 pub use platform::testing::free_port;
 pub use platform::testing::smtp::{read_mails, SmtpServer};
 
-/// A `Customer.created` for `id` (email `<id>@example.com`).
-pub fn customer(id: &str, name: &str) -> CustomerCreated {
-    CustomerCreated {
-        id: id.to_string(),
-        name: name.to_string(),
-        email: email(id),
-        created_at: Utc::now(),
-    }
-}
-
-pub fn email(id: &str) -> String {
-    format!("{id}@example.com")
-}
-
-pub fn request(
-    transaction_id: &str,
-    kind: TransactionKind,
-    from: Option<&str>,
-    to: Option<&str>,
-    amount: &str,
-) -> TransactionRequested {
-    TransactionRequested {
-        transaction_id: transaction_id.to_string(),
-        kind,
-        from: from.map(str::to_string),
-        to: to.map(str::to_string),
-        amount: amount.to_string(),
-        currency: "USD".to_string(),
-        requested_at: Utc::now(),
-    }
-}
-
-pub fn processed(request: TransactionRequested, balances: &[(&str, &str)]) -> TransactionProcessed {
-    TransactionProcessed {
-        request,
-        balances: balances
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        processed_at: Utc::now(),
-    }
-}
-
-pub fn failed(
-    request: TransactionRequested,
-    reason: FailureReason,
-    message: &str,
-) -> TransactionFailed {
-    TransactionFailed {
-        request,
-        reason,
-        message: message.to_string(),
-        failed_at: Utc::now(),
-    }
-}
+pub use contracts::samples::{customer, email, failed, processed, requested as request};
 
 /// A fresh event id.
 pub fn event_id() -> String {
