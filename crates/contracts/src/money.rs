@@ -15,8 +15,11 @@ pub enum MoneyError {
     /// More fraction digits than the currency allows.
     #[error("amount `{amount}` has more than {decimals} decimal places for {currency}")]
     TooManyDecimals {
+        /// The amount as given.
         amount: String,
+        /// The currency's number of decimals.
         decimals: u8,
+        /// The currency the amount was read in.
         currency: Currency,
     },
     /// Zero or negative where a positive amount is required.
