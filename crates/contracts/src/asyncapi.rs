@@ -13,7 +13,7 @@ use crate::envelope::{headers, Event, EventType, CONTENT_TYPE, SPEC_VERSION};
 use crate::events::{
     CustomerCreated, TransactionFailed, TransactionProcessed, TransactionRequested,
 };
-use crate::topics;
+use crate::topics::{self, groups};
 
 /// Version of the AsyncAPI Kafka bindings the document uses.
 const KAFKA_BINDING_VERSION: &str = "0.5.0";
@@ -53,13 +53,13 @@ const ROLES: [Role; 9] = [
     Role {
         service: "transaction-service",
         topic: topics::CUSTOMER_CREATED,
-        group: Some("transaction-service.accounts"),
+        group: Some(groups::TRANSACTION_ACCOUNTS),
         summary: "Opens the customer's account (balance `OPENING_BALANCE`).",
     },
     Role {
         service: "transaction-service",
         topic: topics::TRANSACTION_REQUESTED,
-        group: Some("transaction-service"),
+        group: Some(groups::TRANSACTION_REQUESTS),
         summary: "Applies the request to the ledger, or parks it while an account is unknown \
             (`UNKNOWN_ACCOUNT_GRACE_SECS`), and writes its one outcome through the outbox.",
     },
@@ -78,26 +78,26 @@ const ROLES: [Role; 9] = [
     Role {
         service: "notification-service",
         topic: topics::CUSTOMER_CREATED,
-        group: Some("notification-service.customers"),
+        group: Some(groups::NOTIFICATION_CUSTOMERS),
         summary: "Records the customer in its projection and sends the welcome e-mail.",
     },
     Role {
         service: "notification-service",
         topic: topics::TRANSACTION_PROCESSED,
-        group: Some("notification-service.transactions"),
+        group: Some(groups::NOTIFICATION_TRANSACTIONS),
         summary: "Sends each touched customer one alert (debit, credit).",
     },
     Role {
         service: "notification-service",
         topic: topics::TRANSACTION_FAILED,
-        group: Some("notification-service.transactions"),
+        group: Some(groups::NOTIFICATION_TRANSACTIONS),
         summary: "Tells the requester (the debited account, or the credited one for a deposit) \
             that the transaction failed, and why.",
     },
 ];
 
 /// The read-only console reads every topic, dead letters included, in a group of its own.
-const CONSOLE: (&str, &str) = ("console", "console");
+const CONSOLE: (&str, &str) = ("console", groups::CONSOLE);
 
 /// An AsyncAPI 3.0 document; serialize it (JSON) to get the document, its sections in reading
 /// order.

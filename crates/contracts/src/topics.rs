@@ -44,3 +44,18 @@ mod tests {
         assert!(all.contains(&"transaction.failed.DLT".to_string()));
     }
 }
+
+/// The consumer groups of the services (before `KAFKA_TOPIC_PREFIX`): part of the contract, since
+/// the AsyncAPI document names them and operators reset or watch them by name.
+pub mod groups {
+    /// transaction-service: opens accounts from `Customer.created`.
+    pub const TRANSACTION_ACCOUNTS: &str = "transaction-service.accounts";
+    /// transaction-service: applies `transaction.requested`.
+    pub const TRANSACTION_REQUESTS: &str = "transaction-service";
+    /// notification-service: keeps its customer projection and sends welcomes.
+    pub const NOTIFICATION_CUSTOMERS: &str = "notification-service.customers";
+    /// notification-service: sends alerts for `transaction.processed` and `transaction.failed`.
+    pub const NOTIFICATION_TRANSACTIONS: &str = "notification-service.transactions";
+    /// The read-only console: reads every topic, dead letters included.
+    pub const CONSOLE: &str = "console";
+}

@@ -17,7 +17,7 @@ use crate::state::Console;
 use crate::window::ConsoleEvent;
 
 /// The console's consumer group (with the configured prefix on the broker).
-pub const GROUP: &str = "console";
+pub const GROUP: &str = contracts::topics::groups::CONSOLE;
 /// How long a metadata or watermark request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 

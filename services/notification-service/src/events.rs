@@ -28,9 +28,9 @@ use crate::messages::{self, Contact, Notice};
 use crate::storage::{self, Delivery};
 
 /// Inbox name of the `Customer.created` consumer.
-pub const CUSTOMERS_CONSUMER: &str = "notification-service.customers";
+pub const CUSTOMERS_CONSUMER: &str = contracts::topics::groups::NOTIFICATION_CUSTOMERS;
 /// Inbox name of the `transaction.processed` / `transaction.failed` consumer.
-pub const TRANSACTIONS_CONSUMER: &str = "notification-service.transactions";
+pub const TRANSACTIONS_CONSUMER: &str = contracts::topics::groups::NOTIFICATION_TRANSACTIONS;
 
 /// `Customer.created`: updates the projection and records the welcome message.
 pub struct CustomerEvents {

@@ -56,16 +56,15 @@ impl Definition for NotificationService {
             .map_err(anyhow::Error::msg)
             .context("cannot set up mail delivery")?;
         let hub = feed::Hub::new();
-        let group = |name: &str| format!("{NAME}.{name}");
         let waiting_alerts = events::TransactionEvents::parking_lot(settings.customer_wait);
         service.consume_events(
-            ConsumerOptions::new(group("customers"), &[topics::CUSTOMER_CREATED]),
+            ConsumerOptions::new(events::CUSTOMERS_CONSUMER, &[topics::CUSTOMER_CREATED]),
             events::CustomerEvents::new(hub.clone(), waiting_alerts.clone()),
             ParkingLot::new(events::CUSTOMERS_CONSUMER, Duration::ZERO),
         );
         service.consume_events(
             ConsumerOptions::new(
-                group("transactions"),
+                events::TRANSACTIONS_CONSUMER,
                 &[topics::TRANSACTION_PROCESSED, topics::TRANSACTION_FAILED],
             ),
             events::TransactionEvents::new(hub.clone()),

@@ -20,10 +20,10 @@ use crate::settings::LedgerSettings;
 use crate::storage::{self, Completion, NewTransaction, Status};
 
 /// Consumer group (and inbox name) that applies `transaction.requested`.
-pub const REQUESTS_GROUP: &str = "transaction-service";
+pub const REQUESTS_GROUP: &str = contracts::topics::groups::TRANSACTION_REQUESTS;
 /// Consumer group (and inbox name) that opens accounts from `Customer.created`; a separate
 /// consumer, so accounts keep opening whatever the requests do.
-pub const ACCOUNTS_GROUP: &str = "transaction-service.accounts";
+pub const ACCOUNTS_GROUP: &str = contracts::topics::groups::TRANSACTION_ACCOUNTS;
 /// Longest transaction id a record may carry before it is dead-lettered (and so the longest id
 /// `GET /transactions/{id}` may find).
 pub const MAX_EVENT_TRANSACTION_ID_LEN: usize = 256;
