@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use platform::testing::{eventually, free_port};
+use platform::testing::free_port;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
@@ -65,18 +65,8 @@ impl Browser {
         let http = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
         let status = format!("{base}/status");
-        let up = eventually(Duration::from_secs(20), || {
-            let request = http.get(&status).send();
-            async move {
-                request
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
-        })
-        .await;
-        assert!(up.is_some(), "chromedriver did not start on port {port}");
+        let up = crate::wait_ok(&http, &status, Duration::from_secs(20)).await;
+        assert!(up, "chromedriver did not start on port {port}");
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| f.to_string()).collect();
         args.push(format!("--window-size={width},{height}"));
         let capabilities = json!({"capabilities": {"alwaysMatch": {

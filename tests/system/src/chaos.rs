@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use platform::testing::eventually;
 use serde_json::{json, Value};
 
 use crate::{
-    count_rows, read_outcomes, register_customer, try_post, wait_accounts, Lcg, MailReport,
+    count_rows, deliveries_settled, read_outcomes, register_accounts, try_post, Lcg, MailReport,
     OutcomeClock, Stack, Verdict,
 };
 
@@ -136,71 +135,135 @@ struct Ledger {
 
 /// Runs the chaos: the stack, the load, the faults, the drain and the judgement.
 pub async fn run(settings: &ChaosSettings) -> ChaosReport {
+    let mut stack = start_stack().await;
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("HTTP client");
+    let accounts: Vec<String> = (0..ACCOUNTS).map(|n| format!("chaos-{n:02}")).collect();
+    let targets = Targets {
+        client,
+        transactions: all_urls(&mut stack, "transaction-service"),
+        customers: all_urls(&mut stack, "customer-service"),
+        ledger: Arc::new(Mutex::new(Ledger::default())),
+    };
+    fund(&targets, &stack, &accounts).await;
+    let load = Load::start(&targets, &accounts, settings.seed);
+    let mut report = ChaosReport {
+        seed: settings.seed,
+        ..ChaosReport::default()
+    };
+    inject_faults(&mut stack, settings, &targets, &accounts, &mut report).await;
+    load.stop().await;
+    revive_all(&mut stack).await;
+    judge(&stack, &targets.ledger, &mut report).await;
+    report
+}
+
+/// Where the load goes and what became of it: the HTTP client, every replica's URL of
+/// transaction-service and customer-service, the shared [`Ledger`].
+struct Targets {
+    client: reqwest::Client,
+    transactions: Vec<String>,
+    customers: Vec<String>,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+/// The stack for replicas, with [`REPLICAS`] processes of each service.
+async fn start_stack() -> Stack {
     let mut stack = Stack::start_for_replicas().await;
     for (name, count) in REPLICAS {
         for _ in 1..count {
             stack.add_replica(name).await;
         }
     }
-    let client = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .expect("HTTP client");
-    let accounts: Vec<String> = (0..ACCOUNTS).map(|n| format!("chaos-{n:02}")).collect();
-    for id in &accounts {
-        let (status, body) = register_customer(&client, &stack, id)
-            .await
-            .expect("customer-service answers");
-        assert_eq!(status, 201, "{body}");
-    }
-    wait_accounts(&client, &stack, &accounts, Duration::from_secs(60)).await;
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let transaction_urls = all_urls(&mut stack, "transaction-service");
-    let customer_urls = all_urls(&mut stack, "customer-service");
-    for account in &accounts {
+    stack
+}
+
+/// Registers `accounts` and deposits [`DEPOSIT`] into each.
+async fn fund(targets: &Targets, stack: &Stack, accounts: &[String]) {
+    register_accounts(&targets.client, stack, accounts).await;
+    for account in accounts {
         let body = json!({"transactionId": format!("dep-{account}"), "to": account,
                           "amount": DEPOSIT});
         assert!(
-            send(&client, &transaction_urls, "/transactions", &body, &ledger).await,
+            send(
+                &targets.client,
+                &targets.transactions,
+                "/transactions",
+                &body,
+                &targets.ledger
+            )
+            .await,
             "deposit accepted"
         );
     }
+}
 
-    // The load: transfers among the funded accounts, and now and then a new customer.
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for n in 0..CLIENTS {
-        let (client, ledger, stop) = (client.clone(), Arc::clone(&ledger), Arc::clone(&stop));
-        let (transaction_urls, customer_urls) = (transaction_urls.clone(), customer_urls.clone());
-        let accounts = accounts.clone();
-        let mut random = Lcg::new(settings.seed ^ (n as u64 + 1).wrapping_mul(0x9e37_79b9));
-        clients.push(tokio::spawn(async move {
-            let mut i = 0usize;
-            while !stop.load(Ordering::SeqCst) {
-                i += 1;
-                if i.is_multiple_of(10) {
-                    let id = format!("chaos-new-{n}-{i}");
-                    let body = json!({"id": id, "name": format!("Customer {id}"),
-                                      "email": crate::email(&id)});
-                    let _ = send_customer(&client, &customer_urls, &body).await;
+/// The load: [`CLIENTS`] clients sending transfers among the funded accounts, and now and then
+/// a new customer, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the clients; client `n` draws from a sequence derived from `seed` and `n`.
+    fn start(targets: &Targets, accounts: &[String], seed: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for n in 0..CLIENTS {
+            let (client, ledger, stop) = (
+                targets.client.clone(),
+                Arc::clone(&targets.ledger),
+                Arc::clone(&stop),
+            );
+            let (transaction_urls, customer_urls) =
+                (targets.transactions.clone(), targets.customers.clone());
+            let accounts = accounts.to_vec();
+            let mut random = Lcg::new(seed ^ (n as u64 + 1).wrapping_mul(0x9e37_79b9));
+            clients.push(tokio::spawn(async move {
+                let mut i = 0usize;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    if i.is_multiple_of(10) {
+                        let id = format!("chaos-new-{n}-{i}");
+                        let body = json!({"id": id, "name": format!("Customer {id}"),
+                                          "email": crate::email(&id)});
+                        let _ = send_customer(&client, &customer_urls, &body).await;
+                    }
+                    let from = random.below(ACCOUNTS as u64) as usize;
+                    let to = (from + 1 + random.below(ACCOUNTS as u64 - 1) as usize) % ACCOUNTS;
+                    let cents = 1 + random.below(5_000);
+                    let body = json!({"transactionId": format!("c{n}-{i:05}"),
+                        "from": accounts[from], "to": accounts[to],
+                        "amount": format!("{}.{:02}", cents / 100, cents % 100)});
+                    send(&client, &transaction_urls, "/transactions", &body, &ledger).await;
+                    tokio::time::sleep(PACE).await;
                 }
-                let from = random.below(ACCOUNTS as u64) as usize;
-                let to = (from + 1 + random.below(ACCOUNTS as u64 - 1) as usize) % ACCOUNTS;
-                let cents = 1 + random.below(5_000);
-                let body = json!({"transactionId": format!("c{n}-{i:05}"),
-                    "from": accounts[from], "to": accounts[to],
-                    "amount": format!("{}.{:02}", cents / 100, cents % 100)});
-                send(&client, &transaction_urls, "/transactions", &body, &ledger).await;
-                tokio::time::sleep(PACE).await;
-            }
-        }));
+            }));
+        }
+        Self { stop, clients }
     }
 
-    // The faults.
-    let mut report = ChaosReport {
-        seed: settings.seed,
-        ..ChaosReport::default()
-    };
+    /// Stops the clients and waits until they have.
+    async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for client in self.clients {
+            client.await.expect("load client");
+        }
+    }
+}
+
+/// The faults: one drawn from the schedule every 3 to 7 s for `settings.duration`, each followed
+/// by a probe request whose time to its outcome is the recovery time.
+async fn inject_faults(
+    stack: &mut Stack,
+    settings: &ChaosSettings,
+    targets: &Targets,
+    accounts: &[String],
+    report: &mut ChaosReport,
+) {
     let mut clock = OutcomeClock::start(&stack.kafka);
     let mut schedule = Lcg::new(settings.seed);
     let started = Instant::now();
@@ -208,7 +271,7 @@ pub async fn run(settings: &ChaosSettings) -> ChaosReport {
     while started.elapsed() < settings.duration {
         tokio::time::sleep(Duration::from_secs(3 + schedule.below(5))).await;
         let fault = draw(&mut schedule, &settings.controls);
-        let what = inject(&mut stack, fault, &settings.controls).await;
+        let what = inject(stack, fault, &settings.controls).await;
         report.faults += 1;
         // Recovery: a request sent now, until its outcome is read.
         probe += 1;
@@ -216,7 +279,15 @@ pub async fn run(settings: &ChaosSettings) -> ChaosReport {
         let body = json!({"transactionId": id, "from": accounts[probe % ACCOUNTS],
                           "to": accounts[(probe + 1) % ACCOUNTS], "amount": "0.01"});
         let recovering = Instant::now();
-        let recovery = if send(&client, &transaction_urls, "/transactions", &body, &ledger).await {
+        let recovery = if send(
+            &targets.client,
+            &targets.transactions,
+            "/transactions",
+            &body,
+            &targets.ledger,
+        )
+        .await
+        {
             let seen = clock.wait_for(std::slice::from_ref(&id), DRAIN).await;
             seen.get(&id)
                 .map(|arrival| arrival.at.duration_since(recovering).as_secs_f64())
@@ -232,10 +303,10 @@ pub async fn run(settings: &ChaosSettings) -> ChaosReport {
         println!("{line}");
         report.log.push(line);
     }
-    stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.await.expect("load client");
-    }
+}
+
+/// Resumes every paused replica and starts every stopped one.
+async fn revive_all(stack: &mut Stack) {
     for (name, count) in REPLICAS {
         for n in 0..count {
             let replica = stack.replica(name, n);
@@ -243,8 +314,10 @@ pub async fn run(settings: &ChaosSettings) -> ChaosReport {
             replica.start().await;
         }
     }
+}
 
-    // Drain and judge.
+/// Drains and judges: the outcomes of the accepted requests, the money, the e-mails.
+async fn judge(stack: &Stack, ledger: &Mutex<Ledger>, report: &mut ChaosReport) {
     let (sent, accepted) = {
         let ledger = ledger.lock().expect("ledger");
         (ledger.sent.len(), ledger.accepted.clone())
@@ -268,8 +341,7 @@ pub async fn run(settings: &ChaosSettings) -> ChaosReport {
     // Requests no replica answered may still have been recorded and applied: they count too.
     let everything = Verdict::judge(outcomes.keys(), &outcomes);
     report.money_conserved = total == everything.net_deposits;
-    report.alerts_duplicated = settled_mail(&stack).await.double_sent.len();
-    report
+    report.alerts_duplicated = settled_mail(stack).await.double_sent.len();
 }
 
 /// Every replica's base URL (running or not: a request to a dead one goes to the next).
@@ -386,22 +458,7 @@ async fn run_control(command: Option<&Command>) {
 
 /// Waits until notification-service has no delivery left to send, then judges the mailbox.
 async fn settled_mail(stack: &Stack) -> MailReport {
-    let url = stack.services["notification-service"]
-        .database_url()
-        .to_string();
-    let settled = eventually(DRAIN, || {
-        let url = url.clone();
-        async move {
-            let unsent = count_rows(
-                &url,
-                "SELECT COUNT(*) AS n FROM deliveries \
-                 WHERE status IN ('pending', 'retrying', 'sending')",
-            )
-            .await;
-            (unsent == 0).then_some(())
-        }
-    })
-    .await;
-    assert!(settled.is_some(), "notification-service never settled");
+    let settled = deliveries_settled(stack, None, DRAIN).await;
+    assert!(settled, "notification-service never settled");
     MailReport::of(&stack.smtp)
 }

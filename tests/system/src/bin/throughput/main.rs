@@ -140,67 +140,328 @@ async fn main() -> Result<()> {
 }
 
 async fn run(settings: &Settings, stack: &mut Stack) -> Result<()> {
-    let client = reqwest::Client::new();
-    let tx_url = format!("{}/transactions", stack.url("transaction-service"));
-    let mut clock = OutcomeClock::start(&stack.kafka);
-    let alerts = alerts::Alerts::open(
-        stack.services["notification-service"]
-            .env_var("DATABASE_URL")
-            .context("notification-service has no DATABASE_URL")?,
-    )
-    .await?;
+    let mut bench = Bench::open(settings, stack).await?;
+    bench.set_up(stack).await?;
+    let record_size = record_size(stack).await?;
+    let ceiling = raw_ceiling(settings, stack, record_size).await?;
+    bench.wait_set_up_alerts().await?;
+    let mut random = Lcg::new(7);
+    let e2e = bench.end_to_end(&mut random).await?;
+    let paced_latency = bench.paced(&mut random).await?;
+    let unknown = bench.paced_with_unknown(&mut random).await?;
+    println!();
+    print_resources(stack);
+    let ceiling_rate = ceiling.records_per_s();
+    println!(
+        "bench: e2e_transfers_per_s={:.0} http_req_per_s={:.0} p50_ms={:.1} p99_ms={:.1} paced_p99_ms={:.1} kafka_ceiling_records_per_s={ceiling_rate:.0} ratio={:.4}",
+        e2e.rate,
+        e2e.http_rate,
+        e2e.latency.p50,
+        e2e.latency.p99,
+        paced_latency.p99,
+        e2e.rate / ceiling_rate
+    );
+    println!(
+        "bench_unknown_accounts: unknown={} paced_p99_ms={:.1} paced_p99_with_unknown_ms={:.1} paced_max_ms={:.1} paced_max_with_unknown_ms={:.1}",
+        unknown.ghosts,
+        paced_latency.p99,
+        unknown.latency.p99,
+        paced_latency.max,
+        unknown.latency.max
+    );
+    Ok(())
+}
 
-    // Set-up: customers, their accounts, a deposit each, one warm-up transfer.
-    println!("creating and funding {} accounts", settings.accounts);
-    let customers_url = format!("{}/app/customers", stack.url("customer-service"));
-    let created: Vec<u16> = futures::stream::iter(0..settings.accounts)
-        .map(|n| {
-            let body = json!({"id": format!("bench-{n}"), "name": format!("Bench {n}"),
-                "email": format!("bench{n}@example.com")});
-            let (client, url) = (&client, &customers_url);
-            async move { post(client, url, body).await.0 }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    ensure!(
-        created.iter().all(|s| *s == 201),
-        "creating customers: {created:?}"
-    );
-    for n in 0..settings.accounts {
-        let url = format!("{}/accounts/bench-{n}", stack.url("transaction-service"));
-        eventually(Duration::from_secs(60), || {
-            let request = get(&client, &url);
-            async move { (request.await.0 == 200).then_some(()) }
-        })
-        .await
-        .with_context(|| format!("account bench-{n} not opened"))?;
-    }
-    let mut funding = Vec::new();
-    for n in 0..settings.accounts {
-        let id = format!("fund-{n}");
-        let body = json!({"to": format!("bench-{n}"), "amount": "1000000.00", "transactionId": id});
-        let (status, answer) = post(&client, &tx_url, body).await;
-        ensure!(status == 202, "deposit: {status} {answer}");
-        funding.push(id);
-    }
-    let warm =
-        json!({"from": "bench-0", "to": "bench-1", "amount": "1.00", "transactionId": "warm-0"});
-    ensure!(
-        post(&client, &tx_url, warm).await.0 == 202,
-        "warm-up transfer"
-    );
-    funding.push("warm-0".to_string());
-    let funded = clock.wait_for(&funding, settings.timeout).await;
-    ensure!(
-        funded.len() == funding.len()
-            && funded.values().all(|a| a.topic == "transaction.processed"),
-        "set-up: {} of {} deposits processed",
-        funded.len(),
-        funding.len()
-    );
+/// What every phase uses: the settings, an HTTP client, transaction-service's
+/// `/transactions`, the outcome clock and notification-service's alerts.
+struct Bench<'a> {
+    settings: &'a Settings,
+    client: reqwest::Client,
+    tx_url: String,
+    clock: OutcomeClock,
+    alerts: alerts::Alerts,
+}
 
-    // The size of a real transaction.requested record: key + payload + headers.
+/// The figures of the end-to-end phase.
+struct EndToEnd {
+    /// Transfers per second, from the first request to the last outcome.
+    rate: f64,
+    /// Requests accepted per second.
+    http_rate: f64,
+    /// Request → outcome latency.
+    latency: Latency,
+}
+
+/// The figures of the paced phase with transfers to unknown accounts.
+struct WithUnknown {
+    /// Transfers to unknown accounts among them.
+    ghosts: usize,
+    /// Request → outcome latency of the valid transfers.
+    latency: Latency,
+}
+
+impl<'a> Bench<'a> {
+    /// Starts the outcome clock and opens notification-service's database.
+    async fn open(settings: &'a Settings, stack: &Stack) -> Result<Self> {
+        let clock = OutcomeClock::start(&stack.kafka);
+        let alerts = alerts::Alerts::open(
+            stack.services["notification-service"]
+                .env_var("DATABASE_URL")
+                .context("notification-service has no DATABASE_URL")?,
+        )
+        .await?;
+        Ok(Self {
+            settings,
+            client: reqwest::Client::new(),
+            tx_url: format!("{}/transactions", stack.url("transaction-service")),
+            clock,
+            alerts,
+        })
+    }
+
+    /// Set-up: customers, their accounts, a deposit each, one warm-up transfer; waits until all
+    /// are processed.
+    async fn set_up(&mut self, stack: &Stack) -> Result<()> {
+        let (settings, client) = (self.settings, &self.client);
+        println!("creating and funding {} accounts", settings.accounts);
+        let customers_url = format!("{}/app/customers", stack.url("customer-service"));
+        let created: Vec<u16> = futures::stream::iter(0..settings.accounts)
+            .map(|n| {
+                let body = json!({"id": format!("bench-{n}"), "name": format!("Bench {n}"),
+                    "email": format!("bench{n}@example.com")});
+                let url = &customers_url;
+                async move { post(client, url, body).await.0 }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        ensure!(
+            created.iter().all(|s| *s == 201),
+            "creating customers: {created:?}"
+        );
+        for n in 0..settings.accounts {
+            let url = format!("{}/accounts/bench-{n}", stack.url("transaction-service"));
+            eventually(Duration::from_secs(60), || {
+                let request = get(client, &url);
+                async move { (request.await.0 == 200).then_some(()) }
+            })
+            .await
+            .with_context(|| format!("account bench-{n} not opened"))?;
+        }
+        let mut funding = Vec::new();
+        for n in 0..settings.accounts {
+            let id = format!("fund-{n}");
+            let body =
+                json!({"to": format!("bench-{n}"), "amount": "1000000.00", "transactionId": id});
+            let (status, answer) = post(client, &self.tx_url, body).await;
+            ensure!(status == 202, "deposit: {status} {answer}");
+            funding.push(id);
+        }
+        let warm = json!({"from": "bench-0", "to": "bench-1", "amount": "1.00",
+            "transactionId": "warm-0"});
+        ensure!(
+            post(client, &self.tx_url, warm).await.0 == 202,
+            "warm-up transfer"
+        );
+        funding.push("warm-0".to_string());
+        let funded = self.clock.wait_for(&funding, settings.timeout).await;
+        ensure!(
+            funded.len() == funding.len()
+                && funded.values().all(|a| a.topic == "transaction.processed"),
+            "set-up: {} of {} deposits processed",
+            funded.len(),
+            funding.len()
+        );
+        Ok(())
+    }
+
+    /// Waits until notification-service has recorded the set-up deposits' alerts.
+    async fn wait_set_up_alerts(&self) -> Result<()> {
+        let accounts = self.settings.accounts as i64;
+        let setup_alerts = self
+            .alerts
+            .wait("fund-", accounts, self.settings.timeout)
+            .await?;
+        ensure!(
+            setup_alerts.count == accounts,
+            "set-up alerts: {setup_alerts:?}"
+        );
+        Ok(())
+    }
+
+    /// Phase 2: End to end at N clients: the transfers, their outcomes, then their alerts.
+    async fn end_to_end(&mut self, random: &mut Lcg) -> Result<EndToEnd> {
+        let settings = self.settings;
+        let batch = transfers("e2e-", settings.transfers, settings.accounts, random);
+        let wanted = ids(&batch);
+        println!(
+            "end to end: {} transfers, {} concurrent clients",
+            settings.transfers, settings.concurrency
+        );
+        let wall_start = SystemTime::now();
+        let start = Instant::now();
+        let sent = load::closed_loop(&self.client, &self.tx_url, batch, settings.concurrency).await;
+        let accept_time = sent
+            .iter()
+            .map(|s| s.answered)
+            .max()
+            .map_or(Duration::ZERO, |t| t - start);
+        let rejected = sent.iter().filter(|s| s.status != 202).count();
+        ensure!(
+            rejected == 0,
+            "{rejected} of {} requests not accepted",
+            sent.len()
+        );
+        let outcomes = self.clock.wait_for(&wanted, settings.timeout).await;
+        ensure!(
+            outcomes.len() == wanted.len(),
+            "only {} of {} transfers have an outcome after {:?}",
+            outcomes.len(),
+            wanted.len(),
+            settings.timeout
+        );
+        let failed = outcomes
+            .values()
+            .filter(|a| a.topic != "transaction.processed")
+            .count();
+        ensure!(failed == 0, "{failed} transfers failed");
+        let total_time = outcomes
+            .values()
+            .map(|a| a.at)
+            .max()
+            .map_or(Duration::ZERO, |t| t - start);
+        let e2e = EndToEnd {
+            rate: settings.transfers as f64 / total_time.as_secs_f64(),
+            http_rate: settings.transfers as f64 / accept_time.as_secs_f64(),
+            latency: Latency::of(&sent, &outcomes),
+        };
+        println!(
+            "  HTTP accepted:  {:.0} requests/s ({:.2} s)",
+            e2e.http_rate,
+            accept_time.as_secs_f64()
+        );
+        println!(
+            "  end to end:     {:.0} transfers/s ({:.2} s from the first request to the last outcome)",
+            e2e.rate,
+            total_time.as_secs_f64()
+        );
+        println!("  request → outcome: {}", e2e.latency);
+        self.end_to_end_alerts(wall_start, total_time).await?;
+        Ok(e2e)
+    }
+
+    /// Waits for the end-to-end transfers' alerts (two each) and prints when the last came.
+    async fn end_to_end_alerts(&self, wall_start: SystemTime, total_time: Duration) -> Result<()> {
+        let expected_alerts = 2 * self.settings.transfers as i64;
+        let recorded = self
+            .alerts
+            .wait("e2e-", expected_alerts, self.settings.timeout)
+            .await?;
+        ensure!(
+            recorded.count == expected_alerts,
+            "notification-service recorded {} of {expected_alerts} alerts",
+            recorded.count
+        );
+        let last_alert = recorded
+            .last
+            .map_or(0.0, |t| seconds_between(wall_start, t));
+        println!(
+            "  alerts:         {} recorded, the last {last_alert:.3} s after the first request ({:+.3} s after the last outcome)",
+            recorded.count,
+            last_alert - total_time.as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Phase 3: Paced, valid transfers only: their request → outcome latency.
+    async fn paced(&mut self, random: &mut Lcg) -> Result<Latency> {
+        let settings = self.settings;
+        println!(
+            "paced: {} transfers/s for {} s, one task per request",
+            settings.rate, settings.paced_secs
+        );
+        let batch = transfers("pc-", settings.paced_transfers(), settings.accounts, random);
+        let wanted = ids(&batch);
+        let sent = load::paced(&self.client, &self.tx_url, batch, settings.rate).await;
+        let outcomes = self.clock.wait_for(&wanted, settings.timeout).await;
+        ensure!(
+            outcomes.len() == wanted.len(),
+            "paced: {} of {} outcomes",
+            outcomes.len(),
+            wanted.len()
+        );
+        let paced_latency = Latency::of(&sent, &outcomes);
+        println!("  request → outcome: {paced_latency}");
+        Ok(paced_latency)
+    }
+
+    /// Phase 4: Paced, with transfers to accounts that do not exist among them: the latency of the
+    /// others, and how the unknown ones failed.
+    async fn paced_with_unknown(&mut self, random: &mut Lcg) -> Result<WithUnknown> {
+        let settings = self.settings;
+        let paced_count = settings.paced_transfers();
+        println!(
+            "paced with {} transfers to unknown accounts among {paced_count}",
+            settings.unknown
+        );
+        let mut batch = transfers("pu-", paced_count, settings.accounts, random);
+        let ghosts = plant_ghosts(&mut batch, settings.unknown);
+        let valid: Vec<String> = ids(&batch)
+            .into_iter()
+            .filter(|id| !ghosts.contains(id))
+            .collect();
+        let sent = load::paced(&self.client, &self.tx_url, batch, settings.rate).await;
+        let outcomes = self.clock.wait_for(&valid, settings.timeout).await;
+        ensure!(
+            outcomes.len() == valid.len(),
+            "paced with unknown accounts: {} of {} outcomes",
+            outcomes.len(),
+            valid.len()
+        );
+        let valid_sent: Vec<_> = sent
+            .iter()
+            .filter(|s| !ghosts.contains(&s.id))
+            .cloned()
+            .collect();
+        let with_unknown = Latency::of(&valid_sent, &outcomes);
+        println!("  valid transfers, request → outcome: {with_unknown}");
+        let ghost_outcomes = self.clock.wait_for(&ghosts, settings.timeout).await;
+        let unknown_failed = ghost_outcomes
+            .values()
+            .filter(|a| a.payload["reason"] == "unknown_account")
+            .count();
+        println!(
+            "  transfers to unknown accounts: {unknown_failed} of {} failed with unknown_account ({})",
+            ghosts.len(),
+            Latency::of(&sent, &ghost_outcomes)
+        );
+        Ok(WithUnknown {
+            ghosts: ghosts.len(),
+            latency: with_unknown,
+        })
+    }
+}
+
+/// Replaces `unknown` transfers of `batch`, spread evenly, by transfers to accounts that do not
+/// exist; returns their ids.
+fn plant_ghosts(batch: &mut [Transfer], unknown: usize) -> Vec<String> {
+    let paced_count = batch.len();
+    let mut ghosts = Vec::new();
+    for k in 0..unknown.min(paced_count) {
+        let slot = (k * paced_count) / unknown.max(1) + paced_count / (2 * unknown.max(1));
+        let id = format!("ghost-t{k}");
+        batch[slot.min(paced_count - 1)] = Transfer {
+            body: json!({"from": "bench-0", "to": format!("ghost-{k}"), "amount": "1.00", "transactionId": id}),
+            id: id.clone(),
+        };
+        ghosts.push(id);
+    }
+    ghosts
+}
+
+/// The size of a real `transaction.requested` record (the warm-up transfer's): key + payload +
+/// headers.
+async fn record_size(stack: &Stack) -> Result<usize> {
     let is_warm_up = |r: &platform::Record| {
         serde_json::from_slice::<serde_json::Value>(&r.payload)
             .is_ok_and(|v| v["transactionId"] == "warm-0")
@@ -229,8 +490,15 @@ async fn run(settings: &Settings, stack: &mut Stack) -> Result<()> {
         sample.headers.len(),
         record_size - sample.payload.len()
     );
+    Ok(record_size)
+}
 
-    // 1. The raw ceiling.
+/// Phase 1: The raw ceiling: Kafka's own perf tools with records of `record_size` bytes.
+async fn raw_ceiling(
+    settings: &Settings,
+    stack: &Stack,
+    record_size: usize,
+) -> Result<ceiling::Ceiling> {
     println!(
         "Kafka's own perf tools: {} records of {record_size} bytes, acks=all, {} partitions",
         settings.ceiling_records, settings.partitions
@@ -246,151 +514,11 @@ async fn run(settings: &Settings, stack: &mut Stack) -> Result<()> {
         "  producer {:.0} records/s (its p99 send latency {:.0} ms), consumer {:.0} records/s",
         ceiling.produced_per_s, ceiling.produce_p99_ms, ceiling.consumed_per_s
     );
-    let setup_alerts = alerts
-        .wait("fund-", settings.accounts as i64, settings.timeout)
-        .await?;
-    ensure!(
-        setup_alerts.count == settings.accounts as i64,
-        "set-up alerts: {setup_alerts:?}"
-    );
+    Ok(ceiling)
+}
 
-    // 2. End to end at N clients.
-    let mut random = Lcg::new(7);
-    let batch = transfers("e2e-", settings.transfers, settings.accounts, &mut random);
-    let wanted = ids(&batch);
-    println!(
-        "end to end: {} transfers, {} concurrent clients",
-        settings.transfers, settings.concurrency
-    );
-    let wall_start = SystemTime::now();
-    let start = Instant::now();
-    let sent = load::closed_loop(&client, &tx_url, batch, settings.concurrency).await;
-    let accept_time = sent
-        .iter()
-        .map(|s| s.answered)
-        .max()
-        .map_or(Duration::ZERO, |t| t - start);
-    let rejected = sent.iter().filter(|s| s.status != 202).count();
-    ensure!(
-        rejected == 0,
-        "{rejected} of {} requests not accepted",
-        sent.len()
-    );
-    let outcomes = clock.wait_for(&wanted, settings.timeout).await;
-    ensure!(
-        outcomes.len() == wanted.len(),
-        "only {} of {} transfers have an outcome after {:?}",
-        outcomes.len(),
-        wanted.len(),
-        settings.timeout
-    );
-    let failed = outcomes
-        .values()
-        .filter(|a| a.topic != "transaction.processed")
-        .count();
-    ensure!(failed == 0, "{failed} transfers failed");
-    let total_time = outcomes
-        .values()
-        .map(|a| a.at)
-        .max()
-        .map_or(Duration::ZERO, |t| t - start);
-    let e2e_latency = Latency::of(&sent, &outcomes);
-    let e2e_rate = settings.transfers as f64 / total_time.as_secs_f64();
-    let http_rate = settings.transfers as f64 / accept_time.as_secs_f64();
-    println!(
-        "  HTTP accepted:  {http_rate:.0} requests/s ({:.2} s)",
-        accept_time.as_secs_f64()
-    );
-    println!(
-        "  end to end:     {e2e_rate:.0} transfers/s ({:.2} s from the first request to the last outcome)",
-        total_time.as_secs_f64()
-    );
-    println!("  request → outcome: {e2e_latency}");
-    let expected_alerts = 2 * settings.transfers as i64;
-    let recorded = alerts
-        .wait("e2e-", expected_alerts, settings.timeout)
-        .await?;
-    ensure!(
-        recorded.count == expected_alerts,
-        "notification-service recorded {} of {expected_alerts} alerts",
-        recorded.count
-    );
-    let last_alert = recorded
-        .last
-        .map_or(0.0, |t| seconds_between(wall_start, t));
-    println!(
-        "  alerts:         {} recorded, the last {last_alert:.3} s after the first request ({:+.3} s after the last outcome)",
-        recorded.count,
-        last_alert - total_time.as_secs_f64()
-    );
-
-    // 3. Paced, valid transfers only.
-    let paced_count = settings.paced_transfers();
-    println!(
-        "paced: {} transfers/s for {} s, one task per request",
-        settings.rate, settings.paced_secs
-    );
-    let batch = transfers("pc-", paced_count, settings.accounts, &mut random);
-    let wanted = ids(&batch);
-    let sent = load::paced(&client, &tx_url, batch, settings.rate).await;
-    let outcomes = clock.wait_for(&wanted, settings.timeout).await;
-    ensure!(
-        outcomes.len() == wanted.len(),
-        "paced: {} of {} outcomes",
-        outcomes.len(),
-        wanted.len()
-    );
-    let paced_latency = Latency::of(&sent, &outcomes);
-    println!("  request → outcome: {paced_latency}");
-
-    // 4. Paced, with transfers to accounts that do not exist among them.
-    println!(
-        "paced with {} transfers to unknown accounts among {paced_count}",
-        settings.unknown
-    );
-    let mut batch = transfers("pu-", paced_count, settings.accounts, &mut random);
-    let mut ghosts = Vec::new();
-    for k in 0..settings.unknown.min(paced_count) {
-        let slot = (k * paced_count) / settings.unknown.max(1)
-            + paced_count / (2 * settings.unknown.max(1));
-        let id = format!("ghost-t{k}");
-        batch[slot.min(paced_count - 1)] = Transfer {
-            body: json!({"from": "bench-0", "to": format!("ghost-{k}"), "amount": "1.00", "transactionId": id}),
-            id: id.clone(),
-        };
-        ghosts.push(id);
-    }
-    let valid: Vec<String> = ids(&batch)
-        .into_iter()
-        .filter(|id| !ghosts.contains(id))
-        .collect();
-    let sent = load::paced(&client, &tx_url, batch, settings.rate).await;
-    let outcomes = clock.wait_for(&valid, settings.timeout).await;
-    ensure!(
-        outcomes.len() == valid.len(),
-        "paced with unknown accounts: {} of {} outcomes",
-        outcomes.len(),
-        valid.len()
-    );
-    let valid_sent: Vec<_> = sent
-        .iter()
-        .filter(|s| !ghosts.contains(&s.id))
-        .cloned()
-        .collect();
-    let with_unknown = Latency::of(&valid_sent, &outcomes);
-    println!("  valid transfers, request → outcome: {with_unknown}");
-    let ghost_outcomes = clock.wait_for(&ghosts, settings.timeout).await;
-    let unknown_failed = ghost_outcomes
-        .values()
-        .filter(|a| a.payload["reason"] == "unknown_account")
-        .count();
-    println!(
-        "  transfers to unknown accounts: {unknown_failed} of {} failed with unknown_account ({})",
-        ghosts.len(),
-        Latency::of(&sent, &ghost_outcomes)
-    );
-
-    println!();
+/// Each service's peak memory and CPU time.
+fn print_resources(stack: &Stack) {
     for (name, service) in &stack.services {
         let memory = service.peak_memory_kib().map_or("?".to_string(), |kib| {
             format!("{:.1} MiB", kib as f64 / 1024.0)
@@ -400,23 +528,6 @@ async fn run(settings: &Settings, stack: &mut Stack) -> Result<()> {
             .map_or("?".to_string(), |t| format!("{:.1} s", t.as_secs_f64()));
         println!("{name:<21} peak memory (VmHWM) {memory:>9}, CPU time {cpu:>7}");
     }
-    let ceiling_rate = ceiling.records_per_s();
-    println!(
-        "bench: e2e_transfers_per_s={e2e_rate:.0} http_req_per_s={http_rate:.0} p50_ms={:.1} p99_ms={:.1} paced_p99_ms={:.1} kafka_ceiling_records_per_s={ceiling_rate:.0} ratio={:.4}",
-        e2e_latency.p50,
-        e2e_latency.p99,
-        paced_latency.p99,
-        e2e_rate / ceiling_rate
-    );
-    println!(
-        "bench_unknown_accounts: unknown={} paced_p99_ms={:.1} paced_p99_with_unknown_ms={:.1} paced_max_ms={:.1} paced_max_with_unknown_ms={:.1}",
-        ghosts.len(),
-        paced_latency.p99,
-        with_unknown.p99,
-        paced_latency.max,
-        with_unknown.max
-    );
-    Ok(())
 }
 
 /// Deletes the stack's topics (its unique prefix) from the shared broker.

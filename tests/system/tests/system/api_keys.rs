@@ -73,6 +73,7 @@ async fn status_of(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_route_needs_a_key_of_the_right_scope() {
+    let _turn = crate::exclusive().await;
     let keys = format!("ops:write:{WRITE_KEY},dash:read:{READ_KEY}");
     let stack = Stack::start(&[("API_KEYS", keys.as_str()), ("LOG_FORMAT", "json")]).await;
     let console = stack

@@ -9,8 +9,7 @@ use std::time::Duration;
 use platform::testing::eventually;
 use serde_json::json;
 use system_tests::{
-    balances, get, post, read_outcomes, settled_mail, transaction_backlog, try_post, Lcg, Stack,
-    Verdict,
+    balances, get, post, settled_mail, transaction_backlog, try_post, Lcg, Stack, Verdict,
 };
 
 const CUSTOMERS: usize = 6;
@@ -19,6 +18,7 @@ const DEPOSIT_MINOR: i64 = 50_000; // 500.00
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
+    let _turn = crate::exclusive().await;
     let mut stack = Stack::start(&[]).await;
     let client = reqwest::Client::new();
     let customers_url = format!("{}/app/customers", stack.url("customer-service"));
@@ -113,14 +113,7 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
     }
 
     // Exactly one outcome per request (a re-published event keeps its id).
-    let outcomes = read_outcomes(
-        &stack.kafka,
-        requests.len(),
-        Duration::from_secs(120),
-        Duration::from_secs(3),
-    )
-    .await;
-    let verdict = Verdict::judge(requests.keys(), &outcomes);
+    let verdict = Verdict::read(&stack.kafka, requests.keys(), Duration::from_secs(120)).await;
     verdict.assert_one_outcome_each();
     assert_eq!(
         verdict.failures.keys().collect::<Vec<_>>(),

@@ -81,6 +81,7 @@ async fn seed_flow_over(mechanism: SaslMechanism) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_flow_runs_over_sasl_ssl_with_plain_and_scram() {
+    let _turn = crate::shared().await;
     seed_flow_over(SaslMechanism::Plain).await;
     seed_flow_over(SaslMechanism::ScramSha512).await;
     summary_line("sasl_ssl: seed flow passed (PLAIN, SCRAM-SHA-512)");
@@ -88,6 +89,7 @@ async fn the_seed_flow_runs_over_sasl_ssl_with_plain_and_scram() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_stops_the_service_at_start_up_with_the_authentication_error() {
+    let _turn = crate::shared().await;
     let local = LocalKafka::load();
     for mechanism in [SaslMechanism::Plain, SaslMechanism::ScramSha512] {
         let right = local.isolated_sasl_ssl(mechanism);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use platform::testing::{eventually, summary_line};
 use serde_json::{json, Value};
 use system_tests::{
-    balances, read_outcomes, register_customer, settled_mail, try_post, wait_accounts, Lcg,
-    OutcomeClock, Stack, Verdict,
+    balances, register_accounts, settled_mail, try_post, wait_accounts, Lcg, OutcomeClock, Stack,
+    Verdict,
 };
 
 const CUSTOMERS: usize = 12;
@@ -108,6 +108,7 @@ async fn lease(url: &str) -> Option<(u32, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
+    let _turn = crate::exclusive().await;
     if !std::env::var("TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres")) {
         println!(
             "skipped: replicas share a PostgreSQL database (set TEST_DATABASE_URL); \
@@ -118,13 +119,7 @@ async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
     let mut stack = Stack::start_for_replicas().await;
     let client = reqwest::Client::new();
     let accounts: Vec<String> = (0..CUSTOMERS).map(|n| format!("r-{n:02}")).collect();
-    for id in &accounts {
-        let (status, body) = register_customer(&client, &stack, id)
-            .await
-            .expect("customer-service answers");
-        assert_eq!(status, 201, "{body}");
-    }
-    wait_accounts(&client, &stack, &accounts, Duration::from_secs(60)).await;
+    register_accounts(&client, &stack, &accounts).await;
     let mut clock = OutcomeClock::start(&stack.kafka);
     let deposits: Vec<Value> = accounts
         .iter()
@@ -214,14 +209,7 @@ async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
     // The killed ledger replica comes back (the checks below ask the first one).
     stack.replica("transaction-service", victim).start().await;
 
-    let outcomes = read_outcomes(
-        &stack.kafka,
-        requests.len(),
-        TIMEOUT,
-        Duration::from_secs(3),
-    )
-    .await;
-    let verdict = Verdict::judge(&requests, &outcomes);
+    let verdict = Verdict::read(&stack.kafka, &requests, TIMEOUT).await;
     verdict.assert_one_outcome_each();
     let actual = balances(&client, &stack, &accounts).await;
     let expected: BTreeMap<String, i64> = accounts

@@ -34,6 +34,7 @@ fn leaks(what: &str, text: &str, markers: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_and_no_personal_data_reaches_logs_metrics_documents_or_errors() {
+    let _turn = crate::shared().await;
     let local = LocalKafka::load();
     let kafka = local.isolated_sasl_ssl(SaslMechanism::Plain);
     let kafka_password = local.plain_password.expose().to_string();

@@ -19,8 +19,8 @@ use futures::StreamExt;
 use platform::testing::{eventually, produce_raw, read_topic};
 use serde_json::{json, Value};
 use system_tests::{
-    balances, get, read_outcomes, register_customer, settled_mail, transaction_backlog, try_post,
-    wait_accounts, Lcg, Stack, Verdict,
+    balances, get, register_customer, settled_mail, transaction_backlog, try_post, wait_accounts,
+    Lcg, Stack, Verdict,
 };
 
 /// How long an attempt owns a delivery in these runs: a resend after a crash comes this soon.
@@ -326,14 +326,7 @@ async fn run_point(point: Point, seed: u64) -> Report {
     }
 
     // Every request has exactly one distinct outcome.
-    let outcomes = read_outcomes(
-        &stack.kafka,
-        requests.len(),
-        Duration::from_secs(120),
-        Duration::from_secs(3),
-    )
-    .await;
-    let verdict = Verdict::judge(requests.keys(), &outcomes);
+    let verdict = Verdict::read(&stack.kafka, requests.keys(), Duration::from_secs(120)).await;
     assert!(verdict.unknown.is_empty(), "{:?}", verdict.unknown);
     let unexpected: Vec<&String> = verdict
         .failures
@@ -411,6 +404,7 @@ async fn run_point(point: Point, seed: u64) -> Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_crash_point_loses_and_duplicates_nothing() {
+    let _turn = crate::exclusive().await;
     let only: Option<Vec<String>> = std::env::var("EMS_CRASH_POINTS")
         .ok()
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());

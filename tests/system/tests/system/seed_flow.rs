@@ -9,6 +9,7 @@ use system_tests::{get, seed_flow, Stack, SEED_CUSTOMERS, SEED_EMAILS, SERVICES}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_flow_end_to_end() {
+    let _turn = crate::shared().await;
     let mut stack = Stack::start(&[]).await;
     let client = reqwest::Client::new();
     seed_flow(&client, &stack).await;

@@ -11,6 +11,7 @@ use system_tests::chaos::{self, ChaosSettings, Controls};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_short_fixed_seed_chaos_run_loses_and_duplicates_nothing() {
+    let _turn = crate::exclusive().await;
     if !std::env::var("TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres")) {
         println!(
             "skipped: the chaos run needs replicas sharing a PostgreSQL database \

@@ -12,8 +12,8 @@ use futures::StreamExt;
 use platform::testing::eventually;
 use serde_json::{json, Value};
 use system_tests::{
-    balances, committed_total, count_rows, read_outcomes, register_customer, settled_mail,
-    try_post, wait_accounts, Lcg, Stack, Verdict,
+    balances, committed_total, count_rows, register_accounts, settled_mail, try_post, Lcg, Stack,
+    Verdict,
 };
 
 const CUSTOMERS: usize = 4;
@@ -22,17 +22,12 @@ const TRANSFERS: usize = 1500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
+    let _turn = crate::exclusive().await;
     let mut stack = Stack::start(&[]).await;
     let client = reqwest::Client::new();
     let transactions_url = format!("{}/transactions", stack.url("transaction-service"));
     let accounts: Vec<String> = (0..CUSTOMERS).map(|n| format!("acct-{n}")).collect();
-    for id in &accounts {
-        let (status, body) = register_customer(&client, &stack, id)
-            .await
-            .expect("answer");
-        assert_eq!(status, 201, "{body}");
-    }
-    wait_accounts(&client, &stack, &accounts, Duration::from_secs(60)).await;
+    register_accounts(&client, &stack, &accounts).await;
 
     let mut bodies: Vec<Value> = accounts
         .iter()
@@ -158,14 +153,7 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
         assert_eq!(status, 202, "{body}: {answer}");
     }
 
-    let outcomes = read_outcomes(
-        &stack.kafka,
-        ids.len(),
-        Duration::from_secs(120),
-        Duration::from_secs(3),
-    )
-    .await;
-    let verdict = Verdict::judge(&ids, &outcomes);
+    let verdict = Verdict::read(&stack.kafka, &ids, Duration::from_secs(120)).await;
     verdict.assert_one_outcome_each();
     assert_eq!(verdict.copies, 0, "an outcome was published twice");
     let actual = balances(&client, &stack, &accounts).await;

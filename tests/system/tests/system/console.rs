@@ -33,6 +33,7 @@ return {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_the_seed_flow_live_in_a_browser() {
+    let _turn = crate::exclusive().await;
     let stack = Stack::start(&[("API_KEYS", KEY)]).await;
     let console = stack
         .start_console(&[("API_KEYS", KEY), ("CONSOLE_API_KEY", KEY)])

@@ -1,0 +1,148 @@
+//! Calling the services over HTTP: JSON requests, customers and accounts, balances.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use platform::testing::eventually;
+
+use crate::verdict::minor;
+use crate::Stack;
+
+/// POSTs JSON and returns the status and the JSON body.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = client
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// GETs JSON and returns the status and the JSON body.
+pub async fn get(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// POSTs JSON to a service that may crash meanwhile: the status and JSON body, or the transport
+/// error (no answer).
+pub async fn try_post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(u16, serde_json::Value), reqwest::Error> {
+    let response = client.post(url).json(body).send().await?;
+    let status = response.status().as_u16();
+    Ok((
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// Registers customer `id` (name and e-mail derived from it); `Err` when no answer came.
+pub async fn register_customer(
+    client: &reqwest::Client,
+    stack: &Stack,
+    id: &str,
+) -> Result<(u16, serde_json::Value), reqwest::Error> {
+    try_post(
+        client,
+        &format!("{}/app/customers", stack.url("customer-service")),
+        &serde_json::json!({"id": id, "name": format!("Customer {id}"), "email": email(id)}),
+    )
+    .await
+}
+
+/// The e-mail address of customer `id`.
+pub fn email(id: &str) -> String {
+    format!("{id}@example.com")
+}
+
+/// Waits until transaction-service has opened every account in `ids`; panics after `timeout`.
+pub async fn wait_accounts(
+    client: &reqwest::Client,
+    stack: &Stack,
+    ids: &[String],
+    timeout: Duration,
+) {
+    for id in ids {
+        let url = format!("{}/accounts/{id}", stack.url("transaction-service"));
+        assert!(wait_ok(client, &url, timeout).await, "account {id} opened");
+    }
+}
+
+/// Registers customers `ids` (each must be created: 201) and waits until transaction-service has
+/// opened their accounts (up to 60 s each).
+pub async fn register_accounts(client: &reqwest::Client, stack: &Stack, ids: &[String]) {
+    for id in ids {
+        let (status, body) = register_customer(client, stack, id)
+            .await
+            .expect("customer-service answers");
+        assert_eq!(status, 201, "{body}");
+    }
+    wait_accounts(client, stack, ids, Duration::from_secs(60)).await;
+}
+
+/// Sends `GET url` until it answers with a success status; false when none came within
+/// `timeout`.
+pub async fn wait_ok(client: &reqwest::Client, url: &str, timeout: Duration) -> bool {
+    eventually(timeout, || {
+        let request = client.get(url).send();
+        async move {
+            request
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        }
+    })
+    .await
+    .is_some()
+}
+
+/// Balances of `accounts` in minor units, as transaction-service reports them.
+pub async fn balances(
+    client: &reqwest::Client,
+    stack: &Stack,
+    accounts: &[String],
+) -> BTreeMap<String, i64> {
+    let mut balances = BTreeMap::new();
+    for account in accounts {
+        let url = format!("{}/accounts/{account}", stack.url("transaction-service"));
+        let (status, body) = get(client, &url).await;
+        assert_eq!(status, 200, "{account}: {body}");
+        balances.insert(
+            account.clone(),
+            minor(body["balance"].as_str().expect("balance")),
+        );
+    }
+    balances
+}
+
+/// The balance of `account`, as transaction-service reports it.
+pub async fn balance(client: &reqwest::Client, stack: &Stack, account: &str) -> String {
+    let (status, body) = get(
+        client,
+        &format!("{}/accounts/{account}", stack.url("transaction-service")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["balance"].as_str().expect("balance").to_string()
+}
