@@ -27,6 +27,16 @@ const SERVICES: [&str; 3] = [
     "notification-service",
 ];
 
+/// `cargo xtask api-fuzz`: the step alone, against the local broker (started when needed);
+/// prints the counts and returns the exit code (1 when a service failed).
+pub fn run_alone() -> Result<i32> {
+    let kafka = crate::kafka::Kafka::from_env()?;
+    kafka.start()?;
+    let counts = run(&kafka.ports().brokers())?;
+    println!("{} passed, {} failed", counts.passed, counts.failed);
+    Ok(i32::from(counts.failed > 0))
+}
+
 /// Runs schemathesis against each service; one count per service.
 pub fn run(brokers: &str) -> Result<Counts> {
     println!("\n=== API fuzzing: schemathesis {VERSION} --checks all ===");

@@ -24,14 +24,7 @@ pub fn run(use_postgres: bool) -> Result<()> {
     apt::ensure_with_kafka(&packages)?;
 
     println!("building the services and the benchmark in release mode…");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(&cargo);
-    build
-        .args(["build", "--release"])
-        .args(["-p", "customer-service", "-p", "transaction-service"])
-        .args(["-p", "notification-service", "-p", "system-tests", "--bins"])
-        .current_dir(paths::repo_root());
-    process::run_visible(&mut build)?;
+    stack::build_with_system_tests(&["--release"])?;
 
     let broker = kafka::Kafka::from_env()?;
     let started = broker.start()?;
@@ -67,9 +60,7 @@ pub fn run(use_postgres: bool) -> Result<()> {
     let status = bench.status().context("starting the benchmark");
 
     if let Some((pg, true)) = &cluster {
-        if let Err(e) = pg.stop() {
-            eprintln!("warning: {e:#}");
-        }
+        process::warn(pg.stop());
     }
     if !started.already_running {
         broker.stop()?;

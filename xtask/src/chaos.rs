@@ -6,6 +6,7 @@
 //! during the run only when this command started the cluster (a cluster that was already running
 //! may serve others). The services' logs are kept in `<cache>/chaos/<seed>/`.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
@@ -44,73 +45,25 @@ pub fn postgres_restart() -> Result<()> {
 
 /// Runs the chaos; returns the exit code (non-zero when an invariant broke).
 pub fn run(seed: Option<u64>, secs: Option<u64>) -> Result<i32> {
-    let mut packages = vec!["python3-aiosmtpd", "postgresql"];
-    if !process::on_path("java") {
-        packages.push("openjdk-17-jre-headless");
-    }
-    if !process::on_path("mvn") {
-        packages.push("maven");
-    }
-    apt::ensure(&packages)?;
+    apt::ensure_with_kafka(&["python3-aiosmtpd", "postgresql"])?;
 
     println!("building the services and the chaos client…");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(&cargo);
     // With the platform features `cargo test` builds the services with: the binaries in the
     // target folder stay the ones the system tests expect (crash points compiled in).
-    build
-        .args([
-            "build",
-            "-p",
-            "customer-service",
-            "-p",
-            "transaction-service",
-        ])
-        .args(["-p", "notification-service", "-p", "system-tests", "--bins"])
-        .args(["--features", "platform/testing,platform/failpoints"])
-        .current_dir(paths::repo_root());
-    process::run_visible(&mut build)?;
+    stack::build_with_system_tests(&["--features", "platform/testing,platform/failpoints"])?;
 
     let kafka = broker();
     let started = kafka.start()?;
     let pg = Postgres::locate()?;
     let ours = pg.start()?;
 
-    let xtask = std::env::current_exe().context("locating xtask")?;
-    let xtask = xtask.to_string_lossy().into_owned();
-    let control = |args: &[&str]| {
-        let mut command = vec![xtask.clone()];
-        command.extend(args.iter().map(|a| a.to_string()));
-        serde_json::to_string(&command).unwrap_or_default()
-    };
-    let bin_dir = stack::target_dir()?.join("debug");
-    let seed = seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64 % 1_000_000)
-            .unwrap_or(1)
-    });
+    let seed = seed.unwrap_or_else(seed_from_clock);
     let logs = paths::cache_root().join("chaos").join(seed.to_string());
-    let mut chaos = Command::new(bin_dir.join("chaos"));
-    chaos
-        .env("EMS_BIN_DIR", &bin_dir)
-        .env("EMS_KAFKA_ENV", paths::absolute(started.env_file.clone()))
-        .env("TEST_DATABASE_URL", postgres::url())
-        .env("CHAOS_SEED", seed.to_string())
-        .env("EMS_LOG_DIR", &logs)
-        .env("EMS_CHAOS_BROKER_STOP", control(&["chaos-broker", "stop"]))
-        .env(
-            "EMS_CHAOS_BROKER_START",
-            control(&["chaos-broker", "start"]),
-        )
-        .current_dir(paths::repo_root());
-    if let Some(secs) = secs {
-        chaos.env("CHAOS_SECS", secs.to_string());
-    }
+    let mut chaos = chaos_command(seed, secs, &started.env_file, &logs)?;
     if ours {
         chaos.env(
             "EMS_CHAOS_PG_RESTART",
-            control(&["chaos-postgres", "restart"]),
+            control_command(&["chaos-postgres", "restart"])?,
         );
     } else {
         println!(
@@ -122,13 +75,51 @@ pub fn run(seed: Option<u64>, secs: Option<u64>) -> Result<i32> {
     println!("the services' logs: {}", logs.display());
 
     if ours {
-        if let Err(e) = pg.stop() {
-            eprintln!("warning: {e:#}");
-        }
+        process::warn(pg.stop());
     }
-    if let Err(e) = kafka.stop() {
-        eprintln!("warning: {e:#}");
-    }
+    process::warn(kafka.stop());
     let status = status?;
     Ok(status.code().unwrap_or(1))
+}
+
+/// A seed when none is given: the clock's nanoseconds, below a million.
+fn seed_from_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64 % 1_000_000)
+        .unwrap_or(1)
+}
+
+/// The chaos client (`tests/system/src/bin/chaos/`), with the run's settings and the commands
+/// it runs for the broker faults.
+fn chaos_command(seed: u64, secs: Option<u64>, kafka_env: &Path, logs: &Path) -> Result<Command> {
+    let bin_dir = stack::target_dir()?.join("debug");
+    let mut chaos = Command::new(bin_dir.join("chaos"));
+    chaos
+        .env("EMS_BIN_DIR", &bin_dir)
+        .env("EMS_KAFKA_ENV", paths::absolute(kafka_env.to_path_buf()))
+        .env("TEST_DATABASE_URL", postgres::url())
+        .env("CHAOS_SEED", seed.to_string())
+        .env("EMS_LOG_DIR", logs)
+        .env(
+            "EMS_CHAOS_BROKER_STOP",
+            control_command(&["chaos-broker", "stop"])?,
+        )
+        .env(
+            "EMS_CHAOS_BROKER_START",
+            control_command(&["chaos-broker", "start"])?,
+        )
+        .current_dir(paths::repo_root());
+    if let Some(secs) = secs {
+        chaos.env("CHAOS_SECS", secs.to_string());
+    }
+    Ok(chaos)
+}
+
+/// This xtask with `args`, as the JSON array of strings the chaos client runs.
+fn control_command(args: &[&str]) -> Result<String> {
+    let xtask = std::env::current_exe().context("locating xtask")?;
+    let mut command = vec![xtask.to_string_lossy().into_owned()];
+    command.extend(args.iter().map(|a| a.to_string()));
+    Ok(serde_json::to_string(&command).unwrap_or_default())
 }

@@ -62,28 +62,31 @@ impl Http {
     }
 
     fn get(&self, url: &str) -> Result<(u16, Value)> {
-        let mut resp = self
+        let resp = self
             .agent
             .get(url)
             .header("Authorization", api_key_header())
             .call()
             .with_context(|| format!("GET {url}"))?;
-        let status = resp.status().as_u16();
-        let body = resp.body_mut().read_to_string().unwrap_or_default();
-        Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+        Ok(answer(resp))
     }
 
     fn post(&self, url: &str, body: &Value) -> Result<(u16, Value)> {
-        let mut resp = self
+        let resp = self
             .agent
             .post(url)
             .header("Authorization", api_key_header())
             .send_json(body)
             .with_context(|| format!("POST {url}"))?;
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        Ok(answer(resp))
     }
+}
+
+/// The status and JSON body of an answer (`null` when the body is not JSON).
+fn answer(mut resp: ureq::http::Response<ureq::Body>) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 /// `Bearer <first write key>` when `API_KEYS` is set (the services then require a key for
@@ -111,8 +114,6 @@ pub fn run() -> Result<()> {
 /// from the local broker (`EMS_KAFKA_*` ports). Fails unless both accounts open, the deposit and
 /// the transfer are processed, the overdraft fails, and each customer's welcome e-mail is sent.
 pub fn flow(at: &Endpoints, timeline: bool) -> Result<Outcome> {
-    let (customers_url, transactions_url, notifications_url) =
-        (&at.customers, &at.transactions, &at.notifications);
     let http = Http::new();
     let started_ms = now_ms().saturating_sub(1000);
     let suffix = process::random_string(6, b"abcdefghijklmnopqrstuvwxyz0123456789")?;
@@ -120,22 +121,57 @@ pub fn flow(at: &Endpoints, timeline: bool) -> Result<Outcome> {
     let bob = format!("bob-{suffix}");
 
     println!("\n1. customers");
-    for (id, name) in [(&alice, "Alice Example"), (&bob, "Bob Example")] {
+    create_customers(&http, at, [&alice, &bob])?;
+
+    println!("\n2. transactions");
+    transactions(&http, &at.transactions, &alice, &bob)?;
+    for id in [&alice, &bob] {
+        let (_, v) = http.get(&format!("{}/accounts/{id}", at.transactions))?;
+        println!("   GET /accounts/{id} -> {v}");
+    }
+
+    if timeline {
+        println!("\n3. event timeline (from Kafka)");
+        let keys: BTreeSet<String> = [alice.clone(), bob.clone()].into_iter().collect();
+        match read_timeline(started_ms, &keys) {
+            Ok(lines) if lines.is_empty() => println!("   (no events found)"),
+            Ok(lines) => lines.iter().for_each(|l| println!("   {l}")),
+            Err(e) => println!("   (could not read the topics: {e:#})"),
+        }
+    }
+
+    println!("\n4. notifications");
+    let mut total = 0;
+    for id in [&alice, &bob] {
+        total += notifications(&http, &at.notifications, id)?;
+    }
+    Ok(Outcome {
+        customers: [alice, bob],
+        notifications: total,
+    })
+}
+
+/// Creates the two customers and waits until transaction-service has opened their accounts.
+fn create_customers(http: &Http, at: &Endpoints, ids: [&String; 2]) -> Result<()> {
+    for (id, name) in ids.into_iter().zip(["Alice Example", "Bob Example"]) {
         let body = json!({ "id": id, "name": name, "email": format!("{id}@example.com") });
-        let (status, answer) = http.post(&format!("{customers_url}/app/customers"), &body)?;
+        let (status, answer) = http.post(&format!("{}/app/customers", at.customers), &body)?;
         if status != 201 && status != 200 {
             bail!("POST /app/customers answered {status}: {answer}");
         }
         println!("   POST /app/customers {body} -> {status}");
     }
-    for id in [&alice, &bob] {
+    for id in ids {
         wait_for(&format!("account {id}"), Duration::from_secs(60), || {
-            Ok(http.get(&format!("{transactions_url}/accounts/{id}"))?.0 == 200)
+            Ok(http.get(&format!("{}/accounts/{id}", at.transactions))?.0 == 200)
         })?;
     }
     println!("   transaction-service opened both accounts (from Customer.created)");
+    Ok(())
+}
 
-    println!("\n2. transactions");
+/// A deposit to `alice`, a transfer to `bob` and an overdraft back, each waited for and checked.
+fn transactions(http: &Http, transactions_url: &str, alice: &str, bob: &str) -> Result<()> {
     let flows = [
         (
             "deposit",
@@ -153,7 +189,6 @@ pub fn flow(at: &Endpoints, timeline: bool) -> Result<Outcome> {
             "failed",
         ),
     ];
-    let mut transaction_ids = BTreeSet::new();
     for (label, body, expected) in flows {
         let (status, answer) = http.post(&format!("{transactions_url}/transactions"), &body)?;
         if status != 202 {
@@ -163,18 +198,7 @@ pub fn flow(at: &Endpoints, timeline: bool) -> Result<Outcome> {
             .as_str()
             .context("no transactionId in the answer")?
             .to_string();
-        transaction_ids.insert(id.clone());
-        let mut view = Value::Null;
-        wait_for(
-            &format!("transaction {id}"),
-            Duration::from_secs(60),
-            || {
-                let (s, v) = http.get(&format!("{transactions_url}/transactions/{id}"))?;
-                let done = s == 200 && v["status"].as_str().is_some_and(|s| s != "requested");
-                view = v;
-                Ok(done)
-            },
-        )?;
+        let view = settled(http, transactions_url, &id)?;
         let outcome = match view["status"].as_str() {
             Some("failed") => format!(
                 "failed: {} ({})",
@@ -189,54 +213,53 @@ pub fn flow(at: &Endpoints, timeline: bool) -> Result<Outcome> {
             bail!("{label}: expected {expected}, got {outcome}");
         }
     }
-    for id in [&alice, &bob] {
-        let (_, v) = http.get(&format!("{transactions_url}/accounts/{id}"))?;
-        println!("   GET /accounts/{id} -> {v}");
-    }
+    Ok(())
+}
 
-    if timeline {
-        println!("\n3. event timeline (from Kafka)");
-        let keys: BTreeSet<String> = [alice.clone(), bob.clone()].into_iter().collect();
-        match read_timeline(started_ms, &keys) {
-            Ok(lines) if lines.is_empty() => println!("   (no events found)"),
-            Ok(lines) => lines.iter().for_each(|l| println!("   {l}")),
-            Err(e) => println!("   (could not read the topics: {e:#})"),
-        }
-    }
+/// Transaction `id` once it is no longer `requested`.
+fn settled(http: &Http, transactions_url: &str, id: &str) -> Result<Value> {
+    let mut view = Value::Null;
+    wait_for(
+        &format!("transaction {id}"),
+        Duration::from_secs(60),
+        || {
+            let (s, v) = http.get(&format!("{transactions_url}/transactions/{id}"))?;
+            let done = s == 200 && v["status"].as_str().is_some_and(|s| s != "requested");
+            view = v;
+            Ok(done)
+        },
+    )?;
+    Ok(view)
+}
 
-    println!("\n4. notifications");
-    let mut total = 0;
-    for id in [&alice, &bob] {
-        let url = format!("{notifications_url}/notifications?customerId={id}");
-        // Done when the list is non-empty and has not changed for two seconds.
-        let mut items = Vec::new();
-        let mut changed = Instant::now();
-        let _ = wait_for(
-            &format!("notifications of {id}"),
-            Duration::from_secs(30),
-            || {
-                let (s, v) = http.get(&url)?;
-                let now = list_of(&v);
-                if now.len() != items.len() {
-                    changed = Instant::now();
-                }
-                items = now;
-                Ok(s == 200 && welcome_sent(&items) && changed.elapsed() >= Duration::from_secs(2))
-            },
-        );
-        println!("   {id}: {} notification(s)", items.len());
-        for n in &items {
-            println!("     {}", summarize_notification(n));
-        }
-        if !welcome_sent(&items) {
-            bail!("no sent welcome e-mail for {id}");
-        }
-        total += items.len();
+/// Prints the notifications of customer `id` once they include a sent welcome e-mail and have
+/// settled; fails without one. Returns how many there are.
+fn notifications(http: &Http, notifications_url: &str, id: &str) -> Result<usize> {
+    let url = format!("{notifications_url}/notifications?customerId={id}");
+    // Done when the list is non-empty and has not changed for two seconds.
+    let mut items = Vec::new();
+    let mut changed = Instant::now();
+    let _ = wait_for(
+        &format!("notifications of {id}"),
+        Duration::from_secs(30),
+        || {
+            let (s, v) = http.get(&url)?;
+            let now = list_of(&v);
+            if now.len() != items.len() {
+                changed = Instant::now();
+            }
+            items = now;
+            Ok(s == 200 && welcome_sent(&items) && changed.elapsed() >= Duration::from_secs(2))
+        },
+    );
+    println!("   {id}: {} notification(s)", items.len());
+    for n in &items {
+        println!("     {}", summarize_notification(n));
     }
-    Ok(Outcome {
-        customers: [alice, bob],
-        notifications: total,
-    })
+    if !welcome_sent(&items) {
+        bail!("no sent welcome e-mail for {id}");
+    }
+    Ok(items.len())
 }
 
 /// The records of the business topics keyed by one of `keys`, since `since_ms`, oldest first.

@@ -41,53 +41,82 @@ pub enum Command {
     Replay { topic: String, selection: Selection },
 }
 
-/// Parses the arguments after `dlt`.
-pub fn parse(args: &[&str]) -> Result<Command> {
-    match args {
-        ["list"] => Ok(Command::List { topic: None }),
-        ["list", "--topic", topic] => Ok(Command::List {
-            topic: Some(dead_letters::dead_letter_topic(topic)),
-        }),
-        ["show", topic, partition, offset] => Ok(Command::Show {
-            topic: dead_letters::dead_letter_topic(topic),
-            partition: number(partition, "partition")?,
-            offset: number(offset, "offset")?,
-        }),
-        ["replay", topic, rest @ ..] => {
-            let all = rest.contains(&"--all");
-            let numbers: Vec<&str> = rest.iter().copied().filter(|a| *a != "--all").collect();
-            let selection = match (all, numbers.as_slice()) {
-                (true, []) => Selection::All { partition: None },
-                (true, [partition]) => Selection::All {
-                    partition: Some(number(partition, "partition")?),
-                },
-                (false, [partition, offsets @ ..]) if !offsets.is_empty() => Selection::Offsets {
-                    partition: number(partition, "partition")?,
-                    offsets: offsets
-                        .iter()
-                        .map(|o| number(o, "offset"))
-                        .collect::<Result<_>>()?,
-                },
-                _ => bail!(
-                    "usage: dlt replay <topic>.DLT <partition> <offset>... | dlt replay <topic>.DLT [<partition>] --all"
-                ),
-            };
-            Ok(Command::Replay {
-                topic: dead_letters::dead_letter_topic(topic),
-                selection,
-            })
-        }
-        _ => bail!(
-            "usage: dlt list [--topic <topic>] | dlt show <topic>.DLT <partition> <offset> | \
-             dlt replay <topic>.DLT <partition> <offset>... | dlt replay <topic>.DLT [<partition>] --all"
-        ),
-    }
+/// The arguments of `cargo xtask dlt` (topics are given with or without `.DLT`).
+#[derive(Debug, clap::Subcommand)]
+pub enum Args {
+    /// List the dead letters of each <topic>.DLT.
+    ///
+    /// Each with its position, time, key, event, error, where from and which consumer group
+    /// gave up on it.
+    List {
+        /// Only this topic's dead letters.
+        #[arg(long, value_name = "TOPIC")]
+        topic: Option<String>,
+    },
+    /// Show one dead letter: its headers and payload (pretty JSON).
+    Show {
+        /// `<topic>.DLT`.
+        #[arg(value_name = "TOPIC.DLT")]
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+    },
+    /// Publish dead letters again to their original topic, byte for byte.
+    ///
+    /// Not the dlt_* headers; dlt_replayed_from/_at/_by are added. Truncated ones are refused.
+    /// `replay <topic>.DLT <partition> <offset>...` or `replay <topic>.DLT [<partition>] --all`.
+    Replay {
+        /// `<topic>.DLT`.
+        #[arg(value_name = "TOPIC.DLT")]
+        topic: String,
+        /// The partition (with --all: only this partition).
+        #[arg(required_unless_present = "all")]
+        partition: Option<i32>,
+        /// The offsets to replay (not with --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        offsets: Vec<i64>,
+        /// Every dead letter of the topic (or of the partition).
+        #[arg(long)]
+        all: bool,
+    },
 }
 
-fn number<T: std::str::FromStr>(text: &str, what: &str) -> Result<T> {
-    text.parse()
-        .ok()
-        .with_context(|| format!("{what} {text:?} is not a number"))
+impl Args {
+    /// The command these arguments ask for, with the dead-letter topic's full name.
+    pub fn into_command(self) -> Command {
+        match self {
+            Self::List { topic } => Command::List {
+                topic: topic.as_deref().map(dead_letters::dead_letter_topic),
+            },
+            Self::Show {
+                topic,
+                partition,
+                offset,
+            } => Command::Show {
+                topic: dead_letters::dead_letter_topic(&topic),
+                partition,
+                offset,
+            },
+            Self::Replay {
+                topic,
+                partition,
+                offsets,
+                all,
+            } => Command::Replay {
+                topic: dead_letters::dead_letter_topic(&topic),
+                selection: match (all, partition) {
+                    (true, partition) => Selection::All { partition },
+                    // clap requires the partition and offsets without --all.
+                    (false, partition) => Selection::Offsets {
+                        partition: partition.unwrap_or_default(),
+                        offsets,
+                    },
+                },
+            },
+        }
+    }
 }
 
 /// Runs `command` against the broker.
@@ -312,6 +341,19 @@ fn operator() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The arguments after `dlt`, as `cargo xtask` parses them.
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Dlt {
+            #[command(subcommand)]
+            args: Args,
+        }
+        let dlt = <Dlt as clap::Parser>::try_parse_from(
+            std::iter::once("dlt").chain(args.iter().copied()),
+        )?;
+        Ok(dlt.args.into_command())
+    }
 
     #[test]
     fn commands_parse() {

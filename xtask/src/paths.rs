@@ -2,6 +2,11 @@
 
 use std::env;
 use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::process;
 
 /// The workspace root (the parent of the xtask crate).
 pub fn repo_root() -> PathBuf {
@@ -33,4 +38,19 @@ pub fn absolute(p: PathBuf) -> PathBuf {
     } else {
         env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
     }
+}
+
+/// `cargo` (the one running xtask: `$CARGO`) in the workspace root.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(repo_root());
+    cmd
+}
+
+/// `cargo metadata --no-deps` of the workspace, parsed.
+pub fn cargo_metadata() -> Result<serde_json::Value> {
+    let out = process::run_quiet(cargo().args(["metadata", "--no-deps", "--format-version", "1"]))
+        .context("cargo metadata")?;
+    let json = out.lines().find(|l| l.starts_with('{')).unwrap_or_default();
+    serde_json::from_str(json).context("reading cargo metadata")
 }

@@ -287,6 +287,14 @@ fn pump(from: impl Read, to: &mut dyn Write, keep: fn(&str) -> bool, kept: &Mute
     }
 }
 
+/// Prints `warning: <error>` when `result` failed (a clean-up step that must not hide the
+/// outcome of what it cleans up after).
+pub fn warn<T>(result: Result<T>) {
+    if let Err(e) = result {
+        eprintln!("warning: {e:#}");
+    }
+}
+
 /// Runs `cmd` to completion, failing with its output when it exits non-zero.
 pub fn run_quiet(cmd: &mut Command) -> Result<String> {
     let out = cmd

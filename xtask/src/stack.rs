@@ -138,9 +138,7 @@ pub fn up(detach: bool) -> Result<()> {
     let broker_started = !kafka.start()?.already_running;
     let stop_broker = || {
         if broker_started {
-            if let Err(e) = kafka.stop() {
-                eprintln!("warning: {e:#}");
-            }
+            process::warn(kafka.stop());
         }
     };
     let partitions: i32 = std::env::var("KAFKA_TOPIC_PARTITIONS")
@@ -290,38 +288,8 @@ fn up_attached(bin_dir: &Path, data: &Path, logs: &Path, brokers: &str) -> Resul
         })
         .context("installing the Ctrl-C handler")?;
     }
-    let width = SERVICES.iter().map(|s| s.name.len()).max().unwrap_or(0);
-    let colour = std::io::stdout().is_terminal();
     let mut children: Vec<(Service, Child)> = Vec::new();
-    let mut outcome = Ok(());
-    for (i, s) in SERVICES.into_iter().enumerate() {
-        let spawned = service_command(bin_dir, data, brokers, s).and_then(|mut cmd| {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-            // Own process group: Ctrl-C reaches only us, and we stop the services in order.
-            cmd.process_group(0);
-            cmd.spawn().with_context(|| format!("starting {}", s.name))
-        });
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                outcome = Err(e);
-                break;
-            }
-        };
-        let prefix = if colour {
-            format!("\x1b[{}m{:<width$} |\x1b[0m ", 32 + i, s.name)
-        } else {
-            format!("{:<width$} | ", s.name)
-        };
-        let log = logs.join(format!("{}.log", s.name));
-        if let Some(out) = child.stdout.take() {
-            spawn_prefixer(out, prefix.clone(), log.clone());
-        }
-        if let Some(err) = child.stderr.take() {
-            spawn_prefixer(err, prefix, log);
-        }
-        children.push((s, child));
-    }
+    let mut outcome = spawn_attached(bin_dir, data, logs, brokers, &mut children);
     if outcome.is_ok() {
         for (s, child) in children.iter_mut() {
             let pid = child.id();
@@ -338,23 +306,7 @@ fn up_attached(bin_dir: &Path, data: &Path, logs: &Path, brokers: &str) -> Resul
             "logs follow (also in {}); Ctrl-C stops everything",
             logs.display()
         );
-        // Watch the children: one exiting on its own stops the rest.
-        let pids: Vec<(Service, u32)> = children.iter().map(|(s, c)| (*s, c.id())).collect();
-        thread::spawn(move || loop {
-            for (s, pid) in &pids {
-                if !process::is_alive(*pid) {
-                    let _ = tx.send(Event::Exited(s.name));
-                    return;
-                }
-            }
-            thread::sleep(Duration::from_millis(500));
-        });
-        match rx.recv() {
-            Ok(Event::Exited(name)) => {
-                outcome = Err(anyhow::anyhow!("{name} exited; stopping the stack"));
-            }
-            Ok(Event::Signal) | Err(_) => println!("\nstopping the stack…"),
-        }
+        outcome = watch(&children, tx, &rx);
     }
     let pids: Vec<(String, u32)> = children
         .iter()
@@ -365,6 +317,68 @@ fn up_attached(bin_dir: &Path, data: &Path, logs: &Path, brokers: &str) -> Resul
         let _ = c.wait();
     }
     outcome
+}
+
+/// Starts the services in their own process groups, their output prefixed with their names
+/// (coloured on a terminal) and copied to their log files; stops at the first that fails to
+/// start (those started are in `children`).
+fn spawn_attached(
+    bin_dir: &Path,
+    data: &Path,
+    logs: &Path,
+    brokers: &str,
+    children: &mut Vec<(Service, Child)>,
+) -> Result<()> {
+    let width = SERVICES.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let colour = std::io::stdout().is_terminal();
+    for (i, s) in SERVICES.into_iter().enumerate() {
+        let mut cmd = service_command(bin_dir, data, brokers, s)?;
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Own process group: Ctrl-C reaches only us, and we stop the services in order.
+        cmd.process_group(0);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", s.name))?;
+        let prefix = if colour {
+            format!("\x1b[{}m{:<width$} |\x1b[0m ", 32 + i, s.name)
+        } else {
+            format!("{:<width$} | ", s.name)
+        };
+        let log = logs.join(format!("{}.log", s.name));
+        if let Some(out) = child.stdout.take() {
+            spawn_prefixer(out, prefix.clone(), log.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            spawn_prefixer(err, prefix, log);
+        }
+        children.push((s, child));
+    }
+    Ok(())
+}
+
+/// Waits for Ctrl-C or for a service to exit on its own (which stops the rest: an error).
+fn watch(
+    children: &[(Service, Child)],
+    tx: mpsc::Sender<Event>,
+    rx: &mpsc::Receiver<Event>,
+) -> Result<()> {
+    let pids: Vec<(Service, u32)> = children.iter().map(|(s, c)| (*s, c.id())).collect();
+    thread::spawn(move || loop {
+        for (s, pid) in &pids {
+            if !process::is_alive(*pid) {
+                let _ = tx.send(Event::Exited(s.name));
+                return;
+            }
+        }
+        thread::sleep(Duration::from_millis(500));
+    });
+    match rx.recv() {
+        Ok(Event::Exited(name)) => Err(anyhow::anyhow!("{name} exited; stopping the stack")),
+        Ok(Event::Signal) | Err(_) => {
+            println!("\nstopping the stack…");
+            Ok(())
+        }
+    }
 }
 
 enum Event {
@@ -448,27 +462,29 @@ pub fn demo() -> Result<()> {
 /// Builds the service binaries (and the console's).
 fn build() -> Result<()> {
     println!("building the services…");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.arg("build").current_dir(paths::repo_root());
+    let mut cmd = paths::cargo();
+    cmd.arg("build");
     for s in SERVICES {
         cmd.args(["-p", s.name]);
     }
     process::run_visible(&mut cmd)
 }
 
+/// `cargo build <options>` of the three services and the system-test binaries (the benchmark
+/// and chaos clients), output visible.
+pub fn build_with_system_tests(options: &[&str]) -> Result<()> {
+    let mut build = paths::cargo();
+    build
+        .arg("build")
+        .args(options)
+        .args(["-p", "customer-service", "-p", "transaction-service"])
+        .args(["-p", "notification-service", "-p", "system-tests", "--bins"]);
+    process::run_visible(&mut build)
+}
+
 /// Cargo's target directory (honours CARGO_TARGET_DIR and cargo configuration).
 pub fn target_dir() -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = process::run_quiet(
-        Command::new(cargo)
-            .args(["metadata", "--format-version", "1", "--no-deps"])
-            .current_dir(paths::repo_root()),
-    )?;
-    let start = out.find('{').unwrap_or(0);
-    let v: serde_json::Value =
-        serde_json::from_str(&out[start..]).context("parsing cargo metadata")?;
-    v["target_directory"]
+    paths::cargo_metadata()?["target_directory"]
         .as_str()
         .map(PathBuf::from)
         .context("cargo metadata has no target_directory")

@@ -21,6 +21,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -89,6 +90,7 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
         let flag = Arc::clone(&interrupted);
         let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
     }
+    let interrupted = || interrupted.load(Ordering::SeqCst);
 
     // shellcheck and promtool (Debian's `prometheus`) for the deploy checks.
     let mut packages = vec!["python3-aiosmtpd", "kcat", "shellcheck", "prometheus"];
@@ -114,86 +116,146 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
         temp_dir: &temp_dir,
     };
 
-    let mut total = Counts::default();
-    let mut lines = Vec::new();
-    let mut summary_lines = Vec::new();
+    let mut tally = Tally::default();
     let outcome = (|| -> Result<()> {
-        let clock = std::time::Instant::now();
-        let report = cargo_test_pass("SQLite", &[], &env, None)?;
-        let c = counted("SQLite", &report);
-        lines.push(format!(
-            "SQLite pass (every test):        {} passed, {} failed in {} test binaries ({} s)",
+        sqlite_pass(&env, &mut tally)?;
+        if !sqlite_only && !interrupted() {
+            postgres_pass(&env, &mut tally)?;
+        }
+        if !interrupted() {
+            tally.step("API fuzzing (schemathesis):", || {
+                crate::api_fuzz::run(&kafka.ports().brokers())
+            })?;
+        }
+        let script = paths::repo_root().join("deploy/tests/run.sh");
+        if script.is_file() && !interrupted() {
+            tally.step("deploy checks:", || deploy_checks(&script))?;
+        }
+        Ok(())
+    })();
+
+    clean_up(&kafka, started.already_running);
+    if let Err(e) = &outcome {
+        eprintln!("error: {e:#}");
+        tally.total.failed += 1;
+    }
+    if interrupted() {
+        eprintln!("interrupted");
+        tally.total.failed += 1;
+    }
+    if let Ok(text) = std::fs::read_to_string(&summary_file) {
+        tally.summary_lines.extend(text.lines().map(str::to_string));
+    }
+    let _ = std::fs::remove_file(&summary_file);
+    if let Err(e) = std::fs::remove_dir_all(&temp_dir) {
+        eprintln!("warning: {} not removed: {e}", temp_dir.display());
+    }
+    tally.print();
+    Ok(if tally.total.failed == 0 { 0 } else { 1 })
+}
+
+/// What the passes ran: a line each, the summary lines tests handed over, the counts.
+#[derive(Default)]
+struct Tally {
+    /// One line per pass or step.
+    lines: Vec<String>,
+    /// Lines for the closing summary.
+    summary_lines: Vec<String>,
+    /// The counts over everything.
+    total: Counts,
+}
+
+impl Tally {
+    /// Runs a step that counts its own tests (API fuzzing, deploy checks) and records it as
+    /// `<label>  N passed, M failed (S s)` (the counts aligned with the passes' lines).
+    fn step(&mut self, label: &str, step: impl FnOnce() -> Result<Counts>) -> Result<()> {
+        let clock = Instant::now();
+        let c = step()?;
+        self.lines.push(format!(
+            "{label:<33}{} passed, {} failed ({} s)",
+            c.passed,
+            c.failed,
+            clock.elapsed().as_secs()
+        ));
+        self.total += c;
+        Ok(())
+    }
+
+    /// Records the `cargo test` pass `name` begun at `clock`: the line `<label>  N passed, M
+    /// failed in B test binaries (S s<detail>)`, its summary lines and its counts.
+    fn pass(&mut self, name: &str, label: &str, report: PassReport, clock: Instant, detail: &str) {
+        let c = counted(name, &report);
+        self.lines.push(format!(
+            "{label:<33}{} passed, {} failed in {} test binaries ({} s{detail})",
             c.passed,
             c.failed,
             report.binaries.len(),
             clock.elapsed().as_secs()
         ));
-        summary_lines.extend(report.summary_lines);
-        total += c;
-        if !sqlite_only && !interrupted.load(Ordering::SeqCst) {
-            let targets = database_test_targets()?;
-            let mut args = Vec::new();
-            for t in &targets {
-                args.extend(["--test".to_string(), t.clone()]);
-            }
-            let clock = std::time::Instant::now();
-            let pg = Postgres::locate()?;
-            let ours = pg.start()?;
-            // A cluster another run started may be in use: only ours is cleaned.
-            let clean = |when: &str| match pg.drop_test_databases() {
-                Ok(n) if n > 0 => println!("dropped {n} test databases ({when})"),
-                Ok(_) => {}
-                Err(e) => eprintln!("warning: test databases not dropped: {e:#}"),
-            };
-            if ours {
-                clean("left by an earlier run");
-            }
-            let report = cargo_test_pass("PostgreSQL", &args, &env, Some(&postgres::url()));
-            if ours {
-                clean("this run's");
-                if let Err(e) = pg.stop() {
-                    eprintln!("warning: {e:#}");
-                }
-            }
-            let report = report?;
-            let c = counted("PostgreSQL", &report);
-            lines.push(format!(
-                "PostgreSQL pass (database tests): {} passed, {} failed in {} test binaries ({} s: {})",
-                c.passed,
-                c.failed,
-                report.binaries.len(),
-                clock.elapsed().as_secs(),
-                targets.join(", ")
-            ));
-            summary_lines.extend(report.summary_lines);
-            total += c;
-        }
-        if !interrupted.load(Ordering::SeqCst) {
-            let clock = std::time::Instant::now();
-            let c = crate::api_fuzz::run(&kafka.ports().brokers())?;
-            lines.push(format!(
-                "API fuzzing (schemathesis):      {} passed, {} failed ({} s)",
-                c.passed,
-                c.failed,
-                clock.elapsed().as_secs()
-            ));
-            total += c;
-        }
-        let script = paths::repo_root().join("deploy/tests/run.sh");
-        if script.is_file() && !interrupted.load(Ordering::SeqCst) {
-            let clock = std::time::Instant::now();
-            let c = deploy_checks(&script)?;
-            lines.push(format!(
-                "deploy checks:                   {} passed, {} failed ({} s)",
-                c.passed,
-                c.failed,
-                clock.elapsed().as_secs()
-            ));
-            total += c;
-        }
-        Ok(())
-    })();
+        self.summary_lines.extend(report.summary_lines);
+        self.total += c;
+    }
 
+    /// The closing lines: each pass, each distinct summary line, `N passed, M failed`.
+    fn print(&self) {
+        println!();
+        for l in &self.lines {
+            println!("{l}");
+        }
+        let mut seen = BTreeSet::new();
+        for l in self.summary_lines.iter().map(|l| l.trim()) {
+            if !l.is_empty() && seen.insert(l) {
+                println!("{l}");
+            }
+        }
+        println!("{} passed, {} failed", self.total.passed, self.total.failed);
+    }
+}
+
+/// The SQLite pass: every test once.
+fn sqlite_pass(env: &PassEnv<'_>, tally: &mut Tally) -> Result<()> {
+    let clock = Instant::now();
+    let report = cargo_test_pass("SQLite", &[], env, None)?;
+    tally.pass("SQLite", "SQLite pass (every test):", report, clock, "");
+    Ok(())
+}
+
+/// The PostgreSQL pass: the database tests on the private cluster (started, cleaned and
+/// stopped here when this run started it).
+fn postgres_pass(env: &PassEnv<'_>, tally: &mut Tally) -> Result<()> {
+    let targets = database_test_targets()?;
+    let mut args = Vec::new();
+    for t in &targets {
+        args.extend(["--test".to_string(), t.clone()]);
+    }
+    let clock = Instant::now();
+    let pg = Postgres::locate()?;
+    let ours = pg.start()?;
+    // A cluster another run started may be in use: only ours is cleaned.
+    let clean = |when: &str| match pg.drop_test_databases() {
+        Ok(n) if n > 0 => println!("dropped {n} test databases ({when})"),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: test databases not dropped: {e:#}"),
+    };
+    if ours {
+        clean("left by an earlier run");
+    }
+    let report = cargo_test_pass("PostgreSQL", &args, env, Some(&postgres::url()));
+    if ours {
+        clean("this run's");
+        process::warn(pg.stop());
+    }
+    let report = report?;
+    // One column further than the other lines' counts, as it always was.
+    let label = "PostgreSQL pass (database tests): ";
+    let detail = format!(": {}", targets.join(", "));
+    tally.pass("PostgreSQL", label, report, clock, &detail);
+    Ok(())
+}
+
+/// Removes the tests' topics from the broker (unless `EMS_KEEP_TEST_TOPICS`), and stops the
+/// broker unless it was running before.
+fn clean_up(kafka: &Kafka, already_running: bool) {
     // EMS_KEEP_TEST_TOPICS=1: other test runs share the broker (their topics would go too).
     if std::env::var_os("EMS_KEEP_TEST_TOPICS").is_none() {
         match crate::kafka::delete_test_topics(&kafka.ports().brokers()) {
@@ -201,38 +263,9 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
             Err(e) => eprintln!("warning: test topics not removed: {e:#}"),
         }
     }
-    if !started.already_running {
-        if let Err(e) = kafka.stop() {
-            eprintln!("warning: {e:#}");
-        }
+    if !already_running {
+        process::warn(kafka.stop());
     }
-    if let Err(e) = &outcome {
-        eprintln!("error: {e:#}");
-        total.failed += 1;
-    }
-    if interrupted.load(Ordering::SeqCst) {
-        eprintln!("interrupted");
-        total.failed += 1;
-    }
-    if let Ok(text) = std::fs::read_to_string(&summary_file) {
-        summary_lines.extend(text.lines().map(str::to_string));
-    }
-    let _ = std::fs::remove_file(&summary_file);
-    if let Err(e) = std::fs::remove_dir_all(&temp_dir) {
-        eprintln!("warning: {} not removed: {e}", temp_dir.display());
-    }
-    println!();
-    for l in &lines {
-        println!("{l}");
-    }
-    let mut seen = BTreeSet::new();
-    for l in summary_lines.iter().map(|l| l.trim()) {
-        if !l.is_empty() && seen.insert(l) {
-            println!("{l}");
-        }
-    }
-    println!("{} passed, {} failed", total.passed, total.failed);
-    Ok(if total.failed == 0 { 0 } else { 1 })
 }
 
 /// What every pass gets in its environment.
@@ -257,16 +290,7 @@ fn counted(name: &str, report: &PassReport) -> Counts {
 
 /// The integration-test targets of the workspace that are not in [`NO_DATABASE_TESTS`].
 fn database_test_targets() -> Result<Vec<String>> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = process::run_quiet(
-        Command::new(cargo)
-            .args(["metadata", "--no-deps", "--format-version", "1"])
-            .current_dir(paths::repo_root()),
-    )
-    .context("listing the test targets (cargo metadata)")?;
-    let json = out.lines().find(|l| l.starts_with('{')).unwrap_or_default();
-    let metadata: serde_json::Value =
-        serde_json::from_str(json).context("reading cargo metadata")?;
+    let metadata = paths::cargo_metadata().context("listing the test targets")?;
     let all = test_targets(&metadata);
     for (name, _) in NO_DATABASE_TESTS {
         if !all.iter().any(|t| t == name) {
@@ -314,11 +338,9 @@ fn cargo_test_pass(
         "\n=== {name} pass: cargo test --workspace {} ===",
         args.join(" ")
     );
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = paths::cargo();
     cmd.args(["test", "--workspace", "--no-fail-fast"])
         .args(args)
-        .current_dir(paths::repo_root())
         .env("EMS_KAFKA_ENV", env.kafka_env)
         .env("EMS_SUMMARY_FILE", env.summary_file)
         .env("TMPDIR", env.temp_dir)
@@ -455,6 +477,54 @@ pub fn parse_plain_summary(line: &str) -> Option<Counts> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_closing_lines_keep_their_columns() {
+        let report = || PassReport {
+            binaries: vec![(
+                "a: b".into(),
+                Counts {
+                    passed: 3,
+                    failed: 0,
+                },
+            )],
+            summary_lines: vec!["crash points: 2".into()],
+        };
+        let mut tally = Tally::default();
+        tally.pass(
+            "SQLite",
+            "SQLite pass (every test):",
+            report(),
+            Instant::now(),
+            "",
+        );
+        let label = "PostgreSQL pass (database tests): ";
+        tally.pass("PostgreSQL", label, report(), Instant::now(), ": a, b");
+        tally
+            .step("deploy checks:", || {
+                Ok(Counts {
+                    passed: 1,
+                    failed: 1,
+                })
+            })
+            .unwrap();
+        assert_eq!(
+            tally.lines,
+            [
+                "SQLite pass (every test):        3 passed, 0 failed in 1 test binaries (0 s)",
+                "PostgreSQL pass (database tests): 3 passed, 0 failed in 1 test binaries (0 s: a, b)",
+                "deploy checks:                   1 passed, 1 failed (0 s)",
+            ]
+        );
+        assert_eq!(tally.summary_lines.len(), 2);
+        assert_eq!(
+            tally.total,
+            Counts {
+                passed: 7,
+                failed: 1
+            }
+        );
+    }
 
     #[test]
     fn parses_libtest_result_lines() {

@@ -31,11 +31,16 @@ const MAX_IMAGE_BYTES: u64 = 100_000_000;
 /// (outbound HTTPS may pass a TLS-inspecting proxy); never part of an image.
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// What to run after the build.
+/// What to run after the build (the options of `cargo xtask images`).
+#[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Run the containers against the local broker and PostgreSQL.
+    /// Run the containers against the local broker and PostgreSQL (health, non-root, seed
+    /// flow, SIGTERM, volume kept).
+    #[arg(long)]
     pub smoke: bool,
-    /// Bring docker-compose.yml up with local stand-ins for the images it pulls.
+    /// Bring docker-compose.yml up with local stand-ins for the images it pulls and run the
+    /// seed flow.
+    #[arg(long)]
     pub compose_smoke: bool,
 }
 

@@ -1,0 +1,223 @@
+//! The command line of `cargo xtask` (clap's derive API): one variant per command, each with its
+//! one-line description (`cargo xtask --help`) and its details (`cargo xtask <command> --help`).
+
+use clap::{Parser, Subcommand};
+
+use crate::{dlt, images};
+
+/// The variables every command reads, shown at the end of `--help`.
+const ENVIRONMENT: &str = "\
+environment:
+  EMS_CACHE_DIR            cache root (default $HOME/.cache/event-microservices)
+  EMS_KAFKA_PORT, EMS_KAFKA_SASL_PORT, EMS_KAFKA_CONTROLLER_PORT
+                           broker ports (default 9092, 9093, 9094)
+  EMS_DATA_DIR             data of `up` (default ./data: SQLite files, logs/, stack.state)
+  EMS_PG_DATA              data directory of the test PostgreSQL cluster (port 25432)
+  EMS_IMAGES_BASE=local    images: use the locally made base images without trying a pull";
+
+/// `cargo xtask`: the developer entry point of the workspace.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    after_help = ENVIRONMENT,
+    disable_version_flag = true
+)]
+pub struct Cli {
+    /// What to do (none: this help).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// A command of `cargo xtask`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build and run the whole system (Kafka + the three services); Ctrl-C stops it.
+    Up {
+        /// Return once everything is healthy, leaving the stack running (`cargo xtask down`
+        /// stops it).
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// Stop what `up --detach` started (and the broker it started).
+    Down,
+    /// Run the demo flow against the running stack (starts one if needed).
+    ///
+    /// The seed's flow: two customers, a deposit, a transfer that succeeds and one that fails
+    /// (insufficient funds); then the event timeline read back from Kafka and the notifications
+    /// the notification-service recorded.
+    Demo,
+    /// Run the test suite on SQLite, then PostgreSQL (installs what is missing).
+    ///
+    /// Then API fuzzing (schemathesis) and the deploy checks; the last line is the summary
+    /// `N passed, M failed`.
+    Test {
+        /// The SQLite pass only (no PostgreSQL).
+        #[arg(long)]
+        sqlite_only: bool,
+    },
+    /// The test suite's schemathesis step alone, against the binaries `cargo test` built.
+    ApiFuzz,
+    /// The local Apache Kafka broker alone.
+    Kafka {
+        /// What to do with the broker.
+        #[command(subcommand)]
+        action: KafkaAction,
+    },
+    /// The benchmark (release build; BENCHMARKS.md): Kafka's ceiling, throughput, latency.
+    ///
+    /// Kafka's own ceiling, end to end at 64 clients, paced latency; on SQLite, or PostgreSQL
+    /// (--postgres: the test cluster; or TEST_DATABASE_URL). BENCH_* variables size it.
+    Bench {
+        /// On the PostgreSQL test cluster instead of SQLite.
+        #[arg(long)]
+        postgres: bool,
+    },
+    /// Dead letters: list, inspect, replay.
+    ///
+    /// Kafka: KAFKA_BROKERS / EVENT_STREAMS_* as the services read them, else the local broker.
+    Dlt {
+        /// What to do with the dead letters.
+        #[command(subcommand)]
+        command: dlt::Args,
+    },
+    /// Build the four container images and print their sizes (--smoke, --compose-smoke).
+    ///
+    /// Installs and starts a Docker engine when none answers; uses local base images when the
+    /// registry cannot be reached.
+    Images(images::Options),
+    /// A bounded fault run (<= 5 minutes) on PostgreSQL; fails when a request was lost.
+    ///
+    /// Three replicas under load while replicas are killed, paused and restarted, the broker is
+    /// stopped and started and PostgreSQL restarted; prints `chaos: ...` and fails when a request
+    /// was lost, duplicated or money not conserved.
+    Chaos {
+        /// The seed of the fault schedule (default: from the clock).
+        #[arg(long, value_name = "N")]
+        seed: Option<u64>,
+        /// How long the run lasts, in seconds.
+        #[arg(long, value_name = "N")]
+        secs: Option<u64>,
+    },
+    /// The chaos run's own broker (`chaos` stops and starts it as a fault).
+    ChaosBroker {
+        /// Start or stop it.
+        #[command(subcommand)]
+        action: ChaosBrokerAction,
+    },
+    /// The PostgreSQL test cluster as a chaos fault (`chaos` restarts it).
+    ChaosPostgres {
+        /// Restart it.
+        #[command(subcommand)]
+        action: ChaosPostgresAction,
+    },
+}
+
+/// `cargo xtask kafka start|stop|status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum KafkaAction {
+    /// Start the broker unless it runs; wait until it answers (idempotent).
+    Start,
+    /// Stop the broker (controlled shutdown; killed after a grace period).
+    Stop,
+    /// Print whether the broker runs, and where.
+    Status,
+}
+
+/// `cargo xtask chaos-broker start|stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum ChaosBrokerAction {
+    /// Start the chaos broker.
+    Start,
+    /// Stop the chaos broker.
+    Stop,
+}
+
+/// `cargo xtask chaos-postgres restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum ChaosPostgresAction {
+    /// Stop and start the PostgreSQL test cluster.
+    Restart,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_documented_invocations_parse() {
+        for args in [
+            &[][..],
+            &["up"],
+            &["up", "--detach"],
+            &["up", "-d"],
+            &["down"],
+            &["demo"],
+            &["test"],
+            &["test", "--sqlite-only"],
+            &["api-fuzz"],
+            &["kafka", "start"],
+            &["kafka", "stop"],
+            &["kafka", "status"],
+            &["bench"],
+            &["bench", "--postgres"],
+            &["dlt", "list"],
+            &["images", "--smoke", "--compose-smoke"],
+            &["chaos"],
+            &["chaos", "--seed", "7", "--secs", "60"],
+            &["chaos-broker", "start"],
+            &["chaos-broker", "stop"],
+            &["chaos-postgres", "restart"],
+        ] {
+            assert!(parse(args).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn options_keep_their_meaning() {
+        let cli = parse(&["chaos", "--seed", "7", "--secs", "60"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Chaos {
+                seed: Some(7),
+                secs: Some(60)
+            })
+        ));
+        let cli = parse(&["up", "-d"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Up { detach: true })));
+        let cli = parse(&["images", "--compose-smoke"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Images(images::Options {
+                smoke: false,
+                compose_smoke: true
+            }))
+        ));
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        for args in [
+            &["nope"][..],
+            &["up", "--detached"],
+            &["test", "--postgres-only"],
+            &["kafka"],
+            &["kafka", "restart"],
+            &["chaos", "--seed"],
+            &["chaos", "--seed", "x"],
+            &["down", "now"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+}

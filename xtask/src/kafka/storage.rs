@@ -1,0 +1,120 @@
+//! The KRaft storage: formatted (with the SCRAM user) on the first start, and again when the
+//! cluster id, the credentials or the controller endpoint changed.
+
+use std::fs;
+
+use anyhow::{Context, Result};
+
+use super::config::{parse_properties, Secrets};
+use super::Kafka;
+use crate::process;
+
+impl Kafka {
+    /// The contents `format.state` must have for the current settings and cluster id.
+    pub(super) fn format_state(&self, cluster_id: &str, secrets: &Secrets) -> String {
+        format!(
+            "cluster.id={cluster_id}\nsecrets.id={}\ncontroller=127.0.0.1:{}\n",
+            secrets.id, self.ports.controller
+        )
+    }
+
+    /// Formats the storage (first run, or after the cluster id, credentials or controller
+    /// endpoint changed, or when `meta.properties` is missing/mismatched): wipes `data/`.
+    pub(super) fn format_if_needed(&self, secrets: &Secrets) -> Result<()> {
+        let state_path = self.config_dir().join("format.state");
+        let state = fs::read_to_string(&state_path).unwrap_or_default();
+        let recorded = parse_properties(&state);
+        let meta = fs::read_to_string(self.data().join("meta.properties")).unwrap_or_default();
+        let on_disk = parse_properties(&meta).get("cluster.id").cloned();
+        if let Some(id) = recorded.get("cluster.id") {
+            if on_disk.as_deref() == Some(id.as_str()) && state == self.format_state(id, secrets) {
+                return Ok(());
+            }
+            if on_disk.is_some() {
+                println!("the broker storage does not match its settings: re-formatting it");
+            }
+        }
+        let cluster_id = new_cluster_id()?;
+        fs::remove_dir_all(self.data())
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .with_context(|| format!("removing {}", self.data().display()))?;
+        fs::create_dir_all(self.data())?;
+        let mut cmd = self.java()?;
+        cmd.arg("-Xmx256m")
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.config_dir().join("tools-log4j2.properties").display()
+            ))
+            .arg("-cp")
+            .arg(self.classpath())
+            .args(["kafka.tools.StorageTool", "format", "--standalone"])
+            .args(["--cluster-id", &cluster_id])
+            .arg("--config")
+            .arg(self.server_properties())
+            .arg("--add-scram")
+            .arg(format!(
+                "SCRAM-SHA-512=[name={},password={}]",
+                secrets.scram_user, secrets.scram_password
+            ));
+        // The output names the directory and metadata version only, never the password.
+        process::run_quiet(&mut cmd).context("formatting the Kafka storage")?;
+        process::write_file(&state_path, &self.format_state(&cluster_id, secrets), 0o644)?;
+        println!(
+            "formatted KRaft storage (cluster id {cluster_id}) in {}",
+            self.data().display()
+        );
+        Ok(())
+    }
+}
+
+/// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, not starting with '-'
+/// (what `kafka-storage.sh random-uuid` prints).
+fn new_cluster_id() -> Result<String> {
+    loop {
+        let id = base64_url(&process::random_bytes(16)?);
+        if !id.starts_with('-') {
+            return Ok(id);
+        }
+    }
+}
+
+/// URL-safe base64 without padding.
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_url_matches_known_vectors() {
+        assert_eq!(base64_url(b""), "");
+        assert_eq!(base64_url(b"f"), "Zg");
+        assert_eq!(base64_url(b"fo"), "Zm8");
+        assert_eq!(base64_url(b"foo"), "Zm9v");
+        assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
+        let id = new_cluster_id().unwrap();
+        assert_eq!(id.len(), 22);
+        assert!(!id.starts_with('-'));
+    }
+}
