@@ -29,18 +29,24 @@ use crate::kafka::Kafka;
 use crate::postgres::{self, Postgres};
 use crate::{apt, paths, process};
 
-/// Integration-test targets that touch no database, with why: they run in the SQLite pass only.
+/// Tests that touch no database, with why: they run in the SQLite pass only. Each is a whole
+/// integration-test target (`"schemas"`) or a module of one (`"system/sasl_ssl"`: the tests
+/// `sasl_ssl::…` of the target `system`, skipped by name in the PostgreSQL pass).
 pub const NO_DATABASE_TESTS: &[(&str, &str)] = &[
     ("schemas", "contracts: JSON Schemas vs. the event types"),
-    ("kafka", "platform: the Kafka client against the broker"),
     (
-        "sasl_ssl",
+        "integration/kafka",
+        "platform: the Kafka client against the broker",
+    ),
+    (
+        "system/sasl_ssl",
         "the Kafka transport; its services' database use is seed_flow's",
     ),
     (
-        "console",
+        "system/console",
         "the console in a browser; its services' database use is seed_flow's",
     ),
+    ("api/console_start_up", "the console has no database"),
 ];
 
 /// Prefixes of lines a test prints for the closing summary (also taken from the test output).
@@ -223,11 +229,7 @@ fn sqlite_pass(env: &PassEnv<'_>, tally: &mut Tally) -> Result<()> {
 /// The PostgreSQL pass: the database tests on the private cluster (started, cleaned and
 /// stopped here when this run started it).
 fn postgres_pass(env: &PassEnv<'_>, tally: &mut Tally) -> Result<()> {
-    let targets = database_test_targets()?;
-    let mut args = Vec::new();
-    for t in &targets {
-        args.extend(["--test".to_string(), t.clone()]);
-    }
+    let args = database_test_args()?;
     let clock = Instant::now();
     let pg = Postgres::locate()?;
     let ours = pg.start()?;
@@ -248,7 +250,7 @@ fn postgres_pass(env: &PassEnv<'_>, tally: &mut Tally) -> Result<()> {
     let report = report?;
     // One column further than the other lines' counts, as it always was.
     let label = "PostgreSQL pass (database tests): ";
-    let detail = format!(": {}", targets.join(", "));
+    let detail = format!(": {}", args.join(" "));
     tally.pass("PostgreSQL", label, report, clock, &detail);
     Ok(())
 }
@@ -288,23 +290,39 @@ fn counted(name: &str, report: &PassReport) -> Counts {
     c
 }
 
-/// The integration-test targets of the workspace that are not in [`NO_DATABASE_TESTS`].
-fn database_test_targets() -> Result<Vec<String>> {
+/// The `cargo test` arguments of the PostgreSQL pass: `--test <target>` for every
+/// integration-test target not declared database-free in [`NO_DATABASE_TESTS`], then
+/// `-- --skip <module>::` for the database-free modules of those targets.
+fn database_test_args() -> Result<Vec<String>> {
     let metadata = paths::cargo_metadata().context("listing the test targets")?;
-    let all = test_targets(&metadata);
-    for (name, _) in NO_DATABASE_TESTS {
-        if !all.iter().any(|t| t == name) {
-            bail!("NO_DATABASE_TESTS names `{name}`, which is no test target of the workspace");
+    database_test_args_of(&test_targets(&metadata))
+}
+
+/// [`database_test_args`] for the workspace's test targets `all`.
+pub fn database_test_args_of(all: &[String]) -> Result<Vec<String>> {
+    let (mut args, mut skips) = (Vec::new(), Vec::new());
+    for (entry, _) in NO_DATABASE_TESTS {
+        let target = entry.split('/').next().unwrap_or(entry);
+        if !all.iter().any(|t| t == target) {
+            bail!("NO_DATABASE_TESTS names `{entry}`, but `{target}` is no test target of the workspace");
+        }
+        if let Some((_, module)) = entry.split_once('/') {
+            skips.extend(["--skip".to_string(), format!("{module}::")]);
         }
     }
-    let targets: Vec<String> = all
-        .into_iter()
-        .filter(|t| !NO_DATABASE_TESTS.iter().any(|(n, _)| n == t))
-        .collect();
-    if targets.is_empty() {
+    for target in all {
+        if !NO_DATABASE_TESTS.iter().any(|(entry, _)| entry == target) {
+            args.extend(["--test".to_string(), target.clone()]);
+        }
+    }
+    if args.is_empty() {
         bail!("no integration-test target touches a database");
     }
-    Ok(targets)
+    if !skips.is_empty() {
+        args.push("--".to_string());
+        args.extend(skips);
+    }
+    Ok(args)
 }
 
 /// The names of the `test` targets (files under `tests/`) in `cargo metadata` output, sorted.
@@ -615,6 +633,24 @@ mod tests {
             {"targets": [{"name": "seed_flow", "kind": ["test"]}, {"name": "throughput", "kind": ["bin"]}]},
         ]});
         assert_eq!(test_targets(&metadata), ["kafka", "seed_flow", "telemetry"]);
+    }
+
+    #[test]
+    fn the_postgres_pass_skips_the_database_free_targets_and_modules() {
+        let all: Vec<String> = ["api", "integration", "schemas", "system"]
+            .map(String::from)
+            .to_vec();
+        let args = database_test_args_of(&all).unwrap().join(" ");
+        assert_eq!(
+            args,
+            "--test api --test integration --test system -- --skip kafka:: --skip sasl_ssl:: \
+             --skip console:: --skip console_start_up::"
+        );
+        let without_system = database_test_args_of(&all[..3]).unwrap_err().to_string();
+        assert!(
+            without_system.contains("`system` is no test target"),
+            "{without_system}"
+        );
     }
 
     #[test]
