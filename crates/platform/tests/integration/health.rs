@@ -13,17 +13,19 @@ use axum::Router;
 use contracts::{topics, CustomerCreated};
 use platform::kafka::{ConsumerOptions, HandleError, Handler, Record, Rejected};
 use platform::testing::{
-    eventually, free_port, service_config, unique, LocalKafka, RunningService,
+    free_port, poll_until, service_config, unique, LocalKafka, RunningService,
 };
 use platform::{Database, Outbox, Service, ServiceConfig};
 use serde_json::Value;
+
+use crate::NO_MIGRATIONS;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const SERVICE: &str = "health-test";
 const PATIENCE: Duration = Duration::from_secs(60);
 
-static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+
 
 /// Counts what it consumes.
 struct Counter(mpsc::UnboundedSender<usize>);
@@ -160,7 +162,7 @@ async fn a_flow_leaves_http_consumer_lag_and_pool_metrics_and_a_ready_report() {
         .expect("the event is consumed");
 
     let group = group.as_str();
-    let metrics = eventually(PATIENCE, || async {
+    let metrics = poll_until(PATIENCE, || async {
         let (_, text) = get(&base, "/metrics").await;
         // The lag appears with the first statistics after the consumed offset is committed.
         series(
@@ -246,14 +248,14 @@ async fn readyz_names_a_stopped_consumer_and_a_relay_that_cannot_publish() {
     let running = RunningService::spawn(service, routes).await;
     let base = running.base_url.clone();
     let consumer_check = format!("consumer:{group}");
-    let ready = eventually(PATIENCE, || async {
+    let ready = poll_until(PATIENCE, || async {
         (readyz(&base).await.0 == StatusCode::OK).then_some(())
     })
     .await;
     assert!(ready.is_some(), "ready at first: {}", readyz(&base).await.1);
 
     stop_consumer.cancel();
-    let report = eventually(PATIENCE, || async {
+    let report = poll_until(PATIENCE, || async {
         let (status, report) = readyz(&base).await;
         (status == StatusCode::SERVICE_UNAVAILABLE).then_some(report)
     })
@@ -284,7 +286,7 @@ async fn readyz_names_a_stopped_consumer_and_a_relay_that_cannot_publish() {
         .expect("spoil the row");
     tx.commit().await.expect("commit");
     outbox.notify();
-    let relay = eventually(PATIENCE, || async {
+    let relay = poll_until(PATIENCE, || async {
         let (_, report) = readyz(&base).await;
         (report["checks"]["relay"]["ok"] == false).then_some(report)
     })
@@ -324,7 +326,7 @@ async fn readyz_names_a_consumer_whose_partition_is_wedged() {
         .await
         .expect("POST");
     assert_eq!(created.status().as_u16(), 201);
-    let report = eventually(PATIENCE, || async {
+    let report = poll_until(PATIENCE, || async {
         let (status, report) = readyz(&base).await;
         (status == StatusCode::SERVICE_UNAVAILABLE
             && report["checks"][&consumer_check]["ok"] == false)
@@ -399,7 +401,7 @@ async fn a_service_started_while_the_broker_is_unreachable_serves_and_goes_ready
         .await
         .expect("the broker port is still free");
     let forwarding = tokio::spawn(proxy(listener, local.brokers.clone()));
-    let ready = eventually(PATIENCE, || async {
+    let ready = poll_until(PATIENCE, || async {
         let (status, report) = readyz(&base).await;
         (status == StatusCode::OK).then_some(report)
     })
