@@ -82,7 +82,6 @@ impl RunningService {
     }
 }
 
-
 /// Adjusts a [`ServiceConfig`] before the service starts.
 type Configure = Box<dyn FnOnce(&mut ServiceConfig) + Send>;
 
@@ -132,9 +131,7 @@ impl Starter {
         self,
         build: impl FnOnce(&mut Service) -> anyhow::Result<Router>,
     ) -> TestApp {
-        let kafka = self
-            .kafka
-            .unwrap_or_else(|| LocalKafka::load().isolated());
+        let kafka = self.kafka.unwrap_or_else(|| LocalKafka::load().isolated());
         let mut config = service_config(self.name, kafka).await;
         if let Some(url) = self.database_url {
             config.database_url = url;

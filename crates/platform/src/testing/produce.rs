@@ -77,14 +77,8 @@ impl TestProducer {
         let headers = metadata.to_headers();
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let payload = serde_json::to_vec(event).expect("an event serializes");
-        self.send(
-            E::TYPE.topic(),
-            event.key(),
-            &payload,
-            &headers,
-            partition,
-        )
-        .await;
+        self.send(E::TYPE.topic(), event.key(), &payload, &headers, partition)
+            .await;
     }
 
     /// Sends `event` with a fresh id and source `source` (e.g. `/customer-service`); returns

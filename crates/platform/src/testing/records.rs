@@ -171,7 +171,6 @@ pub async fn read_to_end(config: &KafkaConfig, topic: &str) -> Vec<crate::Record
     .expect("reader task")
 }
 
-
 /// The records of some topics, read in the background from the beginning while a test runs,
 /// as a consumer of another service would see them. Stops when the last clone is dropped.
 #[derive(Clone)]
@@ -190,7 +189,12 @@ impl Collector {
         consumer.subscribe(&names).expect("subscribe");
         let records = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
-        tokio::spawn(collect(consumer, config.clone(), Arc::clone(&records), stop.clone()));
+        tokio::spawn(collect(
+            consumer,
+            config.clone(),
+            Arc::clone(&records),
+            stop.clone(),
+        ));
         Self {
             records,
             _stop: Arc::new(stop.drop_guard()),

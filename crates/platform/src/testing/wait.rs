@@ -12,7 +12,7 @@ const POLL_EVERY: Duration = Duration::from_millis(100);
 /// Polls `check` until it returns `Some` and returns that value; panics after `timeout` with
 /// "timed out after … waiting for `what`".
 ///
-/// ```ignore
+/// ```text
 /// let account = eventually("account c-1 to open", DEADLINE, || async {
 ///     let (status, body) = app.get("/accounts/c-1").await;
 ///     (status == 200).then_some(body)

@@ -25,8 +25,6 @@ use tokio_util::sync::CancellationToken;
 const SERVICE: &str = "health-test";
 const PATIENCE: Duration = Duration::from_secs(60);
 
-
-
 /// Counts what it consumes.
 struct Counter(mpsc::UnboundedSender<usize>);
 
@@ -99,6 +97,14 @@ async fn start_with(
         group,
         consumed,
     }
+}
+
+/// A test configuration under which work waiting 2 s without progress makes `/readyz` say
+/// not ready.
+async fn impatient_config() -> ServiceConfig {
+    let mut config = service_config(SERVICE, LocalKafka::load().isolated()).await;
+    config.ready_stall = Duration::from_secs(2);
+    config
 }
 
 fn routes(service: &Service) -> Router {
@@ -239,8 +245,7 @@ async fn a_flow_leaves_http_consumer_lag_and_pool_metrics_and_a_ready_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_names_a_stopped_consumer_and_a_relay_that_cannot_publish() {
-    let mut config = service_config(SERVICE, LocalKafka::load().isolated()).await;
-    config.ready_stall = Duration::from_secs(2);
+    let config = impatient_config().await;
     let Started { service, group, .. } = start(config).await;
     let stop_consumer = service.consumer_stop(&group).expect("the consumer's stop");
     let (db, outbox) = (service.db.clone(), service.outbox.clone());
@@ -311,8 +316,7 @@ async fn readyz_names_a_stopped_consumer_and_a_relay_that_cannot_publish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_names_a_consumer_whose_partition_is_wedged() {
-    let mut config = service_config(SERVICE, LocalKafka::load().isolated()).await;
-    config.ready_stall = Duration::from_secs(2);
+    let config = impatient_config().await;
     let (_, consumed) = mpsc::unbounded_channel();
     let Started { service, group, .. } = start_with(config, Failing, consumed).await;
     let routes = routes(&service);

@@ -12,7 +12,7 @@ use platform::inbox::{Applied, Apply, Attempt, Inboxed};
 use platform::kafka::{run_consumer, ConsumerOptions, HandleError, Producer, Record};
 use platform::parking::ParkingLot;
 use platform::testing::{
-    fresh_database, poll_until, produce_raw, read_to_end, read_topic, unique, LocalKafka,
+    fresh_database, poll_until, produce_raw, read_to_end, read_topic, unique, LocalKafka, RecordExt,
 };
 use platform::{inbox, outbox, Database, Outbox};
 use tokio_util::sync::CancellationToken;
@@ -238,18 +238,25 @@ fn spawn_consumer(
     tokio::spawn(async move { run_consumer(&kafka, options, handler, producer, stop).await })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_failing_past_the_retry_limit_is_dead_lettered_and_the_partition_moves_on() {
+/// Isolated topics holding `poison` then `after` on key `k` (sent by the producer returned),
+/// and options for consumer `group` that give up on a record after 500 ms of transient
+/// failures.
+async fn poison_then_after(group: &str) -> (platform::KafkaConfig, Producer, ConsumerOptions) {
     let kafka = LocalKafka::load().isolated_with_topics().await;
     let producer = Producer::new(&kafka, "test").unwrap();
     send_customer(&producer, "k", "poison", "evt-poison").await;
     send_customer(&producer, "k", "after", "evt-after").await;
-
-    let recorder = Recorder::default();
-    let stop = CancellationToken::new();
-    let mut options = ConsumerOptions::new(unique("group"), &[topics::CUSTOMER_CREATED]);
+    let mut options = ConsumerOptions::new(group, &[topics::CUSTOMER_CREATED]);
     options.initial_backoff = Duration::from_millis(20);
     options.retry_limit = Duration::from_millis(500);
+    (kafka, producer, options)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_failing_past_the_retry_limit_is_dead_lettered_and_the_partition_moves_on() {
+    let (kafka, _, options) = poison_then_after(&unique("group")).await;
+    let recorder = Recorder::default();
+    let stop = CancellationToken::new();
     let consumer = spawn_consumer(&kafka, &database().await, &recorder, options, &stop);
 
     let dead = read_topic(
@@ -260,12 +267,7 @@ async fn a_record_failing_past_the_retry_limit_is_dead_lettered_and_the_partitio
     )
     .await;
     assert_eq!(dead.len(), 1);
-    let error = dead[0]
-        .headers
-        .iter()
-        .find(|(k, _)| k == "dlt_error")
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        .unwrap();
+    let error = dead[0].header("dlt_error").unwrap();
     assert!(error.starts_with("gave up after"), "{error}");
     assert!(error.contains("the database refuses this one"), "{error}");
     let after = poll_until(TIMEOUT, || {
@@ -382,18 +384,12 @@ async fn a_dead_letter_producer_in_a_fatal_state_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_dead_letter_is_applied_once_and_a_second_replay_changes_nothing() {
     use platform::kafka::dead_letters;
-    let kafka = LocalKafka::load().isolated_with_topics().await;
-    let producer = Producer::new(&kafka, "test").unwrap();
-    send_customer(&producer, "k", "poison", "evt-poison").await;
-    send_customer(&producer, "k", "after", "evt-after").await;
+    let group = unique("group");
+    let (kafka, producer, options) = poison_then_after(&group).await;
 
     // The record fails transiently for longer than the retry limit: it is dead-lettered.
     let recorder = Recorder::default();
     let stop = CancellationToken::new();
-    let group = unique("group");
-    let mut options = ConsumerOptions::new(group.clone(), &[topics::CUSTOMER_CREATED]);
-    options.initial_backoff = Duration::from_millis(20);
-    options.retry_limit = Duration::from_millis(500);
     let consumer = spawn_consumer(&kafka, &database().await, &recorder, options, &stop);
     let applied = |n: usize| {
         let recorder = recorder.clone();
