@@ -4,6 +4,16 @@
 //!
 //! One test per file: telemetry installs the process-wide subscriber once.
 
+//
+// A binary of its own, not a module of `integration`: it installs the process-wide tracing
+// subscriber and OpenTelemetry tracer, and every service stop in the process exports and shuts
+// that tracer down (`telemetry::shutdown`), so the other tests' services would take part in it.
+
+// Test helpers outside #[test] functions unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+// A test reads as one story from setup to the last assertion; some stories are long.
+#![allow(clippy::too_many_lines)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

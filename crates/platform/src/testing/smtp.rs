@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::{eventually, free_port};
+use super::{eventually, free_port, poll_until};
 
 /// How long [`SmtpServer::wait_for`] and start-up wait.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -183,12 +183,12 @@ impl SmtpServer {
 
     /// Waits until [`attempts`](Self::attempts) reaches `n`; panics after 30 s.
     pub async fn wait_for_attempts(&self, n: usize) -> usize {
-        eventually(DEADLINE, || async {
+        let seen = poll_until(DEADLINE, || async {
             let seen = self.attempts();
             (seen >= n).then_some(seen)
         })
-        .await
-        .unwrap_or_else(|| {
+        .await;
+        seen.unwrap_or_else(|| {
             panic!(
                 "timed out waiting for {n} attempts (saw {})",
                 self.attempts()
@@ -219,12 +219,11 @@ impl SmtpServer {
 
     /// Waits until `n` messages to `address` have arrived; panics after 30 s.
     pub async fn wait_for(&self, address: &str, n: usize) -> Vec<Mail> {
-        eventually(DEADLINE, || async {
+        eventually(&format!("{n} emails to {address}"), DEADLINE, || async {
             let mails = self.messages_to(address);
             (mails.len() >= n).then_some(mails)
         })
         .await
-        .unwrap_or_else(|| panic!("timed out waiting for {n} emails to {address}"))
     }
 
     /// Stops the server: the port closes, delivered messages stay readable.

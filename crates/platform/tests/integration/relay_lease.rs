@@ -5,40 +5,25 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use contracts::{topics, CustomerCreated};
+use contracts::topics;
+
+use crate::{customer, NO_MIGRATIONS};
 use platform::kafka::{KafkaConfig, Producer};
 use platform::outbox::{self, lease, RelayOptions};
-use platform::testing::{eventually, fresh_database_url, read_to_end, LocalKafka};
+use platform::testing::{connect, fresh_database_url, poll_until, read_to_end, LocalKafka};
 use platform::{Database, Outbox};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
-
 /// A database as one replica sees it: its own pool on the shared URL.
 async fn replica_db(url: &str) -> Database {
-    let db = Database::connect(url).await.expect("connect");
-    db.migrate(&NO_MIGRATIONS).await.expect("migrate");
-    db
+    connect(url, &NO_MIGRATIONS).await
 }
 
 async fn kafka() -> KafkaConfig {
-    let kafka = LocalKafka::load().isolated();
-    platform::kafka::ensure_topics(&kafka, &topics::all_with_dead_letters())
-        .await
-        .expect("topics");
-    kafka
-}
-
-fn customer(id: &str) -> CustomerCreated {
-    CustomerCreated {
-        id: id.to_string(),
-        name: "Ann".to_string(),
-        email: "ann@example.com".to_string(),
-        created_at: chrono::Utc::now(),
-    }
+    LocalKafka::load().isolated_with_topics().await
 }
 
 /// Fast lease timings, so takeovers happen within the test's patience.
@@ -81,7 +66,7 @@ async fn enqueue(db: &Database, outbox: &Outbox, key: &str) -> String {
 }
 
 async fn wait_holder(db: &Database, holder: &str) -> i64 {
-    eventually(TIMEOUT, || async {
+    poll_until(TIMEOUT, || async {
         match lease::holder(db).await.expect("lease") {
             Some((name, epoch)) if name == holder => Some(epoch),
             _ => None,
@@ -92,7 +77,7 @@ async fn wait_holder(db: &Database, holder: &str) -> i64 {
 }
 
 async fn wait_drained(db: &Database) {
-    let drained = eventually(TIMEOUT, || async {
+    let drained = poll_until(TIMEOUT, || async {
         (outbox::pending(db).await.ok()? == 0).then_some(())
     })
     .await;
@@ -210,7 +195,7 @@ async fn lease_gauge(
     value: u8,
 ) -> bool {
     let line = format!("outbox_relay_lease_held{{holder=\"{holder}\"}} {value}");
-    eventually(TIMEOUT, || async {
+    poll_until(TIMEOUT, || async {
         metrics.render().lines().any(|l| l == line).then_some(())
     })
     .await
@@ -250,7 +235,7 @@ async fn on_postgres_a_row_waits_for_older_transactions_still_open() {
     // ran with the younger row visible.
     for _ in 0..2 {
         let seen = lease_expiry(&db).await;
-        let renewed = eventually(TIMEOUT, || async {
+        let renewed = poll_until(TIMEOUT, || async {
             (lease_expiry(&db).await != seen).then_some(())
         })
         .await;

@@ -13,17 +13,17 @@ use axum::Router;
 use contracts::{topics, CustomerCreated};
 use platform::kafka::{ConsumerOptions, HandleError, Handler, Record, Rejected};
 use platform::testing::{
-    eventually, free_port, service_config, unique, LocalKafka, RunningService,
+    free_port, poll_until, service_config, unique, LocalKafka, RunningService,
 };
 use platform::{Database, Outbox, Service, ServiceConfig};
 use serde_json::Value;
+
+use crate::NO_MIGRATIONS;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const SERVICE: &str = "health-test";
 const PATIENCE: Duration = Duration::from_secs(60);
-
-static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
 
 /// Counts what it consumes.
 struct Counter(mpsc::UnboundedSender<usize>);
@@ -99,6 +99,14 @@ async fn start_with(
     }
 }
 
+/// A test configuration under which work waiting 2 s without progress makes `/readyz` say
+/// not ready.
+async fn impatient_config() -> ServiceConfig {
+    let mut config = service_config(SERVICE, LocalKafka::load().isolated()).await;
+    config.ready_stall = Duration::from_secs(2);
+    config
+}
+
 fn routes(service: &Service) -> Router {
     Router::new()
         .route("/customers/{id}", post(create_customer))
@@ -160,7 +168,7 @@ async fn a_flow_leaves_http_consumer_lag_and_pool_metrics_and_a_ready_report() {
         .expect("the event is consumed");
 
     let group = group.as_str();
-    let metrics = eventually(PATIENCE, || async {
+    let metrics = poll_until(PATIENCE, || async {
         let (_, text) = get(&base, "/metrics").await;
         // The lag appears with the first statistics after the consumed offset is committed.
         series(
@@ -237,8 +245,7 @@ async fn a_flow_leaves_http_consumer_lag_and_pool_metrics_and_a_ready_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_names_a_stopped_consumer_and_a_relay_that_cannot_publish() {
-    let mut config = service_config(SERVICE, LocalKafka::load().isolated()).await;
-    config.ready_stall = Duration::from_secs(2);
+    let config = impatient_config().await;
     let Started { service, group, .. } = start(config).await;
     let stop_consumer = service.consumer_stop(&group).expect("the consumer's stop");
     let (db, outbox) = (service.db.clone(), service.outbox.clone());
@@ -246,14 +253,14 @@ async fn readyz_names_a_stopped_consumer_and_a_relay_that_cannot_publish() {
     let running = RunningService::spawn(service, routes).await;
     let base = running.base_url.clone();
     let consumer_check = format!("consumer:{group}");
-    let ready = eventually(PATIENCE, || async {
+    let ready = poll_until(PATIENCE, || async {
         (readyz(&base).await.0 == StatusCode::OK).then_some(())
     })
     .await;
     assert!(ready.is_some(), "ready at first: {}", readyz(&base).await.1);
 
     stop_consumer.cancel();
-    let report = eventually(PATIENCE, || async {
+    let report = poll_until(PATIENCE, || async {
         let (status, report) = readyz(&base).await;
         (status == StatusCode::SERVICE_UNAVAILABLE).then_some(report)
     })
@@ -284,7 +291,7 @@ async fn readyz_names_a_stopped_consumer_and_a_relay_that_cannot_publish() {
         .expect("spoil the row");
     tx.commit().await.expect("commit");
     outbox.notify();
-    let relay = eventually(PATIENCE, || async {
+    let relay = poll_until(PATIENCE, || async {
         let (_, report) = readyz(&base).await;
         (report["checks"]["relay"]["ok"] == false).then_some(report)
     })
@@ -309,8 +316,7 @@ async fn readyz_names_a_stopped_consumer_and_a_relay_that_cannot_publish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_names_a_consumer_whose_partition_is_wedged() {
-    let mut config = service_config(SERVICE, LocalKafka::load().isolated()).await;
-    config.ready_stall = Duration::from_secs(2);
+    let config = impatient_config().await;
     let (_, consumed) = mpsc::unbounded_channel();
     let Started { service, group, .. } = start_with(config, Failing, consumed).await;
     let routes = routes(&service);
@@ -324,7 +330,7 @@ async fn readyz_names_a_consumer_whose_partition_is_wedged() {
         .await
         .expect("POST");
     assert_eq!(created.status().as_u16(), 201);
-    let report = eventually(PATIENCE, || async {
+    let report = poll_until(PATIENCE, || async {
         let (status, report) = readyz(&base).await;
         (status == StatusCode::SERVICE_UNAVAILABLE
             && report["checks"][&consumer_check]["ok"] == false)
@@ -399,7 +405,7 @@ async fn a_service_started_while_the_broker_is_unreachable_serves_and_goes_ready
         .await
         .expect("the broker port is still free");
     let forwarding = tokio::spawn(proxy(listener, local.brokers.clone()));
-    let ready = eventually(PATIENCE, || async {
+    let ready = poll_until(PATIENCE, || async {
         let (status, report) = readyz(&base).await;
         (status == StatusCode::OK).then_some(report)
     })

@@ -6,34 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use contracts::{topics, CustomerCreated, EventMetadata};
+
+use crate::{customer, NO_MIGRATIONS};
 use platform::inbox::{Applied, Apply, Attempt, Inboxed};
 use platform::kafka::{run_consumer, ConsumerOptions, HandleError, Producer, Record};
 use platform::parking::ParkingLot;
 use platform::testing::{
-    fresh_database_url, produce_raw, read_to_end, read_topic, unique, LocalKafka,
+    fresh_database, poll_until, produce_raw, read_to_end, read_topic, unique, LocalKafka, RecordExt,
 };
 use platform::{inbox, outbox, Database, Outbox};
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
-
 async fn database() -> Database {
-    let db = Database::connect(&fresh_database_url().await)
-        .await
-        .expect("connect");
-    db.migrate(&NO_MIGRATIONS).await.expect("migrate");
-    db
-}
-
-fn customer(id: &str) -> CustomerCreated {
-    CustomerCreated {
-        id: id.to_string(),
-        name: "Ann".to_string(),
-        email: "ann@example.com".to_string(),
-        created_at: chrono::Utc::now(),
-    }
+    fresh_database(&NO_MIGRATIONS).await
 }
 
 #[tokio::test]
@@ -70,10 +57,7 @@ async fn a_rolled_back_transaction_publishes_nothing() {
 
 #[tokio::test]
 async fn the_relay_publishes_committed_events_in_order_and_marks_them_sent() {
-    let kafka = LocalKafka::load().isolated();
-    platform::kafka::ensure_topics(&kafka, &topics::all_with_dead_letters())
-        .await
-        .unwrap();
+    let kafka = LocalKafka::load().isolated_with_topics().await;
     let db = database().await;
     let outbox = Outbox::new("test");
     let mut ids = Vec::new();
@@ -97,7 +81,7 @@ async fn the_relay_publishes_committed_events_in_order_and_marks_them_sent() {
     ));
     outbox.notify();
     // Rows are marked sent only once the broker acknowledged them.
-    let drained = platform::testing::eventually(TIMEOUT, || {
+    let drained = poll_until(TIMEOUT, || {
         let db = db.clone();
         async move { (outbox::pending(&db).await.ok()? == 0).then_some(()) }
     })
@@ -117,10 +101,7 @@ async fn the_relay_publishes_committed_events_in_order_and_marks_them_sent() {
 
 #[tokio::test]
 async fn the_consumer_retries_dedupes_and_dead_letters() {
-    let kafka = LocalKafka::load().isolated();
-    platform::kafka::ensure_topics(&kafka, &topics::all_with_dead_letters())
-        .await
-        .unwrap();
+    let kafka = LocalKafka::load().isolated_with_topics().await;
     let good = serde_json::to_string(&customer("k")).unwrap();
     let headers = [("ce_id", "evt-1"), ("ce_type", "customer.created.v1")];
     // The same event twice (a redelivery), a record that is not JSON, then another event.
@@ -145,7 +126,7 @@ async fn the_consumer_retries_dedupes_and_dead_letters() {
     options.initial_backoff = Duration::from_millis(10);
     let consumer = spawn_consumer(&kafka, &database().await, &recorder, options, &stop);
 
-    let applied = platform::testing::eventually(TIMEOUT, || {
+    let applied = poll_until(TIMEOUT, || {
         let n = recorder.applied().len();
         async move { (n == 2).then_some(n) }
     })
@@ -257,21 +238,25 @@ fn spawn_consumer(
     tokio::spawn(async move { run_consumer(&kafka, options, handler, producer, stop).await })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_failing_past_the_retry_limit_is_dead_lettered_and_the_partition_moves_on() {
-    let kafka = LocalKafka::load().isolated();
-    platform::kafka::ensure_topics(&kafka, &topics::all_with_dead_letters())
-        .await
-        .unwrap();
+/// Isolated topics holding `poison` then `after` on key `k` (sent by the producer returned),
+/// and options for consumer `group` that give up on a record after 500 ms of transient
+/// failures.
+async fn poison_then_after(group: &str) -> (platform::KafkaConfig, Producer, ConsumerOptions) {
+    let kafka = LocalKafka::load().isolated_with_topics().await;
     let producer = Producer::new(&kafka, "test").unwrap();
     send_customer(&producer, "k", "poison", "evt-poison").await;
     send_customer(&producer, "k", "after", "evt-after").await;
-
-    let recorder = Recorder::default();
-    let stop = CancellationToken::new();
-    let mut options = ConsumerOptions::new(unique("group"), &[topics::CUSTOMER_CREATED]);
+    let mut options = ConsumerOptions::new(group, &[topics::CUSTOMER_CREATED]);
     options.initial_backoff = Duration::from_millis(20);
     options.retry_limit = Duration::from_millis(500);
+    (kafka, producer, options)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_failing_past_the_retry_limit_is_dead_lettered_and_the_partition_moves_on() {
+    let (kafka, _, options) = poison_then_after(&unique("group")).await;
+    let recorder = Recorder::default();
+    let stop = CancellationToken::new();
     let consumer = spawn_consumer(&kafka, &database().await, &recorder, options, &stop);
 
     let dead = read_topic(
@@ -282,15 +267,10 @@ async fn a_record_failing_past_the_retry_limit_is_dead_lettered_and_the_partitio
     )
     .await;
     assert_eq!(dead.len(), 1);
-    let error = dead[0]
-        .headers
-        .iter()
-        .find(|(k, _)| k == "dlt_error")
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        .unwrap();
+    let error = dead[0].header("dlt_error").unwrap();
     assert!(error.starts_with("gave up after"), "{error}");
     assert!(error.contains("the database refuses this one"), "{error}");
-    let after = platform::testing::eventually(TIMEOUT, || {
+    let after = poll_until(TIMEOUT, || {
         let applied = recorder.applied();
         async move { (!applied.is_empty()).then_some(applied) }
     })
@@ -302,10 +282,7 @@ async fn a_record_failing_past_the_retry_limit_is_dead_lettered_and_the_partitio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_lanes_apply_everything_once_and_in_order_across_a_rebalance() {
-    let kafka = LocalKafka::load().isolated();
-    platform::kafka::ensure_topics(&kafka, &topics::all_with_dead_letters())
-        .await
-        .unwrap();
+    let kafka = LocalKafka::load().isolated_with_topics().await;
     let keys: Vec<String> = (0..8).map(|k| format!("key-{k}")).collect();
     let producer = Producer::new(&kafka, "test").unwrap();
     let send_round = |round: std::ops::Range<usize>| {
@@ -336,7 +313,7 @@ async fn partition_lanes_apply_everything_once_and_in_order_across_a_rebalance()
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     send_round(0..20).await;
     let a = spawn_consumer(&kafka, &db, &recorder, options(), &stop_a);
-    platform::testing::eventually(TIMEOUT, || {
+    poll_until(TIMEOUT, || {
         let n = recorder.applied().len();
         async move { (n > 0).then_some(()) }
     })
@@ -350,7 +327,7 @@ async fn partition_lanes_apply_everything_once_and_in_order_across_a_rebalance()
     a.await.unwrap().unwrap();
     send_round(40..50).await;
     let total = keys.len() * 50;
-    let applied = platform::testing::eventually(TIMEOUT, || {
+    let applied = poll_until(TIMEOUT, || {
         let applied = recorder.applied();
         async move { (applied.len() >= total).then_some(applied) }
     })
@@ -373,10 +350,7 @@ async fn partition_lanes_apply_everything_once_and_in_order_across_a_rebalance()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_producer_in_a_fatal_state_is_replaced() {
-    let kafka = LocalKafka::load().isolated();
-    platform::kafka::ensure_topics(&kafka, &topics::all_with_dead_letters())
-        .await
-        .unwrap();
+    let kafka = LocalKafka::load().isolated_with_topics().await;
     produce_raw(&kafka, topics::CUSTOMER_CREATED, "k", "{not json", &[]).await;
     let dead_letters = Producer::new(&kafka, "dlt").unwrap();
     dead_letters.inject_fatal_error();
@@ -410,26 +384,17 @@ async fn a_dead_letter_producer_in_a_fatal_state_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_dead_letter_is_applied_once_and_a_second_replay_changes_nothing() {
     use platform::kafka::dead_letters;
-    let kafka = LocalKafka::load().isolated();
-    platform::kafka::ensure_topics(&kafka, &topics::all_with_dead_letters())
-        .await
-        .unwrap();
-    let producer = Producer::new(&kafka, "test").unwrap();
-    send_customer(&producer, "k", "poison", "evt-poison").await;
-    send_customer(&producer, "k", "after", "evt-after").await;
+    let group = unique("group");
+    let (kafka, producer, options) = poison_then_after(&group).await;
 
     // The record fails transiently for longer than the retry limit: it is dead-lettered.
     let recorder = Recorder::default();
     let stop = CancellationToken::new();
-    let group = unique("group");
-    let mut options = ConsumerOptions::new(group.clone(), &[topics::CUSTOMER_CREATED]);
-    options.initial_backoff = Duration::from_millis(20);
-    options.retry_limit = Duration::from_millis(500);
     let consumer = spawn_consumer(&kafka, &database().await, &recorder, options, &stop);
     let applied = |n: usize| {
         let recorder = recorder.clone();
         async move {
-            platform::testing::eventually(TIMEOUT, || {
+            poll_until(TIMEOUT, || {
                 let applied = recorder.applied();
                 async move { (applied.len() >= n).then_some(applied) }
             })

@@ -1,0 +1,269 @@
+//! A service in the test process: [`TestApp`] starts one on an ephemeral port with a fresh
+//! database and isolated topics, and calls it; [`RunningService`] serves an already built
+//! [`Service`](crate::Service).
+
+use std::time::Duration;
+
+use axum::Router;
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+
+use super::{fresh_database_url, LocalKafka, TestProducer};
+use crate::auth::ApiKeys;
+use crate::kafka::KafkaConfig;
+use crate::{Database, Service, ServiceConfig};
+
+/// A service configuration for tests: port 0, a fresh database, the given Kafka connection.
+pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::ServiceConfig {
+    crate::ServiceConfig {
+        name,
+        port: 0,
+        database_url: fresh_database_url().await,
+        kafka,
+        api_keys: crate::auth::ApiKeys::default(),
+        log_format: crate::config::LogFormat::Pretty,
+        otlp_endpoint: None,
+        consumer: crate::config::ConsumerSettings {
+            max_batch: 500,
+            retry_limit: Duration::from_secs(300),
+        },
+        http: crate::server::ServerSettings::default(),
+        create_topics: true,
+        ready_stall: crate::health::DEFAULT_STALL,
+    }
+}
+
+/// A service running in the test process on an ephemeral port.
+pub struct RunningService {
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    /// Cancel to stop the service gracefully.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Completes when the service has stopped.
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningService {
+    /// Serves `routes` of `service` on 127.0.0.1 with an ephemeral port; returns once the
+    /// broker has come (topics created, consumers starting), as tests expect.
+    pub async fn spawn(service: crate::Service, routes: axum::Router) -> Self {
+        let health = service.health.clone();
+        let running = Self::spawn_now(service, routes).await;
+        if tokio::time::timeout(Duration::from_secs(60), health.broker_ready())
+            .await
+            .is_err()
+        {
+            panic!("the service did not reach the broker within 60 s");
+        }
+        running
+    }
+
+    /// Serves `routes` of `service` at once, whether the broker has come or not.
+    pub async fn spawn_now(service: crate::Service, routes: axum::Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
+        let base_url = format!("http://{}", listener.local_addr().expect("local address"));
+        let shutdown = service.shutdown.clone();
+        let handle = tokio::spawn(service.serve_on(listener, routes));
+        Self {
+            base_url,
+            shutdown,
+            handle,
+        }
+    }
+
+    /// Stops the service and waits for its orderly shutdown.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.handle.await?
+    }
+}
+
+/// Adjusts a [`ServiceConfig`] before the service starts.
+type Configure = Box<dyn FnOnce(&mut ServiceConfig) + Send>;
+
+/// How to start a [`TestApp`]: from [`TestApp::builder`], then [`Starter::start`].
+#[must_use = "call start"]
+pub struct Starter {
+    name: &'static str,
+    migrations: &'static Migrator,
+    kafka: Option<KafkaConfig>,
+    database_url: Option<String>,
+    configure: Vec<Configure>,
+}
+
+impl Starter {
+    /// Requires these API keys (none by default: the API is open).
+    pub fn api_keys(self, keys: ApiKeys) -> Self {
+        self.configure(move |config| config.api_keys = keys)
+    }
+
+    /// Adjusts the configuration (after the other knobs), e.g. `|c| c.ready_stall = …`.
+    pub fn configure(mut self, adjust: impl FnOnce(&mut ServiceConfig) + Send + 'static) -> Self {
+        self.configure.push(Box::new(adjust));
+        self
+    }
+
+    /// Uses this Kafka connection instead of fresh isolated topics.
+    pub fn kafka(mut self, kafka: KafkaConfig) -> Self {
+        self.kafka = Some(kafka);
+        self
+    }
+
+    /// Uses this database instead of a fresh one.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    /// Another replica of `app`: the same topics and the same database.
+    pub fn replica_of(self, app: &TestApp) -> Self {
+        self.kafka(app.kafka.clone())
+            .database_url(app.database_url.clone())
+    }
+
+    /// Starts the service, lets `build` wire its routes (and consumers), serves them on
+    /// 127.0.0.1 with an ephemeral port and returns once the service has reached the broker.
+    pub async fn start(
+        self,
+        build: impl FnOnce(&mut Service) -> anyhow::Result<Router>,
+    ) -> TestApp {
+        let kafka = self.kafka.unwrap_or_else(|| LocalKafka::load().isolated());
+        let mut config = service_config(self.name, kafka).await;
+        if let Some(url) = self.database_url {
+            config.database_url = url;
+        }
+        for adjust in self.configure {
+            adjust(&mut config);
+        }
+        let (kafka, database_url) = (config.kafka.clone(), config.database_url.clone());
+        let mut service = Service::start_with(config, self.migrations, CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("{} starts: {e:#}", self.name));
+        let routes = build(&mut service).unwrap_or_else(|e| panic!("{} builds: {e:#}", self.name));
+        let db = service.db.clone();
+        let running = RunningService::spawn(service, routes).await;
+        TestApp {
+            base_url: running.base_url.clone(),
+            http: reqwest::Client::new(),
+            db,
+            database_url,
+            producer: TestProducer::new(&kafka),
+            kafka,
+            running: Some(running),
+        }
+    }
+}
+
+/// A service running in the test process, and what a test needs to talk to it. Dropping it
+/// cancels the service; [`TestApp::stop`] also waits for its orderly stop.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    /// The service's database.
+    pub db: Database,
+    /// Its URL (replicas share it).
+    pub database_url: String,
+    /// The Kafka connection, with the test's own topic prefix.
+    pub kafka: KafkaConfig,
+    /// A producer on those topics.
+    pub producer: TestProducer,
+    running: Option<RunningService>,
+}
+
+/// An HTTP answer: status, `content-type` and the body as JSON (`Value::Null` when not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status code.
+    pub status: StatusCode,
+    /// The `content-type` header; empty when absent.
+    pub content_type: String,
+    /// The body as JSON; `Value::Null` when it is empty or not JSON.
+    pub body: Value,
+}
+
+impl TestApp {
+    /// Starts to describe service `name` with its `migrations`; see [`Starter`].
+    pub fn builder(name: &'static str, migrations: &'static Migrator) -> Starter {
+        Starter {
+            name,
+            migrations,
+            kafka: None,
+            database_url: None,
+            configure: Vec::new(),
+        }
+    }
+
+    /// The full URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// `GET path`: status and JSON body.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let reply = self.send(self.http.get(self.url(path))).await;
+        (reply.status, reply.body)
+    }
+
+    /// `POST path` with a JSON body: status and JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let reply = self.send(self.http.post(self.url(path)).json(body)).await;
+        (reply.status, reply.body)
+    }
+
+    /// Sends `request` (built on [`TestApp::http`], with any headers or body): the whole reply.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("HTTP request: {e}"));
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Reply {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    /// The text of `/metrics` (Prometheus exposition).
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+        response.text().await.expect("the /metrics text")
+    }
+
+    /// Stops the service and waits for its orderly shutdown; panics when it stops with an
+    /// error.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running
+                .stop()
+                .await
+                .unwrap_or_else(|e| panic!("orderly stop: {e:#}"));
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.shutdown.cancel();
+        }
+    }
+}
