@@ -6,7 +6,7 @@ use std::time::Duration;
 use customer_service::{CustomerService, MIGRATIONS, NAME};
 use platform::auth::ApiKeys;
 use platform::kafka::KafkaConfig;
-use platform::testing::{eventually, read_to_end, service_config, LocalKafka, RunningService};
+use platform::testing::{poll_until, read_to_end, service_config, LocalKafka, RunningService};
 use platform::Definition;
 use platform::{Database, Record, Service};
 use reqwest::StatusCode;
@@ -67,7 +67,7 @@ impl App {
     /// Waits until the outbox relay has published everything, then reads the whole
     /// `Customer.created` topic (every partition, to its end).
     async fn published_events(&self) -> Vec<Record> {
-        let drained = eventually(DEADLINE, || async {
+        let drained = poll_until(DEADLINE, || async {
             let pending = platform::outbox::pending(&self.db).await.unwrap();
             (pending == 0).then_some(())
         })

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use platform::testing::eventually;
+use platform::testing::poll_until;
 
 use crate::verdict::minor;
 use crate::Stack;
@@ -103,7 +103,7 @@ pub async fn register_accounts(client: &reqwest::Client, stack: &Stack, ids: &[S
 /// Sends `GET url` until it answers with a success status; false when none came within
 /// `timeout`.
 pub async fn wait_ok(client: &reqwest::Client, url: &str, timeout: Duration) -> bool {
-    eventually(timeout, || {
+    poll_until(timeout, || {
         let request = client.get(url).send();
         async move {
             request

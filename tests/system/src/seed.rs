@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use platform::testing::eventually;
+use platform::testing::poll_until;
 
 use crate::http::{balance, get, post};
 use crate::Stack;
@@ -40,7 +40,7 @@ pub async fn request_outcome(
 /// `requested`) and returns it.
 pub async fn wait_outcome(client: &reqwest::Client, stack: &Stack, id: &str) -> serde_json::Value {
     let url = format!("{}/transactions/{id}", stack.url("transaction-service"));
-    eventually(SEED_TIMEOUT, || {
+    poll_until(SEED_TIMEOUT, || {
         let request = get(client, &url);
         async move {
             let (status, body) = request.await;
@@ -71,7 +71,7 @@ pub async fn seed_flow(client: &reqwest::Client, stack: &Stack) {
     }
     for (account, _, _) in SEED_CUSTOMERS {
         let url = format!("{}/accounts/{account}", stack.url("transaction-service"));
-        let opened = eventually(SEED_TIMEOUT, || {
+        let opened = poll_until(SEED_TIMEOUT, || {
             let request = get(client, &url);
             async move { (request.await.0 == 200).then_some(()) }
         })
@@ -121,7 +121,7 @@ pub async fn seed_flow(client: &reqwest::Client, stack: &Stack) {
     assert_eq!(balance(client, stack, "cust-001").await, "150.00");
     assert_eq!(balance(client, stack, "cust-002").await, "100.00");
 
-    let delivered = eventually(SEED_TIMEOUT, || {
+    let delivered = poll_until(SEED_TIMEOUT, || {
         let n = stack.smtp.messages().len();
         async move { (n >= SEED_EMAILS).then_some(n) }
     })

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use platform::testing::{eventually, SmtpServer};
+use platform::testing::{poll_until, SmtpServer};
 
 use platform::kafka::KafkaConfig;
 
@@ -206,7 +206,7 @@ pub async fn deliveries_settled(stack: &Stack, expected: Option<usize>, timeout:
     let url = stack.services["notification-service"]
         .database_url()
         .to_string();
-    eventually(timeout, || {
+    poll_until(timeout, || {
         let url = url.clone();
         async move {
             let recorded = match expected {

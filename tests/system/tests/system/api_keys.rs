@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use platform::testing::eventually;
+use platform::testing::poll_until;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -165,7 +165,7 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
     // The dashboard asks for the read key once; the flow then shows up in its live feed.
     let browser = Browser::start(1280, 900).await;
     browser.open(&stack.url("notification-service")).await;
-    let asked = eventually(Duration::from_secs(10), || {
+    let asked = poll_until(Duration::from_secs(10), || {
         let visible = browser.run(KEY_FORM_SHOWN, json!([]));
         async move { (visible.await == json!(true)).then_some(()) }
     })
@@ -174,7 +174,7 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
     browser
         .type_into("#key", &format!("{READ_KEY}\u{E007}"))
         .await;
-    let connected = eventually(Duration::from_secs(10), || {
+    let connected = poll_until(Duration::from_secs(10), || {
         let state = browser.run(
             "return document.getElementById('live-state').textContent",
             json!([]),
@@ -200,7 +200,7 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
         .expect("client");
     // The flow ends once every e-mail is delivered; the live feed shows them within 2 s.
     seed_flow(&writer, &stack).await;
-    let shown = eventually(Duration::from_secs(2), || {
+    let shown = poll_until(Duration::from_secs(2), || {
         let rows = browser.run(
             "return [...document.querySelectorAll('#live tr')]\
                .filter(tr => tr.cells[5].textContent === 'sent').map(tr => tr.cells[1].textContent)",

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use platform::testing::eventually;
+use platform::testing::poll_until;
 use serde_json::{json, Value};
 use system_tests::browser::Browser;
 use system_tests::{seed_flow, Stack};
@@ -130,7 +130,7 @@ async fn the_console_shows_the_seed_flow_live_in_a_browser() {
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 
     // The pipeline panel: the services' consumer groups, every partition caught up.
-    let lag = eventually(Duration::from_secs(20), || {
+    let lag = poll_until(Duration::from_secs(20), || {
         let reading = browser.run(
             "return [...document.querySelectorAll('#lag tbody tr')]\
                .map(tr => [tr.cells[0].textContent, Number(tr.cells[5].textContent)])",
@@ -170,7 +170,7 @@ async fn wait_page(
     timeout: Duration,
     shown: impl Fn(&Value) -> bool,
 ) -> Option<Value> {
-    eventually(timeout, || {
+    poll_until(timeout, || {
         let reading = read_page(browser);
         let shown = &shown;
         async move {

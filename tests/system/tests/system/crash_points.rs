@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use contracts::topics;
 use futures::StreamExt;
-use platform::testing::{eventually, produce_raw, read_topic};
+use platform::testing::{poll_until, produce_raw, read_topic};
 use serde_json::{json, Value};
 use system_tests::{
     balances, get, register_customer, settled_mail, transaction_backlog, try_post, wait_accounts,
@@ -247,7 +247,7 @@ async fn run_point(point: Point, seed: u64) -> Report {
     }
     for id in requests.keys() {
         let url = format!("{}/transactions/{id}", stack.url("transaction-service"));
-        let done = eventually(Duration::from_secs(60), || {
+        let done = poll_until(Duration::from_secs(60), || {
             let request = get(&client, &url);
             async move { (request.await.1["status"] == "processed").then_some(()) }
         })

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use platform::testing::eventually;
+use platform::testing::poll_until;
 use serde_json::json;
 use system_tests::{
     balances, get, post, settled_mail, transaction_backlog, try_post, Lcg, Stack, Verdict,
@@ -36,7 +36,7 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
     }
     for id in &accounts {
         let url = format!("{}/accounts/{id}", stack.url("transaction-service"));
-        let opened = eventually(Duration::from_secs(60), || {
+        let opened = poll_until(Duration::from_secs(60), || {
             let request = get(&client, &url);
             async move { (request.await.0 == 200).then_some(()) }
         })
@@ -88,7 +88,7 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
 
     // Kill transaction-service while it is working through the burst, then start it again.
     let probe = format!("{transactions_url}/t0030");
-    let some_done = eventually(Duration::from_secs(60), || {
+    let some_done = poll_until(Duration::from_secs(60), || {
         let request = client.get(&probe).send();
         async move {
             let body: serde_json::Value = request.await.ok()?.json().await.ok()?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use contracts::topics;
 use futures::StreamExt;
-use platform::testing::eventually;
+use platform::testing::poll_until;
 use serde_json::{json, Value};
 use system_tests::{
     balances, committed_total, count_rows, register_accounts, settled_mail, try_post, Lcg, Stack,
@@ -77,7 +77,7 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
 
     // SIGTERM once processing is under way and while requests are still arriving.
     let probe = format!("{transactions_url}/t0020");
-    let started = eventually(Duration::from_secs(60), || {
+    let started = poll_until(Duration::from_secs(60), || {
         let request = client.get(&probe).send();
         async move {
             let body: Value = request.await.ok()?.json().await.ok()?;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use platform::testing::{eventually, summary_line};
+use platform::testing::{poll_until, summary_line};
 use serde_json::{json, Value};
 use system_tests::{
     balances, register_accounts, settled_mail, try_post, wait_accounts, Lcg, OutcomeClock, Stack,
@@ -188,7 +188,7 @@ async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
         stack.replica(name, 1).kill().await;
     }
     let killed = Instant::now();
-    let takeover = eventually(TIMEOUT, || {
+    let takeover = poll_until(TIMEOUT, || {
         let url = ledger_db.clone();
         async move {
             lease(&url)

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use platform::testing::eventually;
+use platform::testing::poll_until;
 use system_tests::{get, seed_flow, Stack, SEED_CUSTOMERS, SEED_EMAILS, SERVICES};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,7 +15,7 @@ async fn the_seed_flow_end_to_end() {
     seed_flow(&client, &stack).await;
     // The service's own record: every delivery is final (sent), so nothing is left to resend.
     let notifications = stack.url("notification-service");
-    let recorded = eventually(Duration::from_secs(30), || {
+    let recorded = poll_until(Duration::from_secs(30), || {
         let client = &client;
         let notifications = &notifications;
         async move {

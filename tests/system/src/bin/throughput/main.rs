@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{ensure, Context, Result};
 use futures::StreamExt;
-use platform::testing::{eventually, read_topic};
+use platform::testing::{poll_until, read_topic};
 use serde_json::json;
 use system_tests::{get, post, Lcg, OutcomeClock, Stack};
 
@@ -241,7 +241,7 @@ impl<'a> Bench<'a> {
         );
         for n in 0..settings.accounts {
             let url = format!("{}/accounts/bench-{n}", stack.url("transaction-service"));
-            eventually(Duration::from_secs(60), || {
+            poll_until(Duration::from_secs(60), || {
                 let request = get(client, &url);
                 async move { (request.await.0 == 200).then_some(()) }
             })
