@@ -147,18 +147,14 @@ pub struct ProblemDetails {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_problem(rejection)),
-        }
+        let Json(value) = Json::<T>::from_request(req, state)
+            .await
+            .map_err(json_problem)?;
+        Ok(ApiJson(value))
     }
 }
 
@@ -166,19 +162,38 @@ where
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for ApiQuery<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(value)) => Ok(ApiQuery(value)),
-            Err(rejection) => Err(Problem::bad_request(rejection.body_text())),
-        }
+        let Query(value) = Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| Problem::bad_request(rejection.body_text()))?;
+        Ok(ApiQuery(value))
     }
+}
+
+/// The OpenAPI security scheme of the protected routes: `api_key`, an HTTP bearer token (the
+/// services' `#[openapi(modifiers(&ApiKeyScheme))]`; routes name it in `security(("api_key" = []))`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiKeyScheme;
+
+impl utoipa::Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The caller's W3C `traceparent` header (trimmed) when it is valid
+/// ([`crate::telemetry::is_valid_traceparent`]): it travels on with the events the request causes.
+pub fn traceparent(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get("traceparent")?.to_str().ok()?.trim();
+    crate::telemetry::is_valid_traceparent(value).then_some(value)
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {

@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::db::{timestamp, Conn, Database, DbError};
 use crate::kafka::consumer::consume_span;
+use crate::kafka::consumer::BoxError;
 use crate::kafka::{HandleError, Handler, Record, Rejected};
 use crate::parking::{self, ParkingLot};
 use crate::telemetry;
@@ -122,9 +123,9 @@ pub trait Apply: Send + Sync + 'static {
     fn committed(&self, _done: Vec<Self::Done>) {}
 }
 
-/// A transient database error.
-pub fn transient(error: impl std::fmt::Display) -> HandleError {
-    HandleError::Transient(format!("database: {error}"))
+/// A transient database error (`database: <error>`, the error kept as the source).
+pub fn transient(error: impl Into<BoxError>) -> HandleError {
+    HandleError::transient(error).context("database")
 }
 
 /// The [`Handler`] of an [`Apply`]: one transaction per batch, inbox claims, parking.
@@ -141,17 +142,68 @@ impl<A: Apply> Inboxed<A> {
     }
 }
 
-impl<A: Apply> Handler for Inboxed<A> {
-    async fn handle(&self, records: &[Record]) -> Result<Vec<Rejected>, HandleError> {
+/// A decoded record: the record, its CloudEvents attributes, the event.
+type Decoded<'r, E> = (&'r Record, EventMetadata, E);
+
+impl<A: Apply> Inboxed<A> {
+    /// Decodes `records`; those that can never be decoded are rejected.
+    #[allow(clippy::type_complexity)]
+    fn decode_all<'r>(
+        &self,
+        records: &'r [Record],
+    ) -> Result<(Vec<Decoded<'r, A::Event>>, Vec<Rejected>), HandleError> {
         let mut rejected = Vec::new();
         let mut decoded = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
             match self.inner.decode(record) {
                 Ok((metadata, event)) => decoded.push((record, metadata, event)),
-                Err(HandleError::Permanent(reason)) => rejected.push(Rejected { index, reason }),
+                Err(error) if error.is_permanent() => rejected.push(Rejected {
+                    index,
+                    reason: error.reason(),
+                }),
                 Err(error) => return Err(error),
             }
         }
+        Ok((decoded, rejected))
+    }
+
+    /// What to do with a fresh event: wait behind an earlier parked event touching one of its
+    /// keys, else apply it (in the consume span of its record).
+    async fn outcome(
+        &self,
+        tx: &mut Conn,
+        (record, metadata, event): &Decoded<'_, A::Event>,
+        waiting: &HashSet<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Applied<A::Done>, HandleError> {
+        let behind: Vec<String> = self
+            .inner
+            .keys(event)
+            .into_iter()
+            .filter(|k| waiting.contains(k))
+            .collect();
+        if let Some(key) = behind.first() {
+            return Ok(Applied::Wait {
+                reason: format!("an earlier event for `{key}` is waiting"),
+                awaiting: behind.clone(),
+            });
+        }
+        let attempt = Attempt {
+            since: now,
+            last: self.lot.grace().is_zero(),
+        };
+        telemetry::consumed(
+            record.traceparent(),
+            self.inner.apply(tx, metadata, event, attempt),
+        )
+        .instrument(consume_span(record, self.lot.group()))
+        .await
+    }
+}
+
+impl<A: Apply> Handler for Inboxed<A> {
+    async fn handle(&self, records: &[Record]) -> Result<Vec<Rejected>, HandleError> {
+        let (decoded, rejected) = self.decode_all(records)?;
         if decoded.is_empty() {
             return Ok(rejected);
         }
@@ -174,39 +226,16 @@ impl<A: Apply> Handler for Inboxed<A> {
         self.inner.prepare(&mut tx, &fresh).await?;
         let mut done = Vec::with_capacity(decoded.len());
         let mut parked = 0;
-        for (n, (record, metadata, event)) in decoded.iter().enumerate() {
+        for (n, item) in decoded.iter().enumerate() {
             if n == 1 {
                 crate::failpoint!("consumer.mid_batch");
             }
+            let (record, metadata, _) = item;
             if !claimed.remove(&metadata.id) {
                 tracing::debug!(event_id = %metadata.id, "event already applied; skipped");
                 continue;
             }
-            let keys = self.inner.keys(event);
-            let behind: Vec<String> = keys
-                .iter()
-                .filter(|k| waiting.contains(*k))
-                .cloned()
-                .collect();
-            let outcome = match behind.first() {
-                Some(key) => Applied::Wait {
-                    reason: format!("an earlier event for `{key}` is waiting"),
-                    awaiting: behind.clone(),
-                },
-                None => {
-                    let attempt = Attempt {
-                        since: now,
-                        last: self.lot.grace().is_zero(),
-                    };
-                    telemetry::consumed(
-                        record.traceparent(),
-                        self.inner.apply(&mut tx, metadata, event, attempt),
-                    )
-                    .instrument(consume_span(record, self.lot.group()))
-                    .await?
-                }
-            };
-            match outcome {
+            match self.outcome(&mut tx, item, &waiting, now).await? {
                 Applied::Done(value) => done.push(value),
                 Applied::Wait { reason, awaiting } => {
                     tracing::info!(event_id = %metadata.id, %reason, "event parked");

@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod parking;
 pub mod rate_limit;
 pub mod redact;
+pub mod retry;
 pub mod server;
 pub mod service;
 pub mod shutdown;

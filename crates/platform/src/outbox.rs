@@ -11,6 +11,7 @@
 
 pub mod lease;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -172,130 +173,216 @@ pub async fn run_relay(
 /// [`run_relay`] with explicit lease timings and holder name.
 pub async fn run_relay_with(
     db: Database,
-    mut producer: Producer,
+    producer: Producer,
     outbox: Outbox,
     shutdown: CancellationToken,
     options: RelayOptions,
 ) {
-    let mut term: Option<lease::Term> = None;
-    let mut gate: Option<Gate> = None;
-    let mut waiting_since: Option<Instant> = None;
-    let mut last_cleanup = Instant::now();
-    let mut last_backlog: Option<Instant> = None;
     let held = metrics::gauge!("outbox_relay_lease_held", "holder" => options.holder.clone());
     held.set(0.0);
-    let health = &options.health;
-    health.relay_started();
+    options.health.relay_started();
+    let mut relay = Relay {
+        db,
+        producer,
+        outbox,
+        shutdown,
+        options,
+        term: None,
+        gate: None,
+        waiting_since: None,
+        last_cleanup: Instant::now(),
+        last_backlog: None,
+        held,
+    };
     loop {
-        if last_backlog.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
-            last_backlog = Some(Instant::now());
-            match report_backlog(&db).await {
-                Ok(pending) => health.relay_backlog(pending),
-                Err(error) => tracing::warn!(%error, "outbox backlog query failed"),
-            }
-        }
-        let Some(current) = term.as_mut() else {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            match lease::acquire(&db, &options.holder, options.lease_ttl).await {
-                Ok(Some(acquired)) => {
-                    tracing::info!(holder = %acquired.holder, epoch = acquired.epoch,
-                        "outbox relay lease acquired; publishing");
-                    held.set(1.0);
-                    health.relay_lease(true);
-                    metrics::gauge!("outbox_relay_lease_epoch").set(acquired.epoch as f64);
-                    term = Some(acquired);
-                    continue;
-                }
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "outbox relay lease attempt failed"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(options.standby_poll) => {}
-                _ = shutdown.cancelled() => {}
-            }
-            continue;
+        relay.check_backlog().await;
+        let next = if relay.term.is_some() {
+            relay.lead().await
+        } else {
+            relay.stand_by().await
         };
-        if current.renewed_at.elapsed() >= options.renew_every {
-            match lease::renew(&db, current, options.lease_ttl).await {
+        if next.is_break() {
+            break;
+        }
+    }
+    relay.finish().await;
+}
+
+/// The relay between rounds: its lease term (when it holds the lease) and its timers.
+struct Relay {
+    db: Database,
+    producer: Producer,
+    outbox: Outbox,
+    shutdown: CancellationToken,
+    options: RelayOptions,
+    term: Option<lease::Term>,
+    gate: Option<Gate>,
+    waiting_since: Option<Instant>,
+    last_cleanup: Instant,
+    last_backlog: Option<Instant>,
+    held: metrics::Gauge,
+}
+
+impl Relay {
+    /// Reports the backlog to the health state every [`BACKLOG_EVERY`].
+    async fn check_backlog(&mut self) {
+        if self
+            .last_backlog
+            .is_some_and(|at| at.elapsed() < BACKLOG_EVERY)
+        {
+            return;
+        }
+        self.last_backlog = Some(Instant::now());
+        match report_backlog(&self.db).await {
+            Ok(pending) => self.options.health.relay_backlog(pending),
+            Err(error) => tracing::warn!(%error, "outbox backlog query failed"),
+        }
+    }
+
+    /// Without the lease: tries to take it, else waits a standby poll. Stops on shutdown.
+    async fn stand_by(&mut self) -> ControlFlow<()> {
+        if self.shutdown.is_cancelled() {
+            return ControlFlow::Break(());
+        }
+        match lease::acquire(&self.db, &self.options.holder, self.options.lease_ttl).await {
+            Ok(Some(acquired)) => {
+                tracing::info!(holder = %acquired.holder, epoch = acquired.epoch,
+                    "outbox relay lease acquired; publishing");
+                self.held.set(1.0);
+                self.options.health.relay_lease(true);
+                metrics::gauge!("outbox_relay_lease_epoch").set(acquired.epoch as f64);
+                self.term = Some(acquired);
+                return ControlFlow::Continue(());
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "outbox relay lease attempt failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(self.options.standby_poll) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// With the lease: renews it when due, publishes a batch, idles when there was nothing.
+    /// Stops (giving the lease up) once shutdown finds nothing left to publish.
+    async fn lead(&mut self) -> ControlFlow<()> {
+        let Some(current) = self.term.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let health = &self.options.health;
+        if current.renewed_at.elapsed() >= self.options.renew_every {
+            match lease::renew(&self.db, current, self.options.lease_ttl).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    lose(&mut term, &held, health, "taken over");
-                    continue;
+                    lose(&mut self.term, &self.held, health, "taken over");
+                    return ControlFlow::Continue(());
                 }
                 Err(error) => tracing::warn!(%error, "outbox relay lease renewal failed"),
             }
         }
         if Instant::now() >= current.valid_until {
-            lose(&mut term, &held, health, "not renewed in time");
-            continue;
+            lose(&mut self.term, &self.held, health, "not renewed in time");
+            return ControlFlow::Continue(());
         }
-        let published = match publish_batch(&db, &producer, current, &mut gate).await {
+        let Some(published) = self.publish().await else {
+            return ControlFlow::Continue(());
+        };
+        self.waiting_since = None;
+        if self.shutdown.is_cancelled() && published == 0 {
+            self.release().await;
+            return ControlFlow::Break(());
+        }
+        if published == 0 {
+            self.idle().await;
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// One batch: how many rows went out, or `None` when the round is over without a count
+    /// (waiting for an earlier write to commit, or the lease was lost).
+    async fn publish(&mut self) -> Option<usize> {
+        let current = self.term.as_ref()?;
+        let health = &self.options.health;
+        match publish_batch(&self.db, &self.producer, current, &mut self.gate).await {
             Ok(Round::Published(n)) => {
                 if n > 0 {
                     health.relay_published();
                 }
-                n
+                Some(n)
             }
             Ok(Round::Waiting) => {
-                let since = *waiting_since.get_or_insert_with(Instant::now);
-                if !(shutdown.is_cancelled() && since.elapsed() > SHUTDOWN_WAIT) {
+                let since = *self.waiting_since.get_or_insert_with(Instant::now);
+                if !(self.shutdown.is_cancelled() && since.elapsed() > SHUTDOWN_WAIT) {
                     tokio::time::sleep(GATE_POLL).await;
-                    continue;
+                    return None;
                 }
-                0
+                Some(0)
             }
             Ok(Round::LeaseLost) => {
-                lose(&mut term, &held, health, "fenced when marking rows sent");
-                continue;
+                lose(
+                    &mut self.term,
+                    &self.held,
+                    health,
+                    "fenced when marking rows sent",
+                );
+                None
             }
             Err(error) => {
                 tracing::warn!(%error, "outbox relay round failed; retrying");
-                if let Some(fatal) = producer.fatal_error() {
+                if let Some(fatal) = self.producer.fatal_error() {
                     tracing::warn!(error = %fatal, "producer hit a fatal error; replacing it");
-                    match producer.recreate() {
-                        Ok(fresh) => producer = fresh,
+                    match self.producer.recreate() {
+                        Ok(fresh) => self.producer = fresh,
                         Err(error) => tracing::error!(%error, "cannot recreate the producer"),
                     }
                 }
-                0
+                Some(0)
             }
-        };
-        waiting_since = None;
-        if shutdown.is_cancelled() && published == 0 {
-            if let Err(error) = lease::release(&db, current).await {
-                tracing::warn!(%error, "outbox relay lease release failed");
-            }
-            held.set(0.0);
-            health.relay_lease(false);
-            break;
         }
-        if published > 0 {
-            continue;
-        }
-        if last_cleanup.elapsed() > Duration::from_secs(60) {
-            last_cleanup = Instant::now();
-            if let Err(error) = delete_old_rows(&db).await {
+    }
+
+    /// Nothing to publish: cleans old rows now and then, and waits for a write, the next
+    /// poll or shutdown.
+    async fn idle(&mut self) {
+        if self.last_cleanup.elapsed() > Duration::from_secs(60) {
+            self.last_cleanup = Instant::now();
+            if let Err(error) = delete_old_rows(&self.db).await {
                 tracing::warn!(%error, "outbox cleanup failed");
             }
         }
         tokio::select! {
-            _ = outbox.wake.notified() => {}
-            _ = tokio::time::sleep(IDLE_POLL.min(options.renew_every)) => {}
-            _ = shutdown.cancelled() => {}
+            _ = self.outbox.wake.notified() => {}
+            _ = tokio::time::sleep(IDLE_POLL.min(self.options.renew_every)) => {}
+            _ = self.shutdown.cancelled() => {}
         }
     }
-    // librdkafka's flush blocks its thread: not one of the runtime's.
-    let flushed =
-        tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
-    match flushed {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(%error, "producer flush on shutdown"),
-        Err(error) => tracing::warn!(%error, "producer flush on shutdown"),
+
+    /// Gives the lease up (shutdown).
+    async fn release(&mut self) {
+        if let Some(current) = &self.term {
+            if let Err(error) = lease::release(&self.db, current).await {
+                tracing::warn!(%error, "outbox relay lease release failed");
+            }
+        }
+        self.held.set(0.0);
+        self.options.health.relay_lease(false);
     }
-    health.relay_stopped();
-    tracing::info!("outbox relay stopped");
+
+    /// Flushes the producer and reports the relay stopped.
+    async fn finish(self) {
+        let producer = self.producer;
+        // librdkafka's flush blocks its thread: not one of the runtime's.
+        let flushed =
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "producer flush on shutdown"),
+            Err(error) => tracing::warn!(%error, "producer flush on shutdown"),
+        }
+        self.options.health.relay_stopped();
+        tracing::info!("outbox relay stopped");
+    }
 }
 
 /// Ends the current term: the relay stops publishing and stands by.

@@ -217,22 +217,13 @@ async fn resolve<A: Apply>(
 ) -> Result<Option<DateTime<Utc>>, HandleError> {
     let now = Utc::now();
     let mut tx = db.begin().await.map_err(transient)?;
-    let rows = sqlx::query(
-        "SELECT id, topic, partition_no, record_offset, record_key, payload, headers, reason, \
-         parked_at, deadline FROM parked WHERE consumer = $1 ORDER BY id LIMIT $2",
-    )
-    .bind(lot.consumer)
-    .bind(ROUND)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(transient)?;
-    if rows.is_empty() {
+    let round = fetch_round(&mut tx, lot.consumer).await?;
+    if round.is_empty() {
         return Ok(None);
     }
     // Lock what the round may touch first, in the same global order as the consumers do.
-    let events: Vec<A::Event> = rows
+    let events: Vec<A::Event> = round
         .iter()
-        .filter_map(|row| Parked::from_row(row).ok())
         .filter_map(|parked| inner.decode(&parked.record()).ok())
         .map(|(_, event)| event)
         .collect();
@@ -241,78 +232,141 @@ async fn resolve<A: Apply>(
     let mut blocked: HashSet<String> = HashSet::new();
     let mut earliest: Option<DateTime<Utc>> = None;
     let mut done = Vec::new();
-    for row in &rows {
-        let parked = Parked::from_row(row).map_err(transient)?;
-        let record = parked.record();
-        let (metadata, event) = match inner.decode(&record) {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                // It decoded when it was parked; a newer build may disagree. Keep it visible.
-                tracing::error!(%error, id = %parked.id, "parked event no longer decodes; left parked");
-                continue;
-            }
-        };
-        let keys = inner.keys(&event);
-        if keys.iter().any(|k| blocked.contains(k)) {
-            earliest = Some(earliest.map_or(parked.deadline, |e| e.min(parked.deadline)));
-            continue;
-        }
-        // Take the row first: of two resolvers (replicas), one decides each event.
-        if !take(&mut tx, lot.consumer, &parked.id)
-            .await
-            .map_err(transient)?
-        {
-            continue;
-        }
-        let attempt = Attempt {
-            since: parked.parked_at,
-            last: now >= parked.deadline,
-        };
-        let outcome = telemetry::consumed(
-            record.traceparent(),
-            inner.apply(&mut tx, &metadata, &event, attempt),
-        )
-        .instrument(consume_span(&record, lot.group()))
-        .await?;
-        match outcome {
-            Applied::Done(value) => {
-                tracing::info!(event_id = %metadata.id, waited_ms =
-                    (now - parked.parked_at).num_milliseconds(), "parked event decided");
+    for parked in &round {
+        let waits = match retry(&mut tx, inner, lot, parked, &blocked, now).await? {
+            Retried::Skipped => false,
+            Retried::Blocked => true,
+            Retried::Done(value) => {
                 done.push(value);
+                false
             }
-            Applied::Wait { reason, awaiting } => {
-                if attempt.last {
-                    tracing::error!(event_id = %metadata.id, %reason,
-                        "a parked event past its deadline still waits; kept parked");
-                }
-                insert(
-                    &mut tx,
-                    lot.consumer,
-                    &parked.id,
-                    &record,
-                    &parked.payload,
-                    &parked.headers,
-                    &reason,
-                    parked.parked_at,
-                    parked.deadline,
-                )
-                .await
-                .map_err(transient)?;
-                insert_keys(&mut tx, lot.consumer, &parked.id, &awaiting)
-                    .await
-                    .map_err(transient)?;
+            Retried::Waits(awaiting) => {
                 blocked.extend(awaiting);
-                earliest = Some(earliest.map_or(parked.deadline, |e| e.min(parked.deadline)));
+                true
             }
+        };
+        if waits {
+            earliest = Some(earliest.map_or(parked.deadline, |e| e.min(parked.deadline)));
         }
     }
     tx.commit().await.map_err(transient)?;
     inner.committed(done);
-    if rows.len() as i64 == ROUND {
+    if round.len() as i64 == ROUND {
         // More than a round's worth: look again soon.
         return Ok(Some(now));
     }
     Ok(earliest)
+}
+
+/// The oldest [`ROUND`] events `consumer` parked.
+async fn fetch_round(conn: &mut Conn, consumer: &str) -> Result<Vec<Parked>, HandleError> {
+    let rows = sqlx::query(
+        "SELECT id, topic, partition_no, record_offset, record_key, payload, headers, reason, \
+         parked_at, deadline FROM parked WHERE consumer = $1 ORDER BY id LIMIT $2",
+    )
+    .bind(consumer)
+    .bind(ROUND)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(transient)?;
+    rows.iter()
+        .map(Parked::from_row)
+        .collect::<Result<_, _>>()
+        .map_err(transient)
+}
+
+/// What became of a parked event in a round.
+enum Retried<D> {
+    /// Left as it was: it no longer decodes, or another resolver took it.
+    Skipped,
+    /// Left as it was: an earlier event of the round with one of its keys still waits.
+    Blocked,
+    /// Applied.
+    Done(D),
+    /// Parked again, awaiting these keys.
+    Waits(Vec<String>),
+}
+
+/// Applies `parked` again unless it is behind a `blocked` key; parks it again if it still waits.
+async fn retry<A: Apply>(
+    tx: &mut Conn,
+    inner: &A,
+    lot: &ParkingLot,
+    parked: &Parked,
+    blocked: &HashSet<String>,
+    now: DateTime<Utc>,
+) -> Result<Retried<A::Done>, HandleError> {
+    let record = parked.record();
+    let (metadata, event) = match inner.decode(&record) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            // It decoded when it was parked; a newer build may disagree. Keep it visible.
+            tracing::error!(%error, id = %parked.id, "parked event no longer decodes; left parked");
+            return Ok(Retried::Skipped);
+        }
+    };
+    if inner.keys(&event).iter().any(|k| blocked.contains(k)) {
+        return Ok(Retried::Blocked);
+    }
+    // Take the row first: of two resolvers (replicas), one decides each event.
+    if !take(tx, lot.consumer, &parked.id)
+        .await
+        .map_err(transient)?
+    {
+        return Ok(Retried::Skipped);
+    }
+    let attempt = Attempt {
+        since: parked.parked_at,
+        last: now >= parked.deadline,
+    };
+    let outcome = telemetry::consumed(
+        record.traceparent(),
+        inner.apply(tx, &metadata, &event, attempt),
+    )
+    .instrument(consume_span(&record, lot.group()))
+    .await?;
+    match outcome {
+        Applied::Done(value) => {
+            tracing::info!(event_id = %metadata.id, waited_ms =
+                (now - parked.parked_at).num_milliseconds(), "parked event decided");
+            Ok(Retried::Done(value))
+        }
+        Applied::Wait { reason, awaiting } => {
+            if attempt.last {
+                tracing::error!(event_id = %metadata.id, %reason,
+                    "a parked event past its deadline still waits; kept parked");
+            }
+            repark(tx, lot.consumer, parked, &record, &reason, &awaiting).await?;
+            Ok(Retried::Waits(awaiting))
+        }
+    }
+}
+
+/// Parks `parked` again (same id, time and deadline) with a new reason and awaited keys.
+async fn repark(
+    tx: &mut Conn,
+    consumer: &str,
+    parked: &Parked,
+    record: &Record,
+    reason: &str,
+    awaiting: &[String],
+) -> Result<(), HandleError> {
+    insert(
+        tx,
+        consumer,
+        &parked.id,
+        record,
+        &parked.payload,
+        &parked.headers,
+        reason,
+        parked.parked_at,
+        parked.deadline,
+    )
+    .await
+    .map_err(transient)?;
+    insert_keys(tx, consumer, &parked.id, awaiting)
+        .await
+        .map_err(transient)
 }
 
 /// Deletes parked row `id` (and its keys); `false` when another resolver took it.

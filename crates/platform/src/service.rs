@@ -295,42 +295,52 @@ async fn bring_up_broker(
     fatal: Arc<std::sync::Mutex<Option<kafka::KafkaError>>>,
     shutdown: CancellationToken,
 ) {
+    use backon::Retryable;
     let topics = contracts::topics::all_with_dead_letters();
-    let mut backoff = Duration::from_secs(1);
-    for attempt in 1u32.. {
-        let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            result = connect_and_create_topics(&kafka, create_topics.then_some(&topics[..])) => result,
-        };
-        let error = match result {
-            Ok(()) => {
-                if attempt > 1 {
-                    tracing::info!(attempt, "Kafka reachable; topics ready");
-                }
-                health.broker_up();
-                return;
+    let topics = create_topics.then_some(&topics[..]);
+    let mut attempt = 1u32;
+    let attempts = (|| connect_and_create_topics(&kafka, topics))
+        .retry(crate::retry::exponential(
+            Duration::from_secs(1),
+            MAX_BROKER_BACKOFF,
+        ))
+        .when(|error| !refused(error))
+        .notify(|error, backoff| {
+            tracing::warn!(%error, attempt, brokers = %kafka.brokers.join(","),
+                retry_in_s = backoff.as_secs(),
+                "Kafka not ready; retrying topic creation (is the broker running? \
+                 `cargo xtask kafka start`)");
+            health.broker_waiting(&error.to_string());
+            attempt += 1;
+        });
+    // Shutdown interrupts an attempt or the wait before the next one.
+    let result = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        result = attempts => result,
+    };
+    match result {
+        Ok(()) => {
+            if attempt > 1 {
+                tracing::info!(attempt, "Kafka reachable; topics ready");
             }
-            Err(error @ (kafka::KafkaError::Authentication(_) | kafka::KafkaError::Tls(_))) => {
-                tracing::error!(%error, "Kafka refused the connection; stopping");
-                *fatal
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
-                shutdown.cancel();
-                return;
-            }
-            Err(error) => error,
-        };
-        tracing::warn!(%error, attempt, brokers = %kafka.brokers.join(","),
-            retry_in_s = backoff.as_secs(),
-            "Kafka not ready; retrying topic creation (is the broker running? \
-             `cargo xtask kafka start`)");
-        health.broker_waiting(&error.to_string());
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            health.broker_up();
         }
-        backoff = (backoff * 2).min(MAX_BROKER_BACKOFF);
+        Err(error) => {
+            tracing::error!(%error, "Kafka refused the connection; stopping");
+            *fatal
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+            shutdown.cancel();
+        }
     }
+}
+
+/// The broker rejected the credentials or the certificate: retrying cannot help.
+fn refused(error: &kafka::KafkaError) -> bool {
+    matches!(
+        error,
+        kafka::KafkaError::Authentication(_) | kafka::KafkaError::Tls(_)
+    )
 }
 
 /// One attempt: a metadata round trip (which reports rejected credentials at once), then the

@@ -16,7 +16,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::domain::{Customer, CustomerError, NewCustomer, MAX_ID_LEN};
 use crate::registration::{Registration, Registrations};
 use crate::storage;
-use platform::http::ProblemDetails;
+use platform::http::{ApiKeyScheme, ProblemDetails};
 use platform::limits::check_length;
 
 /// Page size of `GET /app/customers` when `limit` is absent.
@@ -112,11 +112,7 @@ pub async fn create_customer(
         string_field("email", body.email.as_ref())?,
     )?;
     tracing::Span::current().record("customer_id", new.id.as_str());
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_traceparent(v))
-        .map(str::to_string);
+    let traceparent = platform::http::traceparent(&headers).map(str::to_string);
     let (status, customer) = match state.registrations.submit((new, traceparent)).await?? {
         Registration::Created(customer) => (StatusCode::CREATED, customer),
         Registration::Repeated(customer) => (StatusCode::OK, customer),
@@ -188,20 +184,6 @@ pub async fn list_customers(
 )]
 pub struct ApiDoc;
 
-struct ApiKeyScheme;
-
-impl utoipa::Modify for ApiKeyScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        if let Some(components) = openapi.components.as_mut() {
-            components.add_security_scheme(
-                "api_key",
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-            );
-        }
-    }
-}
-
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -221,25 +203,9 @@ fn string_field<'a>(
     }
 }
 
-/// A W3C `traceparent` of version 00: `00-<32 hex>-<16 hex>-<2 hex>`.
-fn is_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    matches!(parts.as_slice(), [v, t, p, f] if hex(v, 2) && hex(t, 32) && hex(p, 16) && hex(f, 2))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn traceparents_are_checked() {
-        assert!(is_traceparent(
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-        ));
-        assert!(!is_traceparent("00-xyz-b7ad6b7169203331-01"));
-        assert!(!is_traceparent("garbage"));
-    }
 
     #[test]
     fn openapi_documents_the_routes() {

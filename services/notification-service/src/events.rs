@@ -86,7 +86,7 @@ impl Apply for CustomerEvents {
 
 /// An event that breaks the contract's rules: dead-lettered, never applied nor mailed.
 fn invalid(record: &Record, error: contracts::Invalid) -> HandleError {
-    HandleError::Permanent(format!("invalid {} event: {error}", record.topic))
+    HandleError::permanent(error).context(format!("invalid {} event", record.topic))
 }
 
 /// `transaction.processed` and `transaction.failed`: records an alert for each customer
@@ -125,7 +125,7 @@ impl Apply for TransactionEvents {
                 event.validate().map_err(|e| invalid(record, e))?;
                 Ok((metadata, Notice::Failed(event)))
             }
-            other => Err(HandleError::Permanent(format!(
+            other => Err(HandleError::permanent(format!(
                 "notification-service does not handle topic {other}"
             ))),
         }

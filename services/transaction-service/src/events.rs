@@ -54,7 +54,7 @@ impl Apply for OpenAccounts {
         let (metadata, customer) = record.decode::<CustomerCreated>()?;
         customer
             .validate()
-            .map_err(|e| HandleError::Permanent(format!("invalid Customer.created: {e}")))?;
+            .map_err(|e| HandleError::permanent(e).context("invalid Customer.created"))?;
         Ok((metadata, customer))
     }
 
@@ -176,7 +176,7 @@ impl ApplyTransactions {
         let traceparent = metadata.traceparent.as_deref();
         let (status, reason, message, balances) = match decision {
             Decision::Wait { message, .. } => {
-                return Err(HandleError::Transient(format!(
+                return Err(HandleError::transient(format!(
                     "undecided request reached completion: {message}"
                 )))
             }
@@ -250,7 +250,7 @@ impl Apply for ApplyTransactions {
         if request.transaction_id.trim().is_empty()
             || request.transaction_id.len() > MAX_EVENT_TRANSACTION_ID_LEN
         {
-            return Err(HandleError::Permanent(format!(
+            return Err(HandleError::permanent(format!(
                 "transactionId must hold 1 to {MAX_EVENT_TRANSACTION_ID_LEN} characters"
             )));
         }

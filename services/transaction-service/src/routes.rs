@@ -24,7 +24,7 @@ use crate::domain::{self, Invalid, ValidRequest};
 use crate::events::MAX_EVENT_TRANSACTION_ID_LEN;
 use crate::ledger::{AcceptOutcome, Acceptance};
 use crate::storage::{self, StoredTransaction};
-use platform::http::ProblemDetails;
+use platform::http::{ApiKeyScheme, ProblemDetails};
 use platform::limits::check_length;
 
 /// Shared state of the handlers.
@@ -410,7 +410,7 @@ pub async fn create_transaction(
     let request = body
         .validate(state.max_amount_minor)
         .map_err(ApiError::from)?;
-    let traceparent = traceparent(&headers).map(str::to_string);
+    let traceparent = platform::http::traceparent(&headers).map(str::to_string);
     let created = match state
         .acceptance
         .submit((request.clone(), traceparent))
@@ -438,18 +438,6 @@ pub async fn create_transaction(
         }),
     )
         .into_response())
-}
-
-/// The caller's W3C `traceparent`, when well formed: it travels on with the event.
-fn traceparent(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get("traceparent")?.to_str().ok()?.trim();
-    let parts: Vec<&str> = value.split('-').collect();
-    let well_formed = value.len() == 55
-        && parts.len() == 4
-        && parts
-            .iter()
-            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()));
-    well_formed.then_some(value)
 }
 
 /// A transaction and its outcome.
@@ -577,19 +565,6 @@ fn decimals_of(currency: &str) -> u8 {
     tags((name = "transactions"), (name = "accounts"))
 )]
 pub struct ApiDoc;
-
-struct ApiKeyScheme;
-
-impl utoipa::Modify for ApiKeyScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 /// `GET /openapi.json`.
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {

@@ -5,11 +5,11 @@
 //! `password`), the overrides `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_MECHANISM`,
 //! `KAFKA_SSL_CA_LOCATION`, and `KAFKA_BROKERS` for a plain local broker.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use rdkafka::ClientConfig;
+use strum::VariantNames;
 
 use crate::config::{ConfigError, Env, Secret};
 
@@ -29,7 +29,10 @@ pub const BROKER_VARIABLES: [&str; 3] = [
 const CODE_ENGINE_APP: &str = "CE_APP";
 
 /// How clients talk to the brokers (`security.protocol`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE", ascii_case_insensitive)]
 pub enum SecurityProtocol {
     /// No TLS, no authentication: a local broker.
     Plaintext,
@@ -44,12 +47,7 @@ pub enum SecurityProtocol {
 impl SecurityProtocol {
     /// The librdkafka name.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            SecurityProtocol::Plaintext => "PLAINTEXT",
-            SecurityProtocol::Ssl => "SSL",
-            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
-            SecurityProtocol::SaslSsl => "SASL_SSL",
-        }
+        self.into()
     }
 
     fn uses_sasl(&self) -> bool {
@@ -64,55 +62,50 @@ impl SecurityProtocol {
     }
 }
 
-impl FromStr for SecurityProtocol {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
-            "SSL" => Ok(SecurityProtocol::Ssl),
-            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
-            "SASL_SSL" => Ok(SecurityProtocol::SaslSsl),
-            other => Err(format!(
-                "`{other}` is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
-            )),
-        }
-    }
-}
-
 /// The SASL mechanism (`sasl.mechanism`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames,
+)]
+#[strum(ascii_case_insensitive)]
 pub enum SaslMechanism {
     /// PLAIN: Event Streams (user `token`, password = API key).
+    #[strum(serialize = "PLAIN")]
     Plain,
     /// SCRAM-SHA-256.
+    #[strum(serialize = "SCRAM-SHA-256")]
     ScramSha256,
     /// SCRAM-SHA-512.
+    #[strum(serialize = "SCRAM-SHA-512")]
     ScramSha512,
 }
 
 impl SaslMechanism {
     /// The librdkafka name.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-        }
+        self.into()
     }
 }
 
-impl FromStr for SaslMechanism {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "PLAIN" => Ok(SaslMechanism::Plain),
-            "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
-            "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
-            other => Err(format!(
-                "`{other}` is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
-            )),
-        }
-    }
+/// The value of `variable`, one of `T`'s names (trimmed, in any case), else `default`; any
+/// other value is an error naming the variable and every accepted value.
+fn one_of<T: FromStr + VariantNames>(
+    env: &impl Env,
+    variable: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    let Some(value) = env.var(variable) else {
+        return Ok(default);
+    };
+    value.trim().parse().map_err(|_| {
+        ConfigError::new(
+            variable,
+            format!(
+                "`{}` is not one of {}",
+                value.trim().to_ascii_uppercase(),
+                T::VARIANTS.join(", ")
+            ),
+        )
+    })
 }
 
 /// SASL credentials; the password is a [`Secret`].
@@ -126,8 +119,8 @@ pub struct SaslCredentials {
     pub password: Secret,
 }
 
-/// A validated Kafka connection configuration.
-#[derive(Clone, PartialEq, Eq)]
+/// A validated Kafka connection configuration (its `Debug` shows no password: [`Secret`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port`.
     pub brokers: Vec<String>,
@@ -145,20 +138,6 @@ pub struct KafkaConfig {
     /// Prefix of every topic name on the broker (`KAFKA_TOPIC_PREFIX`, default none): lets several
     /// environments, or tests, share one cluster. Services always see the unprefixed names.
     pub topic_prefix: String,
-}
-
-impl fmt::Debug for KafkaConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaConfig")
-            .field("brokers", &self.brokers)
-            .field("security_protocol", &self.security_protocol)
-            .field("sasl", &self.sasl)
-            .field("ssl_ca_location", &self.ssl_ca_location)
-            .field("topic_partitions", &self.topic_partitions)
-            .field("topic_replication_factor", &self.topic_replication_factor)
-            .field("topic_prefix", &self.topic_prefix)
-            .finish()
-    }
 }
 
 impl KafkaConfig {
@@ -193,102 +172,19 @@ impl KafkaConfig {
         let event_streams = brokers_var.starts_with("EVENT_STREAMS_");
         let brokers =
             parse_broker_list(&brokers_text).map_err(|p| ConfigError::new(brokers_var, p))?;
-
-        let user = env.var("EVENT_STREAMS_USER");
-        let password = env.var("EVENT_STREAMS_PASSWORD");
-        let credentials = match (user, password) {
-            (Some(user), Some(password)) => Some((user.trim().to_string(), Secret::new(password))),
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    "EVENT_STREAMS_PASSWORD",
-                    "is required when EVENT_STREAMS_USER is set",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "EVENT_STREAMS_USER",
-                    "is required when EVENT_STREAMS_PASSWORD is set",
-                ))
-            }
-            (None, None) => None,
-        };
-
-        let security_protocol = match env.var("KAFKA_SECURITY_PROTOCOL") {
-            Some(p) => p
-                .parse()
-                .map_err(|e| ConfigError::new("KAFKA_SECURITY_PROTOCOL", e))?,
-            None if credentials.is_some() => SecurityProtocol::SaslSsl,
+        let credentials = credentials(env)?;
+        let default_protocol = match credentials {
+            Some(_) => SecurityProtocol::SaslSsl,
             None => SecurityProtocol::Plaintext,
         };
-        let mechanism = match env.var("KAFKA_SASL_MECHANISM") {
-            Some(m) => m
-                .parse()
-                .map_err(|e| ConfigError::new("KAFKA_SASL_MECHANISM", e))?,
-            None => SaslMechanism::Plain,
-        };
-        let sasl = match (security_protocol.uses_sasl(), credentials) {
-            (true, Some((username, password))) => Some(SaslCredentials {
-                mechanism,
-                username,
-                password,
-            }),
-            (true, None) => {
-                return Err(ConfigError::new(
-                    "EVENT_STREAMS_USER",
-                    format!(
-                        "SASL credentials are required with KAFKA_SECURITY_PROTOCOL={}",
-                        security_protocol.as_str()
-                    ),
-                ))
-            }
-            (false, Some(_)) => {
-                return Err(ConfigError::new(
-                    "KAFKA_SECURITY_PROTOCOL",
-                    format!(
-                    "{} does not use SASL, but EVENT_STREAMS_USER/EVENT_STREAMS_PASSWORD are set",
-                    security_protocol.as_str()
-                ),
-                ))
-            }
-            (false, None) => None,
-        };
-
-        let ssl_ca_location = match env.var("KAFKA_SSL_CA_LOCATION") {
-            Some(path) => {
-                let path = PathBuf::from(path.trim());
-                if !path.is_file() {
-                    return Err(ConfigError::new(
-                        "KAFKA_SSL_CA_LOCATION",
-                        format!("{} is not a readable file", path.display()),
-                    ));
-                }
-                if !security_protocol.uses_tls() {
-                    return Err(ConfigError::new(
-                        "KAFKA_SSL_CA_LOCATION",
-                        format!("is set but {} does not use TLS", security_protocol.as_str()),
-                    ));
-                }
-                Some(path)
-            }
-            None => None,
-        };
-
+        let security_protocol = one_of(env, "KAFKA_SECURITY_PROTOCOL", default_protocol)?;
+        let mechanism = one_of(env, "KAFKA_SASL_MECHANISM", SaslMechanism::Plain)?;
+        let sasl = sasl(security_protocol, mechanism, credentials)?;
+        let ssl_ca_location = ssl_ca_location(env, security_protocol)?;
         let topic_partitions = positive_int(env, "KAFKA_TOPIC_PARTITIONS", 3)?;
         let default_replication = if event_streams { 3 } else { 1 };
         let topic_replication_factor =
             positive_int(env, "KAFKA_TOPIC_REPLICATION_FACTOR", default_replication)?;
-
-        let topic_prefix = env.var("KAFKA_TOPIC_PREFIX").unwrap_or_default();
-        if topic_prefix
-            .chars()
-            .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            return Err(ConfigError::new(
-                "KAFKA_TOPIC_PREFIX",
-                "may hold only letters, digits, '.', '_' and '-'",
-            ));
-        }
-
         Ok(Self {
             brokers,
             security_protocol,
@@ -296,7 +192,7 @@ impl KafkaConfig {
             ssl_ca_location,
             topic_partitions,
             topic_replication_factor,
-            topic_prefix,
+            topic_prefix: topic_prefix(env)?,
         })
     }
 
@@ -325,6 +221,94 @@ impl KafkaConfig {
         }
         config
     }
+}
+
+/// `EVENT_STREAMS_USER` and `EVENT_STREAMS_PASSWORD`: both or neither.
+fn credentials(env: &impl Env) -> Result<Option<(String, Secret)>, ConfigError> {
+    match (
+        env.var("EVENT_STREAMS_USER"),
+        env.var("EVENT_STREAMS_PASSWORD"),
+    ) {
+        (Some(user), Some(password)) => Ok(Some((user.trim().to_string(), Secret::new(password)))),
+        (Some(_), None) => Err(ConfigError::new(
+            "EVENT_STREAMS_PASSWORD",
+            "is required when EVENT_STREAMS_USER is set",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "EVENT_STREAMS_USER",
+            "is required when EVENT_STREAMS_PASSWORD is set",
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The SASL settings: credentials exactly when `protocol` uses SASL.
+fn sasl(
+    protocol: SecurityProtocol,
+    mechanism: SaslMechanism,
+    credentials: Option<(String, Secret)>,
+) -> Result<Option<SaslCredentials>, ConfigError> {
+    match (protocol.uses_sasl(), credentials) {
+        (true, Some((username, password))) => Ok(Some(SaslCredentials {
+            mechanism,
+            username,
+            password,
+        })),
+        (true, None) => Err(ConfigError::new(
+            "EVENT_STREAMS_USER",
+            format!(
+                "SASL credentials are required with KAFKA_SECURITY_PROTOCOL={}",
+                protocol.as_str()
+            ),
+        )),
+        (false, Some(_)) => Err(ConfigError::new(
+            "KAFKA_SECURITY_PROTOCOL",
+            format!(
+                "{} does not use SASL, but EVENT_STREAMS_USER/EVENT_STREAMS_PASSWORD are set",
+                protocol.as_str()
+            ),
+        )),
+        (false, None) => Ok(None),
+    }
+}
+
+/// `KAFKA_SSL_CA_LOCATION`: a readable file, and only with a protocol that uses TLS.
+fn ssl_ca_location(
+    env: &impl Env,
+    protocol: SecurityProtocol,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(path) = env.var("KAFKA_SSL_CA_LOCATION") else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path.trim());
+    if !path.is_file() {
+        return Err(ConfigError::new(
+            "KAFKA_SSL_CA_LOCATION",
+            format!("{} is not a readable file", path.display()),
+        ));
+    }
+    if !protocol.uses_tls() {
+        return Err(ConfigError::new(
+            "KAFKA_SSL_CA_LOCATION",
+            format!("is set but {} does not use TLS", protocol.as_str()),
+        ));
+    }
+    Ok(Some(path))
+}
+
+/// `KAFKA_TOPIC_PREFIX`: letters, digits, `.`, `_` and `-` only (none by default).
+fn topic_prefix(env: &impl Env) -> Result<String, ConfigError> {
+    let prefix = env.var("KAFKA_TOPIC_PREFIX").unwrap_or_default();
+    if prefix
+        .chars()
+        .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(ConfigError::new(
+            "KAFKA_TOPIC_PREFIX",
+            "may hold only letters, digits, '.', '_' and '-'",
+        ));
+    }
+    Ok(prefix)
 }
 
 /// The broker list and the variable it came from (the local default off Code Engine).
@@ -647,6 +631,36 @@ mod tests {
             let err = config(env).expect_err(variable);
             assert_eq!(err.variable, *variable, "{env:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_bad_name_lists_the_accepted_values() {
+        let err = config(&[("KAFKA_SECURITY_PROTOCOL", " tls ")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: KAFKA_SECURITY_PROTOCOL: \
+             `TLS` is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
+        );
+        let err = config(&[
+            ("EVENT_STREAMS_USER", "u"),
+            ("EVENT_STREAMS_PASSWORD", "p"),
+            ("KAFKA_SASL_MECHANISM", "gssapi"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: KAFKA_SASL_MECHANISM: \
+             `GSSAPI` is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+        );
+        let c = config(&[
+            ("KAFKA_SECURITY_PROTOCOL", " sasl_plaintext "),
+            ("EVENT_STREAMS_USER", "u"),
+            ("EVENT_STREAMS_PASSWORD", "p"),
+            ("KAFKA_SASL_MECHANISM", "scram-sha-256"),
+        ])
+        .unwrap();
+        assert_eq!(c.security_protocol.as_str(), "SASL_PLAINTEXT");
+        assert_eq!(c.sasl.unwrap().mechanism.as_str(), "SCRAM-SHA-256");
     }
 
     #[test]
