@@ -3,6 +3,28 @@
 //! public APIs for balances and deliveries, measures consumer lag (and, from the services'
 //! metrics, their outbox backlog), and serves it all to a page
 //! over server-sent events. It keeps no state that matters: a restart rebuilds it.
+//!
+//! # Layout
+//!
+//! The console has no database, no outbox and no event handlers, so it is not a
+//! [`platform::Definition`] and has no `domain`/`storage`/`handlers`; the modules it shares with
+//! the services keep their meaning:
+//!
+//! - `lib.rs`: [`main`] and [`run`], which start the tasks below and serve the routes.
+//! - [`settings`]: the console's own settings (the services' URLs, the window size).
+//! - [`routes`]: HTTP only: the page, the snapshot, the live stream, the OpenAPI document.
+//! - [`state`]: what the console shows, in memory, and the fan-out of its changes.
+//! - [`window`]: the recent window of events, bounded in count and bytes.
+//! - [`reader`]: the task reading every topic into the window.
+//! - [`health`]: the task measuring consumer lag and dead letters.
+//! - [`outbox`]: the task scraping the services' outbox backlog.
+//! - [`upstream`]: the tasks reading the services' public APIs.
+//!
+//! # Request flow
+//!
+//! A record on a topic is read by [`reader`] into the [`window`] of the [`state::Console`],
+//! which announces the change; `GET /api/stream` ([`routes`]) sends a snapshot, then every
+//! announced change, to the page as server-sent events.
 
 pub mod health;
 pub mod outbox;

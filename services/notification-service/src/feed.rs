@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, Notify};
 
-use crate::storage::Delivery;
+use crate::domain::Delivery;
 
 /// Updates kept for slow stream readers before they skip ahead.
 const CAPACITY: usize = 1024;
@@ -51,6 +53,29 @@ impl Hub {
     /// A new listener of updates.
     pub fn subscribe(&self) -> broadcast::Receiver<Delivery> {
         self.updates.subscribe()
+    }
+
+    /// The updates from now on, of customer `only` (of everyone when `None`); a reader too slow
+    /// to keep up skips what it missed.
+    pub fn updates(&self, only: Option<String>) -> impl Stream<Item = Delivery> {
+        futures::stream::unfold(self.subscribe(), |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(delivery) => return Some((delivery, receiver)),
+                    Err(RecvError::Lagged(skipped)) => {
+                        tracing::debug!(skipped, "slow stream reader skipped updates");
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        })
+        .filter(move |delivery| {
+            let wanted = match &only {
+                Some(customer_id) => *customer_id == delivery.customer_id,
+                None => true,
+            };
+            std::future::ready(wanted)
+        })
     }
 
     /// Completes when deliveries were recorded since the last call.

@@ -3,13 +3,42 @@
 //! `transaction.failed`, at most once per (customer, kind, transaction) whatever the event id
 //! (events are checked against their contract first), and serves the delivery log,
 //! a live feed and a dashboard.
+//!
+//! # Layout
+//!
+//! - `lib.rs`: [`NotificationService`], the [`Definition`] that wires the rest.
+//! - [`settings`]: the service's own settings (`SMTP_URL`, `MAIL_FROM`, the sender's timings).
+//! - [`routes`]: HTTP only: the delivery log, the live feed (server-sent events), the dashboard
+//!   page (`dashboard.html`) and the OpenAPI document; all read-only.
+//! - [`error`]: the one error type of the HTTP side and its problem+json mapping.
+//! - [`handlers`]: the Kafka event handlers: the projection and the delivery rows.
+//! - [`delivery`]: the use case that writes: the sender task that leases due deliveries, sends
+//!   them and records the outcome, with its retry policy.
+//! - [`domain`]: the types and rules (kinds, statuses, who is told what); no HTTP, no SQL.
+//! - [`messages`]: the text of each e-mail.
+//! - [`mailer`]: the mail transport (SMTP, or `.eml` files in a folder), its own module as it
+//!   wraps `lettre` and keeps the SMTP password out of the logs.
+//! - [`feed`]: the live feed hub (updates to the streams, wake-ups of the sender).
+//! - [`storage`]: SQL of the projection and the `deliveries` table.
+//!
+//! # Request flow
+//!
+//! A `transaction.processed` record is decoded and validated by
+//! [`handlers::TransactionEvents`], which finds the customers in the projection and records one
+//! `pending` delivery per recipient ([`messages`] writes the text) in the transaction of the
+//! event's inbox claim; once committed, the [`feed::Hub`] tells the live streams and wakes the
+//! [`delivery::Sender`], which leases the row, sends it through the [`mailer::Mailer`] and
+//! records `sent`, `retrying` or `failed`, announced on the hub again. `GET /notifications`
+//! ([`routes`]) reads the log from [`storage`].
 
-pub mod events;
+pub mod delivery;
+pub mod domain;
+pub mod error;
 pub mod feed;
+pub mod handlers;
 pub mod mailer;
 pub mod messages;
 pub mod routes;
-pub mod sender;
 pub mod settings;
 pub mod storage;
 
@@ -56,21 +85,21 @@ impl Definition for NotificationService {
             .map_err(anyhow::Error::msg)
             .context("cannot set up mail delivery")?;
         let hub = feed::Hub::new();
-        let waiting_alerts = events::TransactionEvents::parking_lot(settings.customer_wait);
+        let waiting_alerts = handlers::TransactionEvents::parking_lot(settings.customer_wait);
         service.consume_events(
-            ConsumerOptions::new(events::CUSTOMERS_CONSUMER, &[topics::CUSTOMER_CREATED]),
-            events::CustomerEvents::new(hub.clone(), waiting_alerts.clone()),
-            ParkingLot::new(events::CUSTOMERS_CONSUMER, Duration::ZERO),
+            ConsumerOptions::new(handlers::CUSTOMERS_CONSUMER, &[topics::CUSTOMER_CREATED]),
+            handlers::CustomerEvents::new(hub.clone(), waiting_alerts.clone()),
+            ParkingLot::new(handlers::CUSTOMERS_CONSUMER, Duration::ZERO),
         );
         service.consume_events(
             ConsumerOptions::new(
-                events::TRANSACTIONS_CONSUMER,
+                handlers::TRANSACTIONS_CONSUMER,
                 &[topics::TRANSACTION_PROCESSED, topics::TRANSACTION_FAILED],
             ),
-            events::TransactionEvents::new(hub.clone()),
+            handlers::TransactionEvents::new(hub.clone()),
             waiting_alerts,
         );
-        let sender = sender::Sender {
+        let sender = delivery::Sender {
             db: service.db.clone(),
             mailer,
             from: settings.from,

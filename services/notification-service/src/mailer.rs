@@ -9,7 +9,7 @@ use lettre::message::Mailbox;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use platform::config::Secret;
 
-use crate::storage::Delivery;
+use crate::domain::Delivery;
 
 /// How long one SMTP exchange may take.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(20);

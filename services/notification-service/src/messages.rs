@@ -1,5 +1,5 @@
-//! What to tell whom: the recipients of each event and the text of each message (plain text,
-//! amounts with their currency, the other party, the new balance or the reason, the transaction).
+//! The text of each message: plain text, amounts with their currency, the other party, the new
+//! balance or the reason, the transaction. Who gets which message is [`crate::domain`]'s rule.
 
 use std::collections::HashMap;
 
@@ -7,149 +7,13 @@ use contracts::{
     CustomerCreated, FailureReason, Money, TransactionFailed, TransactionKind,
     TransactionProcessed, TransactionRequested,
 };
-use serde::Serialize;
-use utoipa::ToSchema;
 
-/// What a notification is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// A new customer's welcome message.
-    Welcome,
-    /// Money left the customer's account (transfer sent, withdrawal).
-    DebitAlert,
-    /// Money arrived in the customer's account (transfer received, deposit).
-    CreditAlert,
-    /// A transaction the customer requested was declined.
-    FailureAlert,
-}
+use crate::domain::{Contact, Draft, Kind, Notice};
 
-impl Kind {
-    /// The stored name.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Kind::Welcome => "welcome",
-            Kind::DebitAlert => "debit_alert",
-            Kind::CreditAlert => "credit_alert",
-            Kind::FailureAlert => "failure_alert",
-        }
-    }
-
-    /// The kind of a stored name.
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            Kind::Welcome,
-            Kind::DebitAlert,
-            Kind::CreditAlert,
-            Kind::FailureAlert,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == text)
-    }
-}
-
-/// A customer as this service knows them (the projection of `Customer.created`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Contact {
-    /// Customer id.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Email address.
-    pub email: String,
-}
-
-impl From<&CustomerCreated> for Contact {
-    fn from(customer: &CustomerCreated) -> Self {
-        Self {
-            id: customer.id.clone(),
-            name: customer.name.clone(),
-            email: customer.email.clone(),
-        }
-    }
-}
-
-/// A message to record for one customer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Draft {
-    /// The customer it is for.
-    pub customer_id: String,
-    /// What it is about.
-    pub kind: Kind,
-    /// The transaction it is about, if any.
-    pub transaction_id: Option<String>,
-    /// Email address (empty when the customer is unknown).
-    pub recipient: String,
-    /// Subject line.
-    pub subject: String,
-    /// Plain-text body.
-    pub body: String,
-}
-
-/// A transaction outcome worth telling customers about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
-    /// `transaction.processed`.
-    Processed(TransactionProcessed),
-    /// `transaction.failed`.
-    Failed(TransactionFailed),
-}
+/// A message before its greeting and signature: the subject and the lines of the body.
+type Text = (String, Vec<String>);
 
 impl Notice {
-    /// The request the outcome is about.
-    pub fn request(&self) -> &TransactionRequested {
-        match self {
-            Notice::Processed(p) => &p.request,
-            Notice::Failed(f) => &f.request,
-        }
-    }
-
-    /// Who gets a message, and which: for a transfer a debit alert to `from` and a credit alert
-    /// to `to`; for a failure, a failure alert to the requester (`from`, or `to` for a credit).
-    /// A failure reporting a malformed request (reason `invalid`) goes to nobody: no API ever
-    /// accepted it, so the accounts it names did not ask for anything.
-    pub fn recipients(&self) -> Vec<(String, Kind)> {
-        let request = self.request();
-        match self {
-            Notice::Processed(_) => {
-                let mut out = Vec::new();
-                if let (Some(from), TransactionKind::Transfer | TransactionKind::Debit) =
-                    (&request.from, request.kind)
-                {
-                    out.push((from.clone(), Kind::DebitAlert));
-                }
-                if let (Some(to), TransactionKind::Transfer | TransactionKind::Credit) =
-                    (&request.to, request.kind)
-                {
-                    out.push((to.clone(), Kind::CreditAlert));
-                }
-                out
-            }
-            Notice::Failed(failed) if !failed.describes_a_valid_request() => Vec::new(),
-            Notice::Failed(_) => requester(request)
-                .map(|id| vec![(id.to_string(), Kind::FailureAlert)])
-                .unwrap_or_default(),
-        }
-    }
-
-    /// Every account the request names (recipients and other parties).
-    pub fn parties(&self) -> Vec<String> {
-        let request = self.request();
-        let mut out: Vec<String> = [&request.from, &request.to]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
-        out.dedup();
-        out
-    }
-
-    /// True when the event itself says an account does not exist: then a recipient missing from
-    /// the projection will not appear later, and waiting for it is pointless.
-    pub fn reports_unknown_account(&self) -> bool {
-        matches!(self, Notice::Failed(f) if f.reason == FailureReason::UnknownAccount)
-    }
-
     /// The message for `recipient` (a contact from `contacts`, or a stand-in when unknown);
     /// `contacts` also names the other party.
     pub fn render(
@@ -158,96 +22,111 @@ impl Notice {
         kind: Kind,
         contacts: &HashMap<String, Contact>,
     ) -> Draft {
-        let request = self.request();
-        let amount = amount(request);
-        let party = |id: &Option<String>| match id {
-            Some(id) => match contacts.get(id) {
-                Some(contact) => (contact.name.clone(), format!("{} ({id})", contact.name)),
-                None => (id.clone(), id.clone()),
-            },
-            None => ("nobody".to_string(), "nobody".to_string()),
-        };
         let (subject, lines) = match self {
             Notice::Processed(processed) => {
-                let balance = balance(processed, &recipient.id);
-                let (subject, what) = match (request.kind, kind) {
-                    (TransactionKind::Transfer, Kind::CreditAlert) => {
-                        let (name, full) = party(&request.from);
-                        (
-                            format!("You received {amount} from {name}"),
-                            format!("You received {amount} from {full}."),
-                        )
-                    }
-                    (TransactionKind::Transfer, _) => {
-                        let (name, full) = party(&request.to);
-                        (
-                            format!("You sent {amount} to {name}"),
-                            format!("You sent {amount} to {full}."),
-                        )
-                    }
-                    (TransactionKind::Credit, _) => (
-                        format!("Deposit of {amount} received"),
-                        format!("{amount} was deposited to your account."),
-                    ),
-                    (TransactionKind::Debit, _) => (
-                        format!("Withdrawal of {amount}"),
-                        format!("{amount} was withdrawn from your account."),
-                    ),
-                };
-                (
-                    subject,
-                    vec![
-                        what,
-                        format!("Your new balance is {balance}."),
-                        String::new(),
-                        format!("Transaction: {}", request.transaction_id),
-                        format!("Processed at: {}", processed.processed_at.to_rfc3339()),
-                    ],
-                )
+                processed_alert(processed, &recipient.id, kind, contacts)
             }
-            Notice::Failed(failed) => {
-                let what = match request.kind {
-                    TransactionKind::Transfer => {
-                        let (name, full) = party(&request.to);
-                        (
-                            format!("transfer of {amount} to {name}"),
-                            format!("transfer of {amount} to {full}"),
-                        )
-                    }
-                    TransactionKind::Credit => (
-                        format!("deposit of {amount}"),
-                        format!("deposit of {amount}"),
-                    ),
-                    TransactionKind::Debit => (
-                        format!("withdrawal of {amount}"),
-                        format!("withdrawal of {amount}"),
-                    ),
-                };
-                let reason = match failed.message.trim() {
-                    "" => reason_text(failed.reason).to_string(),
-                    message => format!("{} ({message})", reason_text(failed.reason)),
-                };
-                (
-                    format!("Transaction declined: {}", what.0),
-                    vec![
-                        format!("Your {} was declined.", what.1),
-                        format!("Reason: {reason}."),
-                        "No money was moved.".to_string(),
-                        String::new(),
-                        format!("Transaction: {}", request.transaction_id),
-                        format!("Declined at: {}", failed.failed_at.to_rfc3339()),
-                    ],
-                )
-            }
+            Notice::Failed(failed) => failure_alert(failed, contacts),
         };
         Draft {
             customer_id: recipient.id.clone(),
             kind,
-            transaction_id: Some(request.transaction_id.clone()),
+            transaction_id: Some(self.request().transaction_id.clone()),
             recipient: recipient.email.clone(),
             subject,
             body: letter(&recipient.name, &lines),
         }
+    }
+}
+
+/// A debit or credit alert for `recipient_id`: what moved, to or from whom, the new balance.
+fn processed_alert(
+    processed: &TransactionProcessed,
+    recipient_id: &str,
+    kind: Kind,
+    contacts: &HashMap<String, Contact>,
+) -> Text {
+    let request = &processed.request;
+    let amount = amount(request);
+    let (subject, what) = match (request.kind, kind) {
+        (TransactionKind::Transfer, Kind::CreditAlert) => {
+            let (name, full) = party(contacts, &request.from);
+            (
+                format!("You received {amount} from {name}"),
+                format!("You received {amount} from {full}."),
+            )
+        }
+        (TransactionKind::Transfer, _) => {
+            let (name, full) = party(contacts, &request.to);
+            (
+                format!("You sent {amount} to {name}"),
+                format!("You sent {amount} to {full}."),
+            )
+        }
+        (TransactionKind::Credit, _) => (
+            format!("Deposit of {amount} received"),
+            format!("{amount} was deposited to your account."),
+        ),
+        (TransactionKind::Debit, _) => (
+            format!("Withdrawal of {amount}"),
+            format!("{amount} was withdrawn from your account."),
+        ),
+    };
+    let lines = vec![
+        what,
+        format!("Your new balance is {}.", balance(processed, recipient_id)),
+        String::new(),
+        format!("Transaction: {}", request.transaction_id),
+        format!("Processed at: {}", processed.processed_at.to_rfc3339()),
+    ];
+    (subject, lines)
+}
+
+/// A failure alert: what was declined, and why; no money moved.
+fn failure_alert(failed: &TransactionFailed, contacts: &HashMap<String, Contact>) -> Text {
+    let request = &failed.request;
+    let amount = amount(request);
+    let (short, full) = match request.kind {
+        TransactionKind::Transfer => {
+            let (name, full) = party(contacts, &request.to);
+            (
+                format!("transfer of {amount} to {name}"),
+                format!("transfer of {amount} to {full}"),
+            )
+        }
+        TransactionKind::Credit => (
+            format!("deposit of {amount}"),
+            format!("deposit of {amount}"),
+        ),
+        TransactionKind::Debit => (
+            format!("withdrawal of {amount}"),
+            format!("withdrawal of {amount}"),
+        ),
+    };
+    let reason = match failed.message.trim() {
+        "" => reason_text(failed.reason).to_string(),
+        message => format!("{} ({message})", reason_text(failed.reason)),
+    };
+    let lines = vec![
+        format!("Your {full} was declined."),
+        format!("Reason: {reason}."),
+        "No money was moved.".to_string(),
+        String::new(),
+        format!("Transaction: {}", request.transaction_id),
+        format!("Declined at: {}", failed.failed_at.to_rfc3339()),
+    ];
+    (format!("Transaction declined: {short}"), lines)
+}
+
+/// How a message names the other party: its name (for the subject) and its name with its id
+/// (for the body); the id alone when the customer is unknown, `nobody` when there is none.
+fn party(contacts: &HashMap<String, Contact>, id: &Option<String>) -> (String, String) {
+    match id {
+        Some(id) => match contacts.get(id) {
+            Some(contact) => (contact.name.clone(), format!("{} ({id})", contact.name)),
+            None => (id.clone(), id.clone()),
+        },
+        None => ("nobody".to_string(), "nobody".to_string()),
     }
 }
 
@@ -268,15 +147,6 @@ pub fn welcome(customer: &CustomerCreated) -> Draft {
                 "on your account.".to_string(),
             ],
         ),
-    }
-}
-
-/// The customer a failure alert goes to: whoever asked (the debited account, or the credited
-/// one for a deposit).
-fn requester(request: &TransactionRequested) -> Option<&str> {
-    match request.kind {
-        TransactionKind::Credit => request.to.as_deref().or(request.from.as_deref()),
-        _ => request.from.as_deref().or(request.to.as_deref()),
     }
 }
 

@@ -10,15 +10,15 @@ use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
-use platform::{ApiQuery, Database, Problem};
+use platform::{ApiQuery, Database};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::domain::{Delivery, Kind, Status};
+use crate::error::Error;
 use crate::feed::Hub;
-use crate::messages::Kind;
-use crate::storage::{self, Delivery, Status};
+use crate::storage;
 use platform::auth::{protect, ApiKeys};
 use platform::http::ProblemDetails;
 use platform::limits::check_length;
@@ -117,17 +117,8 @@ pub struct NotificationLog {
 pub async fn list_notifications(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<LogParams>,
-) -> Result<Json<NotificationLog>, Problem> {
-    if let Some(id) = &params.customer_id {
-        check_length("customerId", id, MAX_CUSTOMER_ID_LEN)?;
-    }
-    let customer_id = params
-        .customer_id
-        .map(|c| c.trim().to_string())
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| {
-            Problem::invalid_field("customerId", "the query parameter customerId is required")
-        })?;
+) -> Result<Json<NotificationLog>, Error> {
+    let customer_id = customer_id(params.customer_id)?.ok_or(Error::MissingCustomerId)?;
     let limit = limit(params.limit.as_deref())?;
     let items = storage::for_customer(state.db.pool(), &customer_id, limit).await?;
     Ok(Json(NotificationLog { customer_id, items }))
@@ -143,7 +134,7 @@ pub async fn list_notifications(
 pub async fn recent_notifications(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<RecentParams>,
-) -> Result<Json<RecentNotifications>, Problem> {
+) -> Result<Json<RecentNotifications>, Error> {
     let limit = limit(params.limit.as_deref())?;
     let items = storage::latest(state.db.pool(), limit).await?;
     Ok(Json(RecentNotifications { items }))
@@ -151,8 +142,25 @@ pub async fn recent_notifications(
 
 /// The `limit` query parameter: [`DEFAULT_LIMIT`] when absent, else 1 to [`MAX_LIMIT`] (a blank
 /// value is no number).
-fn limit(text: Option<&str>) -> Result<i64, Problem> {
-    platform::limits::bounded("limit", text, DEFAULT_LIMIT, 1, MAX_LIMIT)
+fn limit(text: Option<&str>) -> Result<i64, Error> {
+    Ok(platform::limits::bounded(
+        "limit",
+        text,
+        DEFAULT_LIMIT,
+        1,
+        MAX_LIMIT,
+    )?)
+}
+
+/// The `customerId` query parameter: at most [`MAX_CUSTOMER_ID_LEN`] characters, trimmed;
+/// `None` when absent or blank.
+fn customer_id(param: Option<String>) -> Result<Option<String>, Error> {
+    if let Some(id) = &param {
+        check_length("customerId", id, MAX_CUSTOMER_ID_LEN)?;
+    }
+    Ok(param
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty()))
 }
 
 /// A live feed of deliveries as they are recorded and as their status changes: first a `ready`
@@ -167,33 +175,12 @@ fn limit(text: Option<&str>) -> Result<i64, Problem> {
 pub async fn stream_notifications(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<StreamParams>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    if let Some(id) = &params.customer_id {
-        check_length("customerId", id, MAX_CUSTOMER_ID_LEN)?;
-    }
-    let only = params
-        .customer_id
-        .map(|c| c.trim().to_string())
-        .filter(|c| !c.is_empty());
-    let updates = futures::stream::unfold(state.hub.subscribe(), |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(delivery) => return Some((delivery, receiver)),
-                Err(RecvError::Lagged(skipped)) => {
-                    tracing::debug!(skipped, "slow stream reader skipped updates");
-                }
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    })
-    .filter(move |delivery| {
-        let wanted = match &only {
-            Some(customer_id) => *customer_id == delivery.customer_id,
-            None => true,
-        };
-        std::future::ready(wanted)
-    })
-    .map(|delivery| Ok(delivery_event(&delivery)));
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Error> {
+    let only = customer_id(params.customer_id)?;
+    let updates = state
+        .hub
+        .updates(only)
+        .map(|delivery| Ok(delivery_event(&delivery)));
     let ready = futures::stream::once(std::future::ready(Ok(Event::default()
         .event("ready")
         .data("{}"))));
@@ -226,6 +213,7 @@ impl utoipa::PartialSchema for StreamEvent {
 
 impl ToSchema for StreamEvent {}
 
+/// The `delivery` event of one update.
 fn delivery_event(delivery: &Delivery) -> Event {
     let event = Event::default().event("delivery").id(delivery.id.clone());
     match serde_json::to_string(delivery) {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use platform::config::{seconds, ConfigError, Env, Secret};
 
+use crate::delivery::{RetryPolicy, DEFAULT_LEASE, DEFAULT_SEND_TIMEOUT};
 use crate::mailer::{check_smtp_url, MailTarget};
-use crate::sender::{RetryPolicy, DEFAULT_LEASE, DEFAULT_SEND_TIMEOUT};
 
 /// Sender address when `MAIL_FROM` is unset.
 pub const DEFAULT_MAIL_FROM: &str = "notifications@localhost";

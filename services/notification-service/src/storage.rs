@@ -2,90 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use platform::db::{parse_timestamp, timestamp, Conn};
-use serde::Serialize;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
 use sqlx::{Any, Executor, Row};
-use utoipa::ToSchema;
 
-use crate::messages::{Contact, Draft, Kind};
-
-/// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Recorded, not tried yet.
-    Pending,
-    /// A transient failure; tried again at `nextAttemptAt`.
-    Retrying,
-    /// An attempt is under way (until `nextAttemptAt`, the lease). A row still `sending` after
-    /// its lease was interrupted by a crash mid-send: it is not sent again (the server may have
-    /// accepted it) but recorded as `failed`.
-    Sending,
-    /// Accepted by the mail server (or written to the mail folder).
-    Sent,
-    /// Given up: a permanent error, too many attempts, or no such customer.
-    Failed,
-}
-
-impl Status {
-    /// The stored name.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Retrying => "retrying",
-            Status::Sending => "sending",
-            Status::Sent => "sent",
-            Status::Failed => "failed",
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, sqlx::Error> {
-        match text {
-            "pending" => Ok(Status::Pending),
-            "retrying" => Ok(Status::Retrying),
-            "sending" => Ok(Status::Sending),
-            "sent" => Ok(Status::Sent),
-            "failed" => Ok(Status::Failed),
-            other => Err(decode_error(format!("unknown delivery status `{other}`"))),
-        }
-    }
-}
-
-/// One notification and its delivery state (a row of the log).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Delivery {
-    /// Delivery id (also in the email's Message-ID).
-    pub id: String,
-    /// The event (`ce_id`) it was sent for.
-    pub event_id: String,
-    /// The customer it is for.
-    pub customer_id: String,
-    /// What it is about.
-    pub kind: Kind,
-    /// The transaction it is about, if any.
-    pub transaction_id: Option<String>,
-    /// Email address.
-    pub recipient: String,
-    /// Subject line.
-    pub subject: String,
-    /// Plain-text body.
-    pub body: String,
-    /// Where it stands.
-    pub status: Status,
-    /// Send attempts so far.
-    pub attempts: i64,
-    /// The last send error.
-    pub last_error: Option<String>,
-    /// When it is (or was) due to be tried.
-    pub next_attempt_at: DateTime<Utc>,
-    /// When it was recorded.
-    pub created_at: DateTime<Utc>,
-    /// When its status last changed.
-    pub updated_at: DateTime<Utc>,
-    /// When the mail server accepted it.
-    pub sent_at: Option<DateTime<Utc>>,
-}
+use crate::domain::{Contact, Delivery, Draft, Kind, Status};
 
 const DELIVERY_COLUMNS: &str = "id, event_id, customer_id, kind, transaction_id, recipient, \
     subject, body, status, attempts, last_error, next_attempt_at, created_at, updated_at, sent_at";
@@ -171,18 +92,12 @@ pub async fn due<'c, E>(
 where
     E: Executor<'c, Database = Any>,
 {
-    sqlx::query(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries \
-         WHERE status IN ('pending', 'retrying', 'sending') AND next_attempt_at <= $1 \
-         ORDER BY next_attempt_at, id LIMIT $2"
-    ))
-    .bind(timestamp(now))
-    .bind(limit)
-    .fetch_all(executor)
-    .await?
-    .iter()
-    .map(from_row)
-    .collect()
+    let sql = select(
+        "WHERE status IN ('pending', 'retrying', 'sending') AND next_attempt_at <= $1 \
+         ORDER BY next_attempt_at, id LIMIT $2",
+    );
+    let query = sqlx::query(&sql).bind(timestamp(now)).bind(limit);
+    deliveries(executor, query).await
 }
 
 /// Takes `delivery` for one attempt: marks it `sending` until `lease_until`; `false` when
@@ -247,17 +162,8 @@ pub async fn for_customer<'c, E>(
 where
     E: Executor<'c, Database = Any>,
 {
-    sqlx::query(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE customer_id = $1 \
-         ORDER BY created_at DESC, id DESC LIMIT $2"
-    ))
-    .bind(customer_id)
-    .bind(limit)
-    .fetch_all(executor)
-    .await?
-    .iter()
-    .map(from_row)
-    .collect()
+    let sql = select("WHERE customer_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2");
+    deliveries(executor, sqlx::query(&sql).bind(customer_id).bind(limit)).await
 }
 
 /// The latest deliveries of every customer, newest first.
@@ -265,15 +171,29 @@ pub async fn latest<'c, E>(executor: E, limit: i64) -> Result<Vec<Delivery>, sql
 where
     E: Executor<'c, Database = Any>,
 {
-    sqlx::query(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY created_at DESC, id DESC LIMIT $1"
-    ))
-    .bind(limit)
-    .fetch_all(executor)
-    .await?
-    .iter()
-    .map(from_row)
-    .collect()
+    let sql = select("ORDER BY created_at DESC, id DESC LIMIT $1");
+    deliveries(executor, sqlx::query(&sql).bind(limit)).await
+}
+
+/// `SELECT` of every delivery column, followed by `tail` (conditions, order, limit).
+fn select(tail: &str) -> String {
+    format!("SELECT {DELIVERY_COLUMNS} FROM deliveries {tail}")
+}
+
+/// Runs `query`, a [`select`], and decodes its rows.
+async fn deliveries<'q, 'c, E>(
+    executor: E,
+    query: Query<'q, Any, AnyArguments<'q>>,
+) -> Result<Vec<Delivery>, sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    query
+        .fetch_all(executor)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
 }
 
 fn from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
@@ -281,6 +201,7 @@ fn from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
         parse_timestamp(&row.try_get::<String, _>(column)?)
     };
     let kind: String = row.try_get("kind")?;
+    let status: String = row.try_get("status")?;
     Ok(Delivery {
         id: row.try_get("id")?,
         event_id: row.try_get("event_id")?,
@@ -291,7 +212,8 @@ fn from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
         recipient: row.try_get("recipient")?,
         subject: row.try_get("subject")?,
         body: row.try_get("body")?,
-        status: Status::parse(&row.try_get::<String, _>("status")?)?,
+        status: Status::parse(&status)
+            .ok_or_else(|| decode_error(format!("unknown delivery status `{status}`")))?,
         attempts: row.try_get("attempts")?,
         last_error: row.try_get("last_error")?,
         next_attempt_at: time("next_attempt_at")?,

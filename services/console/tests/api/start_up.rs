@@ -1,6 +1,5 @@
 //! The console binary refuses bad configuration at start-up with one line naming the variable
-//! (and never echoes a key). Being an integration test, it also makes `cargo test` build the
-//! binary the system tests run (`tests/system/tests/console.rs`).
+//! (and never echoes a key).
 
 use std::process::Command;
 

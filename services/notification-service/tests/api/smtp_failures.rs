@@ -1,17 +1,15 @@
 //! How the sender handles a mail server that fails, against the real broker and a real SMTP
 //! server answering every message with a 4xx, a 5xx, or never answering at all.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::helpers::*;
+use notification_service::delivery::RetryPolicy;
 use notification_service::mailer::MailTarget;
-use notification_service::sender::RetryPolicy;
 use notification_service::Settings;
 use platform::config::Secret;
 use platform::testing::SmtpMode;
 use serde_json::Value;
-use support::*;
 
 /// Test settings sending to `smtp`, giving up after `max_attempts`.
 fn failing_settings(smtp: &SmtpServer, max_attempts: u32) -> Settings {

@@ -2,14 +2,12 @@
 //! when `TEST_DATABASE_URL` is set) and a real SMTP server (aiosmtpd). Each test has its own
 //! topic prefix, consumer groups, database and mail server.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::helpers::*;
 use contracts::{FailureReason, TransactionKind};
 use notification_service::mailer::MailTarget;
 use serde_json::Value;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn welcome_email_is_delivered_over_smtp_and_logged() {
@@ -713,7 +711,7 @@ async fn an_outcome_replayed_under_a_new_event_id_is_emailed_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_once_per_transaction_migration_keeps_the_rows_already_logged() {
-    use notification_service::messages::{Draft, Kind};
+    use notification_service::domain::{Draft, Kind};
     use notification_service::{storage, MIGRATIONS};
     use platform::Database;
     use sqlx::migrate::Migrator;

@@ -1,4 +1,4 @@
-//! Event handlers. The platform applies a batch of a partition's events in ONE database
+//! Kafka event handlers ([`platform::inbox::Apply`]). The platform applies a batch of a partition's events in ONE database
 //! transaction with their inbox claims: the projection update and the delivery rows (`pending`)
 //! are written together, so a redelivered event changes nothing and each notification is
 //! recorded once. Sending is the sender's job.
@@ -13,6 +13,7 @@
 //! decided when the customer arrives or the wait ends; then the alert is recorded as `failed`.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use contracts::envelope::EventMetadata;
@@ -23,9 +24,10 @@ use platform::inbox::{transient, Applied, Apply, Attempt};
 use platform::kafka::{HandleError, Record};
 use platform::parking::ParkingLot;
 
+use crate::domain::{Contact, Delivery, Notice};
 use crate::feed::Hub;
-use crate::messages::{self, Contact, Notice};
-use crate::storage::{self, Delivery};
+use crate::messages;
+use crate::storage;
 
 /// Inbox name of the `Customer.created` consumer.
 pub const CUSTOMERS_CONSUMER: &str = contracts::topics::groups::NOTIFICATION_CUSTOMERS;
@@ -139,52 +141,22 @@ impl Apply for TransactionEvents {
         attempt: Attempt,
     ) -> Result<Applied<Vec<Delivery>>, HandleError> {
         let transaction_id = &notice.request().transaction_id;
-        let mut contacts = HashMap::new();
-        for id in notice.parties() {
-            if let Some(contact) = storage::find_customer(&mut *conn, &id)
-                .await
-                .map_err(transient)?
-            {
-                contacts.insert(id, contact);
-            }
-        }
+        let contacts = known_parties(conn, notice).await?;
         let recipients = notice.recipients();
         let missing: Vec<&str> = recipients
             .iter()
             .map(|(id, _)| id.as_str())
             .filter(|id| !contacts.contains_key(*id))
             .collect();
-        let mut gave_up = None;
-        if !missing.is_empty() {
-            if notice.reports_unknown_account() {
-                gave_up = Some("the transaction failed with unknown_account".to_string());
-            } else if !attempt.last {
-                return Ok(Applied::Wait {
-                    reason: format!(
-                        "customer {} not seen yet; waiting for its Customer.created",
-                        missing.join(", ")
-                    ),
-                    awaiting: missing.iter().map(|id| id.to_string()).collect(),
-                });
-            } else {
-                gave_up = Some("no Customer.created arrived in time".to_string());
-            }
-        }
+        let gave_up = match give_up_or_wait(notice, &missing, attempt) {
+            ControlFlow::Continue(gave_up) => gave_up,
+            ControlFlow::Break(wait) => return Ok(wait),
+        };
         let mut recorded = Vec::new();
         for (id, kind) in &recipients {
             let (contact, failure) = match contacts.get(id) {
                 Some(contact) => (contact.clone(), None),
-                None => (
-                    Contact {
-                        id: id.clone(),
-                        name: id.clone(),
-                        email: String::new(),
-                    },
-                    Some(format!(
-                        "customer {id} is unknown: {}",
-                        gave_up.as_deref().unwrap_or("not in the projection")
-                    )),
-                ),
+                None => stand_in(id, gave_up.as_deref()),
             };
             let draft = notice.render(&contact, *kind, &contacts);
             if let Some(delivery) = storage::record(conn, &metadata.id, &draft, failure.as_deref())
@@ -206,4 +178,62 @@ impl Apply for TransactionEvents {
     fn committed(&self, done: Vec<Vec<Delivery>>) {
         self.hub.recorded(done.into_iter().flatten().collect());
     }
+}
+
+/// The accounts `notice` names that the projection knows, by id.
+async fn known_parties(
+    conn: &mut Conn,
+    notice: &Notice,
+) -> Result<HashMap<String, Contact>, HandleError> {
+    let mut contacts = HashMap::new();
+    for id in notice.parties() {
+        if let Some(contact) = storage::find_customer(&mut *conn, &id)
+            .await
+            .map_err(transient)?
+        {
+            contacts.insert(id, contact);
+        }
+    }
+    Ok(contacts)
+}
+
+/// What to do when recipients are `missing` from the projection: nothing (`Continue(None)`) when
+/// none is; wait for their `Customer.created` (`Break`) unless this is the last attempt or the
+/// event itself reports an unknown account; then give up (`Continue(Some(reason))`).
+fn give_up_or_wait(
+    notice: &Notice,
+    missing: &[&str],
+    attempt: Attempt,
+) -> ControlFlow<Applied<Vec<Delivery>>, Option<String>> {
+    if missing.is_empty() {
+        ControlFlow::Continue(None)
+    } else if notice.reports_unknown_account() {
+        ControlFlow::Continue(Some(
+            "the transaction failed with unknown_account".to_string(),
+        ))
+    } else if !attempt.last {
+        ControlFlow::Break(Applied::Wait {
+            reason: format!(
+                "customer {} not seen yet; waiting for its Customer.created",
+                missing.join(", ")
+            ),
+            awaiting: missing.iter().map(|id| id.to_string()).collect(),
+        })
+    } else {
+        ControlFlow::Continue(Some("no Customer.created arrived in time".to_string()))
+    }
+}
+
+/// The contact of customer `id`, unknown to the projection, and why its alert fails.
+fn stand_in(id: &str, gave_up: Option<&str>) -> (Contact, Option<String>) {
+    let contact = Contact {
+        id: id.to_string(),
+        name: id.to_string(),
+        email: String::new(),
+    };
+    let failure = format!(
+        "customer {id} is unknown: {}",
+        gave_up.unwrap_or("not in the projection")
+    );
+    (contact, Some(failure))
 }

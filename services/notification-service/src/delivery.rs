@@ -1,4 +1,4 @@
-//! The sender: a background task that sends recorded deliveries and records the outcome.
+//! Delivery, the use case that writes: the sender, a background task that sends recorded deliveries and records the outcome.
 //!
 //! Deliveries are written by the event handlers in the same transaction as the event's inbox
 //! claim, so each (customer, kind, transaction) is recorded exactly once, and an SMTP outage never
@@ -10,16 +10,17 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use lettre::message::Mailbox;
 use platform::redact::{mask_email, mask_emails_in};
 use platform::Database;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::domain::{Delivery, Status};
 use crate::feed::Hub;
 use crate::mailer::{compose, Mailer, SendError};
-use crate::storage::{self, Delivery, Status};
+use crate::storage;
 
 /// Rows taken per round.
 const BATCH: i64 = 32;
@@ -61,6 +62,50 @@ impl RetryPolicy {
             .saturating_mul(1 << doublings)
             .min(self.max_backoff)
     }
+
+    /// Where a delivery stands after its `attempts`-th attempt ended with `outcome` at `now`:
+    /// `sent`; `failed` on a permanent error or when the attempts are used up; else `retrying`
+    /// after the backoff.
+    pub fn settle(
+        &self,
+        outcome: Result<(), SendError>,
+        attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Settled {
+        let (status, error, next_attempt_at) = match outcome {
+            Ok(()) => (Status::Sent, None, now),
+            Err(SendError::Permanent(error)) => (Status::Failed, Some(error), now),
+            Err(SendError::Transient(error)) if attempts >= self.max_attempts => (
+                Status::Failed,
+                Some(format!("{error} (gave up after {attempts} attempts)")),
+                now,
+            ),
+            Err(SendError::Transient(error)) => {
+                let delay = self.backoff(attempts);
+                (
+                    Status::Retrying,
+                    Some(error),
+                    now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                )
+            }
+        };
+        Settled {
+            status,
+            error,
+            next_attempt_at,
+        }
+    }
+}
+
+/// How an attempt ended, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// `sent`, `retrying` or `failed`.
+    pub status: Status,
+    /// The error, unless sent.
+    pub error: Option<String>,
+    /// When a retry is due (the attempt's end otherwise).
+    pub next_attempt_at: DateTime<Utc>,
 }
 
 /// Sends due deliveries until shutdown.
@@ -164,78 +209,40 @@ impl Sender {
         metrics::counter!("notifications_attempted_total", "kind" => delivery.kind.as_str(),
             "outcome" => "interrupted")
         .increment(1);
-        let updated = storage::finish_attempt(
-            self.db.pool(),
-            &delivery.id,
-            Status::Failed,
-            Some("the attempt was interrupted by a crash; not sent again, as the mail server may have accepted it"),
-            Utc::now(),
-        )
-        .await?;
-        if let Some(updated) = updated {
-            self.hub.publish(updated);
-        }
-        Ok(())
+        let settled = Settled {
+            status: Status::Failed,
+            error: Some(
+                "the attempt was interrupted by a crash; not sent again, as the mail server may \
+                 have accepted it"
+                    .to_string(),
+            ),
+            next_attempt_at: Utc::now(),
+        };
+        self.finish(&delivery.id, &settled).await
     }
 
+    /// Sends `delivery` (leased) and records the outcome.
     async fn attempt(&self, delivery: Delivery) -> Result<(), sqlx::Error> {
         let outcome = match compose(&self.from, &delivery) {
             Ok(message) => self.send(message).await,
             Err(error) => Err(error),
         };
+        if outcome.is_ok() {
+            platform::failpoint!("smtp.after_accept");
+        }
         let attempts = u32::try_from(delivery.attempts)
             .unwrap_or(u32::MAX)
             .saturating_add(1);
-        let now = Utc::now();
-        let (status, error, next_attempt_at) = match outcome {
-            Ok(()) => {
-                platform::failpoint!("smtp.after_accept");
-                (Status::Sent, None, now)
-            }
-            Err(SendError::Permanent(error)) => (Status::Failed, Some(error), now),
-            Err(SendError::Transient(error)) if attempts >= self.retry.max_attempts => (
-                Status::Failed,
-                Some(format!("{error} (gave up after {attempts} attempts)")),
-                now,
-            ),
-            Err(SendError::Transient(error)) => {
-                let delay = self.retry.backoff(attempts);
-                (
-                    Status::Retrying,
-                    Some(error),
-                    now + chrono::Duration::from_std(delay).unwrap_or_default(),
-                )
-            }
-        };
-        match (&status, &error) {
-            (Status::Sent, _) => {
-                tracing::info!(attempts, recipient = %mask_email(&delivery.recipient), "notification sent")
-            }
-            (Status::Retrying, Some(error)) => {
-                tracing::warn!(attempts, error = %mask_emails_in(error), retry_at = %next_attempt_at, "notification not sent; will retry")
-            }
-            (_, error) => tracing::error!(
-                attempts,
-                error = %mask_emails_in(error.as_deref().unwrap_or("")),
-                "notification failed"
-            ),
-        }
+        let settled = self.retry.settle(outcome, attempts, Utc::now());
+        log_outcome(&delivery, attempts, &settled);
         metrics::counter!("notifications_attempted_total", "kind" => delivery.kind.as_str(),
-            "outcome" => status.as_str())
+            "outcome" => settled.status.as_str())
         .increment(1);
         // The message is out: recording that must not be lost to a passing database hiccup.
         let mut tries = 0;
-        let updated = loop {
-            match storage::finish_attempt(
-                self.db.pool(),
-                &delivery.id,
-                status,
-                error.as_deref(),
-                next_attempt_at,
-            )
-            .await
-            {
-                Ok(updated) => break updated,
+        loop {
+            match self.finish(&delivery.id, &settled).await {
+                Ok(()) => return Ok(()),
                 Err(error) if tries < 5 => {
                     tries += 1;
                     tracing::warn!(%error, "cannot record the attempt; retrying");
@@ -243,11 +250,40 @@ impl Sender {
                 }
                 Err(error) => return Err(error),
             }
-        };
+        }
+    }
+
+    /// Records how the attempt on delivery `id` ended, and announces the updated row.
+    async fn finish(&self, id: &str, settled: &Settled) -> Result<(), sqlx::Error> {
+        let updated = storage::finish_attempt(
+            self.db.pool(),
+            id,
+            settled.status,
+            settled.error.as_deref(),
+            settled.next_attempt_at,
+        )
+        .await?;
         if let Some(updated) = updated {
             self.hub.publish(updated);
         }
         Ok(())
+    }
+}
+
+/// The log line of an attempt's outcome (addresses masked).
+fn log_outcome(delivery: &Delivery, attempts: u32, settled: &Settled) {
+    match (&settled.status, &settled.error) {
+        (Status::Sent, _) => {
+            tracing::info!(attempts, recipient = %mask_email(&delivery.recipient), "notification sent")
+        }
+        (Status::Retrying, Some(error)) => {
+            tracing::warn!(attempts, error = %mask_emails_in(error), retry_at = %settled.next_attempt_at, "notification not sent; will retry")
+        }
+        (_, error) => tracing::error!(
+            attempts,
+            error = %mask_emails_in(error.as_deref().unwrap_or("")),
+            "notification failed"
+        ),
     }
 }
 
@@ -268,5 +304,31 @@ mod tests {
             RetryPolicy::default().backoff(100),
             Duration::from_secs(600)
         );
+    }
+
+    #[test]
+    fn transient_errors_are_retried_until_the_attempts_are_used_up() {
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+        };
+        let now = Utc::now();
+        let busy = || Err(SendError::Transient("451 busy".into()));
+        let retry = policy.settle(busy(), 1, now);
+        assert_eq!(retry.status, Status::Retrying);
+        assert_eq!(retry.next_attempt_at, now + chrono::Duration::seconds(1));
+        let failed = policy.settle(busy(), 2, now);
+        assert_eq!(failed.status, Status::Failed);
+        assert_eq!(
+            failed.error.as_deref(),
+            Some("451 busy (gave up after 2 attempts)")
+        );
+        let refused = policy.settle(Err(SendError::Permanent("550".into())), 1, now);
+        assert_eq!(
+            (refused.status, refused.error.as_deref()),
+            (Status::Failed, Some("550"))
+        );
+        assert_eq!(policy.settle(Ok(()), 1, now).status, Status::Sent);
     }
 }

@@ -1,18 +1,11 @@
-//! Test support: the service in-process against the real broker and database, a real SMTP
+//! Test helpers: the service in-process against the real broker and database, a real SMTP
 //! server (aiosmtpd) writing a Maildir, an event producer, and polling with deadlines.
-
-#![allow(dead_code, unused_imports)]
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use contracts::envelope::{Event, EventMetadata};
-use contracts::{
-    CustomerCreated, FailureReason, TransactionFailed, TransactionKind, TransactionProcessed,
-    TransactionRequested,
-};
+use notification_service::delivery::RetryPolicy;
 use notification_service::mailer::MailTarget;
-use notification_service::sender::RetryPolicy;
 use notification_service::{NotificationService, Settings, MIGRATIONS, NAME};
 use platform::config::Secret;
 use platform::kafka::KafkaConfig;
@@ -237,7 +230,7 @@ impl App {
 pub use platform::testing::free_port;
 pub use platform::testing::smtp::{read_mails, SmtpServer};
 
-pub use contracts::samples::{customer, email, failed, processed, requested as request};
+pub use contracts::samples::{customer, failed, processed, requested as request};
 
 /// A fresh event id.
 pub fn event_id() -> String {

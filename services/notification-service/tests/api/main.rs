@@ -1,0 +1,12 @@
+//! The integration tests of notification-service, one binary: the service against the real local
+//! broker, a real database (SQLite, or PostgreSQL when `TEST_DATABASE_URL` is set) and a real
+//! SMTP server (aiosmtpd). Every test here touches the database.
+
+// The helpers unwrap (clippy exempts only the #[test] functions themselves).
+#![allow(clippy::unwrap_used)]
+// Scenario tests read best as one story each.
+#![allow(clippy::too_many_lines)]
+
+mod helpers;
+mod notifications;
+mod smtp_failures;
