@@ -36,10 +36,13 @@ pub fn broker_control(start: bool) -> Result<()> {
     }
 }
 
-/// `cargo xtask chaos-postgres restart` (the run's database fault).
+/// `cargo xtask chaos-postgres restart` (the run's database fault): stops the private cluster
+/// when it runs, then starts it (creating it the first time).
 pub fn postgres_restart() -> Result<()> {
     let pg = Postgres::locate()?;
-    pg.stop()?;
+    if crate::postgres::accepting(crate::postgres::PORT) {
+        pg.stop()?;
+    }
     pg.start().map(|_| ())
 }
 

@@ -46,7 +46,7 @@ pub const NO_DATABASE_TESTS: &[(&str, &str)] = &[
         "system/console",
         "the console in a browser; its services' database use is seed_flow's",
     ),
-    ("api/console_start_up", "the console has no database"),
+    ("api/start_up", "the console (it has no database)"),
 ];
 
 /// Prefixes of lines a test prints for the closing summary (also taken from the test output).
@@ -644,7 +644,7 @@ mod tests {
         assert_eq!(
             args,
             "--test api --test integration --test system -- --skip kafka:: --skip sasl_ssl:: \
-             --skip console:: --skip console_start_up::"
+             --skip console:: --skip start_up::"
         );
         let without_system = database_test_args_of(&all[..3]).unwrap_err().to_string();
         assert!(

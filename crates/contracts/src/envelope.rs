@@ -4,6 +4,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{de::DeserializeOwned, Serialize};
 
+use strum::IntoEnumIterator;
+
 use crate::topics;
 
 /// Header names of the CloudEvents Kafka binding and W3C trace context.
@@ -46,27 +48,36 @@ pub const SPEC_VERSION: &str = "1.0";
 pub const CONTENT_TYPE: &str = "application/json";
 
 /// The event types (name and schema version) this system understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+)]
 pub enum EventType {
     /// `customer.created.v1` on `Customer.created`.
+    #[strum(serialize = "customer.created.v1")]
     CustomerCreated,
     /// `transaction.requested.v1` on `transaction.requested`.
+    #[strum(serialize = "transaction.requested.v1")]
     TransactionRequested,
     /// `transaction.processed.v1` on `transaction.processed`.
+    #[strum(serialize = "transaction.processed.v1")]
     TransactionProcessed,
     /// `transaction.failed.v1` on `transaction.failed`.
+    #[strum(serialize = "transaction.failed.v1")]
     TransactionFailed,
 }
 
 impl EventType {
     /// The CloudEvents `type` attribute.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            EventType::CustomerCreated => "customer.created.v1",
-            EventType::TransactionRequested => "transaction.requested.v1",
-            EventType::TransactionProcessed => "transaction.processed.v1",
-            EventType::TransactionFailed => "transaction.failed.v1",
-        }
+        self.into()
     }
 
     /// The topic events of this type are published to.
@@ -81,26 +92,12 @@ impl EventType {
 
     /// The type from a `ce_type` header; `None` for unknown names or schema versions.
     pub fn parse(value: &str) -> Option<Self> {
-        [
-            EventType::CustomerCreated,
-            EventType::TransactionRequested,
-            EventType::TransactionProcessed,
-            EventType::TransactionFailed,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == value)
+        value.parse().ok()
     }
 
     /// The type expected on `topic` when a producer wrote no `ce_type` header.
     pub fn for_topic(topic: &str) -> Option<Self> {
-        [
-            EventType::CustomerCreated,
-            EventType::TransactionRequested,
-            EventType::TransactionProcessed,
-            EventType::TransactionFailed,
-        ]
-        .into_iter()
-        .find(|t| t.topic() == topic)
+        Self::iter().find(|t| t.topic() == topic)
     }
 }
 

@@ -32,8 +32,21 @@ impl Event for CustomerCreated {
 }
 
 /// What a transaction does to the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum TransactionKind {
     /// Moves money from `from` to `to`.
     Transfer,
@@ -56,11 +69,7 @@ impl TransactionKind {
 
     /// The lower-case name, as on the wire.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            TransactionKind::Transfer => "transfer",
-            TransactionKind::Credit => "credit",
-            TransactionKind::Debit => "debit",
-        }
+        self.into()
     }
 }
 
@@ -135,8 +144,21 @@ impl Event for TransactionProcessed {
 }
 
 /// Why a transaction was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum FailureReason {
     /// The debited account's balance is lower than the amount.
     InsufficientFunds,
@@ -151,12 +173,7 @@ pub enum FailureReason {
 impl FailureReason {
     /// The snake_case name, as on the wire.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            FailureReason::InsufficientFunds => "insufficient_funds",
-            FailureReason::UnknownAccount => "unknown_account",
-            FailureReason::Invalid => "invalid",
-            FailureReason::CurrencyMismatch => "currency_mismatch",
-        }
+        self.into()
     }
 }
 
@@ -214,6 +231,17 @@ mod tests {
             amount: "100.00".into(),
             currency: "USD".into(),
             requested_at: "2026-01-02T03:04:05Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn kinds_and_reasons_are_named_as_on_the_wire() {
+        use strum::IntoEnumIterator;
+        for kind in TransactionKind::iter() {
+            assert_eq!(json!(kind), json!(kind.as_str()));
+        }
+        for reason in FailureReason::iter() {
+            assert_eq!(json!(reason), json!(reason.as_str()));
         }
     }
 

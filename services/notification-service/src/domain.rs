@@ -12,8 +12,20 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 /// What a notification is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Kind {
     /// A new customer's welcome message.
     Welcome,
@@ -28,24 +40,12 @@ pub enum Kind {
 impl Kind {
     /// The stored name.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Kind::Welcome => "welcome",
-            Kind::DebitAlert => "debit_alert",
-            Kind::CreditAlert => "credit_alert",
-            Kind::FailureAlert => "failure_alert",
-        }
+        self.into()
     }
 
     /// The kind of a stored name.
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Kind::Welcome,
-            Kind::DebitAlert,
-            Kind::CreditAlert,
-            Kind::FailureAlert,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == text)
+        text.parse().ok()
     }
 }
 
@@ -162,8 +162,11 @@ fn requester(request: &TransactionRequested) -> Option<&str> {
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema, strum::IntoStaticStr, strum::EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Status {
     /// Recorded, not tried yet.
     Pending,
@@ -182,26 +185,12 @@ pub enum Status {
 impl Status {
     /// The stored name.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Retrying => "retrying",
-            Status::Sending => "sending",
-            Status::Sent => "sent",
-            Status::Failed => "failed",
-        }
+        self.into()
     }
 
     /// The status of a stored name.
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Status::Pending,
-            Status::Retrying,
-            Status::Sending,
-            Status::Sent,
-            Status::Failed,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        text.parse().ok()
     }
 }
 
