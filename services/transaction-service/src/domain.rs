@@ -12,6 +12,10 @@ pub use contracts::validation::{
     MAX_ACCOUNT_ID_LEN, MAX_TRANSACTION_ID_LEN,
 };
 
+/// Longest transaction id a record may carry before it is dead-lettered (and so the longest id
+/// `GET /transactions/{id}` may find).
+pub const MAX_EVENT_TRANSACTION_ID_LEN: usize = 256;
+
 /// A valid transaction request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidRequest {

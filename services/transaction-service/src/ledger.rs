@@ -1,107 +1,17 @@
-//! The ledger's use cases: accepting a request (HTTP) and applying one (consumer). Both run inside
-//! the caller's database transaction; nothing here awaits anything but that transaction.
+//! Applying a requested transaction to the balances: the consumer's domain step. It runs inside
+//! the consumer's database transaction (with the inbox claim and the outcome event) and awaits
+//! nothing but that transaction. Accepting a request over HTTP is [`crate::acceptance`]'s.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use contracts::money::format_minor;
-use contracts::{FailureReason, TransactionRequested};
-use platform::db::{Conn, DbError};
-use platform::group_commit::Write;
-use platform::Outbox;
+use contracts::{Currency, FailureReason, TransactionRequested};
+use platform::db::Conn;
 
 use crate::domain::{validate_event, ValidRequest};
-use crate::storage::{self, Account, NewEntry, NewTransaction};
-
-/// What accepting a request did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcceptOutcome {
-    /// Recorded, with its `transaction.requested` event.
-    Created,
-    /// The same request was accepted before: nothing changed.
-    Repeated,
-    /// The transaction id names another request.
-    Conflict,
-}
-
-/// Accepts requests from the HTTP API: records each with its `transaction.requested` event
-/// (outbox) in the caller's transaction; the group committer shares it among concurrent
-/// requests. Idempotent by `transactionId`.
-#[derive(Debug, Clone)]
-pub struct Acceptance {
-    outbox: Outbox,
-}
-
-impl Acceptance {
-    /// Acceptance writing events to `outbox`.
-    pub fn new(outbox: Outbox) -> Self {
-        Self { outbox }
-    }
-}
-
-impl Write for Acceptance {
-    /// The request and the caller's `traceparent`.
-    type Input = (ValidRequest, Option<String>);
-    type Output = AcceptOutcome;
-
-    async fn write(
-        &self,
-        conn: &mut Conn,
-        (request, traceparent): &Self::Input,
-    ) -> Result<AcceptOutcome, DbError> {
-        let now = Utc::now();
-        let fingerprint = request.fingerprint();
-        let amount_text = request.amount.to_decimal_string();
-        let currency = request.amount.currency();
-        let new = NewTransaction {
-            transaction_id: &request.transaction_id,
-            kind: request.kind.as_str(),
-            from: request.from.as_deref(),
-            to: request.to.as_deref(),
-            amount: Some(request.amount.minor_units()),
-            amount_text: &amount_text,
-            currency: currency.code(),
-            fingerprint: &fingerprint,
-            source: "api",
-            requested_at: now,
-        };
-        if !storage::insert_transaction(conn, &new).await? {
-            let stored = storage::find_transaction(&mut *conn, &request.transaction_id).await?;
-            return Ok(match stored {
-                Some(stored) if stored.fingerprint == fingerprint => AcceptOutcome::Repeated,
-                _ => AcceptOutcome::Conflict,
-            });
-        }
-        let event = TransactionRequested {
-            transaction_id: request.transaction_id.clone(),
-            kind: request.kind,
-            from: request.from.clone(),
-            to: request.to.clone(),
-            amount: amount_text,
-            currency: currency.code().to_string(),
-            requested_at: now,
-        };
-        self.outbox
-            .enqueue(conn, &event, traceparent.as_deref())
-            .await?;
-        Ok(AcceptOutcome::Created)
-    }
-
-    fn committed(&self) {
-        self.outbox.notify();
-    }
-}
-
-/// A failure of the ledger that is not a business outcome: roll back and retry.
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    /// The database failed.
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    /// The database did not behave as the locks promise (e.g. a concurrent writer without locks).
-    #[error("ledger inconsistency: {0}")]
-    Inconsistent(String),
-}
+use crate::error::Error;
+use crate::storage::{self, Account, NewEntry};
 
 /// What applying a request decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,89 +56,120 @@ pub async fn apply(
     request: &TransactionRequested,
     grace_over: bool,
     now: DateTime<Utc>,
-) -> Result<Decision, LedgerError> {
+) -> Result<Decision, Error> {
     let valid = match validate_event(request) {
         Ok(valid) => valid,
         Err(invalid) => return Ok(Decision::failed(FailureReason::Invalid, invalid.detail)),
     };
-    let amount = valid.amount.minor_units();
-    let currency = valid.amount.currency();
+    let accounts = lock(conn, &valid).await?;
+    if let Some(refused) = refusal(&valid, &accounts, grace_over) {
+        return Ok(refused);
+    }
+    post(conn, valid, &accounts.found, now).await
+}
 
+/// The accounts of a request, locked for the rest of the transaction.
+struct Locked {
+    /// The open accounts, by id.
+    found: BTreeMap<String, Account>,
+    /// The ids of the accounts not open yet.
+    missing: Vec<String>,
+}
+
+/// Locks the accounts `valid` touches, in id order, and reads them.
+async fn lock(conn: &mut Conn, valid: &ValidRequest) -> Result<Locked, Error> {
     let mut ids: Vec<&str> = valid.accounts().collect();
     ids.sort_unstable();
     ids.dedup();
     let locked = storage::lock_accounts(conn, &ids).await?;
-    let accounts: BTreeMap<&str, Account> = ids
-        .iter()
-        .filter_map(|id| Some((*id, locked.iter().find(|a| a.id == *id)?.clone())))
+    let found: BTreeMap<String, Account> = locked
+        .into_iter()
+        .filter(|account| ids.contains(&account.id.as_str()))
+        .map(|account| (account.id.clone(), account))
         .collect();
-    let missing: Vec<String> = ids
+    let missing = ids
         .iter()
-        .filter(|id| !accounts.contains_key(*id))
+        .filter(|id| !found.contains_key(**id))
         .map(|id| id.to_string())
         .collect();
-    if !missing.is_empty() {
-        let quoted: Vec<String> = missing.iter().map(|id| format!("`{id}`")).collect();
+    Ok(Locked { found, missing })
+}
+
+/// Why `valid` cannot be applied to its locked accounts, if it cannot: an account not open yet
+/// (wait, or fail once `grace_over`), another currency, or a balance the ledger cannot hold.
+fn refusal(valid: &ValidRequest, accounts: &Locked, grace_over: bool) -> Option<Decision> {
+    if !accounts.missing.is_empty() {
+        let quoted: Vec<String> = accounts
+            .missing
+            .iter()
+            .map(|id| format!("`{id}`"))
+            .collect();
         let message = format!("unknown account {}", quoted.join(" and "));
-        return Ok(if grace_over {
+        return Some(if grace_over {
             Decision::failed(FailureReason::UnknownAccount, message)
         } else {
-            Decision::Wait { missing, message }
+            Decision::Wait {
+                missing: accounts.missing.clone(),
+                message,
+            }
         });
     }
-    for (id, account) in &accounts {
-        if account.currency != currency.code() {
-            return Ok(Decision::failed(
-                FailureReason::CurrencyMismatch,
-                format!(
-                    "account `{id}` holds {}, the request is in {currency}",
-                    account.currency
-                ),
-            ));
-        }
+    let currency = valid.amount.currency();
+    if let Some((id, account)) = accounts
+        .found
+        .iter()
+        .find(|(_, account)| account.currency != currency.code())
+    {
+        return Some(Decision::failed(
+            FailureReason::CurrencyMismatch,
+            format!(
+                "account `{id}` holds {}, the request is in {currency}",
+                account.currency
+            ),
+        ));
     }
-    if let Some(to) = valid.to.as_deref() {
-        let balance = accounts.get(to).map_or(0, |a| a.balance);
-        if balance.checked_add(amount).is_none() {
-            return Ok(Decision::failed(
+    let to = valid.to.as_deref()?;
+    let balance = accounts.found.get(to).map_or(0, |a| a.balance);
+    balance
+        .checked_add(valid.amount.minor_units())
+        .is_none()
+        .then(|| {
+            Decision::failed(
                 FailureReason::Invalid,
                 format!("the balance of account `{to}` would exceed what the ledger can hold"),
-            ));
-        }
-    }
+            )
+        })
+}
 
-    let decimals = currency.decimals();
+/// Debits then credits `valid`'s locked `accounts` and appends the journal entries: processed
+/// with the balances after it, or failed when the debit would take the balance below zero. The
+/// debit comes first: when it is refused nothing has changed, so a transfer is all or nothing.
+async fn post(
+    conn: &mut Conn,
+    valid: ValidRequest,
+    accounts: &BTreeMap<String, Account>,
+    now: DateTime<Utc>,
+) -> Result<Decision, Error> {
+    let amount = valid.amount.minor_units();
     let mut balances = BTreeMap::new();
-    // Debit first: when it is refused nothing has changed, so a transfer is all or nothing.
     let mut entries = Vec::with_capacity(2);
     if let Some(from) = valid.from.as_deref() {
-        match storage::debit(conn, from, amount, now).await? {
-            Some(applied) => {
-                entries.push(NewEntry {
-                    account_id: from,
-                    delta: -amount,
-                    applied,
-                });
-                balances.insert(from.to_string(), applied.balance_after);
-            }
-            None => {
-                let balance = accounts.get(from).map_or(0, |a| a.balance);
-                return Ok(Decision::failed(
-                    FailureReason::InsufficientFunds,
-                    format!(
-                        "account `{from}` has {} {currency}, less than the {} {currency} requested",
-                        format_minor(balance, decimals),
-                        format_minor(amount, decimals)
-                    ),
-                ));
-            }
-        }
+        let Some(applied) = storage::debit(conn, from, amount, now).await? else {
+            let balance = accounts.get(from).map_or(0, |a| a.balance);
+            return Ok(insufficient_funds(from, balance, &valid));
+        };
+        entries.push(NewEntry {
+            account_id: from,
+            delta: -amount,
+            applied,
+        });
+        balances.insert(from.to_string(), applied.balance_after);
     }
     if let Some(to) = valid.to.as_deref() {
         let applied = storage::credit(conn, to, amount, now)
             .await?
             .ok_or_else(|| {
-                LedgerError::Inconsistent(format!("credit of locked account `{to}` not applied"))
+                Error::Inconsistent(format!("credit of locked account `{to}` not applied"))
             })?;
         entries.push(NewEntry {
             account_id: to,
@@ -242,6 +183,20 @@ pub async fn apply(
         request: valid,
         balances,
     })
+}
+
+/// The refusal of a debit of `valid` from account `from`, which holds `balance`.
+fn insufficient_funds(from: &str, balance: i64, valid: &ValidRequest) -> Decision {
+    let currency: Currency = valid.amount.currency();
+    let decimals = currency.decimals();
+    Decision::failed(
+        FailureReason::InsufficientFunds,
+        format!(
+            "account `{from}` has {} {currency}, less than the {} {currency} requested",
+            format_minor(balance, decimals),
+            format_minor(valid.amount.minor_units(), decimals)
+        ),
+    )
 }
 
 /// The request as it goes into `transaction.processed`: amount and currency normalised.

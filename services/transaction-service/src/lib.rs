@@ -2,9 +2,35 @@
 //! requested over HTTP (or straight into Kafka by other producers) and applied effectively once
 //! by the consumer of `transaction.requested`, which writes `transaction.processed` or
 //! `transaction.failed` through the outbox.
+//!
+//! # Layout
+//!
+//! - [`routes`]: HTTP only — handlers, the views they answer with, the OpenAPI document.
+//! - [`error`]: the one [`Error`] of the service and its problem+json answer.
+//! - [`acceptance`]: the write use case — a request body validated, written with its
+//!   `transaction.requested` event through the group commit; idempotency and conflicts.
+//! - [`ledger`]: applying a requested transaction to the balances (the consumer's domain step).
+//! - [`domain`]: requests and their rules (validation, fingerprint); no HTTP, no SQL.
+//! - [`storage`]: the SQL (accounts, transactions, journal entries).
+//! - [`handlers`]: the Kafka event handlers, [`handlers::OpenAccounts`] and
+//!   [`handlers::ApplyTransactions`].
+//! - [`settings`]: [`LedgerSettings`], read from the environment.
+//!
+//! # Request flow
+//!
+//! `POST /transactions` → [`routes::create_transaction`] → [`acceptance::accept`] (validate;
+//! [`acceptance::Acceptance`] inserts the transaction and its event in the outbox, one database
+//! transaction shared by concurrent requests) → 202. The relay publishes the event on
+//! `transaction.requested`; [`handlers::ApplyTransactions`] records it if it came from another
+//! producer, runs [`ledger::apply`] (lock the accounts, debit, credit, journal) and writes
+//! `transaction.processed` or `transaction.failed` through the outbox — in the same transaction
+//! as its inbox claim. A request for an account not open yet is parked until
+//! [`handlers::OpenAccounts`] opens it (from `Customer.created`) or its grace period ends.
 
+pub mod acceptance;
 pub mod domain;
-pub mod events;
+pub mod error;
+pub mod handlers;
 pub mod ledger;
 pub mod routes;
 pub mod settings;
@@ -20,6 +46,7 @@ use platform::parking::ParkingLot;
 use platform::{ConfigError, Definition, Env, Service};
 use sqlx::migrate::Migrator;
 
+pub use error::Error;
 pub use settings::LedgerSettings;
 
 /// Service name: logs, consumer groups, event source.
@@ -47,16 +74,16 @@ impl Definition for TransactionService {
 
     /// Registers the two consumers (accounts, requests) and returns the routes.
     fn build(service: &mut Service, settings: LedgerSettings) -> anyhow::Result<Router> {
-        let waiting_requests = events::ApplyTransactions::parking_lot(&settings);
+        let waiting_requests = handlers::ApplyTransactions::parking_lot(&settings);
         let max_amount_minor = settings.max_amount_minor;
         service.consume_events(
-            ConsumerOptions::new(events::ACCOUNTS_GROUP, &[topics::CUSTOMER_CREATED]),
-            events::OpenAccounts::new(settings, waiting_requests.clone()),
-            ParkingLot::new(events::ACCOUNTS_GROUP, std::time::Duration::ZERO),
+            ConsumerOptions::new(handlers::ACCOUNTS_GROUP, &[topics::CUSTOMER_CREATED]),
+            handlers::OpenAccounts::new(settings, waiting_requests.clone()),
+            ParkingLot::new(handlers::ACCOUNTS_GROUP, std::time::Duration::ZERO),
         );
         service.consume_events(
-            ConsumerOptions::new(events::REQUESTS_GROUP, &[topics::TRANSACTION_REQUESTED]),
-            events::ApplyTransactions::new(service.outbox.clone()),
+            ConsumerOptions::new(handlers::REQUESTS_GROUP, &[topics::TRANSACTION_REQUESTED]),
+            handlers::ApplyTransactions::new(service.outbox.clone()),
             waiting_requests,
         );
 
@@ -65,7 +92,7 @@ impl Definition for TransactionService {
             max_amount_minor,
             acceptance: GroupCommit::start(
                 service.db.clone(),
-                ledger::Acceptance::new(service.outbox.clone()),
+                acceptance::Acceptance::new(service.outbox.clone()),
             ),
         };
         // With API keys configured, all but the OpenAPI document need one (a write key to request).

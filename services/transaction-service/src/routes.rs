@@ -1,5 +1,6 @@
-//! The HTTP API: request a transaction, read transactions, accounts and their journal, and the
-//! OpenAPI document.
+//! The HTTP API, HTTP only: the handlers (extract, call the use case or a query, answer), the
+//! views they answer with, and the OpenAPI document. Writes go through [`crate::acceptance`];
+//! errors become problems in [`crate::error`].
 
 use std::collections::BTreeMap;
 
@@ -12,20 +13,16 @@ use chrono::{DateTime, Utc};
 use contracts::money::format_minor;
 use contracts::Currency;
 use platform::group_commit::GroupCommit;
-use platform::{ApiJson, ApiQuery, Database, DbError, Problem};
-use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::value::RawValue;
-use serde_json::Value;
-use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
-use utoipa::{IntoParams, OpenApi, ToSchema};
-
-use crate::domain::{self, Invalid, ValidRequest};
-use crate::events::MAX_EVENT_TRANSACTION_ID_LEN;
-use crate::ledger::{AcceptOutcome, Acceptance};
-use crate::storage::{self, StoredTransaction};
 use platform::http::{ApiKeyScheme, ProblemDetails};
 use platform::limits::check_length;
+use platform::{ApiJson, ApiQuery, Database};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::acceptance::{self, Acceptance, TransactionBody};
+use crate::domain::{self, MAX_EVENT_TRANSACTION_ID_LEN};
+use crate::error::Error;
+use crate::storage::{self, StoredTransaction};
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -42,204 +39,6 @@ pub struct AppState {
 pub const DEFAULT_ENTRIES_LIMIT: i64 = 100;
 /// Largest accepted `limit` of a journal page.
 pub const MAX_ENTRIES_LIMIT: i64 = 1000;
-
-/// Errors of the API, each mapped to a problem.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// The request is not valid.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// The transaction id is taken by another request.
-    #[error(
-        "transaction `{0}` was already requested with a different body; \
-         use a new transactionId for a new transaction"
-    )]
-    Conflict(String),
-    /// No such transaction.
-    #[error("transaction `{0}` not found")]
-    TransactionNotFound(String),
-    /// No such account.
-    #[error("account `{0}` not found")]
-    AccountNotFound(String),
-    /// A bad path or query string.
-    #[error("{0}")]
-    BadRequest(String),
-    /// The database failed.
-    #[error(transparent)]
-    Db(#[from] DbError),
-    /// A query failed.
-    #[error(transparent)]
-    Sql(#[from] sqlx::Error),
-}
-
-impl From<ApiError> for Problem {
-    fn from(error: ApiError) -> Self {
-        match error {
-            ApiError::Invalid(invalid) => Problem::invalid_field(&invalid.field, invalid.detail),
-            ApiError::Conflict(_) => Problem::conflict(error.to_string()),
-            ApiError::TransactionNotFound(_) | ApiError::AccountNotFound(_) => {
-                Problem::not_found(error.to_string())
-            }
-            ApiError::BadRequest(detail) => Problem::bad_request(detail),
-            ApiError::Db(error) => Problem::internal(&error),
-            ApiError::Sql(error) => Problem::internal(&error),
-        }
-    }
-}
-
-/// Body of `POST /transactions`. Both accounts: a transfer; only `to`: a credit (deposit); only
-/// `from`: a debit (withdrawal). Read member by member (see [`TransactionBody::deserialize`]) so
-/// that a number amount keeps its exact text.
-#[derive(Debug, Default, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TransactionBody {
-    /// Account debited (transfer, debit): at most 128 characters, no spaces or control
-    /// characters.
-    #[schema(value_type = Option<String>, example = "cust-001", min_length = 1, max_length = 128, pattern = r"^[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f]+$")]
-    pub from: Option<Value>,
-    /// Account credited (transfer, credit): at most 128 characters, no spaces or control
-    /// characters.
-    #[schema(value_type = Option<String>, example = "cust-002", min_length = 1, max_length = 128, pattern = r"^[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f]+$")]
-    pub to: Option<Value>,
-    /// Amount greater than zero, with at most the currency's decimals and at most
-    /// `MAX_AMOUNT_MINOR` minor units: a JSON number (`100` means 100.00) or a decimal string
-    /// (`"100.00"`). A number is read from its exact text, never through a float; exponents
-    /// (`1e2`) are refused in both forms.
-    #[schema(schema_with = amount_schema)]
-    pub amount: Option<Box<RawValue>>,
-    /// Idempotency key, 1–64 characters of `[A-Za-z0-9._-]`; generated (`txn-<uuid>`) when absent.
-    #[schema(value_type = Option<String>, example = "txn-123", pattern = r"^[A-Za-z0-9._-]{1,64}$", max_length = 64)]
-    pub transaction_id: Option<Value>,
-    /// ISO 4217 code; `USD` when absent.
-    #[schema(value_type = Option<String>, example = "USD", pattern = r"^[A-Za-z]{3}$")]
-    pub currency: Option<Value>,
-    /// Any other member: rejected (a typo such as `form` must not turn a transfer into a credit).
-    #[schema(ignore)]
-    pub unknown: Vec<String>,
-}
-
-fn amount_schema() -> utoipa::openapi::schema::Schema {
-    OneOfBuilder::new()
-        .item(ObjectBuilder::new().schema_type(Type::Number))
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(r"^[0-9]+(\.[0-9]+)?$")),
-        )
-        .description(Some(
-            "A JSON number (100 means 100.00) or a decimal string (\"100.00\"), greater than zero, \
-             with at most the currency's decimals and at most MAX_AMOUNT_MINOR minor units",
-        ))
-        .build()
-        .into()
-}
-
-impl<'de> Deserialize<'de> for TransactionBody {
-    /// A JSON object; `amount` is kept as its raw JSON text, unknown members are listed, and a
-    /// member given twice is refused (two parsers could otherwise read two different requests).
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(BodyVisitor)
-    }
-}
-
-struct BodyVisitor;
-
-impl<'de> Visitor<'de> for BodyVisitor {
-    type Value = TransactionBody;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object with from, to, amount, transactionId, currency")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TransactionBody, A::Error> {
-        fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), E> {
-            if slot.replace(value).is_some() {
-                return Err(E::custom(format!("member `{name}` is given twice")));
-            }
-            Ok(())
-        }
-        let mut body = TransactionBody::default();
-        while let Some(name) = map.next_key::<String>()? {
-            match name.as_str() {
-                "amount" => once(&mut body.amount, map.next_value()?, &name)?,
-                "from" => once(&mut body.from, map.next_value()?, &name)?,
-                "to" => once(&mut body.to, map.next_value()?, &name)?,
-                "transactionId" => once(&mut body.transaction_id, map.next_value()?, &name)?,
-                "currency" => once(&mut body.currency, map.next_value()?, &name)?,
-                _ => {
-                    map.next_value::<de::IgnoredAny>()?;
-                    body.unknown.push(name);
-                }
-            }
-        }
-        Ok(body)
-    }
-}
-
-impl TransactionBody {
-    /// Validates the body into a request whose amount is at most `max_amount_minor` minor units.
-    pub fn validate(self, max_amount_minor: i64) -> Result<ValidRequest, Invalid> {
-        if let Some(name) = self.unknown.first() {
-            return Err(Invalid::new(
-                name.as_str(),
-                format!(
-                    "unknown member `{name}`; expected from, to, amount, transactionId, currency"
-                ),
-            ));
-        }
-        let transaction_id = match string_field("transactionId", self.transaction_id)? {
-            Some(id) => {
-                domain::check_transaction_id(&id)?;
-                id
-            }
-            None => format!("txn-{}", uuid::Uuid::new_v4()),
-        };
-        let from = string_field("from", self.from)?;
-        let to = string_field("to", self.to)?;
-        if let Some(from) = &from {
-            domain::check_account_id("from", from)?;
-        }
-        if let Some(to) = &to {
-            domain::check_account_id("to", to)?;
-        }
-        let kind = domain::infer_kind(from.as_deref(), to.as_deref())?;
-        let currency = match string_field("currency", self.currency)? {
-            Some(code) => domain::parse_currency(&code)?,
-            None => Currency::USD,
-        };
-        let amount = match self
-            .amount
-            .as_deref()
-            .map(domain::amount_text)
-            .transpose()?
-            .flatten()
-        {
-            None => {
-                return Err(Invalid::new(
-                    "amount",
-                    "`amount` is required, e.g. 100 or \"100.00\"",
-                ))
-            }
-            Some(text) => domain::parse_amount(&text, currency)?,
-        };
-        domain::check_amount_limit(amount, max_amount_minor)?;
-        Ok(ValidRequest {
-            transaction_id,
-            kind,
-            from,
-            to,
-            amount,
-        })
-    }
-}
-
-fn string_field(field: &'static str, value: Option<Value>) -> Result<Option<String>, Invalid> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text)),
-        Some(_) => Err(Invalid::new(field, format!("`{field}` must be a string"))),
-    }
-}
 
 /// Answer of `POST /transactions`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -295,7 +94,7 @@ pub struct TransactionView {
 }
 
 impl TransactionView {
-    fn from_stored(stored: StoredTransaction) -> Result<Self, ApiError> {
+    fn from_stored(stored: StoredTransaction) -> Result<Self, Error> {
         let amount = match (stored.amount, stored.currency.parse::<Currency>()) {
             (Some(minor), Ok(currency)) => format_minor(minor, currency.decimals()),
             _ => stored.amount_text,
@@ -406,28 +205,10 @@ pub async fn create_transaction(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<TransactionBody>,
-) -> Result<Response, Problem> {
-    let request = body
-        .validate(state.max_amount_minor)
-        .map_err(ApiError::from)?;
+) -> Result<Response, Error> {
     let traceparent = platform::http::traceparent(&headers).map(str::to_string);
-    let created = match state
-        .acceptance
-        .submit((request.clone(), traceparent))
-        .await?
-    {
-        AcceptOutcome::Created => true,
-        AcceptOutcome::Repeated => false,
-        AcceptOutcome::Conflict => return Err(ApiError::Conflict(request.transaction_id).into()),
-    };
-    let span = tracing::info_span!("create_transaction", transaction_id = %request.transaction_id);
-    span.in_scope(|| {
-        if created {
-            tracing::info!(kind = request.kind.as_str(), amount = %request.amount, "transaction requested");
-        } else {
-            tracing::info!("repeated request answered from the stored transaction");
-        }
-    });
+    let request =
+        acceptance::accept(&state.acceptance, body, state.max_amount_minor, traceparent).await?;
     let location = format!("/transactions/{}", request.transaction_id);
     Ok((
         StatusCode::ACCEPTED,
@@ -454,13 +235,11 @@ pub async fn create_transaction(
 pub async fn get_transaction(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<TransactionView>, Problem> {
-    let Path(id) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    check_length("id", &id, MAX_EVENT_TRANSACTION_ID_LEN)?;
+) -> Result<Json<TransactionView>, Error> {
+    let id = path_id(id, MAX_EVENT_TRANSACTION_ID_LEN)?;
     let stored = storage::find_transaction(state.db.pool(), &id)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or(ApiError::TransactionNotFound(id))?;
+        .await?
+        .ok_or(Error::TransactionNotFound(id))?;
     Ok(Json(TransactionView::from_stored(stored)?))
 }
 
@@ -478,13 +257,11 @@ pub async fn get_transaction(
 pub async fn get_account(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<AccountView>, Problem> {
-    let Path(id) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    check_length("id", &id, domain::MAX_ACCOUNT_ID_LEN)?;
+) -> Result<Json<AccountView>, Error> {
+    let id = path_id(id, domain::MAX_ACCOUNT_ID_LEN)?;
     let account = storage::find_account(state.db.pool(), &id)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or(ApiError::AccountNotFound(id))?;
+        .await?
+        .ok_or(Error::AccountNotFound(id))?;
     Ok(Json(AccountView {
         balance: format_minor(account.balance, decimals_of(&account.currency)),
         id: account.id,
@@ -508,9 +285,8 @@ pub async fn get_entries(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
     ApiQuery(query): ApiQuery<EntriesQuery>,
-) -> Result<Json<EntriesPage>, Problem> {
-    let Path(id) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    check_length("id", &id, domain::MAX_ACCOUNT_ID_LEN)?;
+) -> Result<Json<EntriesPage>, Error> {
+    let id = path_id(id, domain::MAX_ACCOUNT_ID_LEN)?;
     let after = platform::limits::bounded("after", query.after.as_deref(), 0, 0, i64::MAX)?;
     let limit = platform::limits::bounded(
         "limit",
@@ -520,12 +296,9 @@ pub async fn get_entries(
         MAX_ENTRIES_LIMIT,
     )?;
     let account = storage::find_account(state.db.pool(), &id)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or_else(|| ApiError::AccountNotFound(id.clone()))?;
-    let entries = storage::list_entries(state.db.pool(), &id, after, limit)
-        .await
-        .map_err(ApiError::from)?;
+        .await?
+        .ok_or_else(|| Error::AccountNotFound(id.clone()))?;
+    let entries = storage::list_entries(state.db.pool(), &id, after, limit).await?;
     let decimals = decimals_of(&account.currency);
     let next_after = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| e.seq))
@@ -546,6 +319,13 @@ pub async fn get_entries(
             .collect(),
         next_after,
     }))
+}
+
+/// The id of the path: a 400 when it is malformed (not UTF-8), a 422 when longer than `max`.
+fn path_id(id: Result<Path<String>, PathRejection>, max: usize) -> Result<String, Error> {
+    let Path(id) = id.map_err(|e| Error::BadRequest(e.body_text()))?;
+    check_length("id", &id, max)?;
+    Ok(id)
 }
 
 fn decimals_of(currency: &str) -> u8 {
@@ -574,99 +354,6 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    const MAX: i64 = crate::settings::DEFAULT_MAX_AMOUNT_MINOR;
-
-    fn body(value: Value) -> TransactionBody {
-        raw_body(&value.to_string())
-    }
-
-    fn raw_body(json: &str) -> TransactionBody {
-        serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn the_seed_request_is_a_transfer_of_100_00() {
-        let request = body(json!({"from": "cust-001", "to": "cust-002", "amount": 100,
-            "transactionId": "txn-123"}))
-        .validate(MAX)
-        .unwrap();
-        assert_eq!(request.kind, contracts::TransactionKind::Transfer);
-        assert_eq!(request.amount.minor_units(), 10_000);
-        assert_eq!(request.amount.currency(), Currency::USD);
-    }
-
-    #[test]
-    fn ids_are_generated_when_absent() {
-        let request = body(json!({"to": "a", "amount": "1.5"}))
-            .validate(MAX)
-            .unwrap();
-        assert!(request.transaction_id.starts_with("txn-"));
-        domain::check_transaction_id(&request.transaction_id).unwrap();
-    }
-
-    #[test]
-    fn every_field_is_checked() {
-        let cases = [
-            (json!({"amount": 1}), "to"),
-            (json!({"from": "a", "to": "a", "amount": 1}), "to"),
-            (json!({"to": "a"}), "amount"),
-            (json!({"to": "a", "amount": null}), "amount"),
-            (json!({"to": "a", "amount": 0}), "amount"),
-            (json!({"to": "a", "amount": "1.001"}), "amount"),
-            (json!({"to": "a", "amount": [1]}), "amount"),
-            (
-                json!({"to": "a", "amount": 1, "currency": "EURO"}),
-                "currency",
-            ),
-            (json!({"to": "a", "amount": 1, "currency": 5}), "currency"),
-            (
-                json!({"to": "a", "amount": 1, "transactionId": "a b"}),
-                "transactionId",
-            ),
-            (json!({"to": 7, "amount": 1}), "to"),
-            (json!({"to": "", "amount": 1}), "to"),
-            (json!({"form": "a", "to": "b", "amount": 1}), "form"),
-        ];
-        for (value, field) in cases {
-            let err = body(value.clone()).validate(MAX).unwrap_err();
-            assert_eq!(err.field, field, "{value}");
-        }
-    }
-
-    #[test]
-    fn number_amounts_are_read_from_their_exact_text() {
-        for (json, field_detail) in [
-            ("100.999999999999999", "decimal places"),
-            ("1234567890123456.789", "decimal places"),
-            ("1234567890123456.78", "MAX_AMOUNT_MINOR"),
-            ("1e2", "exponent"),
-        ] {
-            for amount in [json.to_string(), format!("\"{json}\"")] {
-                let err = raw_body(&format!(r#"{{"to": "a", "amount": {amount}}}"#))
-                    .validate(MAX)
-                    .unwrap_err();
-                assert_eq!(err.field, "amount", "{amount}");
-                assert!(
-                    err.detail.contains(field_detail),
-                    "{amount}: {}",
-                    err.detail
-                );
-            }
-        }
-        let exact = raw_body(r#"{"to": "a", "amount": 12345678.91}"#)
-            .validate(MAX)
-            .unwrap();
-        assert_eq!(exact.amount.minor_units(), 1_234_567_891);
-    }
-
-    #[test]
-    fn a_member_given_twice_is_refused() {
-        let twice =
-            serde_json::from_str::<TransactionBody>(r#"{"to": "a", "amount": 1, "amount": 2}"#);
-        assert!(twice.unwrap_err().to_string().contains("twice"));
-    }
 
     #[test]
     fn the_openapi_document_lists_the_endpoints() {

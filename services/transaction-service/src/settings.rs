@@ -42,53 +42,19 @@ impl LedgerSettings {
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let account_currency = match env.var("ACCOUNT_CURRENCY") {
-            Some(code) => code.parse::<Currency>().map_err(|_| {
-                ConfigError::new(
-                    "ACCOUNT_CURRENCY",
-                    format!("`{code}` is not a three-letter ISO 4217 code"),
-                )
-            })?,
+            Some(code) => currency(&code)?,
             None => defaults.account_currency,
         };
         let opening_balance = match env.var("OPENING_BALANCE") {
-            Some(text) => {
-                let money = Money::parse(&text, account_currency)
-                    .map_err(|e| ConfigError::new("OPENING_BALANCE", e.to_string()))?;
-                if money.minor_units() < 0 {
-                    return Err(ConfigError::new(
-                        "OPENING_BALANCE",
-                        format!("`{text}` is negative; balances never go below zero"),
-                    ));
-                }
-                money.minor_units()
-            }
+            Some(text) => opening_balance(&text, account_currency)?,
             None => defaults.opening_balance,
         };
         let unknown_account_grace = match env.var("UNKNOWN_ACCOUNT_GRACE_SECS") {
-            Some(text) => text
-                .trim()
-                .parse::<u64>()
-                .map(Duration::from_secs)
-                .map_err(|_| {
-                    ConfigError::new(
-                        "UNKNOWN_ACCOUNT_GRACE_SECS",
-                        format!("`{text}` is not a whole number of seconds"),
-                    )
-                })?,
+            Some(text) => grace(&text)?,
             None => defaults.unknown_account_grace,
         };
         let max_amount_minor = match env.var("MAX_AMOUNT_MINOR") {
-            Some(text) => text
-                .trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "MAX_AMOUNT_MINOR",
-                        format!("`{text}` is not a whole number of minor units greater than zero"),
-                    )
-                })?,
+            Some(text) => max_amount_minor(&text)?,
             None => defaults.max_amount_minor,
         };
         Ok(Self {
@@ -103,6 +69,56 @@ impl LedgerSettings {
     pub fn opening_balance_text(&self) -> String {
         format_minor(self.opening_balance, self.account_currency.decimals())
     }
+}
+
+/// `ACCOUNT_CURRENCY`: a three-letter ISO 4217 code.
+fn currency(code: &str) -> Result<Currency, ConfigError> {
+    code.parse::<Currency>().map_err(|_| {
+        ConfigError::new(
+            "ACCOUNT_CURRENCY",
+            format!("`{code}` is not a three-letter ISO 4217 code"),
+        )
+    })
+}
+
+/// `OPENING_BALANCE`: a decimal in `currency`, not negative; in minor units.
+fn opening_balance(text: &str, currency: Currency) -> Result<i64, ConfigError> {
+    let money = Money::parse(text, currency)
+        .map_err(|e| ConfigError::new("OPENING_BALANCE", e.to_string()))?;
+    if money.minor_units() < 0 {
+        return Err(ConfigError::new(
+            "OPENING_BALANCE",
+            format!("`{text}` is negative; balances never go below zero"),
+        ));
+    }
+    Ok(money.minor_units())
+}
+
+/// `UNKNOWN_ACCOUNT_GRACE_SECS`: whole seconds.
+fn grace(text: &str) -> Result<Duration, ConfigError> {
+    text.trim()
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| {
+            ConfigError::new(
+                "UNKNOWN_ACCOUNT_GRACE_SECS",
+                format!("`{text}` is not a whole number of seconds"),
+            )
+        })
+}
+
+/// `MAX_AMOUNT_MINOR`: a whole number of minor units greater than zero.
+fn max_amount_minor(text: &str) -> Result<i64, ConfigError> {
+    text.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            ConfigError::new(
+                "MAX_AMOUNT_MINOR",
+                format!("`{text}` is not a whole number of minor units greater than zero"),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! executor (the pool, or a transaction).
 
 use chrono::{DateTime, Utc};
+use contracts::TransactionRequested;
 use platform::db::{parse_timestamp, timestamp, Conn};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
@@ -76,6 +77,30 @@ pub struct NewTransaction<'a> {
     pub source: &'a str,
     /// When it was requested.
     pub requested_at: DateTime<Utc>,
+}
+
+impl<'a> NewTransaction<'a> {
+    /// The transaction `request` asks for, recorded as given: its amount in minor units when
+    /// valid, its `fingerprint`, and where it came from (`source`).
+    pub fn requested(
+        request: &'a TransactionRequested,
+        amount: Option<i64>,
+        fingerprint: &'a str,
+        source: &'a str,
+    ) -> Self {
+        Self {
+            transaction_id: &request.transaction_id,
+            kind: request.kind.as_str(),
+            from: request.from.as_deref(),
+            to: request.to.as_deref(),
+            amount,
+            amount_text: &request.amount,
+            currency: &request.currency,
+            fingerprint,
+            source,
+            requested_at: request.requested_at,
+        }
+    }
 }
 
 /// A stored transaction.
@@ -282,15 +307,16 @@ pub async fn find_account<'c, E: Executor<'c, Database = Any>>(
         .bind(id)
         .fetch_optional(executor)
         .await?;
-    row.map(|row| {
-        Ok(Account {
-            id: row.try_get("id")?,
-            currency: row.try_get("currency")?,
-            balance: row.try_get("balance")?,
-            opened_at: parse_timestamp(&row.try_get::<String, _>("opened_at")?)?,
-        })
+    row.map(|row| account_from_row(&row)).transpose()
+}
+
+fn account_from_row(row: &AnyRow) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        id: row.try_get("id")?,
+        currency: row.try_get("currency")?,
+        balance: row.try_get("balance")?,
+        opened_at: parse_timestamp(&row.try_get::<String, _>("opened_at")?)?,
     })
-    .transpose()
 }
 
 /// Locks accounts `ids` for the rest of the transaction, in id order (so two opposite
@@ -315,14 +341,7 @@ pub async fn lock_accounts(conn: &mut Conn, ids: &[&str]) -> Result<Vec<Account>
         .fetch_all(&mut *conn)
         .await?
         .iter()
-        .map(|row| {
-            Ok(Account {
-                id: row.try_get("id")?,
-                currency: row.try_get("currency")?,
-                balance: row.try_get("balance")?,
-                opened_at: parse_timestamp(&row.try_get::<String, _>("opened_at")?)?,
-            })
-        })
+        .map(account_from_row)
         .collect()
 }
 

@@ -1,9 +1,8 @@
 //! The HTTP API against the real broker and database: the seed's request, validation problems,
 //! idempotency, API keys, reads and the OpenAPI document.
 
-mod common;
-
-use common::Ledger;
+use crate::helpers;
+use crate::helpers::Ledger;
 use contracts::topics;
 use platform::auth::ApiKeys;
 use serde_json::{json, Value};
@@ -179,7 +178,7 @@ async fn invalid_requests_are_problems_naming_the_field() {
         .post(json!({"to": "a", "amount": 5, "transactionId": "valid-1"}))
         .await;
     assert_eq!(status, 202);
-    common::eventually("the valid request's event", || async {
+    helpers::eventually("the valid request's event", || async {
         (!ledger.events.on(topics::TRANSACTION_REQUESTED).is_empty()).then_some(())
     })
     .await;

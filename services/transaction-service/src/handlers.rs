@@ -1,12 +1,16 @@
-//! Event handlers: `Customer.created` opens accounts; `transaction.requested` is applied to the
+//! Kafka event handlers: `Customer.created` opens accounts; `transaction.requested` is applied to the
 //! ledger. The platform applies a batch of a partition's events in ONE database transaction with
 //! their inbox claims and outcome events (outbox), so a redelivery is harmless. A request naming
 //! an account not open yet is parked (not retried in place): the partition moves on, and the
 //! request is decided when the account opens or its grace period ends.
 
-use chrono::Utc;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use contracts::envelope::Event;
 use contracts::{
-    CustomerCreated, EventMetadata, TransactionFailed, TransactionProcessed, TransactionRequested,
+    CustomerCreated, EventMetadata, FailureReason, TransactionFailed, TransactionProcessed,
+    TransactionRequested,
 };
 use platform::db::Conn;
 use platform::inbox::{transient, Applied, Apply, Attempt};
@@ -14,7 +18,7 @@ use platform::kafka::{HandleError, Record};
 use platform::parking::ParkingLot;
 use platform::Outbox;
 
-use crate::domain::event_fingerprint;
+use crate::domain::{event_fingerprint, MAX_EVENT_TRANSACTION_ID_LEN};
 use crate::ledger::{self, Decision};
 use crate::settings::LedgerSettings;
 use crate::storage::{self, Completion, NewTransaction, Status};
@@ -24,9 +28,6 @@ pub const REQUESTS_GROUP: &str = contracts::topics::groups::TRANSACTION_REQUESTS
 /// Consumer group (and inbox name) that opens accounts from `Customer.created`; a separate
 /// consumer, so accounts keep opening whatever the requests do.
 pub const ACCOUNTS_GROUP: &str = contracts::topics::groups::TRANSACTION_ACCOUNTS;
-/// Longest transaction id a record may carry before it is dead-lettered (and so the longest id
-/// `GET /transactions/{id}` may find).
-pub const MAX_EVENT_TRANSACTION_ID_LEN: usize = 256;
 
 /// Opens an account for each new customer, idempotently, and wakes the requests waiting for it.
 #[derive(Debug, Clone)]
@@ -133,34 +134,9 @@ impl ApplyTransactions {
                 Ok(None)
             }
             Some(_) => Ok(Some(())),
-            None => {
-                let source = if metadata.source.is_empty() {
-                    "kafka"
-                } else {
-                    metadata.source.as_str()
-                };
-                let new = NewTransaction {
-                    transaction_id: &request.transaction_id,
-                    kind: request.kind.as_str(),
-                    from: request.from.as_deref(),
-                    to: request.to.as_deref(),
-                    amount: request.money().ok().map(|m| m.minor_units()),
-                    amount_text: &request.amount,
-                    currency: &request.currency,
-                    fingerprint: &fingerprint,
-                    source,
-                    requested_at: request.requested_at,
-                };
-                if !storage::insert_transaction(conn, &new)
-                    .await
-                    .map_err(transient)?
-                {
-                    return Err(HandleError::Transient(
-                        "transaction inserted concurrently; retrying".into(),
-                    ));
-                }
-                Ok(Some(()))
-            }
+            None => insert_request(conn, metadata, request, &fingerprint)
+                .await
+                .map(Some),
         }
     }
 
@@ -174,7 +150,7 @@ impl ApplyTransactions {
     ) -> Result<(), HandleError> {
         let now = Utc::now();
         let traceparent = metadata.traceparent.as_deref();
-        let (status, reason, message, balances) = match decision {
+        let outcome = match decision {
             Decision::Wait { message, .. } => {
                 return Err(HandleError::transient(format!(
                     "undecided request reached completion: {message}"
@@ -190,13 +166,10 @@ impl ApplyTransactions {
                     balances: balances.clone(),
                     processed_at: now,
                 };
-                self.outbox
-                    .enqueue(conn, &event, traceparent)
-                    .await
-                    .map_err(transient)?;
+                self.enqueue(conn, &event, traceparent).await?;
                 tracing::info!(transaction_id = %request.transaction_id, status = "processed",
                     ?balances, "transaction processed");
-                (Status::Processed, None, None, Some(balances))
+                Outcome::processed(balances)
             }
             Decision::Failed { reason, message } => {
                 let event = TransactionFailed {
@@ -205,37 +178,113 @@ impl ApplyTransactions {
                     message: message.clone(),
                     failed_at: now,
                 };
-                self.outbox
-                    .enqueue(conn, &event, traceparent)
-                    .await
-                    .map_err(transient)?;
+                self.enqueue(conn, &event, traceparent).await?;
                 tracing::info!(transaction_id = %request.transaction_id, status = "failed",
                     reason = reason.as_str(), %message, "transaction failed");
-                (Status::Failed, Some(reason.as_str()), Some(message), None)
+                Outcome::failed(reason, message)
             }
         };
-        let balances = balances
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(transient)?;
-        let completion = Completion {
-            status,
-            reason,
-            message: message.as_deref(),
-            balances: balances.as_deref(),
-            completed_at: now,
-        };
-        if !storage::complete_transaction(conn, &request.transaction_id, &completion)
+        record_outcome(conn, &request.transaction_id, outcome, now).await
+    }
+
+    /// Writes `event` to the outbox, carrying `traceparent`.
+    async fn enqueue<E: Event>(
+        &self,
+        conn: &mut Conn,
+        event: &E,
+        traceparent: Option<&str>,
+    ) -> Result<(), HandleError> {
+        self.outbox
+            .enqueue(conn, event, traceparent)
             .await
-            .map_err(transient)?
-        {
-            return Err(HandleError::Transient(
-                "transaction completed concurrently; retrying".into(),
-            ));
-        }
+            .map_err(transient)?;
         Ok(())
     }
+}
+
+/// Records a request not seen before with status `requested`, its source the producer's
+/// `ce_source` (`kafka` without one).
+async fn insert_request(
+    conn: &mut Conn,
+    metadata: &EventMetadata,
+    request: &TransactionRequested,
+    fingerprint: &str,
+) -> Result<(), HandleError> {
+    let source = if metadata.source.is_empty() {
+        "kafka"
+    } else {
+        metadata.source.as_str()
+    };
+    let amount = request.money().ok().map(|m| m.minor_units());
+    let new = NewTransaction::requested(request, amount, fingerprint, source);
+    if !storage::insert_transaction(conn, &new)
+        .await
+        .map_err(transient)?
+    {
+        return Err(HandleError::Transient(
+            "transaction inserted concurrently; retrying".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The outcome of a request, as recorded on its transaction.
+struct Outcome {
+    status: Status,
+    reason: Option<&'static str>,
+    message: Option<String>,
+    balances: Option<BTreeMap<String, String>>,
+}
+
+impl Outcome {
+    fn processed(balances: BTreeMap<String, String>) -> Self {
+        Self {
+            status: Status::Processed,
+            reason: None,
+            message: None,
+            balances: Some(balances),
+        }
+    }
+
+    fn failed(reason: FailureReason, message: String) -> Self {
+        Self {
+            status: Status::Failed,
+            reason: Some(reason.as_str()),
+            message: Some(message),
+            balances: None,
+        }
+    }
+}
+
+/// Records `outcome` on the transaction `transaction_id`, which must still be `requested`.
+async fn record_outcome(
+    conn: &mut Conn,
+    transaction_id: &str,
+    outcome: Outcome,
+    now: DateTime<Utc>,
+) -> Result<(), HandleError> {
+    let balances = outcome
+        .balances
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(transient)?;
+    let completion = Completion {
+        status: outcome.status,
+        reason: outcome.reason,
+        message: outcome.message.as_deref(),
+        balances: balances.as_deref(),
+        completed_at: now,
+    };
+    if !storage::complete_transaction(conn, transaction_id, &completion)
+        .await
+        .map_err(transient)?
+    {
+        return Err(HandleError::Transient(
+            "transaction completed concurrently; retrying".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Apply for ApplyTransactions {

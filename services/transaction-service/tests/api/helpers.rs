@@ -384,7 +384,7 @@ impl Ledger {
 
     /// How many requests are parked, waiting for an account.
     pub async fn parked(&self) -> i64 {
-        platform::parking::parked_count(&self.db, transaction_service::events::REQUESTS_GROUP)
+        platform::parking::parked_count(&self.db, transaction_service::handlers::REQUESTS_GROUP)
             .await
             .expect("parked count")
     }

@@ -1,15 +1,14 @@
 //! Processing of `transaction.requested` against the real broker and database: balances, failure
 //! reasons, late accounts, other producers, dead letters, redelivery and money conservation.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
-use common::{Ledger, Random};
+use crate::helpers;
+use crate::helpers::{Ledger, Random};
 use contracts::envelope::{headers, EventType};
 use contracts::{topics, CustomerCreated, EventMetadata};
 use platform::inbox::Inboxed;
@@ -19,7 +18,7 @@ use platform::testing::fresh_database_url;
 use platform::{Database, Outbox};
 use serde_json::{json, Value};
 use sqlx::Row;
-use transaction_service::events::{ApplyTransactions, OpenAccounts, ACCOUNTS_GROUP};
+use transaction_service::handlers::{ApplyTransactions, OpenAccounts, ACCOUNTS_GROUP};
 use transaction_service::{storage, LedgerSettings};
 
 fn settings_with_grace(grace: Duration) -> LedgerSettings {
@@ -315,23 +314,23 @@ async fn oversized_and_invalid_utf8_records_are_dead_lettered_and_the_partition_
     let dead = ledger.dead_letters(2).await;
     let big = dead
         .iter()
-        .find(|r| common::header(r, headers::DLT_ORIGINAL_SIZE).as_deref() == Some("1000100"))
+        .find(|r| helpers::header(r, headers::DLT_ORIGINAL_SIZE).as_deref() == Some("1000100"))
         .expect("the oversized record's dead letter");
     assert_eq!(
-        common::header(big, headers::DLT_TRUNCATED).as_deref(),
+        helpers::header(big, headers::DLT_TRUNCATED).as_deref(),
         Some("true")
     );
     assert_eq!(
-        common::header(big, headers::DLT_PAYLOAD_SHA256).map(|h| h.len()),
+        helpers::header(big, headers::DLT_PAYLOAD_SHA256).map(|h| h.len()),
         Some(64)
     );
     assert!(big.payload.len() < huge.len() && big.payload.iter().all(|b| *b == b'x'));
     let bytes = dead
         .iter()
-        .find(|r| common::header(r, headers::DLT_ORIGINAL_SIZE).as_deref() == Some("400000"))
+        .find(|r| helpers::header(r, headers::DLT_ORIGINAL_SIZE).as_deref() == Some("400000"))
         .expect("the invalid UTF-8 record's dead letter");
     assert_eq!(bytes.payload, invalid_utf8, "copied byte for byte");
-    assert_eq!(common::header(bytes, headers::DLT_TRUNCATED), None);
+    assert_eq!(helpers::header(bytes, headers::DLT_TRUNCATED), None);
     assert_eq!(ledger.balance("alice").await, "2.00");
     ledger.stop().await;
 }
@@ -618,14 +617,14 @@ async fn a_malformed_record_is_dead_lettered_and_the_next_one_is_processed() {
     let dead = ledger.dead_letters(2).await;
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0].payload, b"this is not json");
-    assert!(common::header(&dead[0], headers::DLT_ERROR)
+    assert!(helpers::header(&dead[0], headers::DLT_ERROR)
         .unwrap()
         .contains("not a valid"));
     assert_eq!(
-        common::header(&dead[0], headers::DLT_ORIGINAL_TOPIC).as_deref(),
+        helpers::header(&dead[0], headers::DLT_ORIGINAL_TOPIC).as_deref(),
         Some(topics::TRANSACTION_REQUESTED)
     );
-    assert!(common::header(&dead[1], headers::DLT_ERROR)
+    assert!(helpers::header(&dead[1], headers::DLT_ERROR)
         .unwrap()
         .contains("v2"));
     assert!(ledger.events.outcomes_for("v2-1").is_empty());
@@ -671,7 +670,7 @@ async fn a_customer_event_breaking_the_contract_is_dead_lettered_and_opens_no_ac
     expected.sort();
     assert_eq!(ids, expected);
     for record in &dead {
-        assert!(common::header(record, headers::DLT_ERROR)
+        assert!(helpers::header(record, headers::DLT_ERROR)
             .unwrap()
             .contains("invalid Customer.created"));
     }
@@ -780,7 +779,7 @@ async fn money_is_conserved_over_a_burst_of_random_requests() {
         client.await.unwrap();
     }
 
-    let outcomes = common::eventually("an outcome for every request", || async {
+    let outcomes = helpers::eventually("an outcome for every request", || async {
         let outcomes: Vec<(String, Value)> = (0..REQUESTS)
             .flat_map(|i| ledger.events.outcomes_for(&format!("burst-{i}")))
             .collect();

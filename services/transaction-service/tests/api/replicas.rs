@@ -4,11 +4,10 @@
 //! again record by record (every database error is transient). PostgreSQL only: replicas share a
 //! database server, a SQLite file belongs to one process.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::{Ledger, Random};
+use crate::helpers;
+use crate::helpers::{Ledger, Random};
 use serde_json::{json, Value};
 use sqlx::Row;
 use transaction_service::LedgerSettings;
@@ -76,7 +75,7 @@ async fn opposing_transfers_on_two_replicas_conserve_money_and_all_complete() {
         .iter()
         .map(|b| b["transactionId"].as_str().expect("id").to_string())
         .collect();
-    let outcomes = common::eventually("an outcome for every request", || async {
+    let outcomes = helpers::eventually("an outcome for every request", || async {
         let outcomes: Vec<(String, Value)> = ids
             .iter()
             .flat_map(|id| first.events.outcomes_for(id))

@@ -1,0 +1,111 @@
+//! The service's one error type and its HTTP mapping (problem+json): the edge. Validation,
+//! storage, group-commit and ledger failures convert into [`Error`] with `From`; the consumer's
+//! handlers turn it into a transient `HandleError`.
+
+use axum::response::{IntoResponse, Response};
+use platform::group_commit::CommitError;
+use platform::{DbError, Problem};
+
+use crate::domain::Invalid;
+
+/// What can go wrong in transaction-service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is not valid (422 naming the field).
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The transaction id is taken by another request (409).
+    #[error(
+        "transaction `{0}` was already requested with a different body; \
+         use a new transactionId for a new transaction"
+    )]
+    Conflict(String),
+    /// No such transaction (404).
+    #[error("transaction `{0}` not found")]
+    TransactionNotFound(String),
+    /// No such account (404).
+    #[error("account `{0}` not found")]
+    AccountNotFound(String),
+    /// A bad path or query string (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Input a platform helper refused (a length or paging limit), as its problem.
+    #[error("{}", .0.detail)]
+    Refused(Problem),
+    /// The write was not committed (503: nothing stored, try again).
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// The database failed (500).
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A query failed (500; the consumer retries).
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    /// The database did not behave as the locks promise (e.g. a concurrent writer without locks).
+    #[error("ledger inconsistency: {0}")]
+    Inconsistent(String),
+}
+
+impl From<Problem> for Error {
+    fn from(problem: Problem) -> Self {
+        Error::Refused(problem)
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Invalid(invalid) => Problem::invalid_field(&invalid.field, invalid.detail),
+            Error::Conflict(_) => Problem::conflict(error.to_string()),
+            Error::TransactionNotFound(_) | Error::AccountNotFound(_) => {
+                Problem::not_found(error.to_string())
+            }
+            Error::BadRequest(detail) => Problem::bad_request(detail),
+            Error::Refused(problem) => problem,
+            Error::Commit(error) => error.into(),
+            Error::Db(error) => Problem::internal(&error),
+            Error::Sql(error) => Problem::internal(&error),
+            Error::Inconsistent(_) => Problem::internal(&error),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        Problem::from(self).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn each_error_has_its_status() {
+        let cases = [
+            (
+                Error::from(Invalid::new("amount", "bad")),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (Error::Conflict("t".into()), StatusCode::CONFLICT),
+            (
+                Error::TransactionNotFound("t".into()),
+                StatusCode::NOT_FOUND,
+            ),
+            (Error::AccountNotFound("a".into()), StatusCode::NOT_FOUND),
+            (Error::BadRequest("bad".into()), StatusCode::BAD_REQUEST),
+            (
+                Error::from(CommitError::Stopped),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                Error::Inconsistent("x".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (error, status) in cases {
+            assert_eq!(Problem::from(error).status, status);
+        }
+    }
+}
