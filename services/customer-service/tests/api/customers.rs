@@ -1,118 +1,10 @@
-//! customer-service against the real local broker and a real database (SQLite, or PostgreSQL
-//! when `TEST_DATABASE_URL` is set). Each test has its own topic prefix and database.
+//! Registering, reading and listing customers: status codes, problems, events, limits, keys.
 
-use std::time::Duration;
-
-use customer_service::{CustomerService, MIGRATIONS, NAME};
 use platform::auth::ApiKeys;
-use platform::kafka::KafkaConfig;
-use platform::testing::{eventually, read_to_end, service_config, LocalKafka, RunningService};
-use platform::Definition;
-use platform::{Database, Record, Service};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-struct App {
-    running: RunningService,
-    db: Database,
-    kafka: KafkaConfig,
-    http: reqwest::Client,
-}
-
-impl App {
-    async fn start() -> Self {
-        Self::start_with_keys(ApiKeys::default()).await
-    }
-
-    async fn start_with_keys(api_keys: ApiKeys) -> Self {
-        let kafka = LocalKafka::load().isolated();
-        let mut config = service_config(NAME, kafka.clone()).await;
-        config.api_keys = api_keys;
-        let mut service = Service::start_with(config, &MIGRATIONS, CancellationToken::new())
-            .await
-            .expect("service starts");
-        let routes = CustomerService::build(&mut service, ()).expect("service builds");
-        let db = service.db.clone();
-        let running = RunningService::spawn(service, routes).await;
-        Self {
-            running,
-            db,
-            kafka,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.running.base_url)
-    }
-
-    async fn post(&self, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.url("/app/customers"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        read(response).await
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        read(self.http.get(self.url(path)).send().await.unwrap()).await
-    }
-
-    /// Waits until the outbox relay has published everything, then reads the whole
-    /// `Customer.created` topic (every partition, to its end).
-    async fn published_events(&self) -> Vec<Record> {
-        let drained = eventually(DEADLINE, || async {
-            let pending = platform::outbox::pending(&self.db).await.unwrap();
-            (pending == 0).then_some(())
-        })
-        .await;
-        assert!(drained.is_some(), "events never published");
-        read_to_end(&self.kafka, contracts::topics::CUSTOMER_CREATED).await
-    }
-
-    async fn stop(self) {
-        self.running.stop().await.expect("clean shutdown");
-    }
-}
-
-async fn read(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if status.is_client_error() || status.is_server_error() {
-        assert_eq!(content_type, "application/problem+json", "{body}");
-        assert!(
-            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-            "{body}"
-        );
-    }
-    (status, body)
-}
-
-fn header(record: &Record, name: &str) -> Option<String> {
-    record
-        .headers
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| String::from_utf8(value.clone()).unwrap())
-}
-
-fn events_for(events: &[Record], id: &str) -> usize {
-    events
-        .iter()
-        .filter(|record| record.key.as_deref() == Some(id))
-        .count()
-}
+use crate::helpers::{events_for, futures_join_all, header, read, App};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_request_creates_the_customer_and_publishes_customer_created() {
@@ -301,20 +193,6 @@ async fn concurrent_creates_of_one_id_have_a_single_winner() {
     }
     assert_eq!(events_for(&app.published_events().await, "cust-race"), 1);
     app.stop().await;
-}
-
-/// `join_all` without a `futures` dependency: spawn and await each.
-async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for handle in handles {
-        out.push(handle.await.unwrap());
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
