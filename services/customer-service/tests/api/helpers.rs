@@ -57,19 +57,19 @@ impl App {
 
     /// `POST /app/customers` with `body`.
     pub async fn post(&self, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.url("/app/customers"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        read(response).await
+        call(self.http.post(self.url("/app/customers")).json(&body)).await
+    }
+
+    /// `POST /app/customers` with `body`, which must register a customer (201); its body.
+    pub async fn create(&self, body: Value) -> Value {
+        let (status, created) = self.post(body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created
     }
 
     /// `GET path`.
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        read(self.http.get(self.url(path)).send().await.unwrap()).await
+        call(self.http.get(self.url(path))).await
     }
 
     /// Waits until the outbox relay has published everything, then reads the whole
@@ -90,9 +90,14 @@ impl App {
     }
 }
 
+/// Sends `request`; the status and JSON body of the response, as [`read`] checks them.
+pub async fn call(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    read(request.send().await.unwrap()).await
+}
+
 /// The status and JSON body (`null` when none) of `response`; an error must be problem+json
 /// with a `detail`.
-pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let content_type = response
         .headers()
