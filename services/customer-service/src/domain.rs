@@ -1,9 +1,7 @@
 //! Customer rules: what a valid registration is, and what registering an id twice means.
 
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use contracts::validation;
-use platform::Problem;
+use contracts::validation::{self, Invalid};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -91,7 +89,8 @@ pub enum CustomerError {
 }
 
 impl CustomerError {
-    fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
+    /// `field` is invalid, for the reason `detail`.
+    pub fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
         CustomerError::Invalid {
             field,
             detail: detail.into(),
@@ -99,40 +98,39 @@ impl CustomerError {
     }
 }
 
-impl From<CustomerError> for Problem {
-    fn from(error: CustomerError) -> Self {
-        let detail = error.to_string();
-        match error {
-            CustomerError::Invalid { field, .. } => Problem::invalid_field(field, detail),
-            CustomerError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, detail),
-            CustomerError::Conflict(_) => Problem::conflict(detail),
-        }
-    }
-}
-
 /// The rules are the contract's (`contracts::validation`), so that every consumer of
 /// `Customer.created` accepts what the API accepted, and the mailer can write to the address.
 fn validate_id(id: &str) -> Result<String, CustomerError> {
-    validation::check_customer_id(id).map_err(|e| CustomerError::invalid("id", e.detail))?;
+    validation::check_customer_id(id).map_err(refused("id"))?;
     Ok(id.to_string())
 }
 
 fn validate_name(name: Option<&str>) -> Result<String, CustomerError> {
-    let name = name.unwrap_or_default();
-    validation::check_length("name", name, MAX_NAME_LEN)
-        .map_err(|e| CustomerError::invalid("name", e.detail))?;
-    let name = name.trim();
-    validation::check_name(name).map_err(|e| CustomerError::invalid("name", e.detail))?;
-    Ok(name.to_string())
+    validate_text("name", name, MAX_NAME_LEN, validation::check_name)
 }
 
+/// The one e-mail check: `contracts::validation::check_email` (lettre's parser decides).
 fn validate_email(email: Option<&str>) -> Result<String, CustomerError> {
-    let email = email.unwrap_or_default();
-    validation::check_length("email", email, MAX_EMAIL_LEN)
-        .map_err(|e| CustomerError::invalid("email", e.detail))?;
-    let email = email.trim();
-    validation::check_email(email).map_err(|e| CustomerError::invalid("email", e.detail))?;
-    Ok(email.to_string())
+    validate_text("email", email, MAX_EMAIL_LEN, validation::check_email)
+}
+
+/// A text field of at most `max` characters as sent (absent is empty), trimmed, then checked.
+fn validate_text(
+    field: &'static str,
+    value: Option<&str>,
+    max: usize,
+    check: fn(&str) -> Result<(), Invalid>,
+) -> Result<String, CustomerError> {
+    let value = value.unwrap_or_default();
+    validation::check_length(field, value, max).map_err(refused(field))?;
+    let value = value.trim();
+    check(value).map_err(refused(field))?;
+    Ok(value.to_string())
+}
+
+/// The contract's refusal as this field's error.
+fn refused(field: &'static str) -> impl Fn(Invalid) -> CustomerError {
+    move |invalid| CustomerError::invalid(field, invalid.detail)
 }
 
 #[cfg(test)]
@@ -218,16 +216,5 @@ mod tests {
                 "{email:?}"
             );
         }
-    }
-
-    #[test]
-    fn errors_map_to_problems() {
-        let p = Problem::from(CustomerError::Conflict("c".into()));
-        assert_eq!(p.status, StatusCode::CONFLICT);
-        let p = Problem::from(CustomerError::invalid("email", "bad"));
-        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(p.extensions["field"], "email");
-        let p = Problem::from(CustomerError::NotFound("c".into()));
-        assert_eq!(p.status, StatusCode::NOT_FOUND);
     }
 }

@@ -1,7 +1,27 @@
 //! customer-service: registers customers (`POST /app/customers`) and publishes `Customer.created`
 //! through the transactional outbox; reads them back (`GET /app/customers[/{id}]`).
+//!
+//! # Layout
+//!
+//! - `lib.rs`: [`CustomerService`], the [`Definition`] the platform runs (no settings of its own,
+//!   no consumers).
+//! - [`routes`]: HTTP only: the handlers, their extractors, the OpenAPI document.
+//! - [`error`]: the service's one error type, [`error::Error`], and its problem+json mapping.
+//! - [`registration`]: the use case, the one write: a customer and its event in one transaction.
+//! - [`domain`]: the types and rules (what a valid registration is); no HTTP, no SQL.
+//! - [`storage`]: the SQL of the `customers` table.
+//!
+//! # Request flow
+//!
+//! `POST /app/customers` → [`routes::create_customer`] reads the JSON body →
+//! [`domain::NewCustomer::parse`] validates it (the rules of `contracts::validation`) →
+//! [`registration::Registrations`], through the group committer, inserts the row
+//! ([`storage::insert`]) and enqueues `Customer.created` in the outbox in the same transaction →
+//! 201 (200 for an exact repeat; 409 for an id taken by another customer, as a problem by
+//! [`error::Error`]) → after the commit the platform's outbox relay publishes the event.
 
 pub mod domain;
+pub mod error;
 pub mod registration;
 pub mod routes;
 pub mod storage;

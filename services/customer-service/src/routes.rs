@@ -8,12 +8,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use platform::auth::{protect, ApiKeys};
 use platform::group_commit::GroupCommit;
-use platform::{ApiJson, ApiQuery, Database, Problem};
+use platform::{ApiJson, ApiQuery, Database};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::domain::{Customer, CustomerError, NewCustomer, MAX_ID_LEN};
+use crate::error::Error;
 use crate::registration::{Registration, Registrations};
 use crate::storage;
 use platform::http::{ApiKeyScheme, ProblemDetails};
@@ -105,7 +106,7 @@ pub async fn create_customer(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateCustomer>,
-) -> Result<Response, Problem> {
+) -> Result<Response, Error> {
     let new = NewCustomer::parse(
         string_field("id", body.id.as_ref())?,
         string_field("name", body.name.as_ref())?,
@@ -132,8 +133,8 @@ pub async fn create_customer(
 pub async fn get_customer(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Customer>, Problem> {
-    let Path(id) = id.map_err(|e| Problem::bad_request(e.body_text()))?;
+) -> Result<Json<Customer>, Error> {
+    let Path(id) = id?;
     check_length("id", &id, MAX_ID_LEN)?;
     match storage::find(state.db.pool(), &id).await? {
         Some(customer) => Ok(Json(customer)),
@@ -151,7 +152,7 @@ pub async fn get_customer(
 pub async fn list_customers(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
-) -> Result<Json<CustomerPage>, Problem> {
+) -> Result<Json<CustomerPage>, Error> {
     let limit = platform::limits::bounded(
         "limit",
         params.limit.as_deref(),
@@ -188,15 +189,15 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-/// A JSON string field, absent (or null), or a 422 naming the field.
+/// A JSON string field, absent (or null), or an invalid `field` (a 422 naming it).
 fn string_field<'a>(
     field: &'static str,
     value: Option<&'a Value>,
-) -> Result<Option<&'a str>, Problem> {
+) -> Result<Option<&'a str>, CustomerError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Problem::invalid_field(
+        Some(_) => Err(CustomerError::invalid(
             field,
             format!("{field} must be a string"),
         )),

@@ -1,126 +1,17 @@
-//! customer-service against the real local broker and a real database (SQLite, or PostgreSQL
-//! when `TEST_DATABASE_URL` is set). Each test has its own topic prefix and database.
+//! Registering, reading and listing customers: status codes, problems, events, limits, keys.
 
-use std::time::Duration;
-
-use customer_service::{CustomerService, MIGRATIONS, NAME};
 use platform::auth::ApiKeys;
-use platform::kafka::KafkaConfig;
-use platform::testing::{poll_until, read_to_end, service_config, LocalKafka, RunningService};
-use platform::Definition;
-use platform::{Database, Record, Service};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-struct App {
-    running: RunningService,
-    db: Database,
-    kafka: KafkaConfig,
-    http: reqwest::Client,
-}
-
-impl App {
-    async fn start() -> Self {
-        Self::start_with_keys(ApiKeys::default()).await
-    }
-
-    async fn start_with_keys(api_keys: ApiKeys) -> Self {
-        let kafka = LocalKafka::load().isolated();
-        let mut config = service_config(NAME, kafka.clone()).await;
-        config.api_keys = api_keys;
-        let mut service = Service::start_with(config, &MIGRATIONS, CancellationToken::new())
-            .await
-            .expect("service starts");
-        let routes = CustomerService::build(&mut service, ()).expect("service builds");
-        let db = service.db.clone();
-        let running = RunningService::spawn(service, routes).await;
-        Self {
-            running,
-            db,
-            kafka,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.running.base_url)
-    }
-
-    async fn post(&self, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.url("/app/customers"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        read(response).await
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        read(self.http.get(self.url(path)).send().await.unwrap()).await
-    }
-
-    /// Waits until the outbox relay has published everything, then reads the whole
-    /// `Customer.created` topic (every partition, to its end).
-    async fn published_events(&self) -> Vec<Record> {
-        let drained = poll_until(DEADLINE, || async {
-            let pending = platform::outbox::pending(&self.db).await.unwrap();
-            (pending == 0).then_some(())
-        })
-        .await;
-        assert!(drained.is_some(), "events never published");
-        read_to_end(&self.kafka, contracts::topics::CUSTOMER_CREATED).await
-    }
-
-    async fn stop(self) {
-        self.running.stop().await.expect("clean shutdown");
-    }
-}
-
-async fn read(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if status.is_client_error() || status.is_server_error() {
-        assert_eq!(content_type, "application/problem+json", "{body}");
-        assert!(
-            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-            "{body}"
-        );
-    }
-    (status, body)
-}
-
-fn header(record: &Record, name: &str) -> Option<String> {
-    record
-        .headers
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| String::from_utf8(value.clone()).unwrap())
-}
-
-fn events_for(events: &[Record], id: &str) -> usize {
-    events
-        .iter()
-        .filter(|record| record.key.as_deref() == Some(id))
-        .count()
-}
+use crate::helpers::{call, events_for, futures_join_all, header, App};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_request_creates_the_customer_and_publishes_customer_created() {
     let app = App::start().await;
-    let (status, body) = app
-        .post(json!({"id": "cust-001", "name": "John Doe", "email": "john@example.com"}))
+    let body = app
+        .create(json!({"id": "cust-001", "name": "John Doe", "email": "john@example.com"}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["id"], "cust-001");
     assert_eq!(body["name"], "John Doe");
     assert_eq!(body["email"], "john@example.com");
@@ -159,10 +50,9 @@ async fn seed_request_creates_the_customer_and_publishes_customer_created() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_absent_id_is_generated_and_unknown_fields_are_ignored() {
     let app = App::start().await;
-    let (status, body) = app
-        .post(json!({"name": "Ann", "email": "ann@example.com", "nickname": "A"}))
+    let body = app
+        .create(json!({"name": "Ann", "email": "ann@example.com", "nickname": "A"}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = body["id"].as_str().unwrap();
     assert!(id.starts_with("cust-"), "{id}");
     assert!(body.get("nickname").is_none());
@@ -236,8 +126,7 @@ async fn each_invalid_field_is_a_422_naming_it() {
 async fn an_exact_repeat_is_200_and_publishes_no_second_event() {
     let app = App::start().await;
     let body = json!({"id": "cust-rep", "name": "Rita", "email": "rita@example.com"});
-    let (status, first) = app.post(body.clone()).await;
-    assert_eq!(status, StatusCode::CREATED);
+    let first = app.create(body.clone()).await;
     let (status, again) = app.post(body.clone()).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again, first, "the stored customer, unchanged");
@@ -254,10 +143,8 @@ async fn an_exact_repeat_is_200_and_publishes_no_second_event() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_id_with_another_body_is_a_409() {
     let app = App::start().await;
-    let (status, _) = app
-        .post(json!({"id": "cust-c", "name": "Carl", "email": "carl@example.com"}))
+    app.create(json!({"id": "cust-c", "name": "Carl", "email": "carl@example.com"}))
         .await;
-    assert_eq!(status, StatusCode::CREATED);
     for other in [
         json!({"id": "cust-c", "name": "Carla", "email": "carl@example.com"}),
         json!({"id": "cust-c", "name": "Carl", "email": "carl@example.org"}),
@@ -303,20 +190,6 @@ async fn concurrent_creates_of_one_id_have_a_single_winner() {
     app.stop().await;
 }
 
-/// `join_all` without a `futures` dependency: spawn and await each.
-async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for handle in handles {
-        out.push(handle.await.unwrap());
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn get_finds_a_customer_or_answers_404() {
     let app = App::start().await;
@@ -336,10 +209,8 @@ async fn get_finds_a_customer_or_answers_404() {
 async fn list_is_in_creation_order_and_paged() {
     let app = App::start().await;
     for (id, name) in [("c-b", "B"), ("c-a", "A"), ("c-c", "C")] {
-        let (status, _) = app
-            .post(json!({"id": id, "name": name, "email": format!("{id}@example.com")}))
+        app.create(json!({"id": id, "name": name, "email": format!("{id}@example.com")}))
             .await;
-        assert_eq!(status, StatusCode::CREATED);
     }
     let ids = |page: &Value| -> Vec<String> {
         page["items"]
@@ -403,10 +274,8 @@ async fn over_limit_input_is_a_problem_naming_the_limit() {
         );
     }
     // At the limits, accepted.
-    let (status, body) = app
-        .post(json!({"id": "i".repeat(64), "name": "n".repeat(200), "email": email_of(254)}))
+    app.create(json!({"id": "i".repeat(64), "name": "n".repeat(200), "email": email_of(254)}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
 
     let (status, problem) = app.get(&format!("/app/customers/{}", "i".repeat(65))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -437,39 +306,25 @@ async fn reads_and_writes_need_a_key_of_the_right_scope_when_configured() {
     let body = json!({"id": "cust-k", "name": "Kim", "email": "kim@example.com"});
     let post = || app.http.post(app.url("/app/customers")).json(&body);
     let get = |path: &str| app.http.get(app.url(path));
-    let (status, problem) = read(post().send().await.unwrap()).await;
+    let (status, problem) = call(post()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
-    let (status, _) = read(post().bearer_auth("wrong").send().await.unwrap()).await;
+    let (status, _) = call(post().bearer_auth("wrong")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = read(post().bearer_auth("k-read-456").send().await.unwrap()).await;
+    let (status, _) = call(post().bearer_auth("k-read-456")).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a read key cannot register");
     for path in ["/app/customers", "/app/customers/cust-k"] {
-        let (status, _) = read(get(path).send().await.unwrap()).await;
+        let (status, _) = call(get(path)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} needs a key");
     }
-    let (status, _) = read(
-        get("/app/customers/cust-k")
-            .bearer_auth("k-read-456")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = call(get("/app/customers/cust-k").bearer_auth("k-read-456")).await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
         "nothing stored without a write key"
     );
-    let (status, _) = read(post().bearer_auth("k-test-123").send().await.unwrap()).await;
+    let (status, _) = call(post().bearer_auth("k-test-123")).await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, customer) = read(
-        get("/app/customers/cust-k")
-            .bearer_auth("k-read-456")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, customer) = call(get("/app/customers/cust-k").bearer_auth("k-read-456")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(customer["id"], "cust-k");
     let (status, _) = app.get("/openapi.json").await;
@@ -480,24 +335,15 @@ async fn reads_and_writes_need_a_key_of_the_right_scope_when_configured() {
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_json_is_400_and_a_missing_content_type_is_415() {
     let app = App::start().await;
-    let response = app
-        .http
-        .post(app.url("/app/customers"))
-        .header("content-type", "application/json")
-        .body(r#"{"id": "x", "name": "#)
-        .send()
-        .await
-        .unwrap();
-    let (status, _) = read(response).await;
+    let post = || app.http.post(app.url("/app/customers"));
+    let (status, _) = call(
+        post()
+            .header("content-type", "application/json")
+            .body(r#"{"id": "x", "name": "#),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let response = app
-        .http
-        .post(app.url("/app/customers"))
-        .body(r#"{"id": "x", "name": "A", "email": "a@b.io"}"#)
-        .send()
-        .await
-        .unwrap();
-    let (status, _) = read(response).await;
+    let (status, _) = call(post().body(r#"{"id": "x", "name": "A", "email": "a@b.io"}"#)).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     app.stop().await;
 }
