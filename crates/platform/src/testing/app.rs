@@ -125,6 +125,11 @@ impl Starter {
             .database_url(app.database_url.clone())
     }
 
+    /// Starts service `D` ([`TestApp::of`]) with `settings`: `D::build` wires it.
+    pub async fn run<D: crate::Definition>(self, settings: D::Settings) -> TestApp {
+        self.start(|service| D::build(service, settings)).await
+    }
+
     /// Starts the service, lets `build` wire its routes (and consumers), serves them on
     /// 127.0.0.1 with an ephemeral port and returns once the service has reached the broker.
     pub async fn start(
@@ -188,6 +193,12 @@ pub struct Reply {
 }
 
 impl TestApp {
+    /// Starts to describe service `D` (its name and migrations); [`Starter::run`] then starts it
+    /// with its settings, the way `main` does.
+    pub fn of<D: crate::Definition>() -> Starter {
+        Self::builder(D::NAME, D::migrations())
+    }
+
     /// Starts to describe service `name` with its `migrations`; see [`Starter`].
     pub fn builder(name: &'static str, migrations: &'static Migrator) -> Starter {
         Starter {
