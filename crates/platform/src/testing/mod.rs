@@ -5,6 +5,7 @@
 //! - start a service and call it: [`TestApp`] (or [`RunningService`] for a service built by
 //!   hand);
 //! - wait for an outcome: [`eventually`] (panics naming what it waited for), [`poll_until`];
+//! - wait for the outbox relay: [`outbox_drained`];
 //! - read a topic: [`read_topic`], [`read_to_end`], a background [`Collector`], and
 //!   [`RecordExt`] for a record's headers and JSON;
 //! - produce as another producer would: [`TestProducer`], [`produce_raw`];
@@ -13,6 +14,7 @@
 mod app;
 mod database;
 mod local_kafka;
+mod outbox;
 mod produce;
 mod records;
 pub mod smtp;
@@ -21,6 +23,7 @@ mod wait;
 pub use app::{service_config, Reply, RunningService, Starter, TestApp};
 pub use database::{connect, fresh_database, fresh_database_url, unique};
 pub use local_kafka::{kafka_env_path, LocalKafka};
+pub use outbox::outbox_drained;
 pub use produce::{produce_raw, TestProducer};
 pub use records::{partition_count, read_to_end, read_topic, Collector, RecordExt};
 pub use smtp::{Mail, SmtpMode, SmtpServer};

@@ -4,7 +4,9 @@ use platform::auth::ApiKeys;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{call, events_for, futures_join_all, header, App};
+use platform::testing::RecordExt;
+
+use crate::helpers::{events_for, App, CUSTOMERS};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_request_creates_the_customer_and_publishes_customer_created() {
@@ -22,25 +24,24 @@ async fn seed_request_creates_the_customer_and_publishes_customer_created() {
     assert_eq!(events.len(), 1);
     let event = &events[0];
     assert_eq!(event.key.as_deref(), Some("cust-001"));
-    assert!(header(event, "ce_id").is_some_and(|id| !id.is_empty()));
-    assert_eq!(header(event, "ce_specversion").as_deref(), Some("1.0"));
+    assert!(event.header("ce_id").is_some_and(|id| !id.is_empty()));
+    assert_eq!(event.header("ce_specversion").as_deref(), Some("1.0"));
     assert_eq!(
-        header(event, "ce_type").as_deref(),
+        event.header("ce_type").as_deref(),
         Some("customer.created.v1")
     );
     assert_eq!(
-        header(event, "ce_source").as_deref(),
+        event.header("ce_source").as_deref(),
         Some("/customer-service")
     );
-    let ce_time = header(event, "ce_time").expect("ce_time");
+    let ce_time = event.header("ce_time").expect("ce_time");
     chrono::DateTime::parse_from_rfc3339(&ce_time).expect("RFC 3339 ce_time");
     assert_eq!(
-        header(event, "content-type").as_deref(),
+        event.header("content-type").as_deref(),
         Some("application/json")
     );
-    let payload: Value = serde_json::from_slice(&event.payload).unwrap();
     assert_eq!(
-        payload,
+        event.json(),
         json!({"id": "cust-001", "name": "John Doe", "email": "john@example.com",
                "createdAt": created_at})
     );
@@ -162,13 +163,14 @@ async fn the_same_id_with_another_body_is_a_409() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_creates_of_one_id_have_a_single_winner() {
     let app = App::start().await;
-    let requests = (0..10).map(|i| {
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..10 {
         let name = if i % 2 == 0 { "Even" } else { "Odd" };
         let body = json!({"id": "cust-race", "name": name, "email": "race@example.com"});
-        let request = app.http.post(app.url("/app/customers")).json(&body).send();
-        async move { (name, request.await.unwrap().status()) }
-    });
-    let outcomes = futures_join_all(requests).await;
+        let request = app.http.post(app.url(CUSTOMERS)).json(&body).send();
+        requests.spawn(async move { (name, request.await.unwrap().status()) });
+    }
+    let outcomes = requests.join_all().await;
     let winners: Vec<_> = outcomes
         .iter()
         .filter(|(_, s)| *s == StatusCode::CREATED)
@@ -304,27 +306,31 @@ async fn reads_and_writes_need_a_key_of_the_right_scope_when_configured() {
     let keys = ApiKeys::parse(["ops:write:k-test-123", "dash:read:k-read-456"]).unwrap();
     let app = App::start_with_keys(keys).await;
     let body = json!({"id": "cust-k", "name": "Kim", "email": "kim@example.com"});
-    let post = || app.http.post(app.url("/app/customers")).json(&body);
+    let post = || app.http.post(app.url(CUSTOMERS)).json(&body);
     let get = |path: &str| app.http.get(app.url(path));
-    let (status, problem) = call(post()).await;
+    let (status, problem) = app.call(post()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
-    let (status, _) = call(post().bearer_auth("wrong")).await;
+    let (status, _) = app.call(post().bearer_auth("wrong")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = call(post().bearer_auth("k-read-456")).await;
+    let (status, _) = app.call(post().bearer_auth("k-read-456")).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a read key cannot register");
     for path in ["/app/customers", "/app/customers/cust-k"] {
-        let (status, _) = call(get(path)).await;
+        let (status, _) = app.call(get(path)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} needs a key");
     }
-    let (status, _) = call(get("/app/customers/cust-k").bearer_auth("k-read-456")).await;
+    let (status, _) = app
+        .call(get("/app/customers/cust-k").bearer_auth("k-read-456"))
+        .await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
         "nothing stored without a write key"
     );
-    let (status, _) = call(post().bearer_auth("k-test-123")).await;
+    let (status, _) = app.call(post().bearer_auth("k-test-123")).await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, customer) = call(get("/app/customers/cust-k").bearer_auth("k-read-456")).await;
+    let (status, customer) = app
+        .call(get("/app/customers/cust-k").bearer_auth("k-read-456"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(customer["id"], "cust-k");
     let (status, _) = app.get("/openapi.json").await;
@@ -335,15 +341,18 @@ async fn reads_and_writes_need_a_key_of_the_right_scope_when_configured() {
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_json_is_400_and_a_missing_content_type_is_415() {
     let app = App::start().await;
-    let post = || app.http.post(app.url("/app/customers"));
-    let (status, _) = call(
-        post()
-            .header("content-type", "application/json")
-            .body(r#"{"id": "x", "name": "#),
-    )
-    .await;
+    let post = || app.http.post(app.url(CUSTOMERS));
+    let (status, _) = app
+        .call(
+            post()
+                .header("content-type", "application/json")
+                .body(r#"{"id": "x", "name": "#),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = call(post().body(r#"{"id": "x", "name": "A", "email": "a@b.io"}"#)).await;
+    let (status, _) = app
+        .call(post().body(r#"{"id": "x", "name": "A", "email": "a@b.io"}"#))
+        .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     app.stop().await;
 }

@@ -1,28 +1,29 @@
-//! The harness of these tests: a customer-service on the local broker and its own database,
-//! called over HTTP, and its `Customer.created` topic read back.
+//! What these tests need of customer-service beyond `platform::testing`: the service started
+//! as its main starts it, its error replies checked to be problems, customers registered, and
+//! its `Customer.created` events read back.
 
-use std::time::Duration;
+use std::ops::Deref;
 
-use customer_service::{CustomerService, MIGRATIONS, NAME};
+use contracts::topics::CUSTOMER_CREATED;
+use customer_service::CustomerService;
 use platform::auth::ApiKeys;
-use platform::kafka::KafkaConfig;
-use platform::testing::{poll_until, read_to_end, service_config, LocalKafka, RunningService};
-use platform::Definition;
-use platform::{Database, Record, Service};
-use reqwest::StatusCode;
+use platform::testing::{outbox_drained, read_to_end, Reply, TestApp};
+use platform::Record;
+use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-/// How long the outbox relay may take to publish.
-const DEADLINE: Duration = Duration::from_secs(30);
+/// Where customers are registered and listed.
+pub const CUSTOMERS: &str = "/app/customers";
 
-/// A running customer-service, its database and broker settings, and an HTTP client.
-pub struct App {
-    running: RunningService,
-    db: Database,
-    kafka: KafkaConfig,
-    /// The client the requests go through.
-    pub http: reqwest::Client,
+/// A running customer-service: a [`TestApp`] whose calls check that every error is a problem.
+pub struct App(TestApp);
+
+impl Deref for App {
+    type Target = TestApp;
+
+    fn deref(&self) -> &TestApp {
+        &self.0
+    }
 }
 
 impl App {
@@ -33,31 +34,41 @@ impl App {
 
     /// Starts a service that requires `api_keys`.
     pub async fn start_with_keys(api_keys: ApiKeys) -> Self {
-        let kafka = LocalKafka::load().isolated();
-        let mut config = service_config(NAME, kafka.clone()).await;
-        config.api_keys = api_keys;
-        let mut service = Service::start_with(config, &MIGRATIONS, CancellationToken::new())
-            .await
-            .expect("service starts");
-        let routes = CustomerService::build(&mut service, ()).expect("service builds");
-        let db = service.db.clone();
-        let running = RunningService::spawn(service, routes).await;
-        Self {
-            running,
-            db,
-            kafka,
-            http: reqwest::Client::new(),
-        }
+        Self(
+            TestApp::of::<CustomerService>()
+                .api_keys(api_keys)
+                .run::<CustomerService>(())
+                .await,
+        )
     }
 
-    /// The address of `path` on the service.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.running.base_url)
+    /// Sends `request`: the status and JSON body (`null` when none). An error reply must be
+    /// `application/problem+json` with a `detail`.
+    pub async fn call(&self, request: RequestBuilder) -> (StatusCode, Value) {
+        let Reply {
+            status,
+            content_type,
+            body,
+        } = self.0.send(request).await;
+        if status.is_client_error() || status.is_server_error() {
+            assert_eq!(content_type, "application/problem+json", "{body}");
+            assert!(
+                body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "{body}"
+            );
+        }
+        (status, body)
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(self.http.get(self.url(path))).await
     }
 
     /// `POST /app/customers` with `body`.
     pub async fn post(&self, body: Value) -> (StatusCode, Value) {
-        call(self.http.post(self.url("/app/customers")).json(&body)).await
+        self.call(self.http.post(self.url(CUSTOMERS)).json(&body))
+            .await
     }
 
     /// `POST /app/customers` with `body`, which must register a customer (201); its body.
@@ -67,61 +78,17 @@ impl App {
         created
     }
 
-    /// `GET path`.
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        call(self.http.get(self.url(path))).await
-    }
-
     /// Waits until the outbox relay has published everything, then reads the whole
     /// `Customer.created` topic (every partition, to its end).
     pub async fn published_events(&self) -> Vec<Record> {
-        let drained = poll_until(DEADLINE, || async {
-            let pending = platform::outbox::pending(&self.db).await.unwrap();
-            (pending == 0).then_some(())
-        })
-        .await;
-        assert!(drained.is_some(), "events never published");
-        read_to_end(&self.kafka, contracts::topics::CUSTOMER_CREATED).await
+        outbox_drained(&self.db).await;
+        read_to_end(&self.kafka, CUSTOMER_CREATED).await
     }
 
     /// Stops the service; panics unless it shuts down cleanly.
     pub async fn stop(self) {
-        self.running.stop().await.expect("clean shutdown");
+        self.0.stop().await;
     }
-}
-
-/// Sends `request`; the status and JSON body of the response, as [`read`] checks them.
-pub async fn call(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    read(request.send().await.unwrap()).await
-}
-
-/// The status and JSON body (`null` when none) of `response`; an error must be problem+json
-/// with a `detail`.
-async fn read(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if status.is_client_error() || status.is_server_error() {
-        assert_eq!(content_type, "application/problem+json", "{body}");
-        assert!(
-            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-            "{body}"
-        );
-    }
-    (status, body)
-}
-
-/// The value of `record`'s header `name`, if any.
-pub fn header(record: &Record, name: &str) -> Option<String> {
-    record
-        .headers
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| String::from_utf8(value.clone()).unwrap())
 }
 
 /// How many of `events` are keyed by customer `id`.
@@ -130,18 +97,4 @@ pub fn events_for(events: &[Record], id: &str) -> usize {
         .iter()
         .filter(|record| record.key.as_deref() == Some(id))
         .count()
-}
-
-/// `join_all` without a `futures` dependency: spawn and await each.
-pub async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for handle in handles {
-        out.push(handle.await.unwrap());
-    }
-    out
 }
