@@ -18,4 +18,4 @@ pub use events::{
     TransactionRequested,
 };
 pub use money::{Currency, Money, MoneyError};
-pub use validation::Invalid;
+pub use validation::{Invalid, Validate};

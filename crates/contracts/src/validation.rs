@@ -1,5 +1,5 @@
 //! The rules every event and request is checked against, in one place: what the HTTP APIs accept
-//! is what the consumers accept. A consumer calls the event's `validate()` in its `decode`, and a
+//! is what the consumers accept. A consumer decodes an event with `Record::decode_valid` (its [`Validate`] rules), and a
 //! refused event is dead-lettered (never applied, never mailed).
 
 use std::str::FromStr;
@@ -24,6 +24,13 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_EMAIL_LEN: usize = 254;
 /// Longest explanation of a declined transaction, in characters.
 pub const MAX_MESSAGE_LEN: usize = 1000;
+
+/// An event with rules of its own, which every consumer checks before applying it (a
+/// consumer's `decode` refuses, and so dead-letters, an event that breaks them).
+pub trait Validate {
+    /// Checks the event: the first field that breaks a rule, if any.
+    fn validate(&self) -> Result<(), Invalid>;
+}
 
 /// A field that breaks the rules, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -255,10 +262,10 @@ impl TransactionRequested {
     }
 }
 
-impl TransactionProcessed {
-    /// Checks the event: a valid request, and a balance (zero or more, in the request's
-    /// currency) for each account it names and no other.
-    pub fn validate(&self) -> Result<(), Invalid> {
+/// A valid request, and a balance (zero or more, in the request's currency) for each account it
+/// names and no other.
+impl Validate for TransactionProcessed {
+    fn validate(&self) -> Result<(), Invalid> {
         let amount = self.request.validate()?;
         let accounts: Vec<&str> = [&self.request.from, &self.request.to]
             .into_iter()
@@ -296,19 +303,20 @@ impl TransactionProcessed {
     }
 }
 
-impl TransactionFailed {
-    /// Checks the event. A `transaction.failed` with reason `invalid` reports a malformed request
-    /// as it came, so its request is not checked (see
-    /// [`TransactionFailed::describes_a_valid_request`]); for any other reason the request is
-    /// valid and the message one line of at most 1000 characters.
-    pub fn validate(&self) -> Result<(), Invalid> {
+/// A `transaction.failed` with reason `invalid` reports a malformed request as it came, so its
+/// request is not checked (see [`TransactionFailed::describes_a_valid_request`]); for any other
+/// reason the request is valid and the message one line of at most 1000 characters.
+impl Validate for TransactionFailed {
+    fn validate(&self) -> Result<(), Invalid> {
         if self.reason == FailureReason::Invalid {
             return Ok(());
         }
         self.request.validate()?;
         self.check_message()
     }
+}
 
+impl TransactionFailed {
     /// True when the declined request itself is valid (always, unless the reason is `invalid`)
     /// and so is the message: only then does the event name a customer to tell and an amount
     /// worth showing.
@@ -332,10 +340,10 @@ impl TransactionFailed {
     }
 }
 
-impl CustomerCreated {
-    /// Checks the event as the API checks a registration: the id, a sane name, and an email
-    /// address the mailer accepts.
-    pub fn validate(&self) -> Result<(), Invalid> {
+/// As the API checks a registration: the id, a sane name, and an email address the mailer
+/// accepts.
+impl Validate for CustomerCreated {
+    fn validate(&self) -> Result<(), Invalid> {
         check_customer_id(&self.id)?;
         check_name(&self.name)?;
         if self.name.trim() != self.name {

@@ -55,9 +55,7 @@ impl Apply for CustomerEvents {
     type Done = Option<Delivery>;
 
     fn decode(&self, record: &Record) -> Result<(EventMetadata, CustomerCreated), HandleError> {
-        let (metadata, customer) = record.decode::<CustomerCreated>()?;
-        customer.validate().map_err(|e| invalid(record, e))?;
-        Ok((metadata, customer))
+        record.decode_valid()
     }
 
     async fn apply(
@@ -84,11 +82,6 @@ impl Apply for CustomerEvents {
         self.hub.recorded(done.into_iter().flatten().collect());
         self.waiting_alerts.wake();
     }
-}
-
-/// An event that breaks the contract's rules: dead-lettered, never applied nor mailed.
-fn invalid(record: &Record, error: contracts::Invalid) -> HandleError {
-    HandleError::permanent(error).context(format!("invalid {} event", record.topic))
 }
 
 /// `transaction.processed` and `transaction.failed`: records an alert for each customer
@@ -118,13 +111,11 @@ impl Apply for TransactionEvents {
     fn decode(&self, record: &Record) -> Result<(EventMetadata, Notice), HandleError> {
         match record.topic.as_str() {
             topics::TRANSACTION_PROCESSED => {
-                let (metadata, event) = record.decode::<TransactionProcessed>()?;
-                event.validate().map_err(|e| invalid(record, e))?;
+                let (metadata, event) = record.decode_valid::<TransactionProcessed>()?;
                 Ok((metadata, Notice::Processed(event)))
             }
             topics::TRANSACTION_FAILED => {
-                let (metadata, event) = record.decode::<TransactionFailed>()?;
-                event.validate().map_err(|e| invalid(record, e))?;
+                let (metadata, event) = record.decode_valid::<TransactionFailed>()?;
                 Ok((metadata, Notice::Failed(event)))
             }
             other => Err(HandleError::permanent(format!(

@@ -52,11 +52,7 @@ impl Apply for OpenAccounts {
     type Done = bool;
 
     fn decode(&self, record: &Record) -> Result<(EventMetadata, CustomerCreated), HandleError> {
-        let (metadata, customer) = record.decode::<CustomerCreated>()?;
-        customer
-            .validate()
-            .map_err(|e| HandleError::permanent(e).context("invalid Customer.created"))?;
-        Ok((metadata, customer))
+        record.decode_valid()
     }
 
     async fn apply(

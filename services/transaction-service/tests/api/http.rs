@@ -1,12 +1,12 @@
 //! The HTTP API against the real broker and database: the seed's request, validation problems,
 //! idempotency, API keys, reads and the OpenAPI document.
 
-use crate::helpers;
 use crate::helpers::Ledger;
 use contracts::topics;
 use platform::auth::ApiKeys;
+use platform::testing::{eventually, RecordExt, Reply, TestApp, DEADLINE};
 use serde_json::{json, Value};
-use transaction_service::LedgerSettings;
+use transaction_service::{LedgerSettings, TransactionService};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_transfer_is_accepted_and_fails_for_insufficient_funds() {
@@ -14,7 +14,7 @@ async fn the_seed_transfer_is_accepted_and_fails_for_insufficient_funds() {
     ledger.open_accounts(&["cust-001", "cust-002"]).await;
 
     let (status, body) = ledger
-        .post(json!({"from": "cust-001", "to": "cust-002", "amount": 100, "transactionId": "txn-123"}))
+        .post_transaction(json!({"from": "cust-001", "to": "cust-002", "amount": 100, "transactionId": "txn-123"}))
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(
@@ -51,16 +51,15 @@ async fn the_seed_transfer_is_accepted_and_fails_for_insufficient_funds() {
         .next()
         .expect("failed record");
     assert_eq!(record.key.as_deref(), Some("cust-001"));
-    let header = |name: &str| {
-        record
-            .headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    };
-    assert_eq!(header("ce_type").as_deref(), Some("transaction.failed.v1"));
-    assert_eq!(header("ce_source").as_deref(), Some("/transaction-service"));
-    assert!(header("ce_id").is_some());
+    assert_eq!(
+        record.header("ce_type").as_deref(),
+        Some("transaction.failed.v1")
+    );
+    assert_eq!(
+        record.header("ce_source").as_deref(),
+        Some("/transaction-service")
+    );
+    assert!(record.header("ce_id").is_some());
 
     assert_eq!(ledger.balance("cust-001").await, "0.00");
     assert_eq!(ledger.balance("cust-002").await, "0.00");
@@ -122,7 +121,7 @@ async fn invalid_requests_are_problems_naming_the_field() {
         ),
     ];
     for (body, field) in cases {
-        let (status, problem) = ledger.post(body.clone()).await;
+        let (status, problem) = ledger.post_transaction(body.clone()).await;
         assert_eq!(status, 422, "{body} -> {problem}");
         assert_eq!(problem["field"], field, "{body} -> {problem}");
         assert_eq!(problem["status"], 422);
@@ -147,7 +146,7 @@ async fn invalid_requests_are_problems_naming_the_field() {
         response.headers()["content-type"],
         "application/problem+json"
     );
-    let (status, _) = ledger.post(json!(["to", "a"])).await;
+    let (status, _) = ledger.post_transaction(json!(["to", "a"])).await;
     assert_eq!(status, 422);
     let response = ledger
         .http
@@ -166,7 +165,10 @@ async fn invalid_requests_are_problems_naming_the_field() {
 
     // Unknown resources.
     let (status, problem) = ledger.get("/transactions/nope").await;
-    assert_eq!((status, problem["status"].clone()), (404, json!(404)));
+    assert_eq!(
+        (status.as_u16(), problem["status"].clone()),
+        (404, json!(404))
+    );
     assert!(problem["detail"].as_str().unwrap().contains("nope"));
     let (status, _) = ledger.get("/accounts/nobody").await;
     assert_eq!(status, 404);
@@ -175,10 +177,10 @@ async fn invalid_requests_are_problems_naming_the_field() {
 
     // Nothing invalid reached Kafka: a valid request afterwards is the only one.
     let (status, _) = ledger
-        .post(json!({"to": "a", "amount": 5, "transactionId": "valid-1"}))
+        .post_transaction(json!({"to": "a", "amount": 5, "transactionId": "valid-1"}))
         .await;
     assert_eq!(status, 202);
-    helpers::eventually("the valid request's event", || async {
+    eventually("the valid request's event", DEADLINE, || async {
         (!ledger.events.on(topics::TRANSACTION_REQUESTED).is_empty()).then_some(())
     })
     .await;
@@ -209,7 +211,8 @@ async fn a_number_amount_gets_the_answer_of_the_same_amount_as_a_string() {
         ] {
             let id = format!("exact-{n}-{form}");
             let body = format!(r#"{{"to": "a", "amount": {text}, "transactionId": "{id}"}}"#);
-            let (status, answer, _) = ledger.post_raw(body.clone()).await;
+            let reply = ledger.post_transaction_raw(body.clone()).await;
+            let (status, answer) = (reply.status.as_u16(), reply.body);
             match refusal {
                 Some(reason) => {
                     assert_eq!(
@@ -245,9 +248,13 @@ async fn over_limit_input_is_a_problem_naming_the_limit() {
     let ledger = Ledger::start(settings).await;
 
     // MAX_AMOUNT_MINOR: 100.00 USD here.
-    let (status, _) = ledger.post(json!({"to": "a", "amount": "100.00"})).await;
+    let (status, _) = ledger
+        .post_transaction(json!({"to": "a", "amount": "100.00"}))
+        .await;
     assert_eq!(status, 202);
-    let (status, problem) = ledger.post(json!({"to": "a", "amount": "100.01"})).await;
+    let (status, problem) = ledger
+        .post_transaction(json!({"to": "a", "amount": "100.01"}))
+        .await;
     assert_eq!(
         (status, problem["field"].as_str()),
         (422, Some("amount")),
@@ -261,7 +268,7 @@ async fn over_limit_input_is_a_problem_naming_the_limit() {
 
     // Ids in bodies and paths.
     let (status, problem) = ledger
-        .post(json!({"to": "x".repeat(129), "amount": 1}))
+        .post_transaction(json!({"to": "x".repeat(129), "amount": 1}))
         .await;
     assert_eq!((status, problem["field"].as_str()), (422, Some("to")));
     assert!(
@@ -275,7 +282,7 @@ async fn over_limit_input_is_a_problem_naming_the_limit() {
     ] {
         let (status, problem) = ledger.get(&path).await;
         assert_eq!(
-            (status, problem["field"].as_str()),
+            (status.as_u16(), problem["field"].as_str()),
             (422, Some("id")),
             "{path}"
         );
@@ -301,8 +308,12 @@ async fn over_limit_input_is_a_problem_naming_the_limit() {
 
     // Body size: 64 KiB.
     let padding = "x".repeat(platform::limits::MAX_BODY_BYTES);
-    let (status, problem, content_type) = ledger
-        .post_raw(format!(r#"{{"to": "a", "amount": 1, "pad": "{padding}"}}"#))
+    let Reply {
+        status,
+        content_type,
+        body: problem,
+    } = ledger
+        .post_transaction_raw(format!(r#"{{"to": "a", "amount": 1, "pad": "{padding}"}}"#))
         .await;
     assert_eq!(status, 413, "{problem}");
     assert_eq!(content_type, "application/problem+json");
@@ -320,31 +331,31 @@ async fn a_repeated_request_gets_the_same_answer_and_another_body_conflicts() {
     ledger.open_accounts(&["alice"]).await;
 
     let request = json!({"to": "alice", "amount": 12.5, "transactionId": "dep-1"});
-    let (status, first) = ledger.post(request.clone()).await;
+    let (status, first) = ledger.post_transaction(request.clone()).await;
     assert_eq!(status, 202);
-    let (status, again) = ledger.post(request.clone()).await;
+    let (status, again) = ledger.post_transaction(request.clone()).await;
     assert_eq!((status, &again), (202, &first));
     // The same amount written differently is the same request.
     let (status, again) = ledger
-        .post(
+        .post_transaction(
             json!({"to": "alice", "amount": "12.50", "currency": "usd", "transactionId": "dep-1"}),
         )
         .await;
     assert_eq!((status, &again), (202, &first));
 
     let (status, problem) = ledger
-        .post(json!({"to": "alice", "amount": 13, "transactionId": "dep-1"}))
+        .post_transaction(json!({"to": "alice", "amount": 13, "transactionId": "dep-1"}))
         .await;
     assert_eq!(status, 409, "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("dep-1"));
     let (status, _) = ledger
-        .post(json!({"from": "alice", "amount": 12.5, "transactionId": "dep-1"}))
+        .post_transaction(json!({"from": "alice", "amount": 12.5, "transactionId": "dep-1"}))
         .await;
     assert_eq!(status, 409);
 
     ledger.processed("dep-1").await;
     // Repeating after processing still answers the same.
-    let (status, again) = ledger.post(request).await;
+    let (status, again) = ledger.post_transaction(request).await;
     assert_eq!((status, &again), (202, &first));
 
     // A later request on the same account (same partition) marks the point by which any
@@ -352,17 +363,20 @@ async fn a_repeated_request_gets_the_same_answer_and_another_body_conflicts() {
     ledger.deposit("marker", "alice", "1").await;
     assert_eq!(
         ledger
-            .events
             .payloads_for(topics::TRANSACTION_REQUESTED, "dep-1")
             .len(),
         1
     );
-    assert_eq!(ledger.events.outcomes_for("dep-1").len(), 1);
+    assert_eq!(ledger.outcomes_for("dep-1").len(), 1);
     assert_eq!(ledger.balance("alice").await, "13.50");
 
     // Generated ids are distinct.
-    let (_, a) = ledger.post(json!({"to": "alice", "amount": 1})).await;
-    let (_, b) = ledger.post(json!({"to": "alice", "amount": 1})).await;
+    let (_, a) = ledger
+        .post_transaction(json!({"to": "alice", "amount": 1}))
+        .await;
+    let (_, b) = ledger
+        .post_transaction(json!({"to": "alice", "amount": 1}))
+        .await;
     let (a, b) = (
         a["transactionId"].as_str().unwrap(),
         b["transactionId"].as_str().unwrap(),
@@ -373,10 +387,12 @@ async fn a_repeated_request_gets_the_same_answer_and_another_body_conflicts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_needs_a_key_of_the_right_scope_when_keys_are_configured() {
-    let ledger = Ledger::start_configured(LedgerSettings::default(), |config| {
-        config.api_keys = ApiKeys::parse(["ops:write:s3cret", "dash:read:r3ad"]).unwrap();
-    })
-    .await;
+    let keys = ApiKeys::parse(["ops:write:s3cret", "dash:read:r3ad"]).unwrap();
+    let app = TestApp::of::<TransactionService>().api_keys(keys);
+    let ledger = Ledger::collecting(
+        app.run::<TransactionService>(LedgerSettings::default())
+            .await,
+    );
     let body = json!({"to": "a", "amount": 1, "transactionId": "k-1"});
     let call = |method: reqwest::Method, path: &str, authorization: Option<&str>| {
         let mut request = ledger.http.request(method.clone(), ledger.url(path));

@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use crate::helpers;
 use crate::helpers::{Ledger, Random};
+use platform::testing::{eventually, DEADLINE};
 use serde_json::{json, Value};
 use sqlx::Row;
 use transaction_service::LedgerSettings;
@@ -75,11 +75,9 @@ async fn opposing_transfers_on_two_replicas_conserve_money_and_all_complete() {
         .iter()
         .map(|b| b["transactionId"].as_str().expect("id").to_string())
         .collect();
-    let outcomes = helpers::eventually("an outcome for every request", || async {
-        let outcomes: Vec<(String, Value)> = ids
-            .iter()
-            .flat_map(|id| first.events.outcomes_for(id))
-            .collect();
+    let outcomes = eventually("an outcome for every request", DEADLINE, || async {
+        let outcomes: Vec<(String, Value)> =
+            ids.iter().flat_map(|id| first.outcomes_for(id)).collect();
         (outcomes.len() >= ids.len()).then_some(outcomes)
     })
     .await;

@@ -1,6 +1,7 @@
 //! [`Record`]: a consumed record, detached from the client.
 
 use contracts::envelope::{headers, Event, EventMetadata, EventType};
+use contracts::Validate;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use super::HandleError;
@@ -55,6 +56,17 @@ impl Record {
         }
         let event = serde_json::from_slice(&self.payload).map_err(|e| {
             HandleError::permanent(format!("payload is not a valid {}: {e}", E::TYPE.as_str()))
+        })?;
+        Ok((metadata, event))
+    }
+
+    /// Decodes the payload as `E` ([`Record::decode`]) and checks it against its contract
+    /// ([`Validate`]). An event that breaks it is a permanent failure, `invalid <topic> event:
+    /// <field>: <why>`: dead-lettered, never applied.
+    pub fn decode_valid<E: Event + Validate>(&self) -> Result<(EventMetadata, E), HandleError> {
+        let (metadata, event) = self.decode::<E>()?;
+        event.validate().map_err(|e| {
+            HandleError::permanent(e).context(format!("invalid {} event", E::TYPE.topic()))
         })?;
         Ok((metadata, event))
     }
