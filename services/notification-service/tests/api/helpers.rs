@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use contracts::envelope::{headers::DLT_ERROR, Event, EventMetadata};
+use contracts::{TransactionKind, TransactionProcessed};
 use notification_service::delivery::RetryPolicy;
 use notification_service::mailer::MailTarget;
 use notification_service::{NotificationService, Settings};
@@ -28,6 +29,30 @@ pub fn settings(mail: MailTarget) -> Settings {
         max_backoff: Duration::from_secs(1),
     };
     settings
+}
+
+/// A processed deposit (a credit) of `amount` USD to `to`, whose balance is then `balance`.
+pub fn deposited(
+    transaction_id: &str,
+    to: &str,
+    amount: &str,
+    balance: &str,
+) -> TransactionProcessed {
+    let credit = request(
+        transaction_id,
+        TransactionKind::Credit,
+        None,
+        Some(to),
+        amount,
+    );
+    processed(credit, &[(to, balance)])
+}
+
+/// Asserts that `text` (a mail's body) says each of `parts`; shows the text when not.
+pub fn assert_says(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "no {part:?} in: {text}");
+    }
 }
 
 /// Starts the service with `settings`.
@@ -57,6 +82,8 @@ pub trait NotificationApp {
     async fn publish_in_order<E: Event>(&self, event: &E) -> String;
     /// Publishes `event` again under event id `id` (a duplicate), on partition 0.
     async fn replay<E: Event>(&self, id: &str, event: &E);
+    /// Publishes a `Customer.created` for each `(id, name)` and waits until each welcome is sent.
+    async fn welcome(&self, customers: &[(&str, &str)]);
     /// `GET /notifications?customerId=`: the items.
     async fn log(&self, customer_id: &str) -> Vec<Value>;
     /// Waits until the customer's log satisfies `done`; panics with `what` and the log.
@@ -89,6 +116,15 @@ impl NotificationApp for TestApp {
     async fn replay<E: Event>(&self, id: &str, event: &E) {
         let metadata = EventMetadata::new(id, E::TYPE, SOURCE);
         self.producer.send_event(&metadata, event, Some(0)).await;
+    }
+
+    async fn welcome(&self, customers: &[(&str, &str)]) {
+        for (id, name) in customers {
+            self.publish(&customer(id, name)).await;
+        }
+        for (id, _) in customers {
+            self.wait_sent(id, 1).await;
+        }
     }
 
     async fn log(&self, customer_id: &str) -> Vec<Value> {

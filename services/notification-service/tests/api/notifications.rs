@@ -40,11 +40,9 @@ async fn welcome_email_is_delivered_over_smtp_and_logged() {
         "{}",
         mail.from
     );
-    assert!(mail.body.contains("Hello Wendy Welcome,"), "{}", mail.body);
-    assert!(
-        mail.body.contains("Your customer id is cust-w."),
-        "{}",
-        mail.body
+    assert_says(
+        &mail.body,
+        &["Hello Wendy Welcome,", "Your customer id is cust-w."],
     );
     let delivery_id = delivery["id"].as_str().unwrap();
     assert!(mail.message_id.contains(delivery_id), "{}", mail.message_id);
@@ -126,10 +124,8 @@ async fn the_latest_deliveries_of_every_customer_are_listed_newest_first() {
 async fn a_processed_transfer_alerts_both_customers() {
     let smtp = SmtpServer::start().await;
     let app = with_smtp(&smtp).await;
-    app.publish(&customer("cust-a", "Ann Lee")).await;
-    app.publish(&customer("cust-b", "Bob Roe")).await;
-    app.wait_sent("cust-a", 1).await;
-    app.wait_sent("cust-b", 1).await;
+    app.welcome(&[("cust-a", "Ann Lee"), ("cust-b", "Bob Roe")])
+        .await;
 
     let transfer = processed(
         request(
@@ -155,22 +151,13 @@ async fn a_processed_transfer_alerts_both_customers() {
         .find(|m| m.subject.starts_with("You sent"))
         .expect("debit alert");
     assert_eq!(debit.subject, "You sent 100.00 USD to Bob Roe");
-    assert!(
-        debit
-            .body
-            .contains("You sent 100.00 USD to Bob Roe (cust-b)."),
-        "{}",
-        debit.body
-    );
-    assert!(
-        debit.body.contains("Your new balance is 400.00 USD."),
-        "{}",
-        debit.body
-    );
-    assert!(
-        debit.body.contains("Transaction: txn-transfer-1"),
-        "{}",
-        debit.body
+    assert_says(
+        &debit.body,
+        &[
+            "You sent 100.00 USD to Bob Roe (cust-b).",
+            "Your new balance is 400.00 USD.",
+            "Transaction: txn-transfer-1",
+        ],
     );
 
     let to_b = smtp.wait_for("cust-b@example.com", 2).await;
@@ -179,20 +166,13 @@ async fn a_processed_transfer_alerts_both_customers() {
         .find(|m| m.subject.starts_with("You received"))
         .expect("credit alert");
     assert_eq!(credit.subject, "You received 100.00 USD from Ann Lee");
-    assert!(
-        credit.body.contains("from Ann Lee (cust-a)."),
-        "{}",
-        credit.body
-    );
-    assert!(
-        credit.body.contains("Your new balance is 100.00 USD."),
-        "{}",
-        credit.body
-    );
-    assert!(
-        credit.body.contains("Transaction: txn-transfer-1"),
-        "{}",
-        credit.body
+    assert_says(
+        &credit.body,
+        &[
+            "from Ann Lee (cust-a).",
+            "Your new balance is 100.00 USD.",
+            "Transaction: txn-transfer-1",
+        ],
     );
     app.stop().await;
 }
@@ -201,10 +181,8 @@ async fn a_processed_transfer_alerts_both_customers() {
 async fn a_failed_transfer_alerts_only_the_requester_with_the_reason() {
     let smtp = SmtpServer::start().await;
     let app = with_smtp(&smtp).await;
-    app.publish(&customer("cust-p", "Pat Poor")).await;
-    app.publish(&customer("cust-q", "Quinn Rich")).await;
-    app.wait_sent("cust-p", 1).await;
-    app.wait_sent("cust-q", 1).await;
+    app.welcome(&[("cust-p", "Pat Poor"), ("cust-q", "Quinn Rich")])
+        .await;
 
     let declined = failed(
         request(
@@ -230,17 +208,12 @@ async fn a_failed_transfer_alerts_only_the_requester_with_the_reason() {
         alert.subject,
         "Transaction declined: transfer of 250.00 USD to Quinn Rich"
     );
-    assert!(
-        alert
-            .body
-            .contains("Reason: insufficient funds (balance 0.00 USD is below 250.00 USD)."),
-        "{}",
-        alert.body
-    );
-    assert!(
-        alert.body.contains("Transaction: txn-declined-1"),
-        "{}",
-        alert.body
+    assert_says(
+        &alert.body,
+        &[
+            "Reason: insufficient funds (balance 0.00 USD is below 250.00 USD).",
+            "Transaction: txn-declined-1",
+        ],
     );
     // Both recipients of an event are recorded in one transaction: the other party got nothing.
     assert_eq!(app.log("cust-q").await.len(), 1);
@@ -262,28 +235,10 @@ async fn a_duplicate_event_is_emailed_once() {
     let log = app.wait_sent("cust-d", 1).await;
     assert_eq!(log.len(), 1);
 
-    let deposit = processed(
-        request(
-            "txn-dup",
-            TransactionKind::Credit,
-            None,
-            Some("cust-d"),
-            "5",
-        ),
-        &[("cust-d", "5.00")],
-    );
+    let deposit = deposited("txn-dup", "cust-d", "5", "5.00");
     let deposit_event = app.publish_in_order(&deposit).await;
     app.replay(&deposit_event, &deposit).await;
-    let sentinel = processed(
-        request(
-            "txn-sentinel",
-            TransactionKind::Credit,
-            None,
-            Some("cust-s"),
-            "1",
-        ),
-        &[("cust-s", "1.00")],
-    );
+    let sentinel = deposited("txn-sentinel", "cust-s", "1", "1.00");
     app.publish_in_order(&sentinel).await;
     app.wait_sent("cust-s", 2).await;
 
@@ -317,16 +272,7 @@ async fn a_duplicate_event_is_emailed_once() {
 async fn a_transaction_before_its_customer_is_delivered_once_the_customer_arrives() {
     let smtp = SmtpServer::start().await;
     let app = with_smtp(&smtp).await;
-    let deposit = processed(
-        request(
-            "txn-early",
-            TransactionKind::Credit,
-            None,
-            Some("cust-late"),
-            "42.5",
-        ),
-        &[("cust-late", "42.50")],
-    );
+    let deposit = deposited("txn-early", "cust-late", "42.5", "42.50");
     app.publish(&deposit).await;
 
     // The handler has seen the event and parked it (not dropped it, not blocking) ...
@@ -494,20 +440,10 @@ async fn an_open_stream_does_not_block_shutdown() {
 async fn forged_events_are_dead_lettered_and_nothing_is_sent() {
     let smtp = SmtpServer::start().await;
     let app = with_smtp(&smtp).await;
-    app.publish(&customer("cust-v", "Vera Victim")).await;
-    app.wait_sent("cust-v", 1).await;
+    app.welcome(&[("cust-v", "Vera Victim")]).await;
 
     // Everything on partition 0 of each topic, a valid deposit last.
-    let negative = processed(
-        request(
-            "txn-negative",
-            TransactionKind::Credit,
-            None,
-            Some("cust-v"),
-            "-100.00",
-        ),
-        &[("cust-v", "0.00")],
-    );
+    let negative = deposited("txn-negative", "cust-v", "-100.00", "0.00");
     app.publish_in_order(&negative).await;
     let to_self = processed(
         request(
@@ -520,17 +456,8 @@ async fn forged_events_are_dead_lettered_and_nothing_is_sent() {
         &[("cust-v", "5.00")],
     );
     app.publish_in_order(&to_self).await;
-    let mut unknown_kind = serde_json::to_value(processed(
-        request(
-            "txn-refund",
-            TransactionKind::Credit,
-            None,
-            Some("cust-v"),
-            "5",
-        ),
-        &[("cust-v", "5.00")],
-    ))
-    .unwrap();
+    let mut unknown_kind =
+        serde_json::to_value(deposited("txn-refund", "cust-v", "5", "5.00")).unwrap();
     unknown_kind["kind"] = "refund".into();
     let unknown_kind = unknown_kind.to_string();
     app.producer
@@ -557,16 +484,7 @@ async fn forged_events_are_dead_lettered_and_nothing_is_sent() {
     let mut unsendable = customer("cust-x", "Xavier Unsendable");
     unsendable.email = "x..y@example.com".into();
     app.publish_in_order(&unsendable).await;
-    let deposit = processed(
-        request(
-            "txn-real",
-            TransactionKind::Credit,
-            None,
-            Some("cust-v"),
-            "7",
-        ),
-        &[("cust-v", "7.00")],
-    );
+    let deposit = deposited("txn-real", "cust-v", "7", "7.00");
     app.publish_in_order(&deposit).await;
 
     let dead = app
@@ -614,16 +532,7 @@ async fn an_outcome_replayed_under_a_new_event_id_is_emailed_once() {
         .await;
     app.wait_sent("cust-st", 1).await;
 
-    let deposit = processed(
-        request(
-            "txn-replayed",
-            TransactionKind::Credit,
-            None,
-            Some("cust-rp"),
-            "12",
-        ),
-        &[("cust-rp", "12.00")],
-    );
+    let deposit = deposited("txn-replayed", "cust-rp", "12", "12.00");
     let first = app.publish_in_order(&deposit).await;
     app.publish_in_order(&deposit).await;
     let declined = failed(
@@ -639,16 +548,7 @@ async fn an_outcome_replayed_under_a_new_event_id_is_emailed_once() {
     );
     let first_declined = app.publish_in_order(&declined).await;
     app.publish_in_order(&declined).await;
-    let sentinel = processed(
-        request(
-            "txn-st",
-            TransactionKind::Credit,
-            None,
-            Some("cust-st"),
-            "1",
-        ),
-        &[("cust-st", "1.00")],
-    );
+    let sentinel = deposited("txn-st", "cust-st", "1", "1.00");
     app.publish_in_order(&sentinel).await;
     app.wait_sent("cust-st", 2).await;
 
