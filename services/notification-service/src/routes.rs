@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::feed::Hub;
 use crate::storage;
 use platform::auth::{protect, ApiKeys};
-use platform::http::ProblemDetails;
+use platform::http::{ApiKeyScheme, ProblemDetails};
 use platform::limits::check_length;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
@@ -112,8 +112,10 @@ pub struct NotificationLog {
     responses(
         (status = 200, description = "Deliveries, newest first", body = NotificationLog),
         (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "`customerId` missing, blank or longer than 128 characters, or a bad `limit`", body = ProblemDetails, content_type = "application/problem+json"),
-    ))]
+    ),
+    security((), ("api_key" = [])))]
 pub async fn list_notifications(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<LogParams>,
@@ -129,8 +131,10 @@ pub async fn list_notifications(
     responses(
         (status = 200, description = "Deliveries, newest first", body = RecentNotifications),
         (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "A bad `limit`", body = ProblemDetails, content_type = "application/problem+json"),
-    ))]
+    ),
+    security((), ("api_key" = [])))]
 pub async fn recent_notifications(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<RecentParams>,
@@ -170,8 +174,10 @@ fn customer_id(param: Option<String>) -> Result<Option<String>, Error> {
         (status = 200, description = "Server-sent events: `ready` (data `{}`), then `delivery` events (data: a delivery)",
             body = StreamEvent, content_type = "text/event-stream"),
         (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "A `customerId` longer than 128 characters", body = ProblemDetails, content_type = "application/problem+json"),
-    ))]
+    ),
+    security((), ("api_key" = [])))]
 pub async fn stream_notifications(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<StreamParams>,
@@ -243,7 +249,8 @@ pub async fn dashboard() -> Html<&'static str> {
         RecentNotifications,
         StreamEvent,
         ProblemDetails
-    ))
+    )),
+    modifiers(&ApiKeyScheme)
 )]
 pub struct ApiDoc;
 
@@ -262,5 +269,25 @@ mod tests {
         assert!(doc["paths"]["/notifications/stream"]["get"].is_object());
         assert!(doc["paths"]["/notifications/recent"]["get"].is_object());
         assert!(doc["components"]["schemas"]["Delivery"].is_object());
+    }
+
+    #[test]
+    fn openapi_declares_the_api_key_on_the_protected_routes() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let scheme = &doc["components"]["securitySchemes"]["api_key"];
+        assert_eq!(scheme["scheme"], "bearer", "{scheme}");
+        for path in [
+            "/notifications",
+            "/notifications/recent",
+            "/notifications/stream",
+        ] {
+            let get = &doc["paths"][path]["get"];
+            assert_eq!(
+                get["security"],
+                serde_json::json!([{}, {"api_key": []}]),
+                "{path}"
+            );
+            assert!(get["responses"]["401"].is_object(), "{path}");
+        }
     }
 }

@@ -1,40 +1,24 @@
-//! Test helpers: the service in-process against the real broker and database, a real SMTP
-//! server (aiosmtpd) writing a Maildir, an event producer, and polling with deadlines.
+//! What is particular to notification-service's tests: its settings (fast retries), starting it
+//! with a mail target, publishing events the way its upstream services do, and reading its
+//! delivery log. Everything generic comes from `platform::testing`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use contracts::envelope::{Event, EventMetadata};
+use contracts::envelope::{headers::DLT_ERROR, Event, EventMetadata};
+use contracts::{TransactionKind, TransactionProcessed};
 use notification_service::delivery::RetryPolicy;
 use notification_service::mailer::MailTarget;
-use notification_service::{NotificationService, Settings, MIGRATIONS, NAME};
+use notification_service::{NotificationService, Settings};
 use platform::config::Secret;
-use platform::kafka::KafkaConfig;
-use platform::testing::{service_config, LocalKafka, RunningService};
-use platform::Definition;
-use platform::Service;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use platform::testing::{poll_until, read_topic, RecordExt, DEADLINE};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-/// Longest wait for any asynchronous outcome.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub use contracts::samples::{customer, failed, processed, requested as request};
+pub use platform::testing::smtp::{read_mails, SmtpServer};
+pub use platform::testing::{eventually, free_port, TestApp};
 
-/// Polls `probe` until it returns `Some`, failing with `what` after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// `ce_source` of the events the tests publish.
+const SOURCE: &str = "/test";
 
 /// Settings for tests: fast retries.
 pub fn settings(mail: MailTarget) -> Settings {
@@ -47,128 +31,132 @@ pub fn settings(mail: MailTarget) -> Settings {
     settings
 }
 
-/// The service running in the test process, and what the test needs to talk to it.
-pub struct App {
-    pub running: RunningService,
-    pub kafka: KafkaConfig,
-    pub http: reqwest::Client,
-    producer: FutureProducer,
+/// A processed deposit (a credit) of `amount` USD to `to`, whose balance is then `balance`.
+pub fn deposited(
+    transaction_id: &str,
+    to: &str,
+    amount: &str,
+    balance: &str,
+) -> TransactionProcessed {
+    let credit = request(
+        transaction_id,
+        TransactionKind::Credit,
+        None,
+        Some(to),
+        amount,
+    );
+    processed(credit, &[(to, balance)])
 }
 
-impl App {
-    pub async fn start(settings: Settings) -> Self {
-        let kafka = LocalKafka::load().isolated();
-        let config = service_config(NAME, kafka.clone()).await;
-        let mut service = Service::start_with(config, &MIGRATIONS, CancellationToken::new())
-            .await
-            .expect("service starts");
-        let routes = NotificationService::build(&mut service, settings).expect("service builds");
-        let running = RunningService::spawn(service, routes).await;
-        let producer = kafka
-            .client_config("notification-service-test")
-            .create()
-            .expect("test producer");
-        Self {
-            running,
-            kafka,
-            http: reqwest::Client::new(),
-            producer,
-        }
+/// Asserts that `text` (a mail's body) says each of `parts`; shows the text when not.
+pub fn assert_says(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "no {part:?} in: {text}");
     }
+}
 
-    pub async fn with_smtp(smtp: &SmtpServer) -> Self {
-        Self::start(settings(MailTarget::Smtp(Secret::new(smtp.url())))).await
-    }
+/// Starts the service with `settings`.
+pub async fn start(settings: Settings) -> TestApp {
+    TestApp::of::<NotificationService>()
+        .run::<NotificationService>(settings)
+        .await
+}
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.running.base_url)
-    }
+/// Starts the service sending over SMTP to `smtp`.
+pub async fn with_smtp(smtp: &SmtpServer) -> TestApp {
+    start(settings(MailTarget::Smtp(Secret::new(smtp.url())))).await
+}
 
-    /// Produces `event` onto its (prefixed) topic with CloudEvents headers and id `event_id`;
-    /// on `partition` when given.
-    pub async fn produce<E: Event>(&self, event_id: &str, event: &E, partition: Option<i32>) {
-        let metadata = EventMetadata::new(event_id, E::TYPE, "/test");
-        let headers =
-            metadata
-                .to_headers()
-                .into_iter()
-                .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                    headers.insert(Header {
-                        key,
-                        value: Some(value.as_str()),
-                    })
-                });
-        let topic = self.kafka.topic_name(E::TYPE.topic());
-        let payload = serde_json::to_string(event).unwrap();
-        let mut record = FutureRecord::to(&topic)
-            .key(event.key())
-            .payload(&payload)
-            .headers(headers);
-        if let Some(partition) = partition {
-            record = record.partition(partition);
-        }
-        self.producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("event produced");
-    }
+/// Starts the service writing mail into a temporary folder that nobody reads.
+pub async fn with_mail_folder() -> TestApp {
+    let folder = tempfile::tempdir().unwrap().keep();
+    start(settings(MailTarget::Folder(folder))).await
+}
 
-    /// Produces raw bytes onto `topic` (e.g. a malformed record).
-    pub async fn produce_raw(&self, topic: &str, key: &str, payload: &str, partition: i32) {
-        let topic = self.kafka.topic_name(topic);
-        self.producer
-            .send(
-                FutureRecord::to(&topic)
-                    .key(key)
-                    .payload(payload)
-                    .partition(partition),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("record produced");
-    }
-
+/// What the tests do with the running service.
+pub trait NotificationApp {
+    /// Publishes `event` with a fresh event id; returns the id.
+    async fn publish<E: Event>(&self, event: &E) -> String;
+    /// Publishes `event` with a fresh event id on partition 0; returns the id. Records of one
+    /// partition are handled in order: once the last is handled, so are those before it.
+    async fn publish_in_order<E: Event>(&self, event: &E) -> String;
+    /// Publishes `event` again under event id `id` (a duplicate), on partition 0.
+    async fn replay<E: Event>(&self, id: &str, event: &E);
+    /// Publishes a `Customer.created` for each `(id, name)` and waits until each welcome is sent.
+    async fn welcome(&self, customers: &[(&str, &str)]);
     /// `GET /notifications?customerId=`: the items.
-    pub async fn log(&self, customer_id: &str) -> Vec<Value> {
-        let response = self
-            .http
-            .get(self.url("/notifications"))
-            .query(&[("customerId", customer_id)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let body: Value = response.json().await.unwrap();
+    async fn log(&self, customer_id: &str) -> Vec<Value>;
+    /// Waits until the customer's log satisfies `done`; panics with `what` and the log.
+    async fn wait_log(
+        &self,
+        customer_id: &str,
+        what: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value>;
+    /// Waits until the customer has `n` deliveries, all sent.
+    async fn wait_sent(&self, customer_id: &str, n: usize) -> Vec<Value>;
+    /// The sum of the Prometheus sample lines containing all of `parts`.
+    async fn metric(&self, parts: &[&str]) -> f64;
+    /// Waits until at least `n` records reached the dead-letter topic of `topic`; returns
+    /// their payloads with their `dlt_error` header.
+    async fn dead_letters(&self, topic: &str, n: usize) -> Vec<(Value, String)>;
+}
+
+impl NotificationApp for TestApp {
+    async fn publish<E: Event>(&self, event: &E) -> String {
+        self.producer.publish(SOURCE, event).await.id
+    }
+
+    async fn publish_in_order<E: Event>(&self, event: &E) -> String {
+        let id = uuid::Uuid::now_v7().to_string();
+        self.replay(&id, event).await;
+        id
+    }
+
+    async fn replay<E: Event>(&self, id: &str, event: &E) {
+        let metadata = EventMetadata::new(id, E::TYPE, SOURCE);
+        self.producer.send_event(&metadata, event, Some(0)).await;
+    }
+
+    async fn welcome(&self, customers: &[(&str, &str)]) {
+        for (id, name) in customers {
+            self.publish(&customer(id, name)).await;
+        }
+        for (id, _) in customers {
+            self.wait_sent(id, 1).await;
+        }
+    }
+
+    async fn log(&self, customer_id: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!("/notifications?customerId={customer_id}"))
+            .await;
+        assert_eq!(status, 200, "{body}");
         assert_eq!(body["customerId"], customer_id);
         body["items"].as_array().unwrap().clone()
     }
 
-    /// Waits until the customer's log satisfies `done`.
-    pub async fn wait_log(
+    async fn wait_log(
         &self,
         customer_id: &str,
         what: &str,
         done: impl Fn(&[Value]) -> bool,
     ) -> Vec<Value> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
+        let log = poll_until(DEADLINE, || async {
             let log = self.log(customer_id).await;
-            if done(&log) {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
+            done(&log).then_some(log)
+        })
+        .await;
+        match log {
+            Some(log) => log,
+            None => panic!(
                 "timed out waiting for {what}; the log is {}",
-                serde_json::to_string_pretty(&log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+                serde_json::to_string_pretty(&self.log(customer_id).await).unwrap_or_default()
+            ),
         }
     }
 
-    /// Waits until the customer has `n` deliveries, all sent.
-    pub async fn wait_sent(&self, customer_id: &str, n: usize) -> Vec<Value> {
+    async fn wait_sent(&self, customer_id: &str, n: usize) -> Vec<Value> {
         self.wait_log(
             customer_id,
             &format!("{n} sent notifications for {customer_id}"),
@@ -177,29 +165,18 @@ impl App {
         .await
     }
 
-    /// The value of a Prometheus counter line containing all of `parts`.
-    pub async fn metric(&self, parts: &[&str]) -> f64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
+    async fn metric(&self, parts: &[&str]) -> f64 {
+        self.metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
+            .lines()
             .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
 
-    /// Waits until at least `n` records reached the dead-letter topic of `topic`; returns them
-    /// with their `dlt_error` header.
-    pub async fn dead_letters(&self, topic: &str, n: usize) -> Vec<(Value, String)> {
+    async fn dead_letters(&self, topic: &str, n: usize) -> Vec<(Value, String)> {
         let dlt = contracts::topics::dead_letter(topic);
-        let records =
-            platform::testing::read_topic(&self.kafka, &dlt, DEADLINE, |r| r.len() >= n).await;
+        let records = read_topic(&self.kafka, &dlt, DEADLINE, |r| r.len() >= n).await;
         assert!(
             records.len() >= n,
             "{n} dead letters on {dlt}, got {}",
@@ -207,32 +184,7 @@ impl App {
         );
         records
             .iter()
-            .map(|r| {
-                let error = r
-                    .headers
-                    .iter()
-                    .find(|(k, _)| k == contracts::envelope::headers::DLT_ERROR)
-                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default();
-                (
-                    serde_json::from_slice(&r.payload).unwrap_or(Value::Null),
-                    error,
-                )
-            })
+            .map(|r| (r.json(), r.header(DLT_ERROR).unwrap_or_default()))
             .collect()
     }
-
-    pub async fn stop(self) {
-        self.running.stop().await.expect("clean shutdown");
-    }
-}
-
-pub use platform::testing::free_port;
-pub use platform::testing::smtp::{read_mails, SmtpServer};
-
-pub use contracts::samples::{customer, failed, processed, requested as request};
-
-/// A fresh event id.
-pub fn event_id() -> String {
-    uuid::Uuid::new_v4().to_string()
 }

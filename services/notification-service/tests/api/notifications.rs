@@ -7,15 +7,14 @@ use std::time::Duration;
 use crate::helpers::*;
 use contracts::{FailureReason, TransactionKind};
 use notification_service::mailer::MailTarget;
+use platform::testing::DEADLINE;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn welcome_email_is_delivered_over_smtp_and_logged() {
     let smtp = SmtpServer::start().await;
-    let app = App::with_smtp(&smtp).await;
-    let event = event_id();
-    app.produce(&event, &customer("cust-w", "Wendy Welcome"), None)
-        .await;
+    let app = with_smtp(&smtp).await;
+    let event = app.publish(&customer("cust-w", "Wendy Welcome")).await;
 
     let log = app.wait_sent("cust-w", 1).await;
     let delivery = &log[0];
@@ -41,11 +40,9 @@ async fn welcome_email_is_delivered_over_smtp_and_logged() {
         "{}",
         mail.from
     );
-    assert!(mail.body.contains("Hello Wendy Welcome,"), "{}", mail.body);
-    assert!(
-        mail.body.contains("Your customer id is cust-w."),
-        "{}",
-        mail.body
+    assert_says(
+        &mail.body,
+        &["Hello Wendy Welcome,", "Your customer id is cust-w."],
     );
     let delivery_id = delivery["id"].as_str().unwrap();
     assert!(mail.message_id.contains(delivery_id), "{}", mail.message_id);
@@ -54,23 +51,13 @@ async fn welcome_email_is_delivered_over_smtp_and_logged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_log_needs_a_customer_id() {
-    let app = App::start(settings(MailTarget::Folder(
-        tempfile::tempdir().unwrap().keep(),
-    )))
-    .await;
+    let app = with_mail_folder().await;
     for query in ["", "?customerId=", "?customerId=%20%20"] {
-        let response = app
-            .http
-            .get(app.url(&format!("/notifications{query}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 422, "{query}");
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/problem+json"
-        );
-        let problem: Value = response.json().await.unwrap();
+        let url = app.url(&format!("/notifications{query}"));
+        let reply = app.send(app.http.get(url)).await;
+        assert_eq!(reply.status, 422, "{query}");
+        assert_eq!(reply.content_type, "application/problem+json");
+        let problem = reply.body;
         assert_eq!(problem["field"], "customerId");
         assert!(problem["detail"].as_str().unwrap().contains("customerId"));
     }
@@ -83,26 +70,14 @@ async fn the_log_needs_a_customer_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_latest_deliveries_of_every_customer_are_listed_newest_first() {
-    let app = App::start(settings(MailTarget::Folder(
-        tempfile::tempdir().unwrap().keep(),
-    )))
-    .await;
-    let get = |query: &'static str| {
-        let request = app
-            .http
-            .get(app.url(&format!("/notifications/recent{query}")));
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap())
-        }
-    };
-    assert_eq!(get("").await, (200, serde_json::json!({"items": []})));
-    app.produce(&event_id(), &customer("cust-r1", "Rita One"), None)
-        .await;
+    let app = with_mail_folder().await;
+    let get = async |query: &str| app.get(&format!("/notifications/recent{query}")).await;
+    let (status, empty) = get("").await;
+    assert_eq!(status, 200, "{empty}");
+    assert_eq!(empty, serde_json::json!({"items": []}));
+    app.publish(&customer("cust-r1", "Rita One")).await;
     app.wait_sent("cust-r1", 1).await;
-    app.produce(&event_id(), &customer("cust-r2", "Rob Two"), None)
-        .await;
+    app.publish(&customer("cust-r2", "Rob Two")).await;
     app.wait_sent("cust-r2", 1).await;
 
     let (status, recent) = get("").await;
@@ -135,9 +110,8 @@ async fn the_latest_deliveries_of_every_customer_are_listed_newest_first() {
         format!("/notifications?customerId={long_id}"),
         format!("/notifications/stream?customerId={long_id}"),
     ] {
-        let response = reqwest::get(app.url(&path)).await.unwrap();
-        assert_eq!(response.status(), 422, "{path}");
-        let problem: serde_json::Value = response.json().await.unwrap();
+        let (status, problem) = app.get(&path).await;
+        assert_eq!(status, 422, "{path}");
         assert_eq!(
             (problem["field"].as_str(), problem["limit"].as_u64()),
             (Some("customerId"), Some(128))
@@ -149,13 +123,9 @@ async fn the_latest_deliveries_of_every_customer_are_listed_newest_first() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_processed_transfer_alerts_both_customers() {
     let smtp = SmtpServer::start().await;
-    let app = App::with_smtp(&smtp).await;
-    app.produce(&event_id(), &customer("cust-a", "Ann Lee"), None)
+    let app = with_smtp(&smtp).await;
+    app.welcome(&[("cust-a", "Ann Lee"), ("cust-b", "Bob Roe")])
         .await;
-    app.produce(&event_id(), &customer("cust-b", "Bob Roe"), None)
-        .await;
-    app.wait_sent("cust-a", 1).await;
-    app.wait_sent("cust-b", 1).await;
 
     let transfer = processed(
         request(
@@ -167,7 +137,7 @@ async fn a_processed_transfer_alerts_both_customers() {
         ),
         &[("cust-a", "400.00"), ("cust-b", "100.00")],
     );
-    app.produce(&event_id(), &transfer, None).await;
+    app.publish(&transfer).await;
 
     let a_log = app.wait_sent("cust-a", 2).await;
     assert_eq!(a_log[0]["kind"], "debit_alert", "newest first: {a_log:?}");
@@ -181,22 +151,13 @@ async fn a_processed_transfer_alerts_both_customers() {
         .find(|m| m.subject.starts_with("You sent"))
         .expect("debit alert");
     assert_eq!(debit.subject, "You sent 100.00 USD to Bob Roe");
-    assert!(
-        debit
-            .body
-            .contains("You sent 100.00 USD to Bob Roe (cust-b)."),
-        "{}",
-        debit.body
-    );
-    assert!(
-        debit.body.contains("Your new balance is 400.00 USD."),
-        "{}",
-        debit.body
-    );
-    assert!(
-        debit.body.contains("Transaction: txn-transfer-1"),
-        "{}",
-        debit.body
+    assert_says(
+        &debit.body,
+        &[
+            "You sent 100.00 USD to Bob Roe (cust-b).",
+            "Your new balance is 400.00 USD.",
+            "Transaction: txn-transfer-1",
+        ],
     );
 
     let to_b = smtp.wait_for("cust-b@example.com", 2).await;
@@ -205,20 +166,13 @@ async fn a_processed_transfer_alerts_both_customers() {
         .find(|m| m.subject.starts_with("You received"))
         .expect("credit alert");
     assert_eq!(credit.subject, "You received 100.00 USD from Ann Lee");
-    assert!(
-        credit.body.contains("from Ann Lee (cust-a)."),
-        "{}",
-        credit.body
-    );
-    assert!(
-        credit.body.contains("Your new balance is 100.00 USD."),
-        "{}",
-        credit.body
-    );
-    assert!(
-        credit.body.contains("Transaction: txn-transfer-1"),
-        "{}",
-        credit.body
+    assert_says(
+        &credit.body,
+        &[
+            "from Ann Lee (cust-a).",
+            "Your new balance is 100.00 USD.",
+            "Transaction: txn-transfer-1",
+        ],
     );
     app.stop().await;
 }
@@ -226,13 +180,9 @@ async fn a_processed_transfer_alerts_both_customers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_transfer_alerts_only_the_requester_with_the_reason() {
     let smtp = SmtpServer::start().await;
-    let app = App::with_smtp(&smtp).await;
-    app.produce(&event_id(), &customer("cust-p", "Pat Poor"), None)
+    let app = with_smtp(&smtp).await;
+    app.welcome(&[("cust-p", "Pat Poor"), ("cust-q", "Quinn Rich")])
         .await;
-    app.produce(&event_id(), &customer("cust-q", "Quinn Rich"), None)
-        .await;
-    app.wait_sent("cust-p", 1).await;
-    app.wait_sent("cust-q", 1).await;
 
     let declined = failed(
         request(
@@ -245,7 +195,7 @@ async fn a_failed_transfer_alerts_only_the_requester_with_the_reason() {
         FailureReason::InsufficientFunds,
         "balance 0.00 USD is below 250.00 USD",
     );
-    app.produce(&event_id(), &declined, None).await;
+    app.publish(&declined).await;
 
     let log = app.wait_sent("cust-p", 2).await;
     assert_eq!(log[0]["kind"], "failure_alert");
@@ -258,17 +208,12 @@ async fn a_failed_transfer_alerts_only_the_requester_with_the_reason() {
         alert.subject,
         "Transaction declined: transfer of 250.00 USD to Quinn Rich"
     );
-    assert!(
-        alert
-            .body
-            .contains("Reason: insufficient funds (balance 0.00 USD is below 250.00 USD)."),
-        "{}",
-        alert.body
-    );
-    assert!(
-        alert.body.contains("Transaction: txn-declined-1"),
-        "{}",
-        alert.body
+    assert_says(
+        &alert.body,
+        &[
+            "Reason: insufficient funds (balance 0.00 USD is below 250.00 USD).",
+            "Transaction: txn-declined-1",
+        ],
     );
     // Both recipients of an event are recorded in one transaction: the other party got nothing.
     assert_eq!(app.log("cust-q").await.len(), 1);
@@ -279,42 +224,22 @@ async fn a_failed_transfer_alerts_only_the_requester_with_the_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_duplicate_event_is_emailed_once() {
     let smtp = SmtpServer::start().await;
-    let app = App::with_smtp(&smtp).await;
+    let app = with_smtp(&smtp).await;
     // Everything on partition 0: once the last record is handled, so are the duplicates.
-    let welcome = event_id();
     let dora = customer("cust-d", "Dora Dup");
-    app.produce(&welcome, &dora, Some(0)).await;
-    app.produce(&welcome, &dora, Some(0)).await;
-    app.produce(&event_id(), &customer("cust-s", "Sam Sentinel"), Some(0))
+    let welcome = app.publish_in_order(&dora).await;
+    app.replay(&welcome, &dora).await;
+    app.publish_in_order(&customer("cust-s", "Sam Sentinel"))
         .await;
     app.wait_sent("cust-s", 1).await;
     let log = app.wait_sent("cust-d", 1).await;
     assert_eq!(log.len(), 1);
 
-    let deposit = processed(
-        request(
-            "txn-dup",
-            TransactionKind::Credit,
-            None,
-            Some("cust-d"),
-            "5",
-        ),
-        &[("cust-d", "5.00")],
-    );
-    let deposit_event = event_id();
-    app.produce(&deposit_event, &deposit, Some(0)).await;
-    app.produce(&deposit_event, &deposit, Some(0)).await;
-    let sentinel = processed(
-        request(
-            "txn-sentinel",
-            TransactionKind::Credit,
-            None,
-            Some("cust-s"),
-            "1",
-        ),
-        &[("cust-s", "1.00")],
-    );
-    app.produce(&event_id(), &sentinel, Some(0)).await;
+    let deposit = deposited("txn-dup", "cust-d", "5", "5.00");
+    let deposit_event = app.publish_in_order(&deposit).await;
+    app.replay(&deposit_event, &deposit).await;
+    let sentinel = deposited("txn-sentinel", "cust-s", "1", "1.00");
+    app.publish_in_order(&sentinel).await;
     app.wait_sent("cust-s", 2).await;
 
     let log = app.wait_sent("cust-d", 2).await;
@@ -346,21 +271,12 @@ async fn a_duplicate_event_is_emailed_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transaction_before_its_customer_is_delivered_once_the_customer_arrives() {
     let smtp = SmtpServer::start().await;
-    let app = App::with_smtp(&smtp).await;
-    let deposit = processed(
-        request(
-            "txn-early",
-            TransactionKind::Credit,
-            None,
-            Some("cust-late"),
-            "42.5",
-        ),
-        &[("cust-late", "42.50")],
-    );
-    app.produce(&event_id(), &deposit, None).await;
+    let app = with_smtp(&smtp).await;
+    let deposit = deposited("txn-early", "cust-late", "42.5", "42.50");
+    app.publish(&deposit).await;
 
     // The handler has seen the event and parked it (not dropped it, not blocking) ...
-    eventually("the early transaction to be parked", || async {
+    eventually("the early transaction to be parked", DEADLINE, || async {
         let parked = app
             .metric(&["events_parked_total", "notification-service.transactions"])
             .await;
@@ -370,8 +286,7 @@ async fn a_transaction_before_its_customer_is_delivered_once_the_customer_arrive
     assert!(app.log("cust-late").await.is_empty());
 
     // ... and delivers it once the customer is known.
-    app.produce(&event_id(), &customer("cust-late", "Lou Late"), None)
-        .await;
+    app.publish(&customer("cust-late", "Lou Late")).await;
     let log = app.wait_sent("cust-late", 2).await;
     let alert = log
         .iter()
@@ -389,10 +304,7 @@ async fn a_transaction_before_its_customer_is_delivered_once_the_customer_arrive
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alert_for_an_account_the_event_reports_unknown_is_recorded_as_failed() {
-    let app = App::start(settings(MailTarget::Folder(
-        tempfile::tempdir().unwrap().keep(),
-    )))
-    .await;
+    let app = with_mail_folder().await;
     let declined = failed(
         request(
             "txn-ghost",
@@ -404,7 +316,7 @@ async fn an_alert_for_an_account_the_event_reports_unknown_is_recorded_as_failed
         FailureReason::UnknownAccount,
         "account cust-ghost does not exist",
     );
-    app.produce(&event_id(), &declined, None).await;
+    app.publish(&declined).await;
     let log = app
         .wait_log("cust-ghost", "a failed delivery", |log| {
             log.len() == 1 && log[0]["status"] == "failed"
@@ -421,12 +333,11 @@ async fn an_alert_for_an_account_the_event_reports_unknown_is_recorded_as_failed
 #[tokio::test(flavor = "multi_thread")]
 async fn smtp_down_at_first_ends_sent_after_retries() {
     let port = free_port();
-    let app = App::start(settings(MailTarget::Smtp(platform::config::Secret::new(
+    let app = start(settings(MailTarget::Smtp(platform::config::Secret::new(
         format!("smtp://127.0.0.1:{port}"),
     ))))
     .await;
-    app.produce(&event_id(), &customer("cust-r", "Rae Retry"), None)
-        .await;
+    app.publish(&customer("cust-r", "Rae Retry")).await;
     let log = app
         .wait_log("cust-r", "a retrying delivery", |log| {
             log.len() == 1 && log[0]["status"] == "retrying"
@@ -448,9 +359,8 @@ async fn smtp_down_at_first_ends_sent_after_retries() {
 #[tokio::test(flavor = "multi_thread")]
 async fn without_smtp_mail_is_written_as_eml_files() {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(settings(MailTarget::Folder(dir.path().to_path_buf()))).await;
-    app.produce(&event_id(), &customer("cust-f", "Fay File"), None)
-        .await;
+    let app = start(settings(MailTarget::Folder(dir.path().to_path_buf()))).await;
+    app.publish(&customer("cust-f", "Fay File")).await;
     app.wait_sent("cust-f", 1).await;
     let mails = read_mails(dir.path(), Some("eml"));
     assert_eq!(mails.len(), 1);
@@ -462,8 +372,7 @@ async fn without_smtp_mail_is_written_as_eml_files() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stream_yields_delivery_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = App::start(settings(MailTarget::Folder(dir.path().to_path_buf()))).await;
+    let app = with_mail_folder().await;
     let mut stream = app
         .http
         .get(app.url("/notifications/stream?customerId=cust-live"))
@@ -488,10 +397,8 @@ async fn the_stream_yields_delivery_events() {
     };
     read_until("event: ready", &mut text).await;
 
-    app.produce(&event_id(), &customer("cust-other", "Not Me"), None)
-        .await;
-    app.produce(&event_id(), &customer("cust-live", "Liv Live"), None)
-        .await;
+    app.publish(&customer("cust-other", "Not Me")).await;
+    app.publish(&customer("cust-live", "Liv Live")).await;
     read_until("\"status\":\"sent\"", &mut text).await;
     let deliveries: Vec<Value> = text
         .lines()
@@ -515,10 +422,7 @@ async fn the_stream_yields_delivery_events() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_stream_does_not_block_shutdown() {
-    let app = App::start(settings(MailTarget::Folder(
-        tempfile::tempdir().unwrap().keep(),
-    )))
-    .await;
+    let app = with_mail_folder().await;
     let mut stream = app
         .http
         .get(app.url("/notifications/stream"))
@@ -535,23 +439,12 @@ async fn an_open_stream_does_not_block_shutdown() {
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_events_are_dead_lettered_and_nothing_is_sent() {
     let smtp = SmtpServer::start().await;
-    let app = App::with_smtp(&smtp).await;
-    app.produce(&event_id(), &customer("cust-v", "Vera Victim"), None)
-        .await;
-    app.wait_sent("cust-v", 1).await;
+    let app = with_smtp(&smtp).await;
+    app.welcome(&[("cust-v", "Vera Victim")]).await;
 
     // Everything on partition 0 of each topic, a valid deposit last.
-    let negative = processed(
-        request(
-            "txn-negative",
-            TransactionKind::Credit,
-            None,
-            Some("cust-v"),
-            "-100.00",
-        ),
-        &[("cust-v", "0.00")],
-    );
-    app.produce(&event_id(), &negative, Some(0)).await;
+    let negative = deposited("txn-negative", "cust-v", "-100.00", "0.00");
+    app.publish_in_order(&negative).await;
     let to_self = processed(
         request(
             "txn-self",
@@ -562,26 +455,20 @@ async fn forged_events_are_dead_lettered_and_nothing_is_sent() {
         ),
         &[("cust-v", "5.00")],
     );
-    app.produce(&event_id(), &to_self, Some(0)).await;
-    let mut unknown_kind = serde_json::to_value(processed(
-        request(
-            "txn-refund",
-            TransactionKind::Credit,
-            None,
-            Some("cust-v"),
-            "5",
-        ),
-        &[("cust-v", "5.00")],
-    ))
-    .unwrap();
+    app.publish_in_order(&to_self).await;
+    let mut unknown_kind =
+        serde_json::to_value(deposited("txn-refund", "cust-v", "5", "5.00")).unwrap();
     unknown_kind["kind"] = "refund".into();
-    app.produce_raw(
-        contracts::topics::TRANSACTION_PROCESSED,
-        "cust-v",
-        &unknown_kind.to_string(),
-        0,
-    )
-    .await;
+    let unknown_kind = unknown_kind.to_string();
+    app.producer
+        .send(
+            contracts::topics::TRANSACTION_PROCESSED,
+            "cust-v",
+            unknown_kind.as_bytes(),
+            &[],
+            Some(0),
+        )
+        .await;
     let zero_declined = failed(
         request(
             "txn-zero",
@@ -593,21 +480,12 @@ async fn forged_events_are_dead_lettered_and_nothing_is_sent() {
         FailureReason::InsufficientFunds,
         "account `cust-v` has 0.00 USD",
     );
-    app.produce(&event_id(), &zero_declined, Some(0)).await;
+    app.publish_in_order(&zero_declined).await;
     let mut unsendable = customer("cust-x", "Xavier Unsendable");
     unsendable.email = "x..y@example.com".into();
-    app.produce(&event_id(), &unsendable, Some(0)).await;
-    let deposit = processed(
-        request(
-            "txn-real",
-            TransactionKind::Credit,
-            None,
-            Some("cust-v"),
-            "7",
-        ),
-        &[("cust-v", "7.00")],
-    );
-    app.produce(&event_id(), &deposit, Some(0)).await;
+    app.publish_in_order(&unsendable).await;
+    let deposit = deposited("txn-real", "cust-v", "7", "7.00");
+    app.publish_in_order(&deposit).await;
 
     let dead = app
         .dead_letters(contracts::topics::TRANSACTION_PROCESSED, 3)
@@ -645,29 +523,18 @@ async fn forged_events_are_dead_lettered_and_nothing_is_sent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outcome_replayed_under_a_new_event_id_is_emailed_once() {
     let smtp = SmtpServer::start().await;
-    let app = App::with_smtp(&smtp).await;
+    let app = with_smtp(&smtp).await;
     // Everything on partition 0: once the sentinel is handled, so are the replays.
     let rita = customer("cust-rp", "Rita Replay");
-    let first_welcome = event_id();
-    app.produce(&first_welcome, &rita, Some(0)).await;
-    app.produce(&event_id(), &rita, Some(0)).await;
-    app.produce(&event_id(), &customer("cust-st", "Sam Sentinel"), Some(0))
+    let first_welcome = app.publish_in_order(&rita).await;
+    app.publish_in_order(&rita).await;
+    app.publish_in_order(&customer("cust-st", "Sam Sentinel"))
         .await;
     app.wait_sent("cust-st", 1).await;
 
-    let deposit = processed(
-        request(
-            "txn-replayed",
-            TransactionKind::Credit,
-            None,
-            Some("cust-rp"),
-            "12",
-        ),
-        &[("cust-rp", "12.00")],
-    );
-    let first = event_id();
-    app.produce(&first, &deposit, Some(0)).await;
-    app.produce(&event_id(), &deposit, Some(0)).await;
+    let deposit = deposited("txn-replayed", "cust-rp", "12", "12.00");
+    let first = app.publish_in_order(&deposit).await;
+    app.publish_in_order(&deposit).await;
     let declined = failed(
         request(
             "txn-replayed-2",
@@ -679,20 +546,10 @@ async fn an_outcome_replayed_under_a_new_event_id_is_emailed_once() {
         FailureReason::InsufficientFunds,
         "account `cust-rp` has 12.00 USD, less than the 99.00 USD requested",
     );
-    let first_declined = event_id();
-    app.produce(&first_declined, &declined, Some(0)).await;
-    app.produce(&event_id(), &declined, Some(0)).await;
-    let sentinel = processed(
-        request(
-            "txn-st",
-            TransactionKind::Credit,
-            None,
-            Some("cust-st"),
-            "1",
-        ),
-        &[("cust-st", "1.00")],
-    );
-    app.produce(&event_id(), &sentinel, Some(0)).await;
+    let first_declined = app.publish_in_order(&declined).await;
+    app.publish_in_order(&declined).await;
+    let sentinel = deposited("txn-st", "cust-st", "1", "1.00");
+    app.publish_in_order(&sentinel).await;
     app.wait_sent("cust-st", 2).await;
 
     let log = app.wait_sent("cust-rp", 3).await;

@@ -23,9 +23,8 @@ fn failing_settings(smtp: &SmtpServer, max_attempts: u32) -> Settings {
 }
 
 /// Registers a customer and waits until its welcome delivery has failed.
-async fn failed_welcome(app: &App, id: &str) -> Value {
-    app.produce(&event_id(), &customer(id, "Fay Fail"), None)
-        .await;
+async fn failed_welcome(app: &TestApp, id: &str) -> Value {
+    app.publish(&customer(id, "Fay Fail")).await;
     let log = app
         .wait_log(id, "a failed delivery", |log| {
             log.len() == 1 && log[0]["status"] == "failed"
@@ -37,7 +36,7 @@ async fn failed_welcome(app: &App, id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_refusals_are_retried_until_max_attempts_then_failed() {
     let smtp = SmtpServer::start_with(SmtpMode::Transient).await;
-    let app = App::start(failing_settings(&smtp, 3)).await;
+    let app = start(failing_settings(&smtp, 3)).await;
 
     let delivery = failed_welcome(&app, "cust-busy").await;
     assert_eq!(delivery["attempts"], 3, "{delivery}");
@@ -53,7 +52,7 @@ async fn transient_refusals_are_retried_until_max_attempts_then_failed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permanent_refusal_fails_at_once() {
     let smtp = SmtpServer::start_with(SmtpMode::Permanent).await;
-    let app = App::start(failing_settings(&smtp, 100)).await;
+    let app = start(failing_settings(&smtp, 100)).await;
 
     let delivery = failed_welcome(&app, "cust-refused").await;
     assert_eq!(delivery["attempts"], 1, "no retry: {delivery}");
@@ -71,7 +70,7 @@ async fn a_server_that_never_answers_times_out_and_is_retried() {
     let mut settings = failing_settings(&smtp, 2);
     settings.send_timeout = Duration::from_secs(1);
     settings.send_lease = Duration::from_secs(5);
-    let app = App::start(settings).await;
+    let app = start(settings).await;
 
     let delivery = failed_welcome(&app, "cust-silent").await;
     assert_eq!(delivery["attempts"], 2, "{delivery}");
