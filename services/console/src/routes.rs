@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
 use platform::auth::{protect, ApiKeys};
-use platform::http::ProblemDetails;
+use platform::http::{ApiKeyScheme, ProblemDetails};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -69,7 +69,8 @@ async fn script() -> impl IntoResponse {
     responses(
         (status = 200, description = "The snapshot (JSON)", content_type = "application/json"),
         (status = 401, description = "`API_KEYS` is set and no valid key was given", body = ProblemDetails, content_type = "application/problem+json"),
-    ))]
+    ),
+    security((), ("api_key" = [])))]
 pub async fn snapshot(State(state): State<AppState>) -> impl IntoResponse {
     Json(state.console.snapshot())
 }
@@ -80,7 +81,8 @@ pub async fn snapshot(State(state): State<AppState>) -> impl IntoResponse {
     responses(
         (status = 200, description = "Server-sent events", content_type = "text/event-stream"),
         (status = 401, description = "`API_KEYS` is set and no valid key was given", body = ProblemDetails, content_type = "application/problem+json"),
-    ))]
+    ),
+    security((), ("api_key" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
@@ -125,6 +127,7 @@ fn update_event(update: &Update) -> Event {
         description = "A read-only live console of the event pipeline: recent events, transaction timelines, balances and pipeline health."
     ),
     paths(snapshot, stream),
+    modifiers(&ApiKeyScheme),
     components(schemas(ProblemDetails))
 )]
 pub struct ApiDoc;

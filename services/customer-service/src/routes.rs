@@ -126,10 +126,12 @@ pub async fn create_customer(
 #[utoipa::path(get, path = "/app/customers/{id}", params(("id" = String, Path, description = "Customer id", max_length = 64)),
     responses(
         (status = 200, description = "The customer", body = Customer),
+        (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 400, description = "A path that is not UTF-8", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "No such customer", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "An id longer than 64 characters", body = ProblemDetails, content_type = "application/problem+json"),
-    ))]
+    ),
+    security((), ("api_key" = [])))]
 pub async fn get_customer(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -146,9 +148,11 @@ pub async fn get_customer(
 #[utoipa::path(get, path = "/app/customers", params(ListParams),
     responses(
         (status = 200, description = "A page of customers", body = CustomerPage),
+        (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "Bad `limit` or `offset`", body = ProblemDetails, content_type = "application/problem+json"),
-    ))]
+    ),
+    security((), ("api_key" = [])))]
 pub async fn list_customers(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,

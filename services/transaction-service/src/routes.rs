@@ -193,7 +193,7 @@ pub struct EntriesQuery {
     responses(
         (status = 202, description = "Accepted; the outcome follows asynchronously", body = Accepted),
         (status = 400, description = "Not JSON", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong API key", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "transactionId taken by another request", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 64 KiB", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Not `application/json`", body = ProblemDetails, content_type = "application/problem+json"),
@@ -226,11 +226,13 @@ pub async fn create_transaction(
     get, path = "/transactions/{id}", tag = "transactions",
     params(("id" = String, Path, description = "Transaction id", max_length = 256)),
     responses(
+        (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 200, body = TransactionView),
         (status = 400, description = "A path that is not UTF-8", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "An id longer than 256 characters", body = ProblemDetails, content_type = "application/problem+json"),
-    )
+    ),
+    security((), ("api_key" = []))
 )]
 pub async fn get_transaction(
     State(state): State<AppState>,
@@ -248,11 +250,13 @@ pub async fn get_transaction(
     get, path = "/accounts/{id}", tag = "accounts",
     params(("id" = String, Path, description = "Account id (the customer id)", max_length = 128)),
     responses(
+        (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 200, body = AccountView),
         (status = 400, description = "A path that is not UTF-8", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "An id longer than 128 characters", body = ProblemDetails, content_type = "application/problem+json"),
-    )
+    ),
+    security((), ("api_key" = []))
 )]
 pub async fn get_account(
     State(state): State<AppState>,
@@ -275,11 +279,13 @@ pub async fn get_account(
     get, path = "/accounts/{id}/entries", tag = "accounts",
     params(("id" = String, Path, description = "Account id", max_length = 128), EntriesQuery),
     responses(
+        (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 200, body = EntriesPage),
         (status = 400, description = "A malformed path or query string", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "An id longer than 128 characters, or a bad `after` or `limit`", body = ProblemDetails, content_type = "application/problem+json"),
-    )
+    ),
+    security((), ("api_key" = []))
 )]
 pub async fn get_entries(
     State(state): State<AppState>,

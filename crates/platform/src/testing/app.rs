@@ -85,17 +85,39 @@ impl RunningService {
 /// Adjusts a [`ServiceConfig`] before the service starts.
 type Configure = Box<dyn FnOnce(&mut ServiceConfig) + Send>;
 
-/// How to start a [`TestApp`]: from [`TestApp::builder`], then [`Starter::start`].
-#[must_use = "call start"]
-pub struct Starter {
+/// How to start a [`TestApp`]: from [`TestApp::of`] then [`Starter::run`], or from
+/// [`TestApp::builder`] then [`Starter::start`]. `D` is the service's [`crate::Definition`]
+/// (`()` for a service wired by hand).
+#[must_use = "call run or start"]
+pub struct Starter<D = ()> {
     name: &'static str,
     migrations: &'static Migrator,
     kafka: Option<KafkaConfig>,
     database_url: Option<String>,
     configure: Vec<Configure>,
+    service: std::marker::PhantomData<D>,
 }
 
-impl Starter {
+impl<D: crate::Definition> Starter<D> {
+    /// Starts service `D` with `settings` (`D::build` wires it), like its `main`; see
+    /// [`Starter::start`].
+    pub async fn run(self, settings: D::Settings) -> TestApp {
+        self.start(|service| D::build(service, settings)).await
+    }
+}
+
+impl<D> Starter<D> {
+    fn new(name: &'static str, migrations: &'static Migrator) -> Self {
+        Self {
+            name,
+            migrations,
+            kafka: None,
+            database_url: None,
+            configure: Vec::new(),
+            service: std::marker::PhantomData,
+        }
+    }
+
     /// Requires these API keys (none by default: the API is open).
     pub fn api_keys(self, keys: ApiKeys) -> Self {
         self.configure(move |config| config.api_keys = keys)
@@ -123,11 +145,6 @@ impl Starter {
     pub fn replica_of(self, app: &TestApp) -> Self {
         self.kafka(app.kafka.clone())
             .database_url(app.database_url.clone())
-    }
-
-    /// Starts service `D` ([`TestApp::of`]) with `settings`: `D::build` wires it.
-    pub async fn run<D: crate::Definition>(self, settings: D::Settings) -> TestApp {
-        self.start(|service| D::build(service, settings)).await
     }
 
     /// Starts the service, lets `build` wire its routes (and consumers), serves them on
@@ -195,19 +212,13 @@ pub struct Reply {
 impl TestApp {
     /// Starts to describe service `D` (its name and migrations); [`Starter::run`] then starts it
     /// with its settings, the way `main` does.
-    pub fn of<D: crate::Definition>() -> Starter {
-        Self::builder(D::NAME, D::migrations())
+    pub fn of<D: crate::Definition>() -> Starter<D> {
+        Starter::new(D::NAME, D::migrations())
     }
 
     /// Starts to describe service `name` with its `migrations`; see [`Starter`].
     pub fn builder(name: &'static str, migrations: &'static Migrator) -> Starter {
-        Starter {
-            name,
-            migrations,
-            kafka: None,
-            database_url: None,
-            configure: Vec::new(),
-        }
+        Starter::new(name, migrations)
     }
 
     /// The full URL of `path`.

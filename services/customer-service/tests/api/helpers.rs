@@ -37,7 +37,7 @@ impl App {
         Self(
             TestApp::of::<CustomerService>()
                 .api_keys(api_keys)
-                .run::<CustomerService>(())
+                .run(())
                 .await,
         )
     }

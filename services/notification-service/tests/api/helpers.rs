@@ -57,9 +57,7 @@ pub fn assert_says(text: &str, parts: &[&str]) {
 
 /// Starts the service with `settings`.
 pub async fn start(settings: Settings) -> TestApp {
-    TestApp::of::<NotificationService>()
-        .run::<NotificationService>(settings)
-        .await
+    TestApp::of::<NotificationService>().run(settings).await
 }
 
 /// Starts the service sending over SMTP to `smtp`.

@@ -42,11 +42,7 @@ impl Deref for Ledger {
 impl Ledger {
     /// Starts the service with `settings` on fresh topics and a fresh database.
     pub async fn start(settings: LedgerSettings) -> Self {
-        Self::collecting(
-            TestApp::of::<TransactionService>()
-                .run::<TransactionService>(settings)
-                .await,
-        )
+        Self::collecting(TestApp::of::<TransactionService>().run(settings).await)
     }
 
     /// Collects what `app` publishes.
@@ -63,7 +59,7 @@ impl Ledger {
     /// Another replica of this ledger's service: the same topics and the same database.
     pub async fn replica(&self, settings: LedgerSettings) -> Self {
         let starter = TestApp::of::<TransactionService>().replica_of(&self.app);
-        Self::collecting(starter.run::<TransactionService>(settings).await)
+        Self::collecting(starter.run(settings).await)
     }
 
     /// Stops the service (orderly) and the collector.

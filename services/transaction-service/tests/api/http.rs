@@ -389,10 +389,7 @@ async fn a_repeated_request_gets_the_same_answer_and_another_body_conflicts() {
 async fn every_route_needs_a_key_of_the_right_scope_when_keys_are_configured() {
     let keys = ApiKeys::parse(["ops:write:s3cret", "dash:read:r3ad"]).unwrap();
     let app = TestApp::of::<TransactionService>().api_keys(keys);
-    let ledger = Ledger::collecting(
-        app.run::<TransactionService>(LedgerSettings::default())
-            .await,
-    );
+    let ledger = Ledger::collecting(app.run(LedgerSettings::default()).await);
     let body = json!({"to": "a", "amount": 1, "transactionId": "k-1"});
     let call = |method: reqwest::Method, path: &str, authorization: Option<&str>| {
         let mut request = ledger.http.request(method.clone(), ledger.url(path));

@@ -45,7 +45,17 @@ async fn documented(client: &reqwest::Client, base: &str) -> Vec<(Method, String
             })
             .collect::<Vec<_>>()
             .join("/");
-        for method in item.as_object().expect("path item").keys() {
+        for (method, operation) in item.as_object().expect("path item") {
+            // The document says what the server does: a key may be needed, and 401 answers.
+            assert_eq!(
+                operation["security"],
+                json!([{}, {"api_key": []}]),
+                "{base}: {method} {path} declares the api_key scheme"
+            );
+            assert!(
+                operation["responses"]["401"].is_object(),
+                "{base}: {method} {path} documents 401"
+            );
             let method =
                 Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
             operations.push((method, filled.clone()));
