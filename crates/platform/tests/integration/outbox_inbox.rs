@@ -9,10 +9,11 @@ use contracts::{topics, CustomerCreated, EventMetadata};
 
 use crate::{customer, NO_MIGRATIONS};
 use platform::inbox::{Applied, Apply, Attempt, Inboxed};
-use platform::kafka::{run_consumer, ConsumerOptions, HandleError, Producer, Record};
+use platform::kafka::{run_consumer, ConsumerOptions, HandleError, KafkaConfig, Producer, Record};
 use platform::parking::ParkingLot;
 use platform::testing::{
-    fresh_database, poll_until, produce_raw, read_to_end, read_topic, unique, LocalKafka, RecordExt,
+    fresh_database, outbox_drained, poll_until, produce_raw, read_to_end, read_topic, unique,
+    LocalKafka, RecordExt,
 };
 use platform::{inbox, outbox, Database, Outbox};
 use tokio_util::sync::CancellationToken;
@@ -81,12 +82,7 @@ async fn the_relay_publishes_committed_events_in_order_and_marks_them_sent() {
     ));
     outbox.notify();
     // Rows are marked sent only once the broker acknowledged them.
-    let drained = poll_until(TIMEOUT, || {
-        let db = db.clone();
-        async move { (outbox::pending(&db).await.ok()? == 0).then_some(()) }
-    })
-    .await;
-    assert!(drained.is_some(), "rows are marked sent");
+    outbox_drained(&db).await;
     // So every partition, read to its end, holds each event exactly once, in commit order.
     let read = read_to_end(&kafka, topics::CUSTOMER_CREATED).await;
     let read_ids: Vec<String> = read.iter().map(|r| r.metadata().id).collect();
@@ -136,13 +132,7 @@ async fn the_consumer_retries_dedupes_and_dead_letters() {
         Some(2),
         "evt-1 once (despite redelivery) and evt-2"
     );
-    let dead = read_topic(
-        &kafka,
-        &topics::dead_letter(topics::CUSTOMER_CREATED),
-        TIMEOUT,
-        |r| !r.is_empty(),
-    )
-    .await;
+    let dead = first_dead_letters(&kafka).await;
     assert_eq!(dead.len(), 1);
     // evt-2 came after the bad record on the same partition: its dead letter was written before.
     let dead = read_to_end(&kafka, &topics::dead_letter(topics::CUSTOMER_CREATED)).await;
@@ -259,13 +249,7 @@ async fn a_record_failing_past_the_retry_limit_is_dead_lettered_and_the_partitio
     let stop = CancellationToken::new();
     let consumer = spawn_consumer(&kafka, &database().await, &recorder, options, &stop);
 
-    let dead = read_topic(
-        &kafka,
-        &topics::dead_letter(topics::CUSTOMER_CREATED),
-        TIMEOUT,
-        |r| !r.is_empty(),
-    )
-    .await;
+    let dead = first_dead_letters(&kafka).await;
     assert_eq!(dead.len(), 1);
     let error = dead[0].header("dlt_error").unwrap();
     assert!(error.starts_with("gave up after"), "{error}");
@@ -368,13 +352,7 @@ async fn a_dead_letter_producer_in_a_fatal_state_is_replaced() {
         let (kafka, stop) = (kafka.clone(), stop.clone());
         async move { run_consumer(&kafka, options, handler, dead_letters, stop).await }
     });
-    let dead = read_topic(
-        &kafka,
-        &topics::dead_letter(topics::CUSTOMER_CREATED),
-        TIMEOUT,
-        |r| !r.is_empty(),
-    )
-    .await;
+    let dead = first_dead_letters(&kafka).await;
     assert_eq!(dead.len(), 1, "dead-lettered through a new producer");
     assert_eq!(dead[0].payload, b"{not json");
     stop.cancel();
@@ -475,4 +453,10 @@ async fn a_replayed_dead_letter_is_applied_once_and_a_second_replay_changes_noth
     stop.cancel();
     consumer.await.unwrap().unwrap();
     assert_eq!(recorder.applied().len(), 3);
+}
+
+/// The dead letters of `Customer.created`, once there is at least one.
+async fn first_dead_letters(kafka: &KafkaConfig) -> Vec<Record> {
+    let dlt = topics::dead_letter(topics::CUSTOMER_CREATED);
+    read_topic(kafka, &dlt, TIMEOUT, |r| !r.is_empty()).await
 }

@@ -10,7 +10,9 @@ use contracts::topics;
 use crate::{customer, NO_MIGRATIONS};
 use platform::kafka::{KafkaConfig, Producer};
 use platform::outbox::{self, lease, RelayOptions};
-use platform::testing::{connect, fresh_database_url, poll_until, read_to_end, LocalKafka};
+use platform::testing::{
+    connect, fresh_database_url, outbox_drained, poll_until, read_to_end, LocalKafka,
+};
 use platform::{Database, Outbox};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -76,14 +78,6 @@ async fn wait_holder(db: &Database, holder: &str) -> i64 {
     .unwrap_or_else(|| panic!("{holder} never held the lease"))
 }
 
-async fn wait_drained(db: &Database) {
-    let drained = poll_until(TIMEOUT, || async {
-        (outbox::pending(db).await.ok()? == 0).then_some(())
-    })
-    .await;
-    assert!(drained.is_some(), "every row is published and marked sent");
-}
-
 /// The ids on `Customer.created`, in topic order per key.
 async fn published(kafka: &KafkaConfig) -> HashMap<String, Vec<String>> {
     let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
@@ -114,7 +108,7 @@ async fn two_relays_on_one_outbox_publish_each_row_once_in_order() {
         let id = enqueue(db, outbox, &key).await;
         expected.entry(key).or_default().push(id);
     }
-    wait_drained(&db_a).await;
+    outbox_drained(&db_a).await;
     let holder = lease::holder(&db_a).await.expect("lease").expect("taken");
     assert_eq!(holder.1, 1, "nobody took the lease over: {holder:?}");
     assert_eq!(
@@ -138,14 +132,14 @@ async fn a_standby_relay_takes_over_from_a_dead_holder() {
     let first_epoch = wait_holder(&db_a, "relay-a").await;
     let b = spawn_relay(&db_b, &kafka, &outbox, "relay-b");
     let before = enqueue(&db_a, &outbox, "k").await;
-    wait_drained(&db_a).await;
+    outbox_drained(&db_a).await;
     // The holder dies without a word (as under kill -9): its lease is not released.
     a.task.abort();
     let _ = a.task.await;
     let after = enqueue(&db_b, &outbox, "k").await;
     let epoch = wait_holder(&db_b, "relay-b").await;
     assert!(epoch > first_epoch, "a takeover starts a new epoch");
-    wait_drained(&db_b).await;
+    outbox_drained(&db_b).await;
     assert_eq!(
         published(&kafka).await.remove("k"),
         Some(vec![before, after])
@@ -182,7 +176,7 @@ async fn a_holder_whose_lease_was_taken_stops_publishing_until_it_is_free_again(
         .expect("expire the lease");
     let again = wait_holder(&db, "relay-fenced").await;
     assert_eq!(again, epoch + 2);
-    wait_drained(&db).await;
+    outbox_drained(&db).await;
     assert_eq!(published(&kafka).await["k"].len(), 1);
     a.stop.cancel();
     a.task.await.expect("relay");
@@ -248,7 +242,7 @@ async fn on_postgres_a_row_waits_for_older_transactions_still_open() {
     );
     older.commit().await.expect("commit");
     outbox.notify();
-    wait_drained(&db).await;
+    outbox_drained(&db).await;
     assert_eq!(published(&kafka).await["k"], vec![first, second]);
     relay.stop.cancel();
     relay.task.await.expect("relay");
@@ -269,12 +263,12 @@ async fn a_relay_replaces_a_producer_that_hit_a_fatal_error() {
         options("relay-fatal"),
     ));
     let before = enqueue(&db, &outbox, "k").await;
-    wait_drained(&db).await;
+    outbox_drained(&db).await;
     // The idempotent producer is fenced for good: nothing it is given can be delivered.
     producer.inject_fatal_error();
     assert!(producer.fatal_error().is_some());
     let after = enqueue(&db, &outbox, "k").await;
-    wait_drained(&db).await;
+    outbox_drained(&db).await;
     assert_eq!(published(&kafka).await["k"], vec![before, after]);
     stop.cancel();
     relay.await.expect("relay");
