@@ -520,7 +520,7 @@ async fn publish_batch(
         };
         let span = publish_span(&record);
         // Enqueue everything first (in order), then await: one round trip per batch.
-        let delivery = span.in_scope(|| producer.enqueue(&record))?;
+        let delivery = span.in_scope(|| producer.produce(&record))?;
         pending.push((id, span, delivery));
     }
     if pending.is_empty() {

@@ -224,7 +224,7 @@ pub async fn replay(
         (REPLAYED_BY, by.as_bytes()),
     ]);
     let delivered = producer
-        .enqueue_record(
+        .produce_record(
             &topic,
             letter.key.as_deref(),
             &letter.payload,

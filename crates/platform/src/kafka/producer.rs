@@ -99,12 +99,12 @@ impl Producer {
 
     /// Publishes one record and waits for the broker's acknowledgement.
     pub async fn send(&self, record: &OutgoingRecord) -> Result<Delivered, KafkaError> {
-        self.enqueue(record)?.await
+        self.produce(record)?.await
     }
 
     /// Hands a record to the producer's queue and returns a future of its acknowledgement;
-    /// records enqueued in order are written in order per partition.
-    pub fn enqueue(
+    /// records produced in order are written in order per partition.
+    pub fn produce(
         &self,
         record: &OutgoingRecord,
     ) -> Result<impl std::future::Future<Output = Result<Delivered, KafkaError>>, KafkaError> {
@@ -113,7 +113,7 @@ impl Producer {
             .iter()
             .map(|(key, value)| (key.as_str(), value.as_bytes()))
             .collect();
-        self.enqueue_bytes(
+        self.produce_bytes(
             &record.topic,
             record.key.as_bytes(),
             record.payload.as_bytes(),
@@ -121,20 +121,20 @@ impl Producer {
         )
     }
 
-    /// Like [`enqueue`](Self::enqueue) for a record given as bytes, copied as they are (dead
+    /// Like [`produce`](Self::produce) for a record given as bytes, copied as they are (dead
     /// letters keep the original payload and headers byte for byte).
-    pub fn enqueue_bytes(
+    pub fn produce_bytes(
         &self,
         topic: &str,
         key: &[u8],
         payload: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<impl std::future::Future<Output = Result<Delivered, KafkaError>>, KafkaError> {
-        self.enqueue_record(topic, Some(key), payload, headers)
+        self.produce_record(topic, Some(key), payload, headers)
     }
 
-    /// Like [`enqueue_bytes`](Self::enqueue_bytes), for a record that may have no key.
-    pub fn enqueue_record(
+    /// Like [`produce_bytes`](Self::produce_bytes), for a record that may have no key.
+    pub fn produce_record(
         &self,
         topic: &str,
         key: Option<&[u8]>,

@@ -186,7 +186,7 @@ impl<H: Handler> Lane<'_, H> {
 
     /// One attempt to publish `letter`, until the broker acknowledges it.
     async fn publish(&self, producer: &Producer, letter: &DeadLetter) -> Result<(), KafkaError> {
-        let delivery = producer.enqueue_bytes(
+        let delivery = producer.produce_bytes(
             &letter.topic,
             &letter.key,
             &letter.payload,
