@@ -9,7 +9,8 @@ use std::time::Duration;
 use platform::testing::poll_until;
 use serde_json::json;
 use system_tests::{
-    balances, get, post, settled_mail, transaction_backlog, try_post, Lcg, Stack, Verdict,
+    balances, post, register_accounts, settled_mail, transaction_backlog, try_post, Lcg, Stack,
+    Verdict,
 };
 
 const CUSTOMERS: usize = 6;
@@ -21,28 +22,10 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
     let _turn = crate::exclusive().await;
     let mut stack = Stack::start(&[]).await;
     let client = reqwest::Client::new();
-    let customers_url = format!("{}/app/customers", stack.url("customer-service"));
     let transactions_url = format!("{}/transactions", stack.url("transaction-service"));
     let accounts: Vec<String> = (0..CUSTOMERS).map(|n| format!("acct-{n}")).collect();
 
-    for (n, id) in accounts.iter().enumerate() {
-        let (status, body) = post(
-            &client,
-            &customers_url,
-            json!({"id": id, "name": format!("Customer {n}"), "email": format!("c{n}@example.com")}),
-        )
-        .await;
-        assert_eq!(status, 201, "{body}");
-    }
-    for id in &accounts {
-        let url = format!("{}/accounts/{id}", stack.url("transaction-service"));
-        let opened = poll_until(Duration::from_secs(60), || {
-            let request = get(&client, &url);
-            async move { (request.await.0 == 200).then_some(()) }
-        })
-        .await;
-        assert!(opened.is_some(), "account {id} opened");
-    }
+    register_accounts(&client, &stack, &accounts).await;
 
     // Deposits, then a burst of random transfers (some overdraw).
     let mut requests: BTreeMap<String, serde_json::Value> = BTreeMap::new();
