@@ -304,7 +304,7 @@ async fn bring_up_broker(
             Duration::from_secs(1),
             MAX_BROKER_BACKOFF,
         ))
-        .when(|error| !refused(error))
+        .when(|error| !error.is_refusal())
         .notify(|error, backoff| {
             tracing::warn!(%error, attempt, brokers = %kafka.brokers.join(","),
                 retry_in_s = backoff.as_secs(),
@@ -333,14 +333,6 @@ async fn bring_up_broker(
             shutdown.cancel();
         }
     }
-}
-
-/// The broker rejected the credentials or the certificate: retrying cannot help.
-fn refused(error: &kafka::KafkaError) -> bool {
-    matches!(
-        error,
-        kafka::KafkaError::Authentication(_) | kafka::KafkaError::Tls(_)
-    )
 }
 
 /// One attempt: a metadata round trip (which reports rejected credentials at once), then the

@@ -79,10 +79,9 @@ pub async fn run(
         notifications = %settings.notification_service, window = settings.window, "starting");
     platform::service::log_api_keys(&config.api_keys);
     // Credentials and certificates are checked first: retrying cannot fix them.
-    if let Err(error @ (kafka::KafkaError::Authentication(_) | kafka::KafkaError::Tls(_))) =
-        kafka::check_connection(&config.kafka, Duration::from_secs(10)).await
-    {
-        return Err(error.into());
+    match kafka::check_connection(&config.kafka, Duration::from_secs(10)).await {
+        Err(error) if error.is_refusal() => return Err(error.into()),
+        _ => {}
     }
     let console = state::Console::new(settings.window);
     let upstream = upstream::Upstream::new(settings.clone()).context("cannot set up HTTP")?;

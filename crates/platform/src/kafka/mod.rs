@@ -45,6 +45,13 @@ pub enum KafkaError {
     Tls(String),
 }
 
+impl KafkaError {
+    /// The broker rejected the credentials or the certificate: retrying cannot help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Authentication(_) | Self::Tls(_))
+    }
+}
+
 /// Asks the brokers for cluster metadata: the readiness probe and the start-up check. A wrong
 /// password or an untrusted certificate is reported as soon as the broker rejects it, not after
 /// the timeout.
