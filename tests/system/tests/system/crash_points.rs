@@ -474,7 +474,7 @@ async fn every_crash_point_loses_and_duplicates_nothing() {
         })
         .collect();
     let mut failures = Vec::new();
-    let (mut lost, mut duplicated, mut double_sent) = (0, 0, 0);
+    let (mut lost, mut duplicated, mut double_sent, mut topped_up) = (0, 0, 0, 0);
     for (point, run) in points.iter().zip(runs) {
         match run.await {
             Ok(report) => {
@@ -496,6 +496,7 @@ async fn every_crash_point_loses_and_duplicates_nothing() {
                 lost += report.lost;
                 duplicated += report.duplicated;
                 double_sent += report.double_sent;
+                topped_up += report.topped_up;
                 if report.lost + report.duplicated + report.double_sent > 0
                     || !report.money_errors.is_empty()
                 {
@@ -511,7 +512,8 @@ async fn every_crash_point_loses_and_duplicates_nothing() {
         failures.join("\n")
     );
     platform::testing::summary_line(&format!(
-        "crash points: {} tested, lost={lost} duplicated={duplicated} double_sent={double_sent}",
+        "crash points: {} tested, lost={lost} duplicated={duplicated} double_sent={double_sent} \
+         (requests after the workload to reach a point: {topped_up})",
         points.len()
     ));
 }
