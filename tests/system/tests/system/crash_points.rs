@@ -111,9 +111,9 @@ struct Report {
     money_errors: Vec<String>,
     /// Requests and e-mails checked.
     requests: usize,
+    mails: usize,
     /// Requests added after the workload before the point fired (customers and deposits).
     topped_up: usize,
-    mails: usize,
 }
 
 /// One request of the workload.
@@ -441,8 +441,8 @@ async fn run_point(point: Point, seed: u64) -> Report {
         copies: verdict.copies,
         money_errors,
         requests: requests.len() + new.len(),
-        topped_up,
         mails: mail.distinct,
+        topped_up,
     }
 }
 
