@@ -25,6 +25,82 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The engine behind `conn`.
+    pub fn of(conn: &Conn) -> Self {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        }
+    }
+
+    /// A `FROM` item named `alias` whose rows are the objects of the JSON array bound as
+    /// parameter `$param`, one column per entry of `columns` (named as the objects' fields).
+    ///
+    /// Set-based statements use it: one statement and one fixed text (prepared once) whatever the
+    /// number of rows, where a `VALUES` list would grow its text with the batch.
+    pub fn json_rows(self, param: usize, alias: &str, columns: &[(&str, SqlType)]) -> String {
+        match self {
+            Backend::Postgres => {
+                let columns: Vec<String> = columns
+                    .iter()
+                    .map(|(name, kind)| format!("{name} {}", kind.postgres()))
+                    .collect();
+                format!(
+                    "json_to_recordset(${param}::json) AS {alias}({})",
+                    columns.join(", ")
+                )
+            }
+            Backend::Sqlite => {
+                let columns: Vec<String> = columns
+                    .iter()
+                    .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
+                    .collect();
+                format!(
+                    "(SELECT {} FROM json_each(${param})) AS {alias}",
+                    columns.join(", ")
+                )
+            }
+        }
+    }
+
+    /// A query selecting, as column `value`, the strings of the JSON array bound as parameter
+    /// `$param` (for `IN (...)` or a `FROM` item): one fixed text whatever their number.
+    pub fn json_list(self, param: usize) -> String {
+        match self {
+            Backend::Postgres => {
+                format!("SELECT value FROM json_array_elements_text(${param}::json) AS value")
+            }
+            Backend::Sqlite => format!("SELECT value FROM json_each(${param})"),
+        }
+    }
+}
+
+/// The SQL type of a column read from JSON by [`Backend::json_rows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlType {
+    /// `TEXT` (a JSON string or null).
+    Text,
+    /// `BIGINT` (a JSON integer or null).
+    BigInt,
+}
+
+impl SqlType {
+    fn postgres(self) -> &'static str {
+        match self {
+            SqlType::Text => "text",
+            SqlType::BigInt => "bigint",
+        }
+    }
+}
+
+/// A JSON array of `items`, the parameter of a set-based statement ([`Backend::json_rows`],
+/// [`Backend::json_list`]).
+pub fn json_param<T: serde::Serialize + ?Sized>(items: &T) -> Result<String, sqlx::Error> {
+    serde_json::to_string(items).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
 /// Database errors.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -74,7 +150,11 @@ impl Database {
             Backend::Postgres => url.to_string(),
         };
         let options: AnyConnectOptions = url.parse().map_err(connect_error)?;
-        let pool_options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        // No ping before each acquire (sqlx's default): a round trip per transaction, and a
+        // broken connection's first statement reports the same error.
+        let pool_options = AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false);
         let pool = match backend {
             // One writer at a time is SQLite's model; a single connection avoids lock upgrades
             // failing with SQLITE_BUSY between our own tasks.

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use contracts::EventMetadata;
 use tracing::Instrument;
 
-use crate::db::{timestamp, Conn, Database, DbError};
+use crate::db::{json_param, timestamp, Backend, Conn, Database, DbError};
 use crate::kafka::consumer::consume_span;
 use crate::kafka::consumer::BoxError;
 use crate::kafka::{HandleError, Handler, Record, Rejected};
@@ -29,33 +29,30 @@ pub async fn claim(conn: &mut Conn, consumer: &str, event_id: &str) -> Result<bo
         .contains(event_id))
 }
 
-/// Records that `consumer` applies each of `event_ids` (one statement per few hundred ids);
-/// returns the ids it had not applied before. Call inside the transaction that applies them.
+/// Records that `consumer` applies each of `event_ids` (one statement); returns the ids it had
+/// not applied before. Call inside the transaction that applies them.
 pub async fn claim_all(
     conn: &mut Conn,
     consumer: &str,
     event_ids: &[&str],
 ) -> Result<HashSet<String>, DbError> {
-    let now = timestamp(Utc::now());
-    let mut claimed = HashSet::with_capacity(event_ids.len());
-    for chunk in event_ids.chunks(300) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|n| format!("($1, ${}, $2)", n + 3))
-            .collect();
-        let sql = format!(
-            "INSERT INTO inbox (consumer, event_id, processed_at) VALUES {} \
-             ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
-            values.join(", ")
-        );
-        let mut query = sqlx::query_scalar::<_, String>(&sql)
-            .bind(consumer)
-            .bind(&now);
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        claimed.extend(query.fetch_all(&mut *conn).await?);
+    if event_ids.is_empty() {
+        return Ok(HashSet::new());
     }
-    Ok(claimed)
+    // `WHERE true` tells SQLite's parser that `ON CONFLICT` is the upsert clause.
+    let sql = format!(
+        "INSERT INTO inbox (consumer, event_id, processed_at) SELECT $1, l.value, $2 \
+         FROM ({}) AS l WHERE true \
+         ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+        Backend::of(conn).json_list(3)
+    );
+    let claimed = sqlx::query_scalar::<_, String>(&sql)
+        .bind(consumer)
+        .bind(timestamp(Utc::now()))
+        .bind(json_param(event_ids)?)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(claimed.into_iter().collect())
 }
 
 /// How long an event has waited, and whether it may wait longer.
@@ -119,8 +116,122 @@ pub trait Apply: Send + Sync + 'static {
         attempt: Attempt,
     ) -> impl Future<Output = Result<Applied<Self::Done>, HandleError>> + Send;
 
+    /// Applies a batch's fresh events in order within the caller's transaction (their inbox
+    /// claims made, [`Apply::prepare`] done); returns one outcome per event, in order. An event
+    /// behind a key that an earlier one awaits must wait too ([`Batch::behind`]), and one that
+    /// waits adds its keys ([`Batch::wait_for`]).
+    ///
+    /// The default applies each event with [`Apply::apply`]; a consumer with heavy traffic
+    /// overrides it to apply the whole batch with a fixed number of statements.
+    fn apply_batch(
+        &self,
+        conn: &mut Conn,
+        batch: &mut Batch<'_, Self::Event>,
+    ) -> impl Future<Output = Result<Vec<Applied<Self::Done>>, HandleError>> + Send {
+        async move {
+            let mut outcomes = Vec::with_capacity(batch.events.len());
+            for n in 0..batch.events.len() {
+                let fresh = batch.events[n];
+                let outcome = match batch.behind(&self.keys(fresh.event)) {
+                    Some(wait) => wait,
+                    None => {
+                        telemetry::consumed(
+                            fresh.record.traceparent(),
+                            self.apply(conn, fresh.metadata, fresh.event, batch.attempt()),
+                        )
+                        .instrument(batch.span(&fresh))
+                        .await?
+                    }
+                };
+                if let Applied::Wait { awaiting, .. } = &outcome {
+                    batch.wait_for(awaiting);
+                }
+                outcomes.push(outcome);
+            }
+            Ok(outcomes)
+        }
+    }
+
     /// Runs after the transaction that applied events committed (wake the relay, announce).
     fn committed(&self, _done: Vec<Self::Done>) {}
+}
+
+/// A fresh event of a batch: its record, CloudEvents attributes and decoded event.
+#[derive(Debug)]
+pub struct Fresh<'b, E> {
+    /// The record as read.
+    pub record: &'b Record,
+    /// Its CloudEvents attributes.
+    pub metadata: &'b EventMetadata,
+    /// The decoded event.
+    pub event: &'b E,
+}
+
+impl<E> Clone for Fresh<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for Fresh<'_, E> {}
+
+/// The fresh events of one transaction, in offset order, and the keys that earlier (parked)
+/// events await.
+#[derive(Debug)]
+pub struct Batch<'b, E> {
+    /// The events to apply, in order.
+    pub events: Vec<Fresh<'b, E>>,
+    waiting: HashSet<String>,
+    attempt: Attempt,
+    group: Option<&'b str>,
+}
+
+impl<'b, E> Batch<'b, E> {
+    /// `events` to apply while the keys in `waiting` are awaited; `attempt` says how long they
+    /// may wait; `group` names the consumer group in their spans.
+    pub fn new(
+        events: Vec<Fresh<'b, E>>,
+        waiting: HashSet<String>,
+        attempt: Attempt,
+        group: Option<&'b str>,
+    ) -> Self {
+        Self {
+            events,
+            waiting,
+            attempt,
+            group,
+        }
+    }
+
+    /// How long the batch's events have waited, and whether they may wait longer.
+    pub fn attempt(&self) -> Attempt {
+        self.attempt
+    }
+
+    /// The outcome of an event touching `keys` when an earlier event awaits one of them: it
+    /// waits behind it (so the events of an awaited key apply in order); `None` otherwise.
+    pub fn behind<D>(&self, keys: &[String]) -> Option<Applied<D>> {
+        let behind: Vec<String> = keys
+            .iter()
+            .filter(|k| self.waiting.contains(*k))
+            .cloned()
+            .collect();
+        let key = behind.first()?;
+        Some(Applied::Wait {
+            reason: format!("an earlier event for `{key}` is waiting"),
+            awaiting: behind.clone(),
+        })
+    }
+
+    /// Later events touching one of `keys` wait behind the event that awaits them.
+    pub fn wait_for(&mut self, keys: &[String]) {
+        self.waiting.extend(keys.iter().cloned());
+    }
+
+    /// The consume span of `fresh`'s record (enter it while applying the event).
+    pub fn span(&self, fresh: &Fresh<'_, E>) -> tracing::Span {
+        consume_span(fresh.record, self.group)
+    }
 }
 
 /// A transient database error (`database: <error>`, the error kept as the source).
@@ -166,39 +277,6 @@ impl<A: Apply> Inboxed<A> {
         }
         Ok((decoded, rejected))
     }
-
-    /// What to do with a fresh event: wait behind an earlier parked event touching one of its
-    /// keys, else apply it (in the consume span of its record).
-    async fn outcome(
-        &self,
-        tx: &mut Conn,
-        (record, metadata, event): &Decoded<'_, A::Event>,
-        waiting: &HashSet<String>,
-        now: DateTime<Utc>,
-    ) -> Result<Applied<A::Done>, HandleError> {
-        let behind: Vec<String> = self
-            .inner
-            .keys(event)
-            .into_iter()
-            .filter(|k| waiting.contains(k))
-            .collect();
-        if let Some(key) = behind.first() {
-            return Ok(Applied::Wait {
-                reason: format!("an earlier event for `{key}` is waiting"),
-                awaiting: behind.clone(),
-            });
-        }
-        let attempt = Attempt {
-            since: now,
-            last: self.lot.grace().is_zero(),
-        };
-        telemetry::consumed(
-            record.traceparent(),
-            self.inner.apply(tx, metadata, event, attempt),
-        )
-        .instrument(consume_span(record, self.lot.group()))
-        .await
-    }
 }
 
 impl<A: Apply> Handler for Inboxed<A> {
@@ -210,7 +288,7 @@ impl<A: Apply> Handler for Inboxed<A> {
         let consumer = self.lot.consumer();
         let now = Utc::now();
         let mut tx = self.db.begin().await.map_err(transient)?;
-        let mut waiting: HashSet<String> = parking::waiting_keys(&mut tx, consumer)
+        let waiting: HashSet<String> = parking::waiting_keys(&mut tx, consumer)
             .await
             .map_err(transient)?;
         let ids: Vec<&str> = decoded.iter().map(|(_, m, _)| m.id.as_str()).collect();
@@ -218,32 +296,43 @@ impl<A: Apply> Handler for Inboxed<A> {
         let mut claimed = claim_all(&mut tx, consumer, &ids)
             .await
             .map_err(transient)?;
-        let fresh: Vec<&A::Event> = decoded
+        let fresh: Vec<Fresh<'_, A::Event>> = decoded
             .iter()
-            .filter(|(_, m, _)| claimed.contains(&m.id))
-            .map(|(_, _, event)| event)
+            .filter(|(_, metadata, _)| {
+                let first = claimed.remove(&metadata.id);
+                if !first {
+                    tracing::debug!(event_id = %metadata.id, "event already applied; skipped");
+                }
+                first
+            })
+            .map(|(record, metadata, event)| Fresh {
+                record,
+                metadata,
+                event,
+            })
             .collect();
-        self.inner.prepare(&mut tx, &fresh).await?;
-        let mut done = Vec::with_capacity(decoded.len());
+        let events: Vec<&A::Event> = fresh.iter().map(|f| f.event).collect();
+        self.inner.prepare(&mut tx, &events).await?;
+        let attempt = Attempt {
+            since: now,
+            last: self.lot.grace().is_zero(),
+        };
+        let mut batch = Batch::new(fresh, waiting, attempt, self.lot.group());
+        let outcomes = self.inner.apply_batch(&mut tx, &mut batch).await?;
+        if batch.events.len() > 1 {
+            crate::failpoint!("consumer.mid_batch");
+        }
+        let mut done = Vec::with_capacity(outcomes.len());
         let mut parked = 0;
-        for (n, item) in decoded.iter().enumerate() {
-            if n == 1 {
-                crate::failpoint!("consumer.mid_batch");
-            }
-            let (record, metadata, _) = item;
-            if !claimed.remove(&metadata.id) {
-                tracing::debug!(event_id = %metadata.id, "event already applied; skipped");
-                continue;
-            }
-            match self.outcome(&mut tx, item, &waiting, now).await? {
+        for (fresh, outcome) in batch.events.iter().zip(outcomes) {
+            match outcome {
                 Applied::Done(value) => done.push(value),
                 Applied::Wait { reason, awaiting } => {
-                    tracing::info!(event_id = %metadata.id, %reason, "event parked");
+                    tracing::info!(event_id = %fresh.metadata.id, %reason, "event parked");
                     self.lot
-                        .park(&mut tx, record, &awaiting, &reason, now)
+                        .park(&mut tx, fresh.record, &awaiting, &reason, now)
                         .await
                         .map_err(transient)?;
-                    waiting.extend(awaiting);
                     parked += 1;
                 }
             }

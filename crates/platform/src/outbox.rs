@@ -21,7 +21,9 @@ use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{parse_timestamp, timestamp, Backend, Conn, Database, DbError};
+use crate::db::{
+    json_param, parse_timestamp, timestamp, Backend, Conn, Database, DbError, SqlType,
+};
 use crate::health::Health;
 use crate::kafka::{OutgoingRecord, Producer};
 use crate::telemetry;
@@ -66,6 +68,15 @@ impl Outbox {
         event: &E,
         traceparent: Option<&str>,
     ) -> Result<EventMetadata, DbError> {
+        let draft = self.draft(event, traceparent)?;
+        let metadata = draft.metadata.clone();
+        insert_all(conn, &[draft]).await?;
+        Ok(metadata)
+    }
+
+    /// `event` as an outbox row to write with [`insert_all`]; `traceparent` as in
+    /// [`Outbox::enqueue`].
+    pub fn draft<E: Event>(&self, event: &E, traceparent: Option<&str>) -> Result<Draft, DbError> {
         let id = uuid::Uuid::now_v7().to_string();
         let mut metadata = EventMetadata::new(id, E::TYPE, self.source.clone());
         metadata.traceparent = Some(
@@ -75,39 +86,95 @@ impl Outbox {
                 .unwrap_or_else(telemetry::new_traceparent),
         );
         let headers: Vec<(&str, String)> = metadata.to_headers();
-        let payload = serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let headers =
-            serde_json::to_string(&headers).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        // The row's `seq` is taken after the transaction has its id (the materialized CTE runs
-        // first): the relay's cut-off relies on it (see `Gate`).
-        let (with, seq) = if conn.backend_name() == "PostgreSQL" {
-            (
-                "WITH x AS MATERIALIZED (SELECT txid_current() AS xid) ",
-                "nextval('outbox_seq') FROM x",
-            )
-        } else {
-            // SQLite has one writer at a time: the next number is commit order.
-            ("", "COALESCE(MAX(seq), 0) + 1 FROM outbox")
-        };
-        sqlx::query(&format!(
-            "{with}INSERT INTO outbox (id, topic, record_key, payload, headers, created_at, seq) \
-             SELECT $1, $2, $3, $4, $5, $6, {seq}"
-        ))
-        .bind(&metadata.id)
-        .bind(E::TYPE.topic())
-        .bind(event.key())
-        .bind(payload)
-        .bind(headers)
-        .bind(timestamp(metadata.time))
-        .execute(&mut *conn)
-        .await?;
-        Ok(metadata)
+        let encode = |e| sqlx::Error::Encode(Box::new(e));
+        Ok(Draft {
+            row: DraftRow {
+                id: metadata.id.clone(),
+                topic: E::TYPE.topic(),
+                record_key: event.key().to_string(),
+                payload: serde_json::to_string(event).map_err(encode)?,
+                headers: serde_json::to_string(&headers).map_err(encode)?,
+                created_at: timestamp(metadata.time),
+                n: 0,
+            },
+            metadata,
+        })
     }
 
     /// Tells the relay that new rows are committed (call after the commit).
     pub fn notify(&self) {
         self.wake.notify_one();
     }
+}
+
+/// An event ready to be written to the outbox ([`Outbox::draft`]).
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The event's CloudEvents attributes (its id, type, time, traceparent).
+    pub metadata: EventMetadata,
+    row: DraftRow,
+}
+
+/// An outbox row as bound to the set-based insert.
+#[derive(Debug, Clone, serde::Serialize)]
+struct DraftRow {
+    id: String,
+    topic: &'static str,
+    record_key: String,
+    payload: String,
+    headers: String,
+    created_at: String,
+    /// Position in the statement's rows: `seq` follows it.
+    n: i64,
+}
+
+/// Writes `drafts` to the outbox inside the caller's transaction, in order, with one statement.
+pub async fn insert_all(conn: &mut Conn, drafts: &[Draft]) -> Result<(), DbError> {
+    if drafts.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<DraftRow> = drafts
+        .iter()
+        .zip(1..)
+        .map(|(draft, n)| DraftRow {
+            n,
+            ..draft.row.clone()
+        })
+        .collect();
+    let backend = Backend::of(conn);
+    let source = backend.json_rows(
+        1,
+        "j",
+        &[
+            ("id", SqlType::Text),
+            ("topic", SqlType::Text),
+            ("record_key", SqlType::Text),
+            ("payload", SqlType::Text),
+            ("headers", SqlType::Text),
+            ("created_at", SqlType::Text),
+            ("n", SqlType::BigInt),
+        ],
+    );
+    // The rows' `seq` is taken after the transaction has its id (the materialized CTE runs
+    // first), in their order: the relay's cut-off relies on it (see `Gate`).
+    let (with, from, seq) = match backend {
+        Backend::Postgres => (
+            "WITH x AS MATERIALIZED (SELECT txid_current() AS xid) ",
+            "x, ",
+            "nextval('outbox_seq')",
+        ),
+        // SQLite has one writer at a time: the next numbers are commit order.
+        Backend::Sqlite => ("", "", "(SELECT COALESCE(MAX(seq), 0) FROM outbox) + j.n"),
+    };
+    sqlx::query(&format!(
+        "{with}INSERT INTO outbox (id, topic, record_key, payload, headers, created_at, seq) \
+         SELECT j.id, j.topic, j.record_key, j.payload, j.headers, j.created_at, {seq} \
+         FROM {from}{source} ORDER BY j.n"
+    ))
+    .bind(json_param(&rows)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Creates what the outbox needs beside the migrations: PostgreSQL's `outbox_seq` sequence

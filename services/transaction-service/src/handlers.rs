@@ -4,7 +4,7 @@
 //! an account not open yet is parked (not retried in place): the partition moves on, and the
 //! request is decided when the account opens or its grace period ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use contracts::envelope::Event;
@@ -13,14 +13,16 @@ use contracts::{
     TransactionRequested,
 };
 use platform::db::Conn;
-use platform::inbox::{transient, Applied, Apply, Attempt};
+use platform::inbox::{transient, Applied, Apply, Attempt, Batch};
 use platform::kafka::{HandleError, Record};
+use platform::outbox::{self, Draft};
 use platform::parking::ParkingLot;
 use platform::Outbox;
 
-use crate::domain::{event_fingerprint, MAX_EVENT_TRANSACTION_ID_LEN};
-use crate::ledger::{self, Decision};
+use crate::domain::{event_fingerprint, ValidRequest, MAX_EVENT_TRANSACTION_ID_LEN};
+use crate::ledger::{self, Book, Decision};
 use crate::settings::LedgerSettings;
+use crate::storage::batch::{self, Known};
 use crate::storage::{self, Completion, NewTransaction, Status};
 
 /// Consumer group (and inbox name) that applies `transaction.requested`.
@@ -104,183 +106,6 @@ impl ApplyTransactions {
     pub fn parking_lot(settings: &LedgerSettings) -> ParkingLot {
         ParkingLot::new(REQUESTS_GROUP, settings.unknown_account_grace)
     }
-
-    /// Records the request unless it is known; `None` when it must not be applied (it has an
-    /// outcome already, or its id names another request).
-    async fn record_request(
-        &self,
-        conn: &mut Conn,
-        metadata: &EventMetadata,
-        request: &TransactionRequested,
-    ) -> Result<Option<()>, HandleError> {
-        let fingerprint = event_fingerprint(request);
-        match storage::find_transaction(&mut *conn, &request.transaction_id)
-            .await
-            .map_err(transient)?
-        {
-            Some(stored) if stored.status != Status::Requested => {
-                tracing::info!(transaction_id = %request.transaction_id,
-                    status = stored.status.as_str(),
-                    "transaction already has an outcome; duplicate request skipped");
-                Ok(None)
-            }
-            Some(stored) if stored.fingerprint != fingerprint => {
-                tracing::warn!(transaction_id = %request.transaction_id,
-                    "transaction id already names a different request; this request is ignored");
-                Ok(None)
-            }
-            Some(_) => Ok(Some(())),
-            None => insert_request(conn, metadata, request, &fingerprint)
-                .await
-                .map(Some),
-        }
-    }
-
-    /// Writes the outcome event of `decision` and records it on the transaction.
-    async fn complete(
-        &self,
-        conn: &mut Conn,
-        metadata: &EventMetadata,
-        request: &TransactionRequested,
-        decision: Decision,
-    ) -> Result<(), HandleError> {
-        let now = Utc::now();
-        let traceparent = metadata.traceparent.as_deref();
-        let outcome = match decision {
-            Decision::Wait { message, .. } => {
-                return Err(HandleError::transient(format!(
-                    "undecided request reached completion: {message}"
-                )))
-            }
-            Decision::Processed {
-                request: valid,
-                balances,
-            } => {
-                let balances = ledger::balances_text(&balances, valid.amount.currency().decimals());
-                let event = TransactionProcessed {
-                    request: ledger::normalized(request, &valid),
-                    balances: balances.clone(),
-                    processed_at: now,
-                };
-                self.enqueue(conn, &event, traceparent).await?;
-                tracing::info!(transaction_id = %request.transaction_id, status = "processed",
-                    ?balances, "transaction processed");
-                Outcome::processed(balances)
-            }
-            Decision::Failed { reason, message } => {
-                let event = TransactionFailed {
-                    request: request.clone(),
-                    reason,
-                    message: message.clone(),
-                    failed_at: now,
-                };
-                self.enqueue(conn, &event, traceparent).await?;
-                tracing::info!(transaction_id = %request.transaction_id, status = "failed",
-                    reason = reason.as_str(), %message, "transaction failed");
-                Outcome::failed(reason, message)
-            }
-        };
-        record_outcome(conn, &request.transaction_id, outcome, now).await
-    }
-
-    /// Writes `event` to the outbox, carrying `traceparent`.
-    async fn enqueue<E: Event>(
-        &self,
-        conn: &mut Conn,
-        event: &E,
-        traceparent: Option<&str>,
-    ) -> Result<(), HandleError> {
-        self.outbox
-            .enqueue(conn, event, traceparent)
-            .await
-            .map_err(transient)?;
-        Ok(())
-    }
-}
-
-/// Records a request not seen before with status `requested`, its source the producer's
-/// `ce_source` (`kafka` without one).
-async fn insert_request(
-    conn: &mut Conn,
-    metadata: &EventMetadata,
-    request: &TransactionRequested,
-    fingerprint: &str,
-) -> Result<(), HandleError> {
-    let source = if metadata.source.is_empty() {
-        "kafka"
-    } else {
-        metadata.source.as_str()
-    };
-    let amount = request.money().ok().map(|m| m.minor_units());
-    let new = NewTransaction::requested(request, amount, fingerprint, source);
-    if !storage::insert_transaction(conn, &new)
-        .await
-        .map_err(transient)?
-    {
-        return Err(HandleError::Transient(
-            "transaction inserted concurrently; retrying".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// The outcome of a request, as recorded on its transaction.
-struct Outcome {
-    status: Status,
-    reason: Option<&'static str>,
-    message: Option<String>,
-    balances: Option<BTreeMap<String, String>>,
-}
-
-impl Outcome {
-    fn processed(balances: BTreeMap<String, String>) -> Self {
-        Self {
-            status: Status::Processed,
-            reason: None,
-            message: None,
-            balances: Some(balances),
-        }
-    }
-
-    fn failed(reason: FailureReason, message: String) -> Self {
-        Self {
-            status: Status::Failed,
-            reason: Some(reason.as_str()),
-            message: Some(message),
-            balances: None,
-        }
-    }
-}
-
-/// Records `outcome` on the transaction `transaction_id`, which must still be `requested`.
-async fn record_outcome(
-    conn: &mut Conn,
-    transaction_id: &str,
-    outcome: Outcome,
-    now: DateTime<Utc>,
-) -> Result<(), HandleError> {
-    let balances = outcome
-        .balances
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(transient)?;
-    let completion = Completion {
-        status: outcome.status,
-        reason: outcome.reason,
-        message: outcome.message.as_deref(),
-        balances: balances.as_deref(),
-        completed_at: now,
-    };
-    if !storage::complete_transaction(conn, transaction_id, &completion)
-        .await
-        .map_err(transient)?
-    {
-        return Err(HandleError::Transient(
-            "transaction completed concurrently; retrying".into(),
-        ));
-    }
-    Ok(())
 }
 
 impl Apply for ApplyTransactions {
@@ -311,28 +136,48 @@ impl Apply for ApplyTransactions {
             .collect()
     }
 
-    /// Locks every account the batch touches, in id order, before any is changed: batches of
+    /// Locks every account the requests touch, in id order, before any is changed: batches of
     /// other partitions (or replicas) wait for each other instead of deadlocking.
     async fn prepare(
         &self,
         conn: &mut Conn,
         requests: &[&TransactionRequested],
     ) -> Result<(), HandleError> {
-        let mut ids: Vec<&str> = requests
-            .iter()
-            .flat_map(|r| r.from.iter().chain(r.to.iter()))
-            .map(String::as_str)
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        for chunk in ids.chunks(1000) {
-            storage::lock_accounts(conn, chunk)
-                .await
-                .map_err(transient)?;
-        }
+        storage::batch::lock_accounts(conn, &account_ids(requests))
+            .await
+            .map_err(transient)?;
         Ok(())
     }
 
+    /// Applies the whole batch with a fixed number of statements: see [`Pass`].
+    async fn apply_batch(
+        &self,
+        conn: &mut Conn,
+        batch: &mut Batch<'_, TransactionRequested>,
+    ) -> Result<Vec<Applied<()>>, HandleError> {
+        let requests: Vec<&TransactionRequested> = batch.events.iter().map(|f| f.event).collect();
+        let mut pass = Pass::load(conn, &requests, &self.outbox).await?;
+        let grace_over = batch.attempt().last;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for n in 0..batch.events.len() {
+            let fresh = batch.events[n];
+            let outcome = match batch.behind(&self.keys(fresh.event)) {
+                Some(wait) => wait,
+                None => {
+                    let _span = batch.span(&fresh).entered();
+                    pass.decide(fresh.metadata, fresh.event, grace_over)?
+                }
+            };
+            if let Applied::Wait { awaiting, .. } = &outcome {
+                batch.wait_for(awaiting);
+            }
+            outcomes.push(outcome);
+        }
+        pass.write(conn).await?;
+        Ok(outcomes)
+    }
+
+    /// Applies one request (a parked one, decided again): a batch of one.
     async fn apply(
         &self,
         conn: &mut Conn,
@@ -340,29 +185,287 @@ impl Apply for ApplyTransactions {
         request: &TransactionRequested,
         attempt: Attempt,
     ) -> Result<Applied<()>, HandleError> {
-        if self
-            .record_request(conn, metadata, request)
-            .await?
-            .is_none()
-        {
-            return Ok(Applied::Done(()));
-        }
-        let decision = ledger::apply(conn, request, attempt.last, Utc::now())
-            .await
-            .map_err(transient)?;
-        if let Decision::Wait { missing, message } = decision {
-            return Ok(Applied::Wait {
-                reason: format!("{message}; waiting for its Customer.created"),
-                awaiting: missing,
-            });
-        }
-        self.complete(conn, metadata, request, decision).await?;
-        Ok(Applied::Done(()))
+        let mut pass = Pass::load(conn, &[request], &self.outbox).await?;
+        let outcome = pass.decide(metadata, request, attempt.last)?;
+        pass.write(conn).await?;
+        Ok(outcome)
     }
 
     fn committed(&self, done: Vec<()>) {
         if !done.is_empty() {
             self.outbox.notify();
+        }
+    }
+}
+
+/// The accounts `requests` touch, in id order, once each.
+fn account_ids<'r>(requests: &[&'r TransactionRequested]) -> Vec<&'r str> {
+    let mut ids: Vec<&str> = requests
+        .iter()
+        .flat_map(|r| r.from.iter().chain(r.to.iter()))
+        .map(String::as_str)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// One set-based pass over a batch of requests: what is recorded and the locked accounts are
+/// loaded once, each request is decided in memory in order ([`Pass::decide`]), and everything
+/// is written with a fixed number of statements ([`Pass::write`]).
+struct Pass<'r> {
+    outbox: &'r Outbox,
+    known: HashMap<String, Known>,
+    book: Book,
+    new: Vec<Recorded<'r>>,
+    completions: Vec<Completion>,
+    drafts: Vec<Draft>,
+    now: DateTime<Utc>,
+}
+
+impl<'r> Pass<'r> {
+    /// Loads the recorded transactions among `requests` and locks their accounts.
+    async fn load(
+        conn: &mut Conn,
+        requests: &[&'r TransactionRequested],
+        outbox: &'r Outbox,
+    ) -> Result<Pass<'r>, HandleError> {
+        let ids: Vec<&str> = requests.iter().map(|r| r.transaction_id.as_str()).collect();
+        let known = storage::batch::find_known(conn, &ids)
+            .await
+            .map_err(transient)?;
+        let accounts = storage::batch::lock_accounts(conn, &account_ids(requests))
+            .await
+            .map_err(transient)?;
+        Ok(Pass {
+            outbox,
+            known,
+            book: Book::new(accounts),
+            new: Vec::new(),
+            completions: Vec::new(),
+            drafts: Vec::new(),
+            now: Utc::now(),
+        })
+    }
+
+    /// Decides `request` against what the requests before it left: skipped when it already
+    /// has an outcome or its id names another request, parked while an account is not open
+    /// yet, else processed or failed, with its outcome event.
+    fn decide(
+        &mut self,
+        metadata: &EventMetadata,
+        request: &'r TransactionRequested,
+        grace_over: bool,
+    ) -> Result<Applied<()>, HandleError> {
+        let fingerprint = event_fingerprint(request);
+        let id = &request.transaction_id;
+        match self.known.get(id) {
+            Some(known) if known.status != Status::Requested => {
+                tracing::info!(transaction_id = %id, status = known.status.as_str(),
+                    "transaction already has an outcome; duplicate request skipped");
+                return Ok(Applied::Done(()));
+            }
+            Some(known) if known.fingerprint != fingerprint => {
+                tracing::warn!(transaction_id = %id,
+                    "transaction id already names a different request; this request is ignored");
+                return Ok(Applied::Done(()));
+            }
+            Some(_) => {}
+            None => self.record(metadata, request, fingerprint),
+        }
+        let outcome = match self.book.apply(request, grace_over) {
+            Decision::Wait { missing, message } => {
+                return Ok(Applied::Wait {
+                    reason: format!("{message}; waiting for its Customer.created"),
+                    awaiting: missing,
+                })
+            }
+            Decision::Processed {
+                request: valid,
+                balances,
+            } => self.processed(metadata, request, &valid, &balances)?,
+            Decision::Failed { reason, message } => {
+                self.failed(metadata, request, reason, message)?
+            }
+        };
+        self.complete(id, outcome)?;
+        Ok(Applied::Done(()))
+    }
+
+    /// Records a request not seen before with status `requested`, its source the producer's
+    /// `ce_source` (`kafka` without one).
+    fn record(
+        &mut self,
+        metadata: &EventMetadata,
+        request: &'r TransactionRequested,
+        fingerprint: String,
+    ) {
+        let source = if metadata.source.is_empty() {
+            "kafka".to_string()
+        } else {
+            metadata.source.clone()
+        };
+        self.known.insert(
+            request.transaction_id.clone(),
+            Known {
+                status: Status::Requested,
+                fingerprint: fingerprint.clone(),
+            },
+        );
+        self.new.push(Recorded {
+            request,
+            amount: request.money().ok().map(|m| m.minor_units()),
+            fingerprint,
+            source,
+        });
+    }
+
+    /// Writes the outcome event of a processed request and returns its outcome.
+    fn processed(
+        &mut self,
+        metadata: &EventMetadata,
+        request: &TransactionRequested,
+        valid: &ValidRequest,
+        balances: &BTreeMap<String, i64>,
+    ) -> Result<Outcome, HandleError> {
+        let balances = ledger::balances_text(balances, valid.amount.currency().decimals());
+        let event = TransactionProcessed {
+            request: ledger::normalized(request, valid),
+            balances: balances.clone(),
+            processed_at: self.now,
+        };
+        self.enqueue(metadata, &event)?;
+        tracing::info!(transaction_id = %request.transaction_id, status = "processed",
+            ?balances, "transaction processed");
+        Ok(Outcome::processed(balances))
+    }
+
+    /// Writes the outcome event of a failed request and returns its outcome.
+    fn failed(
+        &mut self,
+        metadata: &EventMetadata,
+        request: &TransactionRequested,
+        reason: FailureReason,
+        message: String,
+    ) -> Result<Outcome, HandleError> {
+        let event = TransactionFailed {
+            request: request.clone(),
+            reason,
+            message: message.clone(),
+            failed_at: self.now,
+        };
+        self.enqueue(metadata, &event)?;
+        tracing::info!(transaction_id = %request.transaction_id, status = "failed",
+            reason = reason.as_str(), %message, "transaction failed");
+        Ok(Outcome::failed(reason, message))
+    }
+
+    /// Adds `event` to the outbox rows to write, carrying the request's `traceparent`.
+    fn enqueue<E: Event>(
+        &mut self,
+        metadata: &EventMetadata,
+        event: &E,
+    ) -> Result<(), HandleError> {
+        let draft = self
+            .outbox
+            .draft(event, metadata.traceparent.as_deref())
+            .map_err(transient)?;
+        self.drafts.push(draft);
+        Ok(())
+    }
+
+    /// Records `outcome` on transaction `id` (written by [`Pass::write`]).
+    fn complete(&mut self, id: &str, outcome: Outcome) -> Result<(), HandleError> {
+        let balances = outcome
+            .balances
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(transient)?;
+        if let Some(known) = self.known.get_mut(id) {
+            known.status = outcome.status;
+        }
+        self.completions.push(Completion {
+            transaction_id: id.to_string(),
+            status: outcome.status,
+            reason: outcome.reason,
+            message: outcome.message,
+            balances,
+            completed_at: self.now,
+        });
+        Ok(())
+    }
+
+    /// Writes what the pass decided: new transactions, balances, journal entries, outcomes and
+    /// their events, one statement each. A transaction recorded or completed concurrently (by
+    /// another writer) fails the pass transiently: it is applied again.
+    async fn write(self, conn: &mut Conn) -> Result<(), HandleError> {
+        let new: Vec<NewTransaction<'_>> = self
+            .new
+            .iter()
+            .map(|r| NewTransaction::requested(r.request, r.amount, &r.fingerprint, &r.source))
+            .collect();
+        let inserted = batch::insert_transactions(conn, &new)
+            .await
+            .map_err(transient)?;
+        if inserted != new.len() as u64 {
+            return Err(HandleError::Transient(
+                "transaction inserted concurrently; retrying".into(),
+            ));
+        }
+        batch::update_balances(conn, &self.book.changed(), self.now)
+            .await
+            .map_err(transient)?;
+        batch::insert_entries(conn, self.book.entries(), self.now)
+            .await
+            .map_err(transient)?;
+        let completed = batch::complete_transactions(conn, &self.completions)
+            .await
+            .map_err(transient)?;
+        if completed != self.completions.len() as u64 {
+            return Err(HandleError::Transient(
+                "transaction completed concurrently; retrying".into(),
+            ));
+        }
+        outbox::insert_all(conn, &self.drafts)
+            .await
+            .map_err(transient)?;
+        Ok(())
+    }
+}
+
+/// A request recorded by a pass, to insert with status `requested`.
+struct Recorded<'r> {
+    request: &'r TransactionRequested,
+    amount: Option<i64>,
+    fingerprint: String,
+    source: String,
+}
+
+/// The outcome of a request, as recorded on its transaction.
+struct Outcome {
+    status: Status,
+    reason: Option<&'static str>,
+    message: Option<String>,
+    balances: Option<BTreeMap<String, String>>,
+}
+
+impl Outcome {
+    fn processed(balances: BTreeMap<String, String>) -> Self {
+        Self {
+            status: Status::Processed,
+            reason: None,
+            message: None,
+            balances: Some(balances),
+        }
+    }
+
+    fn failed(reason: FailureReason, message: String) -> Self {
+        Self {
+            status: Status::Failed,
+            reason: Some(reason.as_str()),
+            message: Some(message),
+            balances: None,
         }
     }
 }

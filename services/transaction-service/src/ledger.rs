@@ -1,17 +1,16 @@
-//! Applying a requested transaction to the balances: the consumer's domain step. It runs inside
-//! the consumer's database transaction (with the inbox claim and the outcome event) and awaits
-//! nothing but that transaction. Accepting a request over HTTP is [`crate::acceptance`]'s.
+//! Applying requested transactions to the balances: the consumer's domain step, in memory. The
+//! accounts a batch touches are locked and loaded once ([`Book::new`]); each request is then
+//! decided in order against the balances the earlier ones left, and the batch's writes (journal
+//! entries, balances) are taken from the book in one go. Accepting a request over HTTP is
+//! [`crate::acceptance`]'s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
 use contracts::money::format_minor;
 use contracts::{Currency, FailureReason, TransactionRequested};
-use platform::db::Conn;
 
 use crate::domain::{validate_event, ValidRequest};
-use crate::error::Error;
-use crate::storage::{self, Account, NewEntry};
+use crate::storage::batch::{Held, NewEntry};
 
 /// What applying a request decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,141 +47,136 @@ impl Decision {
     }
 }
 
-/// Applies `request` to the ledger within the caller's transaction: validates it, locks its
-/// accounts in id order, and debits then credits with conditional updates and journal entries.
-/// `grace_over` says whether an unknown account is final (`unknown_account`) or retried.
-pub async fn apply(
-    conn: &mut Conn,
-    request: &TransactionRequested,
-    grace_over: bool,
-    now: DateTime<Utc>,
-) -> Result<Decision, Error> {
-    let valid = match validate_event(request) {
-        Ok(valid) => valid,
-        Err(invalid) => return Ok(Decision::failed(FailureReason::Invalid, invalid.detail)),
-    };
-    let accounts = lock(conn, &valid).await?;
-    if let Some(refused) = refusal(&valid, &accounts, grace_over) {
-        return Ok(refused);
+/// The locked accounts of a batch, as the requests decided so far left them, and the journal
+/// entries those requests appended.
+#[derive(Debug, Default)]
+pub struct Book {
+    accounts: BTreeMap<String, Held>,
+    changed: BTreeSet<String>,
+    entries: Vec<NewEntry>,
+}
+
+impl Book {
+    /// A book of the `accounts` a batch locked.
+    pub fn new(accounts: Vec<Held>) -> Self {
+        Self {
+            accounts: accounts.into_iter().map(|a| (a.id.clone(), a)).collect(),
+            ..Self::default()
+        }
     }
-    post(conn, valid, &accounts.found, now).await
-}
 
-/// The accounts of a request, locked for the rest of the transaction.
-struct Locked {
-    /// The open accounts, by id.
-    found: BTreeMap<String, Account>,
-    /// The ids of the accounts not open yet.
-    missing: Vec<String>,
-}
-
-/// Locks the accounts `valid` touches, in id order, and reads them.
-async fn lock(conn: &mut Conn, valid: &ValidRequest) -> Result<Locked, Error> {
-    let mut ids: Vec<&str> = valid.accounts().collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let locked = storage::lock_accounts(conn, &ids).await?;
-    let found: BTreeMap<String, Account> = locked
-        .into_iter()
-        .filter(|account| ids.contains(&account.id.as_str()))
-        .map(|account| (account.id.clone(), account))
-        .collect();
-    let missing = ids
-        .iter()
-        .filter(|id| !found.contains_key(**id))
-        .map(|id| id.to_string())
-        .collect();
-    Ok(Locked { found, missing })
-}
-
-/// Why `valid` cannot be applied to its locked accounts, if it cannot: an account not open yet
-/// (wait, or fail once `grace_over`), another currency, or a balance the ledger cannot hold.
-fn refusal(valid: &ValidRequest, accounts: &Locked, grace_over: bool) -> Option<Decision> {
-    if !accounts.missing.is_empty() {
-        let quoted: Vec<String> = accounts
-            .missing
-            .iter()
-            .map(|id| format!("`{id}`"))
-            .collect();
-        let message = format!("unknown account {}", quoted.join(" and "));
-        return Some(if grace_over {
-            Decision::failed(FailureReason::UnknownAccount, message)
-        } else {
-            Decision::Wait {
-                missing: accounts.missing.clone(),
-                message,
-            }
-        });
-    }
-    let currency = valid.amount.currency();
-    if let Some((id, account)) = accounts
-        .found
-        .iter()
-        .find(|(_, account)| account.currency != currency.code())
-    {
-        return Some(Decision::failed(
-            FailureReason::CurrencyMismatch,
-            format!(
-                "account `{id}` holds {}, the request is in {currency}",
-                account.currency
-            ),
-        ));
-    }
-    let to = valid.to.as_deref()?;
-    let balance = accounts.found.get(to).map_or(0, |a| a.balance);
-    balance
-        .checked_add(valid.amount.minor_units())
-        .is_none()
-        .then(|| {
-            Decision::failed(
-                FailureReason::Invalid,
-                format!("the balance of account `{to}` would exceed what the ledger can hold"),
-            )
-        })
-}
-
-/// Debits then credits `valid`'s locked `accounts` and appends the journal entries: processed
-/// with the balances after it, or failed when the debit would take the balance below zero. The
-/// debit comes first: when it is refused nothing has changed, so a transfer is all or nothing.
-async fn post(
-    conn: &mut Conn,
-    valid: ValidRequest,
-    accounts: &BTreeMap<String, Account>,
-    now: DateTime<Utc>,
-) -> Result<Decision, Error> {
-    let amount = valid.amount.minor_units();
-    let mut balances = BTreeMap::new();
-    let mut entries = Vec::with_capacity(2);
-    if let Some(from) = valid.from.as_deref() {
-        let Some(applied) = storage::debit(conn, from, amount, now).await? else {
-            let balance = accounts.get(from).map_or(0, |a| a.balance);
-            return Ok(insufficient_funds(from, balance, &valid));
+    /// Decides `request` against the balances as they stand and, when it is processed, applies
+    /// it to them (debit, then credit, a journal entry each). `grace_over` says whether an
+    /// unknown account is final (`unknown_account`) or waited for.
+    pub fn apply(&mut self, request: &TransactionRequested, grace_over: bool) -> Decision {
+        let valid = match validate_event(request) {
+            Ok(valid) => valid,
+            Err(invalid) => return Decision::failed(FailureReason::Invalid, invalid.detail),
         };
-        entries.push(NewEntry {
-            account_id: from,
-            delta: -amount,
-            applied,
-        });
-        balances.insert(from.to_string(), applied.balance_after);
+        if let Some(refused) = self.refusal(&valid, grace_over) {
+            return refused;
+        }
+        self.post(valid)
     }
-    if let Some(to) = valid.to.as_deref() {
-        let applied = storage::credit(conn, to, amount, now)
-            .await?
-            .ok_or_else(|| {
-                Error::Inconsistent(format!("credit of locked account `{to}` not applied"))
-            })?;
-        entries.push(NewEntry {
-            account_id: to,
-            delta: amount,
-            applied,
-        });
-        balances.insert(to.to_string(), applied.balance_after);
+
+    /// The accounts whose balance changed, to write back.
+    pub fn changed(&self) -> Vec<&Held> {
+        self.changed
+            .iter()
+            .filter_map(|id| self.accounts.get(id))
+            .collect()
     }
-    storage::insert_entries(conn, &valid.transaction_id, &entries, now).await?;
-    Ok(Decision::Processed {
-        request: valid,
-        balances,
-    })
+
+    /// The journal entries of the processed requests, in order.
+    pub fn entries(&self) -> &[NewEntry] {
+        &self.entries
+    }
+
+    /// Why `valid` cannot be applied, if it cannot: an account not open yet (wait, or fail once
+    /// `grace_over`), another currency, or a balance the ledger cannot hold.
+    fn refusal(&self, valid: &ValidRequest, grace_over: bool) -> Option<Decision> {
+        let mut ids: Vec<&str> = valid.accounts().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !self.accounts.contains_key(**id))
+            .map(|id| id.to_string())
+            .collect();
+        if !missing.is_empty() {
+            let quoted: Vec<String> = missing.iter().map(|id| format!("`{id}`")).collect();
+            let message = format!("unknown account {}", quoted.join(" and "));
+            return Some(if grace_over {
+                Decision::failed(FailureReason::UnknownAccount, message)
+            } else {
+                Decision::Wait { missing, message }
+            });
+        }
+        let currency = valid.amount.currency();
+        if let Some(account) = ids
+            .iter()
+            .filter_map(|id| self.accounts.get(*id))
+            .find(|account| account.currency != currency.code())
+        {
+            return Some(Decision::failed(
+                FailureReason::CurrencyMismatch,
+                format!(
+                    "account `{}` holds {}, the request is in {currency}",
+                    account.id, account.currency
+                ),
+            ));
+        }
+        let to = valid.to.as_deref()?;
+        let balance = self.accounts.get(to).map_or(0, |a| a.balance);
+        balance
+            .checked_add(valid.amount.minor_units())
+            .is_none()
+            .then(|| {
+                Decision::failed(
+                    FailureReason::Invalid,
+                    format!("the balance of account `{to}` would exceed what the ledger can hold"),
+                )
+            })
+    }
+
+    /// Debits then credits `valid`'s accounts and appends the journal entries: processed with
+    /// the balances after it, or failed when the debit would take the balance below zero. The
+    /// debit comes first: when it is refused nothing has changed, so a transfer is all or
+    /// nothing.
+    fn post(&mut self, valid: ValidRequest) -> Decision {
+        let amount = valid.amount.minor_units();
+        if let Some(from) = valid.from.as_deref() {
+            let balance = self.accounts.get(from).map_or(0, |a| a.balance);
+            if balance < amount {
+                return insufficient_funds(from, balance, &valid);
+            }
+        }
+        let mut balances = BTreeMap::new();
+        let moves = [
+            (valid.from.as_deref(), -amount),
+            (valid.to.as_deref(), amount),
+        ];
+        for (account, delta) in moves {
+            let Some(account) = account.and_then(|id| self.accounts.get_mut(id)) else {
+                continue;
+            };
+            account.balance += delta;
+            account.last_seq += 1;
+            self.entries.push(NewEntry {
+                account_id: account.id.clone(),
+                seq: account.last_seq,
+                transaction_id: valid.transaction_id.clone(),
+                delta,
+                balance_after: account.balance,
+            });
+            self.changed.insert(account.id.clone());
+            balances.insert(account.id.clone(), account.balance);
+        }
+        Decision::Processed {
+            request: valid,
+            balances,
+        }
+    }
 }
 
 /// The refusal of a debit of `valid` from account `from`, which holds `balance`.

@@ -8,6 +8,8 @@ use platform::db::{parse_timestamp, timestamp, Conn};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
+pub mod batch;
+
 /// Life cycle of a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -136,17 +138,19 @@ pub struct StoredTransaction {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-/// The outcome to record on a transaction.
+/// The outcome to record on a transaction that is still `requested`.
 #[derive(Debug, Clone)]
-pub struct Completion<'a> {
+pub struct Completion {
+    /// The transaction.
+    pub transaction_id: String,
     /// `processed` or `failed`.
     pub status: Status,
     /// Failure reason.
-    pub reason: Option<&'a str>,
+    pub reason: Option<&'static str>,
     /// Failure message.
-    pub message: Option<&'a str>,
+    pub message: Option<String>,
     /// JSON object of balances after the transaction.
-    pub balances: Option<&'a str>,
+    pub balances: Option<String>,
     /// When.
     pub completed_at: DateTime<Utc>,
 }
@@ -184,25 +188,7 @@ pub async fn insert_transaction(
     conn: &mut Conn,
     new: &NewTransaction<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query(
-        "INSERT INTO transactions (transaction_id, kind, from_account, to_account, amount, \
-         amount_text, currency, fingerprint, status, source, requested_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'requested', $9, $10) \
-         ON CONFLICT (transaction_id) DO NOTHING",
-    )
-    .bind(new.transaction_id)
-    .bind(new.kind)
-    .bind(new.from)
-    .bind(new.to)
-    .bind(new.amount)
-    .bind(new.amount_text)
-    .bind(new.currency)
-    .bind(new.fingerprint)
-    .bind(new.source)
-    .bind(timestamp(new.requested_at))
-    .execute(&mut *conn)
-    .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(batch::insert_transactions(conn, std::slice::from_ref(new)).await? == 1)
 }
 
 /// The transaction `id`, if known.
@@ -239,27 +225,6 @@ fn transaction_from_row(row: &AnyRow) -> Result<StoredTransaction, sqlx::Error> 
         requested_at: parse_timestamp(&row.try_get::<String, _>("requested_at")?)?,
         completed_at: completed_at.as_deref().map(parse_timestamp).transpose()?,
     })
-}
-
-/// Records the outcome of a transaction that is still `requested`; `false` when it was not.
-pub async fn complete_transaction(
-    conn: &mut Conn,
-    transaction_id: &str,
-    completion: &Completion<'_>,
-) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query(
-        "UPDATE transactions SET status = $2, reason = $3, message = $4, balances = $5, \
-         completed_at = $6 WHERE transaction_id = $1 AND status = 'requested'",
-    )
-    .bind(transaction_id)
-    .bind(completion.status.as_str())
-    .bind(completion.reason)
-    .bind(completion.message)
-    .bind(completion.balances)
-    .bind(timestamp(completion.completed_at))
-    .execute(&mut *conn)
-    .await?;
-    Ok(result.rows_affected() == 1)
 }
 
 /// Opens account `id` with its opening journal entry; `false` when it already exists.
@@ -317,141 +282,6 @@ fn account_from_row(row: &AnyRow) -> Result<Account, sqlx::Error> {
         balance: row.try_get("balance")?,
         opened_at: parse_timestamp(&row.try_get::<String, _>("opened_at")?)?,
     })
-}
-
-/// Locks accounts `ids` for the rest of the transaction, in id order (so two opposite
-/// transfers never deadlock), and reads them: `SELECT ... ORDER BY id FOR UPDATE` on
-/// PostgreSQL; SQLite has one writer at a time. Accounts that do not exist are absent.
-pub async fn lock_accounts(conn: &mut Conn, ids: &[&str]) -> Result<Vec<Account>, sqlx::Error> {
-    let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
-    let lock = if conn.backend_name().eq_ignore_ascii_case("sqlite") {
-        ""
-    } else {
-        " FOR UPDATE"
-    };
-    let sql = format!(
-        "SELECT id, currency, balance, opened_at FROM accounts WHERE id IN ({}) ORDER BY id{lock}",
-        placeholders.join(", ")
-    );
-    let mut query = sqlx::query(&sql);
-    for id in ids {
-        query = query.bind(*id);
-    }
-    query
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(account_from_row)
-        .collect()
-}
-
-/// A balance change that was applied: the balance after it and the journal position it takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
-    /// Balance after the change, minor units.
-    pub balance_after: i64,
-    /// Sequence number of the journal entry to write.
-    pub seq: i64,
-}
-
-/// Takes `amount` from account `id` unless that would take it below zero (one conditional,
-/// atomic update); `None` when the balance is too low.
-pub async fn debit(
-    conn: &mut Conn,
-    id: &str,
-    amount: i64,
-    now: DateTime<Utc>,
-) -> Result<Option<Applied>, sqlx::Error> {
-    let row = sqlx::query(
-        "UPDATE accounts SET balance = balance - $1, last_seq = last_seq + 1, updated_at = $3 \
-         WHERE id = $2 AND balance >= $1 RETURNING balance, last_seq",
-    )
-    .bind(amount)
-    .bind(id)
-    .bind(timestamp(now))
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|row| applied_from_row(&row)).transpose()
-}
-
-/// Adds `amount` to account `id` unless the balance would overflow 64 bits; `None` then.
-pub async fn credit(
-    conn: &mut Conn,
-    id: &str,
-    amount: i64,
-    now: DateTime<Utc>,
-) -> Result<Option<Applied>, sqlx::Error> {
-    let row = sqlx::query(
-        "UPDATE accounts SET balance = balance + $1, last_seq = last_seq + 1, updated_at = $3 \
-         WHERE id = $2 AND balance <= $4 RETURNING balance, last_seq",
-    )
-    .bind(amount)
-    .bind(id)
-    .bind(timestamp(now))
-    .bind(i64::MAX - amount)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|row| applied_from_row(&row)).transpose()
-}
-
-fn applied_from_row(row: &AnyRow) -> Result<Applied, sqlx::Error> {
-    Ok(Applied {
-        balance_after: row.try_get("balance")?,
-        seq: row.try_get("last_seq")?,
-    })
-}
-
-/// A journal entry to append: the account, its signed change and where it leaves the account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NewEntry<'a> {
-    /// The account.
-    pub account_id: &'a str,
-    /// Signed change in minor units.
-    pub delta: i64,
-    /// The balance after it and its position in the journal.
-    pub applied: Applied,
-}
-
-/// Appends the journal entries of `transaction_id` (one statement).
-pub async fn insert_entries(
-    conn: &mut Conn,
-    transaction_id: &str,
-    entries: &[NewEntry<'_>],
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<String> = (0..entries.len())
-        .map(|n| {
-            let p = 3 + n * 5;
-            format!(
-                "(${}, ${}, $1, ${}, ${}, ${}, $2)",
-                p,
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4
-            )
-        })
-        .collect();
-    let sql = format!(
-        "INSERT INTO entries (account_id, seq, transaction_id, entry_kind, delta, balance_after, \
-         created_at) VALUES {}",
-        rows.join(", ")
-    );
-    let mut query = sqlx::query(&sql).bind(transaction_id).bind(timestamp(now));
-    for entry in entries {
-        let kind = if entry.delta < 0 { "debit" } else { "credit" };
-        query = query
-            .bind(entry.account_id)
-            .bind(entry.applied.seq)
-            .bind(kind)
-            .bind(entry.delta)
-            .bind(entry.applied.balance_after);
-    }
-    query.execute(&mut *conn).await?;
-    Ok(())
 }
 
 /// Journal entries of `account_id` after position `after`, oldest first, at most `limit`.
