@@ -155,7 +155,7 @@ impl ApplyBacklog {
     }
 
     /// Counts the backlog in `db` every [`SAMPLE_EVERY`] until `shutdown` (nothing when the
-    /// check is off). A failed count keeps the last sample and logs a warning. Exports the
+    /// check is off). A failed count keeps the last sample and logs a warning (once an outage). Exports the
     /// bound (`transactions_apply_backlog_limit`, 0 when off) and the rejection counter at once.
     pub async fn sample(self, db: Database, shutdown: CancellationToken) {
         // The service's recorder, installed now if serving has not installed it yet.
@@ -168,9 +168,20 @@ impl ApplyBacklog {
         };
         let cap = limit.get().saturating_mul(COUNT_CAP_FACTOR);
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let mut failing = false;
         loop {
-            if let Err(error) = self.resample(count_requested(&db, cap)).await {
-                tracing::warn!(%error, "counting the apply backlog failed; keeping the last count");
+            match self.resample(count_requested(&db, cap)).await {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("counting the apply backlog works again");
+                }
+                Ok(_) => {}
+                // Once per outage, not every sample.
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, "counting the apply backlog failed; keeping the last count");
+                }
+                Err(error) => tracing::debug!(%error, "counting the apply backlog failed"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

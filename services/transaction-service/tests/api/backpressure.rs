@@ -2,7 +2,8 @@
 //! account is not open: it stays `requested`, parked) puts the ledger at its bound. New requests
 //! then get a 503 problem with `Retry-After`, a retried request still gets its answer, the
 //! refusals are counted in `/metrics`, and requests are accepted again once the backlog drains
-//! (the account opens and the request is applied).
+//! (the account opens and the request is applied). On PostgreSQL, a second replica that
+//! accepted nothing itself refuses too: the measure is shared through the database.
 
 use std::num::NonZeroU64;
 use std::time::Duration;
@@ -110,4 +111,51 @@ async fn past_the_apply_backlog_new_requests_get_503_until_it_drains() {
     ledger.processed("bp-new").await;
     assert_eq!(ledger.balance("late").await, "6.00");
     ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_accepted_nothing_sees_the_backlog_of_another() {
+    let postgres = std::env::var("TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres"));
+    if !postgres {
+        println!(
+            "skipped: replicas share a PostgreSQL database (set TEST_DATABASE_URL); \
+             a SQLite file belongs to one process"
+        );
+        return;
+    }
+    let settings = || LedgerSettings {
+        max_apply_backlog: NonZeroU64::new(1),
+        unknown_account_grace: Duration::from_secs(600),
+        ..LedgerSettings::default()
+    };
+    let first = Ledger::start(settings()).await;
+    let second = first.replica(settings()).await;
+
+    // The first replica accepts a request that waits for its account; the second, which
+    // accepted nothing itself, refuses new requests once its sample counts it.
+    let waiting = json!({"to": "late", "amount": "5", "transactionId": "bp-r-waiting"});
+    let (status, _, _, accepted) = post(&first, &waiting).await;
+    assert_eq!(status, 202, "{accepted}");
+    // (Before its next sample it may still take one: a generated id each time.)
+    let new = json!({"to": "late", "amount": "1"});
+    let (_, retry_after, _, _) = eventually("the second replica to refuse", DEADLINE, || async {
+        let answer = post(&second, &new).await;
+        (answer.0 != 202).then_some(answer)
+    })
+    .await;
+    assert_eq!(retry_after, Some(RETRY_AFTER_SECS.to_string()));
+    // It answers a retry of what the first replica accepted.
+    let (status, _, _, again) = post(&second, &waiting).await;
+    assert_eq!((status, &again), (202, &accepted));
+
+    first.customer_created("late").await;
+    first.processed("bp-r-waiting").await;
+    let (status, _) = eventually("the second replica to accept again", DEADLINE, || async {
+        let (status, _, _, body) = post(&second, &new).await;
+        (status != 503).then_some((status, body))
+    })
+    .await;
+    assert_eq!(status, 202);
+    second.stop().await;
+    first.stop().await;
 }
