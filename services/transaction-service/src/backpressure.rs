@@ -17,6 +17,9 @@
 //!   consumer is behind) and in the parking lot (a request waiting for its account), not just one
 //!   of them. The outbox backlog alone misses the consumer, which is the usual bottleneck: the
 //!   relay publishes a thousand rows a round.
+//! - **Its blind spot**: requests other producers write straight to `transaction.requested` are
+//!   recorded only as the consumer applies them, so they never count; they also never pass
+//!   through `POST /transactions`. `kafka_consumer_lag` shows them.
 //!
 //! # Cost: no database round trip per request
 //!
@@ -25,7 +28,8 @@
 //! bound (so its cost stays bounded however large the backlog grows). Between two samples each
 //! replica adds the requests it admitted itself, so a burst on one replica is bounded at once;
 //! what *other* replicas accepted since the last sample is seen at the next one (at most
-//! [`SAMPLE_EVERY`] of their traffic beyond the bound). The check itself is two atomic loads.
+//! [`SAMPLE_EVERY`] of their traffic beyond the bound). The check itself is a few atomic
+//! operations.
 //!
 //! # Idempotent retries
 //!
@@ -155,8 +159,9 @@ impl ApplyBacklog {
     }
 
     /// Counts the backlog in `db` every [`SAMPLE_EVERY`] until `shutdown` (nothing when the
-    /// check is off). A failed count keeps the last sample and logs a warning (once an outage). Exports the
-    /// bound (`transactions_apply_backlog_limit`, 0 when off) and the rejection counter at once.
+    /// check is off). A failed count keeps the last sample and logs a warning (once an outage).
+    /// Exports the bound (`transactions_apply_backlog_limit`, 0 when off) and the rejection
+    /// counter at once.
     pub async fn sample(self, db: Database, shutdown: CancellationToken) {
         // The service's recorder, installed now if serving has not installed it yet.
         platform::telemetry::metrics_handle();
