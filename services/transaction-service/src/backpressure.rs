@@ -18,8 +18,8 @@
 //!   of them. The outbox backlog alone misses the consumer, which is the usual bottleneck: the
 //!   relay publishes a thousand rows a round.
 //! - **Its blind spot**: requests other producers write straight to `transaction.requested` are
-//!   recorded only as the consumer applies them, so they never count; they also never pass
-//!   through `POST /transactions`. `kafka_consumer_lag` shows them.
+//!   recorded only when the consumer reaches them, so they do not count while they wait on the
+//!   topic (they never pass through `POST /transactions`); `kafka_consumer_lag` shows them.
 //!
 //! # Cost: no database round trip per request
 //!
