@@ -2,14 +2,15 @@
 //! into a [`ValidRequest`]; the request and its `transaction.requested` event (outbox) are written
 //! in one database transaction that the group committer shares among concurrent requests.
 //! Idempotent by `transactionId`: the same request again changes nothing, another request under
-//! a taken id is a conflict. Applying a request to the balances is the consumer's
-//! ([`crate::ledger`]).
+//! a taken id is a conflict. A new request is refused while the ledger is too far behind
+//! ([`crate::backpressure`]); a repeated one is still answered. Applying a request to the
+//! balances is the consumer's ([`crate::ledger`]).
 
 use chrono::Utc;
 use contracts::{Currency, TransactionRequested};
 use platform::db::{Conn, DbError};
 use platform::group_commit::{GroupCommit, Write};
-use platform::Outbox;
+use platform::{Database, Outbox};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -17,34 +18,87 @@ use serde_json::Value;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
 use utoipa::ToSchema;
 
+use crate::backpressure::{ApplyBacklog, Overloaded};
 use crate::domain::{self, Invalid, ValidRequest};
 use crate::error::Error;
-use crate::storage::{self, NewTransaction};
+use crate::storage::{self, NewTransaction, StoredTransaction};
 
-/// Validates `body` (amounts up to `max_amount_minor` minor units) and records it with its
-/// `transaction.requested` event through `commit`, carrying the caller's `traceparent`. Answers
-/// the accepted request, new or repeated; a taken id is an [`Error::Conflict`].
-pub async fn accept(
-    commit: &GroupCommit<Acceptance>,
-    body: TransactionBody,
-    max_amount_minor: i64,
-    traceparent: Option<String>,
-) -> Result<ValidRequest, Error> {
-    let request = body.validate(max_amount_minor)?;
-    let created = match commit.submit((request.clone(), traceparent)).await? {
-        AcceptOutcome::Created => true,
-        AcceptOutcome::Repeated => false,
-        AcceptOutcome::Conflict => return Err(Error::Conflict(request.transaction_id)),
-    };
-    let span = tracing::info_span!("create_transaction", transaction_id = %request.transaction_id);
-    span.in_scope(|| {
-        if created {
-            tracing::info!(kind = request.kind.as_str(), amount = %request.amount, "transaction requested");
-        } else {
-            tracing::info!("repeated request answered from the stored transaction");
+/// What `POST /transactions` needs to accept a request.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    /// Records requests (with their events), committed in groups.
+    pub commit: GroupCommit<Acceptance>,
+    /// Refuses new requests while the ledger is too far behind.
+    pub backlog: ApplyBacklog,
+    /// The ledger database (a repeated request's lookup while overloaded).
+    pub db: Database,
+    /// Largest amount of a request, in minor units (`MAX_AMOUNT_MINOR`).
+    pub max_amount_minor: i64,
+}
+
+impl Intake {
+    /// Validates `body` and records it with its `transaction.requested` event, carrying the
+    /// caller's `traceparent`. Answers the accepted request, new or repeated; a taken id is an
+    /// [`Error::Conflict`]; a new request while the ledger is too far behind is an
+    /// [`Error::Overloaded`] (nothing stored).
+    pub async fn accept(
+        &self,
+        body: TransactionBody,
+        traceparent: Option<String>,
+    ) -> Result<ValidRequest, Error> {
+        let request = body.validate(self.max_amount_minor)?;
+        let admission = match self.backlog.admit() {
+            Ok(admission) => admission,
+            Err(overloaded) => return self.answer_repeated(request, overloaded).await,
+        };
+        let outcome = self.commit.submit((request.clone(), traceparent)).await?;
+        let created = match outcome {
+            AcceptOutcome::Created => {
+                admission.stored();
+                true
+            }
+            AcceptOutcome::Repeated => false,
+            AcceptOutcome::Conflict => return Err(Error::Conflict(request.transaction_id)),
+        };
+        let span =
+            tracing::info_span!("create_transaction", transaction_id = %request.transaction_id);
+        span.in_scope(|| {
+            if created {
+                tracing::info!(kind = request.kind.as_str(), amount = %request.amount, "transaction requested");
+            } else {
+                tracing::info!("repeated request answered from the stored transaction");
+            }
+        });
+        Ok(request)
+    }
+
+    /// While overloaded: a request accepted before gets its usual answer (the same request, or
+    /// a conflict); one the ledger does not know is refused.
+    async fn answer_repeated(
+        &self,
+        request: ValidRequest,
+        overloaded: Overloaded,
+    ) -> Result<ValidRequest, Error> {
+        let stored = storage::find_transaction(self.db.pool(), &request.transaction_id).await?;
+        let Some(stored) = stored else {
+            tracing::debug!(transaction_id = %request.transaction_id, %overloaded, "request refused");
+            return Err(overloaded.into());
+        };
+        match compare(&stored, &request.fingerprint()) {
+            AcceptOutcome::Conflict => Err(Error::Conflict(request.transaction_id)),
+            _ => Ok(request),
         }
-    });
-    Ok(request)
+    }
+}
+
+/// The answer to a request whose id is taken by `stored`: the same request (same `fingerprint`)
+/// again, or a conflict.
+fn compare(stored: &StoredTransaction, fingerprint: &str) -> AcceptOutcome {
+    if stored.fingerprint == fingerprint {
+        AcceptOutcome::Repeated
+    } else {
+        AcceptOutcome::Conflict
+    }
 }
 
 /// What accepting a request did.
@@ -96,10 +150,9 @@ impl Write for Acceptance {
         let new = NewTransaction::requested(&event, amount, &fingerprint, "api");
         if !storage::insert_transaction(conn, &new).await? {
             let stored = storage::find_transaction(&mut *conn, &request.transaction_id).await?;
-            return Ok(match stored {
-                Some(stored) if stored.fingerprint == fingerprint => AcceptOutcome::Repeated,
-                _ => AcceptOutcome::Conflict,
-            });
+            return Ok(stored.map_or(AcceptOutcome::Conflict, |stored| {
+                compare(&stored, &fingerprint)
+            }));
         }
         self.outbox
             .enqueue(conn, &event, traceparent.as_deref())

@@ -2,10 +2,12 @@
 //! storage, group-commit and ledger failures convert into [`Error`] with `From`; the consumer's
 //! handlers turn it into a transient `HandleError`.
 
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use platform::group_commit::CommitError;
 use platform::{DbError, Problem};
 
+use crate::backpressure::Overloaded;
 use crate::domain::Invalid;
 
 /// What can go wrong in transaction-service.
@@ -35,6 +37,9 @@ pub enum Error {
     /// The write was not committed (503: nothing stored, try again).
     #[error(transparent)]
     Commit(#[from] CommitError),
+    /// The ledger is too far behind to take a new request (503 with `Retry-After`).
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
     /// The database failed (500).
     #[error(transparent)]
     Db(#[from] DbError),
@@ -63,6 +68,7 @@ impl From<Error> for Problem {
             Error::BadRequest(detail) => Problem::bad_request(detail),
             Error::Refused(problem) => problem,
             Error::Commit(error) => error.into(),
+            Error::Overloaded(_) => Problem::unavailable(error.to_string()),
             Error::Db(error) => Problem::internal(&error),
             Error::Sql(error) => Problem::internal(&error),
             Error::Inconsistent(_) => Problem::internal(&error),
@@ -71,8 +77,19 @@ impl From<Error> for Problem {
 }
 
 impl IntoResponse for Error {
+    /// The problem; an [`Error::Overloaded`] also says when to retry (`Retry-After`).
     fn into_response(self) -> Response {
-        Problem::from(self).into_response()
+        let retry_after = match &self {
+            Error::Overloaded(overloaded) => Some(overloaded.retry_after_secs),
+            _ => None,
+        };
+        let mut response = Problem::from(self).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -107,5 +124,21 @@ mod tests {
         for (error, status) in cases {
             assert_eq!(Problem::from(error).status, status);
         }
+    }
+
+    #[test]
+    fn an_overloaded_ledger_says_when_to_retry() {
+        let overloaded = Overloaded {
+            backlog: 12,
+            limit: 10,
+            retry_after_secs: 2,
+        };
+        let response = Error::from(overloaded).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
     }
 }

@@ -9,6 +9,8 @@
 //! - [`error`]: the one [`Error`] of the service and its problem+json answer.
 //! - [`acceptance`]: the write use case — a request body validated, written with its
 //!   `transaction.requested` event through the group commit; idempotency and conflicts.
+//! - [`backpressure`]: refuses new requests (503) while the ledger is `MAX_APPLY_BACKLOG`
+//!   accepted requests behind in applying them.
 //! - [`ledger`]: applying a requested transaction to the balances (the consumer's domain step).
 //! - [`domain`]: requests and their rules (validation, fingerprint); no HTTP, no SQL.
 //! - [`storage`]: the SQL (accounts, transactions, journal entries).
@@ -18,7 +20,8 @@
 //!
 //! # Request flow
 //!
-//! `POST /transactions` → [`routes::create_transaction`] → [`acceptance::accept`] (validate;
+//! `POST /transactions` → [`routes::create_transaction`] → [`acceptance::Intake::accept`]
+//! (validate; refuse a new request while the ledger is too far behind, see [`backpressure`];
 //! [`acceptance::Acceptance`] inserts the transaction and its event in the outbox, one database
 //! transaction shared by concurrent requests) → 202. The relay publishes the event on
 //! `transaction.requested`; [`handlers::ApplyTransactions`] records it if it came from another
@@ -28,6 +31,7 @@
 //! [`handlers::OpenAccounts`] opens it (from `Customer.created`) or its grace period ends.
 
 pub mod acceptance;
+pub mod backpressure;
 pub mod domain;
 pub mod error;
 pub mod handlers;
@@ -72,10 +76,12 @@ impl Definition for TransactionService {
         LedgerSettings::from_env(env)
     }
 
-    /// Registers the two consumers (accounts, requests) and returns the routes.
+    /// Registers the two consumers (accounts, requests) and the backlog's sampler, and returns
+    /// the routes.
     fn build(service: &mut Service, settings: LedgerSettings) -> anyhow::Result<Router> {
         let waiting_requests = handlers::ApplyTransactions::parking_lot(&settings);
         let max_amount_minor = settings.max_amount_minor;
+        let backlog = backpressure::ApplyBacklog::new(settings.max_apply_backlog);
         service.consume_events(
             ConsumerOptions::new(handlers::ACCOUNTS_GROUP, &[topics::CUSTOMER_CREATED]),
             handlers::OpenAccounts::new(settings, waiting_requests.clone()),
@@ -87,13 +93,23 @@ impl Definition for TransactionService {
             waiting_requests,
         );
 
-        let state = routes::AppState {
-            db: service.db.clone(),
-            max_amount_minor,
-            acceptance: GroupCommit::start(
+        let db = service.db.clone();
+        service.spawn({
+            let backlog = backlog.clone();
+            move |shutdown| backlog.sample(db, shutdown)
+        });
+        let intake = acceptance::Intake {
+            commit: GroupCommit::start(
                 service.db.clone(),
                 acceptance::Acceptance::new(service.outbox.clone()),
             ),
+            backlog,
+            db: service.db.clone(),
+            max_amount_minor,
+        };
+        let state = routes::AppState {
+            db: service.db.clone(),
+            intake,
         };
         // With API keys configured, all but the OpenAPI document need one (a write key to request).
         let ledger = Router::new()

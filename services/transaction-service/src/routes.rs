@@ -12,14 +12,13 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use contracts::money::format_minor;
 use contracts::Currency;
-use platform::group_commit::GroupCommit;
 use platform::http::{ApiKeyScheme, ProblemDetails};
 use platform::limits::check_length;
 use platform::{ApiJson, ApiQuery, Database};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::acceptance::{self, Acceptance, TransactionBody};
+use crate::acceptance::{Intake, TransactionBody};
 use crate::domain::{self, MAX_EVENT_TRANSACTION_ID_LEN};
 use crate::error::Error;
 use crate::storage::{self, StoredTransaction};
@@ -29,10 +28,9 @@ use crate::storage::{self, StoredTransaction};
 pub struct AppState {
     /// The ledger database.
     pub db: Database,
-    /// Accepts requests (with their `transaction.requested` events), committed in groups.
-    pub acceptance: GroupCommit<Acceptance>,
-    /// Largest amount of a request, in minor units (`MAX_AMOUNT_MINOR`).
-    pub max_amount_minor: i64,
+    /// Accepts requests (with their `transaction.requested` events), committed in groups, and
+    /// refuses new ones while the ledger is too far behind.
+    pub intake: Intake,
 }
 
 /// Journal entries of a page when `limit` is absent.
@@ -186,7 +184,8 @@ pub struct EntriesQuery {
 }
 
 /// Requests a transaction: records it and its `transaction.requested` event in one database
-/// transaction. Idempotent by `transactionId`.
+/// transaction. Idempotent by `transactionId`. While the ledger is `MAX_APPLY_BACKLOG` or more
+/// requests behind, a new request is refused (503, `Retry-After`); a repeated one is answered.
 #[utoipa::path(
     post, path = "/transactions", tag = "transactions",
     request_body = TransactionBody,
@@ -198,6 +197,8 @@ pub struct EntriesQuery {
         (status = 413, description = "Body larger than 64 KiB", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Not `application/json`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Not stored: the ledger is too far behind in applying accepted requests (`MAX_APPLY_BACKLOG`), or the write could not be committed; retry later with the same transactionId", body = ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying (when the ledger is behind)"))),
     ),
     security((), ("api_key" = []))
 )]
@@ -207,8 +208,7 @@ pub async fn create_transaction(
     ApiJson(body): ApiJson<TransactionBody>,
 ) -> Result<Response, Error> {
     let traceparent = platform::http::traceparent(&headers).map(str::to_string);
-    let request =
-        acceptance::accept(&state.acceptance, body, state.max_amount_minor, traceparent).await?;
+    let request = state.intake.accept(body, traceparent).await?;
     let location = format!("/transactions/{}", request.transaction_id);
     Ok((
         StatusCode::ACCEPTED,
@@ -372,5 +372,10 @@ mod tests {
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path}");
         }
+        let overloaded = &doc["paths"]["/transactions"]["post"]["responses"]["503"];
+        assert!(
+            overloaded["headers"].get("Retry-After").is_some(),
+            "{overloaded}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The ledger's configuration knobs, read once at start-up.
 
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use contracts::money::format_minor;
@@ -19,7 +20,19 @@ pub struct LedgerSettings {
     /// Largest amount a request over HTTP may carry, in minor units (`MAX_AMOUNT_MINOR`, default
     /// [`DEFAULT_MAX_AMOUNT_MINOR`]).
     pub max_amount_minor: i64,
+    /// Accepted requests that may wait to be applied before `POST /transactions` refuses new ones
+    /// with a 503 (`MAX_APPLY_BACKLOG`, default [`DEFAULT_MAX_APPLY_BACKLOG`]; `0` or `off`:
+    /// `None`, never refused). See [`crate::backpressure`].
+    pub max_apply_backlog: Option<NonZeroU64>,
 }
+
+/// Accepted requests that may wait to be applied when `MAX_APPLY_BACKLOG` is unset: some
+/// seconds of the consumer's work (it applies some hundreds to thousands a second, depending on
+/// the database), not minutes.
+pub const DEFAULT_MAX_APPLY_BACKLOG: NonZeroU64 = match NonZeroU64::new(5_000) {
+    Some(n) => n,
+    None => NonZeroU64::MIN,
+};
 
 /// Largest amount of a request when `MAX_AMOUNT_MINOR` is unset: 100 000 000 000 minor units
 /// (1 000 000 000.00 in a currency with two decimals).
@@ -32,13 +45,14 @@ impl Default for LedgerSettings {
             opening_balance: 0,
             unknown_account_grace: Duration::from_secs(10),
             max_amount_minor: DEFAULT_MAX_AMOUNT_MINOR,
+            max_apply_backlog: Some(DEFAULT_MAX_APPLY_BACKLOG),
         }
     }
 }
 
 impl LedgerSettings {
-    /// Reads `ACCOUNT_CURRENCY`, `OPENING_BALANCE`, `UNKNOWN_ACCOUNT_GRACE_SECS` and
-    /// `MAX_AMOUNT_MINOR`.
+    /// Reads `ACCOUNT_CURRENCY`, `OPENING_BALANCE`, `UNKNOWN_ACCOUNT_GRACE_SECS`,
+    /// `MAX_AMOUNT_MINOR` and `MAX_APPLY_BACKLOG`.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let account_currency = match env.var("ACCOUNT_CURRENCY") {
@@ -57,11 +71,16 @@ impl LedgerSettings {
             Some(text) => max_amount_minor(&text)?,
             None => defaults.max_amount_minor,
         };
+        let max_apply_backlog = match env.var("MAX_APPLY_BACKLOG") {
+            Some(text) => max_apply_backlog(&text)?,
+            None => defaults.max_apply_backlog,
+        };
         Ok(Self {
             account_currency,
             opening_balance,
             unknown_account_grace,
             max_amount_minor,
+            max_apply_backlog,
         })
     }
 
@@ -121,6 +140,23 @@ fn max_amount_minor(text: &str) -> Result<i64, ConfigError> {
         })
 }
 
+/// `MAX_APPLY_BACKLOG`: a whole number of requests; `0` or `off` turns the bound off.
+fn max_apply_backlog(text: &str) -> Result<Option<NonZeroU64>, ConfigError> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse::<u64>().map(NonZeroU64::new).map_err(|_| {
+        ConfigError::new(
+            "MAX_APPLY_BACKLOG",
+            format!(
+                "`{text}` is not a whole number of requests (accepted requests that may wait to \
+                 be applied; 0 or `off` turns the bound off)"
+            ),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,8 +175,10 @@ mod tests {
             ("OPENING_BALANCE", "250.5"),
             ("UNKNOWN_ACCOUNT_GRACE_SECS", "3"),
             ("MAX_AMOUNT_MINOR", "5000"),
+            ("MAX_APPLY_BACKLOG", " 250 "),
         ];
         let settings = LedgerSettings::from_env(&env).unwrap();
+        assert_eq!(settings.max_apply_backlog, NonZeroU64::new(250));
         assert_eq!(settings.account_currency.code(), "EUR");
         assert_eq!(settings.opening_balance, 25_050);
         assert_eq!(settings.unknown_account_grace, Duration::from_secs(3));
@@ -157,6 +195,9 @@ mod tests {
             ("UNKNOWN_ACCOUNT_GRACE_SECS", "1.5"),
             ("MAX_AMOUNT_MINOR", "0"),
             ("MAX_AMOUNT_MINOR", "1.5"),
+            ("MAX_APPLY_BACKLOG", "-1"),
+            ("MAX_APPLY_BACKLOG", "lots"),
+            ("MAX_APPLY_BACKLOG", "1e4"),
         ] {
             let err = LedgerSettings::from_env(&[(variable, value)]).unwrap_err();
             assert_eq!(err.variable, variable, "{value}");
@@ -165,5 +206,13 @@ mod tests {
             LedgerSettings::from_env(&[("ACCOUNT_CURRENCY", "JPY"), ("OPENING_BALANCE", "1.5")])
                 .unwrap_err();
         assert_eq!(err.variable, "OPENING_BALANCE");
+    }
+
+    #[test]
+    fn the_apply_backlog_bound_can_be_turned_off() {
+        for off in ["0", "off", "OFF"] {
+            let settings = LedgerSettings::from_env(&[("MAX_APPLY_BACKLOG", off)]).unwrap();
+            assert_eq!(settings.max_apply_backlog, None, "{off}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 // Scenario tests read best as one story from request to outcome.
 #![allow(clippy::too_many_lines)]
 
+mod backpressure;
 mod helpers;
 mod http;
 mod processing;

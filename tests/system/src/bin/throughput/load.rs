@@ -1,12 +1,18 @@
 //! Load shapes: a closed loop of N concurrent clients, and an open loop at a fixed rate with one
-//! task per request; both note when each request was sent, for request → outcome latency.
+//! task per request; both note when each request was sent, for request → outcome latency. A
+//! request refused with 503 (transaction-service's backpressure, `MAX_APPLY_BACKLOG`) is sent
+//! again after its `Retry-After`, as a well-behaved client would; its latency counts from the
+//! first attempt.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::Value;
-use system_tests::{post, Arrival};
+use system_tests::Arrival;
+
+/// Most attempts of one request refused with 503 before its last answer is kept.
+const MAX_ATTEMPTS: u32 = 120;
 
 /// One transfer to post.
 #[derive(Debug, Clone)]
@@ -26,8 +32,37 @@ pub struct Sent {
     pub at: Instant,
     /// When its answer arrived.
     pub answered: Instant,
-    /// The HTTP status.
+    /// The HTTP status of the last attempt.
     pub status: u16,
+    /// How many attempts were refused with 503 before it.
+    pub refused: u32,
+}
+
+/// POSTs `body` until the answer is not a 503, waiting each 503's `Retry-After` (1 s when absent)
+/// in between; the same `transactionId` each time, so a request stored meanwhile is answered,
+/// not duplicated. Returns the last status and how many 503s came before it.
+async fn post_retrying(client: &reqwest::Client, url: &str, body: &Value) -> (u16, u32) {
+    let mut refused = 0;
+    loop {
+        let response = client
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let status = response.status().as_u16();
+        if status != 503 || refused + 1 >= MAX_ATTEMPTS {
+            return (status, refused);
+        }
+        refused += 1;
+        let wait = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1);
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
 }
 
 /// Posts every transfer, `concurrency` at a time (each client sends its next request when its
@@ -43,12 +78,13 @@ pub async fn closed_loop(
             let client = client.clone();
             async move {
                 let at = Instant::now();
-                let (status, _) = post(&client, url, t.body).await;
+                let (status, refused) = post_retrying(&client, url, &t.body).await;
                 Sent {
                     id: t.id,
                     at,
                     answered: Instant::now(),
                     status,
+                    refused,
                 }
             }
         })
@@ -74,12 +110,13 @@ pub async fn paced(
         let url = url.to_string();
         tasks.push(tokio::spawn(async move {
             let at = Instant::now();
-            let (status, _) = post(&client, &url, t.body).await;
+            let (status, refused) = post_retrying(&client, &url, &t.body).await;
             Sent {
                 id: t.id,
                 at,
                 answered: Instant::now(),
                 status,
+                refused,
             }
         }));
     }

@@ -312,6 +312,11 @@ impl<'a> Bench<'a> {
             "{rejected} of {} requests not accepted",
             sent.len()
         );
+        let refused: u32 = sent.iter().map(|s| s.refused).sum();
+        let delayed = sent.iter().filter(|s| s.refused > 0).count();
+        println!(
+            "  backpressure:   {refused} answers 503 (Retry-After), {delayed} requests accepted on a retry"
+        );
         let outcomes = self.clock.wait_for(&wanted, settings.timeout).await;
         ensure!(
             outcomes.len() == wanted.len(),
