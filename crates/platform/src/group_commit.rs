@@ -28,6 +28,23 @@ pub trait Write: Send + Sync + 'static {
         input: &Self::Input,
     ) -> impl Future<Output = Result<Self::Output, DbError>> + Send;
 
+    /// Performs a group's writes in order inside the shared transaction, one output per input.
+    /// The default performs each with [`Write::write`]; a writer overrides it to write the whole
+    /// group with a fixed number of statements.
+    fn write_all(
+        &self,
+        conn: &mut Conn,
+        inputs: &[&Self::Input],
+    ) -> impl Future<Output = Result<Vec<Self::Output>, DbError>> + Send {
+        async move {
+            let mut outputs = Vec::with_capacity(inputs.len());
+            for input in inputs {
+                outputs.push(self.write(conn, input).await?);
+            }
+            Ok(outputs)
+        }
+    }
+
     /// Runs after each commit (e.g. wake the outbox relay).
     fn committed(&self) {}
 }
@@ -129,10 +146,8 @@ async fn commit_together<W: Write>(
     group: &[Job<W>],
 ) -> Result<Vec<W::Output>, DbError> {
     let mut tx = db.begin().await?;
-    let mut outputs = Vec::with_capacity(group.len());
-    for job in group {
-        outputs.push(writer.write(&mut tx, &job.input).await?);
-    }
+    let inputs: Vec<&W::Input> = group.iter().map(|job| &job.input).collect();
+    let outputs = writer.write_all(&mut tx, &inputs).await?;
     tx.commit().await?;
     Ok(outputs)
 }

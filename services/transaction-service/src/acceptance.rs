@@ -6,10 +6,11 @@
 //! ([`crate::backpressure`]); a repeated one is still answered. Applying a request to the
 //! balances is the consumer's ([`crate::ledger`]).
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use contracts::{Currency, TransactionRequested};
 use platform::db::{Conn, DbError};
 use platform::group_commit::{GroupCommit, Write};
+use platform::outbox;
 use platform::{Database, Outbox};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -21,6 +22,7 @@ use utoipa::ToSchema;
 use crate::backpressure::{ApplyBacklog, Overloaded};
 use crate::domain::{self, Invalid, ValidRequest};
 use crate::error::Error;
+use crate::storage::batch;
 use crate::storage::{self, NewTransaction, StoredTransaction};
 
 /// What `POST /transactions` needs to accept a request.
@@ -131,37 +133,81 @@ impl Write for Acceptance {
     type Input = (ValidRequest, Option<String>);
     type Output = AcceptOutcome;
 
-    async fn write(
+    async fn write(&self, conn: &mut Conn, input: &Self::Input) -> Result<AcceptOutcome, DbError> {
+        let outputs = self.write_all(conn, &[input]).await?;
+        outputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| DbError::Query(sqlx::Error::RowNotFound))
+    }
+
+    /// Records a group of requests with a fixed number of statements: the new transactions in
+    /// one, their events in one, and (only when some id was taken) the stored ones in one.
+    async fn write_all(
         &self,
         conn: &mut Conn,
-        (request, traceparent): &Self::Input,
-    ) -> Result<AcceptOutcome, DbError> {
-        let fingerprint = request.fingerprint();
-        let event = TransactionRequested {
-            transaction_id: request.transaction_id.clone(),
-            kind: request.kind,
-            from: request.from.clone(),
-            to: request.to.clone(),
-            amount: request.amount.to_decimal_string(),
-            currency: request.amount.currency().code().to_string(),
-            requested_at: Utc::now(),
-        };
-        let amount = Some(request.amount.minor_units());
-        let new = NewTransaction::requested(&event, amount, &fingerprint, "api");
-        if !storage::insert_transaction(conn, &new).await? {
-            let stored = storage::find_transaction(&mut *conn, &request.transaction_id).await?;
-            return Ok(stored.map_or(AcceptOutcome::Conflict, |stored| {
-                compare(&stored, &fingerprint)
-            }));
+        inputs: &[&Self::Input],
+    ) -> Result<Vec<AcceptOutcome>, DbError> {
+        let now = Utc::now();
+        let requested: Vec<(TransactionRequested, String)> = inputs
+            .iter()
+            .map(|(request, _)| (requested_event(request, now), request.fingerprint()))
+            .collect();
+        let new: Vec<NewTransaction<'_>> = requested
+            .iter()
+            .zip(inputs)
+            .map(|((event, fingerprint), (request, _))| {
+                let amount = Some(request.amount.minor_units());
+                NewTransaction::requested(event, amount, fingerprint, "api")
+            })
+            .collect();
+        let mut inserted = batch::insert_transactions(conn, &new).await?;
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        let mut drafts = Vec::with_capacity(inserted.len());
+        for ((event, _), (_, traceparent)) in requested.iter().zip(inputs) {
+            // The first input of an id that was inserted created it; any other is a repeat.
+            if inserted.remove(&event.transaction_id) {
+                drafts.push(self.outbox.draft(event, traceparent.as_deref())?);
+                outcomes.push(Some(AcceptOutcome::Created));
+            } else {
+                outcomes.push(None);
+            }
         }
-        self.outbox
-            .enqueue(conn, &event, traceparent.as_deref())
-            .await?;
-        Ok(AcceptOutcome::Created)
+        outbox::insert_all(conn, &drafts).await?;
+        let taken: Vec<&str> = requested
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_none())
+            .map(|((event, _), _)| event.transaction_id.as_str())
+            .collect();
+        let stored = batch::find_known(conn, &taken).await?;
+        Ok(requested
+            .iter()
+            .zip(outcomes)
+            .map(|((event, fingerprint), outcome)| {
+                outcome.unwrap_or_else(|| match stored.get(&event.transaction_id) {
+                    Some(known) if &known.fingerprint == fingerprint => AcceptOutcome::Repeated,
+                    _ => AcceptOutcome::Conflict,
+                })
+            })
+            .collect())
     }
 
     fn committed(&self) {
         self.outbox.notify();
+    }
+}
+
+/// The `transaction.requested` event of `request`, requested at `now`.
+fn requested_event(request: &ValidRequest, now: DateTime<Utc>) -> TransactionRequested {
+    TransactionRequested {
+        transaction_id: request.transaction_id.clone(),
+        kind: request.kind,
+        from: request.from.clone(),
+        to: request.to.clone(),
+        amount: request.amount.to_decimal_string(),
+        currency: request.amount.currency().code().to_string(),
+        requested_at: now,
     }
 }
 

@@ -408,7 +408,7 @@ impl<'r> Pass<'r> {
         let inserted = batch::insert_transactions(conn, &new)
             .await
             .map_err(transient)?;
-        if inserted != new.len() as u64 {
+        if inserted.len() != new.len() {
             return Err(HandleError::Transient(
                 "transaction inserted concurrently; retrying".into(),
             ));

@@ -183,14 +183,6 @@ pub struct LedgerTotals {
     pub entries: i64,
 }
 
-/// Records a new transaction; `false` when one with this id already exists.
-pub async fn insert_transaction(
-    conn: &mut Conn,
-    new: &NewTransaction<'_>,
-) -> Result<bool, sqlx::Error> {
-    Ok(batch::insert_transactions(conn, std::slice::from_ref(new)).await? == 1)
-}
-
 /// The transaction `id`, if known.
 pub async fn find_transaction<'c, E: Executor<'c, Database = Any>>(
     executor: E,

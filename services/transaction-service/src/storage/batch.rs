@@ -2,7 +2,7 @@
 //! of statements whatever its size. Each statement's rows travel as one JSON parameter
 //! ([`Backend::json_rows`]), so its text never changes and is prepared once per connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use platform::db::{json_param, timestamp, Backend, Conn, SqlType};
@@ -123,14 +123,14 @@ struct TransactionRow<'a> {
     requested_at: String,
 }
 
-/// Records `new` transactions with status `requested` (one statement); returns how many were
-/// new (an id already recorded is left as it is).
+/// Records `new` transactions with status `requested` (one statement); returns the ids that
+/// were new (an id already recorded is left as it is).
 pub async fn insert_transactions(
     conn: &mut Conn,
     new: &[NewTransaction<'_>],
-) -> Result<u64, sqlx::Error> {
+) -> Result<HashSet<String>, sqlx::Error> {
     if new.is_empty() {
-        return Ok(0);
+        return Ok(HashSet::new());
     }
     let rows: Vec<TransactionRow<'_>> = new
         .iter()
@@ -169,13 +169,14 @@ pub async fn insert_transactions(
          amount_text, currency, fingerprint, status, source, requested_at) \
          SELECT j.transaction_id, j.kind, j.from_account, j.to_account, j.amount, \
          j.amount_text, j.currency, j.fingerprint, 'requested', j.source, j.requested_at \
-         FROM {source} WHERE true ON CONFLICT (transaction_id) DO NOTHING"
+         FROM {source} WHERE true ON CONFLICT (transaction_id) DO NOTHING \
+         RETURNING transaction_id"
     );
-    let result = sqlx::query(&sql)
+    let inserted = sqlx::query_scalar::<_, String>(&sql)
         .bind(json_param(&rows)?)
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
-    Ok(result.rows_affected())
+    Ok(inserted.into_iter().collect())
 }
 
 /// A completion as bound to the set-based update.
