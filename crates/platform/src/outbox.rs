@@ -1,7 +1,8 @@
 //! The transactional outbox. A service writes its event in the same database transaction as the
 //! state change ([`Outbox::enqueue`]); the relay ([`run_relay`]) publishes unsent rows in commit
-//! order with the idempotent producer and marks them sent only after the broker acknowledged them.
-//! A crash between publish and mark means the event is published again: consumers dedupe by id.
+//! order with the idempotent producer and deletes them only after the broker acknowledged them, so
+//! the table holds only what is still to be published. A crash between publish and delete means
+//! the event is published again: consumers dedupe by id.
 //!
 //! Every replica runs a relay, but only the holder of the outbox's lease ([`lease`]) publishes;
 //! the others stand by and take over within seconds of the holder dying. Rows are numbered
@@ -30,8 +31,6 @@ use crate::telemetry;
 
 /// Rows published per relay round.
 const BATCH: i64 = 1000;
-/// Sent rows are kept this long (for inspection), then deleted.
-const RETENTION: Duration = Duration::from_secs(3600);
 /// How often every relay (holder or not) reports the backlog gauges.
 const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 /// The holder's poll when nothing woke it.
@@ -391,7 +390,7 @@ impl Relay {
                     &mut self.term,
                     &self.held,
                     health,
-                    "fenced when marking rows sent",
+                    "fenced when deleting sent rows",
                 );
                 None
             }
@@ -414,7 +413,7 @@ impl Relay {
     async fn idle(&mut self) {
         if self.last_cleanup.elapsed() > Duration::from_secs(60) {
             self.last_cleanup = Instant::now();
-            if let Err(error) = delete_old_rows(&self.db).await {
+            if let Err(error) = delete_marked_rows(&self.db).await {
                 tracing::warn!(%error, "outbox cleanup failed");
             }
         }
@@ -478,9 +477,9 @@ enum RelayError {
 
 /// What a relay round did.
 enum Round {
-    /// This many rows were published and marked sent.
+    /// This many rows were published and deleted.
     Published(usize),
-    /// The rows were published but the lease had moved on: they were not marked.
+    /// The rows were published but the lease had moved on: they were not deleted.
     LeaseLost,
     /// Transactions older than the cut-off are still open (PostgreSQL): try again shortly.
     Waiting,
@@ -593,7 +592,7 @@ async fn publish_batch(
     if pending.is_empty() {
         return Ok(Round::Published(0));
     }
-    // Every delivery is awaited: rows acknowledged after a failed one went out and are marked too.
+    // Every delivery is awaited: rows acknowledged after a failed one went out and are deleted too.
     let mut sent = Vec::with_capacity(pending.len());
     let mut failure = None;
     for (id, span, delivery) in pending {
@@ -615,7 +614,7 @@ async fn publish_batch(
     }
     if !sent.is_empty() {
         crate::failpoint!("relay.after_publish");
-        if mark_sent(db, &sent, term).await? == 0 {
+        if delete_sent(db, &sent, term).await? == 0 {
             return Ok(Round::LeaseLost);
         }
         metrics::counter!("outbox_published_total").increment(sent.len() as u64);
@@ -656,31 +655,32 @@ fn publish_span(record: &OutgoingRecord) -> tracing::Span {
     span
 }
 
-/// Marks the rows `ids` sent, in one statement, if `term` is still the lease's current one;
-/// returns how many rows it marked.
-async fn mark_sent(db: &Database, ids: &[String], term: &lease::Term) -> Result<u64, sqlx::Error> {
-    let placeholders: Vec<String> = (5..ids.len() + 5).map(|n| format!("${n}")).collect();
+/// Deletes the published rows `ids`, in one statement, if `term` is still the lease's current
+/// one; returns how many rows it deleted.
+async fn delete_sent(
+    db: &Database,
+    ids: &[String],
+    term: &lease::Term,
+) -> Result<u64, sqlx::Error> {
     let sql = format!(
-        "UPDATE outbox SET sent_at = $1 WHERE {} AND id IN ({})",
-        lease::Term::fence(2),
-        placeholders.join(", ")
+        "DELETE FROM outbox WHERE {} AND id IN ({})",
+        lease::Term::fence(1),
+        db.backend().json_list(4)
     );
     let (name, holder, epoch) = term.fence_binds();
-    let mut query = sqlx::query(&sql)
-        .bind(timestamp(Utc::now()))
+    let result = sqlx::query(&sql)
         .bind(name)
         .bind(holder)
-        .bind(epoch);
-    for id in ids {
-        query = query.bind(id);
-    }
-    Ok(query.execute(db.pool()).await?.rows_affected())
+        .bind(epoch)
+        .bind(json_param(ids)?)
+        .execute(db.pool())
+        .await?;
+    Ok(result.rows_affected())
 }
 
-async fn delete_old_rows(db: &Database) -> Result<(), sqlx::Error> {
-    let cutoff = Utc::now() - chrono::Duration::from_std(RETENTION).unwrap_or_default();
-    sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
-        .bind(timestamp(cutoff))
+/// Deletes rows that an earlier version marked sent and kept for inspection.
+async fn delete_marked_rows(db: &Database) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL")
         .execute(db.pool())
         .await?;
     Ok(())
