@@ -30,6 +30,9 @@
 #   <service>-db       DATABASE_URL   from DATABASE_URL_CUSTOMER_SERVICE, DATABASE_URL_TRANSACTION_SERVICE,
 #                                     DATABASE_URL_NOTIFICATION_SERVICE (services with a database in
 #                                     deploy/services.txt; the console has none)
+#                      DATABASE_CA_CERT_BASE64 (optional, into every <service>-db secret when set): the
+#                                     database's CA, base64 (certificate_base64 of its credentials), for
+#                                     sslmode=verify-full
 #   notification-smtp  SMTP_URL, MAIL_FROM (notification-service only)
 #   api-keys           API_KEYS (optional: attached to every service when it exists)
 #   <service>-kafka    EVENT_STREAMS_KAFKA_BROKERS_SASL, EVENT_STREAMS_USER, EVENT_STREAMS_PASSWORD: made
@@ -332,7 +335,9 @@ step "secrets"
 for service in "${services[@]}"; do
   [[ ${database_of[$service]} == postgres ]] || continue
   var=DATABASE_URL_${service//-/_}
-  ensure_secret "$service-db" "DATABASE_URL=${var^^}"
+  mappings=("DATABASE_URL=${var^^}")
+  [[ -z ${DATABASE_CA_CERT_BASE64:-} ]] || mappings+=(DATABASE_CA_CERT_BASE64=DATABASE_CA_CERT_BASE64)
+  ensure_secret "$service-db" "${mappings[@]}"
 done
 if [[ " ${services[*]} " == *" notification-service "* ]]; then
   ensure_secret notification-smtp SMTP_URL=SMTP_URL MAIL_FROM=MAIL_FROM

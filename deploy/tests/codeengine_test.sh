@@ -330,6 +330,17 @@ else
   fail "ES_ROTATE_KEYS=true: a new key, the secret updated, the key never shown" "$(grep -e api-key -e kafka "$work/log")" "$(tail -n 3 "$work/out")"
 fi
 
+# --- (b3) the database's CA goes into the <service>-db secret next to DATABASE_URL -------------------
+: >"$work/log"
+if deploy IMAGE_TAG=v2 SERVICES=customer-service DATABASE_URL_CUSTOMER_SERVICE='postgres://c:pw-SECRET-7@db/c?sslmode=verify-full' \
+  DATABASE_CA_CERT_BASE64=Q0EtQkFTRTY0 &&
+  grep -q '^ce secret update --name customer-service-db --from-env-file <file:DATABASE_URL,DATABASE_CA_CERT_BASE64>' "$work/log" &&
+  ! grep -q SECRET "$work/log" "$work/out"; then
+  pass "DATABASE_CA_CERT_BASE64: into the <service>-db secret, the password never shown"
+else
+  fail "DATABASE_CA_CERT_BASE64: into the <service>-db secret, the password never shown" "$(grep -e secret "$work/log")" "$(tail -n 3 "$work/out")"
+fi
+
 # --- (c0) a regional registry needs its IAM region ----------------------------------------------
 fresh_state
 if deploy ICR_REGISTRY=us.icr.io; then

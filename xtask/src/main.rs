@@ -25,6 +25,7 @@ mod dlt;
 mod images;
 mod kafka;
 mod paths;
+mod pg_tls;
 mod postgres;
 mod process;
 mod stack;

@@ -143,6 +143,7 @@ impl Postgres {
         if !self.data.join("PG_VERSION").is_file() {
             self.init()?;
         }
+        crate::pg_tls::enable(&self.data, &self.tls_dir(), self.as_user)?;
         println!(
             "starting PostgreSQL on 127.0.0.1:{PORT} ({})",
             self.data.display()
@@ -240,6 +241,26 @@ impl Postgres {
             )?;
         }
         Ok(())
+    }
+}
+
+/// TLS (see [`crate::pg_tls`]): where its files are, and whether the running server uses them.
+impl Postgres {
+    /// `<cluster folder>/tls`, next to the data directory.
+    fn tls_dir(&self) -> PathBuf {
+        self.data
+            .parent()
+            .map_or_else(|| self.data.join("tls"), |p| p.join("tls"))
+    }
+
+    /// The CA of the server's certificate, when the running server has TLS on (`TEST_DATABASE_CA`).
+    pub fn tls_ca(&self) -> Option<PathBuf> {
+        let ca = crate::pg_tls::TlsFiles::under(&self.tls_dir()).ca_cert;
+        if !ca.is_file() {
+            return None;
+        }
+        let ssl = self.psql(&["\\pset tuples_only on", "SHOW ssl"]).ok()?;
+        ssl.lines().any(|l| l.trim() == "on").then_some(ca)
     }
 }
 

@@ -221,7 +221,7 @@ impl Tally {
 /// The SQLite pass: every test once.
 fn sqlite_pass(env: &PassEnv<'_>, tally: &mut Tally) -> Result<()> {
     let clock = Instant::now();
-    let report = cargo_test_pass("SQLite", &[], env, None)?;
+    let report = cargo_test_pass("SQLite", &[], env, None, None)?;
     tally.pass("SQLite", "SQLite pass (every test):", report, clock, "");
     Ok(())
 }
@@ -242,7 +242,17 @@ fn postgres_pass(env: &PassEnv<'_>, tally: &mut Tally) -> Result<()> {
     if ours {
         clean("left by an earlier run");
     }
-    let report = cargo_test_pass("PostgreSQL", &args, env, Some(&postgres::url()));
+    let ca = pg.tls_ca();
+    if ca.is_none() {
+        println!("note: the test cluster has no TLS on: the db_tls tests skip");
+    }
+    let report = cargo_test_pass(
+        "PostgreSQL",
+        &args,
+        env,
+        Some(&postgres::url()),
+        ca.as_deref(),
+    );
     if ours {
         clean("this run's");
         process::warn(pg.stop());
@@ -344,13 +354,14 @@ pub fn test_targets(metadata: &serde_json::Value) -> Vec<String> {
     names
 }
 
-/// One `cargo test --workspace --no-fail-fast [args]` run, streamed live; then the binaries
-/// it ran and their counts.
+/// One `cargo test --workspace --no-fail-fast [args]` run (with `TEST_DATABASE_URL` and
+/// `TEST_DATABASE_CA` when given), streamed live; then the binaries it ran and their counts.
 fn cargo_test_pass(
     name: &str,
     args: &[String],
     env: &PassEnv<'_>,
     database_url: Option<&str>,
+    database_ca: Option<&Path>,
 ) -> Result<PassReport> {
     println!(
         "\n=== {name} pass: cargo test --workspace {} ===",
@@ -362,9 +373,13 @@ fn cargo_test_pass(
         .env("EMS_KAFKA_ENV", env.kafka_env)
         .env("EMS_SUMMARY_FILE", env.summary_file)
         .env("TMPDIR", env.temp_dir)
-        .env_remove("TEST_DATABASE_URL");
+        .env_remove("TEST_DATABASE_URL")
+        .env_remove("TEST_DATABASE_CA");
     if let Some(url) = database_url {
         cmd.env("TEST_DATABASE_URL", url);
+    }
+    if let Some(ca) = database_ca {
+        cmd.env("TEST_DATABASE_CA", ca);
     }
     if std::io::stdout().is_terminal() {
         cmd.env("CARGO_TERM_COLOR", "always");

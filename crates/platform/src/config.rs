@@ -114,6 +114,9 @@ pub struct ServiceConfig {
     pub port: u16,
     /// Database URL (`DATABASE_URL`), defaulting to `sqlite://data/<name>.db`.
     pub database_url: String,
+    /// The CA a PostgreSQL server's certificate must chain to (`DATABASE_CA_CERT_BASE64`: base64
+    /// of its PEM text, a managed service's `certificate_base64`); see [`crate::db_tls`].
+    pub database_ca: Option<crate::db::DatabaseCa>,
     /// Kafka connection.
     pub kafka: KafkaConfig,
     /// API keys (`API_KEYS` and `API_KEYS_FILE`, see [`crate::auth`]); none = open.
@@ -212,6 +215,17 @@ pub fn api_keys_from(env: &impl Env) -> Result<ApiKeys, ConfigError> {
         .map_err(|e| ConfigError::new("API_KEYS_FILE", e.to_string()))
 }
 
+/// The PostgreSQL CA of `DATABASE_CA_CERT_BASE64`, when set and not blank.
+pub fn database_ca_from(env: &impl Env) -> Result<Option<crate::db::DatabaseCa>, ConfigError> {
+    let variable = crate::db_tls::CA_VARIABLE;
+    match env.var(variable).filter(|text| !text.trim().is_empty()) {
+        None => Ok(None),
+        Some(text) => crate::db::DatabaseCa::from_base64(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::new(variable, e.to_string())),
+    }
+}
+
 /// `true`/`false` (also `1`/`0`, `yes`/`no`) from `variable`, `default` when unset.
 pub fn flag(env: &impl Env, variable: &'static str, default: bool) -> Result<bool, ConfigError> {
     match env.var(variable) {
@@ -255,6 +269,7 @@ impl ServiceConfig {
                 "must start with sqlite: or postgres://",
             ));
         }
+        let database_ca = database_ca_from(env)?;
         let api_keys = api_keys_from(env)?;
         let log_format = match env.var("LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("pretty") | Some("text") => LogFormat::Pretty,
@@ -283,6 +298,7 @@ impl ServiceConfig {
             name,
             port,
             database_url,
+            database_ca,
             kafka: KafkaConfig::from_env(env)?,
             api_keys,
             log_format,
@@ -334,6 +350,11 @@ mod tests {
         assert_eq!(err.variable, "PORT");
         let err = ServiceConfig::from_env("s", 1, &[("DATABASE_URL", "mysql://x")]).unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
+        let ca = [("DATABASE_CA_CERT_BASE64", "not base64!")];
+        let err = ServiceConfig::from_env("s", 1, &ca).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_CA_CERT_BASE64");
+        let blank = ServiceConfig::from_env("s", 1, &[("DATABASE_CA_CERT_BASE64", " ")]).unwrap();
+        assert!(blank.database_ca.is_none());
         let err = ServiceConfig::from_env("s", 1, &[("LOG_FORMAT", "xml")]).unwrap_err();
         assert!(err
             .to_string()

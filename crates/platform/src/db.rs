@@ -1,6 +1,7 @@
 //! The database: SQLite by default (a file per service, zero set-up), PostgreSQL when
 //! `DATABASE_URL` says so. Queries are written once in portable SQL (`$1` placeholders, `TEXT`
-//! timestamps, `BIGINT` numbers) and run through sqlx's `Any` driver.
+//! timestamps, `BIGINT` numbers) and run through sqlx's `Any` driver. TLS to PostgreSQL: see
+//! [`crate::db_tls`].
 
 use std::sync::Once;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
+
+pub use crate::db_tls::{DatabaseCa, TlsRefusal};
 
 /// An open database transaction.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -112,6 +115,14 @@ pub enum DbError {
         /// The driver error.
         source: sqlx::Error,
     },
+    /// PostgreSQL's TLS handshake was refused (the URL is shown without its password).
+    #[error("cannot open database {url}: TLS refused: {reason}")]
+    Tls {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        reason: TlsRefusal,
+    },
     /// A schema migration failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -128,11 +139,19 @@ static INSTALL_DRIVERS: Once = Once::new();
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// The file of the CA given to [`Database::connect_with_ca`], kept while the pool lives.
+    _ca_file: Option<std::sync::Arc<tempfile::TempPath>>,
 }
 
 impl Database {
     /// Opens the database at `url` (creating a SQLite file and its folder when missing).
     pub async fn connect(url: &str) -> Result<Self, DbError> {
+        Self::connect_with_ca(url, None).await
+    }
+
+    /// Opens the database at `url`; a PostgreSQL server's certificate must chain to `ca` when
+    /// given (`sslmode=verify-full` unless the URL names a `sslmode`; ignored for SQLite).
+    pub async fn connect_with_ca(url: &str, ca: Option<&DatabaseCa>) -> Result<Self, DbError> {
         INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -143,11 +162,23 @@ impl Database {
             url: redact_url(url),
             source,
         };
+        let open_error = |source| match crate::db_tls::refusal(&source, url) {
+            Some(reason) => DbError::Tls {
+                url: redact_url(url),
+                reason,
+            },
+            None => connect_error(source),
+        };
+        let mut ca_file = None;
         let url = match backend {
             Backend::Sqlite => {
                 prepare_sqlite_url(url).map_err(|e| connect_error(sqlx::Error::Io(e)))?
             }
-            Backend::Postgres => url.to_string(),
+            Backend::Postgres => {
+                let (url, file) = crate::db_tls::with_ca(url, ca).map_err(connect_error)?;
+                ca_file = file.map(std::sync::Arc::new);
+                url
+            }
         };
         let options: AnyConnectOptions = url.parse().map_err(connect_error)?;
         // No ping before each acquire (sqlx's default): a round trip per transaction, and a
@@ -176,8 +207,12 @@ impl Database {
             }
             Backend::Postgres => pool_options.max_connections(10).connect_with(options).await,
         }
-        .map_err(connect_error)?;
-        Ok(Self { pool, backend })
+        .map_err(open_error)?;
+        Ok(Self {
+            pool,
+            backend,
+            _ca_file: ca_file,
+        })
     }
 
     /// Applies the platform's migrations (outbox, inbox) and then the service's own.

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod db_tls;
 pub mod definition;
 pub mod failpoint;
 pub mod group_commit;

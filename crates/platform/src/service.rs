@@ -75,7 +75,8 @@ impl Service {
             protocol = config.kafka.security_protocol.as_str(),
             database = %crate::db::redact_url(&config.database_url), "starting");
         log_api_keys(&config.api_keys);
-        let db = Database::connect(&config.database_url).await?;
+        let db =
+            Database::connect_with_ca(&config.database_url, config.database_ca.as_ref()).await?;
         db.migrate(migrations).await?;
         let producer = Producer::new(&config.kafka, config.name)?;
         let health = Health::new(config.ready_stall);

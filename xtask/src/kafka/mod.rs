@@ -33,6 +33,7 @@ use crate::paths;
 use crate::process::{self, FileLock};
 
 pub use download::kafka_version;
+pub use tls::issue as issue_certificate;
 pub use topics::{create_topics, delete_test_topics, delete_topics_with_prefix};
 
 /// The SASL/PLAIN user: IBM Event Streams' shape (user `token`, password = an API key).

@@ -49,6 +49,27 @@ pub fn ensure(dir: &Path) -> Result<TlsFiles> {
 
 /// Generates (CA cert PEM, CA key PEM, broker keystore PEM).
 fn generate() -> Result<(String, String, String)> {
+    let issued = issue(&["localhost", "127.0.0.1"])?;
+    // The key is PKCS#8 ("BEGIN PRIVATE KEY"), which Kafka's PEM keystore expects.
+    let keystore = format!("{}{}{}", issued.key, issued.cert, issued.ca_cert);
+    Ok((issued.ca_cert, issued.ca_key, keystore))
+}
+
+/// A fresh local CA and one server certificate it signed, all PEM.
+pub struct Issued {
+    /// The CA certificate.
+    pub ca_cert: String,
+    /// The CA's private key.
+    pub ca_key: String,
+    /// The server certificate.
+    pub cert: String,
+    /// The server's private key (PKCS#8, `BEGIN PRIVATE KEY`).
+    pub key: String,
+}
+
+/// Generates a local CA and a server certificate for `names` (host names or IP addresses),
+/// valid from last year for ten years.
+pub fn issue(names: &[&str]) -> Result<Issued> {
     let year = current_year();
     let not_before = rcgen::date_time_ymd(year - 1, 1, 1);
     let not_after = rcgen::date_time_ymd(year + 10, 1, 1);
@@ -73,10 +94,13 @@ fn generate() -> Result<(String, String, String)> {
     let ca_key_pem = ca_key.serialize_pem();
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).context("signing the CA")?;
 
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .context("broker certificate names")?;
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = CertificateParams::new(names.clone()).context("server certificate names")?;
     let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, "localhost");
+    name.push(
+        DnType::CommonName,
+        names.first().map_or("localhost", String::as_str),
+    );
     params.distinguished_name = name;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![
@@ -87,14 +111,16 @@ fn generate() -> Result<(String, String, String)> {
     params.use_authority_key_identifier_extension = true;
     params.not_before = not_before;
     params.not_after = not_after;
-    let key = KeyPair::generate().context("generating the broker key")?;
+    let key = KeyPair::generate().context("generating the server key")?;
     let cert = params
         .signed_by(&key, &ca)
-        .context("signing the broker certificate")?;
-
-    // serialize_pem writes PKCS#8 ("BEGIN PRIVATE KEY"), which Kafka's PEM keystore expects.
-    let keystore = format!("{}{}{}", key.serialize_pem(), cert.pem(), ca.pem());
-    Ok((ca.pem(), ca_key_pem, keystore))
+        .context("signing the server certificate")?;
+    Ok(Issued {
+        ca_cert: ca.pem(),
+        ca_key: ca_key_pem,
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
 }
 
 /// The current calendar year (UTC), close enough for certificate validity windows.

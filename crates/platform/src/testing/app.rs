@@ -21,6 +21,7 @@ pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::Se
         name,
         port: 0,
         database_url: fresh_database_url().await,
+        database_ca: None,
         kafka,
         api_keys: crate::auth::ApiKeys::default(),
         log_format: crate::config::LogFormat::Pretty,

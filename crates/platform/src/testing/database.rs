@@ -1,6 +1,38 @@
 //! Throw-away databases and unique names.
 
+use std::path::PathBuf;
+
 use crate::Database;
+
+/// A PostgreSQL server with TLS on: `TEST_DATABASE_URL` and the CA of its certificate
+/// (`TEST_DATABASE_CA`, a PEM file), as `cargo xtask test` sets them for its test cluster, whose
+/// certificate names `127.0.0.1` only.
+#[derive(Debug, Clone)]
+pub struct TlsCluster {
+    /// The superuser's URL (no query).
+    pub url: String,
+    /// The CA certificate file.
+    pub ca: PathBuf,
+}
+
+/// The TLS cluster of `TEST_DATABASE_URL` and `TEST_DATABASE_CA`; `None`, with a printed note,
+/// when either is unset (the test then has nothing to run against).
+pub fn tls_cluster() -> Option<TlsCluster> {
+    let url = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| url.starts_with("postgres"));
+    let ca = std::env::var_os("TEST_DATABASE_CA").filter(|ca| !ca.is_empty());
+    match (url, ca) {
+        (Some(url), Some(ca)) => Some(TlsCluster {
+            url,
+            ca: PathBuf::from(ca),
+        }),
+        _ => {
+            println!("note: skipped: no TLS PostgreSQL (TEST_DATABASE_URL and TEST_DATABASE_CA)");
+            None
+        }
+    }
+}
 
 /// A name unique to this test run: `<prefix>-<uuid>`.
 pub fn unique(prefix: &str) -> String {

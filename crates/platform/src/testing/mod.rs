@@ -21,7 +21,7 @@ pub mod smtp;
 mod wait;
 
 pub use app::{service_config, Reply, RunningService, Starter, TestApp};
-pub use database::{connect, fresh_database, fresh_database_url, unique};
+pub use database::{connect, fresh_database, fresh_database_url, tls_cluster, unique, TlsCluster};
 pub use local_kafka::{kafka_env_path, LocalKafka};
 pub use outbox::outbox_drained;
 pub use produce::{produce_raw, TestProducer};

@@ -9,6 +9,7 @@
 // A test reads as one story from setup to the last assertion; some stories are long.
 #![allow(clippy::too_many_lines)]
 
+mod db_tls;
 mod health;
 mod http_guards;
 mod kafka;
