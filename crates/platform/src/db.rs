@@ -138,6 +138,9 @@ static INSTALL_DRIVERS: Once = Once::new();
 #[derive(Debug, Clone)]
 pub struct Database {
     pool: AnyPool,
+    /// Read-only connections (SQLite: their own, so reads never queue behind the writer;
+    /// PostgreSQL: the pool).
+    reads: AnyPool,
     backend: Backend,
     /// The file of the CA given to [`Database::connect_with_ca`], kept while the pool lives.
     _ca_file: Option<std::sync::Arc<tempfile::TempPath>>,
@@ -186,30 +189,33 @@ impl Database {
         let pool_options = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_secs(10))
             .test_before_acquire(false);
-        let pool = match backend {
-            // One writer at a time is SQLite's model; a single connection avoids lock upgrades
-            // failing with SQLITE_BUSY between our own tasks.
+        let (pool, reads) = match backend {
+            // One writer at a time is SQLite's model: a single writing connection avoids lock
+            // upgrades failing with SQLITE_BUSY between our own tasks. Reads have connections
+            // of their own (WAL: readers never wait for the writer).
             Backend::Sqlite => {
-                pool_options
-                    .max_connections(1)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-                            )
-                            .await?;
-                            Ok(())
-                        })
-                    })
+                let writer = sqlite_pool(pool_options.clone(), 1, false)
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(open_error)?;
+                let reads = sqlite_pool(pool_options, SQLITE_READERS, true)
                     .connect_with(options)
                     .await
+                    .map_err(open_error)?;
+                (writer, reads)
             }
-            Backend::Postgres => pool_options.max_connections(10).connect_with(options).await,
-        }
-        .map_err(open_error)?;
+            Backend::Postgres => {
+                let pool = pool_options
+                    .max_connections(10)
+                    .connect_with(options)
+                    .await
+                    .map_err(open_error)?;
+                (pool.clone(), pool)
+            }
+        };
         Ok(Self {
             pool,
+            reads,
             backend,
             _ca_file: ca_file,
         })
@@ -235,6 +241,12 @@ impl Database {
         &self.pool
     }
 
+    /// Connections for reads only (GET handlers, counts, the relay's scan): on SQLite they
+    /// never queue behind the writer; on PostgreSQL they are [`Database::pool`].
+    pub fn reads(&self) -> &AnyPool {
+        &self.reads
+    }
+
     /// The engine behind the pool.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -247,7 +259,7 @@ impl Database {
 
     /// Checks that the database answers (readiness).
     pub async fn ping(&self) -> Result<(), DbError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.reads).await?;
         Ok(())
     }
 
@@ -264,8 +276,30 @@ impl Database {
 
     /// Closes every connection.
     pub async fn close(&self) {
+        self.reads.close().await;
         self.pool.close().await;
     }
+}
+
+/// Read-only connections of a SQLite database.
+const SQLITE_READERS: u32 = 4;
+
+/// The options of a SQLite pool of `size` connections (WAL, durable commits, foreign keys), read
+/// only when `read_only`.
+fn sqlite_pool(options: AnyPoolOptions, size: u32, read_only: bool) -> AnyPoolOptions {
+    options.max_connections(size).after_connect(move |conn, _| {
+        Box::pin(async move {
+            conn.execute(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+            )
+            .await?;
+            if read_only {
+                conn.execute("PRAGMA query_only = ON;").await?;
+            }
+            Ok(())
+        })
+    })
 }
 
 /// A timestamp as stored: RFC 3339, UTC, milliseconds (sorts as text).

@@ -526,7 +526,7 @@ async fn next_rows(
             "SELECT {COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY seq, id LIMIT $1"
         ))
         .bind(BATCH)
-        .fetch_all(db.pool())
+        .fetch_all(db.reads())
         .await?;
         return Ok(Some(rows));
     }
@@ -692,7 +692,7 @@ async fn report_backlog(db: &Database) -> Result<i64, sqlx::Error> {
     let row = sqlx::query(
         "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE sent_at IS NULL",
     )
-    .fetch_one(db.pool())
+    .fetch_one(db.reads())
     .await?;
     let pending: i64 = row.try_get("n")?;
     let oldest: Option<String> = row.try_get("oldest")?;
@@ -711,7 +711,7 @@ async fn report_backlog(db: &Database) -> Result<i64, sqlx::Error> {
 /// Number of rows not yet published (for metrics and tests).
 pub async fn pending(db: &Database) -> Result<i64, DbError> {
     let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL")
-        .fetch_one(db.pool())
+        .fetch_one(db.reads())
         .await?;
     Ok(row.try_get::<i64, _>("n")?)
 }

@@ -175,7 +175,7 @@ pub async fn waiting_keys(conn: &mut Conn, consumer: &str) -> Result<HashSet<Str
 pub async fn parked_count(db: &Database, consumer: &str) -> Result<i64, DbError> {
     let row = sqlx::query("SELECT COUNT(*) AS n FROM parked WHERE consumer = $1")
         .bind(consumer)
-        .fetch_one(db.pool())
+        .fetch_one(db.reads())
         .await?;
     Ok(row.try_get::<i64, _>("n")?)
 }

@@ -138,7 +138,7 @@ pub async fn get_customer(
 ) -> Result<Json<Customer>, Error> {
     let Path(id) = id?;
     check_length("id", &id, MAX_ID_LEN)?;
-    match storage::find(state.db.pool(), &id).await? {
+    match storage::find(state.db.reads(), &id).await? {
         Some(customer) => Ok(Json(customer)),
         None => Err(CustomerError::NotFound(id).into()),
     }
@@ -171,7 +171,7 @@ pub async fn list_customers(
         0,
         i64::from(i32::MAX),
     )?;
-    let items = storage::list(state.db.pool(), limit, offset).await?;
+    let items = storage::list(state.db.reads(), limit, offset).await?;
     Ok(Json(CustomerPage {
         items,
         limit,

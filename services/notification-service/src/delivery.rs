@@ -152,7 +152,7 @@ impl Sender {
 
     /// Attempts the deliveries due now; returns how many were attempted.
     async fn round(&self, shutdown: &CancellationToken) -> Result<usize, sqlx::Error> {
-        let due = storage::due(self.db.pool(), Utc::now(), BATCH).await?;
+        let due = storage::due(self.db.reads(), Utc::now(), BATCH).await?;
         let mut attempted = 0;
         for delivery in due {
             if shutdown.is_cancelled() {

@@ -122,7 +122,7 @@ pub async fn list_notifications(
 ) -> Result<Json<NotificationLog>, Error> {
     let customer_id = customer_id(params.customer_id)?.ok_or(Error::MissingCustomerId)?;
     let limit = limit(params.limit.as_deref())?;
-    let items = storage::for_customer(state.db.pool(), &customer_id, limit).await?;
+    let items = storage::for_customer(state.db.reads(), &customer_id, limit).await?;
     Ok(Json(NotificationLog { customer_id, items }))
 }
 
@@ -140,7 +140,7 @@ pub async fn recent_notifications(
     ApiQuery(params): ApiQuery<RecentParams>,
 ) -> Result<Json<RecentNotifications>, Error> {
     let limit = limit(params.limit.as_deref())?;
-    let items = storage::latest(state.db.pool(), limit).await?;
+    let items = storage::latest(state.db.reads(), limit).await?;
     Ok(Json(RecentNotifications { items }))
 }
 

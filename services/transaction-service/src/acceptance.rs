@@ -81,7 +81,7 @@ impl Intake {
         request: ValidRequest,
         overloaded: Overloaded,
     ) -> Result<ValidRequest, Error> {
-        let stored = storage::find_transaction(self.db.pool(), &request.transaction_id).await?;
+        let stored = storage::find_transaction(self.db.reads(), &request.transaction_id).await?;
         let Some(stored) = stored else {
             tracing::debug!(transaction_id = %request.transaction_id, %overloaded, "request refused");
             return Err(overloaded.into());

@@ -224,7 +224,7 @@ async fn count_requested(db: &Database, cap: i64) -> Result<i64, sqlx::Error> {
          LIMIT $1) AS waiting",
     )
     .bind(cap)
-    .fetch_one(db.pool())
+    .fetch_one(db.reads())
     .await
 }
 

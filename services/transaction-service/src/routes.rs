@@ -239,7 +239,7 @@ pub async fn get_transaction(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TransactionView>, Error> {
     let id = path_id(id, MAX_EVENT_TRANSACTION_ID_LEN)?;
-    let stored = storage::find_transaction(state.db.pool(), &id)
+    let stored = storage::find_transaction(state.db.reads(), &id)
         .await?
         .ok_or(Error::TransactionNotFound(id))?;
     Ok(Json(TransactionView::from_stored(stored)?))
@@ -263,7 +263,7 @@ pub async fn get_account(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AccountView>, Error> {
     let id = path_id(id, domain::MAX_ACCOUNT_ID_LEN)?;
-    let account = storage::find_account(state.db.pool(), &id)
+    let account = storage::find_account(state.db.reads(), &id)
         .await?
         .ok_or(Error::AccountNotFound(id))?;
     Ok(Json(AccountView {
@@ -301,10 +301,10 @@ pub async fn get_entries(
         1,
         MAX_ENTRIES_LIMIT,
     )?;
-    let account = storage::find_account(state.db.pool(), &id)
+    let account = storage::find_account(state.db.reads(), &id)
         .await?
         .ok_or_else(|| Error::AccountNotFound(id.clone()))?;
-    let entries = storage::list_entries(state.db.pool(), &id, after, limit).await?;
+    let entries = storage::list_entries(state.db.reads(), &id, after, limit).await?;
     let decimals = decimals_of(&account.currency);
     let next_after = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| e.seq))
