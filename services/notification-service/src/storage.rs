@@ -1,4 +1,7 @@
-//! Queries of the customer projection and the `deliveries` table (portable SQL).
+//! Queries of the customer projection and the `deliveries` table (portable SQL); the
+//! set-based statements of the event handlers are in [`batch`].
+
+pub mod batch;
 
 use chrono::{DateTime, Utc};
 use platform::db::{parse_timestamp, timestamp, Conn};
@@ -6,81 +9,27 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, Executor, Row};
 
-use crate::domain::{Contact, Delivery, Draft, Kind, Status};
+use crate::domain::{Delivery, Draft, Kind, Status};
 
 const DELIVERY_COLUMNS: &str = "id, event_id, customer_id, kind, transaction_id, recipient, \
     subject, body, status, attempts, last_error, next_attempt_at, created_at, updated_at, sent_at";
 
-/// Stores (or refreshes) a customer of the projection.
-pub async fn upsert_customer(conn: &mut Conn, contact: &Contact) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO customers (id, name, email, updated_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email, \
-         updated_at = excluded.updated_at",
-    )
-    .bind(&contact.id)
-    .bind(&contact.name)
-    .bind(&contact.email)
-    .bind(timestamp(Utc::now()))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// A customer of the projection.
-pub async fn find_customer(conn: &mut Conn, id: &str) -> Result<Option<Contact>, sqlx::Error> {
-    let row = sqlx::query("SELECT id, name, email FROM customers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    row.map(|row| {
-        Ok(Contact {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            email: row.try_get("email")?,
-        })
-    })
-    .transpose()
-}
-
-/// Records `draft` for `event_id`: `pending` and due now, or already `failed` with `error`.
+/// Records `draft` for `event_id`: `pending` and due now, or already `failed` with `failure`.
 /// Returns the new row, or `None` when this (customer, kind, transaction) was recorded before,
 /// whatever the event: the first event of a transaction wins, a replay is a no-op (one welcome
-/// per customer likewise).
+/// per customer likewise). A batch records its deliveries with [`batch::record_all`].
 pub async fn record(
     conn: &mut Conn,
     event_id: &str,
     draft: &Draft,
     failure: Option<&str>,
 ) -> Result<Option<Delivery>, sqlx::Error> {
-    let now = timestamp(Utc::now());
-    let status = if failure.is_some() {
-        Status::Failed
-    } else {
-        Status::Pending
+    let new = batch::NewDelivery {
+        event_id: event_id.to_string(),
+        draft: draft.clone(),
+        failure: failure.map(str::to_string),
     };
-    let row = sqlx::query(&format!(
-        "INSERT INTO deliveries (id, event_id, customer_id, kind, transaction_id, recipient, \
-         subject, body, status, attempts, last_error, next_attempt_at, created_at, updated_at, \
-         once_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $11, $11, $12) \
-         ON CONFLICT DO NOTHING RETURNING {DELIVERY_COLUMNS}"
-    ))
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(event_id)
-    .bind(&draft.customer_id)
-    .bind(draft.kind.as_str())
-    .bind(draft.transaction_id.as_deref())
-    .bind(&draft.recipient)
-    .bind(&draft.subject)
-    .bind(&draft.body)
-    .bind(status.as_str())
-    .bind(failure)
-    .bind(&now)
-    .bind(draft.transaction_id.as_deref().unwrap_or_default())
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(from_row).transpose()
+    Ok(batch::record_all(conn, &[new]).await?.pop())
 }
 
 /// Deliveries due for an attempt at `now` (pending or retrying), oldest due first.
