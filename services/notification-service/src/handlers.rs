@@ -82,7 +82,7 @@ impl Apply for CustomerEvents {
         .await
     }
 
-    /// Projects the whole batch with two statements: see [`Welcomes`].
+    /// Projects the whole batch with two statements: see `Welcomes`.
     async fn apply_batch(
         &self,
         conn: &mut Conn,
@@ -152,7 +152,7 @@ impl Apply for TransactionEvents {
         apply_one(conn, metadata, notice, attempt, alerts, all).await
     }
 
-    /// Records the alerts of the whole batch with two statements: see [`Alerts`].
+    /// Records the alerts of the whole batch with two statements: see `Alerts`.
     async fn apply_batch(
         &self,
         conn: &mut Conn,
