@@ -223,6 +223,33 @@ impl<'b, E> Batch<'b, E> {
         })
     }
 
+    /// Decides each event in order with `decide`, synchronously and within the event's span
+    /// (for a set-based [`Apply::apply_batch`]): an event touching a key (`keys`) that an
+    /// earlier one awaits waits behind it without being decided, and one that waits adds its
+    /// keys. Returns one outcome per event, in order.
+    pub fn decide_each<D>(
+        &mut self,
+        keys: impl Fn(&E) -> Vec<String>,
+        mut decide: impl FnMut(Fresh<'b, E>, Attempt) -> Result<Applied<D>, HandleError>,
+    ) -> Result<Vec<Applied<D>>, HandleError> {
+        let mut outcomes = Vec::with_capacity(self.events.len());
+        for n in 0..self.events.len() {
+            let fresh = self.events[n];
+            let outcome = match self.behind(&keys(fresh.event)) {
+                Some(wait) => wait,
+                None => {
+                    let _span = self.span(&fresh).entered();
+                    decide(fresh, self.attempt)?
+                }
+            };
+            if let Applied::Wait { awaiting, .. } = &outcome {
+                self.wait_for(awaiting);
+            }
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
     /// Later events touching one of `keys` wait behind the event that awaits them.
     pub fn wait_for(&mut self, keys: &[String]) {
         self.waiting.extend(keys.iter().cloned());

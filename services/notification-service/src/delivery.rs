@@ -7,6 +7,13 @@
 //! (permanent errors, or too many attempts). A crash during a send leaves the row `sending`;
 //! when its lease ends it is recorded as `failed` and NOT sent again: the server may have
 //! accepted it, and an alert is sent at most once.
+//!
+//! A round reads its due rows with one statement, then sends them one after the other. Each row
+//! is leased just before its send, by the statement that also records the attempts finished
+//! before it ([`storage::settle`]); the round's last attempts are recorded when it ends: about
+//! one statement per delivery (two before). The round's rows are NOT leased all at once: only
+//! the send under way may be `sending` when the process dies, so a crash cuts short that send
+//! alone and every other delivery is still sent.
 
 use std::time::Duration;
 
@@ -150,30 +157,35 @@ impl Sender {
         tracing::info!("notification sender stopped");
     }
 
-    /// Attempts the deliveries due now; returns how many were attempted.
+    /// Attempts the deliveries due now, one after the other; returns how many were attempted.
+    /// Each is leased just before its send, in the statement that records the attempts finished
+    /// before it (so only the send under way can be cut short by a crash); the last attempts are
+    /// recorded at the end of the round.
     async fn round(&self, shutdown: &CancellationToken) -> Result<usize, sqlx::Error> {
         let due = storage::due(self.db.reads(), Utc::now(), BATCH).await?;
+        let (interrupted, due): (Vec<Delivery>, Vec<Delivery>) =
+            due.into_iter().partition(|d| d.status == Status::Sending);
+        let mut finished: Vec<(String, Settled)> =
+            interrupted.iter().map(give_up_interrupted).collect();
         let mut attempted = 0;
-        for delivery in due {
+        for delivery in &due {
             if shutdown.is_cancelled() {
                 break;
             }
-            if delivery.status == Status::Sending {
-                self.give_up_interrupted(&delivery).await?;
-                continue;
-            }
-            let lease_until =
-                Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_default();
-            if !storage::lease(self.db.pool(), &delivery, lease_until).await? {
+            let until = Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_default();
+            let lease = storage::Lease { delivery, until };
+            if !self.record(&mut finished, Some(lease)).await? {
                 continue;
             }
             let span = tracing::info_span!("delivery", delivery_id = %delivery.id,
                 event_id = %delivery.event_id, customer_id = %delivery.customer_id,
                 kind = delivery.kind.as_str(),
                 transaction_id = delivery.transaction_id.as_deref().unwrap_or(""));
-            self.attempt(delivery).instrument(span).await?;
+            let settled = self.attempt(delivery).instrument(span).await;
+            finished.push((delivery.id.clone(), settled));
             attempted += 1;
         }
+        self.record(&mut finished, None).await?;
         Ok(attempted)
     }
 
@@ -201,29 +213,9 @@ impl Sender {
         }
     }
 
-    /// A delivery whose attempt was cut short by a crash (still `sending` after its lease): the
-    /// server may have accepted the message, so it is not sent again (at most once) but
-    /// recorded as `failed`, visible in the delivery log.
-    async fn give_up_interrupted(&self, delivery: &Delivery) -> Result<(), sqlx::Error> {
-        tracing::warn!(delivery_id = %delivery.id, "a send was interrupted by a crash; not sent again");
-        metrics::counter!("notifications_attempted_total", "kind" => delivery.kind.as_str(),
-            "outcome" => "interrupted")
-        .increment(1);
-        let settled = Settled {
-            status: Status::Failed,
-            error: Some(
-                "the attempt was interrupted by a crash; not sent again, as the mail server may \
-                 have accepted it"
-                    .to_string(),
-            ),
-            next_attempt_at: Utc::now(),
-        };
-        self.finish(&delivery.id, &settled).await
-    }
-
-    /// Sends `delivery` (leased) and records the outcome.
-    async fn attempt(&self, delivery: Delivery) -> Result<(), sqlx::Error> {
-        let outcome = match compose(&self.from, &delivery) {
+    /// Sends `delivery` (leased); returns how the attempt ended.
+    async fn attempt(&self, delivery: &Delivery) -> Settled {
+        let outcome = match compose(&self.from, delivery) {
             Ok(message) => self.send(message).await,
             Err(error) => Err(error),
         };
@@ -234,18 +226,34 @@ impl Sender {
             .unwrap_or(u32::MAX)
             .saturating_add(1);
         let settled = self.retry.settle(outcome, attempts, Utc::now());
-        log_outcome(&delivery, attempts, &settled);
+        log_outcome(delivery, attempts, &settled);
         metrics::counter!("notifications_attempted_total", "kind" => delivery.kind.as_str(),
             "outcome" => settled.status.as_str())
         .increment(1);
-        // The message is out: recording that must not be lost to a passing database hiccup.
+        settled
+    }
+
+    /// Records the `finished` attempts (and empties it) and, with `lease`, takes the next
+    /// delivery, in one statement; announces the updated rows; returns whether the lease was
+    /// taken. Messages are out: should the statement fail, recording them is retried on its
+    /// own, so that a passing database hiccup does not lose them (the lease is then not taken).
+    async fn record(
+        &self,
+        finished: &mut Vec<(String, Settled)>,
+        lease: Option<storage::Lease<'_>>,
+    ) -> Result<bool, sqlx::Error> {
         let mut tries = 0;
+        let mut lease = lease;
         loop {
-            match self.finish(&delivery.id, &settled).await {
-                Ok(()) => return Ok(()),
-                Err(error) if tries < 5 => {
+            match self.settle(finished, lease).await {
+                Ok(leased) => {
+                    finished.clear();
+                    return Ok(leased);
+                }
+                Err(error) if tries < 5 && !finished.is_empty() => {
                     tries += 1;
-                    tracing::warn!(%error, "cannot record the attempt; retrying");
+                    lease = None;
+                    tracing::warn!(%error, "cannot record the attempts; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * tries)).await;
                 }
                 Err(error) => return Err(error),
@@ -253,21 +261,51 @@ impl Sender {
         }
     }
 
-    /// Records how the attempt on delivery `id` ended, and announces the updated row.
-    async fn finish(&self, id: &str, settled: &Settled) -> Result<(), sqlx::Error> {
-        let updated = storage::finish_attempt(
-            self.db.pool(),
-            id,
-            settled.status,
-            settled.error.as_deref(),
-            settled.next_attempt_at,
-        )
-        .await?;
-        if let Some(updated) = updated {
-            self.hub.publish(updated);
+    /// One [`storage::settle`] statement; announces the updated rows.
+    async fn settle(
+        &self,
+        finished: &[(String, Settled)],
+        lease: Option<storage::Lease<'_>>,
+    ) -> Result<bool, sqlx::Error> {
+        if finished.is_empty() && lease.is_none() {
+            return Ok(false);
         }
-        Ok(())
+        let attempted: Vec<storage::Attempted<'_>> = finished
+            .iter()
+            .map(|(id, settled)| storage::Attempted {
+                id,
+                status: settled.status,
+                error: settled.error.as_deref(),
+                next_attempt_at: settled.next_attempt_at,
+            })
+            .collect();
+        let mut conn = self.db.pool().acquire().await?;
+        let (updated, leased) = storage::settle(&mut conn, &attempted, lease).await?;
+        for delivery in updated {
+            self.hub.publish(delivery);
+        }
+        Ok(leased)
     }
+}
+
+/// A delivery whose attempt was cut short by a crash (still `sending` after its lease): the
+/// server may have accepted the message, so it is not sent again (at most once) but recorded as
+/// `failed`, visible in the delivery log.
+fn give_up_interrupted(delivery: &Delivery) -> (String, Settled) {
+    tracing::warn!(delivery_id = %delivery.id, "a send was interrupted by a crash; not sent again");
+    metrics::counter!("notifications_attempted_total", "kind" => delivery.kind.as_str(),
+        "outcome" => "interrupted")
+    .increment(1);
+    let settled = Settled {
+        status: Status::Failed,
+        error: Some(
+            "the attempt was interrupted by a crash; not sent again, as the mail server may \
+             have accepted it"
+                .to_string(),
+        ),
+        next_attempt_at: Utc::now(),
+    };
+    (delivery.id.clone(), settled)
 }
 
 /// The log line of an attempt's outcome (addresses masked).

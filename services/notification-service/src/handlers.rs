@@ -8,11 +8,16 @@
 //! recorded at most once per (transaction, customer, kind), whatever the event id: a replayed
 //! outcome changes nothing.
 //!
+//! A batch is applied set-based ([`Apply::apply_batch`]): the contacts it needs are loaded with
+//! one statement, each event is decided in memory in order, and its customers and deliveries
+//! are written with one statement each, whatever its size.
+//!
 //! A transaction event for a customer missing from the projection is parked (its
 //! `Customer.created` is on another topic and may lag): the partition moves on, and the event is
 //! decided when the customer arrives or the wait ends; then the alert is recorded as `failed`.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -20,14 +25,14 @@ use contracts::envelope::EventMetadata;
 use contracts::topics;
 use contracts::{CustomerCreated, TransactionFailed, TransactionProcessed};
 use platform::db::Conn;
-use platform::inbox::{transient, Applied, Apply, Attempt};
+use platform::inbox::{transient, Applied, Apply, Attempt, Batch};
 use platform::kafka::{HandleError, Record};
 use platform::parking::ParkingLot;
 
 use crate::domain::{Contact, Delivery, Notice};
 use crate::feed::Hub;
 use crate::messages;
-use crate::storage;
+use crate::storage::batch::{self, NewDelivery};
 
 /// Inbox name of the `Customer.created` consumer.
 pub const CUSTOMERS_CONSUMER: &str = contracts::topics::groups::NOTIFICATION_CUSTOMERS;
@@ -58,21 +63,32 @@ impl Apply for CustomerEvents {
         record.decode_valid()
     }
 
+    /// Projects one customer: a batch of one.
     async fn apply(
         &self,
         conn: &mut Conn,
         metadata: &EventMetadata,
         customer: &CustomerCreated,
-        _attempt: Attempt,
+        attempt: Attempt,
     ) -> Result<Applied<Option<Delivery>>, HandleError> {
-        storage::upsert_customer(conn, &Contact::from(customer))
-            .await
-            .map_err(transient)?;
-        let recorded = storage::record(conn, &metadata.id, &messages::welcome(customer), None)
-            .await
-            .map_err(transient)?;
-        tracing::info!(customer_id = %customer.id, "customer projected; welcome message recorded");
-        Ok(Applied::Done(recorded))
+        apply_one(
+            conn,
+            metadata,
+            customer,
+            attempt,
+            Welcomes::default(),
+            first,
+        )
+        .await
+    }
+
+    /// Projects the whole batch with two statements: see `Welcomes`.
+    async fn apply_batch(
+        &self,
+        conn: &mut Conn,
+        batch: &mut Batch<'_, CustomerCreated>,
+    ) -> Result<Vec<Applied<Option<Delivery>>>, HandleError> {
+        apply_in_order(self, conn, batch, Welcomes::default(), first).await
     }
 
     fn committed(&self, done: Vec<Option<Delivery>>) {
@@ -124,6 +140,7 @@ impl Apply for TransactionEvents {
         }
     }
 
+    /// Records the alerts of one outcome (a parked one, decided again): a batch of one.
     async fn apply(
         &self,
         conn: &mut Conn,
@@ -131,39 +148,19 @@ impl Apply for TransactionEvents {
         notice: &Notice,
         attempt: Attempt,
     ) -> Result<Applied<Vec<Delivery>>, HandleError> {
-        let transaction_id = &notice.request().transaction_id;
-        let contacts = known_parties(conn, notice).await?;
-        let recipients = notice.recipients();
-        let missing: Vec<&str> = recipients
-            .iter()
-            .map(|(id, _)| id.as_str())
-            .filter(|id| !contacts.contains_key(*id))
-            .collect();
-        let gave_up = match give_up_or_wait(notice, &missing, attempt) {
-            ControlFlow::Continue(gave_up) => gave_up,
-            ControlFlow::Break(wait) => return Ok(wait),
-        };
-        let mut recorded = Vec::new();
-        for (id, kind) in &recipients {
-            let (contact, failure) = match contacts.get(id) {
-                Some(contact) => (contact.clone(), None),
-                None => stand_in(id, gave_up.as_deref()),
-            };
-            let draft = notice.render(&contact, *kind, &contacts);
-            if let Some(delivery) = storage::record(conn, &metadata.id, &draft, failure.as_deref())
-                .await
-                .map_err(transient)?
-            {
-                recorded.push(delivery);
-            }
-        }
-        match gave_up {
-            Some(reason) => tracing::warn!(%transaction_id, missing = ?missing, %reason,
-                "alerts for unknown customers recorded as failed"),
-            None => tracing::info!(%transaction_id, alerts = recorded.len(),
-                "transaction alerts recorded"),
-        }
-        Ok(Applied::Done(recorded))
+        let alerts = Alerts::load(conn, &[notice]).await?;
+        apply_one(conn, metadata, notice, attempt, alerts, all).await
+    }
+
+    /// Records the alerts of the whole batch with two statements: see `Alerts`.
+    async fn apply_batch(
+        &self,
+        conn: &mut Conn,
+        batch: &mut Batch<'_, Notice>,
+    ) -> Result<Vec<Applied<Vec<Delivery>>>, HandleError> {
+        let notices: Vec<&Notice> = batch.events.iter().map(|f| f.event).collect();
+        let alerts = Alerts::load(conn, &notices).await?;
+        apply_in_order(self, conn, batch, alerts, all).await
     }
 
     fn committed(&self, done: Vec<Vec<Delivery>>) {
@@ -171,21 +168,192 @@ impl Apply for TransactionEvents {
     }
 }
 
-/// The accounts `notice` names that the projection knows, by id.
-async fn known_parties(
+/// A set-based pass over a batch: what it needs is loaded once, each event is decided in memory
+/// in order ([`Pass::decide`]), and what was decided is written with a fixed number of
+/// statements ([`Pass::write`]).
+trait Pass<E> {
+    /// Decides `event` against what the events before it left; the deliveries it records are
+    /// written by [`Pass::write`].
+    fn decide(&mut self, metadata: &EventMetadata, event: &E, attempt: Attempt) -> Applied<()>;
+
+    /// Writes what was decided; returns the deliveries recorded, by event id, in order.
+    fn write(self, conn: &mut Conn) -> impl Future<Output = Result<Recorded, HandleError>> + Send;
+}
+
+/// The deliveries a pass recorded, by event id.
+type Recorded = HashMap<String, Vec<Delivery>>;
+
+/// Applies `batch` with `pass`: each event in order, within its span, waiting behind an earlier
+/// event awaiting one of its keys; then writes them all. `done` makes an event's recorded
+/// deliveries its outcome.
+async fn apply_in_order<A: Apply, P: Pass<A::Event> + Send>(
+    handler: &A,
     conn: &mut Conn,
-    notice: &Notice,
-) -> Result<HashMap<String, Contact>, HandleError> {
-    let mut contacts = HashMap::new();
-    for id in notice.parties() {
-        if let Some(contact) = storage::find_customer(&mut *conn, &id)
-            .await
-            .map_err(transient)?
-        {
-            contacts.insert(id, contact);
-        }
+    batch: &mut Batch<'_, A::Event>,
+    mut pass: P,
+    done: fn(Vec<Delivery>) -> A::Done,
+) -> Result<Vec<Applied<A::Done>>, HandleError> {
+    let outcomes = batch.decide_each(
+        |event| handler.keys(event),
+        |fresh, attempt| Ok(pass.decide(fresh.metadata, fresh.event, attempt)),
+    )?;
+    let mut recorded = pass.write(conn).await?;
+    Ok(batch
+        .events
+        .iter()
+        .zip(outcomes)
+        .map(|(fresh, outcome)| with_recorded(outcome, &fresh.metadata.id, &mut recorded, done))
+        .collect())
+}
+
+/// Applies one event with `pass` (a batch of one); `done` makes its recorded deliveries its
+/// outcome.
+async fn apply_one<E: Sync, D, P: Pass<E> + Send>(
+    conn: &mut Conn,
+    metadata: &EventMetadata,
+    event: &E,
+    attempt: Attempt,
+    mut pass: P,
+    done: fn(Vec<Delivery>) -> D,
+) -> Result<Applied<D>, HandleError> {
+    let outcome = pass.decide(metadata, event, attempt);
+    let mut recorded = pass.write(conn).await?;
+    Ok(with_recorded(outcome, &metadata.id, &mut recorded, done))
+}
+
+/// `outcome` of event `event_id`; when done, with the deliveries `recorded` for it.
+fn with_recorded<D>(
+    outcome: Applied<()>,
+    event_id: &str,
+    recorded: &mut Recorded,
+    done: fn(Vec<Delivery>) -> D,
+) -> Applied<D> {
+    match outcome {
+        Applied::Done(()) => Applied::Done(done(recorded.remove(event_id).unwrap_or_default())),
+        Applied::Wait { reason, awaiting } => Applied::Wait { reason, awaiting },
     }
-    Ok(contacts)
+}
+
+/// A `Customer.created`'s outcome: its welcome, unless one was recorded before.
+fn first(recorded: Vec<Delivery>) -> Option<Delivery> {
+    recorded.into_iter().next()
+}
+
+/// A transaction outcome's: every alert recorded.
+fn all(recorded: Vec<Delivery>) -> Vec<Delivery> {
+    recorded
+}
+
+/// Records `new` deliveries (one statement); returns those recorded, by event id.
+async fn record(conn: &mut Conn, new: &[NewDelivery]) -> Result<Recorded, HandleError> {
+    let mut recorded = Recorded::new();
+    for delivery in batch::record_all(conn, new).await.map_err(transient)? {
+        recorded
+            .entry(delivery.event_id.clone())
+            .or_default()
+            .push(delivery);
+    }
+    Ok(recorded)
+}
+
+/// A pass over `Customer.created` events: every customer is projected with one statement
+/// (the last event of an id wins), every welcome recorded with another (one per customer).
+#[derive(Default)]
+struct Welcomes {
+    contacts: Vec<Contact>,
+    new: Vec<NewDelivery>,
+}
+
+impl Pass<CustomerCreated> for Welcomes {
+    fn decide(
+        &mut self,
+        metadata: &EventMetadata,
+        customer: &CustomerCreated,
+        _attempt: Attempt,
+    ) -> Applied<()> {
+        self.contacts.push(Contact::from(customer));
+        self.new.push(NewDelivery {
+            event_id: metadata.id.clone(),
+            draft: messages::welcome(customer),
+            failure: None,
+        });
+        tracing::info!(customer_id = %customer.id, "customer projected; welcome message recorded");
+        Applied::Done(())
+    }
+
+    async fn write(self, conn: &mut Conn) -> Result<Recorded, HandleError> {
+        batch::upsert_customers(conn, &self.contacts)
+            .await
+            .map_err(transient)?;
+        record(conn, &self.new).await
+    }
+}
+
+/// A pass over transaction outcomes: the contacts of every party of the batch are loaded with
+/// one statement, every alert recorded with another.
+struct Alerts {
+    contacts: HashMap<String, Contact>,
+    new: Vec<NewDelivery>,
+}
+
+impl Alerts {
+    /// Loads the contacts of the parties of `notices` that the projection knows.
+    async fn load(conn: &mut Conn, notices: &[&Notice]) -> Result<Self, HandleError> {
+        let mut parties: Vec<String> = notices.iter().flat_map(|n| n.parties()).collect();
+        parties.sort_unstable();
+        parties.dedup();
+        let ids: Vec<&str> = parties.iter().map(String::as_str).collect();
+        let contacts = batch::find_customers(conn, &ids).await.map_err(transient)?;
+        Ok(Self {
+            contacts,
+            new: Vec::new(),
+        })
+    }
+}
+
+impl Pass<Notice> for Alerts {
+    /// An alert for each recipient; a recipient missing from the projection parks the event
+    /// (see [`give_up_or_wait`]) or, once given up on, gets its alert recorded as `failed`.
+    fn decide(
+        &mut self,
+        metadata: &EventMetadata,
+        notice: &Notice,
+        attempt: Attempt,
+    ) -> Applied<()> {
+        let transaction_id = &notice.request().transaction_id;
+        let recipients = notice.recipients();
+        let missing: Vec<&str> = recipients
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .filter(|id| !self.contacts.contains_key(*id))
+            .collect();
+        let gave_up = match give_up_or_wait(notice, &missing, attempt) {
+            ControlFlow::Continue(gave_up) => gave_up,
+            ControlFlow::Break(wait) => return wait,
+        };
+        for (id, kind) in &recipients {
+            let (contact, failure) = match self.contacts.get(id) {
+                Some(contact) => (contact.clone(), None),
+                None => stand_in(id, gave_up.as_deref()),
+            };
+            self.new.push(NewDelivery {
+                event_id: metadata.id.clone(),
+                draft: notice.render(&contact, *kind, &self.contacts),
+                failure,
+            });
+        }
+        match gave_up {
+            Some(reason) => tracing::warn!(%transaction_id, missing = ?missing, %reason,
+                "alerts for unknown customers recorded as failed"),
+            None => tracing::info!(%transaction_id, alerts = recipients.len(),
+                "transaction alerts recorded"),
+        }
+        Applied::Done(())
+    }
+
+    async fn write(self, conn: &mut Conn) -> Result<Recorded, HandleError> {
+        record(conn, &self.new).await
+    }
 }
 
 /// What to do when recipients are `missing` from the projection: nothing (`Continue(None)`) when
@@ -195,7 +363,7 @@ fn give_up_or_wait(
     notice: &Notice,
     missing: &[&str],
     attempt: Attempt,
-) -> ControlFlow<Applied<Vec<Delivery>>, Option<String>> {
+) -> ControlFlow<Applied<()>, Option<String>> {
     if missing.is_empty() {
         ControlFlow::Continue(None)
     } else if notice.reports_unknown_account() {

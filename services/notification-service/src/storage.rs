@@ -1,86 +1,36 @@
-//! Queries of the customer projection and the `deliveries` table (portable SQL).
+//! Queries of the customer projection and the `deliveries` table (portable SQL); the
+//! set-based statements of the event handlers are in [`batch`].
+
+pub mod batch;
 
 use chrono::{DateTime, Utc};
-use platform::db::{parse_timestamp, timestamp, Conn};
+use platform::db::{json_param, parse_timestamp, timestamp, Backend, Conn, SqlType};
+use serde::Serialize;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, Executor, Row};
 
-use crate::domain::{Contact, Delivery, Draft, Kind, Status};
+use crate::domain::{Delivery, Draft, Kind, Status};
 
 const DELIVERY_COLUMNS: &str = "id, event_id, customer_id, kind, transaction_id, recipient, \
     subject, body, status, attempts, last_error, next_attempt_at, created_at, updated_at, sent_at";
 
-/// Stores (or refreshes) a customer of the projection.
-pub async fn upsert_customer(conn: &mut Conn, contact: &Contact) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO customers (id, name, email, updated_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email, \
-         updated_at = excluded.updated_at",
-    )
-    .bind(&contact.id)
-    .bind(&contact.name)
-    .bind(&contact.email)
-    .bind(timestamp(Utc::now()))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// A customer of the projection.
-pub async fn find_customer(conn: &mut Conn, id: &str) -> Result<Option<Contact>, sqlx::Error> {
-    let row = sqlx::query("SELECT id, name, email FROM customers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    row.map(|row| {
-        Ok(Contact {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            email: row.try_get("email")?,
-        })
-    })
-    .transpose()
-}
-
-/// Records `draft` for `event_id`: `pending` and due now, or already `failed` with `error`.
+/// Records `draft` for `event_id`: `pending` and due now, or already `failed` with `failure`.
 /// Returns the new row, or `None` when this (customer, kind, transaction) was recorded before,
 /// whatever the event: the first event of a transaction wins, a replay is a no-op (one welcome
-/// per customer likewise).
+/// per customer likewise). A batch records its deliveries with [`batch::record_all`].
 pub async fn record(
     conn: &mut Conn,
     event_id: &str,
     draft: &Draft,
     failure: Option<&str>,
 ) -> Result<Option<Delivery>, sqlx::Error> {
-    let now = timestamp(Utc::now());
-    let status = if failure.is_some() {
-        Status::Failed
-    } else {
-        Status::Pending
+    let new = batch::NewDelivery {
+        event_id: event_id.to_string(),
+        draft: draft.clone(),
+        failure: failure.map(str::to_string),
     };
-    let row = sqlx::query(&format!(
-        "INSERT INTO deliveries (id, event_id, customer_id, kind, transaction_id, recipient, \
-         subject, body, status, attempts, last_error, next_attempt_at, created_at, updated_at, \
-         once_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $11, $11, $12) \
-         ON CONFLICT DO NOTHING RETURNING {DELIVERY_COLUMNS}"
-    ))
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(event_id)
-    .bind(&draft.customer_id)
-    .bind(draft.kind.as_str())
-    .bind(draft.transaction_id.as_deref())
-    .bind(&draft.recipient)
-    .bind(&draft.subject)
-    .bind(&draft.body)
-    .bind(status.as_str())
-    .bind(failure)
-    .bind(&now)
-    .bind(draft.transaction_id.as_deref().unwrap_or_default())
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(from_row).transpose()
+    Ok(batch::record_all(conn, &[new]).await?.pop())
 }
 
 /// Deliveries due for an attempt at `now` (pending or retrying), oldest due first.
@@ -100,57 +50,85 @@ where
     deliveries(executor, query).await
 }
 
-/// Takes `delivery` for one attempt: marks it `sending` until `lease_until`; `false` when
-/// another sender took it first. Should this process die mid-attempt, the row is found again
-/// when the lease ends, still `sending`.
-pub async fn lease<'c, E>(
-    executor: E,
-    delivery: &Delivery,
-    lease_until: DateTime<Utc>,
-) -> Result<bool, sqlx::Error>
-where
-    E: Executor<'c, Database = Any>,
-{
-    let result = sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = $1, status = 'sending' \
-         WHERE id = $2 AND next_attempt_at = $3 AND status IN ('pending', 'retrying')",
-    )
-    .bind(timestamp(lease_until))
-    .bind(&delivery.id)
-    .bind(timestamp(delivery.next_attempt_at))
-    .execute(executor)
-    .await?;
-    Ok(result.rows_affected() == 1)
+/// How a send attempt on delivery `id` ended, to record: `sent`, `retrying` (due at
+/// `next_attempt_at`) or `failed` with `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempted<'a> {
+    /// The delivery.
+    pub id: &'a str,
+    /// Where it stands now.
+    pub status: Status,
+    /// The error, unless sent.
+    pub error: Option<&'a str>,
+    /// When a retry is due (the attempt's end otherwise).
+    pub next_attempt_at: DateTime<Utc>,
 }
 
-/// Records the outcome of one attempt: `sent`, `retrying` (due at `next_attempt_at`) or
-/// `failed`; returns the updated row.
-pub async fn finish_attempt<'c, E>(
-    executor: E,
-    id: &str,
-    status: Status,
-    error: Option<&str>,
-    next_attempt_at: DateTime<Utc>,
-) -> Result<Option<Delivery>, sqlx::Error>
-where
-    E: Executor<'c, Database = Any>,
-{
+/// A delivery to take for one attempt: `sending` until `until`, if it is still as `delivery`
+/// (not taken by another sender).
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    /// The delivery, as found due.
+    pub delivery: &'a Delivery,
+    /// When the lease ends.
+    pub until: DateTime<Utc>,
+}
+
+/// A row of [`settle`]'s statement: a finished attempt, or the lease.
+#[derive(Serialize)]
+struct SettleRow<'a> {
+    id: &'a str,
+    op: &'static str,
+    status: &'static str,
+    last_error: Option<&'a str>,
+    next_attempt_at: String,
+    sent_at: Option<&'a str>,
+    expected: Option<String>,
+}
+
+/// Records the `finished` attempts and takes `lease`, in ONE statement; returns the finished
+/// rows as updated and whether the lease was taken (`false` when another sender took it first).
+///
+/// Should this process die mid-attempt, a leased row is found again when its lease ends, still
+/// `sending`. The sender takes one lease per send, so only the send under way can be cut short.
+pub async fn settle(
+    conn: &mut Conn,
+    finished: &[Attempted<'_>],
+    lease: Option<Lease<'_>>,
+) -> Result<(Vec<Delivery>, bool), sqlx::Error> {
     let now = timestamp(Utc::now());
-    let sent_at = (status == Status::Sent).then_some(now.as_str());
-    let row = sqlx::query(&format!(
-        "UPDATE deliveries SET status = $1, attempts = attempts + 1, last_error = $2, \
-         next_attempt_at = $3, updated_at = $4, sent_at = $5 WHERE id = $6 \
-         RETURNING {DELIVERY_COLUMNS}"
-    ))
-    .bind(status.as_str())
-    .bind(error)
-    .bind(timestamp(next_attempt_at))
-    .bind(&now)
-    .bind(sent_at)
-    .bind(id)
-    .fetch_optional(executor)
-    .await?;
-    row.as_ref().map(from_row).transpose()
+    let mut rows: Vec<SettleRow<'_>> = finished
+        .iter()
+        .map(|a| SettleRow {
+            id: a.id,
+            op: "finish",
+            status: a.status.as_str(),
+            last_error: a.error,
+            next_attempt_at: timestamp(a.next_attempt_at),
+            sent_at: (a.status == Status::Sent).then_some(now.as_str()),
+            expected: None,
+        })
+        .collect();
+    rows.extend(lease.map(|l| SettleRow {
+        id: &l.delivery.id,
+        op: "lease",
+        status: Status::Sending.as_str(),
+        last_error: None,
+        next_attempt_at: timestamp(l.until),
+        sent_at: None,
+        expected: Some(timestamp(l.delivery.next_attempt_at)),
+    }));
+    if rows.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    let sql = settle_sql(Backend::of(conn));
+    let query = sqlx::query(&sql).bind(json_param(&rows)?).bind(now);
+    let updated = deliveries(&mut *conn, query).await?;
+    let leased_id = lease.map(|l| l.delivery.id.as_str());
+    let (leased, updated): (Vec<Delivery>, Vec<Delivery>) = updated
+        .into_iter()
+        .partition(|d| Some(d.id.as_str()) == leased_id);
+    Ok((updated, !leased.is_empty()))
 }
 
 /// The delivery log of a customer, newest first.
@@ -173,6 +151,41 @@ where
 {
     let sql = select("ORDER BY created_at DESC, id DESC LIMIT $1");
     deliveries(executor, sqlx::query(&sql).bind(limit)).await
+}
+
+/// The text of [`settle`]'s statement: a finished attempt is counted and recorded; the lease
+/// marks its row `sending` until the lease ends, only if it is still as found due.
+fn settle_sql(backend: Backend) -> String {
+    let source = backend.json_rows(
+        1,
+        "j",
+        &[
+            ("id", SqlType::Text),
+            ("op", SqlType::Text),
+            ("status", SqlType::Text),
+            ("last_error", SqlType::Text),
+            ("next_attempt_at", SqlType::Text),
+            ("sent_at", SqlType::Text),
+            ("expected", SqlType::Text),
+        ],
+    );
+    let returning: Vec<String> = DELIVERY_COLUMNS
+        .split(", ")
+        .map(|column| format!("deliveries.{column}"))
+        .collect();
+    format!(
+        "UPDATE deliveries SET status = j.status, \
+         attempts = deliveries.attempts + CASE WHEN j.op = 'finish' THEN 1 ELSE 0 END, \
+         last_error = CASE WHEN j.op = 'finish' THEN j.last_error ELSE deliveries.last_error END, \
+         next_attempt_at = j.next_attempt_at, \
+         updated_at = CASE WHEN j.op = 'finish' THEN $2 ELSE deliveries.updated_at END, \
+         sent_at = CASE WHEN j.op = 'finish' THEN j.sent_at ELSE deliveries.sent_at END \
+         FROM {source} WHERE deliveries.id = j.id AND (j.op = 'finish' \
+         OR (deliveries.next_attempt_at = j.expected \
+         AND deliveries.status IN ('pending', 'retrying'))) \
+         RETURNING {}",
+        returning.join(", ")
+    )
 }
 
 /// `SELECT` of every delivery column, followed by `tail` (conditions, order, limit).

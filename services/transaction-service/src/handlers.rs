@@ -157,22 +157,10 @@ impl Apply for ApplyTransactions {
     ) -> Result<Vec<Applied<()>>, HandleError> {
         let requests: Vec<&TransactionRequested> = batch.events.iter().map(|f| f.event).collect();
         let mut pass = Pass::load(conn, &requests, &self.outbox).await?;
-        let grace_over = batch.attempt().last;
-        let mut outcomes = Vec::with_capacity(requests.len());
-        for n in 0..batch.events.len() {
-            let fresh = batch.events[n];
-            let outcome = match batch.behind(&self.keys(fresh.event)) {
-                Some(wait) => wait,
-                None => {
-                    let _span = batch.span(&fresh).entered();
-                    pass.decide(fresh.metadata, fresh.event, grace_over)?
-                }
-            };
-            if let Applied::Wait { awaiting, .. } = &outcome {
-                batch.wait_for(awaiting);
-            }
-            outcomes.push(outcome);
-        }
+        let outcomes = batch.decide_each(
+            |request| self.keys(request),
+            |fresh, attempt| pass.decide(fresh.metadata, fresh.event, attempt.last),
+        )?;
         pass.write(conn).await?;
         Ok(outcomes)
     }

@@ -652,3 +652,186 @@ async fn the_once_per_transaction_migration_keeps_the_rows_already_logged() {
         .await
         .is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_is_written_with_one_statement_each_and_the_first_of_a_meaning_wins() {
+    use notification_service::domain::{Contact, Draft, Kind};
+    use notification_service::storage::batch::{self, NewDelivery};
+    use notification_service::MIGRATIONS;
+    use platform::Database;
+
+    let db = Database::connect(&platform::testing::fresh_database_url().await)
+        .await
+        .unwrap();
+    db.migrate(&MIGRATIONS).await.unwrap();
+    let mut conn = db.pool().acquire().await.unwrap();
+    let contact = |id: &str, name: &str| Contact {
+        id: id.into(),
+        name: name.into(),
+        email: format!("{id}@example.com"),
+    };
+    // An id twice in one batch: the last wins, as if stored one after the other.
+    batch::upsert_customers(
+        &mut conn,
+        &[
+            contact("c-1", "Old"),
+            contact("c-2", "Two"),
+            contact("c-1", "New"),
+        ],
+    )
+    .await
+    .unwrap();
+    let known = batch::find_customers(&mut conn, &["c-1", "c-2", "c-3"])
+        .await
+        .unwrap();
+    assert_eq!(known.len(), 2, "{known:?}");
+    assert_eq!(known["c-1"].name, "New");
+
+    let new =
+        |event: &str, kind: Kind, transaction: Option<&str>, failure: Option<&str>| NewDelivery {
+            event_id: event.into(),
+            draft: Draft {
+                customer_id: "c-1".into(),
+                kind,
+                transaction_id: transaction.map(Into::into),
+                recipient: "c-1@example.com".into(),
+                subject: "s".into(),
+                body: "b".into(),
+            },
+            failure: failure.map(Into::into),
+        };
+    let recorded = batch::record_all(
+        &mut conn,
+        &[
+            new("e-1", Kind::Welcome, None, None),
+            new("e-2", Kind::Welcome, None, None),
+            new("e-3", Kind::CreditAlert, Some("t-1"), None),
+            new("e-4", Kind::CreditAlert, Some("t-1"), None),
+            new("e-4", Kind::DebitAlert, Some("t-1"), Some("unknown")),
+        ],
+    )
+    .await
+    .unwrap();
+    let got: Vec<(&str, &str, &str)> = recorded
+        .iter()
+        .map(|d| (d.event_id.as_str(), d.kind.as_str(), d.status.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("e-1", "welcome", "pending"),
+            ("e-3", "credit_alert", "pending"),
+            ("e-4", "debit_alert", "failed"),
+        ],
+        "in order, the first of each meaning"
+    );
+    assert_eq!(recorded[2].last_error.as_deref(), Some("unknown"));
+    let again = batch::record_all(
+        &mut conn,
+        &[
+            new("e-5", Kind::Welcome, None, None),
+            new("e-3", Kind::CreditAlert, Some("t-1"), None),
+            new("e-6", Kind::CreditAlert, Some("t-2"), None),
+        ],
+    )
+    .await
+    .unwrap();
+    let got: Vec<&str> = again.iter().map(|d| d.event_id.as_str()).collect();
+    assert_eq!(got, ["e-6"], "what was recorded before is left as it is");
+    assert!(batch::record_all(&mut conn, &[]).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_statement_records_finished_attempts_and_leases_the_next_delivery() {
+    use chrono::{Duration as Span, Utc};
+    use notification_service::domain::{Draft, Kind, Status};
+    use notification_service::storage::{self, Attempted, Lease};
+    use notification_service::MIGRATIONS;
+    use platform::Database;
+
+    let db = Database::connect(&platform::testing::fresh_database_url().await)
+        .await
+        .unwrap();
+    db.migrate(&MIGRATIONS).await.unwrap();
+    let mut conn = db.pool().acquire().await.unwrap();
+    let draft = |customer: &str| Draft {
+        customer_id: customer.into(),
+        kind: Kind::Welcome,
+        transaction_id: None,
+        recipient: format!("{customer}@example.com"),
+        subject: "s".into(),
+        body: "b".into(),
+    };
+    for (event, customer) in [("e-1", "c-1"), ("e-2", "c-2")] {
+        storage::record(&mut conn, event, &draft(customer), None)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let due = storage::due(&mut *conn, Utc::now(), 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    let until = Utc::now() + Span::seconds(60);
+    let lease = |n: usize| {
+        Some(Lease {
+            delivery: &due[n],
+            until,
+        })
+    };
+    let (updated, leased) = storage::settle(&mut conn, &[], lease(0)).await.unwrap();
+    assert!(leased && updated.is_empty());
+    // Taken: neither leased again (by a sender that found it due before) nor due.
+    let (_, again) = storage::settle(&mut conn, &[], lease(0)).await.unwrap();
+    assert!(!again, "a leased delivery is not leased twice");
+    let now = Utc::now();
+    let sent = Attempted {
+        id: &due[0].id,
+        status: Status::Sent,
+        error: None,
+        next_attempt_at: now,
+    };
+    let (updated, leased) = storage::settle(&mut conn, &[sent], lease(1)).await.unwrap();
+    assert!(leased);
+    assert_eq!(
+        updated.len(),
+        1,
+        "the finished row, not the lease: {updated:?}"
+    );
+    assert_eq!((updated[0].status, updated[0].attempts), (Status::Sent, 1));
+    assert!(updated[0].sent_at.is_some());
+    // A send cut short: still `sending` when its lease ends, found due, recorded as failed.
+    let later = until + Span::seconds(1);
+    let due = storage::due(&mut *conn, later, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].status, due[0].attempts), (Status::Sending, 0));
+    let (_, leased) = storage::settle(
+        &mut conn,
+        &[],
+        Some(Lease {
+            delivery: &due[0],
+            until: later,
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(!leased, "an interrupted send is never leased again");
+    let failed = Attempted {
+        id: &due[0].id,
+        status: Status::Failed,
+        error: Some("interrupted"),
+        next_attempt_at: later,
+    };
+    let (updated, _) = storage::settle(&mut conn, &[failed], None).await.unwrap();
+    assert_eq!(
+        (
+            updated[0].status,
+            updated[0].last_error.as_deref(),
+            updated[0].attempts
+        ),
+        (Status::Failed, Some("interrupted"), 1)
+    );
+    assert!(updated[0].sent_at.is_none());
+    assert!(storage::due(&mut *conn, later, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
