@@ -48,6 +48,8 @@ pub fn draw(path: &Path, title: &str, max_rate: f64, points: &[Point]) -> Result
         .configure_mesh()
         .x_desc("achieved transfers/s (open loop at 10, 50, 90 % of the saturated rate)")
         .y_desc("request → outcome latency, ms (log scale)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y}"))
         .draw()?;
     for (name, colour, pick) in SERIES {
         let at = |p: &Point| (p.achieved, pick(&p.latency).max(y_min));
