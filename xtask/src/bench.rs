@@ -5,8 +5,9 @@
 //!
 //! The database is SQLite (synchronous=FULL: durable) unless `--postgres` (the durable bench
 //! cluster of [`postgres::BENCH`], port 25433, started and stopped here; never the fsync-off test
-//! cluster), `TEST_DATABASE_URL` or a `postgres://` `DATABASE_URL` names a PostgreSQL server (the
-//! benchmark creates its databases there and reads its durability settings from it).
+//! cluster; a URL in the environment is then not used), else `TEST_DATABASE_URL` or a
+//! `postgres://` `DATABASE_URL` naming a PostgreSQL server (the benchmark creates its databases
+//! there and reads its durability settings from it).
 //! `--replicas N` runs N replicas of transaction-service and notification-service on one
 //! PostgreSQL; SQLite is refused (a file per service). `BENCH_*` variables size the run (see the
 //! benchmark's doc comment).
@@ -31,17 +32,24 @@ enum Database {
 impl Database {
     /// `--postgres`: the bench cluster; else a PostgreSQL URL from the environment; else SQLite.
     fn choose(use_postgres: bool) -> Self {
-        if use_postgres {
-            return Self::BenchCluster;
-        }
         let from_env = |name: &str| {
             std::env::var(name)
                 .ok()
                 .filter(|url| url.starts_with("postgres"))
         };
-        match from_env("TEST_DATABASE_URL").or_else(|| from_env("DATABASE_URL")) {
-            Some(url) => Self::Server(url),
-            None => Self::Sqlite,
+        let url = from_env("TEST_DATABASE_URL").or_else(|| from_env("DATABASE_URL"));
+        match (use_postgres, url) {
+            (true, url) => {
+                if url.is_some() {
+                    println!(
+                        "note: --postgres runs on the bench cluster; the PostgreSQL URL in the \
+                         environment is not used (run without --postgres to use it)"
+                    );
+                }
+                Self::BenchCluster
+            }
+            (false, Some(url)) => Self::Server(url),
+            (false, None) => Self::Sqlite,
         }
     }
 }
