@@ -12,7 +12,8 @@ environment:
   EMS_KAFKA_PORT, EMS_KAFKA_SASL_PORT, EMS_KAFKA_CONTROLLER_PORT
                            broker ports (default 9092, 9093, 9094)
   EMS_DATA_DIR             data of `up` (default ./data: SQLite files, logs/, stack.state)
-  EMS_PG_DATA              data directory of the test PostgreSQL cluster (port 25432)
+  EMS_PG_DATA              data directory of the test PostgreSQL cluster (port 25432, fsync off)
+  EMS_PG_BENCH_DATA        data directory of the bench PostgreSQL cluster (port 25433, durable)
   EMS_IMAGES_BASE=local    images: use the locally made base images without trying a pull";
 
 /// `cargo xtask`: the developer entry point of the workspace.
@@ -64,14 +65,23 @@ pub enum Command {
         #[command(subcommand)]
         action: KafkaAction,
     },
-    /// The benchmark (release build; BENCHMARKS.md): Kafka's ceiling, throughput, latency.
+    /// The benchmark (release build; BENCHMARKS.md): Kafka's ceiling, throughput, latency vs load.
     ///
-    /// Kafka's own ceiling, end to end at 64 clients, paced latency; on SQLite, or PostgreSQL
-    /// (--postgres: the test cluster; or TEST_DATABASE_URL). BENCH_* variables size it.
+    /// Kafka's own ceiling, end to end at 64 clients, then open-loop latency at 10/50/90 % of the
+    /// rate measured (a table and an SVG chart, BENCH_CHART) and at 200/s. On SQLite
+    /// (synchronous=FULL), or PostgreSQL: --postgres starts a durable cluster of its own on port
+    /// 25433 (fsync, synchronous_commit, full_page_writes on); TEST_DATABASE_URL names another
+    /// server, whose settings are read. The `bench:` line says database=, durable=, replicas=.
+    /// BENCH_* variables size it.
     Bench {
-        /// On the PostgreSQL test cluster instead of SQLite.
+        /// On PostgreSQL: the durable bench cluster (127.0.0.1:25433), started and stopped here.
         #[arg(long)]
         postgres: bool,
+        /// Processes of transaction-service and notification-service (customer-service: one),
+        /// on 6 partitions; the load goes round robin over transaction-service's. PostgreSQL only.
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=16))]
+        replicas: u32,
     },
     /// Dead letters: list, inspect, replay.
     ///
@@ -171,6 +181,7 @@ mod tests {
             &["kafka", "status"],
             &["bench"],
             &["bench", "--postgres"],
+            &["bench", "--postgres", "--replicas", "3"],
             &["dlt", "list"],
             &["images", "--smoke", "--compose-smoke"],
             &["chaos"],
@@ -191,6 +202,22 @@ mod tests {
             Some(Command::Chaos {
                 seed: Some(7),
                 secs: Some(60)
+            })
+        ));
+        let cli = parse(&["bench", "--postgres", "--replicas", "3"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Bench {
+                postgres: true,
+                replicas: 3
+            })
+        ));
+        let cli = parse(&["bench"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Bench {
+                postgres: false,
+                replicas: 1
             })
         ));
         let cli = parse(&["up", "-d"]).unwrap();
@@ -216,6 +243,8 @@ mod tests {
             &["chaos", "--seed"],
             &["chaos", "--seed", "x"],
             &["down", "now"],
+            &["bench", "--replicas", "0"],
+            &["bench", "--replicas"],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }

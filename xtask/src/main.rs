@@ -7,7 +7,7 @@
 //! cargo xtask test [--sqlite-only]     the whole test suite, on SQLite and PostgreSQL
 //! cargo xtask api-fuzz                 its schemathesis step alone
 //! cargo xtask kafka start|stop|status  the local broker alone
-//! cargo xtask bench [--postgres]       the benchmark: Kafka's ceiling, throughput, latency
+//! cargo xtask bench [--postgres] [--replicas N]   the benchmark: ceiling, throughput, latency
 //! cargo xtask dlt list|show|replay     dead letters: list, inspect, replay
 //! cargo xtask images [--smoke] [--compose-smoke]   the container images, run and checked
 //! cargo xtask chaos [--seed N] [--secs N]           a bounded fault run on PostgreSQL
@@ -71,7 +71,7 @@ fn run(cli: Cli) -> Result<i32> {
                 KafkaAction::Status => kafka.status()?,
             }
         }
-        Command::Bench { postgres } => bench::run(postgres)?,
+        Command::Bench { postgres, replicas } => bench::run(postgres, replicas)?,
         Command::Dlt { command } => dlt::run(command.into_command())?,
         Command::Images(options) => images::run(&options)?,
         Command::Chaos { seed, secs } => return chaos::run(seed, secs),

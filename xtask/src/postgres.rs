@@ -1,7 +1,10 @@
-//! A private PostgreSQL cluster for the PostgreSQL test pass, run with Debian's binaries
-//! (`/usr/lib/postgresql/<version>/bin`) on 127.0.0.1:25432 with trust authentication.
+//! Private PostgreSQL clusters run with Debian's binaries (`/usr/lib/postgresql/<version>/bin`)
+//! with trust authentication on 127.0.0.1: the test cluster ([`TEST`], port 25432, fsync off: fast
+//! and not durable) for the PostgreSQL test pass, and the bench cluster ([`BENCH`], port 25433,
+//! fsync, synchronous_commit and full_page_writes on: durable) for `cargo xtask bench --postgres`.
+//! One launcher ([`Postgres`]) runs either.
 //!
-//! The port lies below Linux's ephemeral range (32768–60999): a port inside it can be held by the
+//! The ports lie below Linux's ephemeral range (32768–60999): a port inside it can be held by the
 //! `TIME_WAIT` end of any short client connection of the test run, and the server then cannot bind.
 //!
 //! initdb refuses to run as root, so as root every server command runs as the `postgres` OS user
@@ -18,16 +21,78 @@ use anyhow::{bail, Context, Result};
 use crate::paths;
 use crate::process;
 
-/// The port of the private cluster.
-pub const PORT: u16 = 25432;
-
-/// The URL the tests get as `TEST_DATABASE_URL`.
-pub fn url() -> String {
-    format!("postgres://postgres@127.0.0.1:{PORT}/postgres")
+/// Which private cluster: its port, where its data lives, whether it is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cluster {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// What it is called in messages.
+    pub name: &'static str,
+    /// The variable that overrides its data directory.
+    pub data_env: &'static str,
+    /// Its folder under the cache root (the data directory is `<folder>/data`).
+    cache_dir: &'static str,
+    /// Its folder under the `postgres` user's home, when that user cannot reach the cache root.
+    home_dir: &'static str,
+    /// fsync, synchronous_commit and full_page_writes on (else off).
+    pub durable: bool,
 }
 
-/// The private cluster.
+/// The test cluster: fast, not durable (a crash of the machine may lose or corrupt it).
+pub const TEST: Cluster = Cluster {
+    port: 25432,
+    name: "the test cluster",
+    data_env: "EMS_PG_DATA",
+    cache_dir: "postgres",
+    home_dir: "event-microservices",
+    durable: false,
+};
+
+/// The bench cluster: durable (a commit is on disk before it is acknowledged).
+pub const BENCH: Cluster = Cluster {
+    port: 25433,
+    name: "the bench cluster",
+    data_env: "EMS_PG_BENCH_DATA",
+    cache_dir: "postgres-bench",
+    home_dir: "event-microservices-bench",
+    durable: true,
+};
+
+/// The port of the test cluster.
+pub const PORT: u16 = TEST.port;
+
+/// The URL the tests get as `TEST_DATABASE_URL`: the test cluster's.
+pub fn url() -> String {
+    TEST.url()
+}
+
+impl Cluster {
+    /// Its superuser URL (database `postgres`).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Its settings (`ems.conf`, included from `postgresql.conf`): TCP on 127.0.0.1 only, no unix
+    /// socket, and durability on or off.
+    fn settings(&self) -> String {
+        let on_off = if self.durable { "on" } else { "off" };
+        format!(
+            "listen_addresses = '127.0.0.1'\n\
+             port = {}\n\
+             unix_socket_directories = ''\n\
+             max_connections = 300\n\
+             shared_buffers = 128MB\n\
+             fsync = {on_off}\n\
+             synchronous_commit = {on_off}\n\
+             full_page_writes = {on_off}\n",
+            self.port
+        )
+    }
+}
+
+/// A private cluster and the binaries that run it.
 pub struct Postgres {
+    cluster: Cluster,
     bin: PathBuf,
     data: PathBuf,
     log: PathBuf,
@@ -36,27 +101,34 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Finds the newest installed PostgreSQL and decides where its data lives:
-    /// `$EMS_PG_DATA`, else `<cache root>/postgres/data`; as root, when the `postgres` user cannot
-    /// reach the cache root (e.g. it is under a 0700 /root), the `postgres` user's home
-    /// (`/var/lib/postgresql/event-microservices/data`).
+    /// The test cluster ([`TEST`]); see [`Postgres::locate_cluster`].
     pub fn locate() -> Result<Self> {
+        Self::locate_cluster(TEST)
+    }
+
+    /// Finds the newest installed PostgreSQL and decides where `cluster`'s data lives: its
+    /// `data_env` variable (`$EMS_PG_DATA` for the test cluster), else
+    /// `<cache root>/<its folder>/data`; as root, when the `postgres` user cannot reach the cache
+    /// root (e.g. it is under a 0700 /root), the `postgres` user's home
+    /// (`/var/lib/postgresql/<its folder>/data`).
+    pub fn locate_cluster(cluster: Cluster) -> Result<Self> {
         let bin = newest_bin_dir()?;
         let as_user = process::is_root().then_some("postgres");
-        let data = match std::env::var_os("EMS_PG_DATA").filter(|v| !v.is_empty()) {
+        let data = match std::env::var_os(cluster.data_env).filter(|v| !v.is_empty()) {
             Some(d) => paths::absolute(PathBuf::from(d)),
             None => {
-                let preferred = paths::cache_root().join("postgres");
+                let preferred = paths::cache_root().join(cluster.cache_dir);
                 if as_user.is_none() || reachable_by_postgres(&preferred)? {
                     preferred.join("data")
                 } else {
                     let home =
                         postgres_home().unwrap_or_else(|| PathBuf::from("/var/lib/postgresql"));
-                    let dir = home.join("event-microservices");
+                    let dir = home.join(cluster.home_dir);
                     println!(
-                        "note: the postgres user cannot reach {}; using {} for the test cluster",
+                        "note: the postgres user cannot reach {}; using {} for {}",
                         preferred.display(),
-                        dir.display()
+                        dir.display(),
+                        cluster.name
                     );
                     dir.join("data")
                 }
@@ -67,11 +139,17 @@ impl Postgres {
             .map(|p| p.join("postgres.log"))
             .unwrap_or_else(|| data.join("postgres.log"));
         Ok(Self {
+            cluster,
             bin,
             data,
             log,
             as_user,
         })
+    }
+
+    /// The cluster this launcher runs.
+    pub fn cluster(&self) -> Cluster {
+        self.cluster
     }
 
     /// A command running `program` from the PostgreSQL bin directory as the right user.
@@ -103,7 +181,7 @@ impl Postgres {
             "-U",
             "postgres",
         ])
-        .args(["-p", &PORT.to_string(), "-d", "postgres"]);
+        .args(["-p", &self.cluster.port.to_string(), "-d", "postgres"]);
         for sql in statements {
             cmd.args(["-c", sql]);
         }
@@ -133,19 +211,23 @@ impl Postgres {
         Ok(drops.len())
     }
 
-    /// Starts the cluster (creating it the first time). Returns false when something already
-    /// answers on the port (then it is used as is, and not stopped by us).
+    /// Starts the cluster (creating it the first time; its settings written afresh). Returns
+    /// false when something already answers on the port (then it is used as is, and not stopped
+    /// by us).
     pub fn start(&self) -> Result<bool> {
-        if accepting(PORT) {
-            println!("PostgreSQL already answers on 127.0.0.1:{PORT}; using it");
+        let port = self.cluster.port;
+        if accepting(port) {
+            println!("PostgreSQL already answers on 127.0.0.1:{port}; using it");
             return Ok(false);
         }
         if !self.data.join("PG_VERSION").is_file() {
             self.init()?;
         }
+        self.write_settings()?;
         crate::pg_tls::enable(&self.data, &self.tls_dir(), self.as_user)?;
         println!(
-            "starting PostgreSQL on 127.0.0.1:{PORT} ({})",
+            "starting PostgreSQL ({}) on 127.0.0.1:{port} ({})",
+            self.cluster.name,
             self.data.display()
         );
         // A bind can still fail briefly (another process's socket on the port): retry a few times.
@@ -158,7 +240,7 @@ impl Postgres {
                 .arg("-l")
                 .arg(&self.log)
                 .arg("-o")
-                .arg(format!("-p {PORT}"))
+                .arg(format!("-p {port}"))
                 .args(["-w", "-t", "120", "start"]);
             match process::run_quiet(&mut cmd) {
                 Ok(_) => break,
@@ -170,7 +252,7 @@ impl Postgres {
                         })
                         .unwrap_or_default();
                     if attempt < 4 && fresh.contains("Address already in use") {
-                        println!("port {PORT} is busy; retrying in 15 s (attempt {attempt} of 4)");
+                        println!("port {port} is busy; retrying in 15 s (attempt {attempt} of 4)");
                         std::thread::sleep(Duration::from_secs(15));
                         attempt += 1;
                         continue;
@@ -191,7 +273,7 @@ impl Postgres {
             .arg(&self.data)
             .args(["-m", "fast", "-w", "-t", "60", "stop"]);
         process::run_quiet(&mut cmd).context("stopping PostgreSQL")?;
-        println!("PostgreSQL stopped");
+        println!("PostgreSQL ({}) stopped", self.cluster.name);
         Ok(())
     }
 
@@ -217,28 +299,20 @@ impl Postgres {
             ])
             .arg("--no-instructions");
         process::run_quiet(&mut cmd).context("initdb")?;
-        // Test-friendly settings: TCP on 127.0.0.1 only, no unix socket, no durability.
-        let conf = format!(
-            "listen_addresses = '127.0.0.1'\n\
-             port = {PORT}\n\
-             unix_socket_directories = ''\n\
-             max_connections = 300\n\
-             shared_buffers = 128MB\n\
-             fsync = off\n\
-             synchronous_commit = off\n\
-             full_page_writes = off\n"
-        );
-        fs::write(self.data.join("ems.conf"), conf)?;
         let main_conf = self.data.join("postgresql.conf");
         let mut text = fs::read_to_string(&main_conf)?;
         text.push_str("\ninclude 'ems.conf'\n");
         fs::write(&main_conf, text)?;
+        Ok(())
+    }
+
+    /// Writes the cluster's settings ([`Cluster::settings`]) to `ems.conf` in its data directory.
+    fn write_settings(&self) -> Result<()> {
+        let conf = self.data.join("ems.conf");
+        fs::write(&conf, self.cluster.settings())
+            .with_context(|| format!("writing {}", conf.display()))?;
         if let Some(user) = self.as_user {
-            process::run_quiet(
-                Command::new("chown")
-                    .arg(format!("{user}:"))
-                    .arg(self.data.join("ems.conf")),
-            )?;
+            process::run_quiet(Command::new("chown").arg(format!("{user}:")).arg(&conf))?;
         }
         Ok(())
     }

@@ -173,9 +173,7 @@ struct Targets {
 async fn start_stack() -> Stack {
     let mut stack = Stack::start_for_replicas().await;
     for (name, count) in REPLICAS {
-        for _ in 1..count {
-            stack.add_replica(name).await;
-        }
+        stack.scale_to(name, count).await;
     }
     stack
 }

@@ -116,6 +116,23 @@ impl Stack {
         self.replicas.push(process);
     }
 
+    /// Adds replicas of service `name` ([`Stack::add_replica`]) until it runs `processes`
+    /// processes in all (the first one included).
+    pub async fn scale_to(&mut self, name: &str, processes: usize) {
+        while self.processes(name).count() < processes {
+            self.add_replica(name).await;
+        }
+    }
+
+    /// Every process of service `name`: the first, then the replicas in the order they were
+    /// added.
+    pub fn processes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ServiceProcess> {
+        self.services
+            .get(name)
+            .into_iter()
+            .chain(self.replicas.iter().filter(move |r| r.name == name))
+    }
+
     /// Replica `n` of service `name`: 0 is the first process, then those added by
     /// [`Stack::add_replica`].
     pub fn replica(&mut self, name: &str, n: usize) -> &mut ServiceProcess {

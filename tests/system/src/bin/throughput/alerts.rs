@@ -29,6 +29,11 @@ impl Alerts {
         Ok(Self { db })
     }
 
+    /// The connection to notification-service's database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// The alerts about transactions whose id starts with `prefix`.
     pub async fn recorded(&self, prefix: &str) -> Result<Recorded> {
         let (count, last): (i64, Option<String>) = sqlx::query_as(

@@ -66,38 +66,26 @@ async fn post_retrying(client: &reqwest::Client, url: &str, body: &Value) -> (u1
 }
 
 /// Posts every transfer, `concurrency` at a time (each client sends its next request when its
-/// previous one is answered).
+/// previous one is answered); request `n` goes to `urls[n % urls.len()]` (round robin).
 pub async fn closed_loop(
     client: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     transfers: Vec<Transfer>,
     concurrency: usize,
 ) -> Vec<Sent> {
-    futures::stream::iter(transfers)
-        .map(|t| {
-            let client = client.clone();
-            async move {
-                let at = Instant::now();
-                let (status, refused) = post_retrying(&client, url, &t.body).await;
-                Sent {
-                    id: t.id,
-                    at,
-                    answered: Instant::now(),
-                    status,
-                    refused,
-                }
-            }
-        })
+    futures::stream::iter(transfers.into_iter().enumerate())
+        .map(|(n, t)| send(client.clone(), round_robin(urls, n).to_string(), t))
         .buffer_unordered(concurrency)
         .collect()
         .await
 }
 
 /// Posts the transfers at `rate` per second, each from its own task at its scheduled instant,
-/// whatever the answers' latency (an open loop, as independent clients would).
+/// whatever the answers' latency (an open loop, as independent clients would); request `n` goes
+/// to `urls[n % urls.len()]` (round robin).
 pub async fn paced(
     client: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     transfers: Vec<Transfer>,
     rate: f64,
 ) -> Vec<Sent> {
@@ -105,26 +93,33 @@ pub async fn paced(
     let interval = Duration::from_secs_f64(1.0 / rate);
     let mut tasks = Vec::with_capacity(transfers.len());
     for (n, t) in transfers.into_iter().enumerate() {
-        tokio::time::sleep_until(start + interval * n as u32).await;
-        let client = client.clone();
-        let url = url.to_string();
-        tasks.push(tokio::spawn(async move {
-            let at = Instant::now();
-            let (status, refused) = post_retrying(&client, &url, &t.body).await;
-            Sent {
-                id: t.id,
-                at,
-                answered: Instant::now(),
-                status,
-                refused,
-            }
-        }));
+        tokio::time::sleep_until(start + interval.mul_f64(n as f64)).await;
+        let url = round_robin(urls, n).to_string();
+        tasks.push(tokio::spawn(send(client.clone(), url, t)));
     }
     let mut sent = Vec::with_capacity(tasks.len());
     for task in tasks {
         sent.push(task.await.expect("request task"));
     }
     sent
+}
+
+/// The URL of request `n`: `urls[n % urls.len()]`.
+fn round_robin(urls: &[String], n: usize) -> &str {
+    urls.get(n % urls.len().max(1)).map_or("", String::as_str)
+}
+
+/// Posts one transfer to `url`, noting when it was sent and answered.
+async fn send(client: reqwest::Client, url: String, t: Transfer) -> Sent {
+    let at = Instant::now();
+    let (status, refused) = post_retrying(&client, &url, &t.body).await;
+    Sent {
+        id: t.id,
+        at,
+        answered: Instant::now(),
+        status,
+        refused,
+    }
 }
 
 /// Percentiles of a set of latencies, in milliseconds.
@@ -182,6 +177,13 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_go_round_robin() {
+        let urls: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let picked: Vec<&str> = (0..5).map(|n| round_robin(&urls, n)).collect();
+        assert_eq!(picked, ["a", "b", "c", "a", "b"]);
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

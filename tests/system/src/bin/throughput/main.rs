@@ -5,31 +5,50 @@
 //! 2. end to end at `BENCH_CONCURRENCY` (64) clients: `BENCH_TRANSFERS` (10000) transfers among
 //!    funded accounts, timed from the first request to the last outcome event read from Kafka,
 //!    then until notification-service has recorded every alert;
-//! 3. paced: `BENCH_RATE` (200) transfers/s for `BENCH_PACED_SECS` (10) s, one task per request,
+//! 3. latency vs load: the paced phase (an open loop) at 10, 50 and 90 % of the rate phase 2
+//!    measured, `BENCH_PACED_SECS` (10) s each, bounded ([`sweep`]); a table, and an SVG chart at
+//!    `BENCH_CHART` (default `target/bench/latency-<database>[-replicasN].svg`, [`chart`]);
+//! 4. paced: `BENCH_RATE` (200) transfers/s for `BENCH_PACED_SECS` s, one task per request,
 //!    request → outcome latency;
-//! 4. the same paced run with `BENCH_UNKNOWN` (5) transfers to accounts that do not exist among
+//! 5. the same paced run with `BENCH_UNKNOWN` (5) transfers to accounts that do not exist among
 //!    them (they wait out transaction-service's grace period): the latency of the others.
 //!
 //! The three services run as processes (binaries from `EMS_BIN_DIR`) on fresh databases (SQLite,
 //! or PostgreSQL when `TEST_DATABASE_URL` names a server), a fresh topic prefix with
-//! `BENCH_PARTITIONS` (3) partitions per topic, and an SMTP server. Outcomes are read by one
-//! consumer assigned every partition. Ends with each service's peak memory and CPU time and the
-//! line `bench: e2e_transfers_per_s=.. http_req_per_s=.. p50_ms=.. p99_ms=.. paced_p99_ms=..
-//! kafka_ceiling_records_per_s=.. ratio=..`.
+//! `BENCH_PARTITIONS` partitions per topic (3; 6 with replicas), and an SMTP server;
+//! `BENCH_REPLICAS` (1) processes of transaction-service and notification-service (PostgreSQL
+//! only), the load going round robin over transaction-service's. Whether commits are durable is
+//! read from the database ([`durability`]). Outcomes are read by one consumer assigned every
+//! partition. Ends with each service's peak memory and CPU time and the lines
+//! `bench: database=.. durable=yes|no replicas=N e2e_transfers_per_s=.. http_req_per_s=..
+//! p50_ms=.. p99_ms=.. paced_p99_ms=.. kafka_ceiling_records_per_s=.. ratio=..`,
+//! `bench_unknown_accounts: ..`, `bench_database: ..`, `bench_service: ..` (one per service),
+//! `bench_sweep: ..` (one per load) and `bench_chart: <path>`.
 
 mod alerts;
 mod ceiling;
+mod chart;
+mod durability;
 mod load;
+mod resources;
+mod sweep;
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{ensure, Context, Result};
 use futures::StreamExt;
-use platform::testing::{poll_until, read_topic};
+use platform::testing::{poll_until, read_topic, LocalKafka, SmtpServer};
 use serde_json::json;
-use system_tests::{get, post, Lcg, OutcomeClock, Stack};
+use system_tests::{get, post, Arrival, Lcg, OutcomeClock, Stack};
 
-use load::{Latency, Transfer};
+use durability::Durability;
+use load::{Latency, Sent, Transfer};
+use resources::Usage;
+
+/// Outcomes read, by transaction id.
+type Outcomes = HashMap<String, Arrival>;
 
 /// The run's size, from `BENCH_*` variables.
 struct Settings {
@@ -42,6 +61,10 @@ struct Settings {
     unknown: usize,
     ceiling_records: u64,
     timeout: Duration,
+    replicas: usize,
+    /// `sqlite` or `postgres` (from `TEST_DATABASE_URL`).
+    database: &'static str,
+    chart: PathBuf,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
@@ -56,17 +79,37 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
 
 impl Settings {
     fn from_env() -> Result<Self> {
+        let replicas: usize = env_or("BENCH_REPLICAS", 1)?;
+        let database = match std::env::var("TEST_DATABASE_URL") {
+            Ok(url) if url.starts_with("postgres") => "postgres",
+            _ => "sqlite",
+        };
+        let chart = match std::env::var_os("BENCH_CHART").filter(|v| !v.is_empty()) {
+            Some(path) => PathBuf::from(path),
+            None if replicas > 1 => PathBuf::from(format!(
+                "target/bench/latency-{database}-replicas{replicas}.svg"
+            )),
+            None => PathBuf::from(format!("target/bench/latency-{database}.svg")),
+        };
         let settings = Self {
             transfers: env_or("BENCH_TRANSFERS", 10_000)?,
             concurrency: env_or("BENCH_CONCURRENCY", 64)?,
             accounts: env_or("BENCH_ACCOUNTS", 100)?,
-            partitions: env_or("BENCH_PARTITIONS", 3)?,
+            partitions: env_or("BENCH_PARTITIONS", if replicas > 1 { 6 } else { 3 })?,
             rate: env_or("BENCH_RATE", 200.0)?,
             paced_secs: env_or("BENCH_PACED_SECS", 10.0)?,
             unknown: env_or("BENCH_UNKNOWN", 5)?,
             ceiling_records: env_or("BENCH_CEILING_RECORDS", 300_000)?,
             timeout: Duration::from_secs(env_or("BENCH_TIMEOUT_SECS", 300)?),
+            replicas,
+            database,
+            chart,
         };
+        ensure!(replicas >= 1, "BENCH_REPLICAS must be positive");
+        ensure!(
+            replicas == 1 || database == "postgres",
+            "BENCH_REPLICAS={replicas} needs PostgreSQL (TEST_DATABASE_URL): SQLite is one file per service"
+        );
         ensure!(settings.accounts >= 2, "BENCH_ACCOUNTS must be at least 2");
         ensure!(
             settings.concurrency >= 1,
@@ -77,6 +120,10 @@ impl Settings {
             "BENCH_PARTITIONS must be positive"
         );
         ensure!(settings.rate > 0.0, "BENCH_RATE must be positive");
+        ensure!(
+            settings.paced_secs > 0.0,
+            "BENCH_PACED_SECS must be positive"
+        );
         Ok(settings)
     }
 
@@ -115,69 +162,159 @@ fn seconds_between(earlier: SystemTime, later: SystemTime) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let settings = Settings::from_env()?;
-    let partitions = settings.partitions.to_string();
     println!(
-        "starting the stack (binaries from {}, {} partitions per topic, database: {})",
+        "starting the stack (binaries from {}, {} partitions per topic, database: {}, {} replica{} of transaction-service and notification-service)",
         system_tests::bin_dir().display(),
         settings.partitions,
-        match std::env::var("TEST_DATABASE_URL") {
-            Ok(url) if url.starts_with("postgres") => "PostgreSQL",
-            _ => "SQLite",
-        }
+        settings.database,
+        settings.replicas,
+        if settings.replicas == 1 { "" } else { "s" }
     );
-    let mut stack = Stack::start(&[
-        ("RUST_LOG", "warn"),
-        ("KAFKA_TOPIC_PARTITIONS", partitions.as_str()),
-    ])
-    .await;
-    stack.kafka.topic_partitions = settings.partitions;
+    let mut stack = start_stack(&settings).await;
     let result = run(&settings, &mut stack).await;
     for name in system_tests::SERVICES {
         stack.service(name).kill().await;
+    }
+    for replica in &mut stack.replicas {
+        replica.kill().await;
     }
     delete_topics(&stack.kafka).await;
     result
 }
 
+/// The stack on `BENCH_PARTITIONS` partitions, with `BENCH_REPLICAS` processes of
+/// transaction-service and notification-service.
+async fn start_stack(settings: &Settings) -> Stack {
+    let mut kafka = LocalKafka::load().isolated();
+    kafka.topic_partitions = settings.partitions;
+    let mut stack = Stack::start_with(
+        kafka,
+        SmtpServer::start().await,
+        &[("RUST_LOG", "warn")],
+        |_, _| {},
+    )
+    .await;
+    for name in ["transaction-service", "notification-service"] {
+        stack.scale_to(name, settings.replicas).await;
+    }
+    stack
+}
+
+/// Everything measured, for [`report`].
+struct Figures {
+    durability: Durability,
+    ceiling: ceiling::Ceiling,
+    e2e: EndToEnd,
+    sweep: Vec<sweep::Point>,
+    paced: Latency,
+    unknown: WithUnknown,
+    usage: Vec<Usage>,
+}
+
 async fn run(settings: &Settings, stack: &mut Stack) -> Result<()> {
     let mut bench = Bench::open(settings, stack).await?;
+    let durability = Durability::read(bench.alerts.database()).await?;
+    println!(
+        "database: {} ({}): durable={}",
+        durability.database,
+        durability.settings,
+        durability.yes_no()
+    );
     bench.set_up(stack).await?;
     let record_size = record_size(stack).await?;
     let ceiling = raw_ceiling(settings, stack, record_size).await?;
     bench.wait_set_up_alerts().await?;
     let mut random = Lcg::new(7);
+    let before = resources::cpu_by_service(stack);
     let e2e = bench.end_to_end(&mut random).await?;
-    let paced_latency = bench.paced(&mut random).await?;
+    let after = resources::cpu_by_service(stack);
+    let sweep = bench.sweep(e2e.rate, &mut random).await?;
+    let paced = bench.paced(&mut random).await?;
     let unknown = bench.paced_with_unknown(&mut random).await?;
-    println!();
-    print_resources(stack);
-    let ceiling_rate = ceiling.records_per_s();
-    println!(
-        "bench: e2e_transfers_per_s={:.0} http_req_per_s={:.0} p50_ms={:.1} p99_ms={:.1} paced_p99_ms={:.1} kafka_ceiling_records_per_s={ceiling_rate:.0} ratio={:.4}",
-        e2e.rate,
-        e2e.http_rate,
-        e2e.latency.p50,
-        e2e.latency.p99,
-        paced_latency.p99,
-        e2e.rate / ceiling_rate
-    );
-    println!(
-        "bench_unknown_accounts: unknown={} paced_p99_ms={:.1} paced_p99_with_unknown_ms={:.1} paced_max_ms={:.1} paced_max_with_unknown_ms={:.1}",
-        unknown.ghosts,
-        paced_latency.p99,
-        unknown.latency.p99,
-        paced_latency.max,
-        unknown.latency.max
+    let usage = Usage::of_stack(stack, &before, &after, settings.transfers);
+    report(
+        settings,
+        &Figures {
+            durability,
+            ceiling,
+            e2e,
+            sweep,
+            paced,
+            unknown,
+            usage,
+        },
     );
     Ok(())
 }
 
-/// What every phase uses: the settings, an HTTP client, transaction-service's
-/// `/transactions`, the outcome clock and notification-service's alerts.
+/// Prints the resources, the sweep's table, draws the chart, then the machine-readable lines.
+fn report(settings: &Settings, f: &Figures) {
+    println!();
+    for usage in &f.usage {
+        println!("{}", usage.human());
+    }
+    println!(
+        "\nlatency vs load (open loop, {} s each):",
+        settings.paced_secs
+    );
+    print!("{}", sweep::table(&f.sweep));
+    let title = format!(
+        "request → outcome latency vs load: {}, durable={}, replicas={}, {} partitions",
+        f.durability.database,
+        f.durability.yes_no(),
+        settings.replicas,
+        settings.partitions
+    );
+    let chart = std::path::absolute(&settings.chart).unwrap_or_else(|_| settings.chart.clone());
+    let drawn = chart::draw(&chart, &title, f.e2e.rate, &f.sweep);
+    if let Err(e) = &drawn {
+        eprintln!("warning: the chart was not drawn: {e:#}");
+    }
+    let ceiling_rate = f.ceiling.records_per_s();
+    println!(
+        "bench: database={} durable={} replicas={} e2e_transfers_per_s={:.0} http_req_per_s={:.0} p50_ms={:.1} p99_ms={:.1} paced_p99_ms={:.1} kafka_ceiling_records_per_s={ceiling_rate:.0} ratio={:.4}",
+        f.durability.database,
+        f.durability.yes_no(),
+        settings.replicas,
+        f.e2e.rate,
+        f.e2e.http_rate,
+        f.e2e.latency.p50,
+        f.e2e.latency.p99,
+        f.paced.p99,
+        f.e2e.rate / ceiling_rate
+    );
+    println!(
+        "bench_unknown_accounts: unknown={} paced_p99_ms={:.1} paced_p99_with_unknown_ms={:.1} paced_max_ms={:.1} paced_max_with_unknown_ms={:.1}",
+        f.unknown.ghosts,
+        f.paced.p99,
+        f.unknown.latency.p99,
+        f.paced.max,
+        f.unknown.latency.max
+    );
+    println!(
+        "bench_database: database={} durable={} {} partitions={}",
+        f.durability.database,
+        f.durability.yes_no(),
+        f.durability.settings,
+        settings.partitions
+    );
+    for usage in &f.usage {
+        println!("{}", usage.line());
+    }
+    for point in &f.sweep {
+        println!("{}", point.line());
+    }
+    if drawn.is_ok() {
+        println!("bench_chart: {}", chart.display());
+    }
+}
+
+/// What every phase uses: the settings, an HTTP client, the `/transactions` of every
+/// transaction-service process, the outcome clock and notification-service's alerts.
 struct Bench<'a> {
     settings: &'a Settings,
     client: reqwest::Client,
-    tx_url: String,
+    tx_urls: Vec<String>,
     clock: OutcomeClock,
     alerts: alerts::Alerts,
 }
@@ -213,7 +350,10 @@ impl<'a> Bench<'a> {
         Ok(Self {
             settings,
             client: reqwest::Client::new(),
-            tx_url: format!("{}/transactions", stack.url("transaction-service")),
+            tx_urls: stack
+                .processes("transaction-service")
+                .map(|p| format!("{}/transactions", p.url()))
+                .collect(),
             clock,
             alerts,
         })
@@ -253,14 +393,14 @@ impl<'a> Bench<'a> {
             let id = format!("fund-{n}");
             let body =
                 json!({"to": format!("bench-{n}"), "amount": "1000000.00", "transactionId": id});
-            let (status, answer) = post(client, &self.tx_url, body).await;
+            let (status, answer) = post(client, &self.tx_urls[0], body).await;
             ensure!(status == 202, "deposit: {status} {answer}");
             funding.push(id);
         }
         let warm = json!({"from": "bench-0", "to": "bench-1", "amount": "1.00",
             "transactionId": "warm-0"});
         ensure!(
-            post(client, &self.tx_url, warm).await.0 == 202,
+            post(client, &self.tx_urls[0], warm).await.0 == 202,
             "warm-up transfer"
         );
         funding.push("warm-0".to_string());
@@ -300,7 +440,8 @@ impl<'a> Bench<'a> {
         );
         let wall_start = SystemTime::now();
         let start = Instant::now();
-        let sent = load::closed_loop(&self.client, &self.tx_url, batch, settings.concurrency).await;
+        let sent =
+            load::closed_loop(&self.client, &self.tx_urls, batch, settings.concurrency).await;
         let accept_time = sent
             .iter()
             .map(|s| s.answered)
@@ -378,7 +519,21 @@ impl<'a> Bench<'a> {
         Ok(())
     }
 
-    /// Phase 3: Paced, valid transfers only: their request → outcome latency.
+    /// Sends `batch` in an open loop at `rate` per second over the transaction-service
+    /// processes, then waits up to `timeout` for the outcomes of `wanted`.
+    async fn pace(
+        &mut self,
+        batch: Vec<Transfer>,
+        rate: f64,
+        wanted: &[String],
+        timeout: Duration,
+    ) -> (Vec<Sent>, Outcomes) {
+        let sent = load::paced(&self.client, &self.tx_urls, batch, rate).await;
+        let outcomes = self.clock.wait_for(wanted, timeout).await;
+        (sent, outcomes)
+    }
+
+    /// Phase 4: Paced, valid transfers only: their request → outcome latency.
     async fn paced(&mut self, random: &mut Lcg) -> Result<Latency> {
         let settings = self.settings;
         println!(
@@ -387,8 +542,9 @@ impl<'a> Bench<'a> {
         );
         let batch = transfers("pc-", settings.paced_transfers(), settings.accounts, random);
         let wanted = ids(&batch);
-        let sent = load::paced(&self.client, &self.tx_url, batch, settings.rate).await;
-        let outcomes = self.clock.wait_for(&wanted, settings.timeout).await;
+        let (sent, outcomes) = self
+            .pace(batch, settings.rate, &wanted, settings.timeout)
+            .await;
         ensure!(
             outcomes.len() == wanted.len(),
             "paced: {} of {} outcomes",
@@ -400,7 +556,7 @@ impl<'a> Bench<'a> {
         Ok(paced_latency)
     }
 
-    /// Phase 4: Paced, with transfers to accounts that do not exist among them: the latency of the
+    /// Phase 5: Paced, with transfers to accounts that do not exist among them: the latency of the
     /// others, and how the unknown ones failed.
     async fn paced_with_unknown(&mut self, random: &mut Lcg) -> Result<WithUnknown> {
         let settings = self.settings;
@@ -415,8 +571,9 @@ impl<'a> Bench<'a> {
             .into_iter()
             .filter(|id| !ghosts.contains(id))
             .collect();
-        let sent = load::paced(&self.client, &self.tx_url, batch, settings.rate).await;
-        let outcomes = self.clock.wait_for(&valid, settings.timeout).await;
+        let (sent, outcomes) = self
+            .pace(batch, settings.rate, &valid, settings.timeout)
+            .await;
         ensure!(
             outcomes.len() == valid.len(),
             "paced with unknown accounts: {} of {} outcomes",
@@ -520,19 +677,6 @@ async fn raw_ceiling(
         ceiling.produced_per_s, ceiling.produce_p99_ms, ceiling.consumed_per_s
     );
     Ok(ceiling)
-}
-
-/// Each service's peak memory and CPU time.
-fn print_resources(stack: &Stack) {
-    for (name, service) in &stack.services {
-        let memory = service.peak_memory_kib().map_or("?".to_string(), |kib| {
-            format!("{:.1} MiB", kib as f64 / 1024.0)
-        });
-        let cpu = service
-            .cpu_time()
-            .map_or("?".to_string(), |t| format!("{:.1} s", t.as_secs_f64()));
-        println!("{name:<21} peak memory (VmHWM) {memory:>9}, CPU time {cpu:>7}");
-    }
 }
 
 /// Deletes the stack's topics (its unique prefix) from the shared broker.
