@@ -63,7 +63,9 @@ async fn opposing_transfers_on_two_replicas_conserve_money_and_all_complete() {
         clients.push(tokio::spawn(async move {
             for body in chunk {
                 let response = http.post(&url).json(&body).send().await.expect("POST");
-                assert_eq!(response.status().as_u16(), 202, "{body}");
+                let status = response.status().as_u16();
+                let answer = response.text().await.unwrap_or_default();
+                assert_eq!(status, 202, "{body} was answered {answer}");
             }
         }));
     }
