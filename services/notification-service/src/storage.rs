@@ -10,28 +10,10 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, Executor, Row};
 
-use crate::domain::{Delivery, Draft, Kind, Status};
+use crate::domain::{Delivery, Kind, Status};
 
 const DELIVERY_COLUMNS: &str = "id, event_id, customer_id, kind, transaction_id, recipient, \
     subject, body, status, attempts, last_error, next_attempt_at, created_at, updated_at, sent_at";
-
-/// Records `draft` for `event_id`: `pending` and due now, or already `failed` with `failure`.
-/// Returns the new row, or `None` when this (customer, kind, transaction) was recorded before,
-/// whatever the event: the first event of a transaction wins, a replay is a no-op (one welcome
-/// per customer likewise). A batch records its deliveries with [`batch::record_all`].
-pub async fn record(
-    conn: &mut Conn,
-    event_id: &str,
-    draft: &Draft,
-    failure: Option<&str>,
-) -> Result<Option<Delivery>, sqlx::Error> {
-    let new = batch::NewDelivery {
-        event_id: event_id.to_string(),
-        draft: draft.clone(),
-        failure: failure.map(str::to_string),
-    };
-    Ok(batch::record_all(conn, &[new]).await?.pop())
-}
 
 /// Deliveries due for an attempt at `now` (pending or retrying), oldest due first.
 pub async fn due<'c, E>(

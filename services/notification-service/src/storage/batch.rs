@@ -200,3 +200,21 @@ pub async fn record_all(
         .collect::<Result<_, _>>()?;
     Ok(rows.iter().filter_map(|r| recorded.remove(&r.id)).collect())
 }
+
+/// Records `draft` for `event_id`: `pending` and due now, or already `failed` with `failure`.
+/// Returns the new row, or `None` when this (customer, kind, transaction) was recorded before,
+/// whatever the event: the first event of a transaction wins, a replay is a no-op (one welcome
+/// per customer likewise). A batch records its deliveries with [`record_all`].
+pub async fn record(
+    conn: &mut Conn,
+    event_id: &str,
+    draft: &Draft,
+    failure: Option<&str>,
+) -> Result<Option<Delivery>, sqlx::Error> {
+    let new = NewDelivery {
+        event_id: event_id.to_string(),
+        draft: draft.clone(),
+        failure: failure.map(str::to_string),
+    };
+    Ok(record_all(conn, &[new]).await?.pop())
+}

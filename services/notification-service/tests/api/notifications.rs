@@ -630,7 +630,7 @@ async fn the_once_per_transaction_migration_keeps_the_rows_already_logged() {
     };
     let mut conn = db.pool().acquire().await.unwrap();
     let mut record = async |event: &str, draft: Draft| {
-        storage::record(&mut conn, event, &draft, None)
+        storage::batch::record(&mut conn, event, &draft, None)
             .await
             .unwrap()
             .map(|d| d.id)
@@ -763,7 +763,7 @@ async fn one_statement_records_finished_attempts_and_leases_the_next_delivery() 
         body: "b".into(),
     };
     for (event, customer) in [("e-1", "c-1"), ("e-2", "c-2")] {
-        storage::record(&mut conn, event, &draft(customer), None)
+        storage::batch::record(&mut conn, event, &draft(customer), None)
             .await
             .unwrap()
             .unwrap();
