@@ -50,12 +50,8 @@ impl Backend {
                     .iter()
                     .map(|(name, kind)| format!("{name} {}", kind.postgres()))
                     .collect();
-                // The `LIMIT` tells the planner how many rows come (it estimates 100 for any
-                // JSON function): with it a batch's rows are looked up by key even in a table
-                // not analysed yet, rather than joined by a hash over the whole table.
                 format!(
-                    "(SELECT * FROM json_to_recordset(${param}::json) AS {alias}({}) \
-                     LIMIT json_array_length(${param}::json)) AS {alias}",
+                    "json_to_recordset(${param}::json) AS {alias}({})",
                     columns.join(", ")
                 )
             }
@@ -77,10 +73,7 @@ impl Backend {
     pub fn json_list(self, param: usize) -> String {
         match self {
             Backend::Postgres => {
-                format!(
-                    "SELECT value FROM json_array_elements_text(${param}::json) AS value \
-                     LIMIT json_array_length(${param}::json)"
-                )
+                format!("SELECT value FROM json_array_elements_text(${param}::json) AS value")
             }
             Backend::Sqlite => format!("SELECT value FROM json_each(${param})"),
         }
