@@ -25,9 +25,10 @@
 //! [`acceptance::Acceptance`] inserts the transaction and its event in the outbox, one database
 //! transaction shared by concurrent requests) → 202. The relay publishes the event on
 //! `transaction.requested`; [`handlers::ApplyTransactions`] records it if it came from another
-//! producer, runs [`ledger::apply`] (lock the accounts, debit, credit, journal) and writes
-//! `transaction.processed` or `transaction.failed` through the outbox — in the same transaction
-//! as its inbox claim. A request for an account not open yet is parked until
+//! producer, decides it with [`ledger::Book`] against the accounts the batch locked once (debit,
+//! credit, journal) and writes `transaction.processed` or `transaction.failed` through the
+//! outbox — a batch with a fixed number of statements, in the same transaction as its inbox
+//! claims. A request for an account not open yet is parked until
 //! [`handlers::OpenAccounts`] opens it (from `Customer.created`) or its grace period ends.
 
 pub mod acceptance;
