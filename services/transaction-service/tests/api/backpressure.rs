@@ -8,7 +8,7 @@
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use crate::helpers::Ledger;
+use crate::helpers::{replicas_can_share_the_database, Ledger};
 use platform::testing::{eventually, DEADLINE};
 use serde_json::{json, Value};
 use transaction_service::backpressure::RETRY_AFTER_SECS;
@@ -115,12 +115,7 @@ async fn past_the_apply_backlog_new_requests_get_503_until_it_drains() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_accepted_nothing_sees_the_backlog_of_another() {
-    let postgres = std::env::var("TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres"));
-    if !postgres {
-        println!(
-            "skipped: replicas share a PostgreSQL database (set TEST_DATABASE_URL); \
-             a SQLite file belongs to one process"
-        );
+    if !replicas_can_share_the_database() {
         return;
     }
     let settings = || LedgerSettings {

@@ -235,3 +235,16 @@ impl Random {
         self.0 % bound
     }
 }
+
+/// Whether the suite runs on PostgreSQL, which tests of several replicas need (they share one
+/// database; a SQLite file belongs to one process); says why a test is skipped when not.
+pub fn replicas_can_share_the_database() -> bool {
+    let postgres = std::env::var("TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres"));
+    if !postgres {
+        println!(
+            "skipped: replicas share a PostgreSQL database (set TEST_DATABASE_URL); \
+             a SQLite file belongs to one process"
+        );
+    }
+    postgres
+}

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::helpers::{Ledger, Random};
+use crate::helpers::{replicas_can_share_the_database, Ledger, Random};
 use platform::testing::{eventually, DEADLINE};
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -19,12 +19,7 @@ const PAIRS: usize = 150;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn opposing_transfers_on_two_replicas_conserve_money_and_all_complete() {
-    let postgres = std::env::var("TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres"));
-    if !postgres {
-        println!(
-            "skipped: replicas share a PostgreSQL database (set TEST_DATABASE_URL); \
-             a SQLite file belongs to one process"
-        );
+    if !replicas_can_share_the_database() {
         return;
     }
     let settings = || LedgerSettings {
