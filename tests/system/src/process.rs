@@ -172,14 +172,34 @@ impl ServiceProcess {
         self.wait_ready().await;
     }
 
-    async fn wait_ready(&self) {
+    /// Waits until `/readyz` answers 2xx; panics with the log when the process exits first or
+    /// is not ready within a minute.
+    async fn wait_ready(&mut self) {
         let url = format!("{}/readyz", self.url());
-        if !wait_ok(&reqwest::Client::new(), &url, Duration::from_secs(60)).await {
-            panic!(
-                "{} did not become ready; its log:\n{}",
-                self.name,
-                self.log_tail()
-            );
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if wait_ok(&client, &url, Duration::from_millis(500)).await {
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!(
+                    "{} exited ({status}) before it was ready; its log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "{} did not become ready; its log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
         }
     }
 
