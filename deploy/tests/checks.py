@@ -477,6 +477,29 @@ def check_pinned(name: str, text: str) -> None:
             problem(f"{name}:{number}: `{m.group(1)}` has no `# vX` comment naming its version")
 
 
+# What every deploy job's condition must require: a CI run of a push (not of a pull request) to this
+# repository's own main, or a dispatch by hand on main. A fork's branch named `main` matches
+# `workflow_run: branches: [main]`; only these terms keep its code away from the secrets.
+FORK_GUARD = (
+    "github.event.workflow_run.event == 'push'",
+    "github.event.workflow_run.head_repository.full_name == github.repository",
+    "github.event.workflow_run.head_branch == 'main'",
+    "github.event_name == 'workflow_dispatch' && github.ref == 'refs/heads/main'",
+)
+
+
+def check_fork_guard(job_name: str, job: dict) -> None:
+    """A deploy job runs only for this repository's own pushes to main, in an environment."""
+    condition = " ".join(str(job.get("if", "")).split())
+    for term in FORK_GUARD:
+        if term not in condition:
+            problem(f"deploy.yml: job {job_name}'s `if` lacks the fork guard `{term}`")
+    if condition.count("||") != 1:
+        problem(f"deploy.yml: job {job_name}'s `if` has another way in besides the guarded ones: {condition}")
+    if job.get("environment") != "production":
+        problem(f"deploy.yml: job {job_name} does not run in the `production` environment (required reviewers)")
+
+
 def check_workflows(build_command: str) -> None:
     wf = ROOT / ".github/workflows"
     ci = (wf / "ci.yml").read_text() if (wf / "ci.yml").exists() else ""
@@ -504,6 +527,7 @@ def check_workflows(build_command: str) -> None:
     for job_name, job in jobs.items():
         if not job.get("needs") and "github.event.workflow_run.conclusion == 'success'" not in str(job.get("if", "")):
             problem(f"deploy.yml: job {job_name} does not check that CI succeeded (github.event.workflow_run.conclusion == 'success')")
+        check_fork_guard(job_name, job)
     env = d.get("env") or {}
     if "github.event.workflow_run.head_sha" not in str(env.get("IMAGE_TAG", "")):
         problem("deploy.yml: IMAGE_TAG is not the commit CI tested (github.event.workflow_run.head_sha)")
