@@ -270,6 +270,9 @@ def check_k8s(rendered: Path) -> None:
                 problem(f"{name}: {probe} does not GET {path}")
             if get.get("port") not in ports and get.get("port") not in ports.values():
                 problem(f"{name}: {probe} port {get.get('port')} is not a container port")
+        ready_timeout = (c.get("readinessProbe") or {}).get("timeoutSeconds", 1)
+        if ready_timeout <= readiness_budget_seconds():
+            problem(f"{name}: readinessProbe timeoutSeconds {ready_timeout} does not exceed /readyz's own budget ({readiness_budget_seconds()} s)")
         res = c.get("resources", {})
         for kind in ("requests", "limits"):
             if not {"cpu", "memory"} <= set((res.get(kind) or {}).keys()):
@@ -458,6 +461,16 @@ def check_topics() -> None:
     listed = {t.strip() for t in (ROOT / "deploy/topics.txt").read_text().splitlines() if t.strip() and not t.startswith("#")}
     if listed != contract:
         problem(f"deploy/topics.txt {sorted(listed)} differs from contracts' topics {sorted(contract)}")
+
+
+def readiness_budget_seconds() -> float:
+    """The longest `/readyz` waits (its database budget, `DATABASE_BUDGET` in readiness.rs)."""
+    text = (ROOT / "crates/platform/src/readiness.rs").read_text()
+    m = re.search(r"pub const DATABASE_BUDGET: Duration = Duration::from_millis\((\d+)\);", text)
+    if not m:
+        problem("crates/platform/src/readiness.rs: DATABASE_BUDGET (Duration::from_millis) not found")
+        return 0.0
+    return int(m.group(1)) / 1000
 
 
 # --------------------------------------------------------------------------------------- workflows

@@ -496,7 +496,8 @@ fn print_urls() {
     }
 }
 
-/// Whether `GET /readyz` on 127.0.0.1:`port` answers 200.
+/// Whether `GET /readyz` on 127.0.0.1:`port` answers 200 with every check passing (`ready`, not
+/// `degraded`: the consumers have joined and the broker answers).
 pub fn ready(port: u16) -> bool {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -506,7 +507,12 @@ pub fn ready(port: u16) -> bool {
     agent
         .get(&format!("http://127.0.0.1:{port}/readyz"))
         .call()
-        .map(|r| r.status().as_u16() == 200)
+        .map(|mut r| {
+            r.status().as_u16() == 200
+                && r.body_mut()
+                    .read_to_string()
+                    .is_ok_and(|body| body.contains(r#""status":"ready""#))
+        })
         .unwrap_or(false)
 }
 

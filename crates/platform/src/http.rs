@@ -3,8 +3,6 @@
 //! `/metrics`), request metrics by route template, and serving with graceful shutdown. API keys
 //! are in [`crate::auth`].
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
@@ -18,12 +16,9 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::Database;
-use crate::health::{Check, Health};
-use crate::kafka::{self, KafkaConfig};
+use crate::readiness::Readiness;
 
 /// An RFC 9457 problem: every error response of every service.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,107 +214,12 @@ fn json_problem(rejection: JsonRejection) -> Problem {
     }
 }
 
-/// What `/readyz` checks: the database (when the process has one), the brokers and, for a
-/// service, what its consumers and relay report (see [`crate::health`]).
-#[derive(Clone)]
-pub struct Readiness {
-    db: Option<Database>,
-    kafka: KafkaConfig,
-    health: Option<Health>,
-    last_kafka_ok: Arc<Mutex<Option<Instant>>>,
-}
-
-/// The answer of `/readyz`: `status` is `ready` exactly when every check is ok.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReadinessReport {
-    /// `ready` or `not_ready`.
-    pub status: &'static str,
-    /// Each check by name: `database`, `kafka`, `consumer:<group>`, `relay`.
-    pub checks: BTreeMap<String, Check>,
-}
-
-impl ReadinessReport {
-    /// Whether every check passed.
-    pub fn is_ready(&self) -> bool {
-        self.checks.values().all(|c| c.ok)
-    }
-}
-
-impl Readiness {
-    /// Readiness of a service: `db`, the brokers of `kafka`, and what `health` holds.
-    pub fn new(db: Database, kafka: KafkaConfig, health: Health) -> Self {
-        Self {
-            db: Some(db),
-            kafka,
-            health: Some(health),
-            last_kafka_ok: Arc::new(Mutex::new(None)),
-        }
-    }
-
-    /// Readiness of a process without a database (e.g. the console): the brokers of `kafka`.
-    pub fn brokers_only(kafka: KafkaConfig) -> Self {
-        Self {
-            db: None,
-            kafka,
-            health: None,
-            last_kafka_ok: Arc::new(Mutex::new(None)),
-        }
-    }
-
-    /// Runs every check now and sets the `service_ready{check}` gauges.
-    pub async fn report(&self) -> ReadinessReport {
-        let mut checks = BTreeMap::new();
-        if let Some(db) = &self.db {
-            let check = match db.ping().await {
-                Ok(()) => Check::ok(),
-                Err(error) => Check::failed(error.to_string()),
-            };
-            checks.insert("database".to_string(), check);
-        }
-        checks.insert("kafka".to_string(), self.kafka_check().await);
-        if let Some(health) = &self.health {
-            checks.extend(health.checks());
-        }
-        for (name, check) in &checks {
-            metrics::gauge!("service_ready", "check" => name.clone()).set(if check.ok {
-                1.0
-            } else {
-                0.0
-            });
-        }
-        let status = if checks.values().all(|c| c.ok) {
-            "ready"
-        } else {
-            "not_ready"
-        };
-        ReadinessReport { status, checks }
-    }
-
-    async fn kafka_check(&self) -> Check {
-        if let Some(waiting) = self.health.as_ref().and_then(Health::broker_check) {
-            return waiting;
-        }
-        // A metadata round trip at most every 5 s; probes come often.
-        let mut last = self.last_kafka_ok.lock().await;
-        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
-            return Check::ok();
-        }
-        match kafka::check_connection(&self.kafka, Duration::from_secs(3)).await {
-            Ok(_) => {
-                *last = Some(Instant::now());
-                Check::ok()
-            }
-            Err(error) => Check::failed(error.to_string()),
-        }
-    }
-}
-
 /// Marks an error response whose body is meant as it is (the readiness report), not a problem.
 #[derive(Debug, Clone, Copy)]
 struct NotAProblem;
 
-/// `/healthz` (the process is alive: always 200), `/readyz` (200 when every check passes, else
-/// 503; JSON naming each check either way) and `/metrics`.
+/// `/healthz` (the process is alive: always 200), `/readyz` (200 while the replica can serve, else
+/// 503; JSON naming each check either way: see [`crate::readiness`]) and `/metrics`.
 pub fn ops_routes(readiness: Readiness, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route(

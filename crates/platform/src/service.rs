@@ -21,11 +21,12 @@ use crate::auth::ApiKeys;
 use crate::config::{ProcessEnv, ServiceConfig};
 use crate::db::Database;
 use crate::health::Health;
-use crate::http::{self, Readiness};
+use crate::http;
 use crate::inbox::{Apply, Inboxed};
 use crate::kafka::{self, ConsumerOptions, Handler, Producer};
 use crate::outbox::{self, Outbox, RelayOptions};
 use crate::parking::{self, ParkingLot};
+use crate::readiness::Readiness;
 use crate::telemetry;
 
 /// A started service: shared resources for its handlers, and the tasks it runs.
@@ -202,9 +203,12 @@ impl Service {
             self.db.clone(),
             self.config.kafka.clone(),
             self.health.clone(),
+            self.shutdown.clone(),
         );
-        let (db, sampled) = (self.db.clone(), readiness.clone());
-        self.spawn(move |shutdown| sample(db, sampled, shutdown));
+        let db = self.db.clone();
+        self.spawn(move |shutdown| sample(db, shutdown));
+        let watched = readiness.clone();
+        self.spawn(move |shutdown| watched.watch(shutdown));
         let app = http::with_common_layers(
             routes.merge(http::ops_routes(readiness, telemetry::metrics_handle())),
         );
@@ -234,20 +238,15 @@ impl Service {
     }
 }
 
-/// How often the pool gauges and the `service_ready` gauges are refreshed.
+/// How often the pool gauges are refreshed.
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// The longest wait between two attempts to reach the broker.
 const MAX_BROKER_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Refreshes the database pool gauges and the readiness gauges until shutdown (probes refresh
-/// the latter too).
-async fn sample(db: Database, readiness: Readiness, shutdown: CancellationToken) {
+/// Refreshes the database pool gauges until shutdown.
+async fn sample(db: Database, shutdown: CancellationToken) {
     loop {
         db.report_pool_metrics();
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = readiness.report() => {}
-        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(SAMPLE_EVERY) => {}

@@ -39,7 +39,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use platform::config::ProcessEnv;
-use platform::http::{self, Readiness};
+use platform::http;
+use platform::readiness::Readiness;
 use platform::{kafka, telemetry, ServiceConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -123,10 +124,11 @@ pub async fn run(
         },
         &config.api_keys,
     );
-    let app = http::with_common_layers(routes.merge(http::ops_routes(
-        Readiness::brokers_only(config.kafka.clone()),
-        telemetry::metrics_handle(),
-    )));
+    let readiness = Readiness::brokers_only(config.kafka.clone(), shutdown.clone());
+    tasks.spawn(readiness.clone().watch(shutdown.clone()));
+    let app = http::with_common_layers(
+        routes.merge(http::ops_routes(readiness, telemetry::metrics_handle())),
+    );
     tracing::info!(service = NAME, address = %listener.local_addr()?, "listening");
     let served = http::serve(listener, app, &config.http, shutdown.clone()).await;
     shutdown.cancel();

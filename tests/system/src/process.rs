@@ -9,8 +9,6 @@ use std::time::Duration;
 use platform::testing::free_port;
 use tokio::process::{Child, Command};
 
-use crate::http::wait_ok;
-
 /// The variables that choose how a service reaches Kafka (`CE_APP`: on Code Engine a missing
 /// broker list is an error).
 const KAFKA_VARIABLES: [&str; 9] = [
@@ -172,16 +170,23 @@ impl ServiceProcess {
         self.wait_ready().await;
     }
 
-    /// Waits until `/readyz` answers 2xx; panics with the log when the process exits first or
-    /// is not ready within a minute.
+    /// Waits until `/readyz` says `ready` (every check passing: the consumers have joined, not
+    /// merely `degraded`); panics with the log when the process exits first or is not ready
+    /// within a minute.
     async fn wait_ready(&mut self) {
         let url = format!("{}/readyz", self.url());
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if wait_ok(&client, &url, Duration::from_millis(500)).await {
+            let report = client.get(&url).send().await;
+            let status = match report {
+                Ok(response) => response.json::<serde_json::Value>().await.ok(),
+                Err(_) => None,
+            };
+            if status.is_some_and(|report| report["status"] == "ready") {
                 return;
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
             let exited = self
                 .child
                 .as_mut()

@@ -254,19 +254,23 @@ async fn readyz_names_a_stopped_consumer_and_a_relay_that_cannot_publish() {
     let base = running.base_url.clone();
     let consumer_check = format!("consumer:{group}");
     let ready = poll_until(PATIENCE, || async {
-        (readyz(&base).await.0 == StatusCode::OK).then_some(())
+        (readyz(&base).await.1["status"] == "ready").then_some(())
     })
     .await;
     assert!(ready.is_some(), "ready at first: {}", readyz(&base).await.1);
 
+    // A stopped consumer is named, but the replica keeps taking HTTP traffic (the outbox takes
+    // requests while their processing is away).
     stop_consumer.cancel();
     let report = poll_until(PATIENCE, || async {
         let (status, report) = readyz(&base).await;
-        (status == StatusCode::SERVICE_UNAVAILABLE).then_some(report)
+        (report["checks"][&consumer_check]["ok"] == false).then_some((status, report))
     })
     .await
-    .expect("not ready once a consumer stopped");
-    assert_eq!(report["status"], "not_ready");
+    .expect("degraded once a consumer stopped");
+    let (status, report) = report;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["status"], "degraded");
     assert_eq!(report["checks"][&consumer_check]["ok"], false, "{report}");
     assert_eq!(report["checks"][&consumer_check]["detail"], "stopped");
     assert_eq!(report["checks"]["database"]["ok"], true, "{report}");
@@ -315,6 +319,29 @@ async fn readyz_names_a_stopped_consumer_and_a_relay_that_cannot_publish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_database_does_not_answer_is_not_ready() {
+    let Started { service, .. } = start(impatient_config().await).await;
+    let db = service.db.clone();
+    let routes = routes(&service);
+    let running = RunningService::spawn(service, routes).await;
+    let base = running.base_url.clone();
+    let ready = poll_until(PATIENCE, || async {
+        (readyz(&base).await.1["status"] == "ready").then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "ready at first: {}", readyz(&base).await.1);
+
+    // The database is what decides: without it the replica can take no request.
+    db.close().await;
+    let (status, report) = readyz(&base).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{report}");
+    assert_eq!(report["status"], "not_ready", "{report}");
+    assert_eq!(report["checks"]["database"]["ok"], false, "{report}");
+    assert_eq!(report["checks"]["kafka"]["ok"], true, "{report}");
+    running.handle.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_names_a_consumer_whose_partition_is_wedged() {
     let config = impatient_config().await;
     let (_, consumed) = mpsc::unbounded_channel();
@@ -332,12 +359,12 @@ async fn readyz_names_a_consumer_whose_partition_is_wedged() {
     assert_eq!(created.status().as_u16(), 201);
     let report = poll_until(PATIENCE, || async {
         let (status, report) = readyz(&base).await;
-        (status == StatusCode::SERVICE_UNAVAILABLE
-            && report["checks"][&consumer_check]["ok"] == false)
+        (status == StatusCode::OK && report["checks"][&consumer_check]["ok"] == false)
             .then_some(report)
     })
     .await
-    .expect("not ready once a record waits without progress for READY_STALL_SECS");
+    .expect("degraded once a record waits without progress for READY_STALL_SECS");
+    assert_eq!(report["status"], "degraded", "{report}");
     let detail = report["checks"][&consumer_check]["detail"]
         .as_str()
         .unwrap_or_default();
@@ -379,17 +406,26 @@ async fn a_service_started_while_the_broker_is_unreachable_serves_and_goes_ready
 
     let (status, body) = get(&base, "/healthz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // Without the broker the replica still takes HTTP traffic (requests wait in the outbox):
+    // 200, `degraded`, naming the broker.
     let (status, report) = readyz(&base).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{report}");
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["status"], "degraded", "{report}");
     assert_eq!(report["checks"]["kafka"]["ok"], false, "{report}");
     assert_eq!(report["checks"]["database"]["ok"], true, "{report}");
 
-    // It keeps serving, and keeps saying why it is not ready.
+    // It keeps serving, and keeps saying what is wrong; a probe never waits for the broker.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!running.handle.is_finished(), "the service still runs");
     assert_eq!(get(&base, "/healthz").await.0, StatusCode::OK);
+    let asked = std::time::Instant::now();
     let (status, report) = readyz(&base).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{report}");
+    let waited = asked.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "a probe answered in {waited:?}, longer than the deploy files' probe timeout (2 s)"
+    );
+    assert_eq!(status, StatusCode::OK, "{report}");
     let detail = report["checks"]["kafka"]["detail"]
         .as_str()
         .unwrap_or_default();
@@ -407,7 +443,7 @@ async fn a_service_started_while_the_broker_is_unreachable_serves_and_goes_ready
     let forwarding = tokio::spawn(proxy(listener, local.brokers.clone()));
     let ready = poll_until(PATIENCE, || async {
         let (status, report) = readyz(&base).await;
-        (status == StatusCode::OK).then_some(report)
+        (status == StatusCode::OK && report["status"] == "ready").then_some(report)
     })
     .await;
     let report = match ready {
