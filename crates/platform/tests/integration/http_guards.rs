@@ -38,6 +38,13 @@ async fn start(settings: ServerSettings) -> Server {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/things", post(|| async { "stored" }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                "done"
+            }),
+        )
         .fallback(|| async { Problem::not_found("no such route") });
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -84,7 +91,7 @@ async fn stalled_clients_are_disconnected_and_healthz_answers() {
     let server = start(ServerSettings {
         header_read_timeout: Duration::from_secs(1),
         max_connections: 100,
-        rate_limit: None,
+        ..ServerSettings::default()
     })
     .await;
     // Three times the connection cap: the rest wait in the backlog and are timed out in turn.
@@ -108,6 +115,93 @@ async fn idle_connections_that_send_nothing_are_closed_too() {
     .await;
     let idle = TcpStream::connect(server.address).await.unwrap();
     assert!(closed_by_server(idle).await);
+}
+
+/// Reads one HTTP/1.1 response from `stream` (headers and a `Content-Length` body); `None` when
+/// the server closed the connection instead.
+async fn read_response(stream: &mut TcpStream) -> Option<String> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buffer).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buffer.len() >= end + 4 + length {
+                return Some(text);
+            }
+        }
+        match tokio::time::timeout(DEADLINE, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(n)) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_outlives_the_header_timeout_and_serves_a_post() {
+    // A proxy in front (Code Engine's queue-proxy, an ingress) keeps idle HTTP/1.1 connections
+    // and reuses them: closing one under it turns its next request into a 502.
+    let server = start(ServerSettings {
+        header_read_timeout: Duration::from_secs(1),
+        ..ServerSettings::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_response(&mut stream).await.expect("the first answer");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stream
+        .write_all(b"POST /things HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    let second = read_response(&mut stream)
+        .await
+        .expect("the idle connection was closed under its client");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(second.ends_with("stored"), "{second}");
+
+    // A client that starts a request and stalls is still cut off.
+    stream.write_all(b"POST /things HT").await.unwrap();
+    assert!(closed_by_server(stream).await);
+}
+
+#[tokio::test]
+async fn a_request_served_longer_than_the_header_timeout_is_answered_and_idle_ends_at_keep_alive() {
+    let server = start(ServerSettings {
+        header_read_timeout: Duration::from_secs(1),
+        keep_alive: Duration::from_secs(2),
+        ..ServerSettings::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut stream)
+        .await
+        .expect("a request still being served is not cut off by the header timeout");
+    assert!(answer.ends_with("done"), "{answer}");
+    // Idle past the keep-alive time: the server closes the connection.
+    let started = tokio::time::Instant::now();
+    assert!(closed_by_server(stream).await);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed after {:?}, before the keep-alive time",
+        started.elapsed()
+    );
 }
 
 /// A client whose connections come from `source` (a loopback address).

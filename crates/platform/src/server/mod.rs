@@ -1,7 +1,10 @@
 //! The HTTP server loop, guarded against slow and abusive clients: a client must send a request's
-//! headers within a time limit, at most so many connections are open at once (beyond it new ones
-//! wait in the listen backlog), and, when configured, each client gets a request rate
-//! ([`crate::rate_limit`]).
+//! headers within a time limit, an idle keep-alive connection is kept for a longer one (so that a
+//! proxy in front can reuse it: [`timed_io`]), at most so many connections are open at once
+//! (beyond it new ones wait in the listen backlog), and, when configured, each client gets a
+//! request rate ([`crate::rate_limit`]).
+
+mod timed_io;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,13 +25,19 @@ use tower::ServiceExt;
 use crate::auth::ApiKeys;
 use crate::config::{positive, seconds, ConfigError, Env};
 use crate::rate_limit::{self, RateLimit};
+use timed_io::TimedIo;
 
 /// How the server protects itself from slow and abusive clients.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// Longest a client may take to send a request's headers, and so how long an idle
-    /// connection is kept (`HTTP_HEADER_READ_TIMEOUT_SECS`, 10 s); then the server closes it.
+    /// Longest a client may take to send a request's headers, from their first byte (a new
+    /// connection's first request: from the connect) (`HTTP_HEADER_READ_TIMEOUT_SECS`, 10 s);
+    /// then the server closes the connection.
     pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may stay idle after a response
+    /// (`HTTP_KEEP_ALIVE_SECS`, 120 s: longer than the 90 s for which Go's HTTP transport,
+    /// Knative's queue-proxy among them, keeps idle connections to reuse).
+    pub keep_alive: Duration,
     /// Most connections open at once (`HTTP_MAX_CONNECTIONS`, 1024); further clients wait in
     /// the listen backlog until a connection closes.
     pub max_connections: usize,
@@ -40,6 +49,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(120),
             max_connections: 1024,
             rate_limit: None,
         }
@@ -56,6 +66,7 @@ impl ServerSettings {
                 "HTTP_HEADER_READ_TIMEOUT_SECS",
                 defaults.header_read_timeout,
             )?,
+            keep_alive: seconds(env, "HTTP_KEEP_ALIVE_SECS", defaults.keep_alive)?,
             max_connections: positive(env, "HTTP_MAX_CONNECTIONS", defaults.max_connections)?,
             rate_limit: RateLimit::from_env(env)?.map(|limit| limit.with_api_keys(api_keys)),
         })
@@ -79,8 +90,8 @@ pub async fn serve(
         None => (router, None),
     };
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+    // The header timeout is `TimedIo`'s: hyper's own would also close idle keep-alive connections.
+    http.timer(TokioTimer::new()).header_read_timeout(None);
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
     loop {
@@ -107,6 +118,7 @@ pub async fn serve(
                 request
             },
         ));
+        let stream = TimedIo::new(stream, settings.header_read_timeout, settings.keep_alive);
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -153,14 +165,17 @@ mod tests {
     fn defaults_and_environment() {
         let settings = ServerSettings::from_env(&[("X", "")], &ApiKeys::default()).unwrap();
         assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(settings.keep_alive, Duration::from_secs(120));
         assert_eq!(settings.max_connections, 1024);
         assert!(settings.rate_limit.is_none());
         let env = [
             ("HTTP_HEADER_READ_TIMEOUT_SECS", "3"),
+            ("HTTP_KEEP_ALIVE_SECS", "30"),
             ("HTTP_MAX_CONNECTIONS", "50"),
         ];
         let settings = ServerSettings::from_env(&env, &ApiKeys::default()).unwrap();
         assert_eq!(settings.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(settings.keep_alive, Duration::from_secs(30));
         assert_eq!(settings.max_connections, 50);
         let err = ServerSettings::from_env(&[("HTTP_MAX_CONNECTIONS", "0")], &ApiKeys::default())
             .unwrap_err();
