@@ -329,7 +329,7 @@ async fn observe(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_string());
-    if matches!(route.as_deref(), Some("/healthz" | "/readyz" | "/metrics")) {
+    if route.as_deref().is_some_and(crate::ops::is_ops_route) {
         return next.run(request).await;
     }
     let route = route.unwrap_or_else(|| "unmatched".to_string());

@@ -14,6 +14,7 @@ pub mod http;
 pub mod inbox;
 pub mod kafka;
 pub mod limits;
+pub mod ops;
 pub mod outbox;
 pub mod parking;
 pub mod rate_limit;

@@ -26,9 +26,6 @@ use crate::auth::ApiKeys;
 use crate::config::{positive, ConfigError, Env};
 use crate::http::Problem;
 
-/// Paths that are never limited: probes and scrapes must get through.
-const EXEMPT: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
-
 /// How often the state of clients that are back to a full burst is dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -182,7 +179,7 @@ pub(crate) fn apply(router: Router, limiter: Limiter) -> Router {
 }
 
 async fn limit(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
-    if EXEMPT.contains(&request.uri().path()) {
+    if crate::ops::is_ops_route(request.uri().path()) {
         return next.run(request).await;
     }
     match limiter.check(&limiter.client(&request)) {

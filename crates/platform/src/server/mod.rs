@@ -4,10 +4,10 @@
 //! (beyond it new ones wait in the listen backlog), and, when configured, each client gets a
 //! request rate ([`crate::rate_limit`]).
 
+mod admission;
 mod timed_io;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -18,13 +18,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::auth::ApiKeys;
 use crate::config::{positive, seconds, ConfigError, Env};
 use crate::rate_limit::{self, RateLimit};
+pub use admission::PROBE_SLOTS;
+use admission::{Admission, Refused};
 use timed_io::TimedIo;
 
 /// How the server protects itself from slow and abusive clients.
@@ -38,9 +39,15 @@ pub struct ServerSettings {
     /// (`HTTP_KEEP_ALIVE_SECS`, 120 s: longer than the 90 s for which Go's HTTP transport,
     /// Knative's queue-proxy among them, keeps idle connections to reuse).
     pub keep_alive: Duration,
-    /// Most connections open at once (`HTTP_MAX_CONNECTIONS`, 1024); further clients wait in
-    /// the listen backlog until a connection closes.
+    /// Most connections open at once for the API (`HTTP_MAX_CONNECTIONS`, 1024); beyond them
+    /// [`PROBE_SLOTS`] more serve only the operational routes (other requests get 503), and
+    /// further clients wait in the listen backlog until a connection closes.
     pub max_connections: usize,
+    /// Most connections one client address may hold (`HTTP_MAX_CONNECTIONS_PER_CLIENT`, 256); a
+    /// further one is closed at once. Behind a proxy every client has the proxy's address: the
+    /// cap must exceed the proxy's connection pool (Code Engine: its concurrency per instance,
+    /// 100 by default).
+    pub max_connections_per_client: usize,
     /// Requests per client (`RATE_LIMIT_PER_SECOND`, `RATE_LIMIT_BURST`); `None`: unlimited.
     pub rate_limit: Option<RateLimit>,
 }
@@ -51,6 +58,7 @@ impl Default for ServerSettings {
             header_read_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(120),
             max_connections: 1024,
+            max_connections_per_client: 256,
             rate_limit: None,
         }
     }
@@ -68,6 +76,11 @@ impl ServerSettings {
             )?,
             keep_alive: seconds(env, "HTTP_KEEP_ALIVE_SECS", defaults.keep_alive)?,
             max_connections: positive(env, "HTTP_MAX_CONNECTIONS", defaults.max_connections)?,
+            max_connections_per_client: positive(
+                env,
+                "HTTP_MAX_CONNECTIONS_PER_CLIENT",
+                defaults.max_connections_per_client,
+            )?,
             rate_limit: RateLimit::from_env(env)?.map(|limit| limit.with_api_keys(api_keys)),
         })
     }
@@ -92,16 +105,15 @@ pub async fn serve(
     let mut http = http1::Builder::new();
     // The header timeout is `TimedIo`'s: hyper's own would also close idle keep-alive connections.
     http.timer(TokioTimer::new()).header_read_timeout(None);
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let admission = Admission::new(
+        settings.max_connections,
+        settings.max_connections_per_client,
+    );
+    let probes_router = router
+        .clone()
+        .layer(axum::middleware::from_fn(ops_routes_only));
     let graceful = GracefulShutdown::new();
     loop {
-        let slot = tokio::select! {
-            () = shutdown.cancelled() => break,
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_closed) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -112,7 +124,18 @@ pub async fn serve(
                 }
             },
         };
-        let service = TowerToHyperService::new(router.clone().map_request(
+        let Some(admitted) = admit(&admission, peer, &shutdown).await else {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            continue;
+        };
+        let routes = if admitted.ops_only {
+            probes_router.clone()
+        } else {
+            router.clone()
+        };
+        let service = TowerToHyperService::new(routes.map_request(
             move |mut request: axum::http::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
@@ -124,7 +147,7 @@ pub async fn serve(
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "connection closed");
             }
-            drop(slot);
+            drop(admitted);
         });
     }
     drop(listener);
@@ -133,6 +156,61 @@ pub async fn serve(
     }
     graceful.shutdown().await;
     Ok(())
+}
+
+/// A slot for the connection from `peer`; `None` when its client holds its share already (the
+/// connection is closed at once) or shutdown came while every slot was taken.
+async fn admit(
+    admission: &Admission,
+    peer: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Option<admission::Admitted> {
+    loop {
+        match admission.admit(peer.ip()) {
+            Ok(Some(admitted)) => return Some(admitted),
+            // Every slot is taken: wait for one (new clients wait in the listen backlog).
+            Ok(None) => tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = admission.api_slot_free() => {}
+            },
+            Err(Refused::PerClient) => {
+                metrics::counter!("http_connections_refused_total", "reason" => "per_client")
+                    .increment(1);
+                tracing::debug!(%peer, "connection refused: its client holds its share");
+                return None;
+            }
+        }
+    }
+}
+
+/// The routes of a connection that holds a probe slot: the operational ones; anything else is
+/// a 503 problem that closes the connection.
+async fn ops_routes_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    if crate::ops::is_ops_route(request.uri().path()) {
+        return next.run(request).await;
+    }
+    metrics::counter!("http_connections_refused_total", "reason" => "exhausted").increment(1);
+    let problem = serde_json::json!({
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "every connection slot is taken; try again shortly",
+    });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "application/problem+json"),
+            (header::RETRY_AFTER, "1"),
+            (header::CONNECTION, "close"),
+        ],
+        problem.to_string(),
+    )
+        .into_response()
 }
 
 /// An accept error: a connection that failed before it was accepted is no matter; anything else

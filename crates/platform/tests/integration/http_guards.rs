@@ -204,6 +204,71 @@ async fn a_request_served_longer_than_the_header_timeout_is_answered_and_idle_en
     );
 }
 
+/// An idle connection from `source` (a loopback address) to `address`.
+async fn idle_from(source: &str, address: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(address).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_take_every_slot_and_probes_answer_when_the_slots_are_gone() {
+    let server = start(ServerSettings {
+        header_read_timeout: Duration::from_secs(30),
+        max_connections: 12,
+        max_connections_per_client: 8,
+        ..ServerSettings::default()
+    })
+    .await;
+    // One client holds its whole share; its next connection is closed at once.
+    let mut greedy = join_all((0..8).map(|_| idle_from("127.0.0.2", server.address))).await;
+    let refused = idle_from("127.0.0.2", server.address).await;
+    assert!(
+        closed_by_server(refused).await,
+        "a ninth connection of one client"
+    );
+    // Another client is still served.
+    let other = client_from("127.0.0.3");
+    assert_eq!(
+        post_things(&other, server.address, None).await.status(),
+        200
+    );
+
+    // The API's slots are all taken (8 + 4 from a third client): probes still answer, from a
+    // probe slot, and the API answers 503 there.
+    let mut third = join_all((0..4).map(|_| idle_from("127.0.0.4", server.address))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let prober = client_from("127.0.0.5");
+    let probe = prober
+        .get(format!("http://{}/healthz", server.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 200);
+    let busy = post_things(&client_from("127.0.0.6"), server.address, None).await;
+    assert_eq!(busy.status(), 503);
+    assert_eq!(busy.headers()["retry-after"], "1");
+    let body: serde_json::Value = busy.json().await.unwrap();
+    assert_eq!(body["status"], 503, "{body}");
+
+    // Once connections close, the API takes requests again.
+    greedy.clear();
+    third.clear();
+    let served = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let answer = post_things(&client_from("127.0.0.7"), server.address, None).await;
+            if answer.status() == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "the API never took requests again");
+}
+
 /// A client whose connections come from `source` (a loopback address).
 fn client_from(source: &str) -> reqwest::Client {
     reqwest::Client::builder()

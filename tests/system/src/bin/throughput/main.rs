@@ -191,7 +191,11 @@ async fn start_stack(settings: &Settings) -> Stack {
     let mut stack = Stack::start_with(
         kafka,
         SmtpServer::start().await,
-        &[("RUST_LOG", "warn")],
+        // One load generator stands in for many clients: no per-client connection cap.
+        &[
+            ("RUST_LOG", "warn"),
+            ("HTTP_MAX_CONNECTIONS_PER_CLIENT", "1024"),
+        ],
         |_, _| {},
     )
     .await;
