@@ -42,6 +42,12 @@ pub mod headers {
     pub const DLT_TRUNCATED: &str = "dlt_truncated";
 }
 
+/// Longest event id (`ce_id`) a consumer accepts, in bytes. This system's ids are UUIDs (36);
+/// the id is part of the inbox's key, so a longer one (a hostile or broken producer) is a
+/// permanent failure that goes to the dead-letter topic rather than a key that the database
+/// refuses again and again.
+pub const MAX_ID_BYTES: usize = 128;
+
 /// CloudEvents spec version written by this system.
 pub const SPEC_VERSION: &str = "1.0";
 /// Media type of every payload.

@@ -195,12 +195,7 @@ pub fn check_name(name: &str) -> Result<(), Invalid> {
 /// Checks an email address: a plain ASCII `local@domain.tld` of at most 254 characters that the
 /// mailer (lettre) accepts as a recipient, so that a message to it never fails for its address.
 pub fn check_email(email: &str) -> Result<(), Invalid> {
-    let invalid = |why: &str| {
-        Invalid::new(
-            "email",
-            format!("`{email}` is not a valid email address: {why}"),
-        )
-    };
+    let invalid = |why: &str| Invalid::new("email", format!("not a valid email address: {why}"));
     if email.is_empty() {
         return Err(Invalid::new("email", "email is required"));
     }
@@ -473,7 +468,13 @@ mod tests {
             "a@-example.com",
             "Ann <a@b.io>",
         ] {
-            assert!(check_email(bad).is_err(), "{bad:?} was accepted");
+            let refused = check_email(bad).expect_err(bad);
+            // The address itself never appears: the reason goes to logs and dead letters.
+            assert!(
+                bad.is_empty() || !refused.detail.contains(bad) && !refused.detail.contains("@ex"),
+                "{bad:?}: {}",
+                refused.detail
+            );
         }
         let long_local = format!("{}@example.com", "a".repeat(65));
         assert_eq!(field(check_email(&long_local)), "email");

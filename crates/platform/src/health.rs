@@ -99,6 +99,14 @@ struct ConsumerState {
     settled: bool,
     last_report: Instant,
     partitions: HashMap<(String, i32), Progress>,
+    /// Partitions whose lane is publishing a dead letter: since when, and the last error.
+    dead_letters: BTreeMap<(String, i32), DeadLetterAttempt>,
+}
+
+#[derive(Debug)]
+struct DeadLetterAttempt {
+    since: Instant,
+    error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -178,6 +186,7 @@ impl Health {
                 settled: false,
                 last_report: now,
                 partitions: HashMap::new(),
+                dead_letters: BTreeMap::new(),
             },
         );
         ConsumerHealth {
@@ -281,6 +290,22 @@ impl ConsumerState {
                 silent.as_secs()
             ));
         }
+        if let Some(((topic, partition), attempt)) = self
+            .dead_letters
+            .iter()
+            .filter(|(_, a)| a.since.elapsed() > stall)
+            .max_by_key(|(_, a)| a.since.elapsed())
+        {
+            return Check::failed(format!(
+                "{topic}/{partition}: a record's dead letter has not been published for {} s; \
+                 the partition waits for it ({})",
+                attempt.since.elapsed().as_secs(),
+                attempt
+                    .error
+                    .as_deref()
+                    .unwrap_or("no answer from the broker yet")
+            ));
+        }
         if let Some(((topic, partition), p)) = self
             .partitions
             .iter()
@@ -370,6 +395,7 @@ impl ConsumerHealth {
             }
             c.assigned = partitions.len();
             c.partitions.retain(|key, _| partitions.contains(key));
+            c.dead_letters.retain(|key, _| partitions.contains(key));
         });
     }
 
@@ -393,6 +419,36 @@ impl ConsumerHealth {
                 progress.committed = *committed;
                 progress.lag = *lag;
             }
+        });
+    }
+
+    /// The lane of `topic`/`partition` (unprefixed) started publishing a dead letter; it waits
+    /// until [`ConsumerHealth::dead_letter_published`].
+    pub fn dead_letter_started(&self, topic: &str, partition: i32) {
+        self.update(|c| {
+            c.dead_letters.insert(
+                (topic.to_string(), partition),
+                DeadLetterAttempt {
+                    since: Instant::now(),
+                    error: None,
+                },
+            );
+        });
+    }
+
+    /// An attempt to publish the dead letter of `topic`/`partition` failed with `error`.
+    pub fn dead_letter_failed(&self, topic: &str, partition: i32, error: &str) {
+        self.update(|c| {
+            if let Some(attempt) = c.dead_letters.get_mut(&(topic.to_string(), partition)) {
+                attempt.error = Some(error.to_string());
+            }
+        });
+    }
+
+    /// The dead letter of `topic`/`partition` is published (or its lane gave up the partition).
+    pub fn dead_letter_published(&self, topic: &str, partition: i32) {
+        self.update(|c| {
+            c.dead_letters.remove(&(topic.to_string(), partition));
         });
     }
 
@@ -473,6 +529,39 @@ mod tests {
             check(&health.checks(), "consumer:g").ok,
             "progress clears it"
         );
+    }
+
+    #[test]
+    fn a_dead_letter_that_is_not_published_for_the_stall_time_is_named() {
+        let health = Health::new(Duration::from_millis(50));
+        let consumer = health.consumer("g");
+        consumer.started();
+        consumer.assignment(&[("t".into(), 2)]);
+        consumer.dead_letter_started("t", 2);
+        assert!(check(&health.checks(), "consumer:g").ok, "not yet");
+        consumer.dead_letter_failed("t", 2, "Broker: Unknown topic or partition");
+        std::thread::sleep(Duration::from_millis(80));
+        consumer.statistics(true, &[]);
+        let blocked = check(&health.checks(), "consumer:g");
+        assert!(!blocked.ok);
+        let detail = blocked.detail.unwrap_or_default();
+        assert!(
+            detail.starts_with("t/2: a record's dead letter has not been published")
+                && detail.ends_with("(Broker: Unknown topic or partition)"),
+            "{detail}"
+        );
+        consumer.dead_letter_published("t", 2);
+        assert!(
+            check(&health.checks(), "consumer:g").ok,
+            "published clears it"
+        );
+        // A partition given up (revoked) takes its attempt with it.
+        consumer.dead_letter_started("t", 2);
+        std::thread::sleep(Duration::from_millis(80));
+        consumer.statistics(true, &[]);
+        consumer.assignment(&[]);
+        let after = check(&health.checks(), "consumer:g");
+        assert!(!after.detail.unwrap_or_default().contains("dead letter"));
     }
 
     #[test]

@@ -94,12 +94,17 @@ impl Apply for OpenAccounts {
 #[derive(Debug, Clone)]
 pub struct ApplyTransactions {
     outbox: Outbox,
+    max_amount_minor: i64,
 }
 
 impl ApplyTransactions {
-    /// A handler writing outcome events to `outbox`.
-    pub fn new(outbox: Outbox) -> Self {
-        Self { outbox }
+    /// A handler writing outcome events to `outbox`, taking amounts up to `max_amount_minor`
+    /// (`MAX_AMOUNT_MINOR`, as over HTTP: a larger request fails as invalid).
+    pub fn new(outbox: Outbox, max_amount_minor: i64) -> Self {
+        Self {
+            outbox,
+            max_amount_minor,
+        }
     }
 
     /// The parking lot of requests waiting for their accounts (`UNKNOWN_ACCOUNT_GRACE_SECS`).
@@ -156,7 +161,7 @@ impl Apply for ApplyTransactions {
         batch: &mut Batch<'_, TransactionRequested>,
     ) -> Result<Vec<Applied<()>>, HandleError> {
         let requests: Vec<&TransactionRequested> = batch.events.iter().map(|f| f.event).collect();
-        let mut pass = Pass::load(conn, &requests, &self.outbox).await?;
+        let mut pass = Pass::load(conn, &requests, self).await?;
         let outcomes = batch.decide_each(
             |request| self.keys(request),
             |fresh, attempt| pass.decide(fresh.metadata, fresh.event, attempt.last),
@@ -173,7 +178,7 @@ impl Apply for ApplyTransactions {
         request: &TransactionRequested,
         attempt: Attempt,
     ) -> Result<Applied<()>, HandleError> {
-        let mut pass = Pass::load(conn, &[request], &self.outbox).await?;
+        let mut pass = Pass::load(conn, &[request], self).await?;
         let outcome = pass.decide(metadata, request, attempt.last)?;
         pass.write(conn).await?;
         Ok(outcome)
@@ -216,7 +221,7 @@ impl<'r> Pass<'r> {
     async fn load(
         conn: &mut Conn,
         requests: &[&'r TransactionRequested],
-        outbox: &'r Outbox,
+        handler: &'r ApplyTransactions,
     ) -> Result<Pass<'r>, HandleError> {
         let ids: Vec<&str> = requests.iter().map(|r| r.transaction_id.as_str()).collect();
         let known = storage::batch::find_known(conn, &ids)
@@ -226,9 +231,9 @@ impl<'r> Pass<'r> {
             .await
             .map_err(transient)?;
         Ok(Pass {
-            outbox,
+            outbox: &handler.outbox,
             known,
-            book: Book::new(accounts),
+            book: Book::new(accounts, handler.max_amount_minor),
             new: Vec::new(),
             completions: Vec::new(),
             drafts: Vec::new(),

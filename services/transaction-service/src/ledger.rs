@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use contracts::money::format_minor;
 use contracts::{Currency, FailureReason, TransactionRequested};
 
-use crate::domain::{validate_event, ValidRequest};
+use crate::domain::{check_amount_limit, validate_event, ValidRequest};
 use crate::storage::batch::{Held, NewEntry};
 
 /// What applying a request decided.
@@ -51,15 +51,19 @@ impl Decision {
 /// entries those requests appended.
 #[derive(Debug, Default)]
 pub struct Book {
+    /// Largest amount a request may carry (`MAX_AMOUNT_MINOR`): requests that come straight
+    /// through Kafka are held to it too.
+    max_amount_minor: i64,
     accounts: BTreeMap<String, Held>,
     changed: BTreeSet<String>,
     entries: Vec<NewEntry>,
 }
 
 impl Book {
-    /// A book of the `accounts` a batch locked.
-    pub fn new(accounts: Vec<Held>) -> Self {
+    /// A book of the `accounts` a batch locked, taking amounts up to `max_amount_minor`.
+    pub fn new(accounts: Vec<Held>, max_amount_minor: i64) -> Self {
         Self {
+            max_amount_minor,
             accounts: accounts.into_iter().map(|a| (a.id.clone(), a)).collect(),
             ..Self::default()
         }
@@ -69,7 +73,9 @@ impl Book {
     /// it to them (debit, then credit, a journal entry each). `grace_over` says whether an
     /// unknown account is final (`unknown_account`) or waited for.
     pub fn apply(&mut self, request: &TransactionRequested, grace_over: bool) -> Decision {
-        let valid = match validate_event(request) {
+        let valid = match validate_event(request).and_then(|valid| {
+            check_amount_limit(valid.amount, self.max_amount_minor).map(|()| valid)
+        }) {
             Ok(valid) => valid,
             Err(invalid) => return Decision::failed(FailureReason::Invalid, invalid.detail),
         };

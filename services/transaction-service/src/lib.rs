@@ -90,7 +90,7 @@ impl Definition for TransactionService {
         );
         service.consume_events(
             ConsumerOptions::new(handlers::REQUESTS_GROUP, &[topics::TRANSACTION_REQUESTED]),
-            handlers::ApplyTransactions::new(service.outbox.clone()),
+            handlers::ApplyTransactions::new(service.outbox.clone(), max_amount_minor),
             waiting_requests,
         );
 

@@ -13,7 +13,7 @@ use axum::Router;
 use contracts::{topics, CustomerCreated};
 use platform::kafka::{ConsumerOptions, HandleError, Handler, Record, Rejected};
 use platform::testing::{
-    free_port, poll_until, service_config, unique, LocalKafka, RunningService,
+    free_port, poll_until, service_config, unique, LocalKafka, RunningService, TestProducer,
 };
 use platform::{Database, Outbox, Service, ServiceConfig};
 use serde_json::Value;
@@ -44,6 +44,15 @@ struct Failing;
 impl Handler for Failing {
     async fn handle(&self, _records: &[Record]) -> Result<Vec<Rejected>, HandleError> {
         Err(HandleError::Transient("the database is away".into()))
+    }
+}
+
+/// Gives up on every record: each goes to the dead-letter topic.
+struct Rejecting;
+
+impl Handler for Rejecting {
+    async fn handle(&self, _records: &[Record]) -> Result<Vec<Rejected>, HandleError> {
+        Err(HandleError::permanent("never valid"))
     }
 }
 
@@ -374,6 +383,104 @@ async fn readyz_names_a_consumer_whose_partition_is_wedged() {
         "{report}"
     );
     assert_eq!(report["checks"]["relay"]["ok"], true, "{report}");
+    running.stop().await.expect("orderly stop");
+}
+
+/// Deletes topic `name` (unprefixed) from the broker of `kafka`.
+async fn delete_topic(kafka: &platform::kafka::KafkaConfig, name: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = kafka
+        .client_config("test-admin")
+        .create()
+        .expect("admin client");
+    let full = kafka.topic_name(name);
+    let results = admin
+        .delete_topics(&[full.as_str()], &AdminOptions::new())
+        .await
+        .expect("delete topics");
+    for result in results {
+        result.unwrap_or_else(|(topic, code)| panic!("delete {topic}: {code}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_cannot_be_published_holds_its_partition_and_is_named() {
+    let config = impatient_config().await;
+    let kafka = config.kafka.clone();
+    let (_, consumed) = mpsc::unbounded_channel();
+    let Started { service, group, .. } = start_with(config, Rejecting, consumed).await;
+    let routes = routes(&service);
+    let running = RunningService::spawn(service, routes).await;
+    let base = running.base_url.clone();
+    let consumer_check = format!("consumer:{group}");
+    let ready = poll_until(PATIENCE, || async {
+        (readyz(&base).await.1["status"] == "ready").then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "ready at first: {}", readyz(&base).await.1);
+
+    // The dead-letter topic disappears (a broken deploy, a missing ACL would do the same):
+    // the record's dead letter cannot be published, and the partition waits for it.
+    let dead_letters = topics::dead_letter(topics::CUSTOMER_CREATED);
+    delete_topic(&kafka, &dead_letters).await;
+    TestProducer::new(&kafka)
+        .send(topics::CUSTOMER_CREATED, "c-1", b"{}", &[], Some(0))
+        .await;
+    let report = poll_until(PATIENCE, || async {
+        let (status, report) = readyz(&base).await;
+        (report["checks"][&consumer_check]["ok"] == false).then_some((status, report))
+    })
+    .await
+    .expect("the consumer check names the dead letter it cannot publish");
+    let (status, report) = report;
+    assert_eq!(status, StatusCode::OK, "degraded, still serving: {report}");
+    let detail = report["checks"][&consumer_check]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        detail.starts_with(&format!(
+            "{}/0: a record's dead letter has not been published",
+            topics::CUSTOMER_CREATED
+        )),
+        "{report}"
+    );
+    let (_, metrics) = get(&base, "/metrics").await;
+    let failing = poll_until(PATIENCE, || async {
+        let (_, metrics) = get(&base, "/metrics").await;
+        (series(&metrics, "kafka_dead_letter_failing", &[("group", &group)]) == Some(1.0))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        failing.is_some(),
+        "kafka_dead_letter_failing is 1: {metrics}"
+    );
+
+    // The topic comes back: the dead letter goes out and the partition moves on.
+    let recreated = poll_until(PATIENCE, || async {
+        platform::kafka::admin::ensure_topics(&kafka, std::slice::from_ref(&dead_letters))
+            .await
+            .ok()
+    })
+    .await;
+    assert!(recreated.is_some(), "{dead_letters} recreated");
+    let cleared = poll_until(PATIENCE, || async {
+        let (_, report) = readyz(&base).await;
+        (report["checks"][&consumer_check]["ok"] == true).then_some(())
+    })
+    .await;
+    assert!(
+        cleared.is_some(),
+        "published at last: {}",
+        readyz(&base).await.1
+    );
+    let (_, metrics) = get(&base, "/metrics").await;
+    assert_eq!(
+        series(&metrics, "kafka_dead_letter_failing", &[("group", &group)]),
+        Some(0.0),
+        "{metrics}"
+    );
     running.stop().await.expect("orderly stop");
 }
 

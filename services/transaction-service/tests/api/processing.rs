@@ -383,6 +383,7 @@ async fn ledger_after(requests: &[Value], accounts: &[&str], batch: usize) -> Ve
         .expect("migrations");
     let settings = settings_with_grace(Duration::ZERO);
     let requests_lot = ApplyTransactions::parking_lot(&settings);
+    let max_amount_minor = settings.max_amount_minor;
     let open = Inboxed::new(
         db.clone(),
         Arc::new(OpenAccounts::new(settings, requests_lot.clone())),
@@ -390,7 +391,10 @@ async fn ledger_after(requests: &[Value], accounts: &[&str], batch: usize) -> Ve
     );
     let apply = Inboxed::new(
         db.clone(),
-        Arc::new(ApplyTransactions::new(Outbox::new("transaction-service"))),
+        Arc::new(ApplyTransactions::new(
+            Outbox::new("transaction-service"),
+            max_amount_minor,
+        )),
         requests_lot,
     );
     let record = |topic: &str, offset: usize, payload: String| Record {
@@ -571,6 +575,50 @@ async fn invalid_requests_from_kafka_fail_with_a_reason() {
     let (_, txn) = ledger.get("/transactions/bad-amount").await;
     assert_eq!(txn["amount"], "1.234");
     assert_eq!(ledger.balance("alice").await, "0.00");
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_records_an_oversized_event_id_is_dead_lettered_and_kafka_amounts_are_limited() {
+    let settings = LedgerSettings {
+        max_amount_minor: 100_000,
+        ..LedgerSettings::default()
+    };
+    let ledger = Ledger::start(settings).await;
+    ledger.open_accounts(&["alice"]).await;
+
+    // An event id of 20,000 bytes: part of the inbox key, so it must never reach the database.
+    let hostile = EventMetadata::new(
+        "x".repeat(20_000),
+        EventType::TransactionRequested,
+        "/hostile",
+    );
+    let request = json!({"transactionId": "long-id", "kind": "credit", "to": "alice",
+                         "amount": "1.00", "requestedAt": chrono::Utc::now()});
+    ledger
+        .send_request("alice", request.to_string().as_bytes(), Some(&hostile))
+        .await;
+    // Straight through Kafka, above MAX_AMOUNT_MINOR (1,000.00 here): failed as invalid, as the
+    // HTTP API would refuse it.
+    ledger.send_credit("too-much", "alice", "1000.01").await;
+    ledger.send_credit("within", "alice", "1000.00").await;
+
+    let failed = ledger.failed("too-much").await;
+    assert_eq!(failed["reason"], "invalid", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("MAX_AMOUNT_MINOR")),
+        "{failed}"
+    );
+    ledger.processed("within").await;
+    let dead = ledger
+        .dead_letters_of(topics::TRANSACTION_REQUESTED, 1)
+        .await;
+    let error = dead[0].header(headers::DLT_ERROR).unwrap_or_default();
+    assert!(error.contains("20000 bytes"), "{error}");
+    assert!(ledger.outcomes_for("long-id").is_empty());
+    assert_eq!(ledger.balance("alice").await, "1000.00");
     ledger.stop().await;
 }
 

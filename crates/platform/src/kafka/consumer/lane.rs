@@ -163,25 +163,38 @@ impl<H: Handler> Lane<'_, H> {
         tracing::error!(topic = %record.topic, partition = record.partition,
             offset = record.offset, error = %reason, "record sent to dead-letter topic");
         let letter = DeadLetter::of(record, &options.group_id, reason);
+        let health = &self.env.health;
+        health.dead_letter_started(&record.topic, record.partition);
+        let failing = metrics::gauge!("kafka_dead_letter_failing",
+            "group" => options.group_id.clone(), "topic" => record.topic.clone(),
+            "partition" => record.partition.to_string());
         let mut delays = retry::exponential(options.initial_backoff, options.max_backoff).build();
-        loop {
+        // The partition waits here: nothing after the record is applied or committed until its
+        // dead letter is published. `/readyz`, `kafka_dead_letter_failing` and the
+        // DeadLetterPublishFailing alert say so while it lasts.
+        let published = loop {
             let producer = self.dead_letter_producer();
             match self.publish(&producer, &letter).await {
                 Ok(()) => {
                     metrics::counter!("events_dead_lettered_total", "topic" => record.topic.clone())
                         .increment(1);
-                    return true;
+                    break true;
                 }
                 Err(error) => {
                     tracing::warn!(%error, topic = %letter.topic, "dead-letter publish failed; retrying");
+                    failing.set(1.0);
+                    health.dead_letter_failed(&record.topic, record.partition, &error.to_string());
                     self.replace_if_fatal(&producer);
                     let backoff = delays.next().unwrap_or(options.max_backoff);
                     if !self.pause_for(backoff).await {
-                        return false;
+                        break false;
                     }
                 }
             }
-        }
+        };
+        failing.set(0.0);
+        health.dead_letter_published(&record.topic, record.partition);
+        published
     }
 
     /// One attempt to publish `letter`, until the broker acknowledges it.

@@ -119,6 +119,8 @@ struct LaneEnv<H> {
     /// Replaced when it hits a fatal error (fenced or out-of-sequence idempotent producer).
     dead_letters: Mutex<Producer>,
     consumer: Arc<KafkaConsumer>,
+    /// Where a lane reports a dead letter it cannot publish.
+    health: ConsumerHealth,
     shutdown: CancellationToken,
 }
 
@@ -148,6 +150,7 @@ pub async fn run_consumer<H: Handler>(
         options,
         dead_letters: Mutex::new(dead_letters),
         consumer: Arc::clone(&consumer),
+        health: health.clone(),
         shutdown: shutdown.clone(),
     });
     let dispatcher = Dispatcher::new(env, lanes, config.topic_prefix.clone());
@@ -255,7 +258,7 @@ pub fn consume_span(record: &Record, group: Option<&str>) -> tracing::Span {
         messaging.kafka.offset = record.offset,
         messaging.kafka.message.key = tracing::field::Empty,
         messaging.consumer.group.name = tracing::field::Empty,
-        event_id = %record.metadata().id,
+        event_id = %record.event_id_for_logs(),
     );
     if let Some(key) = &record.key {
         span.record("messaging.kafka.message.key", key.as_str());
@@ -321,6 +324,23 @@ mod tests {
         );
         let err = v2.decode::<CustomerCreated>().unwrap_err();
         assert!(err.to_string().contains("customer.created.v2"));
+    }
+
+    #[test]
+    fn an_oversized_event_id_is_permanent_and_cut_in_logs() {
+        let longest = "e".repeat(contracts::envelope::MAX_ID_BYTES);
+        let fits = record(vec![(headers::ID, &longest)], CUSTOMER);
+        assert!(fits.decode::<CustomerCreated>().is_ok());
+        let hostile_id = "é".repeat(5_000);
+        let hostile = record(vec![(headers::ID, &hostile_id)], CUSTOMER);
+        let err = hostile.decode::<CustomerCreated>().unwrap_err();
+        assert!(matches!(err, HandleError::Permanent(_)), "{err}");
+        assert!(err.to_string().contains("10000 bytes"), "{err}");
+        let logged = hostile.event_id_for_logs();
+        assert!(
+            logged.len() < 200 && logged.ends_with("(10000 bytes)"),
+            "{logged}"
+        );
     }
 
     /// Collects the spans a test tracer provider ends.

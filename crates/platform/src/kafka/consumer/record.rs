@@ -1,6 +1,6 @@
 //! [`Record`]: a consumed record, detached from the client.
 
-use contracts::envelope::{headers, Event, EventMetadata, EventType};
+use contracts::envelope::{headers, Event, EventMetadata, EventType, MAX_ID_BYTES};
 use contracts::Validate;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
@@ -46,6 +46,13 @@ impl Record {
     /// header is present. Failures are permanent: the record goes to the dead-letter topic.
     pub fn decode<E: Event>(&self) -> Result<(EventMetadata, E), HandleError> {
         let metadata = self.metadata();
+        if metadata.id.len() > MAX_ID_BYTES {
+            return Err(HandleError::permanent(format!(
+                "the event id ({}) is {} bytes, more than the {MAX_ID_BYTES} an event id may have",
+                headers::ID,
+                metadata.id.len()
+            )));
+        }
         if !metadata.event_type.is_empty() && metadata.event_type != E::TYPE.as_str() {
             return Err(HandleError::permanent(format!(
                 "unsupported event type `{}` on {} (expected `{}`)",
@@ -69,6 +76,20 @@ impl Record {
             HandleError::permanent(e).context(format!("invalid {} event", E::TYPE.topic()))
         })?;
         Ok((metadata, event))
+    }
+
+    /// The event id for logs: cut to [`MAX_ID_BYTES`] (a longer one is refused by
+    /// [`Record::decode`], and must not flood the log on its way to the dead-letter topic).
+    pub fn event_id_for_logs(&self) -> String {
+        let id = self.metadata().id;
+        if id.len() <= MAX_ID_BYTES {
+            return id;
+        }
+        let mut end = MAX_ID_BYTES;
+        while !id.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}… ({} bytes)", &id[..end], id.len())
     }
 
     /// The W3C `traceparent` header, when present and UTF-8 (with or without CloudEvents
