@@ -6,14 +6,13 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
 use platform::auth::{protect, ApiKeys};
-use platform::http::{ApiKeyScheme, ProblemDetails};
+use platform::http::{self, ApiKeyScheme, ProblemDetails};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -37,8 +36,14 @@ pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
     let api = protect(api, api_keys).with_state(state);
     Router::new()
         .route("/", get(page))
-        .route("/console.css", get(css))
-        .route("/console.js", get(script))
+        .route(
+            "/console.css",
+            get(|| async { http::stylesheet(include_str!("console.css")) }),
+        )
+        .route(
+            "/console.js",
+            get(|| async { http::javascript(include_str!("console.js")) }),
+        )
         .route("/openapi.json", get(openapi))
         .merge(api)
         .merge(platform::http::keyed_routes(api_keys))
@@ -47,20 +52,6 @@ pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
 /// The page.
 async fn page() -> Html<&'static str> {
     Html(include_str!("console.html"))
-}
-
-async fn css() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("console.css"),
-    )
-}
-
-async fn script() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("console.js"),
-    )
 }
 
 /// Everything the console shows now: the recent events (newest first), the accounts, the

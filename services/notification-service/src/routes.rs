@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::feed::Hub;
 use crate::storage;
 use platform::auth::{protect, ApiKeys};
-use platform::http::{ApiKeyScheme, ProblemDetails};
+use platform::http::{self, ApiKeyScheme, ProblemDetails};
 use platform::limits::check_length;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
@@ -53,6 +53,14 @@ pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
         .route("/notifications/stream", get(stream_notifications));
     protect(notifications, api_keys)
         .route("/", get(dashboard))
+        .route(
+            "/dashboard.css",
+            get(|| async { http::stylesheet(include_str!("dashboard.css")) }),
+        )
+        .route(
+            "/dashboard.js",
+            get(|| async { http::javascript(include_str!("dashboard.js")) }),
+        )
         .route("/openapi.json", get(openapi))
         .with_state(state)
         .merge(platform::http::keyed_routes(api_keys))

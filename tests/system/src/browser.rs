@@ -219,3 +219,49 @@ impl Browser {
         let _ = self.http.delete(&self.session).send().await;
     }
 }
+
+/// Asserts that the page at `url` and every script and stylesheet it loads come with the browser
+/// protections: a content security policy that allows no inline code and no framing,
+/// `X-Frame-Options: DENY` and `X-Content-Type-Options: nosniff`. (The browser tests then
+/// assert no console errors: a page that broke its policy would log the refusals.)
+pub async fn assert_page_protections(url: &str) {
+    let client = reqwest::Client::new();
+    let page = client.get(url).send().await.expect("GET the page");
+    let base = page.url().clone();
+    let html = {
+        assert_protected(url, page.headers());
+        page.text().await.expect("the page")
+    };
+    let assets: Vec<String> = html
+        .split(['"', '\''])
+        .filter(|part| part.ends_with(".js") || part.ends_with(".css"))
+        .map(str::to_string)
+        .collect();
+    assert!(!assets.is_empty(), "{url} loads no script or stylesheet");
+    for asset in assets {
+        let asset_url = base.join(&asset).expect("an asset URL");
+        let response = client.get(asset_url.clone()).send().await.expect("GET");
+        assert_eq!(response.status(), 200, "{asset_url}");
+        assert_protected(asset_url.as_str(), response.headers());
+    }
+}
+
+fn assert_protected(url: &str, headers: &reqwest::header::HeaderMap) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let policy = header("content-security-policy");
+    assert!(
+        policy.contains("default-src 'self'")
+            && policy.contains("frame-ancestors 'none'")
+            && !policy.contains("unsafe-inline")
+            && !policy.contains("unsafe-eval"),
+        "{url}: content-security-policy {policy:?}"
+    );
+    assert_eq!(header("x-frame-options"), "DENY", "{url}");
+    assert_eq!(header("x-content-type-options"), "nosniff", "{url}");
+}

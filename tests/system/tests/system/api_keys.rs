@@ -173,6 +173,7 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
     drop(keyed);
 
     // The dashboard asks for the read key once; the flow then shows up in its live feed.
+    system_tests::browser::assert_page_protections(&stack.url("notification-service")).await;
     let browser = Browser::start(1280, 900).await;
     browser.open(&stack.url("notification-service")).await;
     let asked = poll_until(Duration::from_secs(10), || {

@@ -39,6 +39,7 @@ async fn the_console_shows_the_seed_flow_live_in_a_browser() {
         .start_console(&[("API_KEYS", KEY), ("CONSOLE_API_KEY", KEY)])
         .await;
     let browser = Browser::start(1440, 1200).await;
+    system_tests::browser::assert_page_protections(&console.url()).await;
     browser.open(&console.url()).await;
 
     // With API_KEYS the page asks for a read key once, and then goes live.
