@@ -517,9 +517,12 @@ def check_workflows(build_command: str) -> None:
     wf = ROOT / ".github/workflows"
     ci = (wf / "ci.yml").read_text() if (wf / "ci.yml").exists() else ""
     deploy = (wf / "deploy.yml").read_text() if (wf / "deploy.yml").exists() else ""
-    for needle in ("cargo fmt --all -- --check", "-D warnings", "cargo xtask test"):
+    for needle in ("cargo fmt --all -- --check", "-D warnings", "cargo xtask test", "cargo deny check\n"):
         if needle not in ci:
-            problem(f"ci.yml does not run `{needle}`")
+            problem(f"ci.yml does not run `{needle.strip()}`")
+    ci_run = (ROOT / ".ci/run").read_text()
+    if "cargo deny check licenses bans sources" not in ci_run:
+        problem(".ci/run does not run `cargo deny check licenses bans sources`")
     ci_doc = load_yaml(wf / "ci.yml") or {}
     on = ci_doc.get(True, ci_doc.get("on")) or {}
     if not {"push", "pull_request"} <= set(on):
