@@ -217,6 +217,17 @@ def check_k8s(rendered: Path) -> None:
         problem("the kustomization renders a Secret; secrets must stay out of the repository")
     if "Namespace" not in by_kind:
         problem("no Namespace rendered")
+    # Only what must talk, talks: ingress denied by default, the HTTP port opened to the console
+    # and to namespaces labelled as HTTP clients.
+    policies = by_kind.get("NetworkPolicy", {})
+    deny = [p for p in policies.values() if (p.get("spec") or {}).get("podSelector") == {}
+            and (p.get("spec") or {}).get("policyTypes") == ["Ingress"] and not (p.get("spec") or {}).get("ingress")]
+    if not deny:
+        problem("no NetworkPolicy denies ingress by default (podSelector {}, policyTypes [Ingress], no rules)")
+    allowed_ports = {port.get("port") for p in policies.values() for rule in (p.get("spec") or {}).get("ingress") or []
+                     for port in rule.get("ports") or []}
+    if allowed_ports != {8080}:
+        problem(f"NetworkPolicies open ports {sorted(allowed_ports, key=str)}, not just the HTTP port 8080")
 
     def matches(selector: dict, labels: dict) -> bool:
         return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
@@ -245,8 +256,15 @@ def check_k8s(rendered: Path) -> None:
         c = containers[0]
         if not re.match(rf"[^/\s]+/[^/\s]+/{name}:[\w.-]+$", str(c.get("image", ""))):
             problem(f"{name}: image '{c.get('image')}' is not <registry>/<namespace>/{name}:<tag>")
-        elif str(c.get("image")).endswith(":latest"):
-            problem(f"{name}: image '{c.get('image')}' is `latest`; give a version or commit SHA (kustomize images:)")
+        elif not re.search(r":([0-9a-f]{40}|set-a-commit-sha)$", str(c.get("image"))):
+            problem(f"{name}: image '{c.get('image')}' is not tagged with a commit SHA (what deploy.yml pushes) or the placeholder set-a-commit-sha")
+        spread = {t.get("topologyKey"): t for t in pod_spec.get("topologySpreadConstraints") or []}
+        host = spread.get("kubernetes.io/hostname") or {}
+        if not matches((host.get("labelSelector") or {}).get("matchLabels") or {}, pod_labels):
+            problem(f"{name}: no topology spread over kubernetes.io/hostname selecting its own pods")
+        for volume in pod_spec.get("volumes") or []:
+            if "emptyDir" in volume and not (volume.get("emptyDir") or {}).get("sizeLimit"):
+                problem(f"{name}: emptyDir volume '{volume.get('name')}' has no sizeLimit")
         pull_secrets = [r.get("name") for r in pod_spec.get("imagePullSecrets") or []]
         if not pull_secrets:
             problem(f"{name}: no imagePullSecrets (the registry is private)")
