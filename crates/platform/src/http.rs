@@ -289,7 +289,11 @@ pub fn with_common_layers(router: Router) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(log_failure),
+        )
         .layer(CatchPanicLayer::custom(|_| {
             Problem::internal(&"handler panicked").into_response()
         }))
@@ -332,6 +336,25 @@ pub fn javascript(body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Logs a failed request: a 5xx at ERROR, but a 503, which this code answers on purpose
+/// (backpressure, a replica starting or stopping, a database away, each logged where it is
+/// found) at DEBUG, so a probe or a retrying client does not write an error line per attempt.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass as Class;
+    let latency_ms = latency.as_millis();
+    match class {
+        Class::StatusCode(status) if status == StatusCode::SERVICE_UNAVAILABLE => {
+            tracing::debug!(%status, latency_ms, "service unavailable")
+        }
+        Class::StatusCode(status) => tracing::error!(%status, latency_ms, "response failed"),
+        Class::Error(error) => tracing::error!(%error, latency_ms, "response failed"),
+    }
 }
 
 /// Removes a caller's `x-request-id` that is too long or not printable ASCII, so that a new
@@ -520,6 +543,30 @@ mod tests {
         let bytes = axum::body::to_bytes(body, 100_000).await.unwrap();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         (Response::from_parts(parts, axum::body::Body::empty()), json)
+    }
+
+    #[tokio::test]
+    async fn a_503_is_not_an_error_line_and_a_500_is() {
+        let router = with_common_layers(
+            Router::new()
+                .route("/busy", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+                .route(
+                    "/broken",
+                    get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+                ),
+        );
+        let logs = crate::test_logs::Logs::default();
+        let guard = logs.capture();
+        call(&router, "GET", "/busy").await;
+        let after_busy = logs.text();
+        call(&router, "GET", "/broken").await;
+        drop(guard);
+        assert!(!after_busy.contains("ERROR"), "{after_busy}");
+        let text = logs.text();
+        assert!(
+            text.contains("ERROR") && text.contains("response failed"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -166,10 +166,16 @@ impl rdkafka::ClientContext for TracingContext {
 impl rdkafka::consumer::ConsumerContext for TracingContext {}
 
 /// Emits a librdkafka log line as a `tracing` event of target `librdkafka` at the matching
-/// level (emergency to error: ERROR, warning: WARN, notice and info: INFO, debug: DEBUG).
+/// level (emergency to error: ERROR, warning: WARN, notice and info: INFO, debug: DEBUG). A
+/// failed connection (facility `FAIL`: a broker restarting, moving or away) is a WARN: the client
+/// reconnects by itself, and librdkafka writes one line per condition (it counts the identical
+/// ones it suppresses).
 pub(crate) fn log_to_tracing(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
     use rdkafka::config::RDKafkaLogLevel as L;
     match level {
+        L::Error if fac == "FAIL" => {
+            tracing::warn!(target: "librdkafka", facility = fac, "{message}")
+        }
         L::Emerg | L::Alert | L::Critical | L::Error => {
             tracing::error!(target: "librdkafka", facility = fac, "{message}")
         }
@@ -204,6 +210,11 @@ mod tests {
         let guard = logs.capture();
         let context = TracingContext;
         context.log(RDKafkaLogLevel::Error, "FAIL", "Connect to broker failed");
+        context.log(
+            RDKafkaLogLevel::Error,
+            "TOPICERR",
+            "Topic authorization failed",
+        );
         context.log(RDKafkaLogLevel::Warning, "GETPID", "Failed to acquire PID");
         context.log(RDKafkaLogLevel::Notice, "CLUSTERID", "cluster id changed");
         context.log(RDKafkaLogLevel::Debug, "BROKER", "added broker");
@@ -214,7 +225,8 @@ mod tests {
         drop(guard);
         let text = logs.text();
         for expected in [
-            "ERROR librdkafka: Connect to broker failed facility=\"FAIL\"",
+            "WARN librdkafka: Connect to broker failed facility=\"FAIL\"",
+            "ERROR librdkafka: Topic authorization failed facility=\"TOPICERR\"",
             "WARN librdkafka: Failed to acquire PID facility=\"GETPID\"",
             "INFO librdkafka: cluster id changed facility=\"CLUSTERID\"",
             "DEBUG librdkafka: added broker facility=\"BROKER\"",
