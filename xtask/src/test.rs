@@ -39,6 +39,10 @@ pub const NO_DATABASE_TESTS: &[(&str, &str)] = &[
         "platform: the Kafka client against the broker",
     ),
     (
+        "integration/http_guards",
+        "platform: the HTTP server's guards over sockets",
+    ),
+    (
         "system/sasl_ssl",
         "the Kafka transport; its services' database use is seed_flow's",
     ),
@@ -48,6 +52,21 @@ pub const NO_DATABASE_TESTS: &[(&str, &str)] = &[
     ),
     ("api/start_up", "the console (it has no database)"),
 ];
+
+/// Tests that need PostgreSQL (several replicas on one database, or its transaction horizon),
+/// by full name: the SQLite pass skips them, so they are counted in the pass where they run and
+/// never as passed where they would return at once.
+pub const POSTGRES_ONLY_TESTS: &[&str] = &[
+    "relay_lease::on_postgres_a_row_waits_for_older_transactions_still_open",
+    "replicas::opposing_transfers_on_two_replicas_conserve_money_and_all_complete",
+    "backpressure::a_replica_that_accepted_nothing_sees_the_backlog_of_another",
+    "replicas::three_replicas_lose_nothing_when_one_of_each_is_killed",
+    "chaos::a_short_fixed_seed_chaos_run_loses_and_duplicates_nothing",
+];
+
+/// Variables that change what a test does (rewrite the schemas, run a subset of the crash
+/// points): every pass runs without them, so the count means the whole suite.
+const TEST_CHANGING_VARIABLES: [&str; 2] = ["UPDATE_SCHEMAS", "EMS_CRASH_POINTS"];
 
 /// Prefixes of lines a test prints for the closing summary (also taken from the test output).
 const SUMMARY_PREFIXES: [&str; 2] = ["sasl_ssl:", "crash points:"];
@@ -134,8 +153,17 @@ pub fn run(sqlite_only: bool) -> Result<i32> {
             })?;
         }
         let script = paths::repo_root().join("deploy/tests/run.sh");
-        if script.is_file() && !interrupted() {
-            tally.step("deploy checks:", || deploy_checks(&script))?;
+        if !interrupted() {
+            tally.step("deploy checks:", || {
+                if !script.is_file() {
+                    eprintln!("deploy checks: {} is missing", script.display());
+                    return Ok(Counts {
+                        passed: 0,
+                        failed: 1,
+                    });
+                }
+                deploy_checks(&script)
+            })?;
         }
         Ok(())
     })();
@@ -218,10 +246,10 @@ impl Tally {
     }
 }
 
-/// The SQLite pass: every test once.
+/// The SQLite pass: every test once, but those of [`POSTGRES_ONLY_TESTS`].
 fn sqlite_pass(env: &PassEnv<'_>, tally: &mut Tally) -> Result<()> {
     let clock = Instant::now();
-    let report = cargo_test_pass("SQLite", &[], env, None, None)?;
+    let report = cargo_test_pass("SQLite", &sqlite_args(), env, None, None)?;
     tally.pass("SQLite", "SQLite pass (every test):", report, clock, "");
     Ok(())
 }
@@ -300,6 +328,16 @@ fn counted(name: &str, report: &PassReport) -> Counts {
     c
 }
 
+/// The `cargo test` arguments of the SQLite pass: the [`POSTGRES_ONLY_TESTS`] skipped by their
+/// exact names.
+pub fn sqlite_args() -> Vec<String> {
+    let mut args = vec!["--".to_string(), "--exact".to_string()];
+    for name in POSTGRES_ONLY_TESTS {
+        args.extend(["--skip".to_string(), (*name).to_string()]);
+    }
+    args
+}
+
 /// The `cargo test` arguments of the PostgreSQL pass: `--test <target>` for every
 /// integration-test target not declared database-free in [`NO_DATABASE_TESTS`], then
 /// `-- --skip <module>::` for the database-free modules of those targets.
@@ -375,6 +413,9 @@ fn cargo_test_pass(
         .env("TMPDIR", env.temp_dir)
         .env_remove("TEST_DATABASE_URL")
         .env_remove("TEST_DATABASE_CA");
+    for variable in TEST_CHANGING_VARIABLES {
+        cmd.env_remove(variable);
+    }
     if let Some(url) = database_url {
         cmd.env("TEST_DATABASE_URL", url);
     }
@@ -658,14 +699,53 @@ mod tests {
         let args = database_test_args_of(&all).unwrap().join(" ");
         assert_eq!(
             args,
-            "--test api --test integration --test system -- --skip kafka:: --skip sasl_ssl:: \
-             --skip console:: --skip start_up::"
+            "--test api --test integration --test system -- --skip kafka:: --skip http_guards:: \
+             --skip sasl_ssl:: --skip console:: --skip start_up::"
         );
         let without_system = database_test_args_of(&all[..3]).unwrap_err().to_string();
         assert!(
             without_system.contains("`system` is no test target"),
             "{without_system}"
         );
+    }
+
+    #[test]
+    fn each_postgres_only_test_exists_and_the_sqlite_pass_skips_it_exactly() {
+        let root = paths::repo_root();
+        let sources: Vec<String> = ["crates", "services", "tests"]
+            .iter()
+            .flat_map(|dir| rust_files(&root.join(dir)))
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .collect();
+        for name in POSTGRES_ONLY_TESTS {
+            let function = name.rsplit("::").next().unwrap_or(name);
+            assert!(
+                sources
+                    .iter()
+                    .any(|s| s.contains(&format!("async fn {function}()"))),
+                "POSTGRES_ONLY_TESTS names `{name}`, which no test defines"
+            );
+        }
+        let args = sqlite_args();
+        assert_eq!(args[..2], ["--", "--exact"]);
+        assert_eq!(args.len(), 2 + 2 * POSTGRES_ONLY_TESTS.len());
+    }
+
+    /// The `.rs` files under `dir`, recursively (build output aside).
+    fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return files;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.ends_with("target") {
+                files.extend(rust_files(&path));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+        files
     }
 
     #[test]
