@@ -88,7 +88,10 @@ impl Service {
         }
         consumers.spawn(bring_up_broker(
             config.kafka.clone(),
-            config.create_topics,
+            TopicSetup {
+                create: config.create_topics,
+                fix: config.fix_topic_configs,
+            },
             health.clone(),
             Arc::clone(&fatal),
             shutdown.clone(),
@@ -286,21 +289,30 @@ pub fn log_api_keys(keys: &ApiKeys) {
     }
 }
 
+/// What start-up does with the topics.
+#[derive(Debug, Clone, Copy)]
+struct TopicSetup {
+    /// Create the missing ones (`KAFKA_CREATE_TOPICS`).
+    create: bool,
+    /// Alter existing ones whose configs drifted (`KAFKA_FIX_TOPIC_CONFIGS`).
+    fix: bool,
+}
+
 /// Reaches the broker and creates the topics, retrying with backoff (one warning per attempt)
 /// until it works or shutdown; then tells `health` the broker is up. Credentials or certificates
 /// the broker rejects are kept in `fatal` and stop the service.
 async fn bring_up_broker(
     kafka: kafka::KafkaConfig,
-    create_topics: bool,
+    setup: TopicSetup,
     health: Health,
     fatal: Arc<std::sync::Mutex<Option<kafka::KafkaError>>>,
     shutdown: CancellationToken,
 ) {
     use backon::Retryable;
     let topics = contracts::topics::all_with_dead_letters();
-    let topics = create_topics.then_some(&topics[..]);
+    let created = setup.create.then_some(&topics[..]);
     let mut attempt = 1u32;
-    let attempts = (|| connect_and_create_topics(&kafka, topics))
+    let attempts = (|| connect_and_create_topics(&kafka, created))
         .retry(crate::retry::exponential(
             Duration::from_secs(1),
             MAX_BROKER_BACKOFF,
@@ -325,6 +337,12 @@ async fn bring_up_broker(
                 tracing::info!(attempt, "Kafka reachable; topics ready");
             }
             health.broker_up();
+            // Existing topics whose retention or cleanup policy differ are reported (fixed on
+            // request), whether or not this service creates topics.
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                () = kafka::report_topic_configs(&kafka, &topics, setup.fix) => {}
+            }
         }
         Err(error) => {
             tracing::error!(%error, "Kafka refused the connection; stopping");
