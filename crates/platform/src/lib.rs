@@ -17,6 +17,7 @@ pub mod limits;
 pub mod outbox;
 pub mod parking;
 pub mod rate_limit;
+pub mod rebuild;
 pub mod redact;
 pub mod retry;
 pub mod server;

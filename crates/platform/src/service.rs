@@ -45,6 +45,8 @@ pub struct Service {
     /// What the consumers and the relay report for `/readyz`.
     pub health: Health,
     consumers: JoinSet<()>,
+    /// Closed while a rebuild from a compacted topic runs: consumers start once it is open.
+    gate: crate::rebuild::Gate,
     /// An error that stopped the service from the background (the broker refused us).
     fatal: Arc<std::sync::Mutex<Option<kafka::KafkaError>>>,
     /// Per consumer group, the token that stops that consumer alone (tests).
@@ -105,6 +107,7 @@ impl Service {
             shutdown,
             health,
             consumers,
+            gate: crate::rebuild::Gate::default(),
             fatal,
             #[cfg(feature = "testing")]
             consumer_stops: Default::default(),
@@ -122,6 +125,67 @@ impl Service {
     ) {
         let apply = Arc::new(apply);
         let lot = lot.in_group(&options.group_id);
+        self.consume_inboxed(options, apply, lot);
+    }
+
+    /// Like [`Service::consume_events`], for the compacted topic the service's view is built
+    /// from (`options.topics`, the first): when `view_table` has no row at start (a new
+    /// database, or a read model dropped to be rebuilt), what the consumer group had consumed of
+    /// the topic (from its start up to the group's committed offsets; see [`crate::rebuild`]) is
+    /// first read again through `replay` and the same inbox (records seen before are skipped; the records replayed
+    /// are marked as seen for the consumer), and no consumer of the service starts before that
+    /// is done. `replay` is the handler of the rebuild (e.g. one that sends no welcome again).
+    /// Register it before the other consumers.
+    pub fn consume_events_rebuilding<A: Apply>(
+        &mut self,
+        options: ConsumerOptions,
+        apply: A,
+        replay: A,
+        lot: ParkingLot,
+        view_table: &'static str,
+    ) {
+        let apply = Arc::new(apply);
+        let lot = lot.in_group(&options.group_id);
+        let held = self.gate.hold();
+        let handler = Inboxed::new(self.db.clone(), Arc::new(replay), lot.clone());
+        let topic = options.topics.first().cloned().unwrap_or_default();
+        let group = options.group_id.clone();
+        let (db, kafka, max_batch) = (
+            self.db.clone(),
+            self.config.kafka.clone(),
+            self.config.consumer.max_batch,
+        );
+        let health = self.health.clone();
+        self.spawn(move |shutdown| async move {
+            let rebuild = async {
+                health.broker_ready().await;
+                crate::rebuild::rebuild_when_empty(
+                    &db, &kafka, view_table, &topic, &group, &handler, max_batch,
+                )
+                .await
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                result = rebuild => match result {
+                    Ok(_) => drop(held),
+                    Err(error) => {
+                        tracing::error!(%error, "rebuild failed; shutting down");
+                        shutdown.cancel();
+                    }
+                },
+            }
+        });
+        self.consume_inboxed(options, apply, lot);
+    }
+
+    /// A consumer of `options` applying with `apply` through the inbox, and the resolver of
+    /// what it parks in `lot`.
+    fn consume_inboxed<A: Apply>(
+        &mut self,
+        options: ConsumerOptions,
+        apply: Arc<A>,
+        lot: ParkingLot,
+    ) {
         let (db, resolver_apply, resolver_lot) = (self.db.clone(), Arc::clone(&apply), lot.clone());
         self.spawn(move |shutdown| {
             parking::run_resolver(db, resolver_apply, resolver_lot, shutdown)
@@ -141,13 +205,14 @@ impl Service {
         let kafka = self.config.kafka.clone();
         let producer = self.producer.clone();
         let (health, shutdown) = (self.health.clone(), self.shutdown.clone());
+        let gate = self.gate.clone();
         let stop = shutdown.child_token();
         #[cfg(feature = "testing")]
         self.consumer_stops.insert(group.clone(), stop.clone());
         self.consumers.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = health.broker_ready() => {
+                () = async { health.broker_ready().await; gate.opened().await } => {
                     if let Err(error) =
                         kafka::run_consumer(&kafka, options, handler, producer, stop).await
                     {

@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod dead_letters;
 pub mod producer;
+pub mod replay;
 
 pub use admin::{check_topic_configs, ensure_topics, report_topic_configs, TopicDrift};
 pub use config::{KafkaConfig, SaslCredentials, SaslMechanism, SecurityProtocol};
