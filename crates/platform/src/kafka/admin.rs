@@ -111,7 +111,8 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[String]) -> Result<()
 }
 
 /// Compares the configs of the existing `topics` (names without the prefix) with the table and
-/// returns every difference; topics that do not exist are skipped. With `fix`, each drifted
+/// returns every difference; topics that do not exist, or whose configs this credential may not
+/// describe, are skipped. With `fix`, each drifted
 /// topic is altered to the table's values first (its other topic-level overrides are kept: the
 /// admin API's non-incremental AlterConfigs is given them all), and what was fixed is returned.
 pub async fn check_topic_configs(
@@ -140,6 +141,15 @@ pub async fn check_topic_configs(
         let resource = match result {
             Ok(resource) => resource,
             Err(RDKafkaErrorCode::UnknownTopicOrPartition) => continue,
+            // A service may read only its own topics (Event Streams' least privilege): the
+            // others are the deploy's or another service's to check.
+            Err(
+                code @ (RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed),
+            ) => {
+                tracing::debug!(topic = %name, %code, "not allowed to describe its configs");
+                continue;
+            }
             Err(code) => {
                 return Err(KafkaError::Operation {
                     operation: format!("describe configs of {name}"),
