@@ -18,6 +18,8 @@
 #   CE_REGISTRY_SECRET (icr-pull): made once from the API key of the service ID
 #                            <CE_PROJECT>-registry-pull, which may only read (Reader) ICR_NAMESPACE
 #   KAFKA_TOPIC_PARTITIONS (3)  ES_TOPIC_WAIT (60): seconds to wait for new topics to appear
+#   ES_FIX_TOPIC_CONFIGS (false)  true: an existing topic whose retention or cleanup policy differ from
+#                            deploy/topics.txt is updated (`es topic-update --config`); false: reported
 #   CE_MIN_SCALE (1)  CE_MAX_SCALE (2)  CE_CPU (0.5)  CE_MEMORY (1G)
 #   CE_LIVENESS_DELAY (30)   seconds before the first liveness probe (start-up: migrations, first
 #                            connections); /healthz answers as soon as the HTTP server listens
@@ -98,6 +100,9 @@ CE_CPU=${CE_CPU:-0.5}
 CE_MEMORY=${CE_MEMORY:-1G}
 CE_LIVENESS_DELAY=${CE_LIVENESS_DELAY:-30}
 ES_ROTATE_KEYS=${ES_ROTATE_KEYS:-false}
+ES_FIX_TOPIC_CONFIGS=${ES_FIX_TOPIC_CONFIGS:-false}
+[[ $ES_FIX_TOPIC_CONFIGS == true || $ES_FIX_TOPIC_CONFIGS == false ]] ||
+  die "ES_FIX_TOPIC_CONFIGS must be true or false, not '$ES_FIX_TOPIC_CONFIGS'"
 for var in KAFKA_TOPIC_PARTITIONS ES_TOPIC_WAIT CE_MIN_SCALE CE_MAX_SCALE CE_LIVENESS_DELAY; do
   [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number, not '${!var}'"
 done
@@ -122,10 +127,15 @@ done <"$here/event-streams-access.txt"
 for service in "${services[@]}"; do
   [[ -n ${access_of[$service]:-} ]] || die "no Event Streams access for '$service' in $here/event-streams-access.txt"
 done
+# deploy/topics.txt: every topic (dead letters included) and its configs, generated from
+# crates/contracts/src/topics.rs (retention, cleanup policy: the services check the same table).
 topics=()
-while read -r topic; do
+declare -A configs_of=()
+while read -r topic configs; do
   [[ -z $topic || $topic == \#* ]] && continue
-  topics+=("$topic" "$topic.DLT")
+  [[ -n $configs ]] || die "topic $topic has no configs in $deploy_dir/topics.txt"
+  topics+=("$topic")
+  configs_of[$topic]=$configs
 done <"$deploy_dir/topics.txt"
 
 scratch=$(mktemp -d)
@@ -173,6 +183,18 @@ if query == "apikey":
 elif query == "brokers":
     found = ["%s:%s" % (o["host"], o["port"]) for o in objects(doc) if "host" in o and "port" in o]
     print(",".join(dict.fromkeys(found)))
+elif query == "topic-drift":
+    # The answer of "es topic NAME --json": the Admin REST API topic object; its "configs" map when present,
+    # else its camelCase fields (retentionMs, cleanupPolicy). Prints "KEY EXPECTED ACTUAL" per
+    # config of the arguments (KEY=VALUE) that differs.
+    configs = doc.get("configs") if isinstance(doc.get("configs"), dict) else {}
+    for pair in sys.argv[2:]:
+        name, _, expected = pair.partition("=")
+        camel = name.split(".")[0] + "".join(w.title() for w in name.split(".")[1:])
+        actual = configs.get(name, doc.get(camel))
+        actual = "<unset>" if actual is None else str(actual)
+        if actual != expected:
+            print(name, expected, actual)
 elif query == "bindings":
     for o in objects(doc):
         if key(o, "prefix", "environmentVariablePrefix", "envPrefix") == arg:
@@ -253,14 +275,34 @@ step "Event Streams topics on $ES_INSTANCE (${#topics[@]} topics, $KAFKA_TOPIC_P
 # KAFKA_CREATE_TOPICS=false and Writer/Reader only. `es topic NAME` fails when NAME does not exist.
 run es init --instance-name "$ES_INSTANCE"
 created=()
+drifted=()
 for topic in "${topics[@]}"; do
-  if quietly es topic "$topic" --json; then
-    echo "    $topic exists"
+  read -r -a pairs <<<"${configs_of[$topic]}"
+  config_args=()
+  for pair in "${pairs[@]}"; do config_args+=(--config "$pair"); done
+  if answer=$(ibmcloud es topic "$topic" --json 2>/dev/null); then
+    drift=$(json topic-drift "${pairs[@]}" <<<"$answer") || die "cannot read 'es topic $topic --json'"
+    if [[ -z $drift ]]; then
+      echo "    $topic exists"
+      continue
+    fi
+    while read -r key expected actual; do
+      echo "    WARNING: topic $topic has $key=$actual, expected $expected (deploy/topics.txt)"
+    done <<<"$drift"
+    if [[ $ES_FIX_TOPIC_CONFIGS == true ]]; then
+      run es topic-update --name "$topic" "${config_args[@]}"
+    else
+      drifted+=("$topic")
+    fi
   else
-    run es topic-create --name "$topic" --partitions "$KAFKA_TOPIC_PARTITIONS"
+    run es topic-create --name "$topic" --partitions "$KAFKA_TOPIC_PARTITIONS" "${config_args[@]}"
     created+=("$topic")
   fi
 done
+if ((${#drifted[@]} > 0)); then
+  echo "    WARNING: ${#drifted[@]} topic(s) keep configs that differ from deploy/topics.txt: ${drifted[*]};" \
+    "re-run with ES_FIX_TOPIC_CONFIGS=true to update them"
+fi
 # Creation is asynchronous (the Admin API answers 202): wait until every new topic is there.
 for topic in ${created[@]+"${created[@]}"}; do
   waited=0

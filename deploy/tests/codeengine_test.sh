@@ -239,10 +239,29 @@ if out=$(least_privilege); then
 else
   fail "first deployment: one service ID per service, least privilege, no Manager; the registry: Reader" "$out"
 fi
-if [[ $(grep -c '^ce application bind' "$work/log") == 0 && $(grep -c '^es topic-create .* --partitions 3$' "$work/log") == 8 ]]; then
+if [[ $(grep -c '^ce application bind' "$work/log") == 0 && $(grep -c '^es topic-create .* --partitions 3 --config ' "$work/log") == 8 ]]; then
   pass "first deployment: nothing bound; 8 topics created by the script, 3 partitions each"
 else
   fail "first deployment: nothing bound; 8 topics created by the script, 3 partitions each" "$(grep -e bind -e topic-create "$work/log")"
+fi
+# Each topic is created with the configs of deploy/topics.txt (generated from contracts), one
+# --config per KEY=VALUE, and the figures are the documented ones.
+topic_configs_passed() {
+  local name pairs pair expected
+  while read -r name pairs; do
+    [[ -z $name || $name == \#* ]] && continue
+    expected="es topic-create --name $name --partitions 3"
+    for pair in $pairs; do expected+=" --config $pair"; done
+    grep -qxF -- "$expected" "$work/log" || { echo "expected: $expected"; grep -F -- "--name $name " "$work/log"; return 1; }
+  done <"$here/../topics.txt"
+  grep -qxF 'es topic-create --name Customer.created --partitions 3 --config cleanup.policy=compact' "$work/log" &&
+    grep -qxF 'es topic-create --name transaction.requested --partitions 3 --config cleanup.policy=delete --config retention.ms=604800000' "$work/log" &&
+    grep -qxF 'es topic-create --name transaction.failed.DLT --partitions 3 --config cleanup.policy=delete --config retention.ms=2592000000' "$work/log"
+}
+if out=$(topic_configs_passed); then
+  pass "first deployment: every topic created with its configs (compacted Customer.created, 7 days, .DLT 30 days)"
+else
+  fail "first deployment: every topic created with its configs (compacted Customer.created, 7 days, .DLT 30 days)" "$out"
 fi
 
 # --- (b) re-run on what (a) left: updates, no second bind, topics already there -----------------
@@ -317,6 +336,64 @@ if deploy IMAGE_TAG=v2 && ! grep -q -e '^ce application unbind' -e '^ce applicat
   pass "third run: no unbind, no bind, four updates"
 else
   fail "third run: no unbind, no bind, four updates" "$(grep '^ce application' "$work/log")" "$(tail -n 3 "$work/out")"
+fi
+
+# --- (b1) topic configs: the stand-in refuses what the CLI reference does not list; a drifted topic
+# is reported, and updated only with ES_FIX_TOPIC_CONFIGS=true ----------------------------------
+fake_es() {
+  env FAKE_IBMCLOUD_STATE="$work/state" FAKE_IBMCLOUD_LOG="$work/fake.log" "$here/fake-ibmcloud/ibmcloud" "$@" >/dev/null 2>&1
+}
+refused=0
+for call in "es topic-create --name x --partitions 1 --replication-factor 3" \
+  "es topic-create --name x --partitions 1 --config max.message.bytes=1000" \
+  "es topic-create --name x --partitions 1 --config-file f" \
+  "es topic-update --name Customer.created --partitions 6 --config retention.ms=3600000"; do
+  read -r -a args <<<"$call"
+  fake_es "${args[@]}"
+  [[ $? == 2 ]] && refused=$((refused + 1))
+done
+if ((refused == 4)) && fake_es es topic-create -n y -p 1 -c "retention.ms=3600000;cleanup.policy=delete" &&
+  fake_es es topic-update y --config retention.ms=7200000 --default; then
+  pass "stand-in: es topic-create/topic-update refuse flags and config keys the CLI reference does not list"
+else
+  fail "stand-in: es topic-create/topic-update refuse flags and config keys the CLI reference does not list" "$refused of 4 refused"
+fi
+rm -f "$work/state/topic/y"
+
+# transaction.requested as the broker's default would leave it (24 h), Customer.created not compacted.
+echo 3 >"$work/state/topic/transaction.requested"
+printf '3\ncleanup.policy=delete\n' >"$work/state/topic/Customer.created"
+: >"$work/log"
+if deploy IMAGE_TAG=v2 SERVICES=customer-service &&
+  grep -qxF '    WARNING: topic transaction.requested has retention.ms=86400000, expected 604800000 (deploy/topics.txt)' "$work/out" &&
+  grep -qxF '    WARNING: topic Customer.created has cleanup.policy=delete, expected compact (deploy/topics.txt)' "$work/out" &&
+  grep -q 'WARNING: 2 topic(s) keep configs that differ from deploy/topics.txt: Customer.created transaction.requested;.*ES_FIX_TOPIC_CONFIGS=true' "$work/out" &&
+  ! grep -q '^es topic-update' "$work/log" && ! grep -q '^es topic-create' "$work/log"; then
+  pass "drifted topics: one warning per config naming expected and actual, left as they are by default"
+else
+  fail "drifted topics: one warning per config naming expected and actual, left as they are by default" \
+    "$(grep WARNING "$work/out")" "$(grep '^es topic-' "$work/log")"
+fi
+: >"$work/log"
+if deploy IMAGE_TAG=v2 SERVICES=customer-service ES_FIX_TOPIC_CONFIGS=true &&
+  [[ $(grep -c '^es topic-update' "$work/log") == 2 ]] &&
+  grep -qxF 'es topic-update --name transaction.requested --config cleanup.policy=delete --config retention.ms=604800000' "$work/log" &&
+  grep -qxF 'es topic-update --name Customer.created --config cleanup.policy=compact' "$work/log"; then
+  pass "ES_FIX_TOPIC_CONFIGS=true: each drifted topic updated to its configs (es topic-update --config)"
+else
+  fail "ES_FIX_TOPIC_CONFIGS=true: each drifted topic updated to its configs (es topic-update --config)" "$(grep '^es topic-' "$work/log")" "$(tail -n 3 "$work/out")"
+fi
+: >"$work/log"
+if deploy IMAGE_TAG=v2 SERVICES=customer-service && ! grep -q WARNING "$work/out" &&
+  [[ $(grep -cE '^    [A-Za-z.]+ exists$' "$work/out") == 8 ]]; then
+  pass "after the fix: every topic as in deploy/topics.txt, no warning"
+else
+  fail "after the fix: every topic as in deploy/topics.txt, no warning" "$(grep -e WARNING -e exists "$work/out")"
+fi
+if deploy IMAGE_TAG=v2 SERVICES=customer-service ES_FIX_TOPIC_CONFIGS=yes; then
+  fail "ES_FIX_TOPIC_CONFIGS must be true or false" "deploy.sh exited 0"
+else
+  pass "ES_FIX_TOPIC_CONFIGS must be true or false"
 fi
 
 # --- (b2) key rotation: a new API key and an updated secret per service -----------------------------

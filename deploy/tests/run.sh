@@ -144,23 +144,31 @@ validate() {
 check "compose: docker-compose.yml against the Compose Specification (compose-go)" validate compose docker-compose.yml
 check "compose: services, depends_on, healthchecks, wiring" python3 $TESTS/checks.py compose
 
-compose_topics() { # create-topics.sh against a stand-in kafka-topics.sh
-  local calls="$scratch/kafka-topics.calls" fake="$scratch/kafka-topics.sh"
-  printf '#!/usr/bin/env bash\necho "$*" >>%q\n' "$calls" >"$fake" && chmod +x "$fake"
-  KAFKA_BOOTSTRAP_SERVER=kafka:19092 KAFKA_TOPICS="$fake" TOPICS_FILE=deploy/topics.txt \
+compose_topics() { # create-topics.sh against stand-ins for kafka-topics.sh and kafka-configs.sh
+  local calls="$scratch/kafka-tools.calls" topics="$scratch/kafka-topics.sh" configs="$scratch/kafka-configs.sh"
+  printf '#!/usr/bin/env bash\necho "topics $*" >>%q\n' "$calls" >"$topics" && chmod +x "$topics"
+  printf '#!/usr/bin/env bash\necho "configs $*" >>%q\n' "$calls" >"$configs" && chmod +x "$configs"
+  KAFKA_BOOTSTRAP_SERVER=kafka:19092 KAFKA_TOPICS="$topics" KAFKA_CONFIGS="$configs" TOPICS_FILE=deploy/topics.txt \
     bash deploy/compose/create-topics.sh || return 1
-  local expected=0 topic
-  while read -r topic; do
-    [[ -z $topic || $topic == \#* ]] && continue
-    for t in "$topic" "$topic.DLT"; do
-      expected=$((expected + 1))
-      grep -qxF -- "--bootstrap-server kafka:19092 --create --if-not-exists --topic $t --partitions 3 --replication-factor 1" "$calls" ||
-        { echo "no idempotent create of $t"; return 1; }
-    done
+  local expected=0 name pairs pair create
+  while read -r name pairs; do
+    [[ -z $name || $name == \#* ]] && continue
+    expected=$((expected + 2))
+    create="topics --bootstrap-server kafka:19092 --create --if-not-exists --topic $name --partitions 3 --replication-factor 1"
+    for pair in $pairs; do create+=" --config $pair"; done
+    grep -qxF -- "$create" "$calls" || { echo "no idempotent create of $name with its configs ($create)"; return 1; }
+    grep -qxF -- "configs --bootstrap-server kafka:19092 --alter --entity-type topics --entity-name $name --add-config ${pairs// /,}" "$calls" ||
+      { echo "configs of $name not set on an existing topic"; return 1; }
   done <deploy/topics.txt
+  ((expected == 16)) || { echo "expected 8 topics in deploy/topics.txt, found $((expected / 2))"; return 1; }
   [[ $(wc -l <"$calls") == "$expected" ]] || { echo "expected $expected calls:"; cat "$calls"; return 1; }
+  local figure
+  for figure in "transaction.requested .*--config retention.ms=604800000" "Customer.created .*--config cleanup.policy=compact" \
+    "transaction.failed.DLT .*--config retention.ms=2592000000"; do
+    grep -q -- "--topic $figure" "$calls" || { echo "the retention figures (7 days, compacted, 30 days): no '$figure'"; return 1; }
+  done
 }
-check "compose: create-topics.sh creates every topic and .DLT with --if-not-exists" compose_topics
+check "compose: create-topics.sh creates every topic and .DLT with its configs (--if-not-exists) and sets them on existing ones" compose_topics
 check "topics: deploy/topics.txt matches crates/contracts topics" python3 $TESTS/checks.py topics
 
 promtool_() {

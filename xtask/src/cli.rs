@@ -132,6 +132,14 @@ pub enum KafkaAction {
     Stop,
     /// Print whether the broker runs, and where.
     Status,
+    /// Compare every topic's configs (retention, cleanup policy) with the table of
+    /// crates/contracts/src/topics.rs; print each difference, fail when there is one.
+    ///
+    /// Kafka: KAFKA_BROKERS / EVENT_STREAMS_* as the services read them, else the local broker.
+    CheckTopics,
+    /// Like check-topics, then set the table's configs on each topic that differs (the topic's
+    /// other overrides stay). Needs a credential that may alter topic configs.
+    FixTopics,
 }
 
 /// `cargo xtask chaos-broker start|stop`.
@@ -179,6 +187,8 @@ mod tests {
             &["kafka", "start"],
             &["kafka", "stop"],
             &["kafka", "status"],
+            &["kafka", "check-topics"],
+            &["kafka", "fix-topics"],
             &["bench"],
             &["bench", "--postgres"],
             &["bench", "--postgres", "--replicas", "3"],

@@ -147,7 +147,7 @@ pub fn run(command: Command) -> Result<()> {
 }
 
 /// The services' Kafka variables; the local broker when no broker list is given.
-fn kafka_config() -> Result<KafkaConfig> {
+pub(crate) fn kafka_config() -> Result<KafkaConfig> {
     struct WithLocalBroker(String);
     impl Env for WithLocalBroker {
         fn var(&self, key: &str) -> Option<String> {

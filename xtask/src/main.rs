@@ -7,6 +7,7 @@
 //! cargo xtask test [--sqlite-only]     the whole test suite, on SQLite and PostgreSQL
 //! cargo xtask api-fuzz                 its schemathesis step alone
 //! cargo xtask kafka start|stop|status  the local broker alone
+//! cargo xtask kafka check-topics|fix-topics  topic configs against contracts' table
 //! cargo xtask bench [--postgres] [--replicas N]   the benchmark: ceiling, throughput, latency
 //! cargo xtask dlt list|show|replay     dead letters: list, inspect, replay
 //! cargo xtask images [--smoke] [--compose-smoke]   the container images, run and checked
@@ -30,6 +31,7 @@ mod postgres;
 mod process;
 mod stack;
 mod test;
+mod topic_configs;
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser};
@@ -69,6 +71,8 @@ fn run(cli: Cli) -> Result<i32> {
                 KafkaAction::Start => kafka.start().map(|_| ())?,
                 KafkaAction::Stop => kafka.stop()?,
                 KafkaAction::Status => kafka.status()?,
+                KafkaAction::CheckTopics => return topic_configs::run(false),
+                KafkaAction::FixTopics => return topic_configs::run(true),
             }
         }
         Command::Bench { postgres, replicas } => bench::run(postgres, replicas)?,

@@ -132,6 +132,10 @@ pub struct ServiceConfig {
     /// Whether start-up creates the topics (`KAFKA_CREATE_TOPICS`, default true); false when
     /// they are created beforehand and the service's credential may not create topics.
     pub create_topics: bool,
+    /// Whether start-up alters existing topics whose configs differ from the table
+    /// (`KAFKA_FIX_TOPIC_CONFIGS`, default false: they are only reported). Needs a credential
+    /// that may alter topic configs.
+    pub fix_topic_configs: bool,
     /// How long work may wait without progress before `/readyz` says not ready
     /// (`READY_STALL_SECS`, default 120): a wedged partition, a relay that publishes nothing.
     pub ready_stall: std::time::Duration,
@@ -306,6 +310,7 @@ impl ServiceConfig {
             consumer: ConsumerSettings::from_env(env)?,
             http,
             create_topics: flag(env, "KAFKA_CREATE_TOPICS", true)?,
+            fix_topic_configs: flag(env, "KAFKA_FIX_TOPIC_CONFIGS", false)?,
             ready_stall: seconds(env, "READY_STALL_SECS", crate::health::DEFAULT_STALL)?,
         })
     }
@@ -399,6 +404,10 @@ mod tests {
         assert!(config.create_topics);
         let config = ServiceConfig::from_env("s", 1, &[("KAFKA_CREATE_TOPICS", "false")]).unwrap();
         assert!(!config.create_topics);
+        assert!(!config.fix_topic_configs);
+        let config =
+            ServiceConfig::from_env("s", 1, &[("KAFKA_FIX_TOPIC_CONFIGS", "true")]).unwrap();
+        assert!(config.fix_topic_configs);
         let err = ServiceConfig::from_env("s", 1, &[("KAFKA_CREATE_TOPICS", "off")]).unwrap_err();
         assert_eq!(err.variable, "KAFKA_CREATE_TOPICS");
     }

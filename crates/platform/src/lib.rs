@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod parking;
 pub mod rate_limit;
 pub mod readiness;
+pub mod rebuild;
 pub mod redact;
 pub mod retry;
 pub mod server;

@@ -46,6 +46,8 @@ pub struct Service {
     /// What the consumers and the relay report for `/readyz`.
     pub health: Health,
     consumers: JoinSet<()>,
+    /// Closed while a rebuild from a compacted topic runs: consumers start once it is open.
+    gate: crate::rebuild::Gate,
     /// An error that stopped the service from the background (the broker refused us).
     fatal: Arc<std::sync::Mutex<Option<kafka::KafkaError>>>,
     /// Per consumer group, the token that stops that consumer alone (tests).
@@ -89,7 +91,10 @@ impl Service {
         }
         consumers.spawn(bring_up_broker(
             config.kafka.clone(),
-            config.create_topics,
+            TopicSetup {
+                create: config.create_topics,
+                fix: config.fix_topic_configs,
+            },
             health.clone(),
             Arc::clone(&fatal),
             shutdown.clone(),
@@ -103,6 +108,7 @@ impl Service {
             shutdown,
             health,
             consumers,
+            gate: crate::rebuild::Gate::default(),
             fatal,
             #[cfg(feature = "testing")]
             consumer_stops: Default::default(),
@@ -120,6 +126,67 @@ impl Service {
     ) {
         let apply = Arc::new(apply);
         let lot = lot.in_group(&options.group_id);
+        self.consume_inboxed(options, apply, lot);
+    }
+
+    /// Like [`Service::consume_events`], for the compacted topic the service's view is built
+    /// from (`options.topics`, the first): when `view_table` has no row at start (a new
+    /// database, or a read model dropped to be rebuilt), what the consumer group had consumed of
+    /// the topic (from its start up to the group's committed offsets; see [`crate::rebuild`]) is
+    /// first read again through `replay` and the same inbox (records seen before are skipped; the records replayed
+    /// are marked as seen for the consumer), and no consumer of the service starts before that
+    /// is done. `replay` is the handler of the rebuild (e.g. one that sends no welcome again).
+    /// Register it before the other consumers.
+    pub fn consume_events_rebuilding<A: Apply>(
+        &mut self,
+        options: ConsumerOptions,
+        apply: A,
+        replay: A,
+        lot: ParkingLot,
+        view_table: &'static str,
+    ) {
+        let apply = Arc::new(apply);
+        let lot = lot.in_group(&options.group_id);
+        let held = self.gate.hold();
+        let handler = Inboxed::new(self.db.clone(), Arc::new(replay), lot.clone());
+        let topic = options.topics.first().cloned().unwrap_or_default();
+        let group = options.group_id.clone();
+        let (db, kafka, max_batch) = (
+            self.db.clone(),
+            self.config.kafka.clone(),
+            self.config.consumer.max_batch,
+        );
+        let health = self.health.clone();
+        self.spawn(move |shutdown| async move {
+            let rebuild = async {
+                health.broker_ready().await;
+                crate::rebuild::rebuild_when_empty(
+                    &db, &kafka, view_table, &topic, &group, &handler, max_batch,
+                )
+                .await
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                result = rebuild => match result {
+                    Ok(_) => drop(held),
+                    Err(error) => {
+                        tracing::error!(%error, "rebuild failed; shutting down");
+                        shutdown.cancel();
+                    }
+                },
+            }
+        });
+        self.consume_inboxed(options, apply, lot);
+    }
+
+    /// A consumer of `options` applying with `apply` through the inbox, and the resolver of
+    /// what it parks in `lot`.
+    fn consume_inboxed<A: Apply>(
+        &mut self,
+        options: ConsumerOptions,
+        apply: Arc<A>,
+        lot: ParkingLot,
+    ) {
         let (db, resolver_apply, resolver_lot) = (self.db.clone(), Arc::clone(&apply), lot.clone());
         self.spawn(move |shutdown| {
             parking::run_resolver(db, resolver_apply, resolver_lot, shutdown)
@@ -139,13 +206,14 @@ impl Service {
         let kafka = self.config.kafka.clone();
         let producer = self.producer.clone();
         let (health, shutdown) = (self.health.clone(), self.shutdown.clone());
+        let gate = self.gate.clone();
         let stop = shutdown.child_token();
         #[cfg(feature = "testing")]
         self.consumer_stops.insert(group.clone(), stop.clone());
         self.consumers.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = health.broker_ready() => {
+                () = async { health.broker_ready().await; gate.opened().await } => {
                     if let Err(error) =
                         kafka::run_consumer(&kafka, options, handler, producer, stop).await
                     {
@@ -285,21 +353,30 @@ pub fn log_api_keys(keys: &ApiKeys) {
     }
 }
 
+/// What start-up does with the topics.
+#[derive(Debug, Clone, Copy)]
+struct TopicSetup {
+    /// Create the missing ones (`KAFKA_CREATE_TOPICS`).
+    create: bool,
+    /// Alter existing ones whose configs drifted (`KAFKA_FIX_TOPIC_CONFIGS`).
+    fix: bool,
+}
+
 /// Reaches the broker and creates the topics, retrying with backoff (one warning per attempt)
 /// until it works or shutdown; then tells `health` the broker is up. Credentials or certificates
 /// the broker rejects are kept in `fatal` and stop the service.
 async fn bring_up_broker(
     kafka: kafka::KafkaConfig,
-    create_topics: bool,
+    setup: TopicSetup,
     health: Health,
     fatal: Arc<std::sync::Mutex<Option<kafka::KafkaError>>>,
     shutdown: CancellationToken,
 ) {
     use backon::Retryable;
     let topics = contracts::topics::all_with_dead_letters();
-    let topics = create_topics.then_some(&topics[..]);
+    let created = setup.create.then_some(&topics[..]);
     let mut attempt = 1u32;
-    let attempts = (|| connect_and_create_topics(&kafka, topics))
+    let attempts = (|| connect_and_create_topics(&kafka, created))
         .retry(crate::retry::exponential(
             Duration::from_secs(1),
             MAX_BROKER_BACKOFF,
@@ -324,6 +401,12 @@ async fn bring_up_broker(
                 tracing::info!(attempt, "Kafka reachable; topics ready");
             }
             health.broker_up();
+            // Existing topics whose retention or cleanup policy differ are reported (fixed on
+            // request), whether or not this service creates topics.
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                () = kafka::report_topic_configs(&kafka, &topics, setup.fix) => {}
+            }
         }
         Err(error) => {
             tracing::error!(%error, "Kafka refused the connection; stopping");

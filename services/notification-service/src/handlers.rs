@@ -43,6 +43,8 @@ pub const TRANSACTIONS_CONSUMER: &str = contracts::topics::groups::NOTIFICATION_
 pub struct CustomerEvents {
     hub: Hub,
     waiting_alerts: ParkingLot,
+    /// Whether a welcome is recorded (not while the projection is rebuilt from the topic).
+    welcome: bool,
 }
 
 impl CustomerEvents {
@@ -51,6 +53,16 @@ impl CustomerEvents {
         Self {
             hub,
             waiting_alerts,
+            welcome: true,
+        }
+    }
+
+    /// The handler of a rebuild of the projection from the start of `Customer.created`: it
+    /// projects the customers but welcomes nobody again.
+    pub fn rebuilding(hub: Hub, waiting_alerts: ParkingLot) -> Self {
+        Self {
+            welcome: false,
+            ..Self::new(hub, waiting_alerts)
         }
     }
 }
@@ -76,7 +88,7 @@ impl Apply for CustomerEvents {
             metadata,
             customer,
             attempt,
-            Welcomes::default(),
+            Welcomes::new(self.welcome),
             first,
         )
         .await
@@ -88,7 +100,7 @@ impl Apply for CustomerEvents {
         conn: &mut Conn,
         batch: &mut Batch<'_, CustomerCreated>,
     ) -> Result<Vec<Applied<Option<Delivery>>>, HandleError> {
-        apply_in_order(self, conn, batch, Welcomes::default(), first).await
+        apply_in_order(self, conn, batch, Welcomes::new(self.welcome), first).await
     }
 
     fn committed(&self, done: Vec<Option<Delivery>>) {
@@ -257,11 +269,22 @@ async fn record(conn: &mut Conn, new: &[NewDelivery]) -> Result<Recorded, Handle
 }
 
 /// A pass over `Customer.created` events: every customer is projected with one statement
-/// (the last event of an id wins), every welcome recorded with another (one per customer).
-#[derive(Default)]
+/// (the last event of an id wins), every welcome recorded with another (one per customer; none
+/// when `welcome` is off).
 struct Welcomes {
     contacts: Vec<Contact>,
     new: Vec<NewDelivery>,
+    welcome: bool,
+}
+
+impl Welcomes {
+    fn new(welcome: bool) -> Self {
+        Self {
+            contacts: Vec::new(),
+            new: Vec::new(),
+            welcome,
+        }
+    }
 }
 
 impl Pass<CustomerCreated> for Welcomes {
@@ -272,6 +295,10 @@ impl Pass<CustomerCreated> for Welcomes {
         _attempt: Attempt,
     ) -> Applied<()> {
         self.contacts.push(Contact::from(customer));
+        if !self.welcome {
+            tracing::debug!(customer_id = %customer.id, "customer projected (rebuild: no welcome)");
+            return Applied::Done(());
+        }
         self.new.push(NewDelivery {
             event_id: metadata.id.clone(),
             draft: messages::welcome(customer),

@@ -78,7 +78,8 @@ impl Definition for NotificationService {
     }
 
     /// Wires the service: two consumers (`Customer.created` on its own, so that it keeps flowing
-    /// while a transaction event waits for its customer; `transaction.processed` +
+    /// while a transaction event waits for its customer, and replayed from its start when the
+    /// projection is empty; `transaction.processed` +
     /// `transaction.failed` on the other), the sender task, and the routes.
     fn build(service: &mut Service, settings: Settings) -> anyhow::Result<Router> {
         let mailer = mailer::Mailer::new(&settings.mail)
@@ -86,10 +87,14 @@ impl Definition for NotificationService {
             .context("cannot set up mail delivery")?;
         let hub = feed::Hub::new();
         let waiting_alerts = handlers::TransactionEvents::parking_lot(settings.customer_wait);
-        service.consume_events(
+        // An empty customer projection (a new database) is rebuilt from the compacted
+        // Customer.created before any consumer takes work, without welcoming anyone again.
+        service.consume_events_rebuilding(
             ConsumerOptions::new(handlers::CUSTOMERS_CONSUMER, &[topics::CUSTOMER_CREATED]),
             handlers::CustomerEvents::new(hub.clone(), waiting_alerts.clone()),
+            handlers::CustomerEvents::rebuilding(hub.clone(), waiting_alerts.clone()),
             ParkingLot::new(handlers::CUSTOMERS_CONSUMER, Duration::ZERO),
+            "customers",
         );
         service.consume_events(
             ConsumerOptions::new(

@@ -83,10 +83,14 @@ impl Definition for TransactionService {
         let waiting_requests = handlers::ApplyTransactions::parking_lot(&settings);
         let max_amount_minor = settings.max_amount_minor;
         let backlog = backpressure::ApplyBacklog::new(settings.max_apply_backlog);
-        service.consume_events(
+        // A new database opens every existing customer's account from the compacted
+        // Customer.created before any consumer takes work.
+        service.consume_events_rebuilding(
             ConsumerOptions::new(handlers::ACCOUNTS_GROUP, &[topics::CUSTOMER_CREATED]),
+            handlers::OpenAccounts::new(settings.clone(), waiting_requests.clone()),
             handlers::OpenAccounts::new(settings, waiting_requests.clone()),
             ParkingLot::new(handlers::ACCOUNTS_GROUP, std::time::Duration::ZERO),
+            "accounts",
         );
         service.consume_events(
             ConsumerOptions::new(handlers::REQUESTS_GROUP, &[topics::TRANSACTION_REQUESTED]),

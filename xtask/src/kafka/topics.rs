@@ -16,12 +16,21 @@ fn admin(brokers: &str) -> Result<AdminClient<DefaultClientContext>> {
         .context("creating a Kafka admin client")
 }
 
-/// Creates `topics` (ignoring those that exist) with `partitions` partitions, replication 1.
+/// Creates `topics` (ignoring those that exist) with `partitions` partitions, replication 1, and
+/// the configs of `contracts::topics::configs` (retention, cleanup policy), as the services do.
 pub fn create_topics(brokers: &str, topics: &[String], partitions: i32) -> Result<()> {
     let admin = admin(brokers)?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            contracts::topics::configs(t)
+                .unwrap_or_default()
+                .iter()
+                .fold(
+                    NewTopic::new(t, partitions, TopicReplication::Fixed(1)),
+                    |new, (key, value)| new.set(key, value),
+                )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results =

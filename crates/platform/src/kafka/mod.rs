@@ -7,8 +7,9 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod dead_letters;
 pub mod producer;
+pub mod replay;
 
-pub use admin::ensure_topics;
+pub use admin::{check_topic_configs, ensure_topics, report_topic_configs, TopicDrift};
 pub use config::{KafkaConfig, SaslCredentials, SaslMechanism, SecurityProtocol};
 pub use consumer::{run_consumer, ConsumerOptions, HandleError, Handler, Record, Rejected};
 pub use producer::{Delivered, OutgoingRecord, Producer};

@@ -32,6 +32,7 @@ pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::Se
         },
         http: crate::server::ServerSettings::default(),
         create_topics: true,
+        fix_topic_configs: false,
         ready_stall: crate::health::DEFAULT_STALL,
     }
 }

@@ -189,6 +189,17 @@ async fn a_flow_leaves_http_consumer_lag_and_pool_metrics_and_a_ready_report() {
     })
     .await
     .expect("kafka_consumer_lag of the consumed topic");
+    let caught_up = poll_until(PATIENCE, || async {
+        let (_, text) = get(&base, "/metrics").await;
+        series(
+            &text,
+            "kafka_consumer_lag_age_seconds",
+            &[("group", group), ("topic", topics::CUSTOMER_CREATED)],
+        )
+        .filter(|age| *age == 0.0)
+    })
+    .await;
+    assert_eq!(caught_up, Some(0.0), "nothing waits: the lag age is 0");
     let post = [
         ("method", "POST"),
         ("route", "/customers/{id}"),
@@ -388,6 +399,18 @@ async fn readyz_names_a_consumer_whose_partition_is_wedged() {
         "{report}"
     );
     assert_eq!(report["checks"]["relay"]["ok"], true, "{report}");
+    // The age of the record that waits grows in /metrics (what the retention alert watches).
+    let labels = [
+        ("group", group.as_str()),
+        ("topic", topics::CUSTOMER_CREATED),
+    ];
+    let age = poll_until(PATIENCE, || async {
+        let (_, text) = get(&base, "/metrics").await;
+        series(&text, "kafka_consumer_lag_age_seconds", &labels).filter(|age| *age >= 3.0)
+    })
+    .await
+    .expect("kafka_consumer_lag_age_seconds of the wedged partition grows");
+    assert!(age < PATIENCE.as_secs_f64() * 2.0, "{age}");
     running.stop().await.expect("orderly stop");
 }
 

@@ -9,4 +9,5 @@
 
 mod helpers;
 mod notifications;
+mod rebuild;
 mod smtp_failures;

@@ -10,4 +10,5 @@ mod backpressure;
 mod helpers;
 mod http;
 mod processing;
+mod rebuild;
 mod replicas;

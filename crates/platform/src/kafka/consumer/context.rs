@@ -64,6 +64,7 @@ impl LaneContext {
         // A partition that went elsewhere is no longer this replica's lag.
         for (topic, partition) in current.iter().filter(|key| !assignment.contains(key)) {
             lag_gauge(&self.group, topic, *partition).set(0.0);
+            lag_age_gauge(&self.group, topic, *partition).set(0.0);
         }
         self.health.assignment(&assignment);
         *current = assignment;
@@ -80,6 +81,24 @@ impl LaneContext {
 fn lag_gauge(group: &str, topic: &str, partition: i32) -> metrics::Gauge {
     metrics::gauge!("kafka_consumer_lag", "group" => group.to_string(),
         "topic" => topic.to_string(), "partition" => partition.to_string())
+}
+
+fn lag_age_gauge(group: &str, topic: &str, partition: i32) -> metrics::Gauge {
+    metrics::gauge!("kafka_consumer_lag_age_seconds", "group" => group.to_string(),
+        "topic" => topic.to_string(), "partition" => partition.to_string())
+}
+
+/// The age of the oldest record of a partition not processed yet, as far as the lane knows:
+/// 0 when nothing waits; else the age of the first record of the batch the lane started last
+/// (an upper bound: the records before it are done), `None` when the lane has not started one.
+fn lag_age_seconds(waiting: i64, batch_timestamp_ms: i64, now_ms: i64) -> Option<f64> {
+    if waiting == 0 {
+        Some(0.0)
+    } else if batch_timestamp_ms >= 0 {
+        Some((now_ms - batch_timestamp_ms).max(0) as f64 / 1000.0)
+    } else {
+        None
+    }
 }
 
 /// The part of librdkafka's statistics the consumer reads (see its STATISTICS.md).
@@ -139,8 +158,14 @@ impl rdkafka::ClientContext for LaneContext {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let mut partitions = Vec::new();
-        for (name, topic) in &statistics.topics {
-            let name = self.unprefixed(name);
+        let lanes = self
+            .lanes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for (broker_name, topic) in &statistics.topics {
+            let name = self.unprefixed(broker_name);
             for p in topic.partitions.values() {
                 // -1 is librdkafka's internal partition.
                 let key = (name.clone(), p.partition);
@@ -152,6 +177,14 @@ impl rdkafka::ClientContext for LaneContext {
                     lag_gauge(&self.group, &name, p.partition).set(p.consumer_lag as f64);
                 }
                 if let Some(waiting) = p.waiting() {
+                    let started = lanes
+                        .get(&(broker_name.clone(), p.partition))
+                        .map_or(super::NO_TIMESTAMP, |lane| {
+                            lane.batch_timestamp_ms.load(Ordering::SeqCst)
+                        });
+                    if let Some(age) = lag_age_seconds(waiting, started, now_ms) {
+                        lag_age_gauge(&self.group, &name, p.partition).set(age);
+                    }
                     partitions.push((key, p.committed_offset, waiting));
                 }
             }
@@ -202,5 +235,24 @@ impl ConsumerContext for LaneContext {
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
         self.report_assignment(consumer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lag_age_seconds;
+
+    #[test]
+    fn lag_age_is_zero_when_caught_up_and_the_batch_age_otherwise() {
+        let now = 1_000_000_000;
+        assert_eq!(lag_age_seconds(0, now - 5_000, now), Some(0.0));
+        assert_eq!(lag_age_seconds(0, -1, now), Some(0.0));
+        assert_eq!(lag_age_seconds(12, now - 90_000, now), Some(90.0));
+        assert_eq!(lag_age_seconds(12, -1, now), None, "no batch yet: unknown");
+        assert_eq!(
+            lag_age_seconds(1, now + 2_000, now),
+            Some(0.0),
+            "clock skew"
+        );
     }
 }

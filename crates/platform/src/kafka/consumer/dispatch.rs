@@ -62,6 +62,8 @@ impl<H: Handler> Dispatcher<H> {
                     tracing::warn!(%error, group = %self.env.options.group_id, "consumer error");
                 }
                 Some(Ok(message)) => {
+                    use rdkafka::message::Message;
+                    let timestamp_ms = message.timestamp().to_millis();
                     let mut record = Record::from_message(&message);
                     let key = (std::mem::take(&mut record.topic), record.partition);
                     record.topic = key
@@ -69,14 +71,14 @@ impl<H: Handler> Dispatcher<H> {
                         .strip_prefix(&self.prefix)
                         .unwrap_or(&key.0)
                         .to_string();
-                    self.route(key, record);
+                    self.route(key, record, timestamp_ms);
                 }
             }
         }
         self.slots.into_values().map(|slot| slot.task).collect()
     }
 
-    fn route(&mut self, key: LaneKey, record: Record) {
+    fn route(&mut self, key: LaneKey, record: Record, timestamp_ms: Option<i64>) {
         let slot = match self.slots.entry(key.clone()) {
             Entry::Occupied(slot) => slot.into_mut(),
             Entry::Vacant(vacant) => {
@@ -106,6 +108,7 @@ impl<H: Handler> Dispatcher<H> {
         let envelope = Envelope {
             generation: slot.state.generation.load(Ordering::SeqCst),
             record,
+            timestamp_ms,
         };
         if !slot.stash.is_empty() {
             slot.stash.push_back(envelope);

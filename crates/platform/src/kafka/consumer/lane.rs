@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use tokio::sync::mpsc;
 
-use super::{Envelope, HandleError, Handler, LaneEnv, LaneState, Record, Rejected};
+use super::{Envelope, HandleError, Handler, LaneEnv, LaneState, Record, Rejected, NO_TIMESTAMP};
 use crate::kafka::dead_letter::DeadLetter;
 use crate::kafka::{KafkaError, Producer};
 use crate::retry::{self, BackoffBuilder};
@@ -35,6 +35,12 @@ pub(super) async fn run_lane<H: Handler>(
         let mut next = Some(first);
         while let Some(envelope) = next.take() {
             if envelope.generation == generation {
+                if batch.is_empty() {
+                    state.batch_timestamp_ms.store(
+                        envelope.timestamp_ms.unwrap_or(NO_TIMESTAMP),
+                        Ordering::SeqCst,
+                    );
+                }
                 batch.push(envelope.record);
             }
             if batch.len() < env.options.max_batch {

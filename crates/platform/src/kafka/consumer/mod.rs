@@ -17,7 +17,7 @@ mod record;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,12 +93,29 @@ impl ConsumerOptions {
 }
 
 /// What a partition's lane shares with the dispatcher and the rebalance callback.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LaneState {
     /// Bumped when the partition is revoked: records of an older generation are dropped.
     generation: AtomicU64,
     /// The lane is inside a batch (set before it checks the generation).
     busy: AtomicBool,
+    /// The timestamp (ms since the epoch) of the first record of the batch the lane started
+    /// last, [`NO_TIMESTAMP`] before the first: while the partition has lag, the oldest record
+    /// not yet processed is no older than it (the `kafka_consumer_lag_age_seconds` gauge).
+    batch_timestamp_ms: AtomicI64,
+}
+
+/// [`LaneState::batch_timestamp_ms`] when no batch was started (or its record had no timestamp).
+const NO_TIMESTAMP: i64 = -1;
+
+impl Default for LaneState {
+    fn default() -> Self {
+        Self {
+            generation: AtomicU64::default(),
+            busy: AtomicBool::default(),
+            batch_timestamp_ms: AtomicI64::new(NO_TIMESTAMP),
+        }
+    }
 }
 
 type LaneKey = (String, i32);
@@ -106,10 +123,12 @@ type LaneStates = Arc<Mutex<HashMap<LaneKey, Arc<LaneState>>>>;
 
 type KafkaConsumer = BaseConsumer<LaneContext>;
 
-/// A record on its way to a lane, with the partition's generation when it was read.
+/// A record on its way to a lane, with the partition's generation when it was read and its
+/// timestamp (ms since the epoch, when the broker gave one).
 struct Envelope {
     generation: u64,
     record: Record,
+    timestamp_ms: Option<i64>,
 }
 
 /// Everything a lane needs.
