@@ -34,6 +34,11 @@ use crate::{apt, paths, process};
 /// `sasl_ssl::…` of the target `system`, skipped by name in the PostgreSQL pass).
 pub const NO_DATABASE_TESTS: &[(&str, &str)] = &[
     ("schemas", "contracts: JSON Schemas vs. the event types"),
+    ("topics", "contracts: deploy/topics.txt vs. the topic table"),
+    (
+        "integration/topic_configs",
+        "platform: topic configs on the broker",
+    ),
     (
         "integration/kafka",
         "platform: the Kafka client against the broker",
@@ -693,16 +698,17 @@ mod tests {
 
     #[test]
     fn the_postgres_pass_skips_the_database_free_targets_and_modules() {
-        let all: Vec<String> = ["api", "integration", "schemas", "system"]
+        let all: Vec<String> = ["api", "integration", "schemas", "system", "topics"]
             .map(String::from)
             .to_vec();
         let args = database_test_args_of(&all).unwrap().join(" ");
         assert_eq!(
             args,
-            "--test api --test integration --test system -- --skip kafka:: --skip http_guards:: \
-             --skip sasl_ssl:: --skip console:: --skip start_up::"
+            "--test api --test integration --test system -- --skip topic_configs:: --skip kafka:: \
+             --skip http_guards:: --skip sasl_ssl:: --skip console:: --skip start_up::"
         );
-        let without_system = database_test_args_of(&all[..3]).unwrap_err().to_string();
+        let no_system: Vec<String> = all.iter().filter(|t| *t != "system").cloned().collect();
+        let without_system = database_test_args_of(&no_system).unwrap_err().to_string();
         assert!(
             without_system.contains("`system` is no test target"),
             "{without_system}"
