@@ -64,7 +64,10 @@ async fn the_log_needs_a_customer_id() {
     assert!(app.log("nobody").await.is_empty());
     let page = app.http.get(app.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("notifications/stream"));
+    assert!(page.text().await.unwrap().contains("dashboard.js"));
+    let script = app.http.get(app.url("/dashboard.js")).send().await.unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(script.text().await.unwrap().contains("notifications/stream"));
     app.stop().await;
 }
 
