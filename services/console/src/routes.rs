@@ -1,6 +1,7 @@
 //! HTTP routes: the page (HTML, CSS and JavaScript from the binary), the snapshot and the live
 //! stream of changes (server-sent events), and the OpenAPI document. Read-only; with `API_KEYS`
-//! set, `/api/*` needs `Authorization: Bearer <key>` (the page asks for it once).
+//! set, `/api/*` needs `Authorization: Bearer <key>` of a key with scope `console:read` (the page
+//! asks for it once).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
-use platform::auth::{protect, ApiKeys};
+use platform::auth::{protect, ApiKeys, Area};
 use platform::http::{ApiKeyScheme, ProblemDetails};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +35,7 @@ pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
     let api = Router::new()
         .route("/api/snapshot", get(snapshot))
         .route("/api/stream", get(stream));
-    let api = protect(api, api_keys).with_state(state);
+    let api = protect(api, api_keys, Area::Console).with_state(state);
     Router::new()
         .route("/", get(page))
         .route("/console.css", get(css))

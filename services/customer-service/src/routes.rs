@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use platform::auth::{protect, ApiKeys};
+use platform::auth::{protect, ApiKeys, Area};
 use platform::group_commit::GroupCommit;
 use platform::{ApiJson, ApiQuery, Database};
 use serde::{Deserialize, Serialize};
@@ -34,13 +34,13 @@ pub struct AppState {
     pub registrations: GroupCommit<Registrations>,
 }
 
-/// The service's routes; with API keys configured, all but `/openapi.json` need one (a write key
-/// to register).
+/// The service's routes; with API keys configured, all but `/openapi.json` need one: scope
+/// `customers:write` to register, `customers:read` to read.
 pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
     let customers = Router::new()
         .route("/app/customers", post(create_customer).get(list_customers))
         .route("/app/customers/{id}", get(get_customer));
-    protect(customers, api_keys)
+    protect(customers, api_keys, Area::Customers)
         .route("/openapi.json", get(openapi))
         .with_state(state)
 }

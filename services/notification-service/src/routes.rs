@@ -19,7 +19,7 @@ use crate::domain::{Delivery, Kind, Status};
 use crate::error::Error;
 use crate::feed::Hub;
 use crate::storage;
-use platform::auth::{protect, ApiKeys};
+use platform::auth::{protect, ApiKeys, Area};
 use platform::http::{ApiKeyScheme, ProblemDetails};
 use platform::limits::check_length;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -44,14 +44,15 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-/// The service's routes; with API keys configured, the notifications need one (the dashboard
-/// page asks for it), the page and the OpenAPI document do not.
+/// The service's routes; with API keys configured, the notifications need a key with scope
+/// `notifications:read` (the dashboard page asks for it), the page and the OpenAPI document do
+/// not.
 pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
     let notifications = Router::new()
         .route("/notifications", get(list_notifications))
         .route("/notifications/recent", get(recent_notifications))
         .route("/notifications/stream", get(stream_notifications));
-    protect(notifications, api_keys)
+    protect(notifications, api_keys, Area::Notifications)
         .route("/", get(dashboard))
         .route("/openapi.json", get(openapi))
         .with_state(state)
