@@ -70,6 +70,7 @@ async fn script() -> impl IntoResponse {
     responses(
         (status = 200, description = "The snapshot (JSON)", content_type = "application/json"),
         (status = 401, description = "`API_KEYS` is set and no valid key was given", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `console:read`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = [])))]
 pub async fn snapshot(State(state): State<AppState>) -> impl IntoResponse {
@@ -82,6 +83,7 @@ pub async fn snapshot(State(state): State<AppState>) -> impl IntoResponse {
     responses(
         (status = 200, description = "Server-sent events", content_type = "text/event-stream"),
         (status = 401, description = "`API_KEYS` is set and no valid key was given", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `console:read`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = [])))]
 pub async fn stream(

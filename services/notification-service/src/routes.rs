@@ -114,6 +114,7 @@ pub struct NotificationLog {
         (status = 200, description = "Deliveries, newest first", body = NotificationLog),
         (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `notifications:read`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "`customerId` missing, blank or longer than 128 characters, or a bad `limit`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = [])))]
@@ -133,6 +134,7 @@ pub async fn list_notifications(
         (status = 200, description = "Deliveries, newest first", body = RecentNotifications),
         (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `notifications:read`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "A bad `limit`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = [])))]
@@ -176,6 +178,7 @@ fn customer_id(param: Option<String>) -> Result<Option<String>, Error> {
             body = StreamEvent, content_type = "text/event-stream"),
         (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `notifications:read`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "A `customerId` longer than 128 characters", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = [])))]

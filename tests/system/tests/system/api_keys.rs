@@ -35,8 +35,9 @@ const TELLER_KEY: &str = "k-teller-90ac-0123456789abcdef";
 const KEY_FORM_SHOWN: &str =
     "return getComputedStyle(document.getElementById('key-form')).display !== 'none'";
 
-/// The documented operations of `base`'s OpenAPI document: (method, path with `{…}` filled).
-async fn documented(client: &reqwest::Client, base: &str) -> Vec<(Method, String)> {
+/// The documented operations of `base`'s OpenAPI document: (method, path with `{…}` filled, the
+/// description of its 403 answer).
+async fn documented(client: &reqwest::Client, base: &str) -> Vec<(Method, String, String)> {
     let doc: Value = client
         .get(format!("{base}/openapi.json"))
         .send()
@@ -69,9 +70,13 @@ async fn documented(client: &reqwest::Client, base: &str) -> Vec<(Method, String
                 operation["responses"]["401"].is_object(),
                 "{base}: {method} {path} documents 401"
             );
+            let forbidden = operation["responses"]["403"]["description"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{base}: {method} {path} documents 403"))
+                .to_string();
             let method =
                 Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
-            operations.push((method, filled.clone()));
+            operations.push((method, filled.clone(), forbidden));
         }
     }
     operations
@@ -175,9 +180,14 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
         let area = area_of(index);
         let operations = documented(&client, base).await;
         assert!(!operations.is_empty(), "{base} documents its routes");
-        for (method, path) in operations {
+        for (method, path, forbidden) in operations {
             let url = format!("{base}{path}");
             let what = format!("{method} {url}");
+            let needed = Scope::needed(area, &method);
+            assert!(
+                forbidden.contains(&format!("`{needed}`")),
+                "{what}: the document's 403 names {needed}: {forbidden}"
+            );
             for authorization in [None, Some("Bearer not-a-key-0123456789abcdef")] {
                 let response = status_of(&client, &method, &url, authorization).await;
                 assert_eq!(
@@ -198,7 +208,6 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
                     "{what}"
                 );
             }
-            let needed = Scope::needed(area, &method);
             for (name, secret, scopes) in test_keys() {
                 let bearer = format!("Bearer {secret}");
                 let response = status_of(&client, &method, &url, Some(&bearer)).await;
