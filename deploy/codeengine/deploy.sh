@@ -36,7 +36,11 @@
 #                                     database's CA, base64 (certificate_base64 of its credentials), for
 #                                     sslmode=verify-full
 #   notification-smtp  SMTP_URL, MAIL_FROM (notification-service only)
-#   api-keys           API_KEYS (optional: attached to every service when it exists)
+#   api-keys           API_KEYS: attached to every application (required: the applications are
+#                      public). Neither set nor existing: made here, outside CI, with a key "ops" of every
+#                      scope (printed once, stored as its SHA-256 digest) and the console's read key
+#   console-api-key    CONSOLE_API_KEY: the key the console reads the services with (scopes
+#                      customers:read, transactions:read, notifications:read); made with api-keys
 #   <service>-kafka    EVENT_STREAMS_KAFKA_BROKERS_SASL, EVENT_STREAMS_USER, EVENT_STREAMS_PASSWORD: made
 #                      by this script from the service's own service ID <CE_PROJECT>-<service>, whose
 #                      IAM policies are event-streams-access.txt (least privilege; no Manager)
@@ -384,14 +388,39 @@ done
 if [[ " ${services[*]} " == *" notification-service "* ]]; then
   ensure_secret notification-smtp SMTP_URL=SMTP_URL MAIL_FROM=MAIL_FROM
 fi
-api_keys_secret=""
-if [[ -n ${API_KEYS:-} ]]; then
-  ensure_secret api-keys API_KEYS=API_KEYS
-  api_keys_secret=api-keys
-elif quietly ce secret get --name api-keys; then
-  api_keys_secret=api-keys
-else
-  echo "    WARNING: no API_KEYS and no api-keys secret: write endpoints will be open to anyone"
+# API keys: the applications are public, so every one needs them (a service without keys would
+# refuse to start on 0.0.0.0). Given (API_KEYS, CONSOLE_API_KEY), kept (the secrets exist), or made
+# here once: a key with every scope, shown once and stored only as its SHA-256 digest, and the
+# console's read key.
+if [[ -z ${API_KEYS:-} ]] && ! quietly ce secret get --name api-keys; then
+  [[ -z ${CI:-} ]] ||
+    die "secret 'api-keys' does not exist: set API_KEYS and CONSOLE_API_KEY (a CI log is no place to show a new key; or run deploy.sh once from a terminal, which makes them)"
+  generated=$(python3 -c '
+import hashlib, secrets
+def key():
+    k = secrets.token_urlsafe(32)
+    return k, hashlib.sha256(k.encode()).hexdigest()
+ops, ops_digest = key()
+console, console_digest = key()
+every = "customers:read+customers:write+transactions:read+transactions:write+notifications:read+console:read"
+reads = "customers:read+transactions:read+notifications:read"
+print(f"ops:{every}:sha256:{ops_digest},console:{reads}:sha256:{console_digest}")
+print(console)
+print(ops)
+')
+  { read -r API_KEYS && read -r CONSOLE_API_KEY && read -r ops_key; } <<<"$generated"
+  export API_KEYS CONSOLE_API_KEY
+  printf '    generated API keys; the key "ops" (every scope) is shown this once, and stored only as its digest:
+'
+  printf '      ops: %s
+' "$ops_key"
+  printf '    keep it in a password manager. Scopes and rotation: SECURITY.md
+'
+  unset ops_key generated
+fi
+ensure_secret api-keys API_KEYS=API_KEYS
+if [[ " ${services[*]} " == *" console "* ]]; then
+  ensure_secret console-api-key CONSOLE_API_KEY=CONSOLE_API_KEY
 fi
 
 for service in "${services[@]}"; do
@@ -418,7 +447,8 @@ for service in "${services[@]}"; do
       args+=(--env "${var^^}=$url")
     done
   fi
-  [[ -n $api_keys_secret ]] && args+=(--env-from-secret "$api_keys_secret")
+  args+=(--env-from-secret api-keys)
+  [[ $service == console ]] && args+=(--env-from-secret console-api-key)
 
   if app_json=$(ibmcloud ce application get --name "$service" --output json 2>/dev/null); then
     # An Event Streams binding (prefix EVENT_STREAMS, made by an earlier version of this script)

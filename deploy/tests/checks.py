@@ -4,6 +4,7 @@
 Each prints what is wrong and exits 1, or exits 0 silently. Paths are relative to the repository root.
   compose                       docker-compose.yml
   k8s RENDERED.yaml             deploy/k8s (the kustomize output, plus the files themselves)
+  k8s-api-keys                  deploy/k8s/api-keys.sh: the Secret it makes, the key shown once
   dockerfiles "CARGO BUILD"     deploy/docker/Dockerfile*: the build command, the image shape
   dockerignore                  .dockerignore keeps the workspace in the build context
   topics                        deploy/topics.txt against crates/contracts/src/topics.rs
@@ -136,6 +137,18 @@ def check_compose() -> None:
 
     init_sql = (ROOT / "deploy/compose/postgres-init.sql").read_text()
     databases = set(re.findall(r"CREATE DATABASE (\w+)", init_sql))
+    # Closed unless said otherwise: every published port is on loopback (anonymous access, where
+    # allowed, stays on this machine), and Grafana has no default admin password.
+    for name, svc in services.items():
+        for p in svc.get("ports") or []:
+            if not str(p).startswith("127.0.0.1:"):
+                problem(f"{name}: port '{p}' is published beyond 127.0.0.1")
+        if str((svc.get("environment") or {}).get("ALLOW_ANONYMOUS", "")).lower() == "true" and not svc.get("ports"):
+            problem(f"{name}: ALLOW_ANONYMOUS without a loopback-only published port")
+    grafana = services.get("grafana") or {}
+    password = str((grafana.get("environment") or {}).get("GF_SECURITY_ADMIN_PASSWORD", ""))
+    if password != "${GRAFANA_ADMIN_PASSWORD:-}" or "GF_SECURITY_ADMIN_PASSWORD" not in json.dumps(grafana.get("entrypoint")):
+        problem("grafana: the admin password must come from GRAFANA_ADMIN_PASSWORD, with no default, and be required at start")
     init = services.get("kafka-init") or {}
     if "service_completed_successfully" not in json.dumps(init) and "kafka-init" not in one_shots:
         problem("kafka-init: no service waits for it to complete")
@@ -148,8 +161,12 @@ def check_compose() -> None:
         if build.get("dockerfile") != f"deploy/docker/Dockerfile.{name}" or build.get("context") != ".":
             problem(f"{name}: must build deploy/docker/Dockerfile.{name} with the repository root as context")
         env = svc.get("environment") or {}
-        if str(env.get("PORT")) != str(port) or f"{port}:{port}" not in [str(p) for p in svc.get("ports", [])]:
-            problem(f"{name}: PORT / published port is not {port}")
+        if str(env.get("PORT")) != str(port) or f"127.0.0.1:{port}:{port}" not in [str(p) for p in svc.get("ports", [])]:
+            problem(f"{name}: PORT / published port is not 127.0.0.1:{port}")
+        if env.get("API_KEYS") != "${API_KEYS:-}":
+            problem(f"{name}: API_KEYS is not taken from the environment (${{API_KEYS:-}})")
+        if name == "console" and env.get("CONSOLE_API_KEY") != "${CONSOLE_API_KEY:-}":
+            problem(f"{name}: CONSOLE_API_KEY is not taken from the environment")
         own_db = name.replace("-", "_")
         d = deps(svc)
         needed = [("kafka", "service_healthy"), ("kafka-init", "service_completed_successfully")]
@@ -324,6 +341,21 @@ def check_k8s(rendered: Path) -> None:
         for r in secret_refs:
             if r not in template_secrets:
                 problem(f"{name}: envFrom Secret '{r}' is not described in secret.template.yaml")
+        # API keys are required: a secretKeyRef that is not optional, to a Secret of the template
+        # that holds that key, and no Secret that might hold API_KEYS is optional.
+        key_refs = {e["name"]: ((e.get("valueFrom") or {}).get("secretKeyRef") or {}) for e in c.get("env", [])}
+        for var in ["API_KEYS"] + (["CONSOLE_API_KEY"] if name == "console" else []):
+            ref = key_refs.get(var) or {}
+            held = ((template_secrets.get(ref.get("name")) or {}).get("stringData") or {})
+            if not ref or ref.get("optional") or ref.get("key") != var or var not in held:
+                problem(f"{name}: {var} is not a required secretKeyRef to a Secret of secret.template.yaml holding {var}")
+        for e in c.get("envFrom", []):
+            ref = e.get("secretRef") or {}
+            held = ((template_secrets.get(ref.get("name")) or {}).get("stringData") or {})
+            if ref.get("optional") and ({"API_KEYS", "API_KEYS_FILE", "CONSOLE_API_KEY"} & set(held)):
+                problem(f"{name}: the optional Secret {ref.get('name')} holds API keys")
+        if env.get("ALLOW_ANONYMOUS") is not None:
+            problem(f"{name}: ALLOW_ANONYMOUS is set; a cluster deployment needs keys")
         svc = by_kind.get("Service", {}).get(name)
         if not svc:
             problem(f"{name}: no Service")
@@ -735,11 +767,46 @@ def check_monitoring(dashboard_rules: Path) -> None:
         problem("docker-compose.yml: grafana does not mount dashboard.json under the provider's path")
 
 
+# -------------------------------------------------------------------------------------- k8s-api-keys
+def check_k8s_api_keys() -> None:
+    import hashlib
+    done = subprocess.run(["bash", str(ROOT / "deploy/k8s/api-keys.sh")], capture_output=True, text=True)
+    if done.returncode != 0:
+        problem(f"api-keys.sh failed: {done.stderr.strip()}")
+        return
+    shown = re.findall(r"^  (\S+)$", done.stderr, re.M)
+    if len(shown) != 1 or len(shown[0]) < 24:
+        problem(f"api-keys.sh: not one key of at least 24 characters on stderr: {done.stderr!r}")
+        return
+    ops = shown[0]
+    if ops in done.stdout:
+        problem("api-keys.sh: the operator's key is in the manifest")
+    secret = yaml.safe_load(done.stdout) or {}
+    templates = [d for d in yaml.safe_load_all((ROOT / "deploy/k8s/secret.template.yaml").read_text()) if d]
+    template = next((d for d in templates if d["metadata"]["name"] == "ems-api-keys"), {})
+    if secret.get("kind") != "Secret" or secret.get("metadata") != template.get("metadata"):
+        problem(f"api-keys.sh: not the Secret ems-api-keys of the template: {secret.get('metadata')}")
+    data = secret.get("stringData") or {}
+    if set(data) != set(template.get("stringData") or {}):
+        problem(f"api-keys.sh: the Secret holds {sorted(data)}, the template {sorted(template.get('stringData') or {})}")
+    digest = lambda key: hashlib.sha256(key.encode()).hexdigest()
+    every = "customers:read+customers:write+transactions:read+transactions:write+notifications:read+console:read"
+    reads = "customers:read+transactions:read+notifications:read"
+    console = str(data.get("CONSOLE_API_KEY", ""))
+    expected = f"ops:{every}:sha256:{digest(ops)},console:{reads}:sha256:{digest(console)}"
+    if data.get("API_KEYS") != expected or len(console) < 24:
+        problem(f"api-keys.sh: API_KEYS is {data.get('API_KEYS')!r}, expected {expected!r}")
+    scopes = re.findall(r"([a-z]+:(?:read|write))", (ROOT / "crates/platform/src/auth/scope.rs").read_text().split("pub const KNOWN")[1].split(";")[0])
+    if sorted(scopes) != sorted(every.split("+")):
+        problem(f"api-keys.sh: the scopes {every} are not those of crates/platform/src/auth/scope.rs ({scopes})")
+
+
 def main() -> int:
     cmd, args = sys.argv[1], sys.argv[2:]
     {
         "compose": check_compose,
         "k8s": lambda: check_k8s(Path(args[0])),
+        "k8s-api-keys": check_k8s_api_keys,
         "dockerfiles": lambda: check_dockerfiles(args[0]),
         "dockerignore": check_dockerignore,
         "topics": check_topics,

@@ -126,7 +126,7 @@ all_services=(customer-service transaction-service notification-service console)
 secrets=(IBMCLOUD_API_KEY=key-SECRET-1 DATABASE_URL_CUSTOMER_SERVICE=postgres://c:pw-SECRET-2@db/c
   DATABASE_URL_TRANSACTION_SERVICE=postgres://t:pw-SECRET-3@db/t
   DATABASE_URL_NOTIFICATION_SERVICE=postgres://n:pw-SECRET-4@db/n SMTP_URL=smtp://u:pw-SECRET-5@mail:587
-  MAIL_FROM=bank@example.com API_KEYS=key-SECRET-6)
+  MAIL_FROM=bank@example.com API_KEYS=key-SECRET-6 CONSOLE_API_KEY=key-SECRET-8)
 
 # --- (a) first deployment ---------------------------------------------------------------------
 fresh_state
@@ -157,6 +157,8 @@ ce secret get --name notification-smtp
 ce secret create --name notification-smtp --from-env-file <file:SMTP_URL,MAIL_FROM>
 ce secret get --name api-keys
 ce secret create --name api-keys --from-env-file <file:API_KEYS>
+ce secret get --name console-api-key
+ce secret create --name console-api-key --from-env-file <file:CONSOLE_API_KEY>
 ce application get --name customer-service --output json
 ce application create --name customer-service --image icr.io/ems/customer-service:v1
 ce application get --name transaction-service --output json
@@ -187,6 +189,7 @@ expect_call "first deployment: the console reads the services' URLs, no database
   "ce application create --name console" "--port 3004" "--probe-live path=/healthz" "--probe-live port=3004" \
   "--probe-live initial-delay=30" \
   "--probe-ready path=/readyz" "--probe-ready port=3004" "--env-from-secret api-keys" \
+  "--env-from-secret console-api-key" \
   "--env-from-secret console-kafka" "--env KAFKA_CREATE_TOPICS=false" \
   "--env KAFKA_TOPIC_REPLICATION_FACTOR=3" \
   "--env CUSTOMER_SERVICE_URL=https://customer-service.fake.us-south.codeengine.appdomain.cloud" \
@@ -294,6 +297,8 @@ ce secret get --name transaction-service-db
 ce secret get --name notification-service-db
 ce secret get --name notification-smtp
 ce secret get --name api-keys
+ce secret get --name api-keys
+ce secret get --name console-api-key
 ce application get --name customer-service --output json
 ce application unbind --name customer-service --all
 ce application update --name customer-service --image icr.io/ems/customer-service:v2
@@ -476,6 +481,67 @@ elif grep -q "the console reads customer-service, which is not deployed" "$work/
 else
   fail "the console before its services fails clearly, asks for no database secret, changes nothing" \
     "$(tail -n 3 "$work/out")" "$(grep '^ce ' "$work/log")"
+fi
+
+# --- (g) no API keys given or kept: made once, the operator's key shown once and stored as a digest ---
+fresh_state
+no_keys=()
+for assignment in "${secrets[@]}"; do
+  [[ $assignment == API_KEYS=* || $assignment == CONSOLE_API_KEY=* ]] || no_keys+=("$assignment")
+done
+generated_keys() { # checks what (g) made; prints the problem
+  local ops api_keys console_key
+  ops=$(sed -n 's/^      ops: \(.*\)$/\1/p' "$work/out")
+  [[ ${#ops} -ge 24 ]] || { echo "no key of at least 24 characters shown: '$ops'"; return 1; }
+  [[ $(grep -c -F -- "$ops" "$work/out") == 1 ]] || { echo "the key is shown more than once"; return 1; }
+  grep -q -F -- "$ops" "$work/log" "$work/state/secret-values/"* && { echo "the plain key was stored or passed"; return 1; }
+  api_keys=$(sed -n 's/^API_KEYS=//p' "$work/state/secret-values/api-keys")
+  console_key=$(sed -n 's/^CONSOLE_API_KEY=//p' "$work/state/secret-values/console-api-key")
+  local every="customers:read+customers:write+transactions:read+transactions:write+notifications:read+console:read"
+  local reads="customers:read+transactions:read+notifications:read"
+  local expected
+  expected="ops:$every:sha256:$(printf %s "$ops" | sha256sum | cut -d' ' -f1),console:$reads:sha256:$(printf %s "$console_key" | sha256sum | cut -d' ' -f1)"
+  [[ $api_keys == "$expected" ]] || { echo "api-keys holds '$api_keys', expected '$expected'"; return 1; }
+  [[ ${#console_key} -ge 24 ]] || { echo "the console's key is short"; return 1; }
+  grep -q '^ce application create --name console .*--env-from-secret console-api-key' "$work/log" ||
+    { echo "the console does not get console-api-key"; return 1; }
+  [[ $(grep -c '^ce application create .*--env-from-secret api-keys' "$work/log") == 4 ]] ||
+    { echo "not every application gets api-keys"; return 1; }
+}
+if deploy "${no_keys[@]}" && out=$(generated_keys); then
+  pass "no API keys: made once, the key shown once and stored as its SHA-256 digest, the console's key apart"
+else
+  fail "no API keys: made once, the key shown once and stored as its SHA-256 digest, the console's key apart" \
+    "${out:-}" "$(tail -n 5 "$work/out")"
+fi
+# ...and a re-run keeps them, showing nothing.
+: >"$work/log"
+if deploy IMAGE_TAG=v2 && ! grep -q -e '^      ops: ' "$work/out" && ! grep -q '^ce secret \(create\|update\) --name api-keys' "$work/log"; then
+  pass "no API keys on a re-run: the kept keys are used, nothing shown"
+else
+  fail "no API keys on a re-run: the kept keys are used, nothing shown" "$(grep api-keys "$work/log")"
+fi
+
+# --- (h) in CI no key is made (a log is no place to show one): a clear failure --------------------
+fresh_state
+if deploy "${no_keys[@]}" CI=true; then
+  fail "no API keys in CI fails" "deploy.sh exited 0"
+elif grep -q "secret 'api-keys' does not exist: set API_KEYS and CONSOLE_API_KEY" "$work/out" &&
+  ! grep -q '^ce application \(create\|update\)' "$work/log" && ! grep -q '^ce secret create --name api-keys' "$work/log"; then
+  pass "no API keys in CI: a clear failure before any application change"
+else
+  fail "no API keys in CI: a clear failure before any application change" "$(tail -n 3 "$work/out")"
+fi
+
+# --- (i) API_KEYS without the console's key: a clear failure -------------------------------------
+fresh_state
+if deploy "${no_keys[@]}" API_KEYS=key-SECRET-9; then
+  fail "API_KEYS without CONSOLE_API_KEY fails" "deploy.sh exited 0"
+elif grep -q "secret 'console-api-key' does not exist: set CONSOLE_API_KEY" "$work/out" &&
+  ! grep -q '^ce application \(create\|update\)' "$work/log" && ! grep -q SECRET "$work/out" "$work/log"; then
+  pass "API_KEYS without CONSOLE_API_KEY: a clear failure before any application change"
+else
+  fail "API_KEYS without CONSOLE_API_KEY: a clear failure before any application change" "$(tail -n 3 "$work/out")"
 fi
 
 if ((failures)); then

@@ -193,7 +193,9 @@ k8s() {
   "$kustomize" build deploy/k8s >"$scratch/k8s.yaml" || return 1
   python3 $TESTS/checks.py k8s "$scratch/k8s.yaml"
 }
-check "k8s: kustomize build + Deployments, probes, preStop, image tags, pull secrets, security, Services, PDBs, config refs" k8s
+check "k8s: kustomize build + Deployments, probes, preStop, image tags, pull secrets, security, Services, PDBs, config refs, required API keys" k8s
+check "k8s: api-keys.sh makes the Secret ems-api-keys (digests, scopes), the key shown once" \
+  python3 $TESTS/checks.py k8s-api-keys
 k8s_types() {
   [[ -s $scratch/k8s.yaml ]] || { echo "nothing rendered (see the kustomize check)"; return 1; }
   validate k8s "$scratch/k8s.yaml" && validate k8s deploy/k8s/secret.template.yaml

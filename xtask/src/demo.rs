@@ -89,10 +89,19 @@ fn answer(mut resp: ureq::http::Response<ureq::Body>) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-/// `Bearer <first write key>` when `API_KEYS` is set (the services then require a key for
-/// every request; a write key also reads).
+/// The scopes the demo's flow uses: it registers, moves money, reads the ledger and
+/// the notifications.
+const DEMO_SCOPES: [&str; 4] = [
+    "customers:write",
+    "transactions:write",
+    "transactions:read",
+    "notifications:read",
+];
+
+/// `Bearer <first key with every scope the flow uses>` when `API_KEYS` is set (the services then
+/// require a key for every request).
 fn api_key_header() -> String {
-    let key = crate::stack::api_key_secret(crate::stack::Scope::Write).unwrap_or_default();
+    let key = crate::stack::api_key_with(&DEMO_SCOPES).unwrap_or_default();
     format!("Bearer {key}")
 }
 

@@ -170,38 +170,38 @@ pub fn up(detach: bool) -> Result<()> {
     result
 }
 
-/// What a key of `API_KEYS` may do (`name:scope:secret`; a bare secret writes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// Reads only.
-    Read,
-    /// Reads and writes.
-    Write,
-}
+/// The scopes the console needs of the services it reads (`CONSOLE_API_KEY`).
+pub const CONSOLE_SCOPES: [&str; 3] = ["customers:read", "transactions:read", "notifications:read"];
 
-/// The secret of the first key of `API_KEYS` with exactly `scope`.
-pub fn api_key_secret(scope: Scope) -> Option<String> {
+/// The secret of the first key of `API_KEYS` that has every one of `scopes`.
+pub fn api_key_with(scopes: &[&str]) -> Option<String> {
     let list = std::env::var("API_KEYS").ok()?;
     keys_of(&list)
         .into_iter()
-        .find(|(s, _)| *s == scope)
+        .find(|(has, _)| scopes.iter().all(|s| has.iter().any(|h| h == s)))
         .map(|(_, secret)| secret)
 }
 
-/// The scopes and secrets of a key list, as the services read it.
-fn keys_of(list: &str) -> Vec<(Scope, String)> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(|entry| {
-            let parts: Vec<&str> = entry.splitn(3, ':').collect();
-            match parts.as_slice() {
-                [_, "read", secret] => (Scope::Read, secret.trim().to_string()),
-                [_, "write", secret] => (Scope::Write, secret.trim().to_string()),
-                _ => (Scope::Write, entry.to_string()),
-            }
-        })
-        .collect()
+/// The scopes and secrets of a key list (`name:scope+scope:secret`, as the services read it);
+/// entries the services would refuse are left out.
+fn keys_of(list: &str) -> Vec<(Vec<String>, String)> {
+    list.split(',').filter_map(key_of).collect()
+}
+
+/// The scopes and secret of one entry: after the name, `area:action` pairs joined by `+`, then
+/// `:` and the secret.
+fn key_of(entry: &str) -> Option<(Vec<String>, String)> {
+    let (_name, mut rest) = entry.trim().split_once(':')?;
+    let mut scopes = Vec::new();
+    loop {
+        let (area, after) = rest.split_once(':')?;
+        let end = after.find([':', '+'])?;
+        scopes.push(format!("{}:{}", area.trim(), after[..end].trim()));
+        rest = &after[end + 1..];
+        if after[end..].starts_with(':') {
+            return Some((scopes, rest.trim().to_string()));
+        }
+    }
 }
 
 /// The command that runs one service with the embedded defaults.
@@ -220,9 +220,8 @@ fn service_command(bin_dir: &Path, data: &Path, brokers: &str, s: Service) -> Re
         cmd.env("NO_COLOR", "1");
     }
     if s.name == "console" && std::env::var_os("CONSOLE_API_KEY").is_none() {
-        // The console reads the services with a key of `API_KEYS` (a read key if there is one).
-        let key = api_key_secret(Scope::Read).or_else(|| api_key_secret(Scope::Write));
-        if let Some(key) = key {
+        // The console reads the services with a key of `API_KEYS` that may read all three.
+        if let Some(key) = api_key_with(&CONSOLE_SCOPES) {
             cmd.env("CONSOLE_API_KEY", key);
         }
     }
@@ -544,12 +543,15 @@ mod tests {
 
     #[test]
     fn key_lists_give_scopes_and_secrets() {
+        let scopes = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            keys_of("ops:write:k1, dash:read:k2,bare"),
+            keys_of("ops:customers:write + transactions:write:k1:x, dash:console:read:k2,bare"),
             [
-                (Scope::Write, "k1".to_string()),
-                (Scope::Read, "k2".to_string()),
-                (Scope::Write, "bare".to_string())
+                (
+                    scopes(&["customers:write", "transactions:write"]),
+                    "k1:x".to_string()
+                ),
+                (scopes(&["console:read"]), "k2".to_string()),
             ]
         );
         assert!(keys_of(" , ").is_empty());

@@ -1,15 +1,26 @@
 //! API keys with names and scopes.
 //!
 //! `API_KEYS` is a comma list, `API_KEYS_FILE` a file of lines (blank lines and `#` comments
-//! skipped), of `name:scope:secret` where `scope` is `read` or `write` (`write` implies `read`); a
-//! bare `secret` is a write key named `key-<n>`. A secret may be given as `sha256:<64 hex>`, so a
-//! deployment never stores the plain key. Only SHA-256 digests are kept in memory, and a presented
-//! key is compared with every digest in constant time ([`subtle`]).
+//! skipped), of `name:scopes:secret`: `scopes` is one or more of `customers:read`,
+//! `customers:write`, `transactions:read`, `transactions:write`, `notifications:read` and
+//! `console:read`, joined with `+` (`dash:customers:read+transactions:read:<secret>`). A scope is
+//! one service's reads (GET, HEAD, OPTIONS) or writes (every other method); `write` does not
+//! imply `read`, and a key may do nothing it does not list. A plain secret has at least
+//! [`MIN_SECRET_LEN`] characters; it may be given as `sha256:<64 hex>` instead, so a deployment
+//! never stores the plain key. Only SHA-256 digests are kept in memory, and a presented key is
+//! compared with every digest in constant time ([`subtle`]). A list that cannot be read is
+//! refused at start-up with an error naming the entry's position, never any part of it.
 //!
 //! When any key is configured, every route behind [`protect`] needs `Authorization: Bearer <key>`:
-//! 401 (with `WWW-Authenticate: Bearer`) without a key or with an unknown one, 403 with a read key
-//! on a write (any method other than GET, HEAD and OPTIONS). The key's *name* is recorded on the
-//! request span (`api_key`), never the key.
+//! 401 (with `WWW-Authenticate: Bearer`) without a key or with an unknown one, 403 with a key
+//! that lacks the route's scope (its service's [`Area`] and the method's [`Action`]). The key's
+//! *name* is recorded on the request span (`api_key`), never the key.
+
+mod parse;
+mod scope;
+
+pub use parse::{KeyError, MAX_NAME_LEN, MIN_SECRET_LEN};
+pub use scope::{Action, Area, Scope, Scopes, ALL as ALL_SCOPES};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,33 +35,13 @@ use subtle::ConstantTimeEq;
 
 use crate::http::Problem;
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Scope {
-    /// GET, HEAD and OPTIONS.
-    Read,
-    /// Everything (`write` implies `read`).
-    Write,
-}
-
-impl Scope {
-    /// The scope a request with `method` needs.
-    pub fn needed_for(method: &Method) -> Self {
-        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-            Scope::Read
-        } else {
-            Scope::Write
-        }
-    }
-}
-
-/// A configured key: its name and scope, and the SHA-256 digest of the secret.
+/// A configured key: its name and scopes, and the SHA-256 digest of the secret.
 #[derive(Clone)]
 pub struct ApiKey {
     /// Logged with each request; never the secret.
     pub name: String,
     /// What it may do.
-    pub scope: Scope,
+    pub scopes: Scopes,
     digest: [u8; 32],
 }
 
@@ -58,37 +49,18 @@ impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiKey")
             .field("name", &self.name)
-            .field("scope", &self.scope)
+            .field("scopes", &self.scopes.to_string())
             .finish_non_exhaustive()
     }
 }
 
-/// Why a key list was refused. The messages never contain a secret.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum KeyError {
-    /// An entry with an empty secret.
-    #[error("entry {0} has an empty secret")]
-    EmptySecret(usize),
-    /// A name other than letters, digits, `.`, `_` and `-`.
-    #[error("entry {0} has an invalid name (letters, digits, `.`, `_`, `-`; at most 64)")]
-    InvalidName(usize),
-    /// The scope is neither `read` nor `write`.
-    #[error("entry {0} has scope `{1}`; expected `read` or `write`")]
-    InvalidScope(usize, String),
-    /// `sha256:` not followed by 64 hex digits.
-    #[error("entry {0}: `sha256:` must be followed by 64 hex digits")]
-    InvalidDigest(usize),
-    /// Two keys with one name.
-    #[error("the name `{0}` is used twice")]
-    DuplicateName(String),
-}
-
-/// The configured keys; none means every endpoint is open.
+/// The configured keys; none means no key is asked for (see [`crate::bind`] for where a
+/// service without keys may listen).
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys(Arc<Vec<ApiKey>>);
 
 impl ApiKeys {
-    /// Parses entries (`name:scope:secret` or a bare secret), numbered from 1 in errors.
+    /// Parses entries (`name:scopes:secret`), numbered from 1 in errors; blank ones are skipped.
     pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, KeyError> {
         let mut keys = Vec::new();
         let mut names = HashSet::new();
@@ -98,11 +70,19 @@ impl ApiKeys {
             .filter(|e| !e.is_empty())
             .enumerate()
         {
-            let key = parse_entry(index + 1, entry)?;
-            if !names.insert(key.name.clone()) {
-                return Err(KeyError::DuplicateName(key.name));
+            let parse::Entry {
+                name,
+                scopes,
+                digest,
+            } = parse::entry(index + 1, entry)?;
+            if !names.insert(name.clone()) {
+                return Err(KeyError::DuplicateName(name));
             }
-            keys.push(key);
+            keys.push(ApiKey {
+                name,
+                scopes,
+                digest,
+            });
         }
         Ok(Self(Arc::new(keys)))
     }
@@ -125,16 +105,16 @@ impl ApiKeys {
         Ok(Self(Arc::new(keys)))
     }
 
-    /// Whether no key is configured (everything open).
+    /// Whether no key is configured.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    /// The names and scopes, for the start-up log.
+    /// The names and scopes (`dash:customers:read+transactions:read`), for the start-up log.
     pub fn describe(&self) -> Vec<String> {
         self.0
             .iter()
-            .map(|k| format!("{}:{}", k.name, scope_name(k.scope)))
+            .map(|k| format!("{}:{}", k.name, k.scopes))
             .collect()
     }
 
@@ -150,18 +130,20 @@ impl ApiKeys {
         found
     }
 
-    /// The decision for a request with `method` and `authorization` header value.
-    pub fn decide(&self, method: &Method, authorization: Option<&str>) -> Decision {
+    /// The decision for a request with `method`, to a route of `area`, with `authorization` as
+    /// its header value.
+    pub fn decide(&self, area: Area, method: &Method, authorization: Option<&str>) -> Decision {
         if self.is_empty() {
             return Decision::Open;
         }
         let Some(token) = authorization.and_then(bearer_token) else {
             return Decision::Missing;
         };
+        let needed = Scope::needed(area, method);
         match self.identify(token) {
             None => Decision::Unknown,
-            Some(key) if key.scope < Scope::needed_for(method) => {
-                Decision::Forbidden(key.name.clone())
+            Some(key) if !key.scopes.allows(needed) => {
+                Decision::Forbidden(key.name.clone(), needed)
             }
             Some(key) => Decision::Allowed(key.name.clone()),
         }
@@ -179,53 +161,8 @@ pub enum Decision {
     Missing,
     /// The token is not a configured key.
     Unknown,
-    /// The named key is a read key and this is a write.
-    Forbidden(String),
-}
-
-fn parse_entry(index: usize, entry: &str) -> Result<ApiKey, KeyError> {
-    let mut parts = entry.splitn(3, ':');
-    let (name, scope, secret) = match (parts.next(), parts.next(), parts.next()) {
-        (Some(name), Some(scope), Some(secret)) if name != "sha256" => {
-            let scope = match scope.trim() {
-                "read" => Scope::Read,
-                "write" => Scope::Write,
-                other => return Err(KeyError::InvalidScope(index, other.to_string())),
-            };
-            (name.trim().to_string(), scope, secret.trim())
-        }
-        _ => (format!("key-{index}"), Scope::Write, entry),
-    };
-    let valid_name = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !valid_name {
-        return Err(KeyError::InvalidName(index));
-    }
-    let digest = match secret.strip_prefix("sha256:") {
-        Some(hex_digest) => {
-            let mut digest = [0u8; 32];
-            hex::decode_to_slice(hex_digest.trim(), &mut digest)
-                .map_err(|_| KeyError::InvalidDigest(index))?;
-            digest
-        }
-        None if secret.is_empty() => return Err(KeyError::EmptySecret(index)),
-        None => Sha256::digest(secret.as_bytes()).into(),
-    };
-    Ok(ApiKey {
-        name,
-        scope,
-        digest,
-    })
-}
-
-fn scope_name(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Read => "read",
-        Scope::Write => "write",
-    }
+    /// The named key lacks the scope this needs.
+    Forbidden(String, Scope),
 }
 
 /// The token of a `Bearer` authorization (the scheme is case-insensitive, RFC 9110 §11.1).
@@ -239,21 +176,41 @@ pub(crate) fn bearer_token(value: &str) -> Option<&str> {
 #[derive(Debug, Clone)]
 pub struct KeyName(pub String);
 
-/// Puts every route of `router` behind `keys` (see the module documentation).
-pub fn protect<S: Clone + Send + Sync + 'static>(router: Router<S>, keys: &ApiKeys) -> Router<S> {
+/// Puts every route of `router` behind `keys`: each is a route of `area` (see the module
+/// documentation).
+pub fn protect<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    keys: &ApiKeys,
+    area: Area,
+) -> Router<S> {
     router.route_layer(axum::middleware::from_fn_with_state(
-        keys.clone(),
+        Guard {
+            keys: keys.clone(),
+            area,
+        },
         authorize,
     ))
 }
 
+/// What [`authorize`] checks a request against: the keys, and the area of the routes it guards.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// The configured keys.
+    pub keys: ApiKeys,
+    /// The service's area.
+    pub area: Area,
+}
+
 /// Middleware: admits the request, or answers 401 or 403.
-pub async fn authorize(State(keys): State<ApiKeys>, request: Request, next: Next) -> Response {
+pub async fn authorize(State(guard): State<Guard>, request: Request, next: Next) -> Response {
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match keys.decide(request.method(), authorization) {
+    match guard
+        .keys
+        .decide(guard.area, request.method(), authorization)
+    {
         Decision::Open => next.run(request).await,
         Decision::Allowed(name) => {
             tracing::Span::current().record("api_key", name.as_str());
@@ -269,11 +226,11 @@ pub async fn authorize(State(keys): State<ApiKeys>, request: Request, next: Next
             "the API key was not accepted",
             "Bearer error=\"invalid_token\"",
         ),
-        Decision::Forbidden(name) => {
+        Decision::Forbidden(name, needed) => {
             tracing::Span::current().record("api_key", name.as_str());
             let mut response = Problem::new(
                 StatusCode::FORBIDDEN,
-                "this key may only read; a write needs a key with scope `write`",
+                format!("this key lacks the scope `{needed}`"),
             )
             .into_response();
             response.extensions_mut().insert(KeyName(name));
@@ -295,18 +252,40 @@ fn unauthorized(detail: &str, challenge: &'static str) -> Response {
 mod tests {
     use super::*;
 
+    /// Secrets long enough to be accepted.
+    const K1: &str = "k1-0123456789abcdefghijkl";
+    const K2: &str = "k2-0123456789abcdefghijkl";
+    const K3: &str = "k3-0123456789abcdefghijkl";
+
     fn keys(list: &str) -> ApiKeys {
         ApiKeys::parse(list.split(',')).unwrap()
     }
 
+    fn error(list: &str) -> KeyError {
+        ApiKeys::parse(list.split(',')).unwrap_err()
+    }
+
     #[test]
-    fn named_scoped_and_bare_keys() {
-        let k = keys("ops:write:k1, dash:read:k2,bare-secret");
-        assert_eq!(k.describe(), ["ops:write", "dash:read", "key-3:write"]);
-        assert_eq!(k.identify("k1").unwrap().name, "ops");
-        assert_eq!(k.identify("k2").unwrap().scope, Scope::Read);
-        assert_eq!(k.identify("bare-secret").unwrap().scope, Scope::Write);
-        assert!(k.identify("k3").is_none());
+    fn names_and_scopes() {
+        let k = keys(&format!(
+            "ops:customers:read+customers:write+transactions:read+transactions:write:{K1}, \
+             dash : notifications:read + console:read : {K2},registrar:customers:write:{K3}"
+        ));
+        assert_eq!(
+            k.describe(),
+            [
+                "ops:customers:read+customers:write+transactions:read+transactions:write",
+                "dash:notifications:read+console:read",
+                "registrar:customers:write",
+            ]
+        );
+        assert_eq!(k.identify(K1).unwrap().name, "ops");
+        let dash = k.identify(K2).unwrap();
+        assert!(dash.scopes.allows(Scope::new(Area::Console, Action::Read)));
+        assert!(!dash
+            .scopes
+            .allows(Scope::new(Area::Customers, Action::Read)));
+        assert!(k.identify("k4-0123456789abcdefghijkl").is_none());
         assert!(k.identify("").is_none());
     }
 
@@ -314,62 +293,138 @@ mod tests {
     fn a_digest_stands_for_the_secret() {
         let digest = hex::encode(Sha256::digest(b"plain-key"));
         let k = ApiKeys::parse_file(&format!(
-            "# keys of the ops team\n\nops:write:sha256:{digest}\n  dash:read:other\n"
+            "# keys of the ops team\n\nops:console:read:sha256:{digest}\n  dash:console:read:{K2}\n"
         ))
         .unwrap();
         assert_eq!(k.identify("plain-key").unwrap().name, "ops");
         assert!(k.identify(&format!("sha256:{digest}")).is_none());
-        assert_eq!(k.identify("other").unwrap().name, "dash");
+        assert_eq!(k.identify(K2).unwrap().name, "dash");
     }
 
     #[test]
-    fn bad_entries_are_refused_without_echoing_the_secret() {
+    fn bad_entries_are_refused_by_position_without_echoing_them() {
+        let secret = "s3cret-0123456789abcdefghij";
         let cases = [
-            ("a:admin:s", KeyError::InvalidScope(1, "admin".into())),
-            (":read:s", KeyError::InvalidName(1)),
-            ("a b:read:s", KeyError::InvalidName(1)),
-            ("a:read:", KeyError::EmptySecret(1)),
-            ("a:read:sha256:12", KeyError::InvalidDigest(1)),
-            ("a:read:x,a:write:y", KeyError::DuplicateName("a".into())),
+            (secret.to_string(), KeyError::Malformed(1)),
+            (format!("a:{secret}"), KeyError::Malformed(1)),
+            ("a:customers:read".to_string(), KeyError::Malformed(1)),
+            (format!("a:customers:read+{secret}"), KeyError::Malformed(1)),
+            (format!("a:write:{secret}"), KeyError::OldScope(1)),
+            (format!("a:read:{secret}"), KeyError::OldScope(1)),
+            (format!("a:admin:all:{secret}"), KeyError::UnknownScope(1)),
+            (
+                format!("a:notifications:write:{secret}"),
+                KeyError::UnknownScope(1),
+            ),
+            (
+                format!("a:console:read+{secret}:x:{secret}"),
+                KeyError::UnknownScope(1),
+            ),
+            (format!(":console:read:{secret}"), KeyError::InvalidName(1)),
+            (
+                format!("a b:console:read:{secret}"),
+                KeyError::InvalidName(1),
+            ),
+            ("a:console:read:".to_string(), KeyError::EmptySecret(1)),
+            (
+                "a:console:read: s3cret-short ".to_string(),
+                KeyError::TooShort(1),
+            ),
+            (
+                "a:console:read:sha256:12".to_string(),
+                KeyError::InvalidDigest(1),
+            ),
+            (
+                format!("a:console:read:{K1},b:console:read:s3cret-short"),
+                KeyError::TooShort(2),
+            ),
+            (
+                format!("a:console:read:{K1},a:customers:read:{K2}"),
+                KeyError::DuplicateName("a".into()),
+            ),
         ];
         for (list, expected) in cases {
-            let error = ApiKeys::parse(list.split(',')).unwrap_err();
-            assert_eq!(error, expected, "{list}");
-            assert!(!error.to_string().contains(":s"), "{error}");
+            let refused = error(&list);
+            assert_eq!(refused, expected, "{list}");
+            let message = refused.to_string();
+            for fragment in ["s3cret", "admin", "all", "x:", "a b"] {
+                assert!(!message.contains(fragment), "{message}");
+            }
         }
         assert!(keys("").is_empty());
+        assert!(keys(" , ").is_empty());
     }
 
     #[test]
-    fn decisions_follow_scope_and_method() {
-        let k = keys("ops:write:k1,dash:read:k2");
-        let get = Method::GET;
-        let post = Method::POST;
-        assert_eq!(k.decide(&get, None), Decision::Missing);
-        assert_eq!(k.decide(&get, Some("Bearer nope")), Decision::Unknown);
-        assert_eq!(k.decide(&get, Some("Basic k1")), Decision::Missing);
-        assert_eq!(k.decide(&get, Some("Bearer")), Decision::Missing);
+    fn the_minimum_length_counts_characters_of_the_plain_secret() {
+        let just_long_enough = "x".repeat(MIN_SECRET_LEN);
+        assert!(ApiKeys::parse([format!("a:console:read:{just_long_enough}").as_str()]).is_ok());
+        let short = "x".repeat(MIN_SECRET_LEN - 1);
         assert_eq!(
-            k.decide(&get, Some("bearer k2")),
-            Decision::Allowed("dash".into())
+            error(&format!("a:console:read:{short}")),
+            KeyError::TooShort(1)
+        );
+        assert!(error(&format!("a:console:read:{short}"))
+            .to_string()
+            .contains("shorter than 24 characters"));
+    }
+
+    #[test]
+    fn decisions_follow_area_scope_and_method() {
+        let k = keys(&format!(
+            "registrar:customers:write:{K1},teller:transactions:read+transactions:write:{K2}"
+        ));
+        let (get, post) = (Method::GET, Method::POST);
+        let registrar = format!("Bearer {K1}");
+        let teller = format!("bearer  {K2} ");
+        let customers = Area::Customers;
+        let transactions = Area::Transactions;
+        assert_eq!(k.decide(customers, &get, None), Decision::Missing);
+        assert_eq!(
+            k.decide(customers, &get, Some("Bearer nope")),
+            Decision::Unknown
         );
         assert_eq!(
-            k.decide(&post, Some("Bearer k2")),
-            Decision::Forbidden("dash".into())
+            k.decide(customers, &get, Some(&format!("Basic {K1}"))),
+            Decision::Missing
+        );
+        assert_eq!(k.decide(customers, &get, Some("Bearer")), Decision::Missing);
+        assert_eq!(
+            k.decide(customers, &post, Some(&registrar)),
+            Decision::Allowed("registrar".into())
         );
         assert_eq!(
-            k.decide(&post, Some("BEARER  k1 ")),
-            Decision::Allowed("ops".into())
+            k.decide(customers, &get, Some(&registrar)),
+            Decision::Forbidden("registrar".into(), Scope::new(customers, Action::Read))
         );
-        assert_eq!(ApiKeys::default().decide(&post, None), Decision::Open);
+        assert_eq!(
+            k.decide(transactions, &post, Some(&registrar)),
+            Decision::Forbidden("registrar".into(), Scope::new(transactions, Action::Write))
+        );
+        assert_eq!(
+            k.decide(transactions, &post, Some(&teller)),
+            Decision::Allowed("teller".into())
+        );
+        assert_eq!(
+            k.decide(Area::Console, &get, Some(&teller)),
+            Decision::Forbidden("teller".into(), Scope::new(Area::Console, Action::Read))
+        );
+        assert_eq!(
+            ApiKeys::default().decide(transactions, &post, None),
+            Decision::Open
+        );
     }
 
     #[test]
     fn merged_lists_keep_names_distinct() {
-        let merged = keys("a:read:x").merged(keys("b:write:y")).unwrap();
-        assert_eq!(merged.describe(), ["a:read", "b:write"]);
+        let merged = keys(&format!("a:console:read:{K1}"))
+            .merged(keys(&format!("b:customers:write:{K2}")))
+            .unwrap();
+        assert_eq!(merged.describe(), ["a:console:read", "b:customers:write"]);
         assert_eq!(
-            keys("a:read:x").merged(keys("a:write:y")).unwrap_err(),
+            keys(&format!("a:console:read:{K1}"))
+                .merged(keys(&format!("a:console:read:{K2}")))
+                .unwrap_err(),
             KeyError::DuplicateName("a".into())
         );
     }

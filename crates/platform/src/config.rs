@@ -119,8 +119,11 @@ pub struct ServiceConfig {
     pub database_ca: Option<crate::db::DatabaseCa>,
     /// Kafka connection.
     pub kafka: KafkaConfig,
-    /// API keys (`API_KEYS` and `API_KEYS_FILE`, see [`crate::auth`]); none = open.
+    /// API keys (`API_KEYS` and `API_KEYS_FILE`, see [`crate::auth`]); none = no key asked for.
     pub api_keys: ApiKeys,
+    /// Where the HTTP server listens (`BIND_ADDRESS`, `ALLOW_ANONYMOUS`): loopback only without
+    /// keys unless said otherwise (see [`crate::bind`]).
+    pub bind: crate::bind::Bind,
     /// Log format (`LOG_FORMAT`).
     pub log_format: LogFormat,
     /// OTLP endpoint for traces (`OTEL_EXPORTER_OTLP_ENDPOINT`).
@@ -275,6 +278,7 @@ impl ServiceConfig {
         }
         let database_ca = database_ca_from(env)?;
         let api_keys = api_keys_from(env)?;
+        let bind = crate::bind::Bind::from_env(env, &api_keys)?;
         let log_format = match env.var("LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("pretty") | Some("text") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -305,6 +309,7 @@ impl ServiceConfig {
             database_ca,
             kafka: KafkaConfig::from_env(env)?,
             api_keys,
+            bind,
             log_format,
             otlp_endpoint,
             consumer: ConsumerSettings::from_env(env)?,
@@ -326,6 +331,7 @@ mod tests {
         assert_eq!(config.port, 3001);
         assert_eq!(config.database_url, "sqlite://data/customer-service.db");
         assert!(config.api_keys.is_empty());
+        assert!(config.bind.address.is_loopback());
         assert_eq!(config.log_format, LogFormat::Pretty);
         assert_eq!(config.ready_stall, std::time::Duration::from_secs(120));
         let stall = ServiceConfig::from_env("s", 1, &[("READY_STALL_SECS", "30")]).unwrap();
@@ -339,13 +345,24 @@ mod tests {
         let env = [
             ("PORT", "8080"),
             ("DATABASE_URL", "postgres://u@h/db"),
-            ("API_KEYS", " k1, ,ops:read:k2 "),
+            (
+                "API_KEYS",
+                " teller:transactions:write:k1-0123456789abcdefghijkl, ,\
+                 ops:customers:read+console:read:k2-0123456789abcdefghijkl ",
+            ),
             ("LOG_FORMAT", "json"),
         ];
         let config = ServiceConfig::from_env("s", 1, &env).unwrap();
         assert_eq!(config.port, 8080);
         assert_eq!(config.database_url, "postgres://u@h/db");
-        assert_eq!(config.api_keys.describe(), ["key-1:write", "ops:read"]);
+        assert_eq!(
+            config.api_keys.describe(),
+            [
+                "teller:transactions:write",
+                "ops:customers:read+console:read"
+            ]
+        );
+        assert!(!config.bind.address.is_loopback(), "keys: all interfaces");
         assert_eq!(config.log_format, LogFormat::Json);
     }
 
@@ -385,17 +402,46 @@ mod tests {
     fn keys_come_from_the_list_and_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("keys");
-        std::fs::write(&file, "# rotated 2026-11\nci:write:k3\n").unwrap();
+        std::fs::write(
+            &file,
+            "# rotated 2026-11\nci:customers:write:k3-0123456789abcdefghijkl\n",
+        )
+        .unwrap();
         let path = file.to_str().unwrap();
-        let env = [("API_KEYS", "dash:read:k2"), ("API_KEYS_FILE", path)];
+        let env = [
+            ("API_KEYS", "dash:console:read:k2-0123456789abcdefghijkl"),
+            ("API_KEYS_FILE", path),
+        ];
         let config = ServiceConfig::from_env("s", 1, &env).unwrap();
-        assert_eq!(config.api_keys.describe(), ["dash:read", "ci:write"]);
+        assert_eq!(
+            config.api_keys.describe(),
+            ["dash:console:read", "ci:customers:write"]
+        );
         let err =
             ServiceConfig::from_env("s", 1, &[("API_KEYS_FILE", "/nonexistent/keys")]).unwrap_err();
         assert_eq!(err.variable, "API_KEYS_FILE");
-        let err = ServiceConfig::from_env("s", 1, &[("API_KEYS", "a:root:secret-x")]).unwrap_err();
-        assert_eq!(err.variable, "API_KEYS");
-        assert!(!err.to_string().contains("secret-x"));
+        for list in [
+            "a:root:secret-x-0123456789abcdefghijkl",
+            "a:console:read:secret-x",
+            "secret-x-0123456789abcdefghijkl",
+        ] {
+            let err = ServiceConfig::from_env("s", 1, &[("API_KEYS", list)]).unwrap_err();
+            assert_eq!(err.variable, "API_KEYS");
+            assert!(!err.to_string().contains("secret-x"), "{err}");
+        }
+        std::fs::write(&file, "ci:customers:write:secret-x\n").unwrap();
+        let err = ServiceConfig::from_env("s", 1, &[("API_KEYS_FILE", path)]).unwrap_err();
+        assert_eq!(err.variable, "API_KEYS_FILE");
+        assert!(!err.to_string().contains("secret-x"), "{err}");
+    }
+
+    #[test]
+    fn without_keys_a_service_stays_on_loopback_unless_told_otherwise() {
+        let err = ServiceConfig::from_env("s", 1, &[("BIND_ADDRESS", "0.0.0.0")]).unwrap_err();
+        assert_eq!(err.variable, "BIND_ADDRESS");
+        let env = [("BIND_ADDRESS", "0.0.0.0"), ("ALLOW_ANONYMOUS", "true")];
+        let config = ServiceConfig::from_env("s", 1, &env).unwrap();
+        assert!(config.bind.anonymous && !config.bind.address.is_loopback());
     }
 
     #[test]
@@ -414,7 +460,8 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_in_debug_output() {
-        let config = ServiceConfig::from_env("s", 1, &[("API_KEYS", "topsecret")]).unwrap();
+        let env = [("API_KEYS", "ops:console:read:topsecret-0123456789abcdef")];
+        let config = ServiceConfig::from_env("s", 1, &env).unwrap();
         assert!(!format!("{config:?}").contains("topsecret"));
     }
 }

@@ -179,7 +179,18 @@ impl utoipa::Modify for ApiKeyScheme {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A key of the service's `API_KEYS` (when any is configured). A route \
+                         needs its service's read scope for GET (`customers:read`, \
+                         `transactions:read`, `notifications:read`, `console:read`) and its \
+                         write scope otherwise (`customers:write`, `transactions:write`): 401 \
+                         without a known key, 403 without the scope.",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

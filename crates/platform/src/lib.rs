@@ -3,6 +3,7 @@
 //! and its relay, the inbox, telemetry, and the HTTP bootstrap. Services hold only their domain.
 
 pub mod auth;
+pub mod bind;
 pub mod config;
 pub mod db;
 pub mod db_tls;

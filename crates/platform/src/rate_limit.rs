@@ -226,8 +226,9 @@ mod tests {
 
     #[test]
     fn debug_output_shows_no_key_material() {
-        let limit = RateLimit::per_second(NonZeroU32::MIN, NonZeroU32::MIN)
-            .with_api_keys(&ApiKeys::parse(["topsecret"]).unwrap());
+        let limit = RateLimit::per_second(NonZeroU32::MIN, NonZeroU32::MIN).with_api_keys(
+            &ApiKeys::parse(["ops:console:read:topsecret-0123456789abcdef"]).unwrap(),
+        );
         let shown = format!("{limit:?}");
         assert!(shown.contains("api_keys: 1"), "{shown}");
         assert!(!shown.contains("topsecret"));

@@ -77,7 +77,7 @@ impl Service {
         tracing::info!(service = config.name, kafka = ?config.kafka.brokers,
             protocol = config.kafka.security_protocol.as_str(),
             database = %crate::db::redact_url(&config.database_url), "starting");
-        log_api_keys(&config.api_keys);
+        config.bind.log(&config.api_keys);
         let db =
             Database::connect_with_ca(&config.database_url, config.database_ca.as_ref()).await?;
         db.migrate(migrations).await?;
@@ -242,9 +242,10 @@ impl Service {
         self.consumers.spawn(task(self.shutdown.clone()));
     }
 
-    /// Binds `PORT` on all interfaces and serves until shutdown.
+    /// Binds `PORT` on the configured address (`BIND_ADDRESS`; loopback only without keys,
+    /// see [`crate::bind`]) and serves until shutdown.
     pub async fn serve(self, routes: Router) -> anyhow::Result<()> {
-        let address = std::net::SocketAddr::from(([0, 0, 0, 0], self.config.port));
+        let address = std::net::SocketAddr::new(self.config.bind.address, self.config.port);
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address} (PORT)"))?;
@@ -339,18 +340,6 @@ async fn run_relay_once_broker_up(
         ..RelayOptions::default()
     };
     outbox::run_relay_with(db, producer, outbox, stop, options).await;
-}
-
-/// One line at start-up: the keys' names and scopes, or a warning that everything is open.
-pub fn log_api_keys(keys: &ApiKeys) {
-    if keys.is_empty() {
-        tracing::warn!(
-            "no API keys configured (API_KEYS, API_KEYS_FILE): every endpoint is open to anyone \
-             who can reach it"
-        );
-    } else {
-        tracing::info!(keys = ?keys.describe(), "API keys configured");
-    }
 }
 
 /// What start-up does with the topics.

@@ -59,7 +59,7 @@ pub async fn main() -> anyhow::Result<()> {
     let config = ServiceConfig::from_env(NAME, DEFAULT_PORT, &ProcessEnv)?;
     let settings = Settings::from_env(&ProcessEnv)?;
     telemetry::init(&config)?;
-    let address = std::net::SocketAddr::from(([0, 0, 0, 0], config.port));
+    let address = std::net::SocketAddr::new(config.bind.address, config.port);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address} (PORT)"))?;
@@ -78,7 +78,7 @@ pub async fn run(
         protocol = config.kafka.security_protocol.as_str(),
         customers = %settings.customer_service, transactions = %settings.transaction_service,
         notifications = %settings.notification_service, window = settings.window, "starting");
-    platform::service::log_api_keys(&config.api_keys);
+    config.bind.log(&config.api_keys);
     // Credentials and certificates are checked first: retrying cannot fix them.
     match kafka::check_connection(&config.kafka, Duration::from_secs(10)).await {
         Err(error) if error.is_refusal() => return Err(error.into()),

@@ -1,6 +1,7 @@
 //! HTTP routes: the page (HTML, CSS and JavaScript from the binary), the snapshot and the live
 //! stream of changes (server-sent events), and the OpenAPI document. Read-only; with `API_KEYS`
-//! set, `/api/*` needs `Authorization: Bearer <key>` (the page asks for it once).
+//! set, `/api/*` needs `Authorization: Bearer <key>` of a key with scope `console:read` (the page
+//! asks for it once).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
-use platform::auth::{protect, ApiKeys};
+use platform::auth::{protect, ApiKeys, Area};
 use platform::http::{self, ApiKeyScheme, ProblemDetails};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,7 @@ pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
     let api = Router::new()
         .route("/api/snapshot", get(snapshot))
         .route("/api/stream", get(stream));
-    let api = protect(api, api_keys).with_state(state);
+    let api = protect(api, api_keys, Area::Console).with_state(state);
     Router::new()
         .route("/", get(page))
         .route(
@@ -60,6 +61,7 @@ async fn page() -> Html<&'static str> {
     responses(
         (status = 200, description = "The snapshot (JSON)", content_type = "application/json"),
         (status = 401, description = "`API_KEYS` is set and no valid key was given", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `console:read`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = [])))]
 pub async fn snapshot(State(state): State<AppState>) -> impl IntoResponse {
@@ -72,6 +74,7 @@ pub async fn snapshot(State(state): State<AppState>) -> impl IntoResponse {
     responses(
         (status = 200, description = "Server-sent events", content_type = "text/event-stream"),
         (status = 401, description = "`API_KEYS` is set and no valid key was given", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `console:read`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = [])))]
 pub async fn stream(

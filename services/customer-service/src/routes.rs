@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use platform::auth::{protect, ApiKeys};
+use platform::auth::{protect, ApiKeys, Area};
 use platform::group_commit::GroupCommit;
 use platform::{ApiJson, ApiQuery, Database};
 use serde::{Deserialize, Serialize};
@@ -34,13 +34,13 @@ pub struct AppState {
     pub registrations: GroupCommit<Registrations>,
 }
 
-/// The service's routes; with API keys configured, all but `/openapi.json` need one (a write key
-/// to register).
+/// The service's routes; with API keys configured, all but `/openapi.json` need one: scope
+/// `customers:write` to register, `customers:read` to read.
 pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
     let customers = Router::new()
         .route("/app/customers", post(create_customer).get(list_customers))
         .route("/app/customers/{id}", get(get_customer));
-    protect(customers, api_keys)
+    protect(customers, api_keys, Area::Customers)
         .route("/openapi.json", get(openapi))
         .with_state(state)
 }
@@ -95,6 +95,7 @@ pub struct ListParams {
         (status = 200, description = "Already registered with the same name and email", body = Customer),
         (status = 400, description = "Malformed JSON", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `customers:write`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "The id belongs to another customer", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 64 KiB", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Not `application/json`", body = ProblemDetails, content_type = "application/problem+json"),
@@ -127,6 +128,7 @@ pub async fn create_customer(
     responses(
         (status = 200, description = "The customer", body = Customer),
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `customers:read`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 400, description = "A path that is not UTF-8", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "No such customer", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "An id longer than 64 characters", body = ProblemDetails, content_type = "application/problem+json"),
@@ -149,6 +151,7 @@ pub async fn get_customer(
     responses(
         (status = 200, description = "A page of customers", body = CustomerPage),
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `customers:read`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "Bad `limit` or `offset`", body = ProblemDetails, content_type = "application/problem+json"),
     ),

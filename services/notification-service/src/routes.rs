@@ -19,7 +19,7 @@ use crate::domain::{Delivery, Kind, Status};
 use crate::error::Error;
 use crate::feed::Hub;
 use crate::storage;
-use platform::auth::{protect, ApiKeys};
+use platform::auth::{protect, ApiKeys, Area};
 use platform::http::{self, ApiKeyScheme, ProblemDetails};
 use platform::limits::check_length;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -44,14 +44,15 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-/// The service's routes; with API keys configured, the notifications need one (the dashboard
-/// page asks for it), the page and the OpenAPI document do not.
+/// The service's routes; with API keys configured, the notifications need a key with scope
+/// `notifications:read` (the dashboard page asks for it), the page and the OpenAPI document do
+/// not.
 pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
     let notifications = Router::new()
         .route("/notifications", get(list_notifications))
         .route("/notifications/recent", get(recent_notifications))
         .route("/notifications/stream", get(stream_notifications));
-    protect(notifications, api_keys)
+    protect(notifications, api_keys, Area::Notifications)
         .route("/", get(dashboard))
         .route(
             "/dashboard.css",
@@ -121,6 +122,7 @@ pub struct NotificationLog {
         (status = 200, description = "Deliveries, newest first", body = NotificationLog),
         (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `notifications:read`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "`customerId` missing, blank or longer than 128 characters, or a bad `limit`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = [])))]
@@ -140,6 +142,7 @@ pub async fn list_notifications(
         (status = 200, description = "Deliveries, newest first", body = RecentNotifications),
         (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `notifications:read`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "A bad `limit`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = [])))]
@@ -183,6 +186,7 @@ fn customer_id(param: Option<String>) -> Result<Option<String>, Error> {
             body = StreamEvent, content_type = "text/event-stream"),
         (status = 400, description = "A malformed query string (e.g. a parameter given twice)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `notifications:read`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "A `customerId` longer than 128 characters", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = [])))]

@@ -44,7 +44,7 @@ pub mod storage;
 use axum::routing::{get, post};
 use axum::Router;
 use contracts::topics;
-use platform::auth::protect;
+use platform::auth::{protect, Area};
 use platform::group_commit::GroupCommit;
 use platform::kafka::ConsumerOptions;
 use platform::parking::ParkingLot;
@@ -116,13 +116,14 @@ impl Definition for TransactionService {
             db: service.db.clone(),
             intake,
         };
-        // With API keys configured, all but the OpenAPI document need one (a write key to request).
+        // With API keys configured, all but the OpenAPI document need one: `transactions:write` to
+        // request, `transactions:read` to read.
         let ledger = Router::new()
             .route("/transactions", post(routes::create_transaction))
             .route("/transactions/{id}", get(routes::get_transaction))
             .route("/accounts/{id}", get(routes::get_account))
             .route("/accounts/{id}/entries", get(routes::get_entries));
-        Ok(protect(ledger, &service.api_keys)
+        Ok(protect(ledger, &service.api_keys, Area::Transactions)
             .route("/openapi.json", get(routes::openapi))
             .with_state(state))
     }

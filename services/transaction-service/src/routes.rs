@@ -193,6 +193,7 @@ pub struct EntriesQuery {
         (status = 202, description = "Accepted; the outcome follows asynchronously", body = Accepted),
         (status = 400, description = "Not JSON", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `transactions:write`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "transactionId taken by another request", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 64 KiB", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Not `application/json`", body = ProblemDetails, content_type = "application/problem+json"),
@@ -227,6 +228,7 @@ pub async fn create_transaction(
     params(("id" = String, Path, description = "Transaction id", max_length = 256)),
     responses(
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `transactions:read`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 200, body = TransactionView),
         (status = 400, description = "A path that is not UTF-8", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
@@ -251,6 +253,7 @@ pub async fn get_transaction(
     params(("id" = String, Path, description = "Account id (the customer id)", max_length = 128)),
     responses(
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `transactions:read`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 200, body = AccountView),
         (status = 400, description = "A path that is not UTF-8", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
@@ -280,6 +283,7 @@ pub async fn get_account(
     params(("id" = String, Path, description = "Account id", max_length = 128), EntriesQuery),
     responses(
         (status = 401, description = "API key missing or wrong", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope `transactions:read`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 200, body = EntriesPage),
         (status = 400, description = "A malformed path or query string", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, body = ProblemDetails, content_type = "application/problem+json"),

@@ -7,6 +7,7 @@
 //! Layout:
 //! - [`stack`]: [`Stack`], the three services (and replicas, the console) started together;
 //! - [`process`]: [`ServiceProcess`], one service process and its signals; [`run_to_exit`];
+//! - [`keys`]: `API_KEYS` entries;
 //! - [`http`]: requests to the services ([`post`], [`get`], customers, accounts, balances);
 //! - [`topics`]: outcome events read from Kafka, consumer groups' progress;
 //! - [`verdict`]: the judgement of a run ([`Verdict`], [`MailReport`], database counts);
@@ -18,6 +19,7 @@
 pub mod browser;
 pub mod chaos;
 pub mod http;
+pub mod keys;
 pub mod process;
 pub mod random;
 pub mod seed;
@@ -26,6 +28,7 @@ pub mod topics;
 pub mod verdict;
 
 pub use http::*;
+pub use keys::*;
 pub use process::*;
 pub use random::*;
 pub use seed::*;

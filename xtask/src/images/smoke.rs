@@ -165,6 +165,9 @@ fn start(service: &Service, brokers: &str, prefix: &str) -> Result<()> {
         format!("KAFKA_BROKERS={brokers}"),
         format!("KAFKA_TOPIC_PREFIX={prefix}"),
         "KAFKA_TOPIC_PARTITIONS=1".to_string(),
+        // Host networking and no API keys: the host's loopback only (the image's 0.0.0.0 would be
+        // refused without keys).
+        "BIND_ADDRESS=127.0.0.1".to_string(),
     ];
     let mut volume = None;
     let pg = |db: &str| {

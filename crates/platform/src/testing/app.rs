@@ -24,6 +24,10 @@ pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::Se
         database_ca: None,
         kafka,
         api_keys: crate::auth::ApiKeys::default(),
+        bind: crate::bind::Bind {
+            address: std::net::Ipv4Addr::LOCALHOST.into(),
+            anonymous: true,
+        },
         log_format: crate::config::LogFormat::Pretty,
         otlp_endpoint: None,
         consumer: crate::config::ConsumerSettings {

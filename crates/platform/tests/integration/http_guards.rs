@@ -16,6 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+/// Two API keys (the rate limit counts each on its own).
+const KEY_A: &str = "key-a-0123456789abcdefghijkl";
+const KEY_B: &str = "key-b-0123456789abcdefghijkl";
+
 /// Long enough that no test waits for it, short enough that a hang fails the test.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -293,7 +297,13 @@ async fn post_things(
 /// Two requests at once, then one a minute: a third request in a row is over the limit.
 fn tight_limit() -> ServerSettings {
     let limit = RateLimit::every(Duration::from_secs(60), NonZeroU32::new(2).unwrap())
-        .with_api_keys(&platform::auth::ApiKeys::parse(["key-a", "key-b"]).unwrap());
+        .with_api_keys(
+            &platform::auth::ApiKeys::parse([
+                format!("a:customers:write:{KEY_A}").as_str(),
+                format!("b:customers:write:{KEY_B}").as_str(),
+            ])
+            .unwrap(),
+        );
     ServerSettings {
         rate_limit: Some(limit),
         ..ServerSettings::default()
@@ -321,12 +331,12 @@ async fn the_rate_limit_is_per_api_key_and_spares_other_keys() {
     let server = start(tight_limit()).await;
     let client = client_from("127.0.0.1");
     for _ in 0..2 {
-        let response = post_things(&client, server.address, Some("key-a")).await;
+        let response = post_things(&client, server.address, Some(KEY_A)).await;
         assert_eq!(response.status(), reqwest::StatusCode::OK);
     }
-    assert_limited(post_things(&client, server.address, Some("key-a")).await).await;
+    assert_limited(post_things(&client, server.address, Some(KEY_A)).await).await;
     // Another key, and the same address without a key, have limits of their own.
-    let other_key = post_things(&client, server.address, Some("key-b")).await;
+    let other_key = post_things(&client, server.address, Some(KEY_B)).await;
     assert_eq!(other_key.status(), reqwest::StatusCode::OK);
     let anonymous = post_things(&client, server.address, None).await;
     assert_eq!(anonymous.status(), reqwest::StatusCode::OK);

@@ -22,11 +22,24 @@ fn bad_settings_stop_the_console_naming_the_variable() {
         ("CONSOLE_WINDOW", "0"),
         ("CUSTOMER_SERVICE_URL", "ftp://customers"),
         ("API_KEYS", "dash:admin:console-secret-1"),
+        ("API_KEYS", "dash:console:read:console-secret-1"),
+        ("API_KEYS", "console-secret-1-0123456789abcdef"),
+        ("BIND_ADDRESS", "0.0.0.0"),
         ("PORT", "http"),
     ] {
         let (ok, output) = run_with(&[(variable, value)]);
         assert!(!ok, "{variable}={value} was accepted");
         assert!(output.contains(variable), "{variable}: {output}");
         assert!(!output.contains("console-secret-1"), "{output}");
+    }
+}
+
+#[test]
+fn without_keys_the_console_listens_beyond_loopback_only_when_told_anonymous_is_intended() {
+    let (ok, output) = run_with(&[("BIND_ADDRESS", "0.0.0.0")]);
+    assert!(!ok, "a keyless console on 0.0.0.0 was accepted");
+    assert_eq!(output.trim().lines().count(), 1, "one line: {output}");
+    for named in ["BIND_ADDRESS", "API_KEYS", "ALLOW_ANONYMOUS=true"] {
+        assert!(output.contains(named), "{named}: {output}");
     }
 }

@@ -303,7 +303,15 @@ async fn over_limit_input_is_a_problem_naming_the_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_and_writes_need_a_key_of_the_right_scope_when_configured() {
-    let keys = ApiKeys::parse(["ops:write:k-test-123", "dash:read:k-read-456"]).unwrap();
+    const REGISTRAR: &str = "k-registrar-0123456789abcdef";
+    const READER: &str = "k-reader-0123456789abcdefghi";
+    const TELLER: &str = "k-teller-0123456789abcdefghi";
+    let keys = ApiKeys::parse([
+        format!("registrar:customers:write:{REGISTRAR}").as_str(),
+        format!("dash:customers:read:{READER}").as_str(),
+        format!("teller:transactions:read+transactions:write:{TELLER}").as_str(),
+    ])
+    .unwrap();
     let app = App::start_with_keys(keys).await;
     let body = json!({"id": "cust-k", "name": "Kim", "email": "kim@example.com"});
     let post = || app.http.post(app.url(CUSTOMERS)).json(&body);
@@ -312,24 +320,41 @@ async fn reads_and_writes_need_a_key_of_the_right_scope_when_configured() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
     let (status, _) = app.call(post().bearer_auth("wrong")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = app.call(post().bearer_auth("k-read-456")).await;
+    let (status, problem) = app.call(post().bearer_auth(READER)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a read key cannot register");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("customers:write"),
+        "{problem}"
+    );
+    let (status, _) = app.call(post().bearer_auth(TELLER)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another service's key");
     for path in ["/app/customers", "/app/customers/cust-k"] {
         let (status, _) = app.call(get(path)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} needs a key");
+        let (status, _) = app.call(get(path).bearer_auth(REGISTRAR)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: write is not read");
+        let (status, _) = app.call(get(path).bearer_auth(TELLER)).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{path}: another service's key"
+        );
     }
     let (status, _) = app
-        .call(get("/app/customers/cust-k").bearer_auth("k-read-456"))
+        .call(get("/app/customers/cust-k").bearer_auth(READER))
         .await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
         "nothing stored without a write key"
     );
-    let (status, _) = app.call(post().bearer_auth("k-test-123")).await;
+    let (status, _) = app.call(post().bearer_auth(REGISTRAR)).await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, customer) = app
-        .call(get("/app/customers/cust-k").bearer_auth("k-read-456"))
+        .call(get("/app/customers/cust-k").bearer_auth(READER))
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(customer["id"], "cust-k");

@@ -67,7 +67,11 @@ async fn the_log_needs_a_customer_id() {
     assert!(page.text().await.unwrap().contains("dashboard.js"));
     let script = app.http.get(app.url("/dashboard.js")).send().await.unwrap();
     assert_eq!(script.status(), 200);
-    assert!(script.text().await.unwrap().contains("notifications/stream"));
+    assert!(script
+        .text()
+        .await
+        .unwrap()
+        .contains("notifications/stream"));
     app.stop().await;
 }
 

@@ -387,7 +387,15 @@ async fn a_repeated_request_gets_the_same_answer_and_another_body_conflicts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_needs_a_key_of_the_right_scope_when_keys_are_configured() {
-    let keys = ApiKeys::parse(["ops:write:s3cret", "dash:read:r3ad"]).unwrap();
+    const TELLER: &str = "s3cret-teller-0123456789abc";
+    const AUDITOR: &str = "r3ad-auditor-0123456789abcd";
+    const REGISTRAR: &str = "w-registrar-0123456789abcde";
+    let keys = ApiKeys::parse([
+        format!("teller:transactions:read+transactions:write:{TELLER}").as_str(),
+        format!("auditor:transactions:read:{AUDITOR}").as_str(),
+        format!("registrar:customers:read+customers:write:{REGISTRAR}").as_str(),
+    ])
+    .unwrap();
     let app = TestApp::of::<TransactionService>().api_keys(keys);
     let ledger = Ledger::collecting(app.run(LedgerSettings::default()).await);
     let body = json!({"to": "a", "amount": 1, "transactionId": "k-1"});
@@ -424,18 +432,32 @@ async fn every_route_needs_a_key_of_the_right_scope_when_keys_are_configured() {
             .unwrap()
             .contains("invalid_token"));
     }
-    let response = call(post.clone(), "/transactions", Some("Bearer r3ad")).await;
+    let (auditor, registrar) = (format!("Bearer {AUDITOR}"), format!("Bearer {REGISTRAR}"));
+    let response = call(post.clone(), "/transactions", Some(&auditor)).await;
     assert_eq!(response.status().as_u16(), 403, "a read key cannot write");
-    let response = call(post.clone(), "/transactions", Some("bearer s3cret")).await;
+    let response = call(post.clone(), "/transactions", Some(&registrar)).await;
+    assert_eq!(
+        response.status().as_u16(),
+        403,
+        "a registration key cannot move money"
+    );
+    let response = call(get.clone(), "/accounts/a", Some(&registrar)).await;
+    assert_eq!(response.status().as_u16(), 403, "nor read the ledger");
+    let teller = format!("bearer {TELLER}");
+    let response = call(post.clone(), "/transactions", Some(&teller)).await;
     assert_eq!(
         response.status().as_u16(),
         202,
         "the scheme is case-insensitive"
     );
-    let response = call(get.clone(), "/transactions/k-1", Some("Bearer r3ad")).await;
+    let response = call(get.clone(), "/transactions/k-1", Some(&auditor)).await;
     assert_eq!(response.status().as_u16(), 200);
-    let response = call(get.clone(), "/transactions/k-1", Some("Bearer s3cret")).await;
-    assert_eq!(response.status().as_u16(), 200, "a write key reads too");
+    let response = call(get.clone(), "/transactions/k-1", Some(&teller)).await;
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "the teller's key also reads"
+    );
     for open in ["/openapi.json", "/healthz", "/metrics"] {
         let response = call(get.clone(), open, None).await;
         assert_eq!(response.status().as_u16(), 200, "{open} stays open");

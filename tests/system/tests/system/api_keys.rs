@@ -1,29 +1,43 @@
 //! API keys on the running system, as an operator sets them
-//! (`API_KEYS="ops:write:…,dash:read:…"`): every route each service documents in its
-//! `/openapi.json` refuses a request without a key or with an unknown one (401, problem+json,
-//! `WWW-Authenticate: Bearer`), the read key reads and gets 403 on a write, the write key writes,
-//! and the probes, `/metrics` and the documents stay open. The access log names the key, never
-//! shows it. Then the notification dashboard in headless Chromium asks for the read key once,
-//! and the seed's flow, posted over the API, appears in its live feed within 2 s of its last
-//! e-mail, without a console error; the screenshot is kept in `<target>/screenshots/`.
+//! (`API_KEYS="ops:<every scope>:…,dash:<every read>:…,registrar:customers:write:…,…"`): every
+//! route each service documents in its `/openapi.json` refuses a request without a key or with an
+//! unknown one (401, problem+json, `WWW-Authenticate: Bearer`), answers 403 (problem+json naming
+//! the scope) to a key without the route's scope — the registration key on `POST /transactions`,
+//! a read key on a write, a key of another service — and serves a key with it; the probes,
+//! `/metrics` and the documents stay open, and with keys the services listen beyond loopback. The
+//! access log names the key, never shows it. Then the notification dashboard in headless
+//! Chromium asks for the read key once, and the seed's flow, posted over the API, appears in its
+//! live feed within 2 s of its last e-mail, without a console error; the screenshot is kept in
+//! `<target>/screenshots/`.
+//!
+//! Without keys a service listens on loopback only; asked to listen elsewhere it refuses to start
+//! with one line, unless `ALLOW_ANONYMOUS=true`.
 
 use std::time::Duration;
 
+use platform::auth::{Action, Area, Scope, ALL_SCOPES};
 use platform::testing::poll_until;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::Method;
 use serde_json::{json, Value};
 use system_tests::browser::Browser;
-use system_tests::{seed_flow, Stack};
+use system_tests::{key_entry, run_to_exit, seed_flow, Stack, SERVICES};
 
-const WRITE_KEY: &str = "k-ops-4d1f9a";
-const READ_KEY: &str = "k-dash-77c2e0";
+/// Every scope (the operator's key).
+const WRITE_KEY: &str = "k-ops-4d1f9a-0123456789abcdef";
+/// Every read scope (the dashboards, and the console's key for the services).
+const READ_KEY: &str = "k-dash-77c2e0-0123456789abcdef";
+/// `customers:write` only: registration.
+const REGISTRAR_KEY: &str = "k-registrar-5be1-0123456789ab";
+/// `transactions:read` and `transactions:write`: a teller.
+const TELLER_KEY: &str = "k-teller-90ac-0123456789abcdef";
 /// Whether the dashboard shows its key form (as rendered, not just its `hidden` attribute).
 const KEY_FORM_SHOWN: &str =
     "return getComputedStyle(document.getElementById('key-form')).display !== 'none'";
 
-/// The documented operations of `base`'s OpenAPI document: (method, path with `{…}` filled).
-async fn documented(client: &reqwest::Client, base: &str) -> Vec<(Method, String)> {
+/// The documented operations of `base`'s OpenAPI document: (method, path with `{…}` filled, the
+/// description of its 403 answer).
+async fn documented(client: &reqwest::Client, base: &str) -> Vec<(Method, String, String)> {
     let doc: Value = client
         .get(format!("{base}/openapi.json"))
         .send()
@@ -56,9 +70,13 @@ async fn documented(client: &reqwest::Client, base: &str) -> Vec<(Method, String
                 operation["responses"]["401"].is_object(),
                 "{base}: {method} {path} documents 401"
             );
+            let forbidden = operation["responses"]["403"]["description"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{base}: {method} {path} documents 403"))
+                .to_string();
             let method =
                 Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
-            operations.push((method, filled.clone()));
+            operations.push((method, filled.clone(), forbidden));
         }
     }
     operations
@@ -81,10 +99,63 @@ async fn status_of(
     request.send().await.expect("response")
 }
 
+/// The keys of the run: name, secret, scopes.
+fn test_keys() -> Vec<(&'static str, &'static str, Vec<Scope>)> {
+    let reads = ALL_SCOPES
+        .into_iter()
+        .filter(|s| s.action == Action::Read)
+        .collect();
+    let write = |area| Scope::new(area, Action::Write);
+    let read = |area| Scope::new(area, Action::Read);
+    vec![
+        ("ops", WRITE_KEY, ALL_SCOPES.to_vec()),
+        ("dash", READ_KEY, reads),
+        ("registrar", REGISTRAR_KEY, vec![write(Area::Customers)]),
+        (
+            "teller",
+            TELLER_KEY,
+            vec![read(Area::Transactions), write(Area::Transactions)],
+        ),
+    ]
+}
+
+/// The area of the routes of the service at `base` (the console last).
+fn area_of(index: usize) -> Area {
+    [
+        Area::Customers,
+        Area::Transactions,
+        Area::Notifications,
+        Area::Console,
+    ][index]
+}
+
+/// An address of this machine other than loopback (the one it would reach the network from),
+/// if it has one.
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // No packet is sent: connecting a UDP socket only picks the route and the source address.
+    socket.connect("10.255.255.255:9").ok()?;
+    let address = socket.local_addr().ok()?.ip();
+    (!address.is_loopback() && !address.is_unspecified()).then_some(address)
+}
+
+/// Whether a TCP connection to `address:port` is accepted.
+async fn reachable(address: std::net::IpAddr, port: u16) -> bool {
+    let connect = tokio::net::TcpStream::connect((address, port));
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), connect).await,
+        Ok(Ok(_))
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_route_needs_a_key_of_the_right_scope() {
     let _turn = crate::exclusive().await;
-    let keys = format!("ops:write:{WRITE_KEY},dash:read:{READ_KEY}");
+    let keys = test_keys()
+        .iter()
+        .map(|(name, secret, scopes)| key_entry(name, scopes, secret))
+        .collect::<Vec<_>>()
+        .join(",");
     let stack = Stack::start(&[("API_KEYS", keys.as_str()), ("LOG_FORMAT", "json")]).await;
     let console = stack
         .start_console(&[("API_KEYS", keys.as_str()), ("CONSOLE_API_KEY", READ_KEY)])
@@ -105,13 +176,19 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
 
     let (read, write) = (format!("Bearer {READ_KEY}"), format!("Bearer {WRITE_KEY}"));
     let mut checked = 0;
-    for base in &bases {
+    for (index, base) in bases.iter().enumerate() {
+        let area = area_of(index);
         let operations = documented(&client, base).await;
         assert!(!operations.is_empty(), "{base} documents its routes");
-        for (method, path) in operations {
+        for (method, path, forbidden) in operations {
             let url = format!("{base}{path}");
             let what = format!("{method} {url}");
-            for authorization in [None, Some("Bearer not-a-key")] {
+            let needed = Scope::needed(area, &method);
+            assert!(
+                forbidden.contains(&format!("`{needed}`")),
+                "{what}: the document's 403 names {needed}: {forbidden}"
+            );
+            for authorization in [None, Some("Bearer not-a-key-0123456789abcdef")] {
                 let response = status_of(&client, &method, &url, authorization).await;
                 assert_eq!(
                     response.status().as_u16(),
@@ -131,24 +208,31 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
                     "{what}"
                 );
             }
-            let as_reader = status_of(&client, &method, &url, Some(&read))
-                .await
-                .status();
-            let as_writer = status_of(&client, &method, &url, Some(&write))
-                .await
-                .status();
-            if method == Method::GET {
-                assert!(
-                    ![401, 403].contains(&as_reader.as_u16()),
-                    "{what}: {as_reader}"
-                );
-            } else {
-                assert_eq!(as_reader.as_u16(), 403, "{what}: a read key cannot write");
+            for (name, secret, scopes) in test_keys() {
+                let bearer = format!("Bearer {secret}");
+                let response = status_of(&client, &method, &url, Some(&bearer)).await;
+                let status = response.status().as_u16();
+                if scopes.contains(&needed) {
+                    assert!(
+                        ![401, 403].contains(&status),
+                        "{what}: {name} has {needed}: {status}"
+                    );
+                } else {
+                    assert_eq!(status, 403, "{what}: {name} lacks {needed}");
+                    assert_eq!(
+                        response.headers()["content-type"],
+                        "application/problem+json",
+                        "{what}"
+                    );
+                    let problem: Value = response.json().await.expect("problem JSON");
+                    assert!(
+                        problem["detail"]
+                            .as_str()
+                            .is_some_and(|d| d.contains(&needed.to_string())),
+                        "{what}: the 403 names {needed}: {problem}"
+                    );
+                }
             }
-            assert!(
-                ![401, 403].contains(&as_writer.as_u16()),
-                "{what}: {as_writer}"
-            );
             checked += 1;
         }
         for open in ["/healthz", "/metrics", "/openapi.json"] {
@@ -159,6 +243,31 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
         }
     }
     assert!(checked >= 9, "{checked} operations checked");
+
+    // The case, spelt out: the registration key registers and cannot move money.
+    let transactions = format!("{}/transactions", stack.url("transaction-service"));
+    let registrar = format!("Bearer {REGISTRAR_KEY}");
+    let moved = status_of(&client, &Method::POST, &transactions, Some(&registrar)).await;
+    assert_eq!(
+        moved.status().as_u16(),
+        403,
+        "a registration key moves no money"
+    );
+
+    // With keys the services listen on every interface, not only loopback.
+    match non_loopback_address() {
+        Some(address) => {
+            for name in SERVICES {
+                let port = stack.services[name].port;
+                assert!(reachable(address, port).await, "{name} on {address}:{port}");
+            }
+            assert!(
+                reachable(address, console.port).await,
+                "console on {address}"
+            );
+        }
+        None => println!("api_keys: no non-loopback address here; interfaces not checked"),
+    }
 
     // The live feed of every customer needs a key like everything else.
     let feed = format!("{}/notifications/stream", stack.url("notification-service"));
@@ -251,4 +360,56 @@ fn stack_logs(stack: &Stack, console: &system_tests::ServiceProcess) -> Vec<Stri
     let mut logs: Vec<String> = stack.services.values().map(|s| s.log()).collect();
     logs.push(console.log());
     logs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_services_listen_on_loopback_only_unless_anonymous_access_is_intended() {
+    let _turn = crate::shared().await;
+    // Asked for another address without keys, every binary refuses to start with one line.
+    for name in SERVICES.into_iter().chain(["console"]) {
+        let env = [
+            ("BIND_ADDRESS", "0.0.0.0"),
+            ("KAFKA_BROKERS", "127.0.0.1:9"),
+            ("DATABASE_URL", "sqlite::memory:"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let exit = run_to_exit(name, &env, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("{name} started on 0.0.0.0 without keys"));
+        assert_eq!(exit.code, Some(1), "{name}: {}", exit.stderr);
+        let line = exit.stderr.trim();
+        assert_eq!(line.lines().count(), 1, "{name}: one line: {line}");
+        for named in [
+            "BIND_ADDRESS",
+            "0.0.0.0",
+            "API_KEYS",
+            "ALLOW_ANONYMOUS=true",
+        ] {
+            assert!(line.contains(named), "{name} names {named}: {line}");
+        }
+    }
+
+    // Without keys (the laptop default) they serve on loopback and nowhere else...
+    let stack = Stack::start(&[]).await;
+    let client = reqwest::Client::new();
+    let customers = format!("{}/app/customers", stack.url("customer-service"));
+    let listed = client.get(&customers).send().await.expect("GET");
+    assert_eq!(listed.status().as_u16(), 200, "no key needed on loopback");
+    let anonymous = stack.start_console(&[("ALLOW_ANONYMOUS", "true")]).await;
+    let Some(address) = non_loopback_address() else {
+        println!("api_keys: no non-loopback address here; interfaces not checked");
+        return;
+    };
+    for name in SERVICES {
+        let port = stack.services[name].port;
+        assert!(
+            !reachable(address, port).await,
+            "{name} answered on {address}:{port}"
+        );
+    }
+    // ...unless anonymous access is asked for.
+    assert!(
+        reachable(address, anonymous.port).await,
+        "ALLOW_ANONYMOUS=true: the console listens on {address}"
+    );
 }

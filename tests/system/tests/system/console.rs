@@ -9,9 +9,9 @@ use std::time::Duration;
 use platform::testing::poll_until;
 use serde_json::{json, Value};
 use system_tests::browser::Browser;
-use system_tests::{seed_flow, Stack};
+use system_tests::{full_access_entry, seed_flow, Stack};
 
-const KEY: &str = "console-test-key";
+const KEY: &str = "console-test-key-0123456789ab";
 /// What the page shows, read from its DOM.
 const READ_PAGE: &str = r#"
 const text = (node) => node ? node.textContent.trim() : null;
@@ -34,9 +34,10 @@ return {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_the_seed_flow_live_in_a_browser() {
     let _turn = crate::exclusive().await;
-    let stack = Stack::start(&[("API_KEYS", KEY)]).await;
+    let keys = full_access_entry("ops", KEY);
+    let stack = Stack::start(&[("API_KEYS", keys.as_str())]).await;
     let console = stack
-        .start_console(&[("API_KEYS", KEY), ("CONSOLE_API_KEY", KEY)])
+        .start_console(&[("API_KEYS", keys.as_str()), ("CONSOLE_API_KEY", KEY)])
         .await;
     let browser = Browser::start(1440, 1200).await;
     system_tests::browser::assert_page_protections(&console.url()).await;

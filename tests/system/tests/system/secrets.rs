@@ -9,9 +9,9 @@ use platform::kafka::SaslMechanism;
 use platform::testing::{LocalKafka, SmtpServer};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::json;
-use system_tests::{get, post, seed_flow, Stack, SEED_CUSTOMERS, SERVICES};
+use system_tests::{full_access_entry, get, post, seed_flow, Stack, SEED_CUSTOMERS, SERVICES};
 
-const API_KEY: &str = "apikey-MARKER-7f3a9c";
+const API_KEY: &str = "apikey-MARKER-7f3a9c-0123456";
 const SMTP_PASSWORD: &str = "smtp-MARKER-41d2e8";
 const DB_USERINFO_PASSWORD: &str = "dbuser-MARKER-9b6c05";
 const DB_QUERY_PASSWORD: &str = "dbquery-MARKER-2e7d13";
@@ -46,10 +46,11 @@ async fn no_secret_and_no_personal_data_reaches_logs_metrics_documents_or_errors
         );
     }
     let smtp = SmtpServer::start_with_login("mailer", SMTP_PASSWORD).await;
+    let keys = full_access_entry("ops", API_KEY);
     let stack = Stack::start_with(
         kafka,
         smtp,
-        &[("API_KEYS", API_KEY), ("LOG_FORMAT", "json")],
+        &[("API_KEYS", keys.as_str()), ("LOG_FORMAT", "json")],
         |_, env| {
             if postgres {
                 for (name, value) in env.iter_mut() {
