@@ -57,7 +57,7 @@ pub const DEFAULT_PORT: u16 = 3004;
 /// [`platform::Definition`]; it ends the same way.)
 pub async fn main() -> anyhow::Result<()> {
     let config = ServiceConfig::from_env(NAME, DEFAULT_PORT, &ProcessEnv)?;
-    let settings = Settings::from_env(&ProcessEnv)?;
+    let settings = Settings::from_env_for(&ProcessEnv, config.bind.address)?;
     telemetry::init(&config)?;
     let address = std::net::SocketAddr::new(config.bind.address, config.port);
     let listener = tokio::net::TcpListener::bind(address)

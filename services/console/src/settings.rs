@@ -26,7 +26,27 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads the settings from `env`.
+    /// Reads the settings from `env`, for a console listening on `bind`: the services' URLs
+    /// default to this machine only while it listens on loopback (local development); beyond
+    /// it, each must be set (a deploy that lost one fails at start, not silently blind).
+    pub fn from_env_for(env: &impl Env, bind: std::net::IpAddr) -> Result<Self, ConfigError> {
+        if !bind.is_loopback() {
+            for variable in UPSTREAMS {
+                if env.var(variable).is_none() {
+                    return Err(ConfigError::new(
+                        variable,
+                        format!(
+                            "must be set: the console listens on {bind}, and the default \
+                             (http://127.0.0.1:…) only works on a developer's machine"
+                        ),
+                    ));
+                }
+            }
+        }
+        Self::from_env(env)
+    }
+
+    /// Reads the settings from `env` (the services' URLs default to this machine).
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let window = positive(env, "CONSOLE_WINDOW", DEFAULT_WINDOW)?;
         if window > MAX_WINDOW {
@@ -44,6 +64,13 @@ impl Settings {
         })
     }
 }
+
+/// The variables naming the services the console reads.
+const UPSTREAMS: [&str; 3] = [
+    "CUSTOMER_SERVICE_URL",
+    "TRANSACTION_SERVICE_URL",
+    "NOTIFICATION_SERVICE_URL",
+];
 
 fn url(env: &impl Env, variable: &'static str, port: u16) -> Result<String, ConfigError> {
     let Some(text) = env.var(variable) else {
@@ -86,5 +113,25 @@ mod tests {
         assert_eq!(err.variable, "TRANSACTION_SERVICE_URL");
         let err = Settings::from_env(&[("CONSOLE_WINDOW", "1000000")]).unwrap_err();
         assert_eq!(err.variable, "CONSOLE_WINDOW");
+    }
+
+    #[test]
+    fn beyond_loopback_every_service_url_must_be_set() {
+        let local = std::net::IpAddr::from([127, 0, 0, 1]);
+        let everywhere = std::net::IpAddr::from([0, 0, 0, 0]);
+        assert!(Settings::from_env_for(&[("X", "")], local).is_ok());
+        let some = [
+            ("CUSTOMER_SERVICE_URL", "http://customer-service"),
+            ("TRANSACTION_SERVICE_URL", "http://transaction-service"),
+            ("NOTIFICATION_SERVICE_URL", " "),
+        ];
+        let err = Settings::from_env_for(&some, everywhere).unwrap_err();
+        assert_eq!(err.variable, "NOTIFICATION_SERVICE_URL");
+        let all = [
+            ("CUSTOMER_SERVICE_URL", "http://customer-service"),
+            ("TRANSACTION_SERVICE_URL", "http://transaction-service"),
+            ("NOTIFICATION_SERVICE_URL", "http://notification-service"),
+        ];
+        assert!(Settings::from_env_for(&all, everywhere).is_ok());
     }
 }

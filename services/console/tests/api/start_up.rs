@@ -43,3 +43,19 @@ fn without_keys_the_console_listens_beyond_loopback_only_when_told_anonymous_is_
         assert!(output.contains(named), "{named}: {output}");
     }
 }
+
+#[test]
+fn beyond_loopback_the_console_refuses_to_start_without_the_services_urls() {
+    let (ok, output) = run_with(&[
+        ("BIND_ADDRESS", "0.0.0.0"),
+        ("ALLOW_ANONYMOUS", "true"),
+        ("CUSTOMER_SERVICE_URL", "http://customer-service"),
+        ("TRANSACTION_SERVICE_URL", "http://transaction-service"),
+    ]);
+    assert!(
+        !ok,
+        "a console on 0.0.0.0 without NOTIFICATION_SERVICE_URL was accepted"
+    );
+    assert_eq!(output.trim().lines().count(), 1, "one line: {output}");
+    assert!(output.contains("NOTIFICATION_SERVICE_URL"), "{output}");
+}
