@@ -97,6 +97,13 @@ if [[ -z ${ICR_REGION:-} ]]; then
 fi
 CE_REGISTRY_SECRET=${CE_REGISTRY_SECRET:-icr-pull}
 KAFKA_TOPIC_PARTITIONS=${KAFKA_TOPIC_PARTITIONS:-3}
+# Requests per second per client (an API key, else an address) and the burst; 429 past it.
+RATE_LIMIT_PER_SECOND=${RATE_LIMIT_PER_SECOND:-50}
+RATE_LIMIT_BURST=${RATE_LIMIT_BURST:-100}
+# Code Engine's hops before the app (its ingress, activator and the in-pod queue-proxy on
+# loopback) have private addresses; each appends the one it saw to X-Forwarded-For, so the
+# client is the right-most address outside these networks.
+TRUSTED_PROXIES=${TRUSTED_PROXIES:-127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16}
 ES_TOPIC_WAIT=${ES_TOPIC_WAIT:-60}
 CE_MIN_SCALE=${CE_MIN_SCALE:-1}
 CE_MAX_SCALE=${CE_MAX_SCALE:-2}
@@ -432,6 +439,8 @@ for service in "${services[@]}"; do
     --env KAFKA_TOPIC_PARTITIONS="$KAFKA_TOPIC_PARTITIONS" --env KAFKA_TOPIC_REPLICATION_FACTOR=3
     --env KAFKA_CREATE_TOPICS=false --env-from-secret "$service-kafka"
     --env LOG_FORMAT=json --env RUST_LOG=info
+    --env RATE_LIMIT_PER_SECOND="$RATE_LIMIT_PER_SECOND" --env RATE_LIMIT_BURST="$RATE_LIMIT_BURST"
+    --env TRUSTED_PROXIES="$TRUSTED_PROXIES"
     --probe-live type=http --probe-live path=/healthz --probe-live port="$port"
     --probe-live initial-delay="$CE_LIVENESS_DELAY" --probe-live interval=10
     --probe-live timeout=2 --probe-live failure-threshold=3

@@ -182,7 +182,9 @@ expect_call "first deployment: customer-service settings" "ce application create
   "--env KAFKA_CREATE_TOPICS=false" "--env-from-secret customer-service-kafka" \
   "--probe-live type=http" "--probe-live path=/healthz" "--probe-live port=3001" \
   "--probe-live initial-delay=30" "--probe-live failure-threshold=3" \
-  "--probe-ready type=http" "--probe-ready path=/readyz" "--probe-ready port=3001" "--no-wait"
+  "--probe-ready type=http" "--probe-ready path=/readyz" "--probe-ready port=3001" "--no-wait" \
+  "--env RATE_LIMIT_PER_SECOND=50" "--env RATE_LIMIT_BURST=100" \
+  "--env TRUSTED_PROXIES=127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
 expect_call "first deployment: notification-service gets SMTP" "ce application create --name notification-service" \
   "--port 3003" "--env-from-secret notification-service-db" "--env-from-secret notification-smtp"
 expect_call "first deployment: the console reads the services' URLs, no database" \

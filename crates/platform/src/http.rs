@@ -335,6 +335,14 @@ async fn with_security_headers(mut response: Response) -> Response {
     response
 }
 
+/// The routes of a page's own files: `GET <path>` of its stylesheet `css` and of its script
+/// `js`, each given as `(path, content)`.
+pub fn page_files(css: (&'static str, &'static str), js: (&'static str, &'static str)) -> Router {
+    Router::new()
+        .route(css.0, get(move || async move { stylesheet(css.1) }))
+        .route(js.0, get(move || async move { javascript(js.1) }))
+}
+
 /// A stylesheet of a page (`text/css`).
 pub fn stylesheet(body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], body).into_response()

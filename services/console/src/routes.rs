@@ -37,17 +37,13 @@ pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
     let api = protect(api, api_keys, Area::Console).with_state(state);
     Router::new()
         .route("/", get(page))
-        .route(
-            "/console.css",
-            get(|| async { http::stylesheet(include_str!("console.css")) }),
-        )
-        .route(
-            "/console.js",
-            get(|| async { http::javascript(include_str!("console.js")) }),
-        )
         .route("/openapi.json", get(openapi))
         .merge(api)
         .merge(platform::http::keyed_routes(api_keys))
+        .merge(http::page_files(
+            ("/console.css", include_str!("console.css")),
+            ("/console.js", include_str!("console.js")),
+        ))
 }
 
 /// The page.

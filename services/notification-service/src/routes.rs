@@ -54,17 +54,13 @@ pub fn router(state: AppState, api_keys: &ApiKeys) -> Router {
         .route("/notifications/stream", get(stream_notifications));
     protect(notifications, api_keys, Area::Notifications)
         .route("/", get(dashboard))
-        .route(
-            "/dashboard.css",
-            get(|| async { http::stylesheet(include_str!("dashboard.css")) }),
-        )
-        .route(
-            "/dashboard.js",
-            get(|| async { http::javascript(include_str!("dashboard.js")) }),
-        )
         .route("/openapi.json", get(openapi))
         .with_state(state)
         .merge(platform::http::keyed_routes(api_keys))
+        .merge(http::page_files(
+            ("/dashboard.css", include_str!("dashboard.css")),
+            ("/dashboard.js", include_str!("dashboard.js")),
+        ))
 }
 
 /// Query of `GET /notifications`.

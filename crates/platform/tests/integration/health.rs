@@ -136,6 +136,15 @@ async fn readyz(base: &str) -> (StatusCode, Value) {
     (status, json)
 }
 
+/// Waits until `/readyz` of `base` says `ready` (every check passing); panics after PATIENCE.
+async fn wait_until_ready(base: &str) {
+    let ready = poll_until(PATIENCE, || async {
+        (readyz(base).await.1["status"] == "ready").then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "ready at first: {}", readyz(base).await.1);
+}
+
 /// The value of the series of `name` whose labels include every one of `labels`.
 fn series(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     metrics.lines().find_map(|line| {
@@ -273,11 +282,7 @@ async fn readyz_names_a_stopped_consumer_and_a_relay_that_cannot_publish() {
     let running = RunningService::spawn(service, routes).await;
     let base = running.base_url.clone();
     let consumer_check = format!("consumer:{group}");
-    let ready = poll_until(PATIENCE, || async {
-        (readyz(&base).await.1["status"] == "ready").then_some(())
-    })
-    .await;
-    assert!(ready.is_some(), "ready at first: {}", readyz(&base).await.1);
+    wait_until_ready(&base).await;
 
     // A stopped consumer is named, but the replica keeps taking HTTP traffic (the outbox takes
     // requests while their processing is away).
@@ -345,11 +350,7 @@ async fn a_replica_whose_database_does_not_answer_is_not_ready() {
     let routes = routes(&service);
     let running = RunningService::spawn(service, routes).await;
     let base = running.base_url.clone();
-    let ready = poll_until(PATIENCE, || async {
-        (readyz(&base).await.1["status"] == "ready").then_some(())
-    })
-    .await;
-    assert!(ready.is_some(), "ready at first: {}", readyz(&base).await.1);
+    wait_until_ready(&base).await;
 
     // The database is what decides: without it the replica can take no request.
     db.close().await;
@@ -442,11 +443,7 @@ async fn a_dead_letter_that_cannot_be_published_holds_its_partition_and_is_named
     let running = RunningService::spawn(service, routes).await;
     let base = running.base_url.clone();
     let consumer_check = format!("consumer:{group}");
-    let ready = poll_until(PATIENCE, || async {
-        (readyz(&base).await.1["status"] == "ready").then_some(())
-    })
-    .await;
-    assert!(ready.is_some(), "ready at first: {}", readyz(&base).await.1);
+    wait_until_ready(&base).await;
 
     // The dead-letter topic disappears (a broken deploy, a missing ACL would do the same):
     // the record's dead letter cannot be published, and the partition waits for it.

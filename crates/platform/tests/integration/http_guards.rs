@@ -362,6 +362,50 @@ async fn without_a_known_key_the_rate_limit_is_per_address() {
     assert_eq!(response.status(), reqwest::StatusCode::OK);
 }
 
+/// POST /things from `client` as forwarded for `forwarded_for` (an `X-Forwarded-For` header).
+async fn post_forwarded(
+    client: &reqwest::Client,
+    address: SocketAddr,
+    forwarded_for: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("http://{address}/things"))
+        .header("x-forwarded-for", forwarded_for)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    // Configured as a deployment is: through the environment.
+    let env = [
+        ("RATE_LIMIT_PER_SECOND", "1"),
+        ("RATE_LIMIT_BURST", "2"),
+        ("TRUSTED_PROXIES", "127.0.0.2"),
+    ];
+    let settings = ServerSettings::from_env(&env, &platform::auth::ApiKeys::default()).unwrap();
+    let server = start(settings).await;
+    let proxy = client_from("127.0.0.2");
+    // Two clients behind the proxy: each gets its own burst of two.
+    for client in ["203.0.113.7", "203.0.113.8"] {
+        for _ in 0..2 {
+            let response = post_forwarded(&proxy, server.address, client).await;
+            assert_eq!(response.status(), reqwest::StatusCode::OK, "{client}");
+        }
+    }
+    assert_limited(post_forwarded(&proxy, server.address, "203.0.113.7").await).await;
+    // A client cannot buy a new limit by writing the header itself, through the proxy (the
+    // proxy appends the address it saw) or straight to the service (it is no trusted proxy).
+    assert_limited(post_forwarded(&proxy, server.address, "198.51.100.1, 203.0.113.8").await).await;
+    let direct = client_from("127.0.0.3");
+    for made_up in ["192.0.2.1", "192.0.2.2"] {
+        let response = post_forwarded(&direct, server.address, made_up).await;
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "{made_up}");
+    }
+    assert_limited(post_forwarded(&direct, server.address, "192.0.2.3").await).await;
+}
+
 #[tokio::test]
 async fn unknown_routes_are_limited_too_and_the_limit_is_off_by_default() {
     let limited = start(tight_limit()).await;

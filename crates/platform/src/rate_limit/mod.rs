@@ -4,7 +4,12 @@
 //! keys; the key's SHA-256 is what is kept), else its address (an IPv6 client by its /64). An
 //! unknown bearer token counts as its sender's address, so made-up tokens do not buy new limits.
 //! Over the limit a request gets `429 Too Many Requests` (problem+json) with `Retry-After`. The
-//! operational routes (`/healthz`, `/readyz`, `/metrics`) are never limited.
+//! operational routes (`/healthz`, `/readyz`, `/metrics`) are never limited. Behind a proxy, the
+//! client's address is the one the proxy forwards ([`TrustedProxies`]).
+
+mod proxies;
+
+pub use proxies::TrustedProxies;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
@@ -37,6 +42,7 @@ pub struct RateLimit {
     /// How often a client regains one request.
     pub replenish_every: Duration,
     keys: ApiKeys,
+    proxies: TrustedProxies,
 }
 
 impl fmt::Debug for RateLimit {
@@ -61,6 +67,7 @@ impl RateLimit {
             burst,
             replenish_every: replenish_every.max(Duration::from_nanos(1)),
             keys: ApiKeys::default(),
+            proxies: TrustedProxies::default(),
         }
     }
 
@@ -70,8 +77,16 @@ impl RateLimit {
         self
     }
 
-    /// `RATE_LIMIT_PER_SECOND` (unset: no limit) and `RATE_LIMIT_BURST` (default: the rate).
+    /// Clients behind `proxies` are told apart by the address those forward.
+    pub fn behind(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
+    /// `RATE_LIMIT_PER_SECOND` (unset: no limit), `RATE_LIMIT_BURST` (default: the rate) and
+    /// `TRUSTED_PROXIES` (see [`TrustedProxies`]).
     pub fn from_env(env: &impl Env) -> Result<Option<Self>, ConfigError> {
+        let proxies = TrustedProxies::from_env(env)?;
         if env.var("RATE_LIMIT_PER_SECOND").is_none() {
             if env.var("RATE_LIMIT_BURST").is_some() {
                 return Err(ConfigError::new(
@@ -83,7 +98,7 @@ impl RateLimit {
         }
         let rate = non_zero(env, "RATE_LIMIT_PER_SECOND", 1)?;
         let burst = non_zero(env, "RATE_LIMIT_BURST", rate.get())?;
-        Ok(Some(Self::per_second(rate, burst)))
+        Ok(Some(Self::per_second(rate, burst).behind(proxies)))
     }
 }
 
@@ -113,6 +128,7 @@ enum Client {
 pub(crate) struct Limiter {
     limiter: Arc<DefaultKeyedRateLimiter<Client>>,
     keys: ApiKeys,
+    proxies: TrustedProxies,
 }
 
 impl Limiter {
@@ -123,6 +139,7 @@ impl Limiter {
         Self {
             limiter: Arc::new(DefaultKeyedRateLimiter::keyed(quota)),
             keys: limit.keys.clone(),
+            proxies: limit.proxies.clone(),
         }
     }
 
@@ -137,7 +154,7 @@ impl Limiter {
             Some(key) => Client::ApiKey(key.name.clone()),
             None => Client::Address(
                 crate::server::client_address(request)
-                    .map(|address| network(address.ip()))
+                    .map(|peer| network(self.proxies.client(peer.ip(), request.headers())))
                     .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
             ),
         }
