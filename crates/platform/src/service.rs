@@ -78,6 +78,9 @@ impl Service {
             protocol = config.kafka.security_protocol.as_str(),
             database = %crate::db::redact_url(&config.database_url), "starting");
         config.bind.log(&config.api_keys);
+        // The recorder first: a metric recorded before it is installed would be lost (the pool
+        // gauges of the first sample, a consumer's first counts).
+        let _ = telemetry::metrics_handle();
         let db =
             Database::connect_with_ca(&config.database_url, config.database_ca.as_ref()).await?;
         db.migrate(migrations).await?;

@@ -26,6 +26,7 @@ import (
 	yamlv3 "gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -115,6 +116,8 @@ func kubernetes(path string) error {
 			target = &appsv1.Deployment{}
 		case "policy/v1 PodDisruptionBudget":
 			target = &policyv1.PodDisruptionBudget{}
+		case "networking.k8s.io/v1 NetworkPolicy":
+			target = &networkingv1.NetworkPolicy{}
 		default:
 			errs = append(errs, fmt.Errorf("document %d: unexpected kind %q", n, kind))
 			continue

@@ -79,6 +79,8 @@ pub async fn run(
         customers = %settings.customer_service, transactions = %settings.transaction_service,
         notifications = %settings.notification_service, window = settings.window, "starting");
     config.bind.log(&config.api_keys);
+    // The recorder before any task records a metric (one recorded earlier would be lost).
+    let metrics = telemetry::metrics_handle();
     // Credentials and certificates are checked first: retrying cannot fix them.
     match kafka::check_connection(&config.kafka, Duration::from_secs(10)).await {
         Err(error) if error.is_refusal() => return Err(error.into()),
@@ -126,9 +128,7 @@ pub async fn run(
     );
     let readiness = Readiness::brokers_only(config.kafka.clone(), shutdown.clone());
     tasks.spawn(readiness.clone().watch(shutdown.clone()));
-    let app = http::with_common_layers(
-        routes.merge(http::ops_routes(readiness, telemetry::metrics_handle())),
-    );
+    let app = http::with_common_layers(routes.merge(http::ops_routes(readiness, metrics)));
     tracing::info!(service = NAME, address = %listener.local_addr()?, "listening");
     let served = http::serve(listener, app, &config.http, shutdown.clone()).await;
     shutdown.cancel();
