@@ -1,16 +1,23 @@
 //! Group commit: concurrent HTTP writes share one database transaction (one durable commit for
 //! many requests), and each request is answered after the commit that holds it. Durability is
 //! unchanged: nothing is acknowledged before it is committed.
+//!
+//! SQLite has one committer (one writer connection). PostgreSQL has [`POSTGRES_COMMITTERS`], so
+//! a group is written while the previous one waits for its WAL flush, and the server merges
+//! their flushes.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::db::{Conn, Database, DbError};
+use crate::db::{Backend, Conn, Database, DbError};
 
 /// Most writes committed together.
 const MAX_GROUP: usize = 256;
+
+/// Groups in flight at once on PostgreSQL.
+pub const POSTGRES_COMMITTERS: usize = 4;
 
 /// A write that can share a transaction with others.
 pub trait Write: Send + Sync + 'static {
@@ -85,10 +92,19 @@ pub enum CommitError {
 }
 
 impl<W: Write> GroupCommit<W> {
-    /// Starts the committer of `writer` on `db`; it ends when every handle is dropped.
+    /// Starts the committers of `writer` on `db` (one on SQLite, [`POSTGRES_COMMITTERS`] on
+    /// PostgreSQL); they end when every handle is dropped.
     pub fn start(db: Database, writer: W) -> Self {
         let (jobs, receiver) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(run(db, writer, receiver));
+        let committers = match db.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => POSTGRES_COMMITTERS,
+        };
+        let receiver = Arc::new(Mutex::new(receiver));
+        let writer = Arc::new(writer);
+        for _ in 0..committers {
+            tokio::spawn(run(db.clone(), Arc::clone(&writer), Arc::clone(&receiver)));
+        }
         Self { jobs }
     }
 
@@ -106,24 +122,32 @@ impl<W: Write> GroupCommit<W> {
     }
 }
 
-async fn run<W: Write>(db: Database, writer: W, mut receiver: mpsc::Receiver<Job<W>>) {
-    while let Some(first) = receiver.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match receiver.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
+/// Takes the next group: waits for one write, then takes whatever else is queued. The queue is
+/// held only while taking, so another committer can take the next group meanwhile.
+async fn next_group<W: Write>(receiver: &Mutex<mpsc::Receiver<Job<W>>>) -> Option<Vec<Job<W>>> {
+    let mut receiver = receiver.lock().await;
+    let mut group = vec![receiver.recv().await?];
+    while group.len() < MAX_GROUP {
+        match receiver.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
         }
+    }
+    Some(group)
+}
+
+async fn run<W: Write>(db: Database, writer: Arc<W>, receiver: Arc<Mutex<mpsc::Receiver<Job<W>>>>) {
+    let writer = &*writer;
+    while let Some(group) = next_group(&receiver).await {
         metrics::histogram!("group_commit_writes").record(group.len() as f64);
-        match commit_together(&db, &writer, &group).await {
-            Ok(outputs) => answer(&writer, group, outputs),
+        match commit_together(&db, writer, &group).await {
+            Ok(outputs) => answer(writer, group, outputs),
             Err(error) if group.len() > 1 => {
                 tracing::warn!(%error, writes = group.len(), "group commit failed; committing one by one");
                 for job in group {
-                    let single = commit_together(&db, &writer, std::slice::from_ref(&job)).await;
+                    let single = commit_together(&db, writer, std::slice::from_ref(&job)).await;
                     match single {
-                        Ok(outputs) => answer(&writer, vec![job], outputs),
+                        Ok(outputs) => answer(writer, vec![job], outputs),
                         Err(error) => {
                             let _ = job.reply.send(Err(Arc::new(error)));
                         }

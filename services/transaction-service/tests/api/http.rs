@@ -386,6 +386,59 @@ async fn a_repeated_request_gets_the_same_answer_and_another_body_conflicts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_id_record_it_once() {
+    // Sent at once, the requests land in one group or in several groups committed at the same
+    // time (PostgreSQL runs several committers): either way one of them records the transaction.
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    ledger.open_accounts(&["carol"]).await;
+    let request = json!({"to": "carol", "amount": 3, "transactionId": "dep-race"});
+    let answers =
+        futures::future::join_all((0..24).map(|_| ledger.post_transaction(request.clone()))).await;
+    let first = &answers[0].1;
+    for (status, body) in &answers {
+        assert_eq!((*status, body), (202, first));
+    }
+    // Two bodies under one id: one of them is recorded, every request of the other conflicts.
+    let mixed = futures::future::join_all((0..24).map(|i| {
+        let amount = if i % 2 == 0 { 4 } else { 5 };
+        ledger.post_transaction(
+            json!({"to": "carol", "amount": amount, "transactionId": "dep-race-2"}),
+        )
+    }))
+    .await;
+    assert!(
+        mixed
+            .iter()
+            .all(|(status, _)| *status == 202 || *status == 409),
+        "{mixed:?}"
+    );
+    let accepted = mixed.iter().filter(|(status, _)| *status == 202).count();
+    assert_eq!(
+        accepted,
+        mixed.len() / 2,
+        "the winning body's requests, and only those: {mixed:?}"
+    );
+
+    ledger.processed("dep-race").await;
+    let winner = ledger.processed("dep-race-2").await;
+    ledger.deposit("marker", "carol", "1").await;
+    for id in ["dep-race", "dep-race-2"] {
+        assert_eq!(
+            ledger.payloads_for(topics::TRANSACTION_REQUESTED, id).len(),
+            1
+        );
+        assert_eq!(ledger.outcomes_for(id).len(), 1);
+    }
+    let expected = if winner["amount"] == "4.00" {
+        "8.00"
+    } else {
+        "9.00"
+    };
+    assert_eq!(ledger.balance("carol").await, expected, "{winner}");
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_needs_a_key_of_the_right_scope_when_keys_are_configured() {
     const TELLER: &str = "s3cret-teller-0123456789abc";
     const AUDITOR: &str = "r3ad-auditor-0123456789abcd";
