@@ -205,8 +205,7 @@ impl Database {
                 (writer, reads)
             }
             Backend::Postgres => {
-                let pool = pool_options
-                    .max_connections(10)
+                let pool = postgres_pool(pool_options)
                     .connect_with(options)
                     .await
                     .map_err(open_error)?;
@@ -300,6 +299,26 @@ fn sqlite_pool(options: AnyPoolOptions, size: u32, read_only: bool) -> AnyPoolOp
             Ok(())
         })
     })
+}
+
+/// Connections of a PostgreSQL pool.
+const POSTGRES_CONNECTIONS: u32 = 10;
+
+/// The options of a PostgreSQL pool. Every execution of a prepared statement is planned for the
+/// tables as they are then (`plan_cache_mode = force_custom_plan`): a generic plan, cached once
+/// a statement has run five times, keeps the choice made for the tables' size at that moment,
+/// so a plan made on a new, small ledger (a hash join over a sequential scan) would go on
+/// scanning the whole table as it grows, until the next `ANALYZE`.
+fn postgres_pool(options: AnyPoolOptions) -> AnyPoolOptions {
+    options
+        .max_connections(POSTGRES_CONNECTIONS)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET plan_cache_mode = force_custom_plan")
+                    .await?;
+                Ok(())
+            })
+        })
 }
 
 /// A timestamp as stored: RFC 3339, UTC, milliseconds (sorts as text).

@@ -14,6 +14,7 @@ mod health;
 mod http_guards;
 mod kafka;
 mod outbox_inbox;
+mod plans;
 mod relay_lease;
 mod topic_configs;
 
