@@ -3,7 +3,7 @@
 //! timestamps, `BIGINT` numbers) and run through sqlx's `Any` driver. TLS to PostgreSQL: see
 //! [`crate::db_tls`].
 
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -12,9 +12,70 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
 pub use crate::db_tls::{DatabaseCa, TlsRefusal};
+use crate::db_writer::{Cycles, Job};
 
-/// An open database transaction.
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// An open write transaction ([`Database::begin`]): derefs to the connection; commit it with
+/// [`Tx::commit`], drop it to roll it back.
+///
+/// On PostgreSQL it is a transaction of its own. On SQLite it is a job in the writer's shared
+/// cycle ([`crate::db_writer`]): its writes roll back alone, and `commit` returns once the
+/// cycle's one `COMMIT` (one fsync for every job in it) returned.
+#[derive(Debug)]
+pub struct Tx(TxKind);
+
+#[derive(Debug)]
+enum TxKind {
+    Own(sqlx::Transaction<'static, sqlx::Any>),
+    Shared(Job),
+}
+
+impl Tx {
+    /// Commits the writes; `Ok` once they are durable.
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self.0 {
+            TxKind::Own(tx) => {
+                tx.commit().await?;
+                crate::failpoint!("db.after_commit");
+                Ok(())
+            }
+            // The cycle's committer passes the crash point after its COMMIT.
+            TxKind::Shared(job) => job.commit().await.map_err(DbError::Commit),
+        }
+    }
+}
+
+impl Tx {
+    /// Rolls the writes back (SQLite: the job's alone, before anything else runs in its cycle).
+    pub async fn rollback(self) -> Result<(), DbError> {
+        match self.0 {
+            TxKind::Own(tx) => Ok(tx.rollback().await?),
+            TxKind::Shared(job) => {
+                drop(job);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        match &self.0 {
+            TxKind::Own(tx) => tx,
+            TxKind::Shared(job) => job,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        match &mut self.0 {
+            TxKind::Own(tx) => tx,
+            TxKind::Shared(job) => job,
+        }
+    }
+}
 
 /// A connection, as borrowed from a transaction (`&mut *tx`).
 pub type Conn = sqlx::AnyConnection;
@@ -129,6 +190,9 @@ pub enum DbError {
     /// A query failed.
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
+    /// The shared commit of SQLite's write cycle failed: nothing of the write was committed.
+    #[error("database error: commit failed: {0}")]
+    Commit(Arc<sqlx::Error>),
 }
 
 static PLATFORM_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
@@ -142,6 +206,8 @@ pub struct Database {
     /// PostgreSQL: the pool).
     reads: AnyPool,
     backend: Backend,
+    /// SQLite's one writer: the shared cycle of every write transaction.
+    cycles: Option<Cycles>,
     /// The file of the CA given to [`Database::connect_with_ca`], kept while the pool lives.
     _ca_file: Option<std::sync::Arc<tempfile::TempPath>>,
 }
@@ -212,10 +278,12 @@ impl Database {
                 (pool.clone(), pool)
             }
         };
+        let cycles = (backend == Backend::Sqlite).then(|| Cycles::start(pool.clone()));
         Ok(Self {
             pool,
             reads,
             backend,
+            cycles,
             _ca_file: ca_file,
         })
     }
@@ -251,9 +319,12 @@ impl Database {
         self.backend
     }
 
-    /// Starts a transaction.
+    /// Starts a write transaction: on SQLite a job in the writer's shared cycle (see [`Tx`]).
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        Ok(self.pool.begin().await?)
+        Ok(Tx(match &self.cycles {
+            Some(cycles) => TxKind::Shared(cycles.job().await?),
+            None => TxKind::Own(self.pool.begin().await?),
+        }))
     }
 
     /// Checks that the database answers (readiness).

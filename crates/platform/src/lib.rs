@@ -7,6 +7,7 @@ pub mod bind;
 pub mod config;
 pub mod db;
 pub mod db_tls;
+mod db_writer;
 pub mod definition;
 pub mod failpoint;
 pub mod group_commit;

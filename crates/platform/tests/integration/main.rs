@@ -17,6 +17,7 @@ mod outbox_inbox;
 mod plans;
 mod relay_lease;
 mod topic_configs;
+mod writer;
 
 use contracts::CustomerCreated;
 

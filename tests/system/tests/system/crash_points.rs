@@ -53,11 +53,18 @@ impl Point {
     }
 }
 
-const POINTS: [Point; 7] = [
+const POINTS: [Point; 8] = [
     Point {
         name: "http.after_commit",
         service: "transaction-service",
         hit: 20,
+    },
+    // After a write transaction's COMMIT (SQLite: the shared cycle's), before any of its
+    // writers is answered or stores an offset.
+    Point {
+        name: "db.after_commit",
+        service: "transaction-service",
+        hit: 30,
     },
     Point {
         name: "http.after_commit",
