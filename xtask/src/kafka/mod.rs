@@ -53,7 +53,7 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Reads the ports from the environment, with the defaults of DESIGN.md.
+    /// Reads the ports from the environment, with the defaults of `docs/design.md` (*Commands*).
     pub fn from_env() -> Result<Self> {
         fn port(var: &str, default: u16) -> Result<u16> {
             match std::env::var(var) {
