@@ -608,6 +608,10 @@ for service in "${services[@]}"; do
       --visibility project --min-scale 0 --max-scale 1
     app_json='{}'
   fi
+  if $bind_database && grep -q "\"$service-db\"" <<<"$app_json"; then
+    # Moving from the <service>-db secret to the binding: its DATABASE_URL would win over the binding.
+    args+=(--env-from-secret-rm "$service-db")
+  fi
   if $bind_database; then
     # Bound once: the binding's credential (a database user of its own) stays across updates.
     bound=$(json bindings DATABASE <<<"$app_json") ||

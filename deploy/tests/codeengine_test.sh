@@ -589,6 +589,21 @@ else
   fail "POSTGRES_INSTANCE re-run: the bindings are kept, nothing bound again, four waiting updates" "$(grep '^ce application' "$work/log")"
 fi
 
+# An application deployed with the <service>-db secret, then bound: the secret is detached (its
+# DATABASE_URL would win over the binding).
+fresh_state
+deploy "${secrets[@]}" SERVICES="customer-service" >/dev/null
+: >"$work/log"
+if deploy POSTGRES_INSTANCE=ems-db IMAGE_TAG=v2 SERVICES=customer-service &&
+  grep -q '^ce application bind --name customer-service --service-instance ems-db --prefix DATABASE' "$work/log" &&
+  grep -q '^ce application update --name customer-service .*--env-from-secret-rm customer-service-db' "$work/log" &&
+  ! grep -qx customer-service-db "$work/state/app/customer-service"; then
+  pass "POSTGRES_INSTANCE on an application that read <service>-db: bound, the secret detached"
+else
+  fail "POSTGRES_INSTANCE on an application that read <service>-db: bound, the secret detached" \
+    "$(grep '^ce application' "$work/log")" "$(cat "$work/state/app/customer-service")"
+fi
+
 # --- (e3) the registry's IAM policy: global registry = geography, regional = region -------------------
 fresh_state
 deploy "${secrets[@]}" >/dev/null
