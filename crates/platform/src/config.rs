@@ -112,10 +112,13 @@ pub struct ServiceConfig {
     pub name: &'static str,
     /// HTTP port (`PORT`).
     pub port: u16,
-    /// Database URL (`DATABASE_URL`), defaulting to `sqlite://data/<name>.db`.
+    /// Database URL: `DATABASE_URL`, else the composed URL of a bound Databases for PostgreSQL
+    /// instance (`DATABASE_CONNECTION`, see [`crate::db_binding`]), else
+    /// `sqlite://data/<name>.db` (see [`database_from`]).
     pub database_url: String,
     /// The CA a PostgreSQL server's certificate must chain to (`DATABASE_CA_CERT_BASE64`: base64
-    /// of its PEM text, a managed service's `certificate_base64`); see [`crate::db_tls`].
+    /// of its PEM text, a managed service's `certificate_base64`; else, for a bound instance, the
+    /// binding's certificate); see [`crate::db_tls`].
     pub database_ca: Option<crate::db::DatabaseCa>,
     /// Kafka connection.
     pub kafka: KafkaConfig,
@@ -233,6 +236,40 @@ pub fn database_ca_from(env: &impl Env) -> Result<Option<crate::db::DatabaseCa>,
     }
 }
 
+/// The database of service `name` and the CA its server must chain to, in this order:
+/// 1. `DATABASE_URL` when set (with `DATABASE_CA_CERT_BASE64`): an explicit URL always wins, and
+///    a binding is then ignored;
+/// 2. else a bound Databases for PostgreSQL instance, `DATABASE_CONNECTION` (the credential's
+///    `connection`, see [`crate::db_binding`]): its `composed` URL, in the database
+///    `DATABASE_NAME` when set, and its `certificate_base64` as the CA unless
+///    `DATABASE_CA_CERT_BASE64` is set;
+/// 3. else `sqlite://data/<name>.db`.
+pub fn database_from(
+    env: &impl Env,
+    name: &str,
+) -> Result<(String, Option<crate::db::DatabaseCa>), ConfigError> {
+    use crate::db_binding::{BoundDatabase, BINDING_VARIABLE, NAME_VARIABLE};
+    let ca = database_ca_from(env)?;
+    if let Some(url) = env.var("DATABASE_URL") {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        return Ok((url, ca));
+    }
+    if let Some(credential) = env.var(BINDING_VARIABLE) {
+        let bound = BoundDatabase::from_credential(&credential, env.var(NAME_VARIABLE).as_deref())
+            .map_err(|e| ConfigError::new(BINDING_VARIABLE, e.to_string()))?;
+        return Ok((bound.url, ca.or(bound.ca)));
+    }
+    Ok((format!("sqlite://data/{name}.db"), ca))
+}
+
 /// `true`/`false` (also `1`/`0`, `yes`/`no`) from `variable`, `default` when unset.
 pub fn flag(env: &impl Env, variable: &'static str, default: bool) -> Result<bool, ConfigError> {
     match env.var(variable) {
@@ -264,19 +301,7 @@ impl ServiceConfig {
                 .ok_or_else(|| ConfigError::new("PORT", format!("`{p}` is not a TCP port")))?,
             None => default_port,
         };
-        let database_url = env
-            .var("DATABASE_URL")
-            .unwrap_or_else(|| format!("sqlite://data/{name}.db"));
-        if !(database_url.starts_with("sqlite:")
-            || database_url.starts_with("postgres://")
-            || database_url.starts_with("postgresql://"))
-        {
-            return Err(ConfigError::new(
-                "DATABASE_URL",
-                "must start with sqlite: or postgres://",
-            ));
-        }
-        let database_ca = database_ca_from(env)?;
+        let (database_url, database_ca) = database_from(env, name)?;
         let api_keys = api_keys_from(env)?;
         let bind = crate::bind::Bind::from_env(env, &api_keys)?;
         let log_format = match env.var("LOG_FORMAT").as_deref().map(str::trim) {
@@ -381,6 +406,79 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("invalid configuration: LOG_FORMAT:"));
+    }
+
+    /// The `connection` object of a Databases for PostgreSQL credential, as a binding with the
+    /// prefix DATABASE hands it over (DATABASE_CONNECTION).
+    fn bound_connection() -> String {
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD
+            .encode(include_str!("../tests/fixtures/unrelated-ca.pem"));
+        format!(
+            r#"{{"postgres": {{"composed": ["postgres://ibm_cloud_u:b0und-PW@abc.databases.appdomain.cloud:31234/ibmclouddb?sslmode=verify-full"],
+                "certificate": {{"certificate_base64": "{ca}"}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_bound_postgresql_instance_gives_the_url_and_the_ca() {
+        let connection = bound_connection();
+        let env = [
+            ("DATABASE_CONNECTION", connection.as_str()),
+            ("DATABASE_NAME", "customer_service"),
+        ];
+        let config = ServiceConfig::from_env("customer-service", 3001, &env).unwrap();
+        assert_eq!(
+            config.database_url,
+            "postgres://ibm_cloud_u:b0und-PW@abc.databases.appdomain.cloud:31234/customer_service?sslmode=verify-full"
+        );
+        let ca = config.database_ca.expect("the binding's CA");
+        assert_eq!(
+            ca.pem(),
+            include_str!("../tests/fixtures/unrelated-ca.pem").as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_plain_database_url_wins_over_a_binding() {
+        let connection = bound_connection();
+        let env = [
+            ("DATABASE_URL", "postgres://u:pw@db.example.com:5432/x"),
+            ("DATABASE_CONNECTION", connection.as_str()),
+        ];
+        let config = ServiceConfig::from_env("s", 1, &env).unwrap();
+        assert_eq!(config.database_url, "postgres://u:pw@db.example.com:5432/x");
+        assert!(
+            config.database_ca.is_none(),
+            "the binding's CA goes with its URL"
+        );
+        // DATABASE_CA_CERT_BASE64 is the CA of either.
+        use base64::Engine;
+        let other = base64::engine::general_purpose::STANDARD
+            .encode(include_str!("../tests/fixtures/unrelated-ca.pem"));
+        let env = [
+            ("DATABASE_CONNECTION", connection.as_str()),
+            ("DATABASE_CA_CERT_BASE64", other.as_str()),
+        ];
+        let config = ServiceConfig::from_env("s", 1, &env).unwrap();
+        assert!(config
+            .database_url
+            .contains("abc.databases.appdomain.cloud"));
+        assert!(config.database_ca.is_some());
+    }
+
+    #[test]
+    fn a_malformed_binding_names_the_variable_never_the_password() {
+        let cut = r#"{"postgres": {"composed": ["postgres://ibm_cloud_u:b0und-PW@abc"#;
+        let err = ServiceConfig::from_env("s", 1, &[("DATABASE_CONNECTION", cut)]).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_CONNECTION");
+        assert!(err.to_string().contains("is not JSON"), "{err}");
+        assert!(!err.to_string().contains("b0und-PW"), "{err}");
+        let no_ca = r#"{"postgres": {"composed": ["postgres://u:b0und-PW@abc:1/db"], "certificate": {"certificate_base64": "b0und-PW!"}}}"#;
+        let err = ServiceConfig::from_env("s", 1, &[("DATABASE_CONNECTION", no_ca)]).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_CONNECTION");
+        assert!(err.to_string().contains("certificate_base64"), "{err}");
+        assert!(!err.to_string().contains("b0und-PW"), "{err}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub struct DatabaseCa {
 }
 
 /// Why a CA certificate was not accepted.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CaError {
     /// The text is not base64.
     #[error("not base64: {0}")]

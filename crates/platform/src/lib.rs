@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bind;
 pub mod config;
 pub mod db;
+pub mod db_binding;
 pub mod db_tls;
 mod db_writer;
 pub mod definition;

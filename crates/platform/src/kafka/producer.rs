@@ -30,6 +30,55 @@ pub struct Delivered {
     pub offset: i64,
 }
 
+/// The producer's timeouts, chosen for IBM Event Streams' maintenance, during which a broker's
+/// connections drop and come back within 60 s (and for a leader that dies or hangs):
+///
+/// - `message.timeout.ms` (librdkafka's name for `delivery.timeout.ms`, which is an alias of
+///   it) 10 s: how long one record may wait for its acknowledgement, retries included. It is
+///   well under the 60 s window on purpose: every producer in the services publishes for the
+///   outbox relay or the dead-letter path, both of which keep the record (the outbox row stays
+///   unsent, the consumer does not commit) and try again. A relay round awaits its whole batch,
+///   so a partition whose leader is away holds the records of the other partitions for at most
+///   this long per round, not for the whole window; its own records are retried round after
+///   round until the broker is back.
+/// - `request.timeout.ms` 5 s: one produce request's acknowledgement (acks=all is milliseconds
+///   when the brokers are healthy); leaves room for a retry on the new leader within the
+///   message timeout.
+/// - `socket.timeout.ms` 10 s (librdkafka's default is 60 s) and
+///   `socket.connection.setup.timeout.ms` 10 s (default 30 s): a connection that went silent
+///   (a broker restarted under maintenance sends no reset) is given up after 10 s instead of
+///   the whole window.
+/// - `reconnect.backoff.ms` 100 ms doubling to `reconnect.backoff.max.ms` 5 s: a broker that
+///   comes back is reconnected to within about 5 s, retried at most a dozen times a minute while
+///   it is away.
+/// - `retry.backoff.ms` 100 ms to `retry.backoff.max.ms` 2 s between retries of a request.
+pub const TIMEOUTS: [(&str, &str); 8] = [
+    ("message.timeout.ms", "10000"),
+    ("request.timeout.ms", "5000"),
+    ("socket.timeout.ms", "10000"),
+    ("socket.connection.setup.timeout.ms", "10000"),
+    ("reconnect.backoff.ms", "100"),
+    ("reconnect.backoff.max.ms", "5000"),
+    ("retry.backoff.ms", "100"),
+    ("retry.backoff.max.ms", "2000"),
+];
+
+/// The librdkafka configuration of the producer: the connection's ([`KafkaConfig::client_config`]),
+/// idempotence with acks=all, and [`TIMEOUTS`].
+pub fn producer_config(config: &KafkaConfig, client_id: &str) -> rdkafka::ClientConfig {
+    let mut client = config.client_config(client_id);
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("linger.ms", "1")
+        .set("compression.type", "lz4");
+    for (key, value) in TIMEOUTS {
+        client.set(key, value);
+    }
+    client
+}
+
 /// A cheaply cloneable idempotent producer.
 #[derive(Clone)]
 pub struct Producer {
@@ -40,19 +89,9 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Creates the producer: idempotent, acks=all, bounded delivery timeout.
+    /// Creates the producer: idempotent, acks=all, the timeouts of [`TIMEOUTS`].
     pub fn new(config: &KafkaConfig, client_id: &str) -> Result<Self, KafkaError> {
-        let inner = config
-            .client_config(client_id)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("max.in.flight.requests.per.connection", "5")
-            .set("message.timeout.ms", "30000")
-            .set("request.timeout.ms", "10000")
-            .set("retry.backoff.ms", "100")
-            .set("retry.backoff.max.ms", "2000")
-            .set("linger.ms", "1")
-            .set("compression.type", "lz4")
+        let inner = producer_config(config, client_id)
             .create_with_context(TracingContext)
             .map_err(|source| KafkaError::Client {
                 client: "producer",
@@ -186,5 +225,46 @@ impl Producer {
                 operation: "flush".to_string(),
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn millis(config: &rdkafka::ClientConfig, key: &str) -> u64 {
+        config
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} is not set"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a number"))
+    }
+
+    #[test]
+    fn the_timeouts_are_chosen_for_event_streams_maintenance() {
+        let config = producer_config(&KafkaConfig::plaintext("127.0.0.1:9092"), "t");
+        for (key, value) in [
+            ("message.timeout.ms", 10_000),
+            ("request.timeout.ms", 5_000),
+            ("socket.timeout.ms", 10_000),
+            ("socket.connection.setup.timeout.ms", 10_000),
+            ("reconnect.backoff.ms", 100),
+            ("reconnect.backoff.max.ms", 5_000),
+            ("retry.backoff.ms", 100),
+            ("retry.backoff.max.ms", 2_000),
+        ] {
+            assert_eq!(millis(&config, key), value, "{key}");
+        }
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+        // A delivery attempt gives up well inside the 60 s maintenance window (the outbox retries),
+        // a produce request can be retried within it, and a returning broker is found within 5 s.
+        let window = 60_000;
+        assert!(millis(&config, "message.timeout.ms") * 4 <= window);
+        assert!(millis(&config, "request.timeout.ms") * 2 <= millis(&config, "message.timeout.ms"));
+        assert!(millis(&config, "socket.timeout.ms") < window);
+        assert!(millis(&config, "reconnect.backoff.max.ms") <= 5_000);
+        // librdkafka accepts the combination (it checks the configuration when the client is made).
+        Producer::new(&KafkaConfig::plaintext("127.0.0.1:9"), "t").expect("a valid configuration");
     }
 }
