@@ -15,6 +15,7 @@ mod http_guards;
 mod kafka;
 mod outbox_inbox;
 mod relay_lease;
+mod retention;
 mod topic_configs;
 
 use contracts::CustomerCreated;
