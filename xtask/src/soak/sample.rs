@@ -78,7 +78,7 @@ pub fn sum(text: &str, name: &str) -> f64 {
                 .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |total, value| total + value)
 }
 
 /// The ledger's tables and their indexes, as `dbstat` names them through `sqlite_schema`.
