@@ -12,6 +12,9 @@ environment:
   EMS_KAFKA_PORT, EMS_KAFKA_SASL_PORT, EMS_KAFKA_CONTROLLER_PORT
                            broker ports (default 9092, 9093, 9094)
   EMS_DATA_DIR             data of `up` (default ./data: SQLite files, logs/, stack.state)
+  EMS_LOG_MAX_MB, EMS_LOG_KEEP
+                           `up`: a service log rotates at this size (default 20 MiB); rotated
+                           files kept (default 3)
   EMS_PG_DATA              data directory of the test PostgreSQL cluster (port 25432, fsync off)
   EMS_PG_BENCH_DATA        data directory of the bench PostgreSQL cluster (port 25433, durable)
   EMS_IMAGES_BASE=local    images: use the locally made base images without trying a pull";
@@ -114,6 +117,35 @@ pub enum Command {
         /// Start or stop it.
         #[command(subcommand)]
         action: ChaosBrokerAction,
+    },
+    /// Steady load on the dev stack with short retention windows; prints what levels off.
+    ///
+    /// Starts `up --detach` on a data folder of its own (`data/soak`; ports 3001-3004 must be
+    /// free) with the retention windows shortened to minutes, sends `--rate` transfers per
+    /// second for `--minutes`, samples every service every 30 s and prints per service the
+    /// slope per hour of resident memory, open file descriptors, database connections and
+    /// database size outside the ledger, the ledger's bytes per 1,000 transfers, the disk used
+    /// by mail and logs, and the consumer lag at the end (`soak:` lines). A measurement, not a
+    /// test: it fails only when the stack does not run.
+    Soak {
+        /// How long the load lasts.
+        #[arg(long, value_name = "N", default_value_t = 15)]
+        minutes: u64,
+        /// Transfers per second.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        rate: u32,
+    },
+    /// Copies standard input to a rotating log file (what a detached `up` runs per service).
+    #[command(hide = true)]
+    LogWriter {
+        /// Rotate once the file would grow past this many bytes.
+        #[arg(long, value_name = "N")]
+        max_bytes: u64,
+        /// Rotated files kept.
+        #[arg(long, value_name = "N")]
+        keep: usize,
+        /// The log file.
+        file: std::path::PathBuf,
     },
     /// The PostgreSQL test cluster as a chaos fault (`chaos` restarts it).
     ChaosPostgres {

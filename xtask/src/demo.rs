@@ -46,13 +46,15 @@ pub struct Outcome {
     pub notifications: usize,
 }
 
-/// A small JSON-over-HTTP client (errors are statuses, not failures).
-struct Http {
+/// A small JSON-over-HTTP client (errors are statuses, not failures), with the key of
+/// `API_KEYS` that may do what the demo does.
+pub(crate) struct Http {
     agent: ureq::Agent,
 }
 
 impl Http {
-    fn new() -> Self {
+    /// A client with a 10 s timeout.
+    pub(crate) fn new() -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
@@ -61,7 +63,8 @@ impl Http {
         Self { agent }
     }
 
-    fn get(&self, url: &str) -> Result<(u16, Value)> {
+    /// `GET url`: the status and JSON body.
+    pub(crate) fn get(&self, url: &str) -> Result<(u16, Value)> {
         let resp = self
             .agent
             .get(url)
@@ -71,7 +74,8 @@ impl Http {
         Ok(answer(resp))
     }
 
-    fn post(&self, url: &str, body: &Value) -> Result<(u16, Value)> {
+    /// `POST url` with `body`: the status and JSON body.
+    pub(crate) fn post(&self, url: &str, body: &Value) -> Result<(u16, Value)> {
         let resp = self
             .agent
             .post(url)

@@ -12,6 +12,7 @@
 //! cargo xtask dlt list|show|replay     dead letters: list, inspect, replay
 //! cargo xtask images [--smoke] [--compose-smoke]   the container images, run and checked
 //! cargo xtask chaos [--seed N] [--secs N]           a bounded fault run on PostgreSQL
+//! cargo xtask soak [--minutes N]       steady load with short retention windows: what levels off
 //! ```
 //!
 //! `cargo xtask --help` lists every command ([`cli`]); `cargo xtask <command> --help` its options.
@@ -25,10 +26,12 @@ mod demo;
 mod dlt;
 mod images;
 mod kafka;
+mod logs;
 mod paths;
 mod pg_tls;
 mod postgres;
 mod process;
+mod soak;
 mod stack;
 mod test;
 mod topic_configs;
@@ -85,6 +88,12 @@ fn run(cli: Cli) -> Result<i32> {
         Command::ChaosPostgres {
             action: ChaosPostgresAction::Restart,
         } => chaos::postgres_restart()?,
+        Command::Soak { minutes, rate } => soak::run(minutes, rate)?,
+        Command::LogWriter {
+            max_bytes,
+            keep,
+            file,
+        } => logs::writer(&file, logs::Limits { max_bytes, keep })?,
     }
     Ok(0)
 }

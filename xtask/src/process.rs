@@ -23,6 +23,12 @@ pub fn spawn_detached(cmd: &mut Command, log: &Path) -> Result<u32> {
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
     let err = out.try_clone()?;
+    spawn_detached_to(cmd, out.into(), err.into())
+}
+
+/// Like [`spawn_detached`], with stdout and stderr going to `out` and `err` (e.g. a pipe to a
+/// log writer).
+pub fn spawn_detached_to(cmd: &mut Command, out: Stdio, err: Stdio) -> Result<u32> {
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     // SAFETY: `setsid` is async-signal-safe and touches no memory of the parent; it is the only
     // call made between fork and exec.

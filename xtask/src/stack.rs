@@ -3,20 +3,22 @@
 //! `up` builds the three services and the console, starts the broker (unless running), creates the
 //! topics, starts the services with the embedded defaults (SQLite files under `./data`), waits for each
 //! `GET /readyz`, prints the URLs and streams the logs until Ctrl-C. `--detach` returns once all
-//! are healthy, leaving pids in `data/stack.state` and logs in `data/logs/`; `down` stops them.
+//! are healthy, leaving pids in `data/stack.state` and logs in `data/logs/` (rotated, see
+//! [`crate::logs`]); `down` stops them.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::kafka::{self, Kafka};
+use crate::logs::RotatingLog;
 use crate::paths;
 use crate::process;
 
@@ -63,16 +65,41 @@ fn data_dir() -> PathBuf {
     }
 }
 
-fn state_file() -> PathBuf {
-    data_dir().join("stack.state")
+fn state_file(data: &Path) -> PathBuf {
+    data.join("stack.state")
+}
+
+/// Where `up` keeps the stack's data, and what it adds to every service's environment.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// SQLite files, `logs/`, the mail folder, `stack.state`.
+    pub data: PathBuf,
+    /// Added to every service's environment (a later entry wins).
+    pub env: Vec<(String, String)>,
+    /// How much of each service's log is kept.
+    pub logs: crate::logs::Limits,
+}
+
+impl Setup {
+    /// `EMS_DATA_DIR` (else `./data`), nothing added to the environment, logs kept as
+    /// `EMS_LOG_MAX_MB` and `EMS_LOG_KEEP` say.
+    fn from_env() -> Result<Self> {
+        Ok(Self {
+            data: data_dir(),
+            env: Vec::new(),
+            logs: crate::logs::Limits::from_env()?,
+        })
+    }
 }
 
 /// What a detached stack left behind: `name pid` lines, and `broker started` when `up` started
 /// the broker.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct State {
-    services: Vec<(String, u32)>,
-    broker_started: bool,
+pub struct State {
+    /// Each service and its pid.
+    pub services: Vec<(String, u32)>,
+    /// Whether `up` started the broker.
+    pub broker_started: bool,
 }
 
 impl State {
@@ -103,8 +130,8 @@ impl State {
         st
     }
 
-    fn load() -> Option<Self> {
-        fs::read_to_string(state_file())
+    fn load(data: &Path) -> Option<Self> {
+        fs::read_to_string(state_file(data))
             .ok()
             .map(|t| Self::parse(&t))
     }
@@ -112,7 +139,13 @@ impl State {
 
 /// `cargo xtask up [--detach]`.
 pub fn up(detach: bool) -> Result<()> {
-    if let Some(st) = State::load() {
+    up_with(&Setup::from_env()?, detach).map(|_| ())
+}
+
+/// `up` with `setup`; returns what a detached stack runs (nothing for an attached one, which
+/// has stopped when this returns).
+pub fn up_with(setup: &Setup, detach: bool) -> Result<State> {
+    if let Some(st) = State::load(&setup.data) {
         let live: Vec<_> = st
             .services
             .iter()
@@ -122,9 +155,9 @@ pub fn up(detach: bool) -> Result<()> {
             println!("the stack is already running (detached):");
             print_urls();
             println!("stop it with: cargo xtask down");
-            return Ok(());
+            return Ok(st);
         }
-        let _ = fs::remove_file(state_file());
+        let _ = fs::remove_file(state_file(&setup.data));
     }
     for s in SERVICES {
         if crate::postgres::accepting(s.port) {
@@ -154,15 +187,14 @@ pub fn up(detach: bool) -> Result<()> {
         return Err(e);
     }
 
-    let data = data_dir();
-    let logs = data.join("logs");
+    let logs = setup.data.join("logs");
     fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let brokers = kafka.ports().brokers();
 
     let result = if detach {
-        up_detached(&bin_dir, &data, &logs, &brokers, broker_started)
+        up_detached(&bin_dir, setup, &logs, &brokers, broker_started)
     } else {
-        up_attached(&bin_dir, &data, &logs, &brokers)
+        up_attached(&bin_dir, setup, &logs, &brokers).map(|()| State::default())
     };
     if result.is_err() || !detach {
         stop_broker();
@@ -205,7 +237,8 @@ fn key_of(entry: &str) -> Option<(Vec<String>, String)> {
 }
 
 /// The command that runs one service with the embedded defaults.
-fn service_command(bin_dir: &Path, data: &Path, brokers: &str, s: Service) -> Result<Command> {
+fn service_command(bin_dir: &Path, setup: &Setup, brokers: &str, s: Service) -> Result<Command> {
+    let data = setup.data.as_path();
     let exe = bin_dir.join(s.name);
     if !exe.is_file() {
         bail!("{} was not built ({} is missing)", s.name, exe.display());
@@ -229,33 +262,37 @@ fn service_command(bin_dir: &Path, data: &Path, brokers: &str, s: Service) -> Re
         .env("PORT", s.port.to_string())
         .env("KAFKA_BROKERS", brokers)
         .env("DATABASE_URL", db)
+        .envs(setup.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null());
     Ok(cmd)
 }
 
 fn up_detached(
     bin_dir: &Path,
-    data: &Path,
+    setup: &Setup,
     logs: &Path,
     brokers: &str,
     broker_started: bool,
-) -> Result<()> {
+) -> Result<State> {
+    let state_file = state_file(&setup.data);
     let mut st = State {
         services: Vec::new(),
         broker_started,
     };
     for s in SERVICES {
         let log = logs.join(format!("{}.log", s.name));
-        let mut cmd = service_command(bin_dir, data, brokers, s)?;
+        let mut cmd = service_command(bin_dir, setup, brokers, s)?;
         cmd.env("NO_COLOR", "1");
-        match process::spawn_detached(&mut cmd, &log) {
+        let spawned = crate::logs::spawn_writer(&log, setup.logs)
+            .and_then(|(out, err)| process::spawn_detached_to(&mut cmd, out, err));
+        match spawned {
             Ok(pid) => st.services.push((s.name.to_string(), pid)),
             Err(e) => {
                 stop_pids(&st.services);
                 return Err(e);
             }
         }
-        process::write_file(&state_file(), &st.render(), 0o644)?;
+        process::write_file(&state_file, &st.render(), 0o644)?;
     }
     for (s, (_, pid)) in SERVICES.iter().zip(&st.services) {
         if let Err(e) = wait_ready(*s, || process::is_alive(*pid)) {
@@ -268,17 +305,17 @@ fn up_detached(
                 process::tail(&logs.join(format!("{}.log", s.name)), 30)
             );
             stop_pids(&st.services);
-            let _ = fs::remove_file(state_file());
+            let _ = fs::remove_file(&state_file);
             return Err(e);
         }
     }
     println!("the stack is up (detached); logs in {}", logs.display());
     print_urls();
     println!("stop it with: cargo xtask down");
-    Ok(())
+    Ok(st)
 }
 
-fn up_attached(bin_dir: &Path, data: &Path, logs: &Path, brokers: &str) -> Result<()> {
+fn up_attached(bin_dir: &Path, setup: &Setup, logs: &Path, brokers: &str) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Event>();
     {
         let tx = tx.clone();
@@ -288,7 +325,7 @@ fn up_attached(bin_dir: &Path, data: &Path, logs: &Path, brokers: &str) -> Resul
         .context("installing the Ctrl-C handler")?;
     }
     let mut children: Vec<(Service, Child)> = Vec::new();
-    let mut outcome = spawn_attached(bin_dir, data, logs, brokers, &mut children);
+    let mut outcome = spawn_attached(bin_dir, setup, logs, brokers, &mut children);
     if outcome.is_ok() {
         for (s, child) in children.iter_mut() {
             let pid = child.id();
@@ -323,15 +360,16 @@ fn up_attached(bin_dir: &Path, data: &Path, logs: &Path, brokers: &str) -> Resul
 /// start (those started are in `children`).
 fn spawn_attached(
     bin_dir: &Path,
-    data: &Path,
+    setup: &Setup,
     logs: &Path,
     brokers: &str,
     children: &mut Vec<(Service, Child)>,
 ) -> Result<()> {
     let width = SERVICES.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let limits = setup.logs;
     let colour = std::io::stdout().is_terminal();
     for (i, s) in SERVICES.into_iter().enumerate() {
-        let mut cmd = service_command(bin_dir, data, brokers, s)?;
+        let mut cmd = service_command(bin_dir, setup, brokers, s)?;
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         // Own process group: Ctrl-C reaches only us, and we stop the services in order.
         cmd.process_group(0);
@@ -344,8 +382,9 @@ fn spawn_attached(
             format!("{:<width$} | ", s.name)
         };
         let log = logs.join(format!("{}.log", s.name));
+        let log = Arc::new(Mutex::new(RotatingLog::open(&log, limits)?));
         if let Some(out) = child.stdout.take() {
-            spawn_prefixer(out, prefix.clone(), log.clone());
+            spawn_prefixer(out, prefix.clone(), Arc::clone(&log));
         }
         if let Some(err) = child.stderr.take() {
             spawn_prefixer(err, prefix, log);
@@ -385,18 +424,17 @@ enum Event {
     Exited(&'static str),
 }
 
-/// Copies `from` line by line to stdout with `prefix`, and to the log file.
-fn spawn_prefixer(from: impl Read + Send + 'static, prefix: String, log: PathBuf) {
+/// Copies `from` line by line to stdout with `prefix`, and to the (rotating) log file.
+fn spawn_prefixer(from: impl Read + Send + 'static, prefix: String, log: Arc<Mutex<RotatingLog>>) {
     thread::spawn(move || {
-        let mut file = OpenOptions::new().create(true).append(true).open(&log).ok();
         let reader = BufReader::new(from);
         for line in reader.split(b'\n').map_while(|l| l.ok()) {
             let text = String::from_utf8_lossy(&line);
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             let _ = writeln!(out, "{prefix}{text}");
-            if let Some(f) = file.as_mut() {
-                let _ = writeln!(f, "{}", process::strip_ansi(&text));
+            if let Ok(mut log) = log.lock() {
+                let _ = log.write_line(process::strip_ansi(&text).as_bytes());
             }
         }
     });
@@ -409,7 +447,7 @@ fn is_service_program(program: &Path, name: &str) -> bool {
 
 /// Stops services in reverse start order: SIGTERM, wait, SIGKILL. A pid whose process is not the
 /// service's binary (a stale state file, the pid reused since) is left alone.
-fn stop_pids(services: &[(String, u32)]) {
+pub fn stop_pids(services: &[(String, u32)]) {
     for (name, pid) in services.iter().rev() {
         if process::is_alive(*pid) {
             if !process::program(*pid).is_some_and(|p| is_service_program(&p, name)) {
@@ -433,15 +471,16 @@ fn stop_pids(services: &[(String, u32)]) {
 
 /// `cargo xtask down`.
 pub fn down() -> Result<()> {
-    let Some(st) = State::load() else {
+    let data = data_dir();
+    let Some(st) = State::load(&data) else {
         println!(
             "no detached stack is running (no {})",
-            state_file().display()
+            state_file(&data).display()
         );
         return Ok(());
     };
     stop_pids(&st.services);
-    let _ = fs::remove_file(state_file());
+    let _ = fs::remove_file(state_file(&data));
     if st.broker_started {
         Kafka::from_env()?.stop()?;
     }

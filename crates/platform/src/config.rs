@@ -145,6 +145,8 @@ pub struct ServiceConfig {
     /// How long work may wait without progress before `/readyz` says not ready
     /// (`READY_STALL_SECS`, default 120): a wedged partition, a relay that publishes nothing.
     pub ready_stall: std::time::Duration,
+    /// How long inbox keys are kept and how the pruner runs (see [`crate::retention`]).
+    pub retention: crate::retention::RetentionSettings,
 }
 
 /// How consumers batch and retry (`CONSUMER_MAX_BATCH`, `CONSUMER_RETRY_LIMIT_SECS`).
@@ -342,6 +344,7 @@ impl ServiceConfig {
             create_topics: flag(env, "KAFKA_CREATE_TOPICS", true)?,
             fix_topic_configs: flag(env, "KAFKA_FIX_TOPIC_CONFIGS", false)?,
             ready_stall: seconds(env, "READY_STALL_SECS", crate::health::DEFAULT_STALL)?,
+            retention: crate::retention::RetentionSettings::from_env(env)?,
         })
     }
 }

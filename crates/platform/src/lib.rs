@@ -24,6 +24,7 @@ pub mod rate_limit;
 pub mod readiness;
 pub mod rebuild;
 pub mod redact;
+pub mod retention;
 pub mod retry;
 pub mod server;
 pub mod service;

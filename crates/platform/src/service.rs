@@ -27,6 +27,7 @@ use crate::kafka::{self, ConsumerOptions, Handler, Producer};
 use crate::outbox::{self, Outbox, RelayOptions};
 use crate::parking::{self, ParkingLot};
 use crate::readiness::Readiness;
+use crate::retention::Rule;
 use crate::telemetry;
 
 /// A started service: shared resources for its handlers, and the tasks it runs.
@@ -50,6 +51,8 @@ pub struct Service {
     gate: crate::rebuild::Gate,
     /// An error that stopped the service from the background (the broker refused us).
     fatal: Arc<std::sync::Mutex<Option<kafka::KafkaError>>>,
+    /// What the pruner keeps bounded: the inbox keys of the consumers, and the service's own.
+    retention: Vec<crate::retention::Rule>,
     /// Per consumer group, the token that stops that consumer alone (tests).
     #[cfg(feature = "testing")]
     consumer_stops: std::collections::HashMap<String, CancellationToken>,
@@ -113,6 +116,7 @@ impl Service {
             consumers,
             gate: crate::rebuild::Gate::default(),
             fatal,
+            retention: Vec::new(),
             #[cfg(feature = "testing")]
             consumer_stops: Default::default(),
         })
@@ -190,6 +194,11 @@ impl Service {
         apply: Arc<A>,
         lot: ParkingLot,
     ) {
+        match self.config.retention.inbox_window(&options.topics) {
+            Some(keep) => self.retain(Rule::inbox(lot.consumer(), keep)),
+            None => tracing::info!(consumer = lot.consumer(), topics = ?options.topics,
+                "inbox keys kept: a topic can redeliver any record at any time (compacted)"),
+        }
         let (db, resolver_apply, resolver_lot) = (self.db.clone(), Arc::clone(&apply), lot.clone());
         self.spawn(move |shutdown| {
             parking::run_resolver(db, resolver_apply, resolver_lot, shutdown)
@@ -236,6 +245,12 @@ impl Service {
         self.consumer_stops.get(group).cloned()
     }
 
+    /// Prunes with `rule` in the background, with the inbox keys (see [`crate::retention`]).
+    pub fn retain(&mut self, rule: Rule) {
+        self.retention.retain(|r| r.name != rule.name);
+        self.retention.push(rule);
+    }
+
     /// Runs a background task until shutdown (e.g. a retry loop); it gets the shutdown token.
     pub fn spawn<F, Fut>(&mut self, task: F)
     where
@@ -279,6 +294,9 @@ impl Service {
         );
         let db = self.db.clone();
         self.spawn(move |shutdown| sample(db, shutdown));
+        let (db, rules) = (self.db.clone(), std::mem::take(&mut self.retention));
+        let settings = self.config.retention;
+        self.spawn(move |shutdown| crate::retention::run_pruner(db, rules, settings, shutdown));
         let watched = readiness.clone();
         self.spawn(move |shutdown| watched.watch(shutdown));
         let app = http::with_common_layers(

@@ -18,6 +18,8 @@
 //! - [`messages`]: the text of each e-mail.
 //! - [`mailer`]: the mail transport (SMTP, or `.eml` files in a folder), its own module as it
 //!   wraps `lettre` and keeps the SMTP password out of the logs.
+//! - [`retention`]: what a delivery keeps for how long (rules for the platform's pruner);
+//!   [`mailbox`]: the mail folder's bound.
 //! - [`feed`]: the live feed hub (updates to the streams, wake-ups of the sender).
 //! - [`storage`]: SQL of the projection and the `deliveries` table.
 //!
@@ -36,8 +38,10 @@ pub mod domain;
 pub mod error;
 pub mod feed;
 pub mod handlers;
+pub mod mailbox;
 pub mod mailer;
 pub mod messages;
+pub mod retention;
 pub mod routes;
 pub mod settings;
 pub mod storage;
@@ -114,6 +118,13 @@ impl Definition for NotificationService {
             send_timeout: settings.send_timeout,
         };
         service.spawn(move |shutdown| sender.run(shutdown));
+        for rule in settings.retention.rules() {
+            service.retain(rule);
+        }
+        if let mailer::MailTarget::Folder(dir) = settings.mail {
+            let (keep, every) = (settings.mail_keep, service.config.retention.every);
+            service.spawn(move |shutdown| mailbox::run(dir, keep, every, shutdown));
+        }
         Ok(routes::router(
             routes::AppState {
                 db: service.db.clone(),

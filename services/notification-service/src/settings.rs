@@ -1,16 +1,19 @@
 //! Settings of the notifier, from the environment: `SMTP_URL` (unset: write `.eml` files to
 //! `MAIL_DIR`, default `./data/mail`), `MAIL_FROM` (default `notifications@localhost`), and the
 //! sender's `NOTIFY_SEND_TIMEOUT_SECS` (60) and `NOTIFY_SEND_LEASE_SECS` (120; longer than the
-//! timeout).
+//! timeout), what a delivery keeps for how long (`DELIVERY_BODY_RETENTION_SECS`,
+//! `DELIVERY_RETENTION_SECS`, see [`crate::retention`]) and how many messages the mail folder
+//! keeps (`MAIL_KEEP_FILES`, see [`crate::mailbox`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use platform::config::{seconds, ConfigError, Env, Secret};
+use platform::config::{positive, seconds, ConfigError, Env, Secret};
 
 use crate::delivery::{RetryPolicy, DEFAULT_LEASE, DEFAULT_SEND_TIMEOUT};
 use crate::mailer::{check_smtp_url, MailTarget};
+use crate::retention::DeliveryRetention;
 
 /// Sender address when `MAIL_FROM` is unset.
 pub const DEFAULT_MAIL_FROM: &str = "notifications@localhost";
@@ -38,6 +41,10 @@ pub struct Settings {
     pub send_lease: Duration,
     /// Longest a single send may take (`NOTIFY_SEND_TIMEOUT_SECS`); a timeout is transient.
     pub send_timeout: Duration,
+    /// What an ended delivery keeps, for how long.
+    pub retention: DeliveryRetention,
+    /// Messages the mail folder keeps (`MAIL_KEEP_FILES`; the oldest are deleted).
+    pub mail_keep: usize,
 }
 
 impl Settings {
@@ -50,11 +57,14 @@ impl Settings {
             customer_wait: DEFAULT_CUSTOMER_WAIT,
             send_lease: DEFAULT_LEASE,
             send_timeout: DEFAULT_SEND_TIMEOUT,
+            retention: DeliveryRetention::default(),
+            mail_keep: crate::mailbox::DEFAULT_KEEP_FILES,
         }
     }
 
     /// Reads `SMTP_URL`, `MAIL_DIR`, `MAIL_FROM`, `CUSTOMER_WAIT_SECS`,
-    /// `NOTIFY_SEND_TIMEOUT_SECS` and `NOTIFY_SEND_LEASE_SECS`; a bad value fails with one clear
+    /// `NOTIFY_SEND_TIMEOUT_SECS`, `NOTIFY_SEND_LEASE_SECS`, the retention variables and
+    /// `MAIL_KEEP_FILES`; a bad value fails with one clear
     /// line that never shows the SMTP password.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let mail = match env.var("SMTP_URL") {
@@ -96,6 +106,8 @@ impl Settings {
             customer_wait,
             send_lease,
             send_timeout,
+            retention: DeliveryRetention::from_env(env)?,
+            mail_keep: positive(env, "MAIL_KEEP_FILES", crate::mailbox::DEFAULT_KEEP_FILES)?,
             ..Self::new(mail)
         })
     }

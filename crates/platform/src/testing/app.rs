@@ -38,6 +38,7 @@ pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::Se
         create_topics: true,
         fix_topic_configs: false,
         ready_stall: crate::health::DEFAULT_STALL,
+        retention: crate::retention::RetentionSettings::default(),
     }
 }
 

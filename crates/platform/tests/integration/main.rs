@@ -16,6 +16,7 @@ mod kafka;
 mod outbox_inbox;
 mod plans;
 mod relay_lease;
+mod retention;
 mod topic_configs;
 mod writer;
 

@@ -10,4 +10,5 @@
 mod helpers;
 mod notifications;
 mod rebuild;
+mod retention;
 mod smtp_failures;
