@@ -191,10 +191,12 @@ async fn start_stack(settings: &Settings) -> Stack {
     let mut stack = Stack::start_with(
         kafka,
         SmtpServer::start().await,
-        // One load generator stands in for many clients: no per-client connection cap.
+        // One load generator stands in for many clients: no per-client connection cap, and room
+        // for the open loop's connections (one per request in flight) near saturation.
         &[
             ("RUST_LOG", "warn"),
-            ("HTTP_MAX_CONNECTIONS_PER_CLIENT", "1024"),
+            ("HTTP_MAX_CONNECTIONS", "16384"),
+            ("HTTP_MAX_CONNECTIONS_PER_CLIENT", "16384"),
         ],
         |_, _| {},
     )
