@@ -375,21 +375,9 @@ fn sqlite_pool(options: AnyPoolOptions, size: u32, read_only: bool) -> AnyPoolOp
 /// Connections of a PostgreSQL pool.
 const POSTGRES_CONNECTIONS: u32 = 10;
 
-/// The options of a PostgreSQL pool. Every execution of a prepared statement is planned for the
-/// tables as they are then (`plan_cache_mode = force_custom_plan`): a generic plan, cached once
-/// a statement has run five times, keeps the choice made for the tables' size at that moment,
-/// so a plan made on a new, small ledger (a hash join over a sequential scan) would go on
-/// scanning the whole table as it grows, until the next `ANALYZE`.
+/// The options of a PostgreSQL pool.
 fn postgres_pool(options: AnyPoolOptions) -> AnyPoolOptions {
-    options
-        .max_connections(POSTGRES_CONNECTIONS)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                conn.execute("SET plan_cache_mode = force_custom_plan")
-                    .await?;
-                Ok(())
-            })
-        })
+    options.max_connections(POSTGRES_CONNECTIONS)
 }
 
 /// A timestamp as stored: RFC 3339, UTC, milliseconds (sorts as text).

@@ -512,9 +512,8 @@ impl Gate {
 }
 
 /// PostgreSQL: an expression that lets the current transaction commit without waiting for its
-/// WAL flush (`SET LOCAL synchronous_commit = off` inside one statement). For commits whose
-/// loss in a crash is harmless: the relay's cut-off, and deleting sent rows (a lost delete
-/// publishes those rows again, and consumers deduplicate by event id).
+/// WAL flush (`SET LOCAL synchronous_commit = off` inside one statement), for the relay's
+/// cut-off, which writes nothing that a crash could lose.
 const NO_FLUSH_WAIT: &str = "set_config('synchronous_commit', 'off', true)";
 
 const COLUMNS: &str = "id, topic, record_key, payload, headers";
@@ -660,19 +659,14 @@ fn publish_span(record: &OutgoingRecord) -> tracing::Span {
 }
 
 /// Deletes the published rows `ids`, in one statement, if `term` is still the lease's current
-/// one; returns how many rows it deleted. On PostgreSQL the commit does not wait for its flush
-/// ([`NO_FLUSH_WAIT`]): the next round need not wait for the disk.
+/// one; returns how many rows it deleted.
 async fn delete_sent(
     db: &Database,
     ids: &[String],
     term: &lease::Term,
 ) -> Result<u64, sqlx::Error> {
-    let no_flush_wait = match db.backend() {
-        Backend::Postgres => format!(" AND (SELECT {NO_FLUSH_WAIT}) IS NOT NULL"),
-        Backend::Sqlite => String::new(),
-    };
     let sql = format!(
-        "DELETE FROM outbox WHERE {} AND id IN ({}){no_flush_wait}",
+        "DELETE FROM outbox WHERE {} AND id IN ({})",
         lease::Term::fence(1),
         db.backend().json_list(4)
     );

@@ -14,7 +14,6 @@ mod health;
 mod http_guards;
 mod kafka;
 mod outbox_inbox;
-mod plans;
 mod relay_lease;
 mod retention;
 mod topic_configs;
