@@ -5,8 +5,9 @@
 #   deploy/codeengine/install-ibmcloud-cli.sh [DEST]   DEST: where `ibmcloud` goes (default /usr/local/bin)
 #
 # To move to another version: take the archive's SHA-256 from IBM's release page
-# (github.com/IBM-Cloud/ibm-cloud-cli-release/releases, the checksums of each release) or compute it
-# on a trusted machine (`sha256sum IBM_Cloud_CLI_<version>_linux_amd64.tgz`), and change both lines
+# (github.com/IBM-Cloud/ibm-cloud-cli-release/releases, the checksums of each release), or from IBM's
+# metadata https://download.clis.cloud.ibm.com/ibm-cloud-cli-metadata-dn/all_versions.json (the
+# entry of the version, `binaries.linux64.sha256_checksum`), or compute it on a trusted machine (`sha256sum IBM_Cloud_CLI_<version>_linux_amd64.tgz`), and change both lines
 # below in one reviewed commit.
 set -euo pipefail
 
