@@ -702,9 +702,16 @@ mod tests {
 
     #[test]
     fn the_postgres_pass_skips_the_database_free_targets_and_modules() {
-        let all: Vec<String> = ["api", "design", "integration", "schemas", "system", "topics"]
-            .map(String::from)
-            .to_vec();
+        let all: Vec<String> = [
+            "api",
+            "design",
+            "integration",
+            "schemas",
+            "system",
+            "topics",
+        ]
+        .map(String::from)
+        .to_vec();
         let args = database_test_args_of(&all).unwrap().join(" ");
         assert_eq!(
             args,

@@ -20,6 +20,23 @@ async fn insert(db: &Database, sql: &'static str) -> Result<(), platform::DbErro
     tx.commit().await
 }
 
+/// A database with the table `items`, and `rows` inserted outside any job.
+async fn with_items(rows: &[&str]) -> Database {
+    let db = fresh_database(&NO_MIGRATIONS).await;
+    sqlx::query("CREATE TABLE items (id TEXT PRIMARY KEY)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    for row in rows {
+        sqlx::query("INSERT INTO items (id) VALUES ($1)")
+            .bind(*row)
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+    db
+}
+
 async fn ids(db: &Database, table: &str) -> Vec<String> {
     sqlx::query_scalar(&format!("SELECT id FROM {table} ORDER BY id"))
         .fetch_all(db.reads())
@@ -29,15 +46,7 @@ async fn ids(db: &Database, table: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_fails_inside_a_cycle_rolls_back_alone_and_the_others_commit() {
-    let db = fresh_database(&NO_MIGRATIONS).await;
-    sqlx::query("CREATE TABLE items (id TEXT PRIMARY KEY)")
-        .execute(db.pool())
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO items (id) VALUES ('taken')")
-        .execute(db.pool())
-        .await
-        .unwrap();
+    let db = with_items(&["taken"]).await;
 
     // The first job holds the writer while the others queue behind it: one cycle on SQLite.
     let mut first = db.begin().await.unwrap();
@@ -132,11 +141,7 @@ async fn a_failed_commit_is_the_error_of_every_job_of_its_cycle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_job_leaves_nothing_and_the_writer_stays_usable() {
-    let db = fresh_database(&NO_MIGRATIONS).await;
-    sqlx::query("CREATE TABLE items (id TEXT PRIMARY KEY)")
-        .execute(db.pool())
-        .await
-        .unwrap();
+    let db = with_items(&[]).await;
     {
         let mut tx = db.begin().await.unwrap();
         sqlx::query("INSERT INTO items (id) VALUES ('dropped')")
