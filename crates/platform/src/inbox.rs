@@ -7,20 +7,15 @@
 //! moves on.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use contracts::EventMetadata;
-use tracing::Instrument;
 
 pub use crate::apply::{transient, Applied, Apply, Attempt, Batch, Fresh};
 use crate::db::{json_param, timestamp, Backend, Conn, Database, DbError};
-use crate::kafka::consumer::consume_span;
-use crate::kafka::consumer::BoxError;
 use crate::kafka::{HandleError, Handler, Record, Rejected};
 use crate::parking::{self, ParkingLot};
-use crate::telemetry;
 
 /// Records that `consumer` applies `event_id`; `false` when it already did (skip the event).
 /// Call inside the transaction that applies the event.

@@ -25,7 +25,6 @@ mod storage;
 mod tls;
 mod topics;
 
-pub use download::kafka_version;
-pub use home::{Kafka, Ports, Started, PLAIN_USER, SCRAM_USER};
+pub use home::{Kafka, Ports, Started};
 pub use tls::issue as issue_certificate;
 pub use topics::{create_topics, delete_test_topics, delete_topics_with_prefix};

@@ -19,13 +19,10 @@ mod lanes;
 mod options;
 pub(in crate::kafka) mod record;
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use tokio_util::sync::CancellationToken;
 
 pub use error::{chain, BoxError, HandleError};
