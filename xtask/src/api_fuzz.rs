@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::test::Counts;
+use crate::counts::Counts;
 use crate::{apt, paths, process, stack};
 
 /// The schemathesis release the step installs.

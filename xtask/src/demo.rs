@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::kafka::Ports;
 use crate::process;
+use crate::stack;
 
 /// The base URLs of the three services the flow talks to.
 pub struct Endpoints {
@@ -105,8 +106,18 @@ const DEMO_SCOPES: [&str; 4] = [
 /// `Bearer <first key with every scope the flow uses>` when `API_KEYS` is set (the services then
 /// require a key for every request).
 fn api_key_header() -> String {
-    let key = crate::stack::api_key_with(&DEMO_SCOPES).unwrap_or_default();
+    let key = stack::api_key_with(&DEMO_SCOPES).unwrap_or_default();
     format!("Bearer {key}")
+}
+
+/// `cargo xtask demo`: the seed's flow against the running stack (started detached when it is
+/// not running).
+pub fn demo() -> Result<()> {
+    if !stack::SERVICES.iter().all(|s| stack::ready(s.port)) {
+        println!("the stack is not running; starting it (detached)…");
+        stack::up(true)?;
+    }
+    run()
 }
 
 /// Runs the demo flow against the stack of `cargo xtask up`.

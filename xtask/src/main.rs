@@ -22,6 +22,7 @@ mod apt;
 mod bench;
 mod chaos;
 mod cli;
+mod counts;
 mod demo;
 mod dlt;
 mod images;
@@ -65,7 +66,7 @@ fn run(cli: Cli) -> Result<i32> {
     match command {
         Command::Up { detach } => stack::up(detach)?,
         Command::Down => stack::down()?,
-        Command::Demo => stack::demo()?,
+        Command::Demo => demo::demo()?,
         Command::Test { sqlite_only } => return test::run(sqlite_only),
         Command::ApiFuzz => return api_fuzz::run_alone(),
         Command::Kafka { action } => {

@@ -488,15 +488,6 @@ pub fn down() -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask demo`: the seed's flow against the running stack.
-pub fn demo() -> Result<()> {
-    if !SERVICES.iter().all(|s| ready(s.port)) {
-        println!("the stack is not running; starting it (detached)…");
-        up(true)?;
-    }
-    crate::demo::run()
-}
-
 /// Builds the service binaries (and the console's).
 fn build() -> Result<()> {
     println!("building the services…");

@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::counts::Counts;
 use crate::kafka::Kafka;
 use crate::postgres::{self, Postgres};
 use crate::{apt, paths, process};
@@ -79,22 +80,6 @@ const TEST_CHANGING_VARIABLES: [&str; 2] = ["UPDATE_SCHEMAS", "EMS_CRASH_POINTS"
 
 /// Prefixes of lines a test prints for the closing summary (also taken from the test output).
 const SUMMARY_PREFIXES: [&str; 2] = ["sasl_ssl:", "crash points:"];
-
-/// Passed and failed counts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Tests that passed.
-    pub passed: u64,
-    /// Tests that failed.
-    pub failed: u64,
-}
-
-impl std::ops::AddAssign for Counts {
-    fn add_assign(&mut self, o: Self) {
-        self.passed += o.passed;
-        self.failed += o.failed;
-    }
-}
 
 /// What one `cargo test` pass ran.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -33,7 +33,7 @@ use axum::Router;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::http::Problem;
+use crate::problem::Problem;
 
 /// A configured key: its name and scopes, and the SHA-256 digest of the secret.
 #[derive(Clone)]

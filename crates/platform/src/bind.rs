@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::auth::ApiKeys;
-use crate::config::{flag, ConfigError, Env};
+use crate::env::{flag, ConfigError, Env};
 
 /// The variable that chooses the address.
 pub const BIND_VARIABLE: &str = "BIND_ADDRESS";

@@ -300,7 +300,7 @@ impl Database {
             };
             migrator.run(&self.pool).await?;
         }
-        crate::outbox::install(self).await
+        install_outbox_sequence(self).await
     }
 
     /// The connection pool.
@@ -448,6 +448,24 @@ fn prepare_sqlite_url(url: &str) -> std::io::Result<String> {
     }
     let separator = if query.is_empty() { "?" } else { "&" };
     Ok(format!("{url}{separator}mode=rwc"))
+}
+
+/// Creates what the outbox ([`crate::outbox`]) needs beside the migrations: PostgreSQL's
+/// `outbox_seq` sequence (portable migrations cannot declare it). Idempotent; replicas starting
+/// together serialize on an advisory lock.
+async fn install_outbox_sequence(db: &Database) -> Result<(), DbError> {
+    if db.backend() != Backend::Postgres {
+        return Ok(());
+    }
+    let mut tx = db.begin().await?;
+    sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7370516301)) AS l")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("CREATE SEQUENCE IF NOT EXISTS outbox_seq")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! HTTP bootstrap: RFC 9457 problem+json errors (also for the framework's own rejections), a JSON
-//! extractor whose rejections are problems, the operational routes (`/healthz`, `/readyz`,
+//! HTTP bootstrap: the framework's own rejections as RFC 9457 problems ([`crate::problem`]), a
+//! JSON extractor whose rejections are problems, the operational routes (`/healthz`, `/readyz`,
 //! `/metrics`), request metrics by route template, and serving with graceful shutdown. API keys
 //! are in [`crate::auth`].
 
@@ -18,89 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::problem::Problem;
 use crate::readiness::Readiness;
-
-/// An RFC 9457 problem: every error response of every service.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Human-readable explanation of this occurrence.
-    pub detail: String,
-    /// Extra members (e.g. the field that failed validation).
-    pub extensions: serde_json::Map<String, serde_json::Value>,
-}
-
-impl Problem {
-    /// A problem with `status` and `detail`.
-    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            detail: detail.into(),
-            extensions: serde_json::Map::new(),
-        }
-    }
-
-    /// 400 Bad Request.
-    pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, detail)
-    }
-
-    /// 404 Not Found.
-    pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, detail)
-    }
-
-    /// 409 Conflict.
-    pub fn conflict(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, detail)
-    }
-
-    /// 422 Unprocessable Content, naming the offending field.
-    pub fn invalid_field(field: &str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail).with("field", field)
-    }
-
-    /// 500, without internals (they go to the log).
-    pub fn internal(error: &dyn std::fmt::Display) -> Self {
-        tracing::error!(%error, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the server could not complete the request; it has been logged",
-        )
-    }
-
-    /// 503 Service Unavailable.
-    pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
-    }
-
-    /// Adds an extension member.
-    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
-        self.extensions.insert(key.to_string(), value.into());
-        self
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let mut body = serde_json::Map::new();
-        body.insert("type".into(), "about:blank".into());
-        body.insert(
-            "title".into(),
-            self.status.canonical_reason().unwrap_or("Error").into(),
-        );
-        body.insert("status".into(), self.status.as_u16().into());
-        body.insert("detail".into(), self.detail.into());
-        body.extend(self.extensions);
-        (
-            self.status,
-            [(header::CONTENT_TYPE, "application/problem+json")],
-            Json(serde_json::Value::Object(body)),
-        )
-            .into_response()
-    }
-}
 
 impl From<crate::group_commit::CommitError> for Problem {
     fn from(error: crate::group_commit::CommitError) -> Self {
@@ -119,23 +38,6 @@ impl From<sqlx::Error> for Problem {
     fn from(error: sqlx::Error) -> Self {
         Problem::internal(&error)
     }
-}
-
-/// The body of every error response, as documented in the services' OpenAPI documents (the
-/// response itself is built by [`Problem`]).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ProblemDetails {
-    /// Always `about:blank`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The HTTP reason phrase.
-    pub title: String,
-    /// HTTP status.
-    pub status: u16,
-    /// What went wrong.
-    pub detail: String,
-    /// The request member at fault (validation errors).
-    pub field: Option<String>,
 }
 
 /// JSON in and out; a body that is not JSON, or not of the expected shape, is a 4xx problem.

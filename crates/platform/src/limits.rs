@@ -3,7 +3,7 @@
 //! one place too (`limits` in customer-service and notification-service, `domain` and
 //! `settings` in transaction-service); README's "Request limits" lists them all.
 
-use crate::http::Problem;
+use crate::problem::Problem;
 
 /// Largest request body, in bytes: a larger one is answered 413 (problem+json naming the limit).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -176,24 +176,6 @@ pub async fn insert_all(conn: &mut Conn, drafts: &[Draft]) -> Result<(), DbError
     Ok(())
 }
 
-/// Creates what the outbox needs beside the migrations: PostgreSQL's `outbox_seq` sequence
-/// (portable migrations cannot declare it). Idempotent; replicas starting together serialize on
-/// an advisory lock.
-pub(crate) async fn install(db: &Database) -> Result<(), DbError> {
-    if db.backend() != Backend::Postgres {
-        return Ok(());
-    }
-    let mut tx = db.begin().await?;
-    sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7370516301)) AS l")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("CREATE SEQUENCE IF NOT EXISTS outbox_seq")
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// How the relay shares the outbox with the relays of other replicas.
 #[derive(Debug, Clone)]
 pub struct RelayOptions {

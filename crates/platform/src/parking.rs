@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::apply::{transient, Applied, Apply, Attempt};
 use crate::db::{parse_timestamp, timestamp, Conn, Database, DbError};
-use crate::inbox::{transient, Applied, Apply, Attempt};
 use crate::kafka::consumer::consume_span;
 use crate::kafka::{HandleError, Record};
 use crate::telemetry;

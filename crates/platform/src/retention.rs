@@ -21,8 +21,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{positive, seconds, ConfigError, Env};
 use crate::db::{timestamp, Database, DbError};
+use crate::env::{positive, seconds, ConfigError, Env};
 
 /// Margin added to a topic's retention for its inbox keys by default (1 day).
 pub const DEFAULT_INBOX_MARGIN: Duration = Duration::from_secs(24 * 3600);

@@ -33,7 +33,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{LogFormat, ServiceConfig};
+use crate::env::LogFormat;
 
 const DEFAULT_FILTER: &str = "info,rdkafka=warn,sqlx=warn,tower_http=info,opentelemetry=warn";
 
@@ -78,10 +78,23 @@ pub enum TelemetryError {
     },
 }
 
+/// What [`init`] needs of the service's configuration (a `&ServiceConfig` converts into it: see
+/// [`crate::config::ServiceConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetrySettings {
+    /// The service name: the `service.name` of exported spans.
+    pub name: &'static str,
+    /// Log output format (`LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// Where spans are exported (`OTEL_EXPORTER_OTLP_ENDPOINT`); none = logs only.
+    pub otlp_endpoint: Option<String>,
+}
+
 /// Installs the global subscriber for service `config.name`: logs as [`init_logging`] does and,
 /// when `config.otlp_endpoint` is set, span export over OTLP/HTTP. Once per process: when a
 /// subscriber is already installed, this changes nothing (and exports nothing).
-pub fn init(config: &ServiceConfig) -> Result<(), TelemetryError> {
+pub fn init(config: impl Into<TelemetrySettings>) -> Result<(), TelemetryError> {
+    let config: TelemetrySettings = config.into();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let Some(endpoint) = config.otlp_endpoint.as_deref() else {
         init_logging(config.log_format);

@@ -17,8 +17,9 @@ use crate::domain::{Customer, CustomerError, NewCustomer, MAX_ID_LEN};
 use crate::error::Error;
 use crate::registration::{Registration, Registrations};
 use crate::storage;
-use platform::http::{ApiKeyScheme, ProblemDetails};
+use platform::http::ApiKeyScheme;
 use platform::limits::check_length;
+use platform::problem::ProblemDetails;
 
 /// Page size of `GET /app/customers` when `limit` is absent.
 pub const DEFAULT_LIMIT: i64 = 50;

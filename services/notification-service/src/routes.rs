@@ -20,8 +20,9 @@ use crate::error::Error;
 use crate::feed::Hub;
 use crate::storage;
 use platform::auth::{protect, ApiKeys, Area};
-use platform::http::{self, ApiKeyScheme, ProblemDetails};
+use platform::http::{self, ApiKeyScheme};
 use platform::limits::check_length;
+use platform::problem::ProblemDetails;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 

@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use super::build::{ca_secret, docker_build, Bases, LOCAL_DEBIAN};
 use super::engine::{self, docker};
 use super::smoke::wait_healthy;
-use super::{ca_secret, docker_build, Bases, LOCAL_DEBIAN};
 use crate::demo::{self, Endpoints};
 use crate::kafka::Kafka;
 use crate::{paths, process};

@@ -7,29 +7,28 @@
 //! Dockerfile's RUST_IMAGE / RUNTIME_IMAGE build arguments, whose defaults stay the official tags.
 //! `--smoke` runs the containers ([`smoke`]); `--compose-smoke` the compose file ([`compose`]).
 
+mod build;
 mod compose;
 mod engine;
+mod service;
 mod smoke;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
 use crate::{apt, paths, process};
+use build::{ca_secret, docker_build, Bases, LOCAL_DEBIAN};
 use engine::{docker, docker_ok, docker_out};
+pub use service::Service;
 
-/// The local Debian base, made with debootstrap when `debian:bookworm-slim` cannot be pulled.
-const LOCAL_DEBIAN: &str = "ems-local/debian:bookworm-slim";
 /// The local Rust builder (deploy/docker/local/rust.Dockerfile on [`LOCAL_DEBIAN`]).
 const LOCAL_RUST: &str = "ems-local/rust:bookworm";
 /// The most a runtime image may weigh (bytes, as `docker images` counts: 1 MB = 10^6).
 const MAX_IMAGE_BYTES: u64 = 100_000_000;
-/// The host's trust store, given to the steps that download crates as the build secret `ca`
-/// (outbound HTTPS may pass a TLS-inspecting proxy); never part of an image.
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// What to run after the build (the options of `cargo xtask images`).
 #[derive(Debug, clap::Args)]
@@ -42,32 +41,6 @@ pub struct Options {
     /// seed flow.
     #[arg(long)]
     pub compose_smoke: bool,
-}
-
-/// A service of deploy/services.txt.
-#[derive(Clone)]
-pub struct Service {
-    /// Its name (`customer-service`, …, `console`).
-    pub name: String,
-    /// Its default port.
-    pub port: u16,
-}
-
-impl Service {
-    /// The tag the build gives its image (the one docker-compose.yml uses).
-    pub fn image(&self) -> String {
-        format!("event-microservices/{}:local", self.name)
-    }
-}
-
-/// The base images a build uses.
-pub struct Bases {
-    /// RUST_IMAGE.
-    pub rust: String,
-    /// RUNTIME_IMAGE.
-    pub runtime: String,
-    /// True when they are the locally made ones.
-    pub local: bool,
 }
 
 /// Runs `cargo xtask images`.
@@ -325,54 +298,6 @@ fn build_args(bases: &Bases) -> Vec<String> {
     ];
     args.extend(ca_secret());
     args
-}
-
-/// `--secret id=ca,src=<the host's trust store>` when there is one.
-pub(super) fn ca_secret() -> Vec<String> {
-    if Path::new(CA_BUNDLE).is_file() {
-        vec!["--secret".into(), format!("id=ca,src={CA_BUNDLE}")]
-    } else {
-        Vec::new()
-    }
-}
-
-/// Runs a `docker build` with its progress in `<images dir>/build-<name>.log`; on failure the
-/// error carries the end of that log.
-pub(super) fn docker_build(mut cmd: Command, name: &str) -> Result<()> {
-    fs::create_dir_all(engine::dir())?;
-    let log: PathBuf = engine::dir().join(format!("build-{name}.log"));
-    let out = fs::File::create(&log)?;
-    cmd.arg("--progress=plain")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
-    let status = cmd.status().context("starting docker build")?;
-    if !status.success() {
-        bail!(
-            "docker build of {name} failed; the end of {}:\n{}",
-            log.display(),
-            process::tail(&log, 40)
-        );
-    }
-    Ok(())
-}
-
-/// Polls `check` every 500 ms until it returns true or `timeout` passes.
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Result<bool>,
-) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {} s waiting for {what}", timeout.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::engine::{docker, docker_ok, docker_out};
-use super::{wait_until, Service};
+use super::service::{wait_until, Service};
 use crate::demo::{self, Endpoints};
 use crate::kafka::{self, Kafka};
 use crate::postgres::{self, Postgres};

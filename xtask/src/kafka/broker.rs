@@ -10,7 +10,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::config::Secrets;
-use super::{kafka_version, tls, Kafka, Started};
+use super::download::kafka_version;
+use super::home::{Kafka, Started};
+use super::tls;
 use crate::process;
 
 /// How long `start` waits for the broker to answer a metadata request.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{Kafka, Ports, PLAIN_USER, SCRAM_USER};
+use super::home::{Kafka, Ports, PLAIN_USER, SCRAM_USER};
 use crate::{paths, process};
 
 /// The alphabet of IBM Cloud API keys.

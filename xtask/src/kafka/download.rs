@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::Kafka;
+use super::home::Kafka;
 use crate::{paths, process};
 
 impl Kafka {

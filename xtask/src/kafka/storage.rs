@@ -6,7 +6,7 @@ use std::fs;
 use anyhow::{Context, Result};
 
 use super::config::{parse_properties, Secrets};
-use super::Kafka;
+use super::home::Kafka;
 use crate::process;
 
 impl Kafka {

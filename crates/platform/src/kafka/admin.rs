@@ -13,7 +13,8 @@ use rdkafka::admin::{
 };
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{KafkaConfig, KafkaError, TracingContext};
+use super::client::{KafkaError, TracingContext};
+use super::config::KafkaConfig;
 
 /// How long an admin request may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);

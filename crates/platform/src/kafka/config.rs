@@ -11,7 +11,7 @@ use std::str::FromStr;
 use rdkafka::ClientConfig;
 use strum::VariantNames;
 
-use crate::config::{ConfigError, Env, Secret};
+use crate::env::{ConfigError, Env, Secret};
 
 /// The local broker used when nothing else is configured (never on Code Engine: see
 /// [`KafkaConfig::from_env`]).

@@ -7,7 +7,7 @@ use contracts::envelope::headers;
 use contracts::topics;
 use sha2::{Digest, Sha256};
 
-use super::consumer::Record;
+use super::consumer::record::Record;
 
 /// Largest dead letter we produce: under the producer's `message.max.bytes` (1,000,000) and
 /// the broker's default `max.message.bytes`, with room for the record's framing.

@@ -17,7 +17,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Delivered, KafkaConfig, KafkaError, Producer, TracingContext};
+use super::client::{KafkaError, TracingContext};
+use super::config::KafkaConfig;
+use super::producer::{Delivered, Producer};
 
 /// Header naming the dead letter a record was replayed from: `<topic>.DLT/<partition>/<offset>`.
 pub const REPLAYED_FROM: &str = "dlt_replayed_from";

@@ -6,7 +6,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
-use super::{KafkaConfig, KafkaError, TracingContext};
+use super::client::{KafkaError, TracingContext};
+use super::config::KafkaConfig;
 
 /// A record to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{KafkaConfig, KafkaError, Record, TracingContext};
+use super::client::{KafkaError, TracingContext};
+use super::config::KafkaConfig;
+use super::consumer::record::Record;
 
 /// How long one metadata or watermark request, and the reading of one partition, may take.
 const TIMEOUT: Duration = Duration::from_secs(30);

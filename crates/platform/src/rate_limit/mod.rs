@@ -9,7 +9,7 @@
 
 mod proxies;
 
-pub use proxies::TrustedProxies;
+pub use proxies::{client_address, TrustedProxies};
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
@@ -28,8 +28,8 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::ApiKeys;
-use crate::config::{positive, ConfigError, Env};
-use crate::http::Problem;
+use crate::env::{positive, ConfigError, Env};
+use crate::problem::Problem;
 
 /// How often the state of clients that are back to a full burst is dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -153,7 +153,7 @@ impl Limiter {
         match key {
             Some(key) => Client::ApiKey(key.name.clone()),
             None => Client::Address(
-                crate::server::client_address(request)
+                client_address(request)
                     .map(|peer| network(self.proxies.client(peer.ip(), request.headers())))
                     .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
             ),

@@ -4,12 +4,22 @@
 //! addresses of `TRUSTED_PROXIES`: the client is the right-most address of the header that is
 //! not itself a trusted proxy (the left part can be written by anyone).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-use crate::config::{ConfigError, Env};
+use crate::env::{ConfigError, Env};
+
+/// The client's address, as [`crate::server::serve`] records it on each request (the peer of
+/// the connection: a proxy's address when the request came through one).
+pub fn client_address(request: &axum::extract::Request) -> Option<SocketAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
+}
 
 /// The proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`: addresses or CIDR
 /// networks, comma-separated; unset: none).

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::auth::ApiKeys;
-use crate::config::{positive, seconds, ConfigError, Env};
+use crate::env::{positive, seconds, ConfigError, Env};
 use crate::rate_limit::{self, RateLimit};
 pub use admission::PROBE_SLOTS;
 use admission::{Admission, Refused};
@@ -225,14 +225,6 @@ async fn accept_failed(error: &std::io::Error) {
     }
     tracing::warn!(%error, "cannot accept a connection; pausing");
     tokio::time::sleep(Duration::from_millis(200)).await;
-}
-
-/// The client's address, as [`serve`] records it on each request.
-pub fn client_address(request: &axum::extract::Request) -> Option<SocketAddr> {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0)
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ use serde_json::Value;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
-use super::{fresh_database_url, LocalKafka, TestProducer};
+use super::database::fresh_database_url;
+use super::local_kafka::LocalKafka;
+use super::produce::TestProducer;
 use crate::auth::ApiKeys;
 use crate::kafka::KafkaConfig;
 use crate::{Database, Service, ServiceConfig};

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::config::Secret;
+use crate::env::Secret;
 use crate::kafka::{KafkaConfig, SaslCredentials, SaslMechanism, SecurityProtocol};
 
-use super::unique;
+use super::database::unique;
 
 /// The local broker's addresses and credentials, from the `kafka.env` file its start wrote.
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ mod app;
 mod database;
 mod local_kafka;
 mod outbox;
+mod port;
 mod produce;
 mod records;
 pub mod smtp;
@@ -24,6 +25,7 @@ pub use app::{service_config, Reply, RunningService, Starter, TestApp};
 pub use database::{connect, fresh_database, fresh_database_url, tls_cluster, unique, TlsCluster};
 pub use local_kafka::{kafka_env_path, LocalKafka};
 pub use outbox::outbox_drained;
+pub use port::free_port;
 pub use produce::{produce_raw, TestProducer};
 pub use records::{partition_count, read_to_end, read_topic, Collector, RecordExt};
 pub use smtp::{Mail, SmtpMode, SmtpServer};
@@ -50,12 +52,4 @@ pub fn summary_line(line: &str) {
             );
         }
     }
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }

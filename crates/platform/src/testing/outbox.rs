@@ -1,6 +1,6 @@
 //! Waiting for the outbox relay to publish what a service has written.
 
-use super::{eventually, DEADLINE};
+use super::wait::{eventually, DEADLINE};
 use crate::Database;
 
 /// Waits until the outbox of `db` has nothing pending: the relay has published every event

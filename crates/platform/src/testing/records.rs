@@ -10,7 +10,8 @@ use rdkafka::consumer::Consumer;
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{eventually, unique, DEADLINE};
+use super::database::unique;
+use super::wait::{eventually, DEADLINE};
 use crate::kafka::KafkaConfig;
 use crate::Record;
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::{eventually, free_port, poll_until};
+use super::port::free_port;
+use super::wait::{eventually, poll_until};
 
 /// How long [`SmtpServer::wait_for`] and start-up wait.
 const DEADLINE: Duration = Duration::from_secs(30);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::TopicPartitionList;
 
-use super::{LaneKey, LaneState, LaneStates};
+use super::lanes::{LaneKey, LaneState, LaneStates, NO_TIMESTAMP};
 use crate::health::ConsumerHealth;
 
 /// How long a revocation waits for a lane to finish the batch it is in.
@@ -179,7 +179,7 @@ impl rdkafka::ClientContext for LaneContext {
                 if let Some(waiting) = p.waiting() {
                     let started = lanes
                         .get(&(broker_name.clone(), p.partition))
-                        .map_or(super::NO_TIMESTAMP, |lane| {
+                        .map_or(NO_TIMESTAMP, |lane| {
                             lane.batch_timestamp_ms.load(Ordering::SeqCst)
                         });
                     if let Some(age) = lag_age_seconds(waiting, started, now_ms) {
@@ -194,11 +194,11 @@ impl rdkafka::ClientContext for LaneContext {
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        crate::kafka::log_to_tracing(level, fac, log_message);
+        crate::kafka::client::log_to_tracing(level, fac, log_message);
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        crate::kafka::error_to_tracing(&error, reason);
+        crate::kafka::client::error_to_tracing(&error, reason);
     }
 }
 
@@ -240,7 +240,7 @@ impl ConsumerContext for LaneContext {
 
 #[cfg(test)]
 mod tests {
-    use super::lag_age_seconds;
+    use super::*;
 
     #[test]
     fn lag_age_is_zero_when_caught_up_and_the_batch_age_otherwise() {

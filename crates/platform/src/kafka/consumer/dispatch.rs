@@ -12,8 +12,11 @@ use rdkafka::TopicPartitionList;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::handler::Handler;
 use super::lane::run_lane;
-use super::{Envelope, Handler, KafkaConsumer, LaneEnv, LaneKey, LaneState, LaneStates, Record};
+use super::lane_env::{Envelope, KafkaConsumer, LaneEnv};
+use super::lanes::{LaneKey, LaneState, LaneStates};
+use super::record::Record;
 
 /// A lane as the dispatcher sees it.
 struct Slot {

@@ -7,9 +7,14 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use tokio::sync::mpsc;
 
-use super::{Envelope, HandleError, Handler, LaneEnv, LaneState, Record, Rejected, NO_TIMESTAMP};
+use super::error::HandleError;
+use super::handler::{Handler, Rejected};
+use super::lane_env::{Envelope, LaneEnv};
+use super::lanes::{LaneState, NO_TIMESTAMP};
+use super::record::Record;
+use crate::kafka::client::KafkaError;
 use crate::kafka::dead_letter::DeadLetter;
-use crate::kafka::{KafkaError, Producer};
+use crate::kafka::producer::Producer;
 use crate::retry::{self, BackoffBuilder};
 
 /// A partition's lane: takes what has arrived (up to `max_batch` records), applies it as one

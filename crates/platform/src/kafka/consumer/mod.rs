@@ -12,136 +12,33 @@
 mod context;
 mod dispatch;
 mod error;
+mod handler;
 mod lane;
-mod record;
+mod lane_env;
+mod lanes;
+mod options;
+pub(in crate::kafka) mod record;
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use tokio_util::sync::CancellationToken;
 
 pub use error::{chain, BoxError, HandleError};
+pub use handler::{Handler, Rejected};
+pub use options::ConsumerOptions;
 pub use record::Record;
 
-use super::{KafkaConfig, KafkaError, Producer};
 use crate::health::ConsumerHealth;
+use crate::kafka::client::KafkaError;
+use crate::kafka::config::KafkaConfig;
+use crate::kafka::producer::Producer;
 use crate::telemetry;
 use context::LaneContext;
 use dispatch::Dispatcher;
-
-/// A record of a batch that can never be processed: it goes to the dead-letter topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    /// Its position in the batch.
-    pub index: usize,
-    /// Why (the `dlt_error` header).
-    pub reason: String,
-}
-
-/// Applies batches of records.
-pub trait Handler: Send + Sync + 'static {
-    /// Applies `records` — consecutive records of one partition, in offset order — and commits
-    /// their effects (one database transaction) before returning. Returns the records it
-    /// rejects for good; they are dead-lettered and the partition moves on. An `Err` means
-    /// nothing was applied: the consumer retries the records one by one.
-    fn handle(
-        &self,
-        records: &[Record],
-    ) -> impl Future<Output = Result<Vec<Rejected>, HandleError>> + Send;
-}
-
-/// Settings of one consumer.
-#[derive(Debug, Clone)]
-pub struct ConsumerOptions {
-    /// Consumer group id.
-    pub group_id: String,
-    /// Topics to subscribe to.
-    pub topics: Vec<String>,
-    /// Most records handed to the handler at once.
-    pub max_batch: usize,
-    /// First delay between retries of a transient failure.
-    pub initial_backoff: Duration,
-    /// Longest delay between retries.
-    pub max_backoff: Duration,
-    /// How long a record may keep failing transiently before it is dead-lettered.
-    pub retry_limit: Duration,
-    /// How often librdkafka reports statistics (consumer lag, assignment).
-    pub statistics_interval: Duration,
-    /// Where the consumer reports its state for `/readyz` (none: reports go nowhere).
-    pub health: Option<ConsumerHealth>,
-}
-
-impl ConsumerOptions {
-    /// Options with the defaults: batches of up to 500 records, backoff from 100 ms doubling
-    /// to 5 s, dead-lettered after 5 minutes of transient failures, statistics every 5 s.
-    pub fn new(group_id: impl Into<String>, topics: &[&str]) -> Self {
-        Self {
-            group_id: group_id.into(),
-            topics: topics.iter().map(|t| t.to_string()).collect(),
-            max_batch: 500,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            retry_limit: Duration::from_secs(300),
-            statistics_interval: Duration::from_secs(5),
-            health: None,
-        }
-    }
-}
-
-/// What a partition's lane shares with the dispatcher and the rebalance callback.
-#[derive(Debug)]
-struct LaneState {
-    /// Bumped when the partition is revoked: records of an older generation are dropped.
-    generation: AtomicU64,
-    /// The lane is inside a batch (set before it checks the generation).
-    busy: AtomicBool,
-    /// The timestamp (ms since the epoch) of the first record of the batch the lane started
-    /// last, [`NO_TIMESTAMP`] before the first: while the partition has lag, the oldest record
-    /// not yet processed is no older than it (the `kafka_consumer_lag_age_seconds` gauge).
-    batch_timestamp_ms: AtomicI64,
-}
-
-/// [`LaneState::batch_timestamp_ms`] when no batch was started (or its record had no timestamp).
-const NO_TIMESTAMP: i64 = -1;
-
-impl Default for LaneState {
-    fn default() -> Self {
-        Self {
-            generation: AtomicU64::default(),
-            busy: AtomicBool::default(),
-            batch_timestamp_ms: AtomicI64::new(NO_TIMESTAMP),
-        }
-    }
-}
-
-type LaneKey = (String, i32);
-type LaneStates = Arc<Mutex<HashMap<LaneKey, Arc<LaneState>>>>;
-
-type KafkaConsumer = BaseConsumer<LaneContext>;
-
-/// A record on its way to a lane, with the partition's generation when it was read and its
-/// timestamp (ms since the epoch, when the broker gave one).
-struct Envelope {
-    generation: u64,
-    record: Record,
-    timestamp_ms: Option<i64>,
-}
-
-/// Everything a lane needs.
-struct LaneEnv<H> {
-    handler: H,
-    options: ConsumerOptions,
-    /// Replaced when it hits a fatal error (fenced or out-of-sequence idempotent producer).
-    dead_letters: Mutex<Producer>,
-    consumer: Arc<KafkaConsumer>,
-    /// Where a lane reports a dead letter it cannot publish.
-    health: ConsumerHealth,
-    shutdown: CancellationToken,
-}
+use lane_env::{KafkaConsumer, LaneEnv};
+use lanes::LaneStates;
 
 /// Consumes `options.topics` until `shutdown` is cancelled. Each partition has a lane of its
 /// own: its records are handed to `handler` in batches, in order; partitions are handled

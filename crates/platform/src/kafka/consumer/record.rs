@@ -4,7 +4,7 @@ use contracts::envelope::{headers, Event, EventMetadata, EventType, MAX_ID_BYTES
 use contracts::Validate;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
-use super::HandleError;
+use super::error::HandleError;
 
 /// A consumed record, detached from the client.
 #[derive(Debug, Clone)]
