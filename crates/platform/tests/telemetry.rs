@@ -11,8 +11,6 @@
 
 // Test helpers outside #[test] functions unwrap too: a panic is how a test fails.
 #![allow(clippy::unwrap_used)]
-// A test reads as one story from setup to the last assertion; some stories are long.
-#![allow(clippy::too_many_lines)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -153,13 +151,58 @@ fn ids(traceparent: &str) -> (String, String) {
     (parts[1].to_string(), parts[2].to_string())
 }
 
+/// What one traced request left: the event's id and trace, and the consumer's group and span.
+struct Traced {
+    event_id: String,
+    trace_id: String,
+    request_span_id: String,
+    consume_span_id: String,
+    group: String,
+}
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
 #[tokio::test]
 async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
     let (collector_url, received) = collector().await;
+    let traced = trace_one_request(&collector_url).await;
+    let spans = exported_spans(&received.lock().unwrap());
+    let in_trace: Vec<&Span> = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == traced.trace_id)
+        .collect();
+    let names: Vec<&str> = in_trace.iter().map(|s| s.name.as_str()).collect();
+    let find = |what: &str, found: Option<&&Span>| -> Span {
+        (*found.unwrap_or_else(|| panic!("the {what} span is exported: {names:?}"))).clone()
+    };
+    let request = find(
+        "HTTP request",
+        in_trace
+            .iter()
+            .find(|s| hex(&s.span_id) == traced.request_span_id),
+    );
+    assert_request_span(&request);
+    // The relay's publish span: a child of the request that wrote the event.
+    let publish = find("publish", in_trace.iter().find(|s| s.name == "publish"));
+    assert_publish_span(&publish, &traced);
+    let consume = find(
+        "consume",
+        in_trace
+            .iter()
+            .find(|s| hex(&s.span_id) == traced.consume_span_id),
+    );
+    assert_consume_span(&consume, &publish, &traced);
+}
+
+/// Starts a traced service whose consumer reads what its `POST /customers` writes, sends one
+/// request from a traced caller, waits for the consumer, and stops the service (which exports
+/// what the batch exporter still holds).
+async fn trace_one_request(collector_url: &str) -> Traced {
     let mut config = ServiceConfig::from_env(
         SERVICE,
         0,
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", collector_url.as_str())],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", collector_url)],
     )
     .expect("configuration");
     config.kafka = LocalKafka::load().isolated();
@@ -180,23 +223,12 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
         .route("/customers", post(create_customer))
         .with_state((service.db.clone(), service.outbox.clone()));
     let running = RunningService::spawn(service, routes).await;
-
-    // A check that one layer's filter refuses and no span or event follows (sqlx asks one after
-    // every query) must not hide the next span from the exporter (tokio-rs/tracing#2519).
-    let _ = tracing::enabled!(target: "hyper", tracing::Level::INFO);
-    let next = tracing::info_span!("after_a_check");
-    assert!(
-        next.context().span().span_context().is_valid(),
-        "a span after a refused check is exported"
-    );
-    drop(next);
+    a_span_after_a_refused_check_is_exported();
 
     // An HTTP request from a traced caller writes the event; the consumer handles it.
-    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let caller_span = "00f067aa0ba902b7";
     let response = reqwest::Client::new()
         .post(format!("{}/customers", running.base_url))
-        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
         .header("x-request-id", "req-telemetry-1")
         .send()
         .await
@@ -216,17 +248,36 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
     assert_eq!(header.as_deref(), Some(event_traceparent));
     let (trace_id, request_span_id) = ids(event_traceparent);
     assert_eq!(
-        trace_id, caller_trace,
+        trace_id, CALLER_TRACE,
         "the request joins the caller's trace"
     );
     let (handed_on_trace, consume_span_id) = ids(&handed_on.expect("a traceparent"));
     assert_eq!(handed_on_trace, trace_id, "one trace across Kafka");
     assert_ne!(consume_span_id, request_span_id);
 
-    // Stopping the service exports what the batch exporter still holds.
     running.stop().await.expect("orderly stop");
+    Traced {
+        event_id: event_id.to_string(),
+        trace_id,
+        request_span_id,
+        consume_span_id,
+        group,
+    }
+}
 
-    let received = received.lock().unwrap();
+/// A check that one layer's filter refuses and no span or event follows (sqlx asks one after
+/// every query) must not hide the next span from the exporter (tokio-rs/tracing#2519).
+fn a_span_after_a_refused_check_is_exported() {
+    let _ = tracing::enabled!(target: "hyper", tracing::Level::INFO);
+    let next = tracing::info_span!("after_a_check");
+    assert!(
+        next.context().span().span_context().is_valid(),
+        "a span after a refused check is exported"
+    );
+}
+
+/// Every span the collector received, each export checked to be OTLP protobuf from `SERVICE`.
+fn exported_spans(received: &Received) -> Vec<Span> {
     assert!(received.stray.is_empty(), "{:?}", received.stray);
     assert!(!received.exports.is_empty(), "nothing was exported");
     let mut spans: Vec<Span> = Vec::new();
@@ -245,19 +296,14 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
             }
         }
     }
-    let in_trace: Vec<&Span> = spans
-        .iter()
-        .filter(|s| hex(&s.trace_id) == trace_id)
-        .collect();
-    let names: Vec<&str> = in_trace.iter().map(|s| s.name.as_str()).collect();
+    spans
+}
 
-    let request = in_trace
-        .iter()
-        .find(|s| hex(&s.span_id) == request_span_id)
-        .unwrap_or_else(|| panic!("the HTTP request span is exported: {names:?}"));
+/// The HTTP request's span: a server span, child of the caller's, naming the route and the id.
+fn assert_request_span(request: &Span) {
     assert_eq!(request.name, "request");
     assert_eq!(request.kind, SpanKind::Server as i32);
-    assert_eq!(hex(&request.parent_span_id), caller_span);
+    assert_eq!(hex(&request.parent_span_id), CALLER_SPAN);
     assert_eq!(
         attribute(&request.attributes, "uri").as_deref(),
         Some("/customers")
@@ -266,19 +312,17 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
         attribute(&request.attributes, "request_id").as_deref(),
         Some("req-telemetry-1")
     );
+}
 
-    // The relay's publish span: a child of the request that wrote the event.
-    let publish = in_trace
-        .iter()
-        .find(|s| s.name == "publish")
-        .unwrap_or_else(|| panic!("the publish span is exported: {names:?}"));
+/// The relay's publish span: a producer span, child of the request that wrote the event.
+fn assert_publish_span(publish: &Span, traced: &Traced) {
     assert_eq!(publish.kind, SpanKind::Producer as i32);
-    assert_eq!(hex(&publish.parent_span_id), request_span_id);
+    assert_eq!(hex(&publish.parent_span_id), traced.request_span_id);
     for (name, value) in [
         ("messaging.system", Some("kafka")),
         ("messaging.operation.type", Some("send")),
         ("messaging.destination.name", Some(topics::CUSTOMER_CREATED)),
-        ("event_id", Some(event_id)),
+        ("event_id", Some(traced.event_id.as_str())),
         ("messaging.destination.partition.id", None),
         ("messaging.kafka.offset", None),
         ("messaging.kafka.message.key", None),
@@ -289,37 +333,36 @@ async fn spans_are_exported_over_otlp_http_and_follow_an_event_through_kafka() {
             assert_eq!(found.as_deref(), value, "publish span attribute {name}");
         }
     }
+}
 
-    let consume = in_trace
-        .iter()
-        .find(|s| hex(&s.span_id) == consume_span_id)
-        .unwrap_or_else(|| panic!("the consume span is exported: {names:?}"));
+/// The consume span follows the OpenTelemetry messaging conventions and is where the publish
+/// span says the record went.
+fn assert_consume_span(consume: &Span, publish: &Span, traced: &Traced) {
     assert_eq!(consume.name, "consume");
     assert_eq!(consume.kind, SpanKind::Consumer as i32);
-    assert_eq!(hex(&consume.parent_span_id), request_span_id);
-    // The OpenTelemetry messaging conventions; the consume span is where the publish span
-    // says the record went.
+    assert_eq!(hex(&consume.parent_span_id), traced.request_span_id);
+    let published = |name: &str| attribute(&publish.attributes, name);
     for (name, value) in [
-        ("messaging.system", Some("kafka")),
-        ("messaging.operation.type", Some("process")),
-        ("messaging.destination.name", Some(topics::CUSTOMER_CREATED)),
-        ("messaging.consumer.group.name", Some(group.as_str())),
-        ("event_id", Some(event_id)),
+        ("messaging.system", Some("kafka".to_string())),
+        ("messaging.operation.type", Some("process".to_string())),
+        (
+            "messaging.destination.name",
+            Some(topics::CUSTOMER_CREATED.to_string()),
+        ),
+        ("messaging.consumer.group.name", Some(traced.group.clone())),
+        ("event_id", Some(traced.event_id.clone())),
         (
             "messaging.destination.partition.id",
-            attribute(&publish.attributes, "messaging.destination.partition.id").as_deref(),
+            published("messaging.destination.partition.id"),
         ),
-        (
-            "messaging.kafka.offset",
-            attribute(&publish.attributes, "messaging.kafka.offset").as_deref(),
-        ),
+        ("messaging.kafka.offset", published("messaging.kafka.offset")),
         (
             "messaging.kafka.message.key",
-            attribute(&publish.attributes, "messaging.kafka.message.key").as_deref(),
+            published("messaging.kafka.message.key"),
         ),
     ] {
         assert_eq!(
-            attribute(&consume.attributes, name).as_deref(),
+            attribute(&consume.attributes, name),
             value,
             "consume span attribute {name}"
         );

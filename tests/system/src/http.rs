@@ -8,6 +8,17 @@ use platform::testing::poll_until;
 use crate::verdict::minor;
 use crate::Stack;
 
+/// A client that sends `Authorization: Bearer <key>` with every request.
+pub fn keyed_client(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"));
+    headers.insert(reqwest::header::AUTHORIZATION, bearer.expect("a header value"));
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
 /// POSTs JSON and returns the status and the JSON body.
 pub async fn post(
     client: &reqwest::Client,

@@ -381,21 +381,8 @@ async fn a_replayed_dead_letter_is_applied_once_and_a_second_replay_changes_noth
         }
     };
     assert_eq!(applied(1).await, [("k".into(), "after".into())]);
-    let dlt = topics::dead_letter(topics::CUSTOMER_CREATED);
-    let letters = dead_letters::read_all(&kafka, &dlt).await.unwrap();
-    assert_eq!(letters.len(), 1, "{letters:?}");
-    let letter = &letters[0];
-    assert_eq!(letter.header("dlt_consumer_group"), Some(group));
-    assert_eq!(letter.header("ce_id").as_deref(), Some("evt-poison"));
-    let one = dead_letters::read_one(&kafka, &dlt, letter.partition, letter.offset)
-        .await
-        .unwrap();
-    assert_eq!(&one, letter);
-    let missing = dead_letters::read_one(&kafka, &dlt, letter.partition, letter.offset + 1).await;
-    assert!(
-        matches!(missing, Err(dead_letters::DeadLetterError::NotFound { .. })),
-        "{missing:?}"
-    );
+    let letter = the_one_dead_letter_of(&kafka, &group).await;
+    let letter = &letter;
 
     // The cause is fixed; the dead letter is replayed: applied once.
     recorder.fixed.store(true, Ordering::SeqCst);
@@ -417,12 +404,47 @@ async fn a_replayed_dead_letter_is_applied_once_and_a_second_replay_changes_noth
     send_customer(&producer, "k", "marker", "evt-marker").await;
     let names: Vec<String> = applied(3).await.into_iter().map(|(_, n)| n).collect();
     assert_eq!(names, ["after", "poison", "marker"]);
+    the_replays_are_the_original_record(&kafka, letter, replayed.delivered.offset).await;
+    stop.cancel();
+    consumer.await.unwrap().unwrap();
+    assert_eq!(recorder.applied().len(), 3);
+}
 
-    // The replays are the original record, byte for byte, with who and where from.
-    let records = read_to_end(&kafka, topics::CUSTOMER_CREATED).await;
+/// The one dead letter of `Customer.created`, from `group`, readable alone by its position.
+async fn the_one_dead_letter_of(
+    kafka: &KafkaConfig,
+    group: &str,
+) -> platform::kafka::dead_letters::StoredDeadLetter {
+    use platform::kafka::dead_letters;
+    let dlt = topics::dead_letter(topics::CUSTOMER_CREATED);
+    let letters = dead_letters::read_all(kafka, &dlt).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.header("dlt_consumer_group").as_deref(), Some(group));
+    assert_eq!(letter.header("ce_id").as_deref(), Some("evt-poison"));
+    let one = dead_letters::read_one(kafka, &dlt, letter.partition, letter.offset)
+        .await
+        .unwrap();
+    assert_eq!(&one, letter);
+    let missing = dead_letters::read_one(kafka, &dlt, letter.partition, letter.offset + 1).await;
+    assert!(
+        matches!(missing, Err(dead_letters::DeadLetterError::NotFound { .. })),
+        "{missing:?}"
+    );
+    letters.into_iter().next().unwrap()
+}
+
+/// The two replays of `letter` are the original record (the one before `first_replay`), byte
+/// for byte, with who replayed it and where from, and no dead-letter headers.
+async fn the_replays_are_the_original_record(
+    kafka: &KafkaConfig,
+    letter: &platform::kafka::dead_letters::StoredDeadLetter,
+    first_replay: i64,
+) {
+    let records = read_to_end(kafka, topics::CUSTOMER_CREATED).await;
     let original = records
         .iter()
-        .find(|r| r.metadata().id == "evt-poison" && r.offset < replayed.delivered.offset)
+        .find(|r| r.metadata().id == "evt-poison" && r.offset < first_replay)
         .expect("the original record");
     let replays: Vec<&Record> = records
         .iter()
@@ -450,9 +472,6 @@ async fn a_replayed_dead_letter_is_applied_once_and_a_second_replay_changes_noth
             .collect();
         assert_eq!(without_replay, original.headers.iter().collect::<Vec<_>>());
     }
-    stop.cancel();
-    consumer.await.unwrap().unwrap();
-    assert_eq!(recorder.applied().len(), 3);
 }
 
 /// The dead letters of `Customer.created`, once there is at least one.

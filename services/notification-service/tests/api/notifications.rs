@@ -448,8 +448,45 @@ async fn forged_events_are_dead_lettered_and_nothing_is_sent() {
     let smtp = SmtpServer::start().await;
     let app = with_smtp(&smtp).await;
     app.welcome(&[("cust-v", "Vera Victim")]).await;
+    publish_forged_events_then_a_deposit(&app).await;
 
-    // Everything on partition 0 of each topic, a valid deposit last.
+    let dead = app
+        .dead_letters(contracts::topics::TRANSACTION_PROCESSED, 3)
+        .await;
+    let ids: Vec<&Value> = dead.iter().map(|(p, _)| &p["transactionId"]).collect();
+    assert_eq!(ids, ["txn-negative", "txn-self", "txn-refund"], "{dead:?}");
+    assert!(dead[0].1.contains("amount"), "{}", dead[0].1);
+    assert!(dead[1].1.contains("same account"), "{}", dead[1].1);
+    assert!(dead[2].1.contains("refund"), "{}", dead[2].1);
+    let dead = app
+        .dead_letters(contracts::topics::TRANSACTION_FAILED, 1)
+        .await;
+    assert_eq!(dead[0].0["transactionId"], "txn-zero");
+    let dead = app
+        .dead_letters(contracts::topics::CUSTOMER_CREATED, 1)
+        .await;
+    assert_eq!(dead[0].0["id"], "cust-x");
+    assert!(dead[0].1.contains("email"), "{}", dead[0].1);
+
+    // Dead letters are never applied: the log holds the welcome and the real deposit only.
+    let log = app.wait_sent("cust-v", 2).await;
+    assert_eq!(log[0]["transactionId"], "txn-real", "{log:?}");
+    let mails = smtp.wait_for("cust-v@example.com", 2).await;
+    let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
+    assert!(
+        subjects.contains(&"Deposit of 7.00 USD received"),
+        "{subjects:?}"
+    );
+    assert_eq!(mails.len(), 2, "{subjects:?}");
+    assert!(app.log("cust-x").await.is_empty());
+    assert!(smtp.messages_to("x..y@example.com").is_empty());
+    app.stop().await;
+}
+
+/// Forged events on partition 0 of each topic (a negative deposit, a transfer to the same
+/// account, an unknown kind, a declined zero debit, a customer with an unsendable address),
+/// then a valid deposit of 7.00 to `cust-v`.
+async fn publish_forged_events_then_a_deposit(app: &TestApp) {
     let negative = deposited("txn-negative", "cust-v", "-100.00", "0.00");
     app.publish_in_order(&negative).await;
     let to_self = processed(
@@ -493,38 +530,6 @@ async fn forged_events_are_dead_lettered_and_nothing_is_sent() {
     app.publish_in_order(&unsendable).await;
     let deposit = deposited("txn-real", "cust-v", "7", "7.00");
     app.publish_in_order(&deposit).await;
-
-    let dead = app
-        .dead_letters(contracts::topics::TRANSACTION_PROCESSED, 3)
-        .await;
-    let ids: Vec<&Value> = dead.iter().map(|(p, _)| &p["transactionId"]).collect();
-    assert_eq!(ids, ["txn-negative", "txn-self", "txn-refund"], "{dead:?}");
-    assert!(dead[0].1.contains("amount"), "{}", dead[0].1);
-    assert!(dead[1].1.contains("same account"), "{}", dead[1].1);
-    assert!(dead[2].1.contains("refund"), "{}", dead[2].1);
-    let dead = app
-        .dead_letters(contracts::topics::TRANSACTION_FAILED, 1)
-        .await;
-    assert_eq!(dead[0].0["transactionId"], "txn-zero");
-    let dead = app
-        .dead_letters(contracts::topics::CUSTOMER_CREATED, 1)
-        .await;
-    assert_eq!(dead[0].0["id"], "cust-x");
-    assert!(dead[0].1.contains("email"), "{}", dead[0].1);
-
-    // Dead letters are never applied: the log holds the welcome and the real deposit only.
-    let log = app.wait_sent("cust-v", 2).await;
-    assert_eq!(log[0]["transactionId"], "txn-real", "{log:?}");
-    let mails = smtp.wait_for("cust-v@example.com", 2).await;
-    let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
-    assert!(
-        subjects.contains(&"Deposit of 7.00 USD received"),
-        "{subjects:?}"
-    );
-    assert_eq!(mails.len(), 2, "{subjects:?}");
-    assert!(app.log("cust-x").await.is_empty());
-    assert!(smtp.messages_to("x..y@example.com").is_empty());
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -577,13 +582,10 @@ async fn an_outcome_replayed_under_a_new_event_id_is_emailed_once() {
 async fn the_once_per_transaction_migration_keeps_the_rows_already_logged() {
     use notification_service::domain::{Draft, Kind};
     use notification_service::{storage, MIGRATIONS};
-    use platform::Database;
     use sqlx::migrate::Migrator;
     use sqlx::Row;
 
-    let db = Database::connect(&platform::testing::fresh_database_url().await)
-        .await
-        .unwrap();
+    let db = fresh_database().await;
     let before = Migrator {
         migrations: MIGRATIONS
             .migrations
@@ -594,8 +596,75 @@ async fn the_once_per_transaction_migration_keeps_the_rows_already_logged() {
         ..Migrator::DEFAULT
     };
     db.migrate(&before).await.unwrap();
-    // What the old uniqueness let through: one transaction's alert under two event ids, and a
-    // second welcome.
+    insert_what_the_old_uniqueness_let_through(&db).await;
+    db.migrate(&MIGRATIONS).await.unwrap();
+
+    let kept: Vec<String> = sqlx::query("SELECT id FROM deliveries ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get("id"))
+        .collect();
+    assert_eq!(kept, ["d-1", "d-2", "d-3", "d-4"]);
+    let mut conn = db.pool().acquire().await.unwrap();
+    let mut record = async |event: &str, kind: Kind, transaction: Option<&str>| {
+        let draft = Draft {
+            transaction_id: transaction.map(Into::into),
+            ..draft("cust-m", kind)
+        };
+        storage::batch::record(&mut conn, event, &draft, None)
+            .await
+            .unwrap()
+            .map(|d| d.id)
+    };
+    assert_eq!(record("e-5", Kind::Welcome, None).await, None);
+    assert_eq!(
+        record("e-6", Kind::CreditAlert, Some("txn-old")).await,
+        None
+    );
+    assert!(record("e-7", Kind::CreditAlert, Some("txn-new"))
+        .await
+        .is_some());
+    assert_eq!(
+        record("e-8", Kind::CreditAlert, Some("txn-new")).await,
+        None,
+        "a replay under a new event id is a no-op"
+    );
+    assert!(record("e-8", Kind::DebitAlert, Some("txn-new"))
+        .await
+        .is_some());
+}
+
+/// A database of its own (SQLite file, or a fresh PostgreSQL database).
+async fn fresh_database() -> platform::Database {
+    platform::Database::connect(&platform::testing::fresh_database_url().await)
+        .await
+        .unwrap()
+}
+
+/// A fresh database with notification-service's migrations.
+async fn migrated_database() -> platform::Database {
+    let db = fresh_database().await;
+    db.migrate(&notification_service::MIGRATIONS).await.unwrap();
+    db
+}
+
+/// A draft of `kind` to `customer` (`<customer>@example.com`), about no transaction.
+fn draft(customer: &str, kind: notification_service::domain::Kind) -> notification_service::domain::Draft {
+    notification_service::domain::Draft {
+        customer_id: customer.into(),
+        kind,
+        transaction_id: None,
+        recipient: format!("{customer}@example.com"),
+        subject: "s".into(),
+        body: "b".into(),
+    }
+}
+
+/// What the old uniqueness let through: one transaction's alert under two event ids, and a
+/// second welcome.
+async fn insert_what_the_old_uniqueness_let_through(db: &platform::Database) {
     let rows = [
         ("d-1", "e-1", "welcome", None),
         ("d-2", "e-2", "welcome", None),
@@ -617,93 +686,23 @@ async fn the_once_per_transaction_migration_keeps_the_rows_already_logged() {
         .await
         .unwrap();
     }
-    db.migrate(&MIGRATIONS).await.unwrap();
-
-    let kept: Vec<String> = sqlx::query("SELECT id FROM deliveries ORDER BY id")
-        .fetch_all(db.pool())
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get("id"))
-        .collect();
-    assert_eq!(kept, ["d-1", "d-2", "d-3", "d-4"]);
-    let draft = |kind: Kind, transaction: Option<&str>| Draft {
-        customer_id: "cust-m".into(),
-        kind,
-        transaction_id: transaction.map(Into::into),
-        recipient: "m@example.com".into(),
-        subject: "s".into(),
-        body: "b".into(),
-    };
-    let mut conn = db.pool().acquire().await.unwrap();
-    let mut record = async |event: &str, draft: Draft| {
-        storage::batch::record(&mut conn, event, &draft, None)
-            .await
-            .unwrap()
-            .map(|d| d.id)
-    };
-    assert_eq!(record("e-5", draft(Kind::Welcome, None)).await, None);
-    assert_eq!(
-        record("e-6", draft(Kind::CreditAlert, Some("txn-old"))).await,
-        None
-    );
-    assert!(record("e-7", draft(Kind::CreditAlert, Some("txn-new")))
-        .await
-        .is_some());
-    assert_eq!(
-        record("e-8", draft(Kind::CreditAlert, Some("txn-new"))).await,
-        None,
-        "a replay under a new event id is a no-op"
-    );
-    assert!(record("e-8", draft(Kind::DebitAlert, Some("txn-new")))
-        .await
-        .is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_is_written_with_one_statement_each_and_the_first_of_a_meaning_wins() {
-    use notification_service::domain::{Contact, Draft, Kind};
+    use notification_service::domain::Kind;
     use notification_service::storage::batch::{self, NewDelivery};
-    use notification_service::MIGRATIONS;
-    use platform::Database;
 
-    let db = Database::connect(&platform::testing::fresh_database_url().await)
-        .await
-        .unwrap();
-    db.migrate(&MIGRATIONS).await.unwrap();
+    let db = migrated_database().await;
     let mut conn = db.pool().acquire().await.unwrap();
-    let contact = |id: &str, name: &str| Contact {
-        id: id.into(),
-        name: name.into(),
-        email: format!("{id}@example.com"),
-    };
-    // An id twice in one batch: the last wins, as if stored one after the other.
-    batch::upsert_customers(
-        &mut conn,
-        &[
-            contact("c-1", "Old"),
-            contact("c-2", "Two"),
-            contact("c-1", "New"),
-        ],
-    )
-    .await
-    .unwrap();
-    let known = batch::find_customers(&mut conn, &["c-1", "c-2", "c-3"])
-        .await
-        .unwrap();
-    assert_eq!(known.len(), 2, "{known:?}");
-    assert_eq!(known["c-1"].name, "New");
+    an_id_twice_in_a_batch_is_stored_with_the_last(&mut conn).await;
 
     let new =
         |event: &str, kind: Kind, transaction: Option<&str>, failure: Option<&str>| NewDelivery {
             event_id: event.into(),
-            draft: Draft {
-                customer_id: "c-1".into(),
-                kind,
+            draft: notification_service::domain::Draft {
                 transaction_id: transaction.map(Into::into),
-                recipient: "c-1@example.com".into(),
-                subject: "s".into(),
-                body: "b".into(),
+                ..draft("c-1", kind)
             },
             failure: failure.map(Into::into),
         };
@@ -748,29 +747,42 @@ async fn a_batch_is_written_with_one_statement_each_and_the_first_of_a_meaning_w
     assert!(batch::record_all(&mut conn, &[]).await.unwrap().is_empty());
 }
 
+/// An id twice in one batch of customers: the last wins, as if stored one after the other.
+async fn an_id_twice_in_a_batch_is_stored_with_the_last(conn: &mut platform::db::Conn) {
+    use notification_service::domain::Contact;
+    use notification_service::storage::batch;
+    let contact = |id: &str, name: &str| Contact {
+        id: id.into(),
+        name: name.into(),
+        email: format!("{id}@example.com"),
+    };
+    batch::upsert_customers(
+        conn,
+        &[
+            contact("c-1", "Old"),
+            contact("c-2", "Two"),
+            contact("c-1", "New"),
+        ],
+    )
+    .await
+    .unwrap();
+    let known = batch::find_customers(conn, &["c-1", "c-2", "c-3"])
+        .await
+        .unwrap();
+    assert_eq!(known.len(), 2, "{known:?}");
+    assert_eq!(known["c-1"].name, "New");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_statement_records_finished_attempts_and_leases_the_next_delivery() {
     use chrono::{Duration as Span, Utc};
-    use notification_service::domain::{Draft, Kind, Status};
+    use notification_service::domain::{Kind, Status};
     use notification_service::storage::{self, Attempted, Lease};
-    use notification_service::MIGRATIONS;
-    use platform::Database;
 
-    let db = Database::connect(&platform::testing::fresh_database_url().await)
-        .await
-        .unwrap();
-    db.migrate(&MIGRATIONS).await.unwrap();
+    let db = migrated_database().await;
     let mut conn = db.pool().acquire().await.unwrap();
-    let draft = |customer: &str| Draft {
-        customer_id: customer.into(),
-        kind: Kind::Welcome,
-        transaction_id: None,
-        recipient: format!("{customer}@example.com"),
-        subject: "s".into(),
-        body: "b".into(),
-    };
     for (event, customer) in [("e-1", "c-1"), ("e-2", "c-2")] {
-        storage::batch::record(&mut conn, event, &draft(customer), None)
+        storage::batch::record(&mut conn, event, &draft(customer, Kind::Welcome), None)
             .await
             .unwrap()
             .unwrap();
@@ -789,12 +801,11 @@ async fn one_statement_records_finished_attempts_and_leases_the_next_delivery() 
     // Taken: neither leased again (by a sender that found it due before) nor due.
     let (_, again) = storage::settle(&mut conn, &[], lease(0)).await.unwrap();
     assert!(!again, "a leased delivery is not leased twice");
-    let now = Utc::now();
     let sent = Attempted {
         id: &due[0].id,
         status: Status::Sent,
         error: None,
-        next_attempt_at: now,
+        next_attempt_at: Utc::now(),
     };
     let (updated, leased) = storage::settle(&mut conn, &[sent], lease(1)).await.unwrap();
     assert!(leased);
@@ -805,13 +816,23 @@ async fn one_statement_records_finished_attempts_and_leases_the_next_delivery() 
     );
     assert_eq!((updated[0].status, updated[0].attempts), (Status::Sent, 1));
     assert!(updated[0].sent_at.is_some());
-    // A send cut short: still `sending` when its lease ends, found due, recorded as failed.
-    let later = until + Span::seconds(1);
+    a_send_cut_short_is_recorded_failed(&mut conn, until + Span::seconds(1)).await;
+}
+
+/// A send cut short: still `sending` when its lease ends (`later`), found due, never leased
+/// again, recorded as failed.
+async fn a_send_cut_short_is_recorded_failed(
+    conn: &mut platform::db::Conn,
+    later: chrono::DateTime<chrono::Utc>,
+) {
+    use notification_service::domain::Status;
+    use notification_service::storage::{self, Attempted, Lease};
+
     let due = storage::due(&mut *conn, later, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!((due[0].status, due[0].attempts), (Status::Sending, 0));
     let (_, leased) = storage::settle(
-        &mut conn,
+        conn,
         &[],
         Some(Lease {
             delivery: &due[0],
@@ -827,7 +848,7 @@ async fn one_statement_records_finished_attempts_and_leases_the_next_delivery() 
         error: Some("interrupted"),
         next_attempt_at: later,
     };
-    let (updated, _) = storage::settle(&mut conn, &[failed], None).await.unwrap();
+    let (updated, _) = storage::settle(conn, &[failed], None).await.unwrap();
     assert_eq!(
         (
             updated[0].status,

@@ -66,10 +66,9 @@ async fn the_seed_transfer_is_accepted_and_fails_for_insufficient_funds() {
     ledger.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_requests_are_problems_naming_the_field() {
-    let ledger = Ledger::start(LedgerSettings::default()).await;
-    let cases: Vec<(Value, &str)> = vec![
+/// Invalid bodies, each with the field its 422 names.
+fn invalid_bodies() -> Vec<(Value, &'static str)> {
+    vec![
         (json!({"amount": 10}), "to"),
         (json!({"from": null, "to": null, "amount": 10}), "to"),
         (json!({"from": "a", "to": "a", "amount": 10}), "to"),
@@ -119,8 +118,13 @@ async fn invalid_requests_are_problems_naming_the_field() {
             json!({"to": "a", "amount": "1.5", "currency": "JPY"}),
             "amount",
         ),
-    ];
-    for (body, field) in cases {
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_are_problems_naming_the_field() {
+    let ledger = Ledger::start(LedgerSettings::default()).await;
+    for (body, field) in invalid_bodies() {
         let (status, problem) = ledger.post_transaction(body.clone()).await;
         assert_eq!(status, 422, "{body} -> {problem}");
         assert_eq!(problem["field"], field, "{body} -> {problem}");
@@ -130,8 +134,25 @@ async fn invalid_requests_are_problems_naming_the_field() {
             "{problem}"
         );
     }
+    bodies_that_are_not_json_objects_are_problems(&ledger).await;
+    unknown_resources_are_404_problems(&ledger).await;
 
-    // Not JSON, not an object, not declared as JSON.
+    // Nothing invalid reached Kafka: a valid request afterwards is the only one.
+    let (status, _) = ledger
+        .post_transaction(json!({"to": "a", "amount": 5, "transactionId": "valid-1"}))
+        .await;
+    assert_eq!(status, 202);
+    eventually("the valid request's event", DEADLINE, || async {
+        (!ledger.events.on(topics::TRANSACTION_REQUESTED).is_empty()).then_some(())
+    })
+    .await;
+    let requested = ledger.events.on(topics::TRANSACTION_REQUESTED);
+    assert_eq!(requested.len(), 1);
+    ledger.stop().await;
+}
+
+/// Not JSON (400), not an object (422), not declared as JSON (415): each a problem.
+async fn bodies_that_are_not_json_objects_are_problems(ledger: &Ledger) {
     let url = ledger.url("/transactions");
     let response = ledger
         .http
@@ -162,8 +183,10 @@ async fn invalid_requests_are_problems_naming_the_field() {
         .as_str()
         .unwrap()
         .contains("application/json"));
+}
 
-    // Unknown resources.
+/// Unknown transactions and accounts are 404 problems naming what was asked for.
+async fn unknown_resources_are_404_problems(ledger: &Ledger) {
     let (status, problem) = ledger.get("/transactions/nope").await;
     assert_eq!(
         (status.as_u16(), problem["status"].clone()),
@@ -174,19 +197,6 @@ async fn invalid_requests_are_problems_naming_the_field() {
     assert_eq!(status, 404);
     let (status, _) = ledger.get("/accounts/nobody/entries").await;
     assert_eq!(status, 404);
-
-    // Nothing invalid reached Kafka: a valid request afterwards is the only one.
-    let (status, _) = ledger
-        .post_transaction(json!({"to": "a", "amount": 5, "transactionId": "valid-1"}))
-        .await;
-    assert_eq!(status, 202);
-    eventually("the valid request's event", DEADLINE, || async {
-        (!ledger.events.on(topics::TRANSACTION_REQUESTED).is_empty()).then_some(())
-    })
-    .await;
-    let requested = ledger.events.on(topics::TRANSACTION_REQUESTED);
-    assert_eq!(requested.len(), 1);
-    ledger.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,8 +275,14 @@ async fn over_limit_input_is_a_problem_naming_the_limit() {
         detail.contains("100.00 USD") && detail.contains("MAX_AMOUNT_MINOR"),
         "{detail}"
     );
+    ids_over_their_limit_are_problems(&ledger).await;
+    page_sizes_out_of_range_are_problems(&ledger).await;
+    a_body_over_64_kib_is_a_413_problem(&ledger).await;
+    ledger.stop().await;
+}
 
-    // Ids in bodies and paths.
+/// Ids in bodies and paths over their limits: 422 naming the field and the limit.
+async fn ids_over_their_limit_are_problems(ledger: &Ledger) {
     let (status, problem) = ledger
         .post_transaction(json!({"to": "x".repeat(129), "amount": 1}))
         .await;
@@ -292,8 +308,10 @@ async fn over_limit_input_is_a_problem_naming_the_limit() {
         .get(&format!("/transactions/{}", "t".repeat(256)))
         .await;
     assert_eq!(status, 404);
+}
 
-    // Page size.
+/// Page sizes and cursors out of range: 422 saying what is allowed.
+async fn page_sizes_out_of_range_are_problems(ledger: &Ledger) {
     for query in ["limit=1001", "limit=0", "limit=", "after=-1", "limit=x"] {
         let (status, problem) = ledger.get(&format!("/accounts/a/entries?{query}")).await;
         assert_eq!(status, 422, "{query}: {problem}");
@@ -305,8 +323,10 @@ async fn over_limit_input_is_a_problem_naming_the_limit() {
             "{problem}"
         );
     }
+}
 
-    // Body size: 64 KiB.
+/// A body over 64 KiB: 413 problem naming the limit.
+async fn a_body_over_64_kib_is_a_413_problem(ledger: &Ledger) {
     let padding = "x".repeat(platform::limits::MAX_BODY_BYTES);
     let Reply {
         status,
@@ -322,7 +342,6 @@ async fn over_limit_input_is_a_problem_naming_the_limit() {
         problem["detail"].as_str().unwrap().contains("65536 bytes"),
         "{problem}"
     );
-    ledger.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,8 +44,38 @@ async fn a_deposit_then_a_transfer_leave_exact_balances() {
     assert_eq!(deposit["amount"], "100.50");
     assert_eq!(deposit["balances"], json!({"alice": "100.50"}));
     assert!(deposit["processedAt"].is_string());
+    a_transfer_carries_the_callers_trace(&ledger).await;
 
-    // The caller's trace context travels with the request and its outcome.
+    assert_eq!(ledger.balance("alice").await, "60.25");
+    assert_eq!(ledger.balance("bob").await, "40.25");
+    let (_, account) = ledger.get("/accounts/bob").await;
+    assert_eq!(account["id"], "bob");
+    assert_eq!(account["currency"], "USD");
+    assert!(account["openedAt"].is_string());
+
+    let (status, txn) = ledger.get("/transactions/tr-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(txn["status"], "processed");
+    assert_eq!(txn["amount"], "40.25");
+    assert_eq!(txn["balances"], json!({"alice": "60.25", "bob": "40.25"}));
+    assert!(txn.get("reason").is_none());
+    assert!(time(&txn["completedAt"]) >= time(&txn["requestedAt"]));
+
+    // A withdrawal.
+    let (status, _) = ledger
+        .post_transaction(json!({"from": "bob", "amount": 0.25, "transactionId": "wd-1"}))
+        .await;
+    assert_eq!(status, 202);
+    let withdrawal = ledger.processed("wd-1").await;
+    assert_eq!(withdrawal["kind"], "debit");
+    assert_eq!(withdrawal["balances"], json!({"bob": "40.00"}));
+    the_journal_of_alice_pages_in_order(&ledger).await;
+    ledger.stop().await;
+}
+
+/// Transfer tr-1 (40.25 from alice to bob): the caller's trace context travels with the
+/// request and its outcome.
+async fn a_transfer_carries_the_callers_trace(ledger: &Ledger) {
     let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let response = ledger
         .http
@@ -73,32 +103,10 @@ async fn a_deposit_then_a_transfer_leave_exact_balances() {
         record.header(headers::TRACEPARENT).as_deref(),
         Some(traceparent)
     );
+}
 
-    assert_eq!(ledger.balance("alice").await, "60.25");
-    assert_eq!(ledger.balance("bob").await, "40.25");
-    let (_, account) = ledger.get("/accounts/bob").await;
-    assert_eq!(account["id"], "bob");
-    assert_eq!(account["currency"], "USD");
-    assert!(account["openedAt"].is_string());
-
-    let (status, txn) = ledger.get("/transactions/tr-1").await;
-    assert_eq!(status, 200);
-    assert_eq!(txn["status"], "processed");
-    assert_eq!(txn["amount"], "40.25");
-    assert_eq!(txn["balances"], json!({"alice": "60.25", "bob": "40.25"}));
-    assert!(txn.get("reason").is_none());
-    assert!(time(&txn["completedAt"]) >= time(&txn["requestedAt"]));
-
-    // A withdrawal.
-    let (status, _) = ledger
-        .post_transaction(json!({"from": "bob", "amount": 0.25, "transactionId": "wd-1"}))
-        .await;
-    assert_eq!(status, 202);
-    let withdrawal = ledger.processed("wd-1").await;
-    assert_eq!(withdrawal["kind"], "debit");
-    assert_eq!(withdrawal["balances"], json!({"bob": "40.00"}));
-
-    // The journal of alice: opening, credit, debit.
+/// The journal of alice: opening, credit, debit, in order, in pages.
+async fn the_journal_of_alice_pages_in_order(ledger: &Ledger) {
     let (status, page) = ledger.get("/accounts/alice/entries").await;
     assert_eq!(status, 200);
     let entries: Vec<(String, String, String)> = page["entries"]
@@ -129,7 +137,6 @@ async fn a_deposit_then_a_transfer_leave_exact_balances() {
         (status.as_u16(), problem["field"].clone()),
         (422, json!("limit"))
     );
-    ledger.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -745,52 +752,19 @@ async fn a_redelivered_or_duplicated_request_has_one_outcome() {
     ledger.stop().await;
 }
 
+const BURST_ACCOUNTS: [&str; 6] = ["acc-a", "acc-b", "acc-c", "acc-d", "acc-e", "acc-f"];
+const BURST_OPENING: i64 = 5_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn money_is_conserved_over_a_burst_of_random_requests() {
-    const ACCOUNTS: [&str; 6] = ["acc-a", "acc-b", "acc-c", "acc-d", "acc-e", "acc-f"];
     const REQUESTS: usize = 200;
     let settings = LedgerSettings {
-        opening_balance: 5_000,
+        opening_balance: BURST_OPENING,
         ..LedgerSettings::default()
     };
     let ledger = Ledger::start(settings).await;
-    ledger.open_accounts(&ACCOUNTS).await;
-
-    let mut random = Random::new();
-    let mut bodies = Vec::with_capacity(REQUESTS);
-    for i in 0..REQUESTS {
-        let pick = |r: &mut Random| ACCOUNTS[r.below(ACCOUNTS.len() as u64) as usize];
-        let amount = format!("{}.{:02}", random.below(80), 1 + random.below(99));
-        let id = format!("burst-{i}");
-        let body = match random.below(3) {
-            0 => json!({"transactionId": id, "to": pick(&mut random), "amount": amount}),
-            1 => json!({"transactionId": id, "from": pick(&mut random), "amount": amount}),
-            _ => {
-                let from = pick(&mut random);
-                let mut to = pick(&mut random);
-                while to == from {
-                    to = pick(&mut random);
-                }
-                json!({"transactionId": id, "from": from, "to": to, "amount": amount})
-            }
-        };
-        bodies.push(body);
-    }
-    // Posted by 8 concurrent clients.
-    let chunks: Vec<Vec<Value>> = bodies.chunks(REQUESTS / 8).map(<[Value]>::to_vec).collect();
-    let mut clients = Vec::new();
-    for chunk in chunks {
-        let (http, url) = (ledger.http.clone(), ledger.url("/transactions"));
-        clients.push(tokio::spawn(async move {
-            for body in chunk {
-                let response = http.post(&url).json(&body).send().await.unwrap();
-                assert_eq!(response.status().as_u16(), 202);
-            }
-        }));
-    }
-    for client in clients {
-        client.await.unwrap();
-    }
+    ledger.open_accounts(&BURST_ACCOUNTS).await;
+    post_by_8_clients(&ledger, random_api_requests(REQUESTS)).await;
 
     let outcomes = eventually("an outcome for every request", DEADLINE, || async {
         let outcomes: Vec<(String, Value)> = (0..REQUESTS)
@@ -808,18 +782,81 @@ async fn money_is_conserved_over_a_burst_of_random_requests() {
     assert_eq!(per_request.len(), REQUESTS);
     assert!(per_request.values().all(|n| *n == 1), "duplicate outcomes");
 
-    // Expected balances from the processed events; failures only for lack of funds.
-    let minor = |v: &Value| -> i64 {
-        let text = v.as_str().unwrap();
-        let (whole, cents) = text.split_once('.').unwrap();
-        whole.parse::<i64>().unwrap() * 100 + cents.parse::<i64>().unwrap()
-    };
-    let mut expected: BTreeMap<&str, i64> = ACCOUNTS.iter().map(|a| (*a, 5_000)).collect();
-    let (mut credits, mut debits, mut failures) = (0i64, 0i64, 0);
-    for (topic, payload) in &outcomes {
+    let (expected, credits, debits) = expected_balances(&outcomes);
+    let mut total = 0;
+    for account in BURST_ACCOUNTS {
+        let balance = ledger.balance(account).await;
+        assert!(
+            !balance.starts_with('-'),
+            "{account} is negative: {balance}"
+        );
+        assert_eq!(minor(&json!(balance)), expected[account], "{account}");
+        total += expected[account];
+    }
+    let opening = BURST_OPENING * BURST_ACCOUNTS.len() as i64;
+    assert_eq!(total, opening + credits - debits);
+    the_journal_agrees(&ledger, total).await;
+    ledger.stop().await;
+}
+
+/// `count` random deposits, withdrawals and transfers between the burst's accounts.
+fn random_api_requests(count: usize) -> Vec<Value> {
+    let mut random = Random::new();
+    let pick = |r: &mut Random| BURST_ACCOUNTS[r.below(BURST_ACCOUNTS.len() as u64) as usize];
+    (0..count)
+        .map(|i| {
+            let amount = format!("{}.{:02}", random.below(80), 1 + random.below(99));
+            let id = format!("burst-{i}");
+            match random.below(3) {
+                0 => json!({"transactionId": id, "to": pick(&mut random), "amount": amount}),
+                1 => json!({"transactionId": id, "from": pick(&mut random), "amount": amount}),
+                _ => {
+                    let from = pick(&mut random);
+                    let mut to = pick(&mut random);
+                    while to == from {
+                        to = pick(&mut random);
+                    }
+                    json!({"transactionId": id, "from": from, "to": to, "amount": amount})
+                }
+            }
+        })
+        .collect()
+}
+
+/// Posts `bodies` from 8 concurrent clients; each is accepted.
+async fn post_by_8_clients(ledger: &Ledger, bodies: Vec<Value>) {
+    let chunk_size = bodies.len().div_ceil(8);
+    let mut clients = Vec::new();
+    for chunk in bodies.chunks(chunk_size).map(<[Value]>::to_vec) {
+        let (http, url) = (ledger.http.clone(), ledger.url("/transactions"));
+        clients.push(tokio::spawn(async move {
+            for body in chunk {
+                let response = http.post(&url).json(&body).send().await.unwrap();
+                assert_eq!(response.status().as_u16(), 202);
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+}
+
+/// An amount as the API writes it ("12.34"), in minor units.
+fn minor(value: &Value) -> i64 {
+    let text = value.as_str().unwrap();
+    let (whole, cents) = text.split_once('.').unwrap();
+    whole.parse::<i64>().unwrap() * 100 + cents.parse::<i64>().unwrap()
+}
+
+/// Expected balances from the processed events, with the credits' and debits' totals;
+/// failures only for lack of funds.
+fn expected_balances(outcomes: &[(String, Value)]) -> (BTreeMap<&'static str, i64>, i64, i64) {
+    let mut expected: BTreeMap<&str, i64> =
+        BURST_ACCOUNTS.iter().map(|a| (*a, BURST_OPENING)).collect();
+    let (mut credits, mut debits) = (0i64, 0i64);
+    for (topic, payload) in outcomes {
         if topic == topics::TRANSACTION_FAILED {
             assert_eq!(payload["reason"], "insufficient_funds", "{payload}");
-            failures += 1;
             continue;
         }
         let amount = minor(&payload["amount"]);
@@ -835,22 +872,11 @@ async fn money_is_conserved_over_a_burst_of_random_requests() {
             _ => {}
         }
     }
-    eprintln!("{failures} of {REQUESTS} requests failed for insufficient funds");
+    (expected, credits, debits)
+}
 
-    let mut total = 0;
-    for account in ACCOUNTS {
-        let balance = ledger.balance(account).await;
-        assert!(
-            !balance.starts_with('-'),
-            "{account} is negative: {balance}"
-        );
-        assert_eq!(minor(&json!(balance)), expected[account], "{account}");
-        total += expected[account];
-    }
-    let opening = 5_000 * ACCOUNTS.len() as i64;
-    assert_eq!(total, opening + credits - debits);
-
-    // The journal agrees: balances = sum of entries; every transfer nets to zero.
+/// The journal agrees: balances = sum of entries = `total`; every transfer nets to zero.
+async fn the_journal_agrees(ledger: &Ledger, total: i64) {
     let totals = storage::totals(ledger.db.pool()).await.unwrap();
     assert_eq!(totals.balances, total);
     assert_eq!(totals.entries, total);
@@ -863,5 +889,4 @@ async fn money_is_conserved_over_a_burst_of_random_requests() {
     .await
     .unwrap();
     assert!(unbalanced.is_empty(), "{unbalanced:?}");
-    ledger.stop().await;
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use platform::auth::{Action, Area, Scope, ALL_SCOPES};
 use platform::testing::poll_until;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::Method;
 use serde_json::{json, Value};
 use system_tests::browser::Browser;
@@ -164,83 +164,12 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
-    let mut bases: Vec<String> = [
-        "customer-service",
-        "transaction-service",
-        "notification-service",
-    ]
-    .iter()
-    .map(|name| stack.url(name))
-    .collect();
+    let mut bases: Vec<String> = SERVICES.iter().map(|name| stack.url(name)).collect();
     bases.push(console.url());
 
-    let (read, write) = (format!("Bearer {READ_KEY}"), format!("Bearer {WRITE_KEY}"));
     let mut checked = 0;
     for (index, base) in bases.iter().enumerate() {
-        let area = area_of(index);
-        let operations = documented(&client, base).await;
-        assert!(!operations.is_empty(), "{base} documents its routes");
-        for (method, path, forbidden) in operations {
-            let url = format!("{base}{path}");
-            let what = format!("{method} {url}");
-            let needed = Scope::needed(area, &method);
-            assert!(
-                forbidden.contains(&format!("`{needed}`")),
-                "{what}: the document's 403 names {needed}: {forbidden}"
-            );
-            for authorization in [None, Some("Bearer not-a-key-0123456789abcdef")] {
-                let response = status_of(&client, &method, &url, authorization).await;
-                assert_eq!(
-                    response.status().as_u16(),
-                    401,
-                    "{what} with {authorization:?}"
-                );
-                assert!(
-                    response.headers()[WWW_AUTHENTICATE]
-                        .to_str()
-                        .expect("ascii")
-                        .starts_with("Bearer"),
-                    "{what}"
-                );
-                assert_eq!(
-                    response.headers()["content-type"],
-                    "application/problem+json",
-                    "{what}"
-                );
-            }
-            for (name, secret, scopes) in test_keys() {
-                let bearer = format!("Bearer {secret}");
-                let response = status_of(&client, &method, &url, Some(&bearer)).await;
-                let status = response.status().as_u16();
-                if scopes.contains(&needed) {
-                    assert!(
-                        ![401, 403].contains(&status),
-                        "{what}: {name} has {needed}: {status}"
-                    );
-                } else {
-                    assert_eq!(status, 403, "{what}: {name} lacks {needed}");
-                    assert_eq!(
-                        response.headers()["content-type"],
-                        "application/problem+json",
-                        "{what}"
-                    );
-                    let problem: Value = response.json().await.expect("problem JSON");
-                    assert!(
-                        problem["detail"]
-                            .as_str()
-                            .is_some_and(|d| d.contains(&needed.to_string())),
-                        "{what}: the 403 names {needed}: {problem}"
-                    );
-                }
-            }
-            checked += 1;
-        }
-        for open in ["/healthz", "/metrics", "/openapi.json"] {
-            let status = status_of(&client, &Method::GET, &format!("{base}{open}"), None)
-                .await
-                .status();
-            assert_eq!(status.as_u16(), 200, "{base}{open} stays open");
-        }
+        checked += every_route_of(&client, base, area_of(index)).await;
     }
     assert!(checked >= 9, "{checked} operations checked");
 
@@ -253,35 +182,126 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
         403,
         "a registration key moves no money"
     );
+    every_interface_listens(&stack, &console).await;
+    the_feed_needs_a_key(&client, &stack).await;
+    the_dashboard_asks_for_the_key_and_shows_the_flow(&stack).await;
 
-    // With keys the services listen on every interface, not only loopback.
-    match non_loopback_address() {
-        Some(address) => {
-            for name in SERVICES {
-                let port = stack.services[name].port;
-                assert!(reachable(address, port).await, "{name} on {address}:{port}");
-            }
-            assert!(
-                reachable(address, console.port).await,
-                "console on {address}"
-            );
-        }
-        None => println!("api_keys: no non-loopback address here; interfaces not checked"),
+    // The access log names the key, and no log shows a key.
+    let mut names = 0;
+    for process in stack_logs(&stack, &console) {
+        assert!(
+            !process.contains(WRITE_KEY) && !process.contains(READ_KEY),
+            "a key was logged"
+        );
+        names += process.matches("\"api_key\":\"ops\"").count();
     }
+    assert!(names > 0, "the access log names the write key");
+}
 
-    // The live feed of every customer needs a key like everything else.
+/// Checks every operation `base` documents: 401 without a key or with an unknown one, 403
+/// naming the scope with a key that lacks it, neither with one that has it; the probes and the
+/// document stay open. Returns the number of operations checked.
+async fn every_route_of(client: &reqwest::Client, base: &str, area: Area) -> usize {
+    let operations = documented(client, base).await;
+    assert!(!operations.is_empty(), "{base} documents its routes");
+    let checked = operations.len();
+    for (method, path, forbidden) in operations {
+        let url = format!("{base}{path}");
+        let what = format!("{method} {url}");
+        let needed = Scope::needed(area, &method);
+        assert!(
+            forbidden.contains(&format!("`{needed}`")),
+            "{what}: the document's 403 names {needed}: {forbidden}"
+        );
+        for authorization in [None, Some("Bearer not-a-key-0123456789abcdef")] {
+            let response = status_of(client, &method, &url, authorization).await;
+            assert_eq!(
+                response.status().as_u16(),
+                401,
+                "{what} with {authorization:?}"
+            );
+            assert!(
+                response.headers()[WWW_AUTHENTICATE]
+                    .to_str()
+                    .expect("ascii")
+                    .starts_with("Bearer"),
+                "{what}"
+            );
+            assert_problem(&response, &what);
+        }
+        for (name, secret, scopes) in test_keys() {
+            let bearer = format!("Bearer {secret}");
+            let response = status_of(client, &method, &url, Some(&bearer)).await;
+            let status = response.status().as_u16();
+            if scopes.contains(&needed) {
+                assert!(
+                    ![401, 403].contains(&status),
+                    "{what}: {name} has {needed}: {status}"
+                );
+            } else {
+                assert_eq!(status, 403, "{what}: {name} lacks {needed}");
+                assert_problem(&response, &what);
+                let problem: Value = response.json().await.expect("problem JSON");
+                assert!(
+                    problem["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(&needed.to_string())),
+                    "{what}: the 403 names {needed}: {problem}"
+                );
+            }
+        }
+    }
+    for open in ["/healthz", "/metrics", "/openapi.json"] {
+        let status = status_of(client, &Method::GET, &format!("{base}{open}"), None)
+            .await
+            .status();
+        assert_eq!(status.as_u16(), 200, "{base}{open} stays open");
+    }
+    checked
+}
+
+/// Asserts that `response` is a problem+json document.
+fn assert_problem(response: &reqwest::Response, what: &str) {
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "{what}"
+    );
+}
+
+/// With keys the services listen on every interface, not only loopback.
+async fn every_interface_listens(stack: &Stack, console: &system_tests::ServiceProcess) {
+    let Some(address) = non_loopback_address() else {
+        println!("api_keys: no non-loopback address here; interfaces not checked");
+        return;
+    };
+    for name in SERVICES {
+        let port = stack.services[name].port;
+        assert!(reachable(address, port).await, "{name} on {address}:{port}");
+    }
+    assert!(
+        reachable(address, console.port).await,
+        "console on {address}"
+    );
+}
+
+/// The live feed of every customer needs a key like everything else.
+async fn the_feed_needs_a_key(client: &reqwest::Client, stack: &Stack) {
+    let read = format!("Bearer {READ_KEY}");
     let feed = format!("{}/notifications/stream", stack.url("notification-service"));
-    let anonymous = status_of(&client, &Method::GET, &feed, None).await;
+    let anonymous = status_of(client, &Method::GET, &feed, None).await;
     assert_eq!(anonymous.status().as_u16(), 401);
-    let keyed = status_of(&client, &Method::GET, &feed, Some(&read)).await;
+    let keyed = status_of(client, &Method::GET, &feed, Some(&read)).await;
     assert_eq!(keyed.status().as_u16(), 200);
     assert!(keyed.headers()["content-type"]
         .to_str()
         .expect("ascii")
         .starts_with("text/event-stream"));
-    drop(keyed);
+}
 
-    // The dashboard asks for the read key once; the flow then shows up in its live feed.
+/// The dashboard asks for the read key once; the seed's flow then shows up in its live feed
+/// within 2 s of the last e-mail.
+async fn the_dashboard_asks_for_the_key_and_shows_the_flow(stack: &Stack) {
     system_tests::browser::assert_page_protections(&stack.url("notification-service")).await;
     let browser = Browser::start(1280, 900).await;
     browser.open(&stack.url("notification-service")).await;
@@ -308,18 +328,7 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
         json!(false),
         "the key form is gone once a key is given"
     );
-
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        AUTHORIZATION,
-        HeaderValue::from_str(&write).expect("header"),
-    );
-    let writer = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("client");
-    // The flow ends once every e-mail is delivered; the live feed shows them within 2 s.
-    seed_flow(&writer, &stack).await;
+    seed_flow(&system_tests::keyed_client(WRITE_KEY), stack).await;
     let shown = poll_until(Duration::from_secs(2), || {
         let rows = browser.run(
             "return [...document.querySelectorAll('#live tr')]\
@@ -342,17 +351,6 @@ async fn every_documented_route_needs_a_key_of_the_right_scope() {
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
-
-    // The access log names the key, and no log shows a key.
-    let mut names = 0;
-    for process in stack_logs(&stack, &console) {
-        assert!(
-            !process.contains(WRITE_KEY) && !process.contains(READ_KEY),
-            "a key was logged"
-        );
-        names += process.matches("\"api_key\":\"ops\"").count();
-    }
-    assert!(names > 0, "the access log names the write key");
 }
 
 /// The log text of every process of the run.

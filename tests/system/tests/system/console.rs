@@ -42,65 +42,13 @@ async fn the_console_shows_the_seed_flow_live_in_a_browser() {
     let browser = Browser::start(1440, 1200).await;
     system_tests::browser::assert_page_protections(&console.url()).await;
     browser.open(&console.url()).await;
+    the_page_asks_for_a_key_once(&browser).await;
 
-    // With API_KEYS the page asks for a read key once, and then goes live.
-    let asked = wait_page(&browser, Duration::from_secs(10), |page| {
-        page["state"] == "key needed"
-    })
-    .await;
-    assert!(asked.is_some(), "the page asks for a key");
-    browser.type_into("#key", &format!("{KEY}\u{E007}")).await;
-    let live = wait_page(&browser, Duration::from_secs(10), |page| {
-        page["state"] == "live"
-    })
-    .await;
-    assert!(live.is_some(), "the page is live with the key");
-    let stored = browser
-        .run(
-            "return sessionStorage.getItem('console-read-key')",
-            json!([]),
-        )
-        .await;
-    assert_eq!(stored, KEY, "the key is kept for the tab");
-
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {KEY}").parse().expect("header"),
-    );
-    let client = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("client");
-    seed_flow(&client, &stack).await;
+    seed_flow(&system_tests::keyed_client(KEY), &stack).await;
 
     // The flow is over (outcomes and e-mails delivered): within 2 s the page shows it.
     browser.type_into("#f-txn", "txn-124").await;
-    let expected_hops = [
-        "accepted",
-        "requested",
-        "outcome",
-        "alert-recorded",
-        "alert-recorded",
-        "alert-sent",
-        "alert-sent",
-    ];
-    let shown = wait_page(&browser, Duration::from_secs(2), |page| {
-        let mut hops: Vec<&str> = page["hops"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        hops.sort_by_key(|h| expected_hops.iter().position(|e| e == h));
-        page["accounts"]["cust-001"]["balance"] == "150.00 USD"
-            && page["accounts"]["cust-002"]["balance"] == "100.00 USD"
-            && page["transaction"] == "txn-124"
-            && page["complete"] == true
-            && hops == expected_hops
-    })
-    .await;
-    let page = match shown {
+    let page = match wait_page(&browser, Duration::from_secs(2), shows_the_transfer).await {
         Some(page) => page,
         None => panic!(
             "the console did not show the flow within 2 s: {}\nconsole log:\n{}",
@@ -116,7 +64,67 @@ async fn the_console_shows_the_seed_flow_live_in_a_browser() {
         trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()),
         "{trace}"
     );
-    // The hops are in time order.
+    the_hops_are_in_time_order(&browser).await;
+    every_group_is_caught_up(&browser).await;
+
+    browser.keep_screenshot("console.png").await;
+    browser.resize(390, 844).await;
+    browser.keep_screenshot("console-phone.png").await;
+
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+}
+
+/// With API_KEYS the page asks for a read key once, goes live with it and keeps it for the tab.
+async fn the_page_asks_for_a_key_once(browser: &Browser) {
+    let asked = wait_page(browser, Duration::from_secs(10), |page| {
+        page["state"] == "key needed"
+    })
+    .await;
+    assert!(asked.is_some(), "the page asks for a key");
+    browser.type_into("#key", &format!("{KEY}\u{E007}")).await;
+    let live = wait_page(browser, Duration::from_secs(10), |page| {
+        page["state"] == "live"
+    })
+    .await;
+    assert!(live.is_some(), "the page is live with the key");
+    let stored = browser
+        .run(
+            "return sessionStorage.getItem('console-read-key')",
+            json!([]),
+        )
+        .await;
+    assert_eq!(stored, KEY, "the key is kept for the tab");
+}
+
+/// Whether `page` shows the seed's transfer whole: its balances and every hop of its timeline.
+fn shows_the_transfer(page: &Value) -> bool {
+    const EXPECTED_HOPS: [&str; 7] = [
+        "accepted",
+        "requested",
+        "outcome",
+        "alert-recorded",
+        "alert-recorded",
+        "alert-sent",
+        "alert-sent",
+    ];
+    let mut hops: Vec<&str> = page["hops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    hops.sort_by_key(|h| EXPECTED_HOPS.iter().position(|e| e == h));
+    page["accounts"]["cust-001"]["balance"] == "150.00 USD"
+        && page["accounts"]["cust-002"]["balance"] == "100.00 USD"
+        && page["transaction"] == "txn-124"
+        && page["complete"] == true
+        && hops == EXPECTED_HOPS
+}
+
+/// The timeline's hops are in time order.
+async fn the_hops_are_in_time_order(browser: &Browser) {
     let times = browser
         .run(
             "return [...document.querySelectorAll('#timeline .hop-time')].map(n => n.textContent)",
@@ -130,8 +138,10 @@ async fn the_console_shows_the_seed_flow_live_in_a_browser() {
         .filter_map(Value::as_str)
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+}
 
-    // The pipeline panel: the services' consumer groups, every partition caught up.
+/// The pipeline panel: the services' consumer groups, every partition caught up.
+async fn every_group_is_caught_up(browser: &Browser) {
     let lag = poll_until(Duration::from_secs(20), || {
         let reading = browser.run(
             "return [...document.querySelectorAll('#lag tbody tr')]\
@@ -152,14 +162,6 @@ async fn the_console_shows_the_seed_flow_live_in_a_browser() {
         lag.is_some(),
         "lag per partition of the services' groups, all 0"
     );
-
-    browser.keep_screenshot("console.png").await;
-    browser.resize(390, 844).await;
-    browser.keep_screenshot("console-phone.png").await;
-
-    let errors = browser.console_errors().await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    browser.close().await;
 }
 
 async fn read_page(browser: &Browser) -> Value {
