@@ -2,9 +2,9 @@
 //! `graceful_shutdown`).
 //!
 //! - customer-service is stopped while registrations keep arriving: it exits 0 in time, every
-//!   registration it answered is stored with its `Customer.created` in the outbox, nothing it
-//!   did not answer is stored (sent again after the restart, each is created then: 201), and
-//!   every customer's event is published, under one event id.
+//!   registration it answered is stored, nothing it did not answer is (sent again after the
+//!   restart, each is created then: 201), its relay drained the outbox before it exited, and
+//!   every customer's `Customer.created` is published, under one event id.
 //! - notification-service is stopped while welcomes are being sent: it exits 0 in time, no send
 //!   is left half-done (`sending`), every mail the server got is recorded `sent` and every
 //!   `sent` delivery was received, the committed offset covers exactly the welcomes recorded;
@@ -111,7 +111,7 @@ async fn customer_service_sigterm_under_load_stores_and_publishes_every_answered
     assert_eq!(status.code(), Some(0), "clean exit: {status}");
     let sent = load.await.expect("load");
 
-    // Judge what it left: the answered are stored with their events, the others not at all.
+    // Judge what it left: the answered are stored, the others not at all; nothing unsent.
     let answered: Vec<&String> = sent
         .iter()
         .filter_map(|(id, status)| status.is_some().then_some(id))
@@ -124,8 +124,6 @@ async fn customer_service_sigterm_under_load_stores_and_publishes_every_answered
         .to_string();
     let customers = count_rows(&db, "SELECT COUNT(*) AS n FROM customers").await;
     assert_eq!(customers as usize, answered.len(), "stored = answered");
-    let events = count_rows(&db, "SELECT COUNT(*) AS n FROM outbox").await;
-    assert_eq!(events, customers, "each stored customer has its event");
     let unsent = "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL";
     let unsent = count_rows(&db, unsent).await;
     assert_eq!(unsent, 0, "the relay drained the outbox before it stopped");
