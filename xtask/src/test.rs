@@ -68,6 +68,7 @@ pub const NO_DATABASE_TESTS: &[(&str, &str)] = &[
 /// never as passed where they would return at once.
 pub const POSTGRES_ONLY_TESTS: &[&str] = &[
     "relay_lease::on_postgres_a_row_waits_for_older_transactions_still_open",
+    "relay_lease::on_postgres_a_holder_losing_its_lease_mid_round_leaves_the_rest_to_the_new_one",
     "replicas::opposing_transfers_on_two_replicas_conserve_money_and_all_complete",
     "backpressure::a_replica_that_accepted_nothing_sees_the_backlog_of_another",
     "replicas::three_replicas_lose_nothing_when_one_of_each_is_killed",

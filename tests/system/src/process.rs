@@ -140,8 +140,29 @@ impl ServiceProcess {
         (self.env.clone(), &self.log)
     }
 
-    /// Starts the process and waits until it is ready.
+    /// Starts the process and waits until it is ready. When its port was taken meanwhile (the
+    /// port came from [`free_port`], which holds nothing: another stack's service may have bound
+    /// it first), it starts again on another port: a test never talks to a process of another
+    /// stack that answers on its port.
     pub(crate) async fn spawn(&mut self) {
+        for _ in 0..3 {
+            if self.spawn_once().await {
+                return;
+            }
+            let port = free_port();
+            self.port = port;
+            self.set_env("PORT", &port.to_string());
+        }
+        panic!(
+            "{}: its port was taken three times; its log:\n{}",
+            self.name,
+            self.log_tail()
+        );
+    }
+
+    /// Starts the process once and waits until it is ready (`true`); `false` when it exited
+    /// because its port was taken.
+    async fn spawn_once(&mut self) -> bool {
         let binary = bin_dir().join(self.name);
         assert!(
             binary.is_file(),
@@ -153,6 +174,8 @@ impl ServiceProcess {
             .append(true)
             .open(&self.log)
             .expect("log file");
+        // What this start writes begins here (the log is appended to over restarts).
+        let from = log.metadata().map_or(0, |m| m.len());
         let mut command = Command::new(&binary);
         // Only what the stack chose reaches the service: nothing Kafka-related from the caller.
         for inherited in KAFKA_VARIABLES {
@@ -167,13 +190,22 @@ impl ServiceProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         self.child = Some(child);
-        self.wait_ready().await;
+        self.wait_ready(from).await
+    }
+
+    /// What this start (its log from byte `from` on) wrote.
+    fn log_since(&self, from: u64) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let start = usize::try_from(from).unwrap_or(0).min(text.len());
+        String::from_utf8_lossy(&text[start..]).into_owned()
     }
 
     /// Waits until `/readyz` says `ready` (every check passing: the consumers have joined, not
-    /// merely `degraded`); panics with the log when the process exits first or is not ready
-    /// within a minute.
-    async fn wait_ready(&mut self) {
+    /// merely `degraded`) and the process's own log (from byte `from`) says it listens on its
+    /// port: a ready answer from whatever else holds the port is not this process's. `false`
+    /// when it exited because the port was taken; panics with the log when it exits otherwise or
+    /// is not ready within a minute.
+    async fn wait_ready(&mut self, from: u64) -> bool {
         let url = format!("{}/readyz", self.url());
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -183,8 +215,10 @@ impl ServiceProcess {
                 Ok(response) => response.json::<serde_json::Value>().await.ok(),
                 Err(_) => None,
             };
-            if status.is_some_and(|report| report["status"] == "ready") {
-                return;
+            if status.is_some_and(|report| report["status"] == "ready")
+                && listens_on(&self.log_since(from), self.port)
+            {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
             let exited = self
@@ -192,6 +226,10 @@ impl ServiceProcess {
                 .as_mut()
                 .and_then(|child| child.try_wait().ok().flatten());
             if let Some(status) = exited {
+                self.child = None;
+                if self.log_since(from).contains("Address already in use") {
+                    return false;
+                }
                 panic!(
                     "{} exited ({status}) before it was ready; its log:\n{}",
                     self.name,
@@ -339,5 +377,19 @@ pub async fn run_to_exit(name: &str, env: &[(String, String)], limit: Duration) 
     Some(Exit {
         code: output.status.code(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// Whether `log` has the service's `listening` line for `port` (`…:<port>` not followed by
+/// another digit).
+pub(crate) fn listens_on(log: &str, port: u16) -> bool {
+    let needle = format!(":{port}");
+    log.lines().filter(|l| l.contains("listening")).any(|l| {
+        l.match_indices(&needle).any(|(at, _)| {
+            !l[at + needle.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
     })
 }

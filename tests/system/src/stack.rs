@@ -259,3 +259,85 @@ pub fn service_kafka_env(kafka: &KafkaConfig) -> Vec<(String, String)> {
     }
     env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers every connection on `listener` with `/readyz`'s "ready", as a service of another
+    /// stack holding the port would.
+    fn impostor(listener: tokio::net::TcpListener) {
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0_u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let body = r#"{"status":"ready"}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+    }
+
+    /// The cause of crash_points' unexplained 200: a service started on a port another stack's
+    /// service holds fails to bind, while the other one answers its readiness probe. The
+    /// harness must not take that answer for its own process's: it starts the service on
+    /// another port, and the service is its own (a first registration is created: 201).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_service_whose_port_is_taken_starts_on_another_and_is_its_own() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let taken = listener.local_addr().unwrap().port();
+        impostor(listener);
+        let kafka = LocalKafka::load().isolated();
+        let smtp = SmtpServer::start().await;
+        let own = [
+            ("PORT", taken.to_string()),
+            ("DATABASE_URL", fresh_database_url().await),
+            ("SMTP_URL", smtp.url()),
+        ];
+        let logs = tempfile::tempdir().unwrap();
+        let log = logs.path().join("customer-service.log");
+        let mut process = ServiceProcess::new(
+            "customer-service",
+            taken,
+            process_env(own, &kafka, &[]),
+            log,
+        );
+        process.spawn().await;
+        assert_ne!(process.port, taken, "started on another port");
+        assert_eq!(process.env("PORT"), Some(process.port.to_string().as_str()));
+        let (status, body) = crate::try_post(
+            &reqwest::Client::new(),
+            &format!("{}/app/customers", process.url()),
+            &serde_json::json!({"id": "p-1", "name": "Pat Port", "email": "p-1@example.com"}),
+        )
+        .await
+        .expect("an answer");
+        assert_eq!(status, 201, "{body}");
+        assert!(
+            process.log().contains("Address already in use"),
+            "the first start failed"
+        );
+        process.kill().await;
+    }
+
+    #[test]
+    fn the_listening_line_names_the_port_exactly() {
+        let line =
+            r#"{"level":"INFO","fields":{"message":"listening","address":"127.0.0.1:4001"}}"#;
+        assert!(crate::process::listens_on(line, 4001));
+        assert!(!crate::process::listens_on(line, 400));
+        assert!(!crate::process::listens_on(line, 40));
+        assert!(!crate::process::listens_on("ready on 127.0.0.1:4001", 4001));
+        assert!(crate::process::listens_on(
+            "INFO listening address=0.0.0.0:4001",
+            4001
+        ));
+    }
+}

@@ -7,8 +7,10 @@
 // Scenario tests read best as one story each.
 #![allow(clippy::too_many_lines)]
 
+mod customer_wait;
 mod helpers;
 mod notifications;
 mod rebuild;
 mod retention;
 mod smtp_failures;
+mod smtp_stall;

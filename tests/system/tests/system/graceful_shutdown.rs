@@ -143,6 +143,12 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
         ids.len(),
         unanswered.len()
     );
+    // SQLite: a stopping relay publishes until a round finds nothing. PostgreSQL: rows may be
+    // left (customer-service's stop left one in 1 of 10 runs, not explained yet); they go out
+    // after the restart (the verdict below).
+    if !db.starts_with("postgres") {
+        assert_eq!(unsent, 0, "the relay drained the outbox before it stopped");
+    }
 
     // Restart; the refused requests are sent again.
     stack.service("transaction-service").start().await;

@@ -22,6 +22,7 @@ mod replicas;
 mod sasl_ssl;
 mod secrets;
 mod seed_flow;
+mod shutdown_under_load;
 
 /// Serialises the tests that must not overlap others (see the crate docs).
 static STACKS: RwLock<()> = RwLock::const_new(());

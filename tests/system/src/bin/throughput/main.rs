@@ -194,7 +194,8 @@ async fn start_stack(settings: &Settings) -> Stack {
         // One load generator stands in for many clients: no per-client connection cap, and room
         // for the open loop's connections (one per request in flight) near saturation.
         &[
-            ("RUST_LOG", "warn"),
+            // The `listening` line (info) tells the harness the process on the port is its own.
+            ("RUST_LOG", "warn,platform::service=info"),
             ("HTTP_MAX_CONNECTIONS", "16384"),
             ("HTTP_MAX_CONNECTIONS_PER_CLIENT", "16384"),
         ],
