@@ -75,6 +75,13 @@ impl Problem {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
     }
 
+    /// 503 for a request that met a database outage (full, unreachable): its detail says
+    /// which; `error` is logged as a warning (the outage passes by itself).
+    pub fn database_away(outage: crate::db_outage::Outage, error: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(%error, ?outage, "request refused: the database is away");
+        Self::unavailable(outage.detail())
+    }
+
     /// Adds an extension member.
     pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.extensions.insert(key.to_string(), value.into());
@@ -93,31 +100,56 @@ impl IntoResponse for Problem {
         body.insert("status".into(), self.status.as_u16().into());
         body.insert("detail".into(), self.detail.into());
         body.extend(self.extensions);
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             Json(serde_json::Value::Object(body)),
         )
-            .into_response()
+            .into_response();
+        // Every 503 passes: say when to come back (a caller may set its own value after).
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::db_outage::RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 
 impl From<crate::group_commit::CommitError> for Problem {
     fn from(error: crate::group_commit::CommitError) -> Self {
-        tracing::error!(%error, "write not committed");
-        Problem::unavailable("the write could not be committed; nothing was stored, try again")
+        let outage = match &error {
+            crate::group_commit::CommitError::Db(db) => db.outage(),
+            crate::group_commit::CommitError::Stopped => None,
+        };
+        match outage {
+            Some(outage) => Problem::database_away(outage, &error),
+            None => {
+                tracing::error!(%error, "write not committed");
+                Problem::unavailable(
+                    "the write could not be committed; nothing was stored, try again",
+                )
+            }
+        }
     }
 }
 
 impl From<crate::db::DbError> for Problem {
     fn from(error: crate::db::DbError) -> Self {
-        Problem::internal(&error)
+        match error.outage() {
+            Some(outage) => Problem::database_away(outage, &error),
+            None => Problem::internal(&error),
+        }
     }
 }
 
 impl From<sqlx::Error> for Problem {
     fn from(error: sqlx::Error) -> Self {
-        Problem::internal(&error)
+        match crate::db_outage::Outage::of(&error) {
+            Some(outage) => Problem::database_away(outage, &error),
+            None => Problem::internal(&error),
+        }
     }
 }
 
