@@ -160,6 +160,7 @@ async fn a_full_sqlite_disk_refuses_with_503_loses_nothing_and_recovers_by_itsel
     // Full: transfers go in while the file has free pages, then one is refused.
     set_page_limit(&ledger, 1).await;
     let (mut accepted, refused, answer) = post_until_refused(&ledger).await;
+    println!("the disk was full after {} transfers", accepted.len());
     assert_outage(&answer, "out of space");
     assert_eq!(ledger.get(&format!("/transactions/{refused}")).await.0, 404);
 
@@ -262,6 +263,11 @@ async fn postgres_restarted_under_load_loses_nothing_and_recovers_by_itself() {
         mut accepted,
         refused,
     } = std::mem::take(&mut *sent.lock().unwrap());
+    println!(
+        "restart under load: {} transfers accepted, {} refused with 503 (retried below)",
+        accepted.len(),
+        refused.len()
+    );
     for (id, answer) in &refused {
         assert_outage(answer, "");
         retry_until_accepted(&ledger, id).await;
