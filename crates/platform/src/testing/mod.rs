@@ -23,7 +23,9 @@ pub mod smtp;
 mod wait;
 
 pub use app::{service_config, Reply, RunningService, Starter, TestApp};
-pub use database::{connect, fresh_database, fresh_database_url, tls_cluster, unique, TlsCluster};
+pub use database::{
+    connect, fresh_database, fresh_database_on, fresh_database_url, tls_cluster, unique, TlsCluster,
+};
 pub use local_kafka::{kafka_env_path, LocalKafka};
 pub use outbox::outbox_drained;
 pub use postgres::{ClusterError, PrivateCluster};

@@ -123,6 +123,22 @@ impl PrivateCluster {
         self.run(&mut start).await
     }
 
+    /// The command that restarts the server (fast shutdown, then start; returns once it takes
+    /// connections again): program and arguments, for a fault schedule to run.
+    pub fn restart_command(&self) -> Vec<String> {
+        // From `/`: the postgres user may not reach the caller's folder.
+        let mut command = vec!["env".to_string(), "--chdir=/".to_string()];
+        if self.as_postgres {
+            command.extend(["runuser", "-u", "postgres", "--"].map(String::from));
+        }
+        command.push(self.bin.join("pg_ctl").display().to_string());
+        command.extend(["-D".to_string(), self.data().display().to_string()]);
+        let log = self.folder.path().join("server.log");
+        command.extend(["-l".to_string(), log.display().to_string()]);
+        command.extend(["-m", "fast", "-w", "-t", "60", "restart"].map(String::from));
+        command
+    }
+
     fn data(&self) -> PathBuf {
         self.folder.path().join("data")
     }
