@@ -47,6 +47,10 @@ pub struct ServiceConfig {
     pub ready_stall: std::time::Duration,
     /// How long inbox keys are kept and how the pruner runs (see [`crate::retention`]).
     pub retention: crate::retention::RetentionSettings,
+    /// Where the service's metrics go and what its `/metrics` renders: the process-wide
+    /// registry, or a private one for a service sharing its process (tests; see
+    /// [`crate::metrics_scope`]).
+    pub metrics: crate::metrics_scope::Registry,
 }
 
 /// How consumers batch and retry (`CONSUMER_MAX_BATCH`, `CONSUMER_RETRY_LIMIT_SECS`).
@@ -200,6 +204,7 @@ impl ServiceConfig {
             fix_topic_configs: flag(env, "KAFKA_FIX_TOPIC_CONFIGS", false)?,
             ready_stall: seconds(env, "READY_STALL_SECS", crate::health::DEFAULT_STALL)?,
             retention: crate::retention::RetentionSettings::from_env(env)?,
+            metrics: crate::metrics_scope::Registry::process(),
         })
     }
 }

@@ -192,7 +192,7 @@ pub enum DbError {
     Query(#[from] sqlx::Error),
     /// The shared commit of SQLite's write cycle failed: nothing of the write was committed.
     #[error("database error: commit failed: {0}")]
-    Commit(Arc<sqlx::Error>),
+    Commit(#[source] Arc<sqlx::Error>),
 }
 
 static PLATFORM_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");

@@ -53,7 +53,7 @@ impl Cycles {
             state: Arc::new(Mutex::new(Cycle { pool, open: None })),
             wake: Arc::new(Notify::new()),
         };
-        tokio::spawn(commit_cycles(cycles.clone()));
+        crate::metrics_scope::spawn(commit_cycles(cycles.clone()));
         cycles
     }
 

@@ -103,7 +103,11 @@ impl<W: Write> GroupCommit<W> {
         let receiver = Arc::new(Mutex::new(receiver));
         let writer = Arc::new(writer);
         for _ in 0..committers {
-            tokio::spawn(run(db.clone(), Arc::clone(&writer), Arc::clone(&receiver)));
+            crate::metrics_scope::spawn(run(
+                db.clone(),
+                Arc::clone(&writer),
+                Arc::clone(&receiver),
+            ));
         }
         Self { jobs }
     }

@@ -23,20 +23,37 @@ use crate::readiness::Readiness;
 
 impl From<crate::group_commit::CommitError> for Problem {
     fn from(error: crate::group_commit::CommitError) -> Self {
-        tracing::error!(%error, "write not committed");
-        Problem::unavailable("the write could not be committed; nothing was stored, try again")
+        let outage = match &error {
+            crate::group_commit::CommitError::Db(db) => db.outage(),
+            crate::group_commit::CommitError::Stopped => None,
+        };
+        match outage {
+            Some(outage) => outage.problem(&error),
+            None => {
+                tracing::error!(%error, "write not committed");
+                Problem::unavailable(
+                    "the write could not be committed; nothing was stored, try again",
+                )
+            }
+        }
     }
 }
 
 impl From<crate::db::DbError> for Problem {
     fn from(error: crate::db::DbError) -> Self {
-        Problem::internal(&error)
+        match error.outage() {
+            Some(outage) => outage.problem(&error),
+            None => Problem::internal(&error),
+        }
     }
 }
 
 impl From<sqlx::Error> for Problem {
     fn from(error: sqlx::Error) -> Self {
-        Problem::internal(&error)
+        match crate::db_outage::Outage::of(&error) {
+            Some(outage) => outage.problem(&error),
+            None => Problem::internal(&error),
+        }
     }
 }
 

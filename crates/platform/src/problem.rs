@@ -8,6 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+/// The `Retry-After` of every 503, in seconds, unless its caller sets another.
+pub const RETRY_AFTER_SECS: u64 = 2;
+
 /// An RFC 9457 problem: every error response of every service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
@@ -81,12 +84,20 @@ impl IntoResponse for Problem {
         body.insert("status".into(), self.status.as_u16().into());
         body.insert("detail".into(), self.detail.into());
         body.extend(self.extensions);
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             Json(serde_json::Value::Object(body)),
         )
-            .into_response()
+            .into_response();
+        // Every 503 passes: say when to come back (a caller may set its own value after).
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 

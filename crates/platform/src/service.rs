@@ -71,8 +71,20 @@ impl Service {
         Self::start_with(config, migrations, crate::shutdown::on_signal()).await
     }
 
-    /// Starts with an explicit configuration and shutdown token (tests, tools).
+    /// Starts with an explicit configuration and shutdown token (tests, tools). What it and
+    /// the service's tasks record goes to `config.metrics`.
     pub async fn start_with(
+        config: ServiceConfig,
+        migrations: &Migrator,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let metrics = config.metrics.clone();
+        metrics
+            .scope(Self::start_in_scope(config, migrations, shutdown))
+            .await
+    }
+
+    async fn start_in_scope(
         config: ServiceConfig,
         migrations: &Migrator,
         shutdown: CancellationToken,
@@ -81,9 +93,8 @@ impl Service {
             protocol = config.kafka.security_protocol.as_str(),
             database = %crate::db::redact_url(&config.database_url), "starting");
         config.bind.log(&config.api_keys);
-        // The recorder first: a metric recorded before it is installed would be lost (the pool
-        // gauges of the first sample, a consumer's first counts).
-        let _ = telemetry::metrics_handle();
+        // The recorder is installed (with `config.metrics`) before anything records: a metric
+        // recorded before would be lost (the pool gauges of the first sample).
         let db =
             Database::connect_with_ca(&config.database_url, config.database_ca.as_ref()).await?;
         db.migrate(migrations).await?;
@@ -95,7 +106,7 @@ impl Service {
         if !config.create_topics {
             tracing::info!("KAFKA_CREATE_TOPICS=false: the topics are expected to exist");
         }
-        consumers.spawn(bring_up_broker(
+        consumers.spawn(config.metrics.scope(bring_up_broker(
             config.kafka.clone(),
             TopicSetup {
                 create: config.create_topics,
@@ -104,7 +115,7 @@ impl Service {
             health.clone(),
             Arc::clone(&fatal),
             shutdown.clone(),
-        ));
+        )));
         Ok(Self {
             outbox: Outbox::new(config.name),
             api_keys: config.api_keys.clone(),
@@ -222,7 +233,7 @@ impl Service {
         let stop = shutdown.child_token();
         #[cfg(feature = "testing")]
         self.consumer_stops.insert(group.clone(), stop.clone());
-        self.consumers.spawn(async move {
+        self.consumers.spawn(self.config.metrics.scope(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 () = async { health.broker_ready().await; gate.opened().await } => {
@@ -235,7 +246,7 @@ impl Service {
                 }
             }
             reports.stopped();
-        });
+        }));
     }
 
     /// The token that stops consumer `group` alone (the rest of the service runs on): for tests
@@ -257,7 +268,8 @@ impl Service {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.consumers.spawn(task(self.shutdown.clone()));
+        let task = task(self.shutdown.clone());
+        self.consumers.spawn(self.config.metrics.scope(task));
     }
 
     /// Binds `PORT` on the configured address (`BIND_ADDRESS`; loopback only without keys,
@@ -274,12 +286,21 @@ impl Service {
     /// then stops in order: HTTP and consumers finish their work, the outbox is drained, the
     /// producer flushed, and the spans still buffered are exported (when tracing exports).
     pub async fn serve_on(
+        self,
+        listener: tokio::net::TcpListener,
+        routes: Router,
+    ) -> anyhow::Result<()> {
+        let metrics = self.config.metrics.clone();
+        metrics.scope(self.serve_in_scope(listener, routes)).await
+    }
+
+    async fn serve_in_scope(
         mut self,
         listener: tokio::net::TcpListener,
         routes: Router,
     ) -> anyhow::Result<()> {
         let relay_stop = CancellationToken::new();
-        let relay = tokio::spawn(run_relay_once_broker_up(
+        let relay = crate::metrics_scope::spawn(run_relay_once_broker_up(
             self.db.clone(),
             self.producer.clone(),
             self.outbox.clone(),
@@ -300,7 +321,7 @@ impl Service {
         let watched = readiness.clone();
         self.spawn(move |shutdown| watched.watch(shutdown));
         let app = http::with_common_layers(
-            routes.merge(http::ops_routes(readiness, telemetry::metrics_handle())),
+            routes.merge(http::ops_routes(readiness, self.config.metrics.handle())),
         );
         tracing::info!(service = self.config.name, address = %listener.local_addr()?, "listening");
         let served = http::serve(listener, app, &self.config.http, self.shutdown.clone()).await;

@@ -14,9 +14,9 @@
 //! on, and work that has none starts a trace with [`new_traceparent`] (random ids, no spans).
 
 use std::future::Future;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TraceFlags, TracerProvider as _};
 use opentelemetry::Context;
@@ -151,35 +151,11 @@ pub async fn shutdown() {
     }
 }
 
-/// Buckets of `http_server_request_duration_seconds`, in seconds.
-const HTTP_DURATION_BUCKETS: [f64; 12] = [
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// The process-wide Prometheus recorder (installed on first use).
+/// The handle of the registry in scope (see [`crate::metrics_scope`]): the process-wide
+/// Prometheus registry (installed on first use), or the private one of the service whose task
+/// calls.
 pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new();
-            let builder = match builder.set_buckets_for_metric(
-                Matcher::Full("http_server_request_duration_seconds".to_string()),
-                &HTTP_DURATION_BUCKETS,
-            ) {
-                Ok(builder) => builder,
-                // Only for an empty bucket list, which the constant is not.
-                Err(error) => {
-                    tracing::warn!(%error, "HTTP duration buckets");
-                    PrometheusBuilder::new()
-                }
-            };
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (tests); ours still renders what it sees.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
+    crate::metrics_scope::current().handle()
 }
 
 /// Whether `value` is a well-formed W3C `traceparent` with non-zero trace and span ids.

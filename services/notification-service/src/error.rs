@@ -17,7 +17,8 @@ pub enum Error {
     /// `GET /notifications` without a `customerId` (or a blank one): 422 naming it.
     #[error("{MISSING_CUSTOMER_ID}")]
     MissingCustomerId,
-    /// The database failed: 500, the cause goes to the log only.
+    /// The database failed: 503 while it is full or away, else 500; the cause goes to the log
+    /// only.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -33,7 +34,8 @@ impl IntoResponse for Error {
         let problem = match self {
             Error::Parameter(problem) => problem,
             Error::MissingCustomerId => Problem::invalid_field("customerId", MISSING_CUSTOMER_ID),
-            Error::Database(error) => Problem::internal(&error),
+            // A full or unreachable database is a 503 (see `platform::db_outage`).
+            Error::Database(error) => error.into(),
         };
         problem.into_response()
     }

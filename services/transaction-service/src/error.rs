@@ -40,10 +40,11 @@ pub enum Error {
     /// The ledger is too far behind to take a new request (503 with `Retry-After`).
     #[error(transparent)]
     Overloaded(#[from] Overloaded),
-    /// The database failed (500).
+    /// The database failed (503 while it is full or away, else 500).
     #[error(transparent)]
     Db(#[from] DbError),
-    /// A query failed (500; the consumer retries).
+    /// A query failed (503 while the database is full or away, else 500; the consumer
+    /// retries).
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
     /// The database did not behave as the locks promise (e.g. a concurrent writer without locks).
@@ -69,8 +70,9 @@ impl From<Error> for Problem {
             Error::Refused(problem) => problem,
             Error::Commit(error) => error.into(),
             Error::Overloaded(_) => Problem::unavailable(error.to_string()),
-            Error::Db(error) => Problem::internal(&error),
-            Error::Sql(error) => Problem::internal(&error),
+            // An outage (full disk, database away) is a 503; anything else a 500.
+            Error::Db(error) => error.into(),
+            Error::Sql(error) => error.into(),
             Error::Inconsistent(_) => Problem::internal(&error),
         }
     }

@@ -29,6 +29,13 @@ pub struct Controls {
     pub broker_start: Option<Command>,
     /// Restarts PostgreSQL (a cluster nobody else uses).
     pub postgres_restart: Option<Command>,
+    /// The PostgreSQL server (a superuser's URL) whose fresh databases the services use; none:
+    /// `TEST_DATABASE_URL`'s. The one `postgres_restart` restarts, when that is not the test
+    /// cluster.
+    pub database_server: Option<String>,
+    /// Each fault these controls allow (broker, database) is injected at least once: one the
+    /// schedule did not draw comes after the fault window (the suite's short run).
+    pub each_fault: bool,
 }
 
 /// What the run is.
@@ -135,7 +142,7 @@ struct Ledger {
 
 /// Runs the chaos: the stack, the load, the faults, the drain and the judgement.
 pub async fn run(settings: &ChaosSettings) -> ChaosReport {
-    let mut stack = start_stack().await;
+    let mut stack = start_stack(settings.controls.database_server.as_deref()).await;
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()
@@ -170,8 +177,8 @@ struct Targets {
 }
 
 /// The stack for replicas, with [`REPLICAS`] processes of each service.
-async fn start_stack() -> Stack {
-    let mut stack = Stack::start_for_replicas().await;
+async fn start_stack(database_server: Option<&str>) -> Stack {
+    let mut stack = Stack::start_for_replicas_on(database_server).await;
     for (name, count) in REPLICAS {
         stack.scale_to(name, count).await;
     }
@@ -266,9 +273,17 @@ async fn inject_faults(
     let mut schedule = Lcg::new(settings.seed);
     let started = Instant::now();
     let mut probe = 0usize;
-    while started.elapsed() < settings.duration {
-        tokio::time::sleep(Duration::from_secs(3 + schedule.below(5))).await;
-        let fault = draw(&mut schedule, &settings.controls);
+    let mut owed = owed_faults(&settings.controls);
+    loop {
+        let fault = if started.elapsed() < settings.duration {
+            tokio::time::sleep(Duration::from_secs(3 + schedule.below(5))).await;
+            draw(&mut schedule, &settings.controls)
+        } else if let Some(fault) = owed.pop() {
+            fault
+        } else {
+            break;
+        };
+        owed.retain(|o| std::mem::discriminant(o) != std::mem::discriminant(&fault));
         let what = inject(stack, fault, &settings.controls).await;
         report.faults += 1;
         // Recovery: a request sent now, until its outcome is read.
@@ -301,6 +316,20 @@ async fn inject_faults(
         println!("{line}");
         report.log.push(line);
     }
+}
+
+/// The faults a run owes when `controls.each_fault` says each allowed one must come.
+fn owed_faults(controls: &Controls) -> Vec<Fault> {
+    let mut owed = Vec::new();
+    if controls.each_fault {
+        if controls.broker_stop.is_some() && controls.broker_start.is_some() {
+            owed.push(Fault::Broker);
+        }
+        if controls.postgres_restart.is_some() {
+            owed.push(Fault::Postgres);
+        }
+    }
+    owed
 }
 
 /// Resumes every paused replica and starts every stopped one.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use platform::kafka::KafkaConfig;
-use platform::testing::{free_port, fresh_database_url, LocalKafka, SmtpServer};
+use platform::testing::{free_port, fresh_database_on, fresh_database_url, LocalKafka, SmtpServer};
 
 use crate::process::ServiceProcess;
 
@@ -63,6 +63,18 @@ impl Stack {
         extra_env: &[(&str, &str)],
         customize: impl Fn(&str, &mut Vec<(String, String)>),
     ) -> Self {
+        Self::start_on(None, kafka, smtp, extra_env, customize).await
+    }
+
+    /// Like [`Stack::start_with`], the databases on `database_server` (a PostgreSQL superuser's
+    /// URL) when given.
+    pub async fn start_on(
+        database_server: Option<&str>,
+        kafka: KafkaConfig,
+        smtp: SmtpServer,
+        extra_env: &[(&str, &str)],
+        customize: impl Fn(&str, &mut Vec<(String, String)>),
+    ) -> Self {
         let (log_dir, logs) = match std::env::var_os("EMS_LOG_DIR") {
             Some(dir) => {
                 std::fs::create_dir_all(&dir).expect("EMS_LOG_DIR");
@@ -78,7 +90,7 @@ impl Stack {
             let port = free_port();
             let own = [
                 ("PORT", port.to_string()),
-                ("DATABASE_URL", fresh_database_url().await),
+                ("DATABASE_URL", fresh_database(database_server).await),
                 ("SMTP_URL", smtp.url()),
             ];
             let mut env = process_env(own, &kafka, extra_env);
@@ -174,9 +186,15 @@ impl Stack {
     /// notification-service that settles a send a kill interrupted within seconds, not after the
     /// default two minutes.
     pub async fn start_for_replicas() -> Self {
+        Self::start_for_replicas_on(None).await
+    }
+
+    /// Like [`Stack::start_for_replicas`], the databases on `database_server` when given.
+    pub async fn start_for_replicas_on(database_server: Option<&str>) -> Self {
         let mut kafka = LocalKafka::load().isolated();
         kafka.topic_partitions = 6;
-        Self::start_with(kafka, SmtpServer::start().await, &[], |name, env| {
+        let smtp = SmtpServer::start().await;
+        Self::start_on(database_server, kafka, smtp, &[], |name, env| {
             if name == "notification-service" {
                 env.push(("NOTIFY_SEND_TIMEOUT_SECS".into(), "5".into()));
                 env.push(("NOTIFY_SEND_LEASE_SECS".into(), "10".into()));
@@ -200,6 +218,14 @@ impl Stack {
             ServiceProcess::new("console", port, env, self.log_dir.join("console.log"));
         console.spawn().await;
         console
+    }
+}
+
+/// A fresh database on `server` when given, else [`fresh_database_url`]'s.
+async fn fresh_database(server: Option<&str>) -> String {
+    match server {
+        Some(server) => fresh_database_on(server).await,
+        None => fresh_database_url().await,
     }
 }
 

@@ -97,7 +97,7 @@ pub async fn serve(
     let (router, pruner) = match &settings.rate_limit {
         Some(limit) => {
             let limiter = rate_limit::Limiter::new(limit);
-            let pruner = tokio::spawn(limiter.clone().prune_until(shutdown.clone()));
+            let pruner = crate::metrics_scope::spawn(limiter.clone().prune_until(shutdown.clone()));
             (rate_limit::apply(router, limiter), Some(pruner))
         }
         None => (router, None),
@@ -143,7 +143,7 @@ pub async fn serve(
         ));
         let stream = TimedIo::new(stream, settings.header_read_timeout, settings.keep_alive);
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        crate::metrics_scope::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "connection closed");
             }

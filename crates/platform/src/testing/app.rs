@@ -41,6 +41,8 @@ pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::Se
         fix_topic_configs: false,
         ready_stall: crate::health::DEFAULT_STALL,
         retention: crate::retention::RetentionSettings::default(),
+        // Its own: other services of the test binary cannot read or move its series.
+        metrics: crate::metrics_scope::Registry::private(),
     }
 }
 
@@ -174,7 +176,11 @@ impl<D> Starter<D> {
         let mut service = Service::start_with(config, self.migrations, CancellationToken::new())
             .await
             .unwrap_or_else(|e| panic!("{} starts: {e:#}", self.name));
-        let routes = build(&mut service).unwrap_or_else(|e| panic!("{} builds: {e:#}", self.name));
+        // What `build` starts (committers, samplers) records into the service's registry.
+        let metrics = service.config.metrics.clone();
+        let routes = metrics
+            .in_scope(|| build(&mut service))
+            .unwrap_or_else(|e| panic!("{} builds: {e:#}", self.name));
         let db = service.db.clone();
         let running = RunningService::spawn(service, routes).await;
         TestApp {

@@ -43,24 +43,27 @@ pub fn unique(prefix: &str) -> String {
 /// when set, otherwise a new SQLite file in the temp folder.
 pub async fn fresh_database_url() -> String {
     match std::env::var("TEST_DATABASE_URL") {
-        Ok(admin_url) if admin_url.starts_with("postgres") => {
-            use sqlx::{Connection, Executor};
-            let name = unique("t").replace('-', "_");
-            let mut admin = sqlx::PgConnection::connect(&admin_url)
-                .await
-                .unwrap_or_else(|e| panic!("TEST_DATABASE_URL: {e}"));
-            admin
-                .execute(format!("CREATE DATABASE {name}").as_str())
-                .await
-                .unwrap_or_else(|e| panic!("create database {name}: {e}"));
-            let (base, _) = admin_url.rsplit_once('/').unwrap_or((&admin_url, ""));
-            format!("{base}/{name}")
-        }
+        Ok(admin_url) if admin_url.starts_with("postgres") => fresh_database_on(&admin_url).await,
         _ => {
             let path = std::env::temp_dir().join(format!("{}.db", unique("ems-test")));
             format!("sqlite://{}", path.display())
         }
     }
+}
+
+/// A new, empty PostgreSQL database on the server of `admin_url` (a superuser's URL); its URL.
+pub async fn fresh_database_on(admin_url: &str) -> String {
+    use sqlx::{Connection, Executor};
+    let name = unique("t").replace('-', "_");
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {admin_url}: {e}"));
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+    let (base, _) = admin_url.rsplit_once('/').unwrap_or((admin_url, ""));
+    format!("{base}/{name}")
 }
 
 /// A fresh database (see [`fresh_database_url`]) with `migrations` run.

@@ -9,6 +9,7 @@
 //! - read a topic: [`read_topic`], [`read_to_end`], a background [`Collector`], and
 //!   [`RecordExt`] for a record's headers and JSON;
 //! - produce as another producer would: [`TestProducer`], [`produce_raw`];
+//! - a PostgreSQL server of the test's own, to restart: [`PrivateCluster`];
 //! - the pieces: [`LocalKafka`] (isolated topic prefixes), [`fresh_database_url`], [`unique`].
 
 mod app;
@@ -16,16 +17,20 @@ mod database;
 mod local_kafka;
 mod outbox;
 mod port;
+mod postgres;
 mod produce;
 mod records;
 pub mod smtp;
 mod wait;
 
 pub use app::{service_config, Reply, RunningService, Starter, TestApp};
-pub use database::{connect, fresh_database, fresh_database_url, tls_cluster, unique, TlsCluster};
+pub use database::{
+    connect, fresh_database, fresh_database_on, fresh_database_url, tls_cluster, unique, TlsCluster,
+};
 pub use local_kafka::{kafka_env_path, LocalKafka};
 pub use outbox::outbox_drained;
 pub use port::free_port;
+pub use postgres::{ClusterError, PrivateCluster};
 pub use produce::{produce_raw, TestProducer};
 pub use records::{partition_count, read_to_end, read_topic, Collector, RecordExt};
 pub use smtp::{Mail, SmtpMode, SmtpServer};

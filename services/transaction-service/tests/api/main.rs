@@ -7,6 +7,7 @@
 #![allow(clippy::too_many_lines)]
 
 mod backpressure;
+mod faults;
 mod helpers;
 mod http;
 mod processing;

@@ -26,6 +26,8 @@ pub(super) struct LaneContext {
     pub(super) health: ConsumerHealth,
     /// The current assignment (unprefixed topics), as of the last rebalance.
     pub(super) assignment: Mutex<Vec<LaneKey>>,
+    /// The service's metrics registry: librdkafka's callbacks run on its threads.
+    pub(super) metrics: crate::metrics_scope::Registry,
 }
 
 impl LaneContext {
@@ -145,6 +147,21 @@ struct GroupStatistics {
 
 impl rdkafka::ClientContext for LaneContext {
     fn stats_raw(&self, statistics: &[u8]) {
+        self.metrics.in_scope(|| self.record_statistics(statistics));
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::kafka::client::log_to_tracing(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::client::error_to_tracing(&error, reason);
+    }
+}
+
+impl LaneContext {
+    /// Lag gauges and the group's health from one librdkafka statistics report.
+    fn record_statistics(&self, statistics: &[u8]) {
         let statistics: Statistics = match serde_json::from_slice(statistics) {
             Ok(statistics) => statistics,
             Err(error) => {
@@ -191,14 +208,6 @@ impl rdkafka::ClientContext for LaneContext {
         }
         let settled = statistics.cgrp.is_some_and(|g| g.join_state == "steady");
         self.health.statistics(settled, &partitions);
-    }
-
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        crate::kafka::client::log_to_tracing(level, fac, log_message);
-    }
-
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        crate::kafka::client::error_to_tracing(&error, reason);
     }
 }
 

@@ -49,6 +49,18 @@ impl HandleError {
         matches!(self, Self::Permanent(_))
     }
 
+    /// Whether the failure is a database outage (full, unreachable; see
+    /// [`crate::db_outage`]): retried for as long as it lasts, never dead-lettered for it.
+    pub fn is_database_outage(&self) -> bool {
+        match self {
+            Self::Transient(source) => {
+                let source: &(dyn Error + 'static) = source.as_ref();
+                crate::db_outage::Outage::in_chain(source).is_some()
+            }
+            Self::Permanent(_) => false,
+        }
+    }
+
     /// The cause and its sources, `: `-separated (without the kind): the dead-letter reason.
     pub fn reason(&self) -> String {
         match self {

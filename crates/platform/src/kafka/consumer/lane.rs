@@ -122,7 +122,8 @@ impl<H: Handler> Lane<'_, H> {
     }
 
     /// Retries `record` after `error` with backoff until it succeeds, fails for good, or has
-    /// failed for longer than the retry limit (then it is dead-lettered with the reason).
+    /// failed for longer than the retry limit (then it is dead-lettered with the reason; a
+    /// database outage is retried until it passes).
     async fn retry_one(&self, record: &Record, mut error: HandleError) -> bool {
         let options = &self.env.options;
         let one = std::slice::from_ref(record);
@@ -133,7 +134,9 @@ impl<H: Handler> Lane<'_, H> {
             if error.is_permanent() {
                 return self.dead_letter(record, &error.reason()).await;
             }
-            if first_failure.elapsed() >= options.retry_limit {
+            // A database outage is waited out however long it lasts: the record is not at
+            // fault, and its offset stays unstored until it is applied.
+            if first_failure.elapsed() >= options.retry_limit && !error.is_database_outage() {
                 let reason = format!(
                     "gave up after {attempts} attempts in {} s: {}",
                     first_failure.elapsed().as_secs(),

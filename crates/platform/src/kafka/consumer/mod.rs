@@ -73,9 +73,10 @@ pub async fn run_consumer<H: Handler>(
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let stop = Arc::clone(&stop);
+        let metrics = crate::metrics_scope::current();
         std::thread::Builder::new()
             .name(format!("consume-{group}"))
-            .spawn(move || dispatcher.run(&stop))
+            .spawn(move || metrics.in_scope(|| dispatcher.run(&stop)))
             .map_err(|e| KafkaError::Timeout(format!("consumer thread: {e}")))?
     };
 
@@ -140,6 +141,7 @@ fn subscribe(
             prefix: config.topic_prefix.clone(),
             health: health.clone(),
             assignment: Mutex::default(),
+            metrics: crate::metrics_scope::current(),
         })
         .map_err(|source| KafkaError::Client {
             client: "consumer",

@@ -48,6 +48,8 @@ async fn main() -> Result<()> {
             broker_stop: command("EMS_CHAOS_BROKER_STOP")?,
             broker_start: command("EMS_CHAOS_BROKER_START")?,
             postgres_restart: command("EMS_CHAOS_PG_RESTART")?,
+            database_server: None,
+            each_fault: false,
         },
     };
     println!(
