@@ -355,7 +355,10 @@ fn assert_consume_span(consume: &Span, publish: &Span, traced: &Traced) {
             "messaging.destination.partition.id",
             published("messaging.destination.partition.id"),
         ),
-        ("messaging.kafka.offset", published("messaging.kafka.offset")),
+        (
+            "messaging.kafka.offset",
+            published("messaging.kafka.offset"),
+        ),
         (
             "messaging.kafka.message.key",
             published("messaging.kafka.message.key"),

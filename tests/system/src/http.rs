@@ -12,7 +12,10 @@ use crate::Stack;
 pub fn keyed_client(key: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     let bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"));
-    headers.insert(reqwest::header::AUTHORIZATION, bearer.expect("a header value"));
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        bearer.expect("a header value"),
+    );
     reqwest::Client::builder()
         .default_headers(headers)
         .build()

@@ -651,7 +651,10 @@ async fn migrated_database() -> platform::Database {
 }
 
 /// A draft of `kind` to `customer` (`<customer>@example.com`), about no transaction.
-fn draft(customer: &str, kind: notification_service::domain::Kind) -> notification_service::domain::Draft {
+fn draft(
+    customer: &str,
+    kind: notification_service::domain::Kind,
+) -> notification_service::domain::Draft {
     notification_service::domain::Draft {
         customer_id: customer.into(),
         kind,
