@@ -32,7 +32,7 @@ impl Kafka {
         let meta = fs::read_to_string(self.data().join("meta.properties")).unwrap_or_default();
         let on_disk = parse_properties(&meta).get("cluster.id").cloned();
         if let Some(id) = recorded.get("cluster.id") {
-            let same_cluster = cluster_id.is_none_or(|wanted| wanted == id);
+            let same_cluster = cluster_id.map_or(true, |wanted| wanted == id);
             if same_cluster
                 && on_disk.as_deref() == Some(id.as_str())
                 && state == self.format_state(id, secrets)

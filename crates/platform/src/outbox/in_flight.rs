@@ -150,14 +150,10 @@ mod tests {
     }
 
     /// A delivery to a partition whose leader is away: it answers when `answer` is sent.
-    fn held(
-        answer: tokio::sync::oneshot::Receiver<()>,
-    ) -> impl Future<Output = Result<Delivered, KafkaError>> + Send + 'static {
-        async move {
-            match answer.await {
-                Ok(()) => acked(0),
-                Err(_) => Err(KafkaError::Timeout("delivery".into())),
-            }
+    async fn held(answer: tokio::sync::oneshot::Receiver<()>) -> Result<Delivered, KafkaError> {
+        match answer.await {
+            Ok(()) => acked(0),
+            Err(_) => Err(KafkaError::Timeout("delivery".into())),
         }
     }
 
