@@ -84,16 +84,21 @@ impl InFlight {
         self.round_pending = 0;
     }
 
-    /// Waits until every delivery of the current round has ended, or `wait` has passed, and
-    /// returns what ended meanwhile (earlier rounds' deliveries included).
+    /// Waits until every delivery of the current round has ended (when it added none: until
+    /// one earlier delivery has), or `wait` has passed, and returns what ended meanwhile
+    /// (earlier rounds' deliveries included).
     pub(super) async fn settle(&mut self, wait: Duration) -> Settled {
         let mut settled = Settled::default();
         let deadline = tokio::time::Instant::now() + wait;
-        while self.round_pending > 0 {
+        // A round that added nothing waits for the first earlier delivery instead (a relay that
+        // only has deliveries in flight, e.g. while stopping, does not spin).
+        let mut any = self.round_pending == 0;
+        while self.round_pending > 0 || (any && !self.deliveries.is_empty()) {
             let next = tokio::time::timeout_at(deadline, self.deliveries.next()).await;
             let Ok(Some(done)) = next else {
                 break;
             };
+            any = false;
             self.end(&mut settled, done);
         }
         // Whatever else is already done costs nothing to collect.
