@@ -5,13 +5,18 @@
 //! cluster, runs `tests/system/src/bin/chaos/` and passes on its verdict. PostgreSQL is restarted
 //! during the run only when this command started the cluster (a cluster that was already running
 //! may serve others). The services' logs are kept in `<cache>/chaos/<seed>/`.
+//!
+//! With `--brokers 3` the run's Kafka is a three-node cluster of its own
+//! (`<cache>/kafka-chaos-cluster`, ports 39092-39094, 39102-39104, 39112-39114; replication 3,
+//! `min.insync.replicas` 2) and the client adds broker faults (`EMS_CHAOS_BROKER_PIDS`: the nodes'
+//! pid files, node id order; `EMS_CHAOS_BROKER_START` brings back every node that is down).
 
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::kafka::{Kafka, Ports};
+use crate::kafka::{Cluster, Kafka, Ports};
 use crate::postgres::{self, Postgres};
 use crate::{apt, paths, process, stack};
 
@@ -27,12 +32,48 @@ fn broker() -> Kafka {
     )
 }
 
-/// `cargo xtask chaos-broker start|stop` (the run's broker faults).
-pub fn broker_control(start: bool) -> Result<()> {
-    if start {
-        broker().start().map(|_| ())
-    } else {
-        broker().stop()
+/// The chaos run's own three-node cluster.
+fn cluster() -> Cluster {
+    Cluster::at(
+        paths::cache_root().join("kafka-chaos-cluster"),
+        Ports {
+            plaintext: 39092,
+            sasl: 39093,
+            controller: 39094,
+        },
+        3,
+    )
+}
+
+/// `cargo xtask chaos-broker start|stop [--brokers 3]` (the run's broker faults).
+pub fn broker_control(start: bool, brokers: u16) -> Result<()> {
+    match (brokers, start) {
+        (3, true) => cluster().start().map(|_| ()),
+        (3, false) => cluster().stop(),
+        (_, true) => broker().start().map(|_| ()),
+        (_, false) => broker().stop(),
+    }
+}
+
+/// The run's Kafka: a broker, or a cluster of three.
+enum RunKafka {
+    Single(Kafka),
+    Cluster(Cluster),
+}
+
+impl RunKafka {
+    fn start(&self) -> Result<crate::kafka::Started> {
+        match self {
+            Self::Single(kafka) => kafka.start(),
+            Self::Cluster(cluster) => cluster.start(),
+        }
+    }
+
+    fn stop(&self) -> Result<()> {
+        match self {
+            Self::Single(kafka) => kafka.stop(),
+            Self::Cluster(cluster) => cluster.stop(),
+        }
     }
 }
 
@@ -46,8 +87,9 @@ pub fn postgres_restart() -> Result<()> {
     pg.start().map(|_| ())
 }
 
-/// Runs the chaos; returns the exit code (non-zero when an invariant broke).
-pub fn run(seed: Option<u64>, secs: Option<u64>) -> Result<i32> {
+/// Runs the chaos (on `brokers` brokers: 1 or 3); returns the exit code (non-zero when an
+/// invariant broke).
+pub fn run(seed: Option<u64>, secs: Option<u64>, brokers: u16) -> Result<i32> {
     apt::ensure_with_kafka(&["python3-aiosmtpd", "postgresql"])?;
 
     println!("building the services and the chaos client…");
@@ -55,7 +97,11 @@ pub fn run(seed: Option<u64>, secs: Option<u64>) -> Result<i32> {
     // target folder stay the ones the system tests expect (crash points compiled in).
     stack::build_with_system_tests(&["--features", "platform/testing,platform/failpoints"])?;
 
-    let kafka = broker();
+    let kafka = if brokers == 3 {
+        RunKafka::Cluster(cluster())
+    } else {
+        RunKafka::Single(broker())
+    };
     let started = kafka.start()?;
     let pg = Postgres::locate()?;
     let ours = pg.start()?;
@@ -63,6 +109,21 @@ pub fn run(seed: Option<u64>, secs: Option<u64>) -> Result<i32> {
     let seed = seed.unwrap_or_else(seed_from_clock);
     let logs = paths::cache_root().join("chaos").join(seed.to_string());
     let mut chaos = chaos_command(seed, secs, &started.env_file, &logs)?;
+    if let RunKafka::Cluster(cluster) = &kafka {
+        let pid_files: Vec<String> = cluster
+            .nodes()
+            .iter()
+            .map(|n| n.pid_file().to_string_lossy().into_owned())
+            .collect();
+        // No whole-cluster stop: the cluster's faults are the client's broker faults.
+        chaos
+            .env_remove("EMS_CHAOS_BROKER_STOP")
+            .env("EMS_CHAOS_BROKER_PIDS", serde_json::to_string(&pid_files)?)
+            .env(
+                "EMS_CHAOS_BROKER_START",
+                control_command(&["chaos-broker", "start", "--brokers", "3"])?,
+            );
+    }
     if ours {
         chaos.env(
             "EMS_CHAOS_PG_RESTART",

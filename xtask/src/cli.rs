@@ -1,6 +1,7 @@
 //! The command line of `cargo xtask` (clap's derive API): one variant per command, each with its
 //! one-line description (`cargo xtask --help`) and its details (`cargo xtask <command> --help`).
 
+use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
 
 use crate::{dlt, images};
@@ -67,6 +68,12 @@ pub enum Command {
         /// What to do with the broker.
         #[command(subcommand)]
         action: KafkaAction,
+        /// 3: a KRaft cluster of three nodes (replication 3, min.insync.replicas 2) on ports
+        /// 29092-29094, 29102-29104, 29112-29114, under `<cache>/kafka-cluster`.
+        #[arg(long, global = true, value_name = "N", default_value_t = 1,
+              value_parser = clap::builder::PossibleValuesParser::new(["1", "3"])
+                  .map(|s| s.parse::<u16>().unwrap_or(1)))]
+        brokers: u16,
     },
     /// The benchmark (release build; BENCHMARKS.md): Kafka's ceiling, throughput, latency vs load.
     ///
@@ -111,12 +118,24 @@ pub enum Command {
         /// How long the run lasts, in seconds.
         #[arg(long, value_name = "N")]
         secs: Option<u64>,
+        /// 3: on a three-node cluster of its own, with broker faults (kill -9 of a busy
+        /// partition's leader, SIGSTOP of a broker past its session timeout, a restart, a
+        /// rolling restart); the line gains `broker_faults=` and `max_stall_s=`.
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::builder::PossibleValuesParser::new(["1", "3"])
+                  .map(|s| s.parse::<u16>().unwrap_or(1)))]
+        brokers: u16,
     },
     /// The chaos run's own broker (`chaos` stops and starts it as a fault).
     ChaosBroker {
         /// Start or stop it.
         #[command(subcommand)]
         action: ChaosBrokerAction,
+        /// 3: the chaos run's three-node cluster (start brings back every node that is down).
+        #[arg(long, global = true, value_name = "N", default_value_t = 1,
+              value_parser = clap::builder::PossibleValuesParser::new(["1", "3"])
+                  .map(|s| s.parse::<u16>().unwrap_or(1)))]
+        brokers: u16,
     },
     /// Steady load on the dev stack with short retention windows; prints what levels off.
     ///
@@ -221,6 +240,9 @@ mod tests {
             &["kafka", "status"],
             &["kafka", "check-topics"],
             &["kafka", "fix-topics"],
+            &["kafka", "start", "--brokers", "3"],
+            &["kafka", "stop", "--brokers", "3"],
+            &["kafka", "status", "--brokers", "3"],
             &["bench"],
             &["bench", "--postgres"],
             &["bench", "--postgres", "--replicas", "3"],
@@ -230,6 +252,8 @@ mod tests {
             &["chaos", "--seed", "7", "--secs", "60"],
             &["chaos-broker", "start"],
             &["chaos-broker", "stop"],
+            &["chaos", "--brokers", "3", "--seed", "7", "--secs", "240"],
+            &["chaos-broker", "start", "--brokers", "3"],
             &["chaos-postgres", "restart"],
         ] {
             assert!(parse(args).is_ok(), "{args:?}");
@@ -243,8 +267,22 @@ mod tests {
             cli.command,
             Some(Command::Chaos {
                 seed: Some(7),
-                secs: Some(60)
+                secs: Some(60),
+                brokers: 1
             })
+        ));
+        let cli = parse(&["kafka", "start", "--brokers", "3"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Kafka {
+                action: KafkaAction::Start,
+                brokers: 3
+            })
+        ));
+        let cli = parse(&["kafka", "start"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Kafka { brokers: 1, .. })
         ));
         let cli = parse(&["bench", "--postgres", "--replicas", "3"]).unwrap();
         assert!(matches!(
@@ -282,6 +320,8 @@ mod tests {
             &["test", "--postgres-only"],
             &["kafka"],
             &["kafka", "restart"],
+            &["kafka", "start", "--brokers", "2"],
+            &["chaos", "--brokers", "5"],
             &["chaos", "--seed"],
             &["chaos", "--seed", "x"],
             &["down", "now"],

@@ -7,6 +7,7 @@
 //! cargo xtask test [--sqlite-only]     the whole test suite, on SQLite and PostgreSQL
 //! cargo xtask api-fuzz                 its schemathesis step alone
 //! cargo xtask kafka start|stop|status  the local broker alone
+//! cargo xtask kafka start --brokers 3  a three-node KRaft cluster (replication 3, min ISR 2)
 //! cargo xtask kafka check-topics|fix-topics  topic configs against contracts' table
 //! cargo xtask bench [--postgres] [--replicas N]   the benchmark: ceiling, throughput, latency
 //! cargo xtask dlt list|show|replay     dead letters: list, inspect, replay
@@ -69,7 +70,18 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Demo => demo::demo()?,
         Command::Test { sqlite_only } => return test::run(sqlite_only),
         Command::ApiFuzz => return api_fuzz::run_alone(),
-        Command::Kafka { action } => {
+        Command::Kafka {
+            action: action @ (KafkaAction::Start | KafkaAction::Stop | KafkaAction::Status),
+            brokers: 3,
+        } => {
+            let cluster = kafka::Cluster::from_env()?;
+            match action {
+                KafkaAction::Start => cluster.start().map(|_| ())?,
+                KafkaAction::Stop => cluster.stop()?,
+                _ => cluster.status()?,
+            }
+        }
+        Command::Kafka { action, .. } => {
             let kafka = kafka::Kafka::from_env()?;
             match action {
                 KafkaAction::Start => kafka.start().map(|_| ())?,
@@ -82,9 +94,13 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Bench { postgres, replicas } => bench::run(postgres, replicas)?,
         Command::Dlt { command } => dlt::run(command.into_command())?,
         Command::Images(options) => images::run(&options)?,
-        Command::Chaos { seed, secs } => return chaos::run(seed, secs),
-        Command::ChaosBroker { action } => {
-            chaos::broker_control(action == ChaosBrokerAction::Start)?;
+        Command::Chaos {
+            seed,
+            secs,
+            brokers,
+        } => return chaos::run(seed, secs, brokers),
+        Command::ChaosBroker { action, brokers } => {
+            chaos::broker_control(action == ChaosBrokerAction::Start, brokers)?;
         }
         Command::ChaosPostgres {
             action: ChaosPostgresAction::Restart,

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
+pub mod stall;
+
 /// The consumers' session timeout: how long a consumer may be without partitions before it is
 /// not ready (and librdkafka's `session.timeout.ms`).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -247,6 +249,23 @@ impl Health {
         self.relay(|r| r.progress_at = Instant::now());
     }
 
+    /// How long the lease holder has had rows waiting (`in_flight`: deliveries it awaits, or
+    /// an unsent backlog) without publishing any; reported as `event_stall_seconds{stage="relay"}`.
+    pub fn relay_stall(&self, in_flight: bool) -> Duration {
+        let stalled = lock(&self.inner.relay)
+            .as_ref()
+            .map_or(Duration::ZERO, |r| {
+                let waiting = in_flight || r.pending > 0;
+                if r.phase == Phase::Running && r.holds_lease && waiting {
+                    r.progress_at.elapsed()
+                } else {
+                    Duration::ZERO
+                }
+            });
+        stall::report("relay", stalled);
+        stalled
+    }
+
     /// The relay has stopped.
     pub fn relay_stopped(&self) {
         self.relay(|r| r.phase = Phase::Stopped);
@@ -321,7 +340,11 @@ impl ConsumerState {
             ));
         }
         if self.assigned > 0 {
-            return Check::ok_with(format!("{} partitions assigned", self.assigned));
+            let assigned = format!("{} partitions assigned", self.assigned);
+            return Check::ok_with(
+                self.stall_note()
+                    .map_or(assigned.clone(), |stalled| format!("{stalled}; {assigned}")),
+            );
         }
         let waited = self.unassigned_since.elapsed();
         if self.settled {
@@ -331,6 +354,33 @@ impl ConsumerState {
         } else {
             Check::ok_with("joining its group")
         }
+    }
+}
+
+impl ConsumerState {
+    /// The longest short stall of an assigned partition, named (see [`stall::note`]).
+    fn stall_note(&self) -> Option<String> {
+        let ((topic, partition), p) = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.lag > 0)
+            .max_by_key(|(_, p)| p.since.elapsed())?;
+        stall::note(p.since.elapsed(), || {
+            format!(
+                "{topic}/{partition}: {} records waiting, the committed offset ({}) does not move",
+                p.lag, p.committed
+            )
+        })
+    }
+
+    /// How long the most stalled partition with records waiting has not moved.
+    fn stalled_for(&self) -> Duration {
+        self.partitions
+            .values()
+            .filter(|p| p.lag > 0)
+            .map(|p| p.since.elapsed())
+            .max()
+            .unwrap_or_default()
     }
 }
 
@@ -350,6 +400,11 @@ impl RelayState {
                         self.pending,
                         idle.as_secs()
                     ))
+                } else if self.pending > 0 {
+                    stall::note(idle, || {
+                        format!("{} outbox rows waiting, nothing published", self.pending)
+                    })
+                    .map_or_else(Check::ok, Check::ok_with)
                 } else {
                     Check::ok()
                 }
@@ -419,6 +474,7 @@ impl ConsumerHealth {
                 progress.committed = *committed;
                 progress.lag = *lag;
             }
+            stall::report(&format!("consumer:{}", self.group), c.stalled_for());
         });
     }
 

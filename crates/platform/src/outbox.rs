@@ -10,6 +10,7 @@
 //! commit rather than in `seq` order, the relay publishes up to a cut-off only once every
 //! transaction that could still commit a row below it has ended (see `Gate`).
 
+mod in_flight;
 pub mod lease;
 
 use std::ops::ControlFlow;
@@ -28,9 +29,15 @@ use crate::db::{
 use crate::health::Health;
 use crate::kafka::{OutgoingRecord, Producer};
 use crate::telemetry;
+use in_flight::InFlight;
 
 /// Rows published per relay round.
 const BATCH: i64 = 1000;
+/// How long a round waits for its own deliveries: a delivery still pending then (its partition's
+/// leader died or hangs) stays in flight while the next rounds publish the other partitions.
+const ROUND_WAIT: Duration = Duration::from_millis(500);
+/// Deliveries in flight above which a round reads no new rows, only waits for them.
+const MAX_IN_FLIGHT: usize = 10 * BATCH as usize;
 /// How often every relay (holder or not) reports the backlog gauges.
 const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 /// The holder's poll when nothing woke it.
@@ -237,6 +244,7 @@ pub async fn run_relay_with(
         options,
         term: None,
         gate: None,
+        in_flight: InFlight::default(),
         waiting_since: None,
         last_cleanup: Instant::now(),
         last_backlog: None,
@@ -265,6 +273,7 @@ struct Relay {
     options: RelayOptions,
     term: Option<lease::Term>,
     gate: Option<Gate>,
+    in_flight: InFlight,
     waiting_since: Option<Instant>,
     last_cleanup: Instant,
     last_backlog: Option<Instant>,
@@ -319,10 +328,12 @@ impl Relay {
             return ControlFlow::Continue(());
         };
         let health = &self.options.health;
+        health.relay_stall(!self.in_flight.is_empty());
         if current.renewed_at.elapsed() >= self.options.renew_every {
             match lease::renew(&self.db, current, self.options.lease_ttl).await {
                 Ok(true) => {}
                 Ok(false) => {
+                    self.in_flight.clear();
                     lose(&mut self.term, &self.held, health, "taken over");
                     return ControlFlow::Continue(());
                 }
@@ -330,6 +341,7 @@ impl Relay {
             }
         }
         if Instant::now() >= current.valid_until {
+            self.in_flight.clear();
             lose(&mut self.term, &self.held, health, "not renewed in time");
             return ControlFlow::Continue(());
         }
@@ -337,7 +349,7 @@ impl Relay {
             return ControlFlow::Continue(());
         };
         self.waiting_since = None;
-        if self.shutdown.is_cancelled() && published == 0 {
+        if self.shutdown.is_cancelled() && published == 0 && self.in_flight.is_empty() {
             self.release().await;
             return ControlFlow::Break(());
         }
@@ -352,7 +364,14 @@ impl Relay {
     async fn publish(&mut self) -> Option<usize> {
         let current = self.term.as_ref()?;
         let health = &self.options.health;
-        match publish_batch(&self.db, &self.producer, current, &mut self.gate).await {
+        let round = publish_batch(
+            &self.db,
+            &self.producer,
+            current,
+            &mut self.gate,
+            &mut self.in_flight,
+        );
+        match round.await {
             Ok(Round::Published(n)) => {
                 if n > 0 {
                     health.relay_published();
@@ -368,6 +387,7 @@ impl Relay {
                 Some(0)
             }
             Ok(Round::LeaseLost) => {
+                self.in_flight.clear();
                 lose(
                     &mut self.term,
                     &self.held,
@@ -377,6 +397,10 @@ impl Relay {
                 None
             }
             Err(error) => {
+                if self.shutdown.is_cancelled() {
+                    // What is still in flight is left to the next holder.
+                    self.in_flight.clear();
+                }
                 tracing::warn!(%error, "outbox relay round failed; retrying");
                 if let Some(fatal) = self.producer.fatal_error() {
                     tracing::warn!(error = %fatal, "producer hit a fatal error; replacing it");
@@ -505,12 +529,13 @@ const COLUMNS: &str = "id, topic, record_key, payload, headers";
 async fn next_rows(
     db: &Database,
     gate: &mut Option<Gate>,
+    limit: i64,
 ) -> Result<Option<Vec<sqlx::any::AnyRow>>, sqlx::Error> {
     if db.backend() == Backend::Sqlite {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY seq, id LIMIT $1"
         ))
-        .bind(BATCH)
+        .bind(limit)
         .fetch_all(db.reads())
         .await?;
         return Ok(Some(rows));
@@ -524,7 +549,7 @@ async fn next_rows(
         "SELECT {COLUMNS} FROM outbox WHERE sent_at IS NULL AND seq < $2 \
          AND txid_snapshot_xmin(txid_current_snapshot()) >= $3 ORDER BY seq, id LIMIT $1"
     ))
-    .bind(BATCH)
+    .bind(limit)
     .bind(current.cut)
     .bind(current.xid)
     .fetch_all(db.pool())
@@ -537,26 +562,66 @@ async fn next_rows(
             return Ok(None);
         }
     }
-    if (rows.len() as i64) < BATCH {
+    if (rows.len() as i64) < limit {
         // Everything below the cut-off is out (or going): the next round takes a new one.
         *gate = None;
     }
     Ok(Some(rows))
 }
 
-/// Publishes up to one batch under `term`.
+/// One round under `term`: hands up to a batch of unsent rows that are not in flight to the
+/// producer (in `seq` order), waits up to [`ROUND_WAIT`] for them, and deletes every row
+/// acknowledged meanwhile (earlier rounds' included).
 async fn publish_batch(
     db: &Database,
     producer: &Producer,
     term: &lease::Term,
     gate: &mut Option<Gate>,
+    in_flight: &mut InFlight,
 ) -> Result<Round, RelayError> {
-    let Some(rows) = next_rows(db, gate).await? else {
-        return Ok(Round::Waiting);
-    };
-    let mut pending = Vec::with_capacity(rows.len());
-    for row in &rows {
+    in_flight.next_round();
+    if in_flight.len() < MAX_IN_FLIGHT {
+        let limit = BATCH + in_flight.len() as i64;
+        match next_rows(db, gate, limit).await? {
+            Some(rows) => produce_rows(producer, &rows, in_flight)?,
+            None if in_flight.is_empty() => return Ok(Round::Waiting),
+            None => {}
+        }
+    }
+    if in_flight.is_empty() {
+        return Ok(Round::Published(0));
+    }
+    let settled = in_flight.settle(ROUND_WAIT).await;
+    if !settled.acked.is_empty() {
+        crate::failpoint!("relay.after_publish");
+        if delete_sent(db, &settled.acked, term).await? == 0 {
+            return Ok(Round::LeaseLost);
+        }
+        metrics::counter!("outbox_published_total").increment(settled.acked.len() as u64);
+    }
+    match settled.failure {
+        Some(error) => {
+            tracing::debug!(
+                failed = settled.failed,
+                "outbox deliveries failed; published again"
+            );
+            Err(error.into())
+        }
+        None => Ok(Round::Published(settled.acked.len())),
+    }
+}
+
+/// Hands `rows` (in `seq` order) that are not already in flight to the producer.
+fn produce_rows(
+    producer: &Producer,
+    rows: &[sqlx::any::AnyRow],
+    in_flight: &mut InFlight,
+) -> Result<(), RelayError> {
+    for row in rows {
         let id: String = row.try_get("id")?;
+        if in_flight.contains(&id) {
+            continue;
+        }
         let headers: String = row.try_get("headers")?;
         let headers: Vec<(String, String)> =
             serde_json::from_str(&headers).map_err(|source| RelayError::Headers {
@@ -570,44 +635,10 @@ async fn publish_batch(
             headers,
         };
         let span = publish_span(&record);
-        // Enqueue everything first (in order), then await: one round trip per batch.
         let delivery = span.in_scope(|| producer.produce(&record))?;
-        pending.push((id, span, delivery));
+        in_flight.push(id, span, delivery);
     }
-    if pending.is_empty() {
-        return Ok(Round::Published(0));
-    }
-    // Every delivery is awaited: rows acknowledged after a failed one went out and are deleted too.
-    let mut sent = Vec::with_capacity(pending.len());
-    let mut failure = None;
-    for (id, span, delivery) in pending {
-        match delivery.await {
-            Ok(delivered) => {
-                span.record(
-                    "messaging.destination.partition.id",
-                    delivered.partition.to_string(),
-                );
-                span.record("messaging.kafka.offset", delivered.offset);
-                sent.push(id);
-            }
-            Err(error) => {
-                span.record("otel.status_code", "ERROR");
-                span.record("otel.status_message", error.to_string());
-                failure.get_or_insert(error);
-            }
-        }
-    }
-    if !sent.is_empty() {
-        crate::failpoint!("relay.after_publish");
-        if delete_sent(db, &sent, term).await? == 0 {
-            return Ok(Round::LeaseLost);
-        }
-        metrics::counter!("outbox_published_total").increment(sent.len() as u64);
-    }
-    match failure {
-        Some(error) => Err(error.into()),
-        None => Ok(Round::Published(sent.len())),
-    }
+    Ok(())
 }
 
 /// The span of publishing one outbox row (OpenTelemetry messaging conventions, operation

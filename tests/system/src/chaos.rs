@@ -6,12 +6,14 @@
 //! and restarts PostgreSQL when the caller says how ([`Controls`]). Then it drains and judges:
 //! [`ChaosReport::line`].
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
+use crate::chaos_brokers::{self, BrokerControls, Injected};
 use crate::{
     count_rows, deliveries_settled, read_outcomes, register_accounts, try_post, Lcg, MailReport,
     OutcomeClock, Stack, Verdict,
@@ -36,6 +38,9 @@ pub struct Controls {
     /// Each fault these controls allow (broker, database) is injected at least once: one the
     /// schedule did not draw comes after the fault window (the suite's short run).
     pub each_fault: bool,
+    /// A three-node cluster's nodes: every other fault is a broker fault
+    /// ([`chaos_brokers::FAULTS`] in turn).
+    pub brokers: Option<BrokerControls>,
 }
 
 /// What the run is.
@@ -74,6 +79,10 @@ pub struct ChaosReport {
     pub duplicate_publishes: usize,
     /// Longest time from the end of a fault until a request sent then had its outcome.
     pub max_recovery_s: f64,
+    /// Broker faults injected (of `faults`).
+    pub broker_faults: usize,
+    /// The longest time without a processed transaction while the load ran.
+    pub max_stall_s: f64,
     /// What each fault was, with its recovery time.
     pub log: Vec<String>,
 }
@@ -84,7 +93,7 @@ impl ChaosReport {
         format!(
             "chaos: seed={} faults={} requests={} accepted={} outcomes={} lost={} \
              duplicated_outcomes={} money_conserved={} alerts_duplicated={} \
-             duplicate_publishes={} max_recovery_s={:.1}",
+             duplicate_publishes={} max_recovery_s={:.1} broker_faults={} max_stall_s={:.1}",
             self.seed,
             self.faults,
             self.requests,
@@ -95,7 +104,9 @@ impl ChaosReport {
             if self.money_conserved { "yes" } else { "no" },
             self.alerts_duplicated,
             self.duplicate_publishes,
-            self.max_recovery_s
+            self.max_recovery_s,
+            self.broker_faults,
+            self.max_stall_s
         )
     }
 
@@ -138,6 +149,8 @@ enum Fault {
 struct Ledger {
     sent: Vec<String>,
     accepted: Vec<String>,
+    /// When each request was first sent.
+    sent_at: BTreeMap<String, SystemTime>,
 }
 
 /// Runs the chaos: the stack, the load, the faults, the drain and the judgement.
@@ -160,10 +173,18 @@ pub async fn run(settings: &ChaosSettings) -> ChaosReport {
         seed: settings.seed,
         ..ChaosReport::default()
     };
-    inject_faults(&mut stack, settings, &targets, &accounts, &mut report).await;
+    let load_began = SystemTime::now();
+    let injected = inject_faults(&mut stack, settings, &targets, &accounts, &mut report).await;
     load.stop().await;
-    revive_all(&mut stack).await;
-    judge(&stack, &targets.ledger, &mut report).await;
+    let load_ended = SystemTime::now();
+    revive_all(&mut stack, &settings.controls).await;
+    let processed = judge(&stack, &targets.ledger, &mut report).await;
+    report.max_stall_s = chaos_brokers::max_stall(&processed, load_began, load_ended);
+    let sent_at = targets.ledger.lock().expect("ledger").sent_at.clone();
+    for line in chaos_brokers::measured(&injected, &sent_at, &processed) {
+        println!("{line}");
+        report.log.push(line);
+    }
     report
 }
 
@@ -235,7 +256,13 @@ impl Load {
                         let id = format!("chaos-new-{n}-{i}");
                         let body = json!({"id": id, "name": format!("Customer {id}"),
                                           "email": crate::email(&id)});
-                        let _ = send_customer(&client, &customer_urls, &body).await;
+                        let _ = crate::http::post_to_any(
+                            &client,
+                            &customer_urls,
+                            "/app/customers",
+                            &body,
+                        )
+                        .await;
                     }
                     let from = random.below(ACCOUNTS as u64) as usize;
                     let to = (from + 1 + random.below(ACCOUNTS as u64 - 1) as usize) % ACCOUNTS;
@@ -260,31 +287,48 @@ impl Load {
     }
 }
 
-/// The faults: one drawn from the schedule every 3 to 7 s for `settings.duration`, each followed
-/// by a probe request whose time to its outcome is the recovery time.
+/// The faults: one drawn from the schedule every 3 to 7 s for `settings.duration` (on a
+/// cluster, every other one is the next broker fault), each followed by a probe request whose
+/// time to its outcome is the recovery time. Returns the broker faults of a cluster.
 async fn inject_faults(
     stack: &mut Stack,
     settings: &ChaosSettings,
     targets: &Targets,
     accounts: &[String],
     report: &mut ChaosReport,
-) {
+) -> Vec<Injected> {
+    let mut injected = Vec::new();
     let mut clock = OutcomeClock::start(&stack.kafka);
     let mut schedule = Lcg::new(settings.seed);
     let started = Instant::now();
     let mut probe = 0usize;
     let mut owed = owed_faults(&settings.controls);
     loop {
-        let fault = if started.elapsed() < settings.duration {
+        let in_window = started.elapsed() < settings.duration;
+        if in_window {
             tokio::time::sleep(Duration::from_secs(3 + schedule.below(5))).await;
-            draw(&mut schedule, &settings.controls)
-        } else if let Some(fault) = owed.pop() {
-            fault
-        } else {
-            break;
+        }
+        let what = match &settings.controls.brokers {
+            Some(brokers) if in_window && report.faults % 2 == 1 => {
+                let fault = chaos_brokers::FAULTS[report.broker_faults % 4];
+                let done = chaos_brokers::inject(fault, &stack.kafka, brokers).await;
+                report.broker_faults += 1;
+                injected.push(done.clone());
+                done.what
+            }
+            _ => {
+                let fault = if in_window {
+                    draw(&mut schedule, &settings.controls)
+                } else if let Some(fault) = owed.pop() {
+                    fault
+                } else {
+                    break;
+                };
+                owed.retain(|o| std::mem::discriminant(o) != std::mem::discriminant(&fault));
+                report.broker_faults += usize::from(matches!(fault, Fault::Broker));
+                inject(stack, fault, &settings.controls).await
+            }
         };
-        owed.retain(|o| std::mem::discriminant(o) != std::mem::discriminant(&fault));
-        let what = inject(stack, fault, &settings.controls).await;
         report.faults += 1;
         // Recovery: a request sent now, until its outcome is read.
         probe += 1;
@@ -316,6 +360,7 @@ async fn inject_faults(
         println!("{line}");
         report.log.push(line);
     }
+    injected
 }
 
 /// The faults a run owes when `controls.each_fault` says each allowed one must come.
@@ -332,8 +377,12 @@ fn owed_faults(controls: &Controls) -> Vec<Fault> {
     owed
 }
 
-/// Resumes every paused replica and starts every stopped one.
-async fn revive_all(stack: &mut Stack) {
+/// Brings the brokers of a cluster back, resumes every paused replica and starts every stopped
+/// one.
+async fn revive_all(stack: &mut Stack, controls: &Controls) {
+    if let Some(brokers) = &controls.brokers {
+        chaos_brokers::revive(brokers).await;
+    }
     for (name, count) in REPLICAS {
         for n in 0..count {
             let replica = stack.replica(name, n);
@@ -343,8 +392,13 @@ async fn revive_all(stack: &mut Stack) {
     }
 }
 
-/// Drains and judges: the outcomes of the accepted requests, the money, the e-mails.
-async fn judge(stack: &Stack, ledger: &Mutex<Ledger>, report: &mut ChaosReport) {
+/// Drains and judges: the outcomes of the accepted requests, the money, the e-mails. Returns
+/// when each transaction was processed.
+async fn judge(
+    stack: &Stack,
+    ledger: &Mutex<Ledger>,
+    report: &mut ChaosReport,
+) -> BTreeMap<String, SystemTime> {
     let (sent, accepted) = {
         let ledger = ledger.lock().expect("ledger");
         (ledger.sent.len(), ledger.accepted.clone())
@@ -369,6 +423,7 @@ async fn judge(stack: &Stack, ledger: &Mutex<Ledger>, report: &mut ChaosReport) 
     let everything = Verdict::judge(outcomes.keys(), &outcomes);
     report.money_conserved = total == everything.net_deposits;
     report.alerts_duplicated = settled_mail(stack).await.double_sent.len();
+    chaos_brokers::processed_at(&outcomes)
 }
 
 /// Every replica's base URL (running or not: a request to a dead one goes to the next).
@@ -393,26 +448,20 @@ async fn send(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    ledger.lock().expect("ledger").sent.push(id.clone());
+    {
+        let mut ledger = ledger.lock().expect("ledger");
+        ledger.sent.push(id.clone());
+        ledger
+            .sent_at
+            .entry(id.clone())
+            .or_insert_with(SystemTime::now);
+    }
     let start = id.len() % urls.len();
     for attempt in 0..urls.len() * 4 {
         let url = format!("{}{path}", urls[(start + attempt) % urls.len()]);
         if let Ok((status, _)) = try_post(client, &url, body).await {
             if matches!(status, 200 | 202) {
                 ledger.lock().expect("ledger").accepted.push(id);
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
-async fn send_customer(client: &reqwest::Client, urls: &[String], body: &Value) -> bool {
-    for attempt in 0..urls.len() * 4 {
-        let url = format!("{}/app/customers", urls[attempt % urls.len()]);
-        if let Ok((status, _)) = try_post(client, &url, body).await {
-            if matches!(status, 200 | 201) {
                 return true;
             }
         }
@@ -471,16 +520,9 @@ async fn inject(stack: &mut Stack, fault: Fault, controls: &Controls) -> String 
 }
 
 async fn run_control(command: Option<&Command>) {
-    let Some((program, args)) = command.and_then(|c| c.split_first()) else {
-        return;
-    };
-    let status = tokio::process::Command::new(program)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .await
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(status.success(), "{program} {args:?} failed: {status}");
+    if let Some(command) = command {
+        chaos_brokers::run(command).await;
+    }
 }
 
 /// Waits until notification-service has no delivery left to send, then judges the mailbox.

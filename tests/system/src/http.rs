@@ -160,3 +160,23 @@ pub async fn balance(client: &reqwest::Client, stack: &Stack, account: &str) -> 
     assert_eq!(status, 200, "{body}");
     body["balance"].as_str().expect("balance").to_string()
 }
+
+/// Posts `body` to `path` of one replica after another (four rounds, 200 ms apart) until one
+/// answers 200 or 201 (a load balancer's retry); false when none did.
+pub async fn post_to_any(
+    client: &reqwest::Client,
+    urls: &[String],
+    path: &str,
+    body: &serde_json::Value,
+) -> bool {
+    for attempt in 0..urls.len() * 4 {
+        let url = format!("{}{path}", urls[attempt % urls.len()]);
+        if let Ok((status, _)) = try_post(client, &url, body).await {
+            if matches!(status, 200 | 201) {
+                return true;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    false
+}

@@ -18,6 +18,7 @@
 
 pub mod browser;
 pub mod chaos;
+pub mod chaos_brokers;
 pub mod http;
 pub mod keys;
 pub mod process;

@@ -15,6 +15,9 @@ pub struct Outcome {
     pub event_id: String,
     /// The payload.
     pub payload: serde_json::Value,
+    /// When it was processed: its `ce_time` (written with the outcome, in the same database
+    /// transaction).
+    pub time: Option<std::time::SystemTime>,
 }
 
 /// Reads `transaction.processed` and `transaction.failed` until `expected` distinct transactions
@@ -57,24 +60,30 @@ pub async fn read_outcomes(
         };
         let payload: serde_json::Value =
             serde_json::from_slice(message.payload().unwrap_or_default()).expect("JSON outcome");
-        let event_id = rdkafka::message::Headers::iter(
-            message.headers().expect("outcome events carry headers"),
-        )
-        .find(|h| h.key == "ce_id")
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .expect("ce_id header");
+        let event_id = header(&message, "ce_id").expect("ce_id header");
         let id = payload["transactionId"]
             .as_str()
             .expect("transactionId")
             .to_string();
+        let time = header(&message, contracts::envelope::headers::TIME)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(std::time::SystemTime::from);
         outcomes.entry(id).or_default().push(Outcome {
             topic: kafka.strip_prefix(message.topic()).to_string(),
             event_id,
             payload,
+            time,
         });
     }
     outcomes
+}
+
+/// The value of header `name` of `message`, as text.
+fn header(message: &impl rdkafka::Message, name: &str) -> Option<String> {
+    rdkafka::message::Headers::iter(message.headers()?)
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// A consumer of `kafka` with client id `client_id` in a group of its own (`group` made unique)

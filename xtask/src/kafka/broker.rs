@@ -32,7 +32,7 @@ impl Kafka {
         let _ = fs::remove_file(self.pid_file());
         self.check_ports_free()?;
         let begun = Instant::now();
-        let secrets = self.prepare()?;
+        let secrets = self.prepare(None)?;
         let pid = self.launch()?;
         self.await_ready(pid)?;
         self.write_env_file(&secrets)?;
@@ -55,7 +55,7 @@ impl Kafka {
             None => bail!(
                 "the broker (pid {pid}) runs, but its credentials ({}) are gone: restart it \
                  with `cargo xtask kafka stop` and `cargo xtask kafka start`",
-                self.config_dir().join("secrets.env").display()
+                self.secrets_file().display()
             ),
         }
         wait_ready(&self.ports.brokers(), Duration::from_secs(60), || {
@@ -71,7 +71,7 @@ impl Kafka {
     }
 
     /// Fails when another process holds one of the three ports.
-    fn check_ports_free(&self) -> Result<()> {
+    pub(super) fn check_ports_free(&self) -> Result<()> {
         for (name, port) in [
             ("PLAINTEXT", self.ports.plaintext),
             ("SASL_SSL", self.ports.sasl),
@@ -90,21 +90,22 @@ impl Kafka {
     }
 
     /// Everything the JVM needs before it starts: the jars, the directories, the credentials,
-    /// the certificates, the configuration and the formatted storage.
-    fn prepare(&self) -> Result<Secrets> {
+    /// the certificates, the configuration and the formatted storage (of cluster `cluster_id`
+    /// for a cluster's node).
+    pub(super) fn prepare(&self, cluster_id: Option<&str>) -> Result<Secrets> {
         self.ensure_jars()?;
         for dir in [self.data(), self.config_dir(), self.logs()] {
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let secrets = self.ensure_secrets()?;
-        let tls = tls::ensure(&self.home.join("tls"))?;
+        let tls = tls::ensure(&self.tls_dir())?;
         self.write_configs(&secrets, &tls.keystore)?;
-        self.format_if_needed(&secrets)?;
+        self.format_if_needed(&secrets, cluster_id)?;
         Ok(secrets)
     }
 
     /// Starts the JVM detached and records its pid.
-    fn launch(&self) -> Result<u32> {
+    pub(super) fn launch(&self) -> Result<u32> {
         // kafka.out holds the JVM's own output of the latest start only.
         let _ = fs::write(self.jvm_out(), "--- java kafka.Kafka\n");
         let mut cmd = self.java()?;
@@ -134,7 +135,7 @@ impl Kafka {
 
     /// Waits until the new broker `pid` answers and its SASL_SSL listener accepts connections;
     /// when it does not, stops it and prints the end of its logs.
-    fn await_ready(&self, pid: u32) -> Result<()> {
+    pub(super) fn await_ready(&self, pid: u32) -> Result<()> {
         if let Err(e) = wait_ready(&self.ports.brokers(), READY_TIMEOUT, || {
             process::is_alive(pid)
         }) {
@@ -163,7 +164,7 @@ impl Kafka {
     }
 
     /// The last lines of `server.log`, and of `kafka.out` when the JVM said anything.
-    fn print_log_tails(&self) {
+    pub(super) fn print_log_tails(&self) {
         eprintln!("--- last lines of {}:", self.server_log().display());
         eprintln!("{}", process::tail(&self.server_log(), 40));
         let out = process::tail(&self.jvm_out(), 15);

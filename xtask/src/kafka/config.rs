@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::home::{Kafka, Ports, PLAIN_USER, SCRAM_USER};
+use super::home::{Kafka, Member, Ports, PLAIN_USER, SCRAM_USER};
 use crate::{paths, process};
 
 /// The alphabet of IBM Cloud API keys.
@@ -31,7 +31,7 @@ pub(super) struct Secrets {
 impl Kafka {
     /// Loads `config/secrets.env` (None when missing or incomplete).
     pub(super) fn load_secrets(&self) -> Option<Secrets> {
-        let text = fs::read_to_string(self.config_dir().join("secrets.env")).ok()?;
+        let text = fs::read_to_string(self.secrets_file()).ok()?;
         let map = parse_env(&text);
         let get = |k: &str| map.get(k).cloned().filter(|v| !v.is_empty());
         Some(Secrets {
@@ -47,8 +47,8 @@ impl Kafka {
         if let Some(secrets) = self.load_secrets() {
             return Ok(secrets);
         }
-        let path = self.config_dir().join("secrets.env");
-        fs::create_dir_all(self.config_dir())?;
+        let path = self.secrets_file();
+        fs::create_dir_all(self.root.join("config"))?;
         let secrets = Secrets {
             id: process::random_string(16, ALNUM)?,
             plain_password: process::random_string(44, API_KEY_ALPHABET)?,
@@ -68,7 +68,7 @@ impl Kafka {
     }
 
     pub(super) fn write_configs(&self, secrets: &Secrets, keystore: &Path) -> Result<()> {
-        let props = server_properties(&self.ports, &self.data(), keystore, secrets);
+        let props = server_properties(&self.ports, &self.member, &self.data(), keystore, secrets);
         process::write_file(&self.server_properties(), &props, 0o600)?;
         process::write_file(
             &self.config_dir().join("log4j2.properties"),
@@ -85,19 +85,48 @@ impl Kafka {
 
     /// Writes `kafka.env` (0600): the contract read by the platform crate's tests.
     pub(super) fn write_env_file(&self, secrets: &Secrets) -> Result<()> {
+        let contract = EnvContract {
+            brokers: self.ports.brokers(),
+            sasl_brokers: self.ports.sasl_brokers(),
+            replication: self.member.replication().0,
+        };
+        self.write_contract(secrets, &contract)
+    }
+
+    /// Writes `kafka.env` (0600) with `contract`'s addresses.
+    pub(super) fn write_contract(&self, secrets: &Secrets, contract: &EnvContract) -> Result<()> {
         let ca = paths::absolute(self.ca_cert());
-        let text = format!(
-            "KAFKA_BROKERS={}\nKAFKA_SASL_BROKERS={}\nKAFKA_CA_LOCATION={}\nKAFKA_PLAIN_USER={PLAIN_USER}\n\
-             KAFKA_PLAIN_PASSWORD={}\nKAFKA_SCRAM_USER={}\nKAFKA_SCRAM_PASSWORD={}\n",
-            self.ports.brokers(),
-            self.ports.sasl_brokers(),
-            ca.display(),
-            secrets.plain_password,
-            secrets.scram_user,
-            secrets.scram_password
-        );
+        let text = env_text(contract, &ca, secrets);
         process::write_file(&self.env_file(), &text, 0o600)
     }
+}
+
+/// What `kafka.env` tells clients beyond the credentials: every broker's address and the topics'
+/// replication factor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct EnvContract {
+    /// PLAINTEXT bootstrap addresses, comma-separated.
+    pub(super) brokers: String,
+    /// SASL_SSL bootstrap addresses, comma-separated.
+    pub(super) sasl_brokers: String,
+    /// The replication factor of topics the clients create.
+    pub(super) replication: usize,
+}
+
+/// The text of `kafka.env`.
+fn env_text(contract: &EnvContract, ca: &Path, secrets: &Secrets) -> String {
+    format!(
+        "KAFKA_BROKERS={}\nKAFKA_SASL_BROKERS={}\nKAFKA_TOPIC_REPLICATION_FACTOR={}\n\
+         KAFKA_CA_LOCATION={}\nKAFKA_PLAIN_USER={PLAIN_USER}\n\
+         KAFKA_PLAIN_PASSWORD={}\nKAFKA_SCRAM_USER={}\nKAFKA_SCRAM_PASSWORD={}\n",
+        contract.brokers,
+        contract.sasl_brokers,
+        contract.replication,
+        ca.display(),
+        secrets.plain_password,
+        secrets.scram_user,
+        secrets.scram_password
+    )
 }
 
 /// `KEY=VALUE` lines (comments and blanks skipped).
@@ -115,13 +144,37 @@ pub(super) fn parse_properties(text: &str) -> BTreeMap<String, String> {
     parse_env(text)
 }
 
+/// The controller quorum's lines: a single broker's own (`--standalone` at format time), or a
+/// cluster's static voters.
+fn quorum_lines(ports: &Ports, member: &Member) -> String {
+    if !member.clustered() {
+        return format!(
+            "controller.quorum.bootstrap.servers=127.0.0.1:{}",
+            ports.controller
+        );
+    }
+    let voters: Vec<String> = member
+        .voters
+        .iter()
+        .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
+        .collect();
+    format!("controller.quorum.voters={}", voters.join(","))
+}
+
 /// The broker's `server.properties`.
-fn server_properties(ports: &Ports, data: &Path, keystore: &Path, secrets: &Secrets) -> String {
+fn server_properties(
+    ports: &Ports,
+    member: &Member,
+    data: &Path,
+    keystore: &Path,
+    secrets: &Secrets,
+) -> String {
+    let (replicas, min_isr) = member.replication();
     format!(
         "# generated by `cargo xtask kafka start`; edits are overwritten\n\
          process.roles=broker,controller\n\
-         node.id=1\n\
-         controller.quorum.bootstrap.servers=127.0.0.1:{c}\n\
+         node.id={id}\n\
+         {quorum}\n\
          listeners=PLAINTEXT://127.0.0.1:{p},SASL_SSL://127.0.0.1:{s},CONTROLLER://127.0.0.1:{c}\n\
          advertised.listeners=PLAINTEXT://127.0.0.1:{p},SASL_SSL://127.0.0.1:{s}\n\
          controller.listener.names=CONTROLLER\n\
@@ -129,15 +182,15 @@ fn server_properties(ports: &Ports, data: &Path, keystore: &Path, secrets: &Secr
          listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL\n\
          log.dirs={data}\n\
          num.partitions=1\n\
-         default.replication.factor=1\n\
-         min.insync.replicas=1\n\
-         offsets.topic.replication.factor=1\n\
+         default.replication.factor={replicas}\n\
+         min.insync.replicas={min_isr}\n\
+         offsets.topic.replication.factor={replicas}\n\
          offsets.topic.num.partitions=10\n\
-         transaction.state.log.replication.factor=1\n\
-         transaction.state.log.min.isr=1\n\
+         transaction.state.log.replication.factor={replicas}\n\
+         transaction.state.log.min.isr={min_isr}\n\
          transaction.state.log.num.partitions=10\n\
-         share.coordinator.state.topic.replication.factor=1\n\
-         share.coordinator.state.topic.min.isr=1\n\
+         share.coordinator.state.topic.replication.factor={replicas}\n\
+         share.coordinator.state.topic.min.isr={min_isr}\n\
          group.initial.rebalance.delay.ms=0\n\
          auto.create.topics.enable=false\n\
          delete.topic.enable=true\n\
@@ -158,6 +211,8 @@ fn server_properties(ports: &Ports, data: &Path, keystore: &Path, secrets: &Secr
         p = ports.plaintext,
         s = ports.sasl,
         c = ports.controller,
+        id = member.id,
+        quorum = quorum_lines(ports, member),
         data = data.display(),
         user = PLAIN_USER,
         plain = secrets.plain_password,
@@ -226,6 +281,7 @@ mod tests {
         };
         let p = server_properties(
             &ports,
+            &Member::single(),
             Path::new("/k/data"),
             Path::new("/k/tls/ks.pem"),
             &secrets(),
@@ -238,9 +294,76 @@ mod tests {
         assert_eq!(map["auto.create.topics.enable"], "false");
         assert_eq!(map["group.initial.rebalance.delay.ms"], "0");
         assert_eq!(map["ssl.keystore.type"], "PEM");
+        assert_eq!(map["node.id"], "1");
+        assert_eq!(map["controller.quorum.bootstrap.servers"], "127.0.0.1:9094");
+        assert!(!map.contains_key("controller.quorum.voters"));
+        assert_eq!(map["default.replication.factor"], "1");
+        assert_eq!(map["min.insync.replicas"], "1");
         assert!(
             map["listener.name.sasl_ssl.plain.sasl.jaas.config"].contains("user_token=\"pw-1\";")
         );
+    }
+
+    #[test]
+    fn a_cluster_node_has_static_voters_and_event_streams_replication() {
+        let member = Member {
+            id: 2,
+            voters: vec![(1, 29094), (2, 29104), (3, 29114)],
+        };
+        let ports = Ports {
+            plaintext: 29102,
+            sasl: 29103,
+            controller: 29104,
+        };
+        let p = server_properties(
+            &ports,
+            &member,
+            Path::new("/d"),
+            Path::new("/k"),
+            &secrets(),
+        );
+        let map = parse_properties(&p);
+        assert_eq!(map["node.id"], "2");
+        assert_eq!(
+            map["controller.quorum.voters"],
+            "1@127.0.0.1:29094,2@127.0.0.1:29104,3@127.0.0.1:29114"
+        );
+        assert!(!map.contains_key("controller.quorum.bootstrap.servers"));
+        assert_eq!(
+            map["listeners"],
+            "PLAINTEXT://127.0.0.1:29102,SASL_SSL://127.0.0.1:29103,CONTROLLER://127.0.0.1:29104"
+        );
+        for key in [
+            "default.replication.factor",
+            "offsets.topic.replication.factor",
+            "transaction.state.log.replication.factor",
+            "share.coordinator.state.topic.replication.factor",
+        ] {
+            assert_eq!(map[key], "3", "{key}");
+        }
+        for key in [
+            "min.insync.replicas",
+            "transaction.state.log.min.isr",
+            "share.coordinator.state.topic.min.isr",
+        ] {
+            assert_eq!(map[key], "2", "{key}");
+        }
+    }
+
+    #[test]
+    fn the_env_file_lists_every_broker_and_the_replication() {
+        let contract = EnvContract {
+            brokers: "127.0.0.1:29092,127.0.0.1:29102,127.0.0.1:29112".into(),
+            sasl_brokers: "127.0.0.1:29093,127.0.0.1:29103,127.0.0.1:29113".into(),
+            replication: 3,
+        };
+        let map = parse_env(&env_text(&contract, Path::new("/c/ca.pem"), &secrets()));
+        assert_eq!(map["KAFKA_BROKERS"], contract.brokers);
+        assert_eq!(map["KAFKA_SASL_BROKERS"], contract.sasl_brokers);
+        assert_eq!(map["KAFKA_TOPIC_REPLICATION_FACTOR"], "3");
+        assert_eq!(map["KAFKA_CA_LOCATION"], "/c/ca.pem");
+        assert_eq!(map["KAFKA_PLAIN_USER"], PLAIN_USER);
+        assert_eq!(map["KAFKA_PLAIN_PASSWORD"], "pw-1");
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl Kafka {
         }
         println!("fetching Kafka jars from Maven Central (first run only)…");
         let begun = Instant::now();
-        let staging = self.home.join("lib.partial");
+        let staging = self.root.join("lib.partial");
         let _ = fs::remove_dir_all(&staging);
         process::run_quiet(
             Command::new("mvn")

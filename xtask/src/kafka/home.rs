@@ -1,4 +1,5 @@
-//! [`Kafka`]: the local broker's files (under `<cache root>/kafka`) and [`Ports`]; what the
+//! [`Kafka`]: the local broker's files (under `<cache root>/kafka`, or a cluster node's under
+//! its own folder with the shared ones at the cluster's root), [`Ports`] and [`Member`]; what the
 //! other modules of [`crate::kafka`] work on.
 
 use std::fs;
@@ -27,8 +28,21 @@ pub struct Ports {
 }
 
 impl Ports {
+    /// The single broker's ports: 9092, 9093, 9094.
+    pub const SINGLE: Ports = Ports {
+        plaintext: 9092,
+        sasl: 9093,
+        controller: 9094,
+    };
+
     /// Reads the ports from the environment, with the defaults of `docs/design.md` (*Commands*).
     pub fn from_env() -> Result<Self> {
+        Self::from_env_or(Self::SINGLE)
+    }
+
+    /// Reads the ports from the environment (`EMS_KAFKA_PORT`, `EMS_KAFKA_SASL_PORT`,
+    /// `EMS_KAFKA_CONTROLLER_PORT`), with `defaults` for those unset.
+    pub fn from_env_or(defaults: Ports) -> Result<Self> {
         fn port(var: &str, default: u16) -> Result<u16> {
             match std::env::var(var) {
                 Ok(v) if !v.trim().is_empty() => v
@@ -39,9 +53,9 @@ impl Ports {
             }
         }
         let ports = Self {
-            plaintext: port("EMS_KAFKA_PORT", 9092)?,
-            sasl: port("EMS_KAFKA_SASL_PORT", 9093)?,
-            controller: port("EMS_KAFKA_CONTROLLER_PORT", 9094)?,
+            plaintext: port("EMS_KAFKA_PORT", defaults.plaintext)?,
+            sasl: port("EMS_KAFKA_SASL_PORT", defaults.sasl)?,
+            controller: port("EMS_KAFKA_CONTROLLER_PORT", defaults.controller)?,
         };
         if ports.plaintext == ports.sasl
             || ports.plaintext == ports.controller
@@ -63,10 +77,50 @@ impl Ports {
     }
 }
 
+/// Where a broker sits: alone (its own controller quorum, replication 1), or node `id` of a
+/// cluster whose controller quorum is `voters` (node id, controller port), replication 3.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// `node.id`.
+    pub id: u32,
+    /// The controller quorum's voters; empty for a single broker (`--standalone`).
+    pub voters: Vec<(u32, u16)>,
+}
+
+impl Member {
+    /// A broker alone: node 1, its own quorum.
+    pub fn single() -> Self {
+        Self {
+            id: 1,
+            voters: Vec::new(),
+        }
+    }
+
+    /// True for a node of a cluster.
+    pub fn clustered(&self) -> bool {
+        !self.voters.is_empty()
+    }
+
+    /// The topics' default `(replication factor, min.insync.replicas)`: `(1, 1)` alone, `(3, 2)`
+    /// (IBM Event Streams' settings) in a cluster of three or more.
+    pub fn replication(&self) -> (usize, usize) {
+        match self.voters.len() {
+            0 | 1 => (1, 1),
+            2 => (2, 1),
+            n => (3.min(n), 2),
+        }
+    }
+}
+
 /// The local broker's files and settings.
 pub struct Kafka {
+    /// This broker's own files (configuration, data, logs, pid).
     pub(super) home: PathBuf,
+    /// What the brokers of a cluster share (jars, credentials, certificates, `kafka.env`);
+    /// `home` for a single broker.
+    pub(super) root: PathBuf,
     pub(super) ports: Ports,
+    pub(super) member: Member,
 }
 
 /// What `start` found or did.
@@ -80,16 +134,33 @@ pub struct Started {
 impl Kafka {
     /// The broker under `<cache root>/kafka` with ports from the environment.
     pub fn from_env() -> Result<Self> {
-        Ok(Self {
-            home: paths::kafka_home(),
-            ports: Ports::from_env()?,
-        })
+        Ok(Self::at(paths::kafka_home(), Ports::from_env()?))
     }
 
     /// A broker of its own under `home` on `ports` (the chaos run stops and starts one nobody
     /// else uses).
     pub fn at(home: PathBuf, ports: Ports) -> Self {
-        Self { home, ports }
+        Self {
+            root: home.clone(),
+            home,
+            ports,
+            member: Member::single(),
+        }
+    }
+
+    /// Node `member.id` of a cluster: its own files under `home`, the shared ones under `root`.
+    pub fn node(root: PathBuf, home: PathBuf, ports: Ports, member: Member) -> Self {
+        Self {
+            home,
+            root,
+            ports,
+            member,
+        }
+    }
+
+    /// `node.id`.
+    pub fn node_id(&self) -> u32 {
+        self.member.id
     }
 
     /// The ports in use.
@@ -99,7 +170,7 @@ impl Kafka {
 
     /// The directory of the Kafka jars (Maven's copy of tools/kafka's dependencies).
     pub fn lib(&self) -> PathBuf {
-        self.home.join("lib")
+        self.root.join("lib")
     }
     pub(super) fn data(&self) -> PathBuf {
         self.home.join("data")
@@ -119,15 +190,24 @@ impl Kafka {
     pub(super) fn jvm_out(&self) -> PathBuf {
         self.logs().join("kafka.out")
     }
-    pub(super) fn pid_file(&self) -> PathBuf {
+    /// `<home>/kafka.pid`, the broker's pid while it runs.
+    pub fn pid_file(&self) -> PathBuf {
         self.home.join("kafka.pid")
     }
-    /// `<kafka home>/kafka.env`, the credentials file.
+    /// `<kafka home>/kafka.env`, the credentials file (shared by a cluster's nodes).
     pub fn env_file(&self) -> PathBuf {
-        self.home.join("kafka.env")
+        self.root.join("kafka.env")
+    }
+    /// The generated credentials (shared by a cluster's nodes).
+    pub(super) fn secrets_file(&self) -> PathBuf {
+        self.root.join("config").join("secrets.env")
+    }
+    /// The certificates (shared by a cluster's nodes).
+    pub(super) fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
     }
     pub(super) fn ca_cert(&self) -> PathBuf {
-        self.home.join("tls").join("ca.pem")
+        self.tls_dir().join("ca.pem")
     }
 
     /// The pid of our running broker, if any (pid file first, then a scan of /proc, which also

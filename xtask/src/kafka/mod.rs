@@ -18,6 +18,7 @@
 //! certificates; [`topics`] creates and deletes topics.
 
 mod broker;
+mod cluster;
 mod config;
 mod download;
 mod home;
@@ -25,6 +26,7 @@ mod storage;
 mod tls;
 mod topics;
 
-pub use home::{Kafka, Ports, Started};
+pub use cluster::Cluster;
+pub use home::{Kafka, Member, Ports, Started};
 pub use tls::issue as issue_certificate;
 pub use topics::{create_topics, delete_test_topics, delete_topics_with_prefix};

@@ -13,28 +13,40 @@ impl Kafka {
     /// The contents `format.state` must have for the current settings and cluster id.
     pub(super) fn format_state(&self, cluster_id: &str, secrets: &Secrets) -> String {
         format!(
-            "cluster.id={cluster_id}\nsecrets.id={}\ncontroller=127.0.0.1:{}\n",
-            secrets.id, self.ports.controller
+            "cluster.id={cluster_id}\nsecrets.id={}\ncontroller=127.0.0.1:{}\nnode={}\nvoters={:?}\n",
+            secrets.id, self.ports.controller, self.member.id, self.member.voters
         )
     }
 
     /// Formats the storage (first run, or after the cluster id, credentials or controller
-    /// endpoint changed, or when `meta.properties` is missing/mismatched): wipes `data/`.
-    pub(super) fn format_if_needed(&self, secrets: &Secrets) -> Result<()> {
+    /// endpoint changed, or when `meta.properties` is missing/mismatched): wipes `data/`. A
+    /// cluster's nodes pass their shared `cluster_id`; a single broker makes one up.
+    pub(super) fn format_if_needed(
+        &self,
+        secrets: &Secrets,
+        cluster_id: Option<&str>,
+    ) -> Result<()> {
         let state_path = self.config_dir().join("format.state");
         let state = fs::read_to_string(&state_path).unwrap_or_default();
         let recorded = parse_properties(&state);
         let meta = fs::read_to_string(self.data().join("meta.properties")).unwrap_or_default();
         let on_disk = parse_properties(&meta).get("cluster.id").cloned();
         if let Some(id) = recorded.get("cluster.id") {
-            if on_disk.as_deref() == Some(id.as_str()) && state == self.format_state(id, secrets) {
+            let same_cluster = cluster_id.map_or(true, |wanted| wanted == id);
+            if same_cluster
+                && on_disk.as_deref() == Some(id.as_str())
+                && state == self.format_state(id, secrets)
+            {
                 return Ok(());
             }
             if on_disk.is_some() {
                 println!("the broker storage does not match its settings: re-formatting it");
             }
         }
-        let cluster_id = new_cluster_id()?;
+        let cluster_id = match cluster_id {
+            Some(id) => id.to_string(),
+            None => new_cluster_id()?,
+        };
         fs::remove_dir_all(self.data())
             .or_else(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
@@ -53,9 +65,13 @@ impl Kafka {
             ))
             .arg("-cp")
             .arg(self.classpath())
-            .args(["kafka.tools.StorageTool", "format", "--standalone"])
-            .args(["--cluster-id", &cluster_id])
-            .arg("--config")
+            .args(["kafka.tools.StorageTool", "format"])
+            .args(["--cluster-id", &cluster_id]);
+        if !self.member.clustered() {
+            // A cluster's quorum is its static voters (`controller.quorum.voters`).
+            cmd.arg("--standalone");
+        }
+        cmd.arg("--config")
             .arg(self.server_properties())
             .arg("--add-scram")
             .arg(format!(
@@ -75,7 +91,7 @@ impl Kafka {
 
 /// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, not starting with '-'
 /// (what `kafka-storage.sh random-uuid` prints).
-fn new_cluster_id() -> Result<String> {
+pub(super) fn new_cluster_id() -> Result<String> {
     loop {
         let id = base64_url(&process::random_bytes(16)?);
         if !id.starts_with('-') {

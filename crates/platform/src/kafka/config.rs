@@ -206,7 +206,12 @@ impl KafkaConfig {
             .set("socket.keepalive.enable", "true")
             // Fail fast on a wrong password or an unreachable broker instead of retrying forever.
             .set("reconnect.backoff.ms", "100")
-            .set("reconnect.backoff.max.ms", "10000");
+            .set("reconnect.backoff.max.ms", "10000")
+            // Failover (a broker of the cluster dies or hangs): a silent connection is given up
+            // after 10 s (librdkafka's default is 60 s), and leaders are looked up again at least
+            // every 10 s besides the refresh an error triggers.
+            .set("socket.timeout.ms", "10000")
+            .set("topic.metadata.refresh.interval.ms", "10000");
         if let Some(sasl) = &self.sasl {
             config
                 .set("sasl.mechanism", sasl.mechanism.as_str())

@@ -52,6 +52,35 @@ fn operation(what: String) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaEr
     }
 }
 
+/// The group's committed offsets of `asked`. The group coordinator may be moving or loading (a
+/// cluster that just started creates `__consumer_offsets`, a failover moves it): those answers
+/// are asked again for up to [`TIMEOUT`].
+fn committed_offsets(
+    consumer: &BaseConsumer<TracingContext>,
+    asked: &TopicPartitionList,
+) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match consumer.committed_offsets(asked.clone(), TIMEOUT) {
+            Err(error)
+                if matches!(
+                    error.rdkafka_error_code(),
+                    Some(
+                        Code::NotCoordinator
+                            | Code::CoordinatorLoadInProgress
+                            | Code::CoordinatorNotAvailable
+                    )
+                ) && Instant::now() < deadline =>
+            {
+                tracing::debug!(%error, "group coordinator not ready; asking again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn read_all(
     consumer: &BaseConsumer<TracingContext>,
     name: &str,
@@ -70,8 +99,7 @@ fn read_all(
     for partition in &partitions {
         asked.add_partition(name, *partition);
     }
-    let committed = consumer
-        .committed_offsets(asked, TIMEOUT)
+    let committed = committed_offsets(consumer, &asked)
         .map_err(operation(format!("committed offsets on {name}")))?;
     let mut records = Vec::new();
     for partition in partitions {

@@ -26,6 +26,9 @@ pub struct LocalKafka {
     pub scram_user: String,
     /// SCRAM-SHA-512 password.
     pub scram_password: Secret,
+    /// Replication factor of the topics tests create (`KAFKA_TOPIC_REPLICATION_FACTOR`: 3 on
+    /// the three-node cluster, 1 when the file does not say).
+    pub replication: i32,
 }
 
 /// Path of the broker's env file: `EMS_KAFKA_ENV`, else `<cache>/kafka/kafka.env`.
@@ -71,12 +74,19 @@ impl LocalKafka {
             plain_password: Secret::new(get("KAFKA_PLAIN_PASSWORD")),
             scram_user: get("KAFKA_SCRAM_USER"),
             scram_password: Secret::new(get("KAFKA_SCRAM_PASSWORD")),
+            replication: vars
+                .get("KAFKA_TOPIC_REPLICATION_FACTOR")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
         }
     }
 
     /// A plaintext connection to the local broker.
     pub fn plaintext(&self) -> KafkaConfig {
-        KafkaConfig::plaintext(&self.brokers)
+        KafkaConfig {
+            topic_replication_factor: self.replication,
+            ..KafkaConfig::plaintext(&self.brokers)
+        }
     }
 
     /// A SASL_SSL connection with the given mechanism and credentials, trusting the local CA.
