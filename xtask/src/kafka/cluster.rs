@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use super::config::EnvContract;
-use super::storage::new_cluster_id;
 use super::download::kafka_version;
 use super::home::{Kafka, Member, Ports, Started};
+use super::storage::new_cluster_id;
 use crate::process::{self, FileLock};
 
 /// The first node's ports when `EMS_KAFKA_PORT`, `EMS_KAFKA_SASL_PORT` and

@@ -27,6 +27,6 @@ mod tls;
 mod topics;
 
 pub use cluster::Cluster;
-pub use home::{Kafka, Member, Ports, Started};
+pub use home::{Kafka, Ports, Started};
 pub use tls::issue as issue_certificate;
 pub use topics::{create_topics, delete_test_topics, delete_topics_with_prefix};
