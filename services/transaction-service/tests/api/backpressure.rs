@@ -16,23 +16,13 @@ use transaction_service::LedgerSettings;
 
 /// `POST /transactions`: status, `Retry-After`, `content-type` and the JSON body.
 async fn post(ledger: &Ledger, body: &Value) -> (u16, Option<String>, String, Value) {
-    let response = ledger
-        .http
-        .post(ledger.url("/transactions"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
-    let (retry_after, content_type) = (header("retry-after"), header("content-type"));
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, retry_after, content_type.unwrap_or_default(), body)
+    let answer = ledger.post_answer(body).await;
+    (
+        answer.status,
+        answer.retry_after,
+        answer.content_type,
+        answer.body,
+    )
 }
 
 /// The value of the unlabelled series `name` in the `/metrics` text.

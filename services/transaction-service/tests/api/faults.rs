@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use transaction_service::{LedgerSettings, TransactionService};
 
-use crate::helpers::Ledger;
+use crate::helpers::{Answer, Ledger};
 
 /// What the payer holds at the start: more than every transfer of a test together.
 const FUNDS: u64 = 100_000;
@@ -23,45 +23,6 @@ const MAX_BEFORE_FULL: usize = 5_000;
 const LOAD_STEP: usize = 20;
 /// SQLite's default page limit, once the test lifts its own.
 const NO_PAGE_LIMIT: u64 = 1_073_741_823;
-
-/// An answer to `POST /transactions`.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    retry_after: Option<String>,
-    content_type: String,
-    body: Value,
-}
-
-/// A transfer of 1 from the payer to the payee under `id`.
-fn transfer(id: &str) -> Value {
-    json!({"transactionId": id, "from": "payer", "to": "payee", "amount": "1"})
-}
-
-async fn post(ledger: &Ledger, body: &Value) -> Answer {
-    let response = ledger
-        .http
-        .post(ledger.url("/transactions"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
-    let (retry_after, content_type) = (header("retry-after"), header("content-type"));
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    Answer {
-        status,
-        retry_after,
-        content_type: content_type.unwrap_or_default(),
-        body,
-    }
-}
 
 /// Asserts that `answer` is the 503 problem of a database outage whose detail says `why`.
 fn assert_outage(answer: &Answer, why: &str) {
@@ -88,7 +49,7 @@ async fn retry_until_accepted(ledger: &Ledger, id: &str) {
         &format!("{id} to be accepted on retry"),
         DEADLINE,
         || async {
-            let answer = post(ledger, &transfer(id)).await;
+            let answer = ledger.post_answer(&transfer(id)).await;
             (answer.status != 503).then_some(answer)
         },
     )
@@ -138,7 +99,7 @@ async fn post_until_refused(ledger: &Ledger) -> (Vec<String>, String, Answer) {
     let mut accepted = Vec::new();
     for n in 0..MAX_BEFORE_FULL {
         let id = format!("full-{n}");
-        let answer = post(ledger, &transfer(&id)).await;
+        let answer = ledger.post_answer(&transfer(&id)).await;
         if answer.status == 202 {
             accepted.push(id);
         } else {
@@ -170,7 +131,7 @@ async fn a_full_sqlite_disk_refuses_with_503_loses_nothing_and_recovers_by_itsel
     retry_until_accepted(&ledger, &refused).await;
     accepted.push(refused);
     let after = "after-full".to_string();
-    assert_eq!(post(&ledger, &transfer(&after)).await.status, 202);
+    assert_eq!(ledger.post_answer(&transfer(&after)).await.status, 202);
     accepted.push(after);
     assert_each_processed_once(&ledger, &accepted).await;
     ledger.stop().await;
@@ -194,7 +155,7 @@ async fn load(
     while !stop.is_cancelled() {
         let id = format!("{prefix}-{n}");
         n += 1;
-        let answer = post(&ledger, &transfer(&id)).await;
+        let answer = ledger.post_answer(&transfer(&id)).await;
         let mut sent = sent.lock().unwrap();
         match answer.status {
             202 => sent.accepted.push(id),
@@ -214,7 +175,7 @@ async fn wait_accepted(sent: &Mutex<Load>, n: usize) {
 /// While the server is stopped: a transfer is refused with the outage's problem and
 /// `/readyz` says not ready, naming the database.
 async fn assert_refused_while_stopped(ledger: &Ledger) {
-    let answer = post(ledger, &transfer("while-stopped")).await;
+    let answer = ledger.post_answer(&transfer("while-stopped")).await;
     assert_outage(&answer, "cannot be reached");
     let (status, report) = ledger.get("/readyz").await;
     assert_eq!(status, 503, "{report}");

@@ -39,7 +39,42 @@ impl Deref for Ledger {
     }
 }
 
+/// An answer to `POST /transactions`: status, `Retry-After`, `content-type` and the JSON body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub content_type: String,
+    pub body: Value,
+}
+
 impl Ledger {
+    /// `POST /transactions` with `body`, answered as an [`Answer`].
+    pub async fn post_answer(&self, body: &Value) -> Answer {
+        let response = self
+            .http
+            .post(self.url("/transactions"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let (retry_after, content_type) = (header("retry-after"), header("content-type"));
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Answer {
+            status,
+            retry_after,
+            content_type: content_type.unwrap_or_default(),
+            body,
+        }
+    }
+
     /// Starts the service with `settings` on fresh topics and a fresh database.
     pub async fn start(settings: LedgerSettings) -> Self {
         Self::collecting(TestApp::of::<TransactionService>().run(settings).await)

@@ -102,13 +102,7 @@ async fn customer_service_sigterm_under_load_stores_and_publishes_every_answered
     .await;
     assert!(stored.is_some(), "registrations under way");
     assert!(!load.is_finished(), "registrations still arriving");
-    let service = stack.service("customer-service");
-    service.signal_terminate();
-    let status = service
-        .wait_exit(STOP_WITHIN)
-        .await
-        .expect("exited in time");
-    assert_eq!(status.code(), Some(0), "clean exit: {status}");
+    terminate_cleanly(&mut stack, "customer-service").await;
     let sent = load.await.expect("load");
 
     // Judge what it left: the answered are stored, the others not at all; nothing unsent.
@@ -164,13 +158,7 @@ async fn notification_service_sigterm_under_load_leaves_no_send_half_done() {
     })
     .await;
     assert!(going.is_some(), "welcomes under way");
-    let service = stack.service("notification-service");
-    service.signal_terminate();
-    let status = service
-        .wait_exit(STOP_WITHIN)
-        .await
-        .expect("exited in time");
-    assert_eq!(status.code(), Some(0), "clean exit: {status}");
+    terminate_cleanly(&mut stack, "notification-service").await;
     let sent = load.await.expect("load");
     assert_eq!(sent.len(), WELCOMES, "customer-service ran on");
     assert!(
@@ -206,4 +194,15 @@ async fn notification_service_sigterm_under_load_leaves_no_send_half_done() {
     let mail = settled_mail(&stack, sent.len(), Duration::from_secs(120)).await;
     assert_eq!(mail.distinct, sent.len(), "one welcome each");
     assert!(mail.double_sent.is_empty(), "{:?}", mail.double_sent);
+}
+
+/// SIGTERM to `name`: it exits with 0 within `STOP_WITHIN`.
+async fn terminate_cleanly(stack: &mut Stack, name: &str) {
+    let service = stack.service(name);
+    service.signal_terminate();
+    let status = service
+        .wait_exit(STOP_WITHIN)
+        .await
+        .expect("exited in time");
+    assert_eq!(status.code(), Some(0), "clean exit: {status}");
 }
