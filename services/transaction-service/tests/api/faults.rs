@@ -24,6 +24,11 @@ const LOAD_STEP: usize = 20;
 /// SQLite's default page limit, once the test lifts its own.
 const NO_PAGE_LIMIT: u64 = 1_073_741_823;
 
+/// A transfer of 1 from the payer to the payee under `id`.
+fn transfer(id: &str) -> Value {
+    json!({"transactionId": id, "from": "payer", "to": "payee", "amount": "1"})
+}
+
 /// Asserts that `answer` is the 503 problem of a database outage whose detail says `why`.
 fn assert_outage(answer: &Answer, why: &str) {
     assert_eq!(answer.status, 503, "{answer:?}");
