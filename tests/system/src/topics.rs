@@ -112,22 +112,48 @@ pub struct Arrival {
     pub at: std::time::Instant,
     /// The payload.
     pub payload: serde_json::Value,
+    /// Wall-clock instants along the way, for the bench's split of the latency.
+    pub stages: Stages,
+}
+
+/// Wall-clock instants of one transfer's path (each `None` when unknown): the relay handing
+/// `transaction.requested` to the producer (its record's create time), the consumer drafting the
+/// outcome (its `ce_time`), the relay handing the outcome to the producer, and the reader
+/// receiving it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stages {
+    /// `transaction.requested`'s record timestamp.
+    pub requested_produced: Option<std::time::SystemTime>,
+    /// The outcome's `ce_time`.
+    pub outcome_drafted: Option<std::time::SystemTime>,
+    /// The outcome's record timestamp.
+    pub outcome_produced: Option<std::time::SystemTime>,
+    /// When the reader received the outcome.
+    pub outcome_read: Option<std::time::SystemTime>,
 }
 
 /// A background reader of `transaction.processed` and `transaction.failed` that notes the
 /// instant each outcome is read, to measure request → outcome latency. It is assigned every
-/// partition of both topics from the beginning (no consumer group, so no rebalance delays the
-/// first records); the first outcome of each transaction counts. Stops when dropped.
+/// partition of both topics (and of `transaction.requested`, for the record's create time) from
+/// the beginning (no consumer group, so no rebalance delays the first records); the first outcome
+/// of each transaction counts. Stops when dropped.
 pub struct OutcomeClock {
     arrivals: tokio::sync::mpsc::UnboundedReceiver<(String, Arrival)>,
     seen: std::collections::HashMap<String, Arrival>,
+    requested: std::collections::HashMap<String, std::time::SystemTime>,
     reader: tokio::task::JoinHandle<()>,
+}
+
+/// A record's create time, when it has one.
+fn record_time(message: &impl rdkafka::Message) -> Option<std::time::SystemTime> {
+    let millis = message.timestamp().to_millis()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).ok()?))
 }
 
 impl OutcomeClock {
     /// Starts reading the outcome topics of `kafka` (all `kafka.topic_partitions` partitions).
     pub fn start(kafka: &KafkaConfig) -> Self {
-        use contracts::topics::{TRANSACTION_FAILED, TRANSACTION_PROCESSED};
+        use contracts::topics::{TRANSACTION_FAILED, TRANSACTION_PROCESSED, TRANSACTION_REQUESTED};
         use rdkafka::consumer::Consumer;
         use rdkafka::{Message, Offset, TopicPartitionList};
         let consumer = reader(
@@ -137,7 +163,11 @@ impl OutcomeClock {
             ("fetch.wait.max.ms", "100"),
         );
         let mut partitions = TopicPartitionList::new();
-        for topic in [TRANSACTION_PROCESSED, TRANSACTION_FAILED] {
+        for topic in [
+            TRANSACTION_PROCESSED,
+            TRANSACTION_FAILED,
+            TRANSACTION_REQUESTED,
+        ] {
             for partition in 0..kafka.topic_partitions {
                 partitions
                     .add_partition_offset(&kafka.topic_name(topic), partition, Offset::Beginning)
@@ -167,7 +197,21 @@ impl OutcomeClock {
                 };
                 let topic = message.topic();
                 let topic = topic.strip_prefix(&prefix).unwrap_or(topic).to_string();
-                if sender.send((id, Arrival { topic, at, payload })).is_err() {
+                let stages = Stages {
+                    outcome_drafted: header(&message, contracts::envelope::headers::TIME)
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                        .map(std::time::SystemTime::from),
+                    outcome_produced: record_time(&message),
+                    outcome_read: Some(std::time::SystemTime::now()),
+                    requested_produced: None,
+                };
+                let arrival = Arrival {
+                    topic,
+                    at,
+                    payload,
+                    stages,
+                };
+                if sender.send((id, arrival)).is_err() {
                     return;
                 }
             }
@@ -175,6 +219,7 @@ impl OutcomeClock {
         Self {
             arrivals,
             seen: std::collections::HashMap::new(),
+            requested: std::collections::HashMap::new(),
             reader,
         }
     }
@@ -192,11 +237,18 @@ impl OutcomeClock {
             .count();
         let deadline = tokio::time::Instant::now() + timeout;
         while missing > 0 {
-            let Ok(Some((id, arrival))) =
+            let Ok(Some((id, mut arrival))) =
                 tokio::time::timeout_at(deadline, self.arrivals.recv()).await
             else {
                 break;
             };
+            if arrival.topic == contracts::topics::TRANSACTION_REQUESTED {
+                if let Some(produced) = arrival.stages.outcome_produced {
+                    self.requested.entry(id).or_insert(produced);
+                }
+                continue;
+            }
+            arrival.stages.requested_produced = self.requested.get(&id).copied();
             if self.seen.contains_key(&id) {
                 continue;
             }

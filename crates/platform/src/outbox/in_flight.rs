@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt as _;
+use tokio::sync::Notify;
 
 use crate::kafka::{Delivered, KafkaError};
 
@@ -39,6 +40,8 @@ pub(super) struct Settled {
     pub(super) failure: Option<KafkaError>,
     /// Rows whose delivery failed.
     pub(super) failed: usize,
+    /// The wait ended early because new rows were committed.
+    pub(super) woken: bool,
 }
 
 impl InFlight {
@@ -85,16 +88,23 @@ impl InFlight {
     }
 
     /// Waits until every delivery of the current round has ended (when it added none: until
-    /// one earlier delivery has), or `wait` has passed, and returns what ended meanwhile
-    /// (earlier rounds' deliveries included).
-    pub(super) async fn settle(&mut self, wait: Duration) -> Settled {
+    /// one earlier delivery has), `wait` has passed, or `wake` is notified (new rows to
+    /// publish), and returns what ended meanwhile (earlier rounds' deliveries included).
+    pub(super) async fn settle(&mut self, wait: Duration, wake: &Notify) -> Settled {
         let mut settled = Settled::default();
         let deadline = tokio::time::Instant::now() + wait;
         // A round that added nothing waits for the first earlier delivery instead (a relay that
         // only has deliveries in flight, e.g. while stopping, does not spin).
         let mut any = self.round_pending == 0;
         while self.round_pending > 0 || (any && !self.deliveries.is_empty()) {
-            let next = tokio::time::timeout_at(deadline, self.deliveries.next()).await;
+            let next = tokio::select! {
+                biased;
+                next = tokio::time::timeout_at(deadline, self.deliveries.next()) => next,
+                () = wake.notified() => {
+                    settled.woken = true;
+                    break;
+                }
+            };
             let Ok(Some(done)) = next else {
                 break;
             };
@@ -170,7 +180,9 @@ mod tests {
         in_flight.push("p0-1".into(), tracing::Span::none(), held(answer));
         in_flight.push("p1-1".into(), tracing::Span::none(), async { acked(1) });
         in_flight.push("p2-1".into(), tracing::Span::none(), async { acked(2) });
-        let mut settled = in_flight.settle(Duration::from_millis(500)).await;
+        let mut settled = in_flight
+            .settle(Duration::from_millis(500), &Notify::new())
+            .await;
         settled.acked.sort();
         assert_eq!(settled.acked, ["p1-1", "p2-1"]);
         assert!(settled.failure.is_none());
@@ -183,16 +195,42 @@ mod tests {
         // The next round publishes the other partitions' new rows without waiting for p0.
         in_flight.next_round();
         in_flight.push("p1-2".into(), tracing::Span::none(), async { acked(1) });
-        let settled = in_flight.settle(Duration::from_millis(500)).await;
+        let settled = in_flight
+            .settle(Duration::from_millis(500), &Notify::new())
+            .await;
         assert_eq!(settled.acked, ["p1-2"]);
         assert!(in_flight.contains("p0-1"));
 
         // The new leader acknowledges the held record: a later round collects it.
         release.send(()).unwrap();
         in_flight.next_round();
-        let settled = in_flight.settle(Duration::from_millis(500)).await;
+        let settled = in_flight
+            .settle(Duration::from_millis(500), &Notify::new())
+            .await;
         assert_eq!(settled.acked, ["p0-1"]);
         assert!(in_flight.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_rows_end_the_wait_and_the_deliveries_stay_in_flight() {
+        let mut in_flight = InFlight::default();
+        let (release, answer) = tokio::sync::oneshot::channel();
+        let wake = Notify::new();
+        in_flight.next_round();
+        in_flight.push("p0-1".into(), tracing::Span::none(), held(answer));
+        wake.notify_one();
+        let started = tokio::time::Instant::now();
+        let settled = in_flight.settle(Duration::from_millis(500), &wake).await;
+        assert!(settled.woken, "a commit ends the wait");
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert!(settled.acked.is_empty());
+        assert!(in_flight.contains("p0-1"));
+
+        release.send(()).unwrap();
+        in_flight.next_round();
+        let settled = in_flight.settle(Duration::from_millis(500), &wake).await;
+        assert!(!settled.woken);
+        assert_eq!(settled.acked, ["p0-1"]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -202,11 +240,15 @@ mod tests {
         in_flight.next_round();
         in_flight.push("p0-1".into(), tracing::Span::none(), held(answer));
         in_flight.push("p1-1".into(), tracing::Span::none(), async { acked(1) });
-        let settled = in_flight.settle(Duration::from_millis(500)).await;
+        let settled = in_flight
+            .settle(Duration::from_millis(500), &Notify::new())
+            .await;
         assert_eq!(settled.acked, ["p1-1"]);
         drop(release); // the producer's message timeout
         in_flight.next_round();
-        let settled = in_flight.settle(Duration::from_millis(500)).await;
+        let settled = in_flight
+            .settle(Duration::from_millis(500), &Notify::new())
+            .await;
         assert!(settled.acked.is_empty());
         assert_eq!(settled.failed, 1);
         assert!(matches!(settled.failure, Some(KafkaError::Timeout(_))));

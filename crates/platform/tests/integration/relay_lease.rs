@@ -283,10 +283,12 @@ const LATER_ROWS: usize = 10;
 
 /// A holder that loses its lease in the middle of a round (PostgreSQL: the table lock that
 /// stalls its delete is a matter of concurrent writers): its round has published, but its
-/// delete of the sent rows waits on a lock until its lease has run out and a standby has taken
-/// over. The new holder publishes the stalled round's rows again and everything after; the old
-/// holder's fenced delete removes nothing and it stands by. Nothing is lost; the duplicates
-/// carry the same event id (`ce_id`, what consumers deduplicate by) and the same payload.
+/// last delete of the sent rows (it is stopping) waits on a lock while its lease is taken (the
+/// test moves the epoch on and lets the lease run out, as a replica paused past its lease would
+/// find) and a standby takes over. The new holder publishes the stalled round's rows again and everything after;
+/// the old holder's fenced delete removes nothing and it stands by. Nothing is lost; the
+/// duplicates carry the same event id (`ce_id`, what consumers deduplicate by) and the same
+/// payload.
 #[tokio::test]
 async fn on_postgres_a_holder_losing_its_lease_mid_round_leaves_the_rest_to_the_new_one() {
     let url = fresh_database_url().await;
@@ -314,13 +316,29 @@ async fn on_postgres_a_holder_losing_its_lease_mid_round_leaves_the_rest_to_the_
         .await
         .expect("lock the outbox");
 
-    // Load: the first holder publishes the round and stalls in its delete; the standby takes
-    // the lease over once it runs out, and publishes the same rows.
+    // Load: the first holder publishes the round, is told to stop, and stalls in its last
+    // delete (so it neither renews nor takes the lease again); its lease is taken from it,
+    // and the standby takes the lease over and publishes the same rows.
     let a = spawn_relay(&db_a, &kafka, &outbox, "relay-a");
     let first = wait_holder(&test_db, "relay-a").await;
+    read_topic(&kafka, topics::CUSTOMER_CREATED, TIMEOUT, |r| {
+        r.len() >= ROUND_ROWS
+    })
+    .await;
+    a.stop.cancel();
+    sqlx::query(
+        "UPDATE outbox_lease SET epoch = epoch + 1, expires_at = '1970-01-01T00:00:00.000Z'",
+    )
+    .execute(test_db.pool())
+    .await
+    .expect("take the lease from relay-a");
     let b = spawn_relay(&db_b, &kafka, &outbox, "relay-b");
     let second = wait_holder(&test_db, "relay-b").await;
-    assert_eq!(second, first + 1, "one takeover");
+    assert_eq!(
+        second,
+        first + 2,
+        "taken from relay-a, then relay-b's takeover"
+    );
     let copies = read_topic(&kafka, topics::CUSTOMER_CREATED, TIMEOUT, |r| {
         r.len() >= 2 * ROUND_ROWS
     })

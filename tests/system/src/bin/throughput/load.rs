@@ -5,7 +5,7 @@
 //! first attempt.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -30,6 +30,8 @@ pub struct Sent {
     pub id: String,
     /// When the request was sent.
     pub at: Instant,
+    /// The same instant on the wall clock (for [`stage_split`]).
+    pub wall: SystemTime,
     /// When its answer arrived.
     pub answered: Instant,
     /// The HTTP status of the last attempt.
@@ -112,10 +114,12 @@ fn round_robin(urls: &[String], n: usize) -> &str {
 /// Posts one transfer to `url`, noting when it was sent and answered.
 async fn send(client: reqwest::Client, url: String, t: Transfer) -> Sent {
     let at = Instant::now();
+    let wall = SystemTime::now();
     let (status, refused) = post_retrying(&client, &url, &t.body).await;
     Sent {
         id: t.id,
         at,
+        wall,
         answered: Instant::now(),
         status,
         refused,
@@ -163,6 +167,53 @@ impl std::fmt::Display for Latency {
             self.p50, self.p99, self.max, self.count
         )
     }
+}
+
+/// Where the request → outcome time of `sent` went, by stage (p50 / p99 in ms of each, on the
+/// wall clock; record timestamps have millisecond resolution): the request until its answer
+/// (HTTP and the commit), until the relay handed `transaction.requested` to the producer,
+/// until the consumer drafted the outcome (broker, fetch, apply), until the relay handed the
+/// outcome to the producer (the commit and the relay), until the reader had it (broker, fetch).
+pub fn stage_split(sent: &[Sent], outcomes: &HashMap<String, Arrival>) -> String {
+    const NAMES: [&str; 5] = ["http", "relay", "fetch_apply", "commit_relay", "deliver"];
+    let mut stages: [Vec<f64>; 5] = Default::default();
+    for s in sent {
+        let Some(arrival) = outcomes.get(&s.id) else {
+            continue;
+        };
+        let st = arrival.stages;
+        let points = [
+            Some(s.wall),
+            Some(s.wall + s.answered.saturating_duration_since(s.at)),
+            st.requested_produced,
+            st.outcome_drafted,
+            st.outcome_produced,
+            st.outcome_read,
+        ];
+        let [Some(a), Some(b), Some(c), Some(d), Some(e), Some(f)] = points else {
+            continue;
+        };
+        for (i, (from, to)) in [(a, b), (b, c), (c, d), (d, e), (e, f)]
+            .into_iter()
+            .enumerate()
+        {
+            let ms = to.duration_since(from).unwrap_or_default().as_secs_f64() * 1000.0;
+            stages[i].push(ms);
+        }
+    }
+    NAMES
+        .iter()
+        .zip(stages.iter_mut())
+        .map(|(name, ms)| {
+            ms.sort_by(f64::total_cmp);
+            format!(
+                "{name}={:.1}/{:.1}",
+                percentile(ms, 0.50),
+                percentile(ms, 0.99)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Nearest-rank percentile `q` (0..=1) of sorted values (0 when empty).

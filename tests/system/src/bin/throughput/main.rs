@@ -563,6 +563,11 @@ impl<'a> Bench<'a> {
         );
         let paced_latency = Latency::of(&sent, &outcomes);
         println!("  request → outcome: {paced_latency}");
+        println!(
+            "bench_stages: rate={} p50/p99_ms {}",
+            settings.rate,
+            load::stage_split(&sent, &outcomes)
+        );
         Ok(paced_latency)
     }
 
