@@ -4,6 +4,10 @@
 //! the table holds only what is still to be published. A crash between publish and delete means
 //! the event is published again: consumers dedupe by id.
 //!
+//! Module by module: `writer` adds rows; the relay (`relay`) runs rounds (`round`) that read the
+//! rows after a cursor (`rows`), hand them to the producer and wait briefly for the deliveries
+//! (`in_flight`); acknowledged rows are deleted beside the loop (`sweep`).
+//!
 //! Every replica runs a relay, but only the holder of the outbox's lease ([`lease`]) publishes;
 //! the others stand by and take over within seconds of the holder dying. Rows are numbered
 //! (`seq`) when written and leave in that order; on PostgreSQL, where rows become visible at

@@ -204,6 +204,9 @@ impl KafkaConfig {
             .set("client.id", client_id)
             .set("security.protocol", self.security_protocol.as_str())
             .set("socket.keepalive.enable", "true")
+            // Small requests go out at once: with Nagle's algorithm a produce or fetch request
+            // can wait for the broker's delayed ACK of the previous one (tens of milliseconds).
+            .set("socket.nagle.disable", "true")
             // Fail fast on a wrong password or an unreachable broker instead of retrying forever.
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "10000")
