@@ -114,6 +114,18 @@ pub async fn register_accounts(client: &reqwest::Client, stack: &Stack, ids: &[S
     wait_accounts(client, stack, ids, Duration::from_secs(60)).await;
 }
 
+/// A stack started with the default environment and `customers` customers `acct-0`, … with
+/// their accounts (see [`register_accounts`]); with the ids.
+pub async fn stack_with_accounts(
+    client: &reqwest::Client,
+    customers: usize,
+) -> (Stack, Vec<String>) {
+    let stack = Stack::start(&[]).await;
+    let accounts: Vec<String> = (0..customers).map(|n| format!("acct-{n}")).collect();
+    register_accounts(client, &stack, &accounts).await;
+    (stack, accounts)
+}
+
 /// Sends `GET url` until it answers with a success status; false when none came within
 /// `timeout`.
 pub async fn wait_ok(client: &reqwest::Client, url: &str, timeout: Duration) -> bool {
@@ -179,4 +191,26 @@ pub async fn post_to_any(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     false
+}
+
+/// Waits until `GET url` (one transaction) says `processed` or `failed`; `false` when it has not
+/// within `timeout` (no answer or an unreadable one counts as not yet).
+pub async fn wait_decided(client: &reqwest::Client, url: &str, timeout: Duration) -> bool {
+    poll_until(timeout, || {
+        let request = client.get(url).send();
+        async move {
+            let body: serde_json::Value = request.await.ok()?.json().await.ok()?;
+            (body["status"] == "processed" || body["status"] == "failed").then_some(())
+        }
+    })
+    .await
+    .is_some()
+}
+
+/// The `transactionId` of each request of `bodies`.
+pub fn transaction_ids<'a>(bodies: impl IntoIterator<Item = &'a serde_json::Value>) -> Vec<String> {
+    bodies
+        .into_iter()
+        .map(|b| b["transactionId"].as_str().expect("id").to_string())
+        .collect()
 }

@@ -173,6 +173,16 @@ async fn a_flow_leaves_http_consumer_lag_and_pool_metrics_and_a_ready_report() {
     let running = RunningService::spawn(service, routes).await;
     let base = running.base_url.clone();
 
+    flow(&base, &mut consumed).await;
+    let metrics = metrics_once_caught_up(&base, &group).await;
+    assert_http_metrics(&metrics);
+    assert_consumer_and_pool_metrics(&metrics, &group);
+    assert_ready(&base, &group).await;
+    running.stop().await.expect("orderly stop");
+}
+
+/// The flow: a customer created (201, its event consumed) and a request no route matches (404).
+async fn flow(base: &str, consumed: &mut mpsc::UnboundedReceiver<usize>) {
     let http = reqwest::Client::new();
     let created = http
         .post(format!("{base}/customers/c-1"))
@@ -180,14 +190,16 @@ async fn a_flow_leaves_http_consumer_lag_and_pool_metrics_and_a_ready_report() {
         .await
         .expect("POST");
     assert_eq!(created.status().as_u16(), 201);
-    assert_eq!(get(&base, "/no/such/route").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(base, "/no/such/route").await.0, StatusCode::NOT_FOUND);
     tokio::time::timeout(PATIENCE, consumed.recv())
         .await
         .expect("the event is consumed");
+}
 
-    let group = group.as_str();
+/// `/metrics` once the consumer of `group` reports its lag, after its lag age has come to 0.
+async fn metrics_once_caught_up(base: &str, group: &str) -> String {
     let metrics = poll_until(PATIENCE, || async {
-        let (_, text) = get(&base, "/metrics").await;
+        let (_, text) = get(base, "/metrics").await;
         // The lag appears with the first statistics after the consumed offset is committed.
         series(
             &text,
@@ -199,7 +211,7 @@ async fn a_flow_leaves_http_consumer_lag_and_pool_metrics_and_a_ready_report() {
     .await
     .expect("kafka_consumer_lag of the consumed topic");
     let caught_up = poll_until(PATIENCE, || async {
-        let (_, text) = get(&base, "/metrics").await;
+        let (_, text) = get(base, "/metrics").await;
         series(
             &text,
             "kafka_consumer_lag_age_seconds",
@@ -209,19 +221,24 @@ async fn a_flow_leaves_http_consumer_lag_and_pool_metrics_and_a_ready_report() {
     })
     .await;
     assert_eq!(caught_up, Some(0.0), "nothing waits: the lag age is 0");
+    metrics
+}
+
+/// The flow's requests are counted by route template, with a histogram; the ops routes are not.
+fn assert_http_metrics(metrics: &str) {
     let post = [
         ("method", "POST"),
         ("route", "/customers/{id}"),
         ("status", "201"),
     ];
     assert_eq!(
-        series(&metrics, "http_server_requests_total", &post),
+        series(metrics, "http_server_requests_total", &post),
         Some(1.0),
         "{metrics}"
     );
     assert!(
         series(
-            &metrics,
+            metrics,
             "http_server_request_duration_seconds_bucket",
             &[post[0], post[1], post[2], ("le", "10")]
         ) == Some(1.0),
@@ -229,7 +246,7 @@ async fn a_flow_leaves_http_consumer_lag_and_pool_metrics_and_a_ready_report() {
     );
     assert!(
         series(
-            &metrics,
+            metrics,
             "http_server_requests_total",
             &[("method", "GET"), ("route", "unmatched"), ("status", "404")]
         )
@@ -238,38 +255,44 @@ async fn a_flow_leaves_http_consumer_lag_and_pool_metrics_and_a_ready_report() {
     );
     assert!(
         series(
-            &metrics,
+            metrics,
             "http_server_requests_total",
             &[("route", "/metrics")]
         )
         .is_none(),
         "the ops routes are not counted"
     );
+}
+
+/// The consumer of `group` has both partitions; the database pool reports its connections.
+fn assert_consumer_and_pool_metrics(metrics: &str, group: &str) {
     assert_eq!(
         series(
-            &metrics,
+            metrics,
             "kafka_consumer_assigned_partitions",
             &[("group", group)]
         ),
         Some(2.0),
         "both partitions of the one topic: {metrics}"
     );
-    assert!(series(&metrics, "db_pool_connections", &[("state", "idle")]).is_some());
-    assert!(series(&metrics, "db_pool_connections", &[("state", "in_use")]).is_some());
-    assert!(series(&metrics, "db_pool_max_connections", &[]).is_some_and(|n| n >= 1.0));
+    assert!(series(metrics, "db_pool_connections", &[("state", "idle")]).is_some());
+    assert!(series(metrics, "db_pool_connections", &[("state", "in_use")]).is_some());
+    assert!(series(metrics, "db_pool_max_connections", &[]).is_some_and(|n| n >= 1.0));
+}
 
-    let (status, report) = readyz(&base).await;
+/// `/readyz` says ready, every check passing, and `service_ready` agrees.
+async fn assert_ready(base: &str, group: &str) {
+    let (status, report) = readyz(base).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["status"], "ready");
     for check in ["database", "kafka", "relay", &format!("consumer:{group}")] {
         assert_eq!(report["checks"][check]["ok"], true, "{check}: {report}");
     }
-    let (_, metrics) = get(&base, "/metrics").await;
+    let (_, metrics) = get(base, "/metrics").await;
     assert_eq!(
         series(&metrics, "service_ready", &[("check", "kafka")]),
         Some(1.0)
     );
-    running.stop().await.expect("orderly stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,6 @@
 
 // Test helpers outside #[test] functions unwrap too: a panic is how a test fails.
 #![allow(clippy::unwrap_used)]
-// A test reads as one story from setup to the last assertion; some stories are long.
-#![allow(clippy::too_many_lines)]
 
 mod db_tls;
 mod health;

@@ -4,8 +4,6 @@
 
 // The helpers unwrap (clippy exempts only the #[test] functions themselves).
 #![allow(clippy::unwrap_used)]
-// Scenario tests read best as one story each.
-#![allow(clippy::too_many_lines)]
 
 mod customer_wait;
 mod helpers;

@@ -3,8 +3,6 @@
 
 // Helpers unwrap what the tests set up themselves; clippy exempts only `#[test]` functions.
 #![allow(clippy::unwrap_used)]
-// Scenario tests read best as one story from request to outcome.
-#![allow(clippy::too_many_lines)]
 
 mod backpressure;
 mod faults;

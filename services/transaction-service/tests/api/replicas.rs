@@ -30,7 +30,22 @@ async fn opposing_transfers_on_two_replicas_conserve_money_and_all_complete() {
     let second = first.replica(settings()).await;
     first.open_accounts(&ACCOUNTS).await;
 
-    // Each pair moves money both ways between two accounts, sent to both replicas at once.
+    let bodies = opposing_pairs();
+    post_to_both(&first, &second, &bodies).await;
+    let ids: Vec<String> = bodies
+        .iter()
+        .map(|b| b["transactionId"].as_str().expect("id").to_string())
+        .collect();
+    let outcomes = one_outcome_each(&first, &ids).await;
+    assert_money_conserved(&first).await;
+    let url = first.database_url.clone();
+    second.stop().await;
+    first.stop().await;
+    assert_no_deadlock(&url, ids.len(), &outcomes).await;
+}
+
+/// `PAIRS` pairs of transfers, each moving money both ways between two accounts.
+fn opposing_pairs() -> Vec<Value> {
     let mut random = Random::new();
     let mut bodies = Vec::new();
     for i in 0..PAIRS {
@@ -48,9 +63,15 @@ async fn opposing_transfers_on_two_replicas_conserve_money_and_all_complete() {
             );
         }
     }
+    bodies
+}
+
+/// Posts `bodies` in eight chunks at once, the chunks alternating between the replicas; each is
+/// accepted (202).
+async fn post_to_both(first: &Ledger, second: &Ledger, bodies: &[Value]) {
     let mut clients = Vec::new();
     for (n, chunk) in bodies.chunks(bodies.len() / 8 + 1).enumerate() {
-        let replica = if n % 2 == 0 { &first } else { &second };
+        let replica = if n % 2 == 0 { first } else { second };
         let (http, url, chunk) = (
             replica.http.clone(),
             replica.url("/transactions"),
@@ -68,11 +89,11 @@ async fn opposing_transfers_on_two_replicas_conserve_money_and_all_complete() {
     for client in clients {
         client.await.expect("client");
     }
+}
 
-    let ids: Vec<String> = bodies
-        .iter()
-        .map(|b| b["transactionId"].as_str().expect("id").to_string())
-        .collect();
+/// Waits for an outcome of every request of `ids` and asserts there is one each (a failure
+/// only for insufficient funds); returns the outcomes as `(topic, payload)`.
+async fn one_outcome_each(first: &Ledger, ids: &[String]) -> Vec<(String, Value)> {
     let outcomes = eventually("an outcome for every request", DEADLINE, || async {
         let outcomes: Vec<(String, Value)> =
             ids.iter().flat_map(|id| first.outcomes_for(id)).collect();
@@ -90,8 +111,11 @@ async fn opposing_transfers_on_two_replicas_conserve_money_and_all_complete() {
     }
     assert_eq!(per_request.len(), ids.len());
     assert!(per_request.values().all(|n| *n == 1), "one outcome each");
+    outcomes
+}
 
-    // Money is conserved, and every balance is its journal's sum.
+/// Money is conserved, and every balance is its journal's sum.
+async fn assert_money_conserved(first: &Ledger) {
     let total: i64 = sqlx::query_scalar("SELECT CAST(SUM(balance) AS BIGINT) FROM accounts")
         .fetch_one(first.db.pool())
         .await
@@ -105,13 +129,13 @@ async fn opposing_transfers_on_two_replicas_conserve_money_and_all_complete() {
     .await
     .expect("journal");
     assert!(mismatched.is_empty(), "balances differ from their journals");
-    let url = first.database_url.clone();
-    second.stop().await;
-    first.stop().await;
-    // Counted once both replicas have ended (a backend reports its counts at the latest when
-    // it exits). Every batch locks its accounts and inbox keys in id order before changing
-    // any, so batches queue for each other: none deadlocks.
-    let db = platform::Database::connect(&url).await.expect("database");
+}
+
+/// No batch deadlocked on the database at `url` (`requests` transfers, their `outcomes`), counted once both replicas have ended (a
+/// backend reports its counts at the latest when it exits). Every batch locks its accounts and
+/// inbox keys in id order before changing any, so batches queue for each other: none deadlocks.
+async fn assert_no_deadlock(url: &str, requests: usize, outcomes: &[(String, Value)]) {
+    let db = platform::Database::connect(url).await.expect("database");
     let deadlocks: i64 = sqlx::query(
         "SELECT CAST(deadlocks AS BIGINT) AS n FROM pg_stat_database \
          WHERE datname = current_database()",
@@ -122,7 +146,7 @@ async fn opposing_transfers_on_two_replicas_conserve_money_and_all_complete() {
     .expect("deadlock count");
     println!(
         "{} opposing transfers on two replicas: {} processed, {deadlocks} deadlocks retried",
-        ids.len(),
+        requests,
         outcomes
             .iter()
             .filter(|(t, _)| t == contracts::topics::TRANSACTION_PROCESSED)

@@ -19,8 +19,8 @@ use futures::StreamExt;
 use platform::testing::{poll_until, produce_raw, read_topic};
 use serde_json::{json, Value};
 use system_tests::{
-    balances, get, register_customer, settled_mail, transaction_backlog, try_post, wait_accounts,
-    Lcg, Stack, Verdict,
+    amount, balances, get, random_transfer, register_customer, settled_mail, transaction_backlog,
+    try_post, wait_accounts, Lcg, Stack, Verdict,
 };
 
 /// How long an attempt owns a delivery in these runs: a resend after a crash comes this soon.
@@ -134,23 +134,20 @@ fn workload(seed: u64, old: &[String], new: &[String]) -> Vec<Step> {
     let mut random = Lcg::new(seed);
     let mut transactions = Vec::new();
     for n in 0..TRANSFERS {
-        let from = random.below(old.len() as u64) as usize;
-        let to = (from + 1 + random.below(old.len() as u64 - 1) as usize) % old.len();
-        transactions.push(
-            json!({"transactionId": format!("t{n:03}"), "from": old[from],
-            "to": old[to], "amount": cents(1 + random.below(30_000))}),
-        );
+        let mut body = random_transfer(&mut random, old, 30_000);
+        body["transactionId"] = json!(format!("t{n:03}"));
+        transactions.push(body);
     }
     for n in 0..WITHDRAWALS {
         let from = &old[random.below(old.len() as u64) as usize];
         let body = json!({"transactionId": format!("w{n:03}"), "from": from,
-            "amount": cents(1 + random.below(20_000))});
+            "amount": amount(1 + random.below(20_000))});
         transactions.insert(10 * n + 5, body);
     }
     for n in 0..DEPOSITS {
         let to = &old[random.below(old.len() as u64) as usize];
         let body = json!({"transactionId": format!("d{n:03}"), "to": to,
-            "amount": cents(1 + random.below(20_000))});
+            "amount": amount(1 + random.below(20_000))});
         transactions.insert(15 * n + 3, body);
     }
     let mut steps: Vec<Step> = transactions
@@ -181,10 +178,6 @@ fn top_up(n: usize, old: &[String]) -> [Step; 2] {
         Step::Customer(format!("extra-{n}")),
         Step::Transaction(id, body),
     ]
-}
-
-fn cents(n: u64) -> String {
-    format!("{}.{:02}", n / 100, n % 100)
 }
 
 /// Sends one step; `false` when no answer came (the service crashed under it). `again`: the
@@ -231,167 +224,279 @@ async fn send(client: &reqwest::Client, stack: &Stack, step: &Step, again: bool)
 }
 
 async fn run_point(point: Point, seed: u64) -> Report {
-    let mut stack = Stack::start_for(
-        &[],
-        &[
-            ("notification-service", "NOTIFY_SEND_LEASE_SECS", LEASE_SECS),
-            (
-                "notification-service",
-                "NOTIFY_SEND_TIMEOUT_SECS",
-                SEND_TIMEOUT_SECS,
-            ),
-        ],
-    )
-    .await;
-    let client = reqwest::Client::new();
-    let old: Vec<String> = (0..OLD_CUSTOMERS).map(|n| format!("old-{n}")).collect();
-    let mut new: Vec<String> = (0..NEW_CUSTOMERS).map(|n| format!("new-{n}")).collect();
-
-    // Before the point is armed: customers with accounts and money.
-    for id in &old {
-        let (status, body) = register_customer(&client, &stack, id)
-            .await
-            .expect("answer");
-        // Exactly 201: nothing is armed, nothing retried. (A 200 here once came from another
-        // stack's customer-service, which had bound this one's port first and answered its
-        // readiness probe: the four stacks register the same ids. The harness now waits for
-        // its own process's `listening` line and restarts on another port when the port is
-        // taken.)
-        assert_eq!(status, 201, "{body}");
-        assert_eq!(body["id"], id.as_str(), "{body}");
-    }
-    wait_accounts(&client, &stack, &old, Duration::from_secs(60)).await;
-    let mut requests: BTreeMap<String, Value> = BTreeMap::new();
-    for id in &old {
-        let body = json!({"transactionId": format!("open-{id}"), "to": id, "amount": "500.00"});
-        let (status, answer) = try_post(
-            &client,
-            &format!("{}/transactions", stack.url("transaction-service")),
-            &body,
-        )
-        .await
-        .expect("answer");
-        assert_eq!(status, 202, "{answer}");
-        requests.insert(format!("open-{id}"), body);
-    }
-    for id in requests.keys() {
-        let url = format!("{}/transactions/{id}", stack.url("transaction-service"));
-        let done = poll_until(Duration::from_secs(60), || {
-            let request = get(&client, &url);
-            async move { (request.await.1["status"] == "processed").then_some(()) }
-        })
-        .await;
-        assert!(done.is_some(), "{id} processed");
-    }
-
-    // Every e-mail of the customers so far is out before the point is armed (a welcome and an
-    // opening alert each): an armed service counts its passes from the workload, and never
-    // reaches its point on the backlog while it starts (a fast apply path left six deliveries
-    // for the restarted sender, whose sixth send crashed it before it was ready).
-    let before = settled_mail(&stack, 2 * OLD_CUSTOMERS, Duration::from_secs(60)).await;
-    assert!(before.double_sent.is_empty(), "{before:?}");
-
-    // Arm the point: a clean restart with EMS_FAILPOINTS.
-    let target = stack.service(point.service);
-    target.set_env("EMS_FAILPOINTS", &format!("{}={}", point.name, point.hit));
-    assert_eq!(
-        target.terminate().await,
-        Some(0),
-        "clean stop before arming"
-    );
-    target.start().await;
-
-    // The workload, a few requests at a time; some get no answer when the target crashes.
-    let mut steps = workload(seed, &old, &new);
-    for step in &steps {
-        if let Step::Transaction(id, body) = step {
-            requests.insert(id.clone(), body.clone());
-        }
-    }
-    let mut answered: Vec<bool> = futures::stream::iter(0..steps.len())
-        .map(|n| send(&client, &stack, &steps[n], false))
-        .buffered(CONCURRENCY)
-        .collect()
-        .await;
-
-    // The crash, with work in flight. A point armed for its N-th pass may need more load than
-    // the workload: a slower machine (or several stacks on one PostgreSQL) does more per pass,
-    // so a little more goes in, a customer and a deposit at a time, until the point fires.
-    let give_up = tokio::time::Instant::now() + CRASH_WITHIN;
-    let mut topped_up = 0;
-    for more in 0.. {
-        if stack
-            .service(point.service)
-            .aborted_within(Duration::from_secs(1))
-            .await
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "{} did not crash within {CRASH_WITHIN:?} of steady load: the crash point was never \
-             reached (is it in the code, and the binary built by `cargo test` with the \
-             `failpoints` feature?); its log:\n{}",
-            point.label(),
-            stack.service(point.service).log_tail()
-        );
-        for step in top_up(more, &old) {
-            match &step {
-                Step::Customer(id) => new.push(id.clone()),
-                Step::Transaction(id, body) => {
-                    requests.insert(id.clone(), body.clone());
-                }
-                Step::Poison => {}
-            }
-            answered.push(send(&client, &stack, &step, false).await);
-            steps.push(step);
-            topped_up += 1;
-        }
-    }
+    let mut run = Run::open(point).await;
+    run.arm().await;
+    run.load(seed).await;
+    let topped_up = run.crash_under_load().await;
     let crashed_at = tokio::time::Instant::now();
-    let target_db = stack.services[point.service].database_url().to_string();
-    let pending_at_crash = match point.service {
-        "transaction-service" => transaction_backlog(&stack).await,
-        "customer-service" => {
-            system_tests::count_rows(
-                &target_db,
-                "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL",
-            )
-            .await
-        }
-        _ => {
-            system_tests::count_rows(
-                &target_db,
-                "SELECT COUNT(*) AS n FROM deliveries WHERE status <> 'sent'",
-            )
-            .await
-        }
-    };
+    let pending_at_crash = run.pending_at_crash().await;
     assert!(
         pending_at_crash > 0,
         "{}: the crash landed with no work pending",
         point.label()
     );
+    let unanswered = run.restart_and_resend().await;
+    let mut report = run.judge(crashed_at).await;
+    report.pending_at_crash = pending_at_crash;
+    report.unanswered = unanswered;
+    report.topped_up = topped_up;
+    report
+}
 
-    // Start it again unarmed and send what got no answer.
-    let target = stack.service(point.service);
-    target.remove_env("EMS_FAILPOINTS");
-    target.start().await;
-    let unanswered: Vec<&Step> = steps
-        .iter()
-        .zip(&answered)
-        .filter(|(_, ok)| !**ok)
-        .map(|(step, _)| step)
-        .collect();
-    for step in &unanswered {
-        assert!(
-            send(&client, &stack, step, true).await,
-            "answered after the restart"
-        );
+/// One crash point's run: its stack, the customers, and the requests sent so far.
+struct Run {
+    point: Point,
+    stack: Stack,
+    client: reqwest::Client,
+    /// Customers known before the point is armed.
+    old: Vec<String>,
+    /// Customers registered while it is armed.
+    new: Vec<String>,
+    /// The transactions sent, by id.
+    requests: BTreeMap<String, Value>,
+    /// The steps sent while the point is armed, and whether each got an answer.
+    steps: Vec<Step>,
+    answered: Vec<bool>,
+}
+
+impl Run {
+    /// A stack for `point` whose customers known before the crash point is armed have their
+    /// accounts, money, and every e-mail sent.
+    async fn open(point: Point) -> Self {
+        let stack = Stack::start_for(
+            &[],
+            &[
+                ("notification-service", "NOTIFY_SEND_LEASE_SECS", LEASE_SECS),
+                (
+                    "notification-service",
+                    "NOTIFY_SEND_TIMEOUT_SECS",
+                    SEND_TIMEOUT_SECS,
+                ),
+            ],
+        )
+        .await;
+        let mut run = Self {
+            point,
+            stack,
+            client: reqwest::Client::new(),
+            old: (0..OLD_CUSTOMERS).map(|n| format!("old-{n}")).collect(),
+            new: (0..NEW_CUSTOMERS).map(|n| format!("new-{n}")).collect(),
+            requests: BTreeMap::new(),
+            steps: Vec::new(),
+            answered: Vec::new(),
+        };
+        run.open_accounts().await;
+        // Every e-mail of the customers so far is out before the point is armed (a welcome and
+        // an opening alert each): an armed service counts its passes from the workload, and
+        // never reaches its point on the backlog while it starts (a fast apply path left six
+        // deliveries for the restarted sender, whose sixth send crashed it before it was ready).
+        let before = settled_mail(&run.stack, 2 * OLD_CUSTOMERS, Duration::from_secs(60)).await;
+        assert!(before.double_sent.is_empty(), "{before:?}");
+        run
     }
 
-    // Every request has exactly one distinct outcome.
-    let verdict = Verdict::read(&stack.kafka, requests.keys(), Duration::from_secs(120)).await;
+    /// Before the point is armed: customers with accounts and money.
+    async fn open_accounts(&mut self) {
+        let (client, stack) = (&self.client, &self.stack);
+        for id in &self.old {
+            let (status, body) = register_customer(client, stack, id).await.expect("answer");
+            // Exactly 201: nothing is armed, nothing retried. (A 200 here once came from
+            // another stack's customer-service, which had bound this one's port first and
+            // answered its readiness probe: the four stacks register the same ids. The harness
+            // now waits for its own process's `listening` line and restarts on another port
+            // when the port is taken.)
+            assert_eq!(status, 201, "{body}");
+            assert_eq!(body["id"], id.as_str(), "{body}");
+        }
+        wait_accounts(client, stack, &self.old, Duration::from_secs(60)).await;
+        for id in &self.old {
+            let body = json!({"transactionId": format!("open-{id}"), "to": id, "amount": "500.00"});
+            let (status, answer) = try_post(
+                client,
+                &format!("{}/transactions", stack.url("transaction-service")),
+                &body,
+            )
+            .await
+            .expect("answer");
+            assert_eq!(status, 202, "{answer}");
+            self.requests.insert(format!("open-{id}"), body);
+        }
+        for id in self.requests.keys() {
+            let url = format!("{}/transactions/{id}", stack.url("transaction-service"));
+            let done = poll_until(Duration::from_secs(60), || {
+                let request = get(client, &url);
+                async move { (request.await.1["status"] == "processed").then_some(()) }
+            })
+            .await;
+            assert!(done.is_some(), "{id} processed");
+        }
+    }
+
+    /// Arms the point: a clean restart of its service with `EMS_FAILPOINTS`.
+    async fn arm(&mut self) {
+        let point = self.point;
+        let target = self.stack.service(point.service);
+        target.set_env("EMS_FAILPOINTS", &format!("{}={}", point.name, point.hit));
+        assert_eq!(
+            target.terminate().await,
+            Some(0),
+            "clean stop before arming"
+        );
+        target.start().await;
+    }
+
+    /// The workload, a few requests at a time; some get no answer when the target crashes.
+    async fn load(&mut self, seed: u64) {
+        self.steps = workload(seed, &self.old, &self.new);
+        for step in &self.steps {
+            if let Step::Transaction(id, body) = step {
+                self.requests.insert(id.clone(), body.clone());
+            }
+        }
+        let (client, stack, steps) = (&self.client, &self.stack, &self.steps);
+        self.answered = futures::stream::iter(0..steps.len())
+            .map(|n| send(client, stack, &steps[n], false))
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
+    }
+
+    /// Waits for the crash, with work in flight; returns how many requests went in after the
+    /// workload. A point armed for its N-th pass may need more load than the workload: a slower
+    /// machine (or several stacks on one PostgreSQL) does more per pass, so a little more goes
+    /// in, a customer and a deposit at a time, until the point fires.
+    async fn crash_under_load(&mut self) -> usize {
+        let point = self.point;
+        let give_up = tokio::time::Instant::now() + CRASH_WITHIN;
+        let mut topped_up = 0;
+        for more in 0.. {
+            if self
+                .stack
+                .service(point.service)
+                .aborted_within(Duration::from_secs(1))
+                .await
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "{} did not crash within {CRASH_WITHIN:?} of steady load: the crash point was \
+                 never reached (is it in the code, and the binary built by `cargo test` with \
+                 the `failpoints` feature?); its log:\n{}",
+                point.label(),
+                self.stack.service(point.service).log_tail()
+            );
+            for step in top_up(more, &self.old) {
+                match &step {
+                    Step::Customer(id) => self.new.push(id.clone()),
+                    Step::Transaction(id, body) => {
+                        self.requests.insert(id.clone(), body.clone());
+                    }
+                    Step::Poison => {}
+                }
+                self.answered
+                    .push(send(&self.client, &self.stack, &step, false).await);
+                self.steps.push(step);
+                topped_up += 1;
+            }
+        }
+        topped_up
+    }
+
+    /// The work the crashed service had not finished: undecided requests or unpublished events
+    /// (transaction-service), unsent events (customer-service), unsent e-mails.
+    async fn pending_at_crash(&self) -> i64 {
+        let target_db = self.stack.services[self.point.service]
+            .database_url()
+            .to_string();
+        match self.point.service {
+            "transaction-service" => transaction_backlog(&self.stack).await,
+            "customer-service" => {
+                system_tests::count_rows(
+                    &target_db,
+                    "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL",
+                )
+                .await
+            }
+            _ => {
+                system_tests::count_rows(
+                    &target_db,
+                    "SELECT COUNT(*) AS n FROM deliveries WHERE status <> 'sent'",
+                )
+                .await
+            }
+        }
+    }
+
+    /// Starts the service again unarmed and sends what got no answer; returns how many.
+    async fn restart_and_resend(&mut self) -> usize {
+        let target = self.stack.service(self.point.service);
+        target.remove_env("EMS_FAILPOINTS");
+        target.start().await;
+        let unanswered: Vec<&Step> = self
+            .steps
+            .iter()
+            .zip(&self.answered)
+            .filter(|(_, ok)| !**ok)
+            .map(|(step, _)| step)
+            .collect();
+        for step in &unanswered {
+            assert!(
+                send(&self.client, &self.stack, step, true).await,
+                "answered after the restart"
+            );
+        }
+        unanswered.len()
+    }
+
+    /// The promises, once the service is back: every request has exactly one distinct outcome,
+    /// the poison record was dead-lettered, every customer has an account, money is exact and
+    /// conserved, and (once the lease of a send interrupted at `crashed_at` has ended) every
+    /// e-mail was sent, none twice.
+    async fn judge(&self, crashed_at: tokio::time::Instant) -> Report {
+        let verdict = Verdict::read(
+            &self.stack.kafka,
+            self.requests.keys(),
+            Duration::from_secs(120),
+        )
+        .await;
+        assert_outcomes(&verdict);
+        assert_dead_lettered(&self.stack).await;
+
+        // Every new customer has its account.
+        let mut customers: Vec<String> = self.old.clone();
+        customers.extend(self.new.iter().cloned());
+        wait_accounts(
+            &self.client,
+            &self.stack,
+            &customers,
+            Duration::from_secs(60),
+        )
+        .await;
+        let money_errors = money_errors(&self.client, &self.stack, &customers, &verdict).await;
+
+        // E-mails: all sent, none twice, checked once the lease of an interrupted send has ended.
+        let expected_mails = customers.len() + verdict.alerts;
+        let lease = Duration::from_secs(LEASE_SECS.parse().expect("seconds"));
+        tokio::time::sleep_until(crashed_at + lease).await;
+        let mail = settled_mail(&self.stack, expected_mails, Duration::from_secs(90)).await;
+
+        Report {
+            lost: verdict.missing.len() + expected_mails.saturating_sub(mail.distinct),
+            duplicated: verdict.conflicting.len(),
+            double_sent: mail.double_sent.len(),
+            copies: verdict.copies,
+            money_errors,
+            requests: self.requests.len() + self.new.len(),
+            mails: mail.distinct,
+            ..Report::default()
+        }
+    }
+}
+
+/// Every request has an outcome, and the only failures are for insufficient funds (which the
+/// workload causes).
+fn assert_outcomes(verdict: &Verdict) {
     assert!(verdict.unknown.is_empty(), "{:?}", verdict.unknown);
     let unexpected: Vec<&String> = verdict
         .failures
@@ -412,8 +517,10 @@ async fn run_point(point: Point, seed: u64) -> Report {
             > 0,
         "the workload overdraws"
     );
+}
 
-    // The poison record was dead-lettered (a copy more is allowed) and skipped nothing.
+/// The poison record was dead-lettered (a copy more is allowed) and skipped nothing.
+async fn assert_dead_lettered(stack: &Stack) {
     let dead = read_topic(
         &stack.kafka,
         &format!("{}.DLT", topics::TRANSACTION_REQUESTED),
@@ -422,16 +529,18 @@ async fn run_point(point: Point, seed: u64) -> Report {
     )
     .await;
     assert!(!dead.is_empty(), "the poison record reached the DLT");
+}
 
-    // Every new customer has its account.
-    let mut customers: Vec<String> = old.clone();
-    customers.extend(new.iter().cloned());
-    wait_accounts(&client, &stack, &customers, Duration::from_secs(60)).await;
-
-    // Money: exact per account, conserved overall.
-    let actual = balances(&client, &stack, &customers).await;
+/// Money: exact per account, conserved overall; what is not, said.
+async fn money_errors(
+    client: &reqwest::Client,
+    stack: &Stack,
+    customers: &[String],
+    verdict: &Verdict,
+) -> Vec<String> {
+    let actual = balances(client, stack, customers).await;
     let mut money_errors = Vec::new();
-    for account in &customers {
+    for account in customers {
         let expected = verdict.balances.get(account).copied().unwrap_or(0);
         if actual[account] != expected || actual[account] < 0 {
             money_errors.push(format!(
@@ -447,25 +556,7 @@ async fn run_point(point: Point, seed: u64) -> Report {
             verdict.net_deposits
         ));
     }
-
-    // E-mails: all sent, none twice, checked once the lease of an interrupted send has ended.
-    let expected_mails = customers.len() + verdict.alerts;
-    let lease = Duration::from_secs(LEASE_SECS.parse().expect("seconds"));
-    tokio::time::sleep_until(crashed_at + lease).await;
-    let mail = settled_mail(&stack, expected_mails, Duration::from_secs(90)).await;
-
-    Report {
-        pending_at_crash,
-        unanswered: unanswered.len(),
-        lost: verdict.missing.len() + expected_mails.saturating_sub(mail.distinct),
-        duplicated: verdict.conflicting.len(),
-        double_sent: mail.double_sent.len(),
-        copies: verdict.copies,
-        money_errors,
-        requests: requests.len() + new.len(),
-        mails: mail.distinct,
-        topped_up,
-    }
+    money_errors
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

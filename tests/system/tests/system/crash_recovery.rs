@@ -3,15 +3,14 @@
 //! outcome, balances are exact and conserved, and every notification is sent exactly once. Runs
 //! on SQLite, or on PostgreSQL when `TEST_DATABASE_URL` names a server.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use platform::testing::poll_until;
-use serde_json::json;
+use serde_json::Value;
 use system_tests::{
-    balances, post, register_accounts, settled_mail, transaction_backlog, try_post, Lcg, Stack,
-    Verdict,
+    balances, deposits_and_transfers, post, settled_mail, stack_with_accounts, transaction_backlog,
+    transaction_ids, try_post, wait_decided, Stack, Verdict,
 };
+use tokio::task::JoinHandle;
 
 const CUSTOMERS: usize = 6;
 const TRANSFERS: usize = 240;
@@ -20,83 +19,71 @@ const DEPOSIT_MINOR: i64 = 50_000; // 500.00
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
     let _turn = crate::exclusive().await;
-    let mut stack = Stack::start(&[]).await;
     let client = reqwest::Client::new();
+    let (mut stack, accounts) = stack_with_accounts(&client, CUSTOMERS).await;
     let transactions_url = format!("{}/transactions", stack.url("transaction-service"));
-    let accounts: Vec<String> = (0..CUSTOMERS).map(|n| format!("acct-{n}")).collect();
-
-    register_accounts(&client, &stack, &accounts).await;
 
     // Deposits, then a burst of random transfers (some overdraw).
-    let mut requests: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for id in &accounts {
-        requests.insert(format!("dep-{id}"), json!({"to": id, "amount": "500.00"}));
+    let bodies = deposits_and_transfers(&accounts, 20_261_125, TRANSFERS);
+    let sender = send_in_background(&client, &transactions_url, &bodies);
+    let unanswered = kill_mid_burst(&mut stack, &client, &transactions_url, sender).await;
+    stack.service("transaction-service").restart().await;
+    for body in &unanswered {
+        let (status, answer) = post(&client, &transactions_url, body.clone()).await;
+        assert!(matches!(status, 200 | 202), "{body}: {answer}");
     }
-    let mut random = Lcg::new(20_261_125);
-    for n in 0..TRANSFERS {
-        let from = random.below(CUSTOMERS as u64) as usize;
-        let to = (from + 1 + random.below(CUSTOMERS as u64 - 1) as usize) % CUSTOMERS;
-        let cents = 1 + random.below(30_000);
-        requests.insert(
-            format!("t{n:04}"),
-            json!({"from": accounts[from], "to": accounts[to], "amount": format!("{}.{:02}", cents / 100, cents % 100)}),
-        );
-    }
-    // Deposits first so most transfers can succeed; posted in the background while the test
-    // waits for processing to start and kills the service in the middle of the burst.
-    let (deposits, transfers): (Vec<_>, Vec<_>) =
-        requests.iter().partition(|(id, _)| id.starts_with("dep-"));
-    let bodies: Vec<serde_json::Value> = deposits
-        .into_iter()
-        .chain(transfers)
-        .map(|(id, body)| {
-            let mut body = body.clone();
-            body["transactionId"] = json!(id);
-            body
-        })
-        .collect();
-    let sender = {
-        let (client, url, bodies) = (client.clone(), transactions_url.clone(), bodies.clone());
-        tokio::spawn(async move {
-            let mut unanswered = Vec::new();
-            for body in bodies {
-                match try_post(&client, &url, &body).await {
-                    Ok((status, answer)) => assert_eq!(status, 202, "{body}: {answer}"),
-                    Err(_) => unanswered.push(body),
-                }
-            }
-            unanswered
-        })
-    };
+    judge(&stack, &client, &accounts, &bodies).await;
+}
 
-    // Kill transaction-service while it is working through the burst, then start it again.
-    let probe = format!("{transactions_url}/t0030");
-    let some_done = poll_until(Duration::from_secs(60), || {
-        let request = client.get(&probe).send();
-        async move {
-            let body: serde_json::Value = request.await.ok()?.json().await.ok()?;
-            (body["status"] == "processed" || body["status"] == "failed").then_some(())
+/// Posts `bodies` one after the other in the background (deposits first, so most transfers can
+/// succeed), while the test waits for processing to start and kills the service in the middle
+/// of the burst; the task returns the requests that got no answer.
+fn send_in_background(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: &[Value],
+) -> JoinHandle<Vec<Value>> {
+    let (client, url, bodies) = (client.clone(), url.to_string(), bodies.to_vec());
+    tokio::spawn(async move {
+        let mut unanswered = Vec::new();
+        for body in bodies {
+            match try_post(&client, &url, &body).await {
+                Ok((status, answer)) => assert_eq!(status, 202, "{body}: {answer}"),
+                Err(_) => unanswered.push(body),
+            }
         }
+        unanswered
     })
-    .await;
-    assert!(some_done.is_some(), "processing started");
+}
+
+/// Kills transaction-service while it is working through the burst (its database proves work
+/// was in flight); returns the requests `sender` sent that got no answer.
+async fn kill_mid_burst(
+    stack: &mut Stack,
+    client: &reqwest::Client,
+    transactions_url: &str,
+    sender: JoinHandle<Vec<Value>>,
+) -> Vec<Value> {
+    let probe = format!("{transactions_url}/t0030");
+    let some_done = wait_decided(client, &probe, Duration::from_secs(60)).await;
+    assert!(some_done, "processing started");
     stack.service("transaction-service").kill().await;
     // The kill landed mid-flight: its database holds undecided requests or unpublished events.
-    let backlog = transaction_backlog(&stack).await;
+    let backlog = transaction_backlog(stack).await;
     assert!(backlog > 0, "the kill found no work in flight");
     let unanswered = sender.await.expect("sender");
     println!(
         "killed with {backlog} requests undecided or events unpublished, {} requests unanswered",
         unanswered.len()
     );
-    stack.service("transaction-service").restart().await;
-    for body in &unanswered {
-        let (status, answer) = post(&client, &transactions_url, body.clone()).await;
-        assert!(matches!(status, 200 | 202), "{body}: {answer}");
-    }
+    unanswered
+}
 
-    // Exactly one outcome per request (a re-published event keeps its id).
-    let verdict = Verdict::read(&stack.kafka, requests.keys(), Duration::from_secs(120)).await;
+/// Exactly one outcome per request of `bodies` (a re-published event keeps its id), exact and
+/// conserved balances, every notification exactly once.
+async fn judge(stack: &Stack, client: &reqwest::Client, accounts: &[String], bodies: &[Value]) {
+    let ids = transaction_ids(bodies);
+    let verdict = Verdict::read(&stack.kafka, &ids, Duration::from_secs(120)).await;
     verdict.assert_one_outcome_each();
     assert_eq!(
         verdict.failures.keys().collect::<Vec<_>>(),
@@ -111,7 +98,7 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
     );
 
     // Balances: exact per account, never negative, and money is conserved.
-    let actual = balances(&client, &stack, &accounts).await;
+    let actual = balances(client, stack, accounts).await;
     for (account, balance) in &actual {
         assert_eq!(Some(balance), verdict.balances.get(account), "{account}");
         assert!(*balance >= 0, "{account} went negative");
@@ -125,7 +112,7 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
 
     // Every notification exactly once: all deliveries sent, each Message-ID received once.
     let expected_emails = CUSTOMERS + verdict.alerts;
-    let mail = settled_mail(&stack, expected_emails, Duration::from_secs(90)).await;
+    let mail = settled_mail(stack, expected_emails, Duration::from_secs(90)).await;
     assert_eq!(mail.distinct, expected_emails, "all emails delivered");
     assert!(
         mail.double_sent.is_empty(),

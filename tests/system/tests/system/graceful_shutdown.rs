@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use contracts::topics;
 use futures::StreamExt;
-use platform::testing::poll_until;
-use serde_json::{json, Value};
+use serde_json::Value;
 use system_tests::{
-    balances, committed_total, count_rows, register_accounts, settled_mail, try_post, Lcg, Stack,
-    Verdict,
+    balances, committed_total, count_rows, deposits_and_transfers, settled_mail,
+    stack_with_accounts, transaction_ids, try_post, wait_decided, Stack, Verdict,
 };
+use tokio::task::JoinHandle;
 
 const CUSTOMERS: usize = 4;
 /// Transfers prepared; the load sends them until the service has stopped.
@@ -23,69 +23,81 @@ const TRANSFERS: usize = 1500;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
     let _turn = crate::exclusive().await;
-    let mut stack = Stack::start(&[]).await;
     let client = reqwest::Client::new();
+    let (mut stack, accounts) = stack_with_accounts(&client, CUSTOMERS).await;
     let transactions_url = format!("{}/transactions", stack.url("transaction-service"));
-    let accounts: Vec<String> = (0..CUSTOMERS).map(|n| format!("acct-{n}")).collect();
-    register_accounts(&client, &stack, &accounts).await;
 
-    let mut bodies: Vec<Value> = accounts
-        .iter()
-        .map(|id| json!({"transactionId": format!("dep-{id}"), "to": id, "amount": "500.00"}))
-        .collect();
-    let mut random = Lcg::new(20_261_207);
-    for n in 0..TRANSFERS {
-        let from = random.below(CUSTOMERS as u64) as usize;
-        let to = (from + 1 + random.below(CUSTOMERS as u64 - 1) as usize) % CUSTOMERS;
-        let cents = 1 + random.below(30_000);
-        bodies.push(
-            json!({"transactionId": format!("t{n:04}"), "from": accounts[from],
-            "to": accounts[to], "amount": format!("{}.{:02}", cents / 100, cents % 100)}),
-        );
-    }
-    // The load: four requests at a time, in the background, until the service refuses one (so
-    // that requests are still arriving at the SIGTERM, however fast the service is).
+    let bodies = deposits_and_transfers(&accounts, 20_261_207, TRANSFERS);
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (client, url, stop) = (client.clone(), transactions_url.clone(), Arc::clone(&stop));
-        tokio::spawn(async move {
-            let refused = Arc::clone(&stop);
-            futures::stream::iter(bodies)
-                .take_while(move |_| std::future::ready(!stop.load(Ordering::SeqCst)))
-                .map(|body| {
-                    let (client, url, refused) =
-                        (client.clone(), url.clone(), Arc::clone(&refused));
-                    async move {
-                        let answered = match try_post(&client, &url, &body).await {
-                            Ok((status, answer)) => {
-                                assert_eq!(status, 202, "{body}: {answer}");
-                                true
-                            }
-                            Err(_) => {
-                                refused.store(true, Ordering::SeqCst);
-                                false
-                            }
-                        };
-                        (body, answered)
-                    }
-                })
-                .buffered(4)
-                .collect::<Vec<(Value, bool)>>()
-                .await
-        })
-    };
+    let load = load_until_refused(&client, &transactions_url, bodies, &stop);
+    terminate_under_load(&mut stack, &client, &transactions_url, &load).await;
+    stop.store(true, Ordering::SeqCst);
+    let sent = load.await.expect("load");
+    let ids = transaction_ids(sent.iter().map(|(body, _)| body));
+    let unanswered: Vec<Value> = sent
+        .into_iter()
+        .filter_map(|(body, answered)| (!answered).then_some(body))
+        .collect();
+    judge_what_it_left(&stack, ids.len(), unanswered.len()).await;
 
-    // SIGTERM once processing is under way and while requests are still arriving.
-    let probe = format!("{transactions_url}/t0020");
-    let started = poll_until(Duration::from_secs(60), || {
-        let request = client.get(&probe).send();
-        async move {
-            let body: Value = request.await.ok()?.json().await.ok()?;
-            (body["status"] == "processed" || body["status"] == "failed").then_some(())
-        }
+    // Restart; the refused requests are sent again.
+    stack.service("transaction-service").start().await;
+    for body in &unanswered {
+        let (status, answer) = try_post(&client, &transactions_url, body)
+            .await
+            .expect("answer after the restart");
+        assert_eq!(status, 202, "{body}: {answer}");
+    }
+    judge(&stack, &client, &accounts, &ids).await;
+}
+
+/// The load: four requests at a time, in the background, until the service refuses one (so
+/// that requests are still arriving at the SIGTERM, however fast the service is) or `stop` is
+/// set; the task returns each request sent and whether it was answered.
+fn load_until_refused(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: Vec<Value>,
+    stop: &Arc<AtomicBool>,
+) -> JoinHandle<Vec<(Value, bool)>> {
+    let (client, url, stop) = (client.clone(), url.to_string(), Arc::clone(stop));
+    tokio::spawn(async move {
+        let refused = Arc::clone(&stop);
+        futures::stream::iter(bodies)
+            .take_while(move |_| std::future::ready(!stop.load(Ordering::SeqCst)))
+            .map(|body| {
+                let (client, url, refused) = (client.clone(), url.clone(), Arc::clone(&refused));
+                async move {
+                    let answered = match try_post(&client, &url, &body).await {
+                        Ok((status, answer)) => {
+                            assert_eq!(status, 202, "{body}: {answer}");
+                            true
+                        }
+                        Err(_) => {
+                            refused.store(true, Ordering::SeqCst);
+                            false
+                        }
+                    };
+                    (body, answered)
+                }
+            })
+            .buffered(4)
+            .collect::<Vec<(Value, bool)>>()
+            .await
     })
-    .await;
-    assert!(started.is_some(), "processing started");
+}
+
+/// SIGTERM once processing is under way and while requests are still arriving: the service
+/// exits 0 within 30 s.
+async fn terminate_under_load(
+    stack: &mut Stack,
+    client: &reqwest::Client,
+    transactions_url: &str,
+    load: &JoinHandle<Vec<(Value, bool)>>,
+) {
+    let probe = format!("{transactions_url}/t0020");
+    let started = wait_decided(client, &probe, Duration::from_secs(60)).await;
+    assert!(started, "processing started");
     assert!(
         !load.is_finished(),
         "requests still arriving at the SIGTERM"
@@ -97,25 +109,18 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
         .await
         .expect("exited within 30 s of SIGTERM");
     assert_eq!(status.code(), Some(0), "clean exit: {status}");
-    stop.store(true, Ordering::SeqCst);
-    let sent = load.await.expect("load");
-    let ids: Vec<String> = sent
-        .iter()
-        .map(|(b, _)| b["transactionId"].as_str().expect("id").to_string())
-        .collect();
-    let unanswered: Vec<Value> = sent
-        .into_iter()
-        .filter_map(|(body, answered)| (!answered).then_some(body))
-        .collect();
+}
 
-    // What it left behind: no request accepted without an answer, offsets for all it decided.
+/// What the stopped service left behind (`sent` requests, `refused` of them unanswered): no
+/// request accepted without an answer, offsets for all it decided, (on SQLite) no event unsent.
+async fn judge_what_it_left(stack: &Stack, sent: usize, refused: usize) {
     let db = stack.services["transaction-service"]
         .database_url()
         .to_string();
     let accepted = count_rows(&db, "SELECT COUNT(*) AS n FROM transactions").await;
     assert_eq!(
         accepted as usize,
-        ids.len() - unanswered.len(),
+        sent - refused,
         "every request the service accepted was answered"
     );
     let decided = count_rows(
@@ -138,10 +143,8 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
         "the consumer committed the offset of every record it processed"
     );
     println!(
-        "stopped after accepting {accepted} of {} requests ({} refused), {decided} decided, \
-         {unsent} events left in the outbox",
-        ids.len(),
-        unanswered.len()
+        "stopped after accepting {accepted} of {sent} requests ({refused} refused), {decided} \
+         decided, {unsent} events left in the outbox"
     );
     // SQLite: a stopping relay publishes until a round finds nothing. PostgreSQL: rows may be
     // left (customer-service's stop left one in 1 of 10 runs, not explained yet); they go out
@@ -149,20 +152,15 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
     if !db.starts_with("postgres") {
         assert_eq!(unsent, 0, "the relay drained the outbox before it stopped");
     }
+}
 
-    // Restart; the refused requests are sent again.
-    stack.service("transaction-service").start().await;
-    for body in &unanswered {
-        let (status, answer) = try_post(&client, &transactions_url, body)
-            .await
-            .expect("answer after the restart");
-        assert_eq!(status, 202, "{body}: {answer}");
-    }
-
-    let verdict = Verdict::read(&stack.kafka, &ids, Duration::from_secs(120)).await;
+/// After the restart every request of `ids` has exactly one outcome, published once; balances
+/// follow the outcomes and money is conserved; no e-mail goes out twice.
+async fn judge(stack: &Stack, client: &reqwest::Client, accounts: &[String], ids: &[String]) {
+    let verdict = Verdict::read(&stack.kafka, ids, Duration::from_secs(120)).await;
     verdict.assert_one_outcome_each();
     assert_eq!(verdict.copies, 0, "an outcome was published twice");
-    let actual = balances(&client, &stack, &accounts).await;
+    let actual = balances(client, stack, accounts).await;
     for (account, balance) in &actual {
         assert_eq!(Some(balance), verdict.balances.get(account), "{account}");
     }
@@ -172,6 +170,6 @@ async fn sigterm_under_load_answers_in_flight_requests_and_repeats_nothing() {
         "money is conserved"
     );
 
-    let mail = settled_mail(&stack, CUSTOMERS + verdict.alerts, Duration::from_secs(90)).await;
+    let mail = settled_mail(stack, CUSTOMERS + verdict.alerts, Duration::from_secs(90)).await;
     assert!(mail.double_sent.is_empty(), "{:?}", mail.double_sent);
 }

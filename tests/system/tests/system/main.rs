@@ -7,9 +7,6 @@
 //! replica and chaos runs (CPU-heavy, timing-sensitive, judging recovery times) and the browser
 //! tests (a 2 s freshness assertion) run alone; the others may overlap each other.
 
-// Scenario tests are long by nature (one story, asserted step by step); non-test code is not.
-#![allow(clippy::too_many_lines)]
-
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 mod api_keys;

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use platform::testing::{poll_until, summary_line};
 use serde_json::{json, Value};
 use system_tests::{
-    balances, register_accounts, settled_mail, try_post, wait_accounts, Lcg, OutcomeClock, Stack,
-    Verdict,
+    balances, random_transfer, register_accounts, settled_mail, transaction_ids, try_post,
+    wait_accounts, Lcg, OutcomeClock, Stack, Verdict,
 };
+use tokio::task::JoinHandle;
 
 const CUSTOMERS: usize = 12;
 const DEPOSIT: &str = "1000.00";
@@ -62,29 +63,21 @@ async fn post_all(urls: &[String], path: &str, bodies: Vec<Value>, accepted: &'s
     }
 }
 
+/// `n` random transfers between `accounts` (up to 200.00), numbered `<prefix>-0000`, ….
 fn transfers(random: &mut Lcg, accounts: &[String], prefix: &str, n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| {
-            let from = random.below(accounts.len() as u64) as usize;
-            let to = (from + 1 + random.below(accounts.len() as u64 - 1) as usize) % accounts.len();
-            let cents = 1 + random.below(20_000);
-            json!({"transactionId": format!("{prefix}-{i:04}"), "from": accounts[from],
-                   "to": accounts[to], "amount": format!("{}.{:02}", cents / 100, cents % 100)})
+            let mut body = random_transfer(random, accounts, 20_000);
+            body["transactionId"] = json!(format!("{prefix}-{i:04}"));
+            body
         })
-        .collect()
-}
-
-fn ids(bodies: &[Value]) -> Vec<String> {
-    bodies
-        .iter()
-        .map(|b| b["transactionId"].as_str().expect("id").to_string())
         .collect()
 }
 
 /// Posts `bodies` to transaction-service's `urls` and waits for all their outcomes; returns the
 /// rate, transfers per second from the first request to the last outcome.
 async fn measured_phase(clock: &mut OutcomeClock, urls: &[String], bodies: Vec<Value>) -> f64 {
-    let wanted = ids(&bodies);
+    let wanted = transaction_ids(&bodies);
     let started = Instant::now();
     post_all(urls, "/transactions", bodies, &[202]).await;
     let seen = clock.wait_for(&wanted, TIMEOUT).await;
@@ -123,18 +116,43 @@ async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
     let accounts: Vec<String> = (0..CUSTOMERS).map(|n| format!("r-{n:02}")).collect();
     register_accounts(&client, &stack, &accounts).await;
     let mut clock = OutcomeClock::start(&stack.kafka);
+    let mut random = Lcg::new(20_261_125);
+    let (mut requests, three) =
+        measure_one_and_three(&mut stack, &mut clock, &mut random, &accounts).await;
+
+    // Under load: transfers and new customers, and one replica of each service killed.
+    let fire = transfers(&mut random, &accounts, "fire", UNDER_FIRE);
+    requests.extend(transaction_ids(&fire));
+    let load = load_under_fire(&mut stack, three, fire);
+    let first_fire = vec!["fire-0040".to_string()];
+    assert_eq!(clock.wait_for(&first_fire, TIMEOUT).await.len(), 1);
+    let victim = kill_one_of_each(&mut stack).await;
+    load.await.expect("load");
+    // The killed ledger replica comes back (the checks below ask the first one).
+    stack.replica("transaction-service", victim).start().await;
+    judge(&stack, &client, &accounts, &requests).await;
+}
+
+/// Deposits, then the rate with one transaction-service replica and with three (after a
+/// warm-up that rides out the rebalance), as a summary line; returns the requests sent and the
+/// three replicas' URLs.
+async fn measure_one_and_three(
+    stack: &mut Stack,
+    clock: &mut OutcomeClock,
+    random: &mut Lcg,
+    accounts: &[String],
+) -> (Vec<String>, Vec<String>) {
     let deposits: Vec<Value> = accounts
         .iter()
         .map(|a| json!({"transactionId": format!("dep-{a}"), "to": a, "amount": DEPOSIT}))
         .collect();
-    let mut requests = ids(&deposits);
+    let mut requests = transaction_ids(&deposits);
     let one = stack.urls("transaction-service");
-    measured_phase(&mut clock, &one, deposits).await;
+    measured_phase(clock, &one, deposits).await;
 
-    let mut random = Lcg::new(20_261_125);
-    let phase = transfers(&mut random, &accounts, "one", MEASURED);
-    requests.extend(ids(&phase));
-    let rate_one = measured_phase(&mut clock, &one, phase).await;
+    let phase = transfers(random, accounts, "one", MEASURED);
+    requests.extend(transaction_ids(&phase));
+    let rate_one = measured_phase(clock, &one, phase).await;
 
     for name in [
         "transaction-service",
@@ -149,20 +167,22 @@ async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
     let three = stack.urls("transaction-service");
     assert_eq!(three.len(), 3);
     // A first batch rides out the rebalance; the second is measured.
-    let warm_up = transfers(&mut random, &accounts, "warm", 60);
-    requests.extend(ids(&warm_up));
-    measured_phase(&mut clock, &three, warm_up).await;
-    let phase = transfers(&mut random, &accounts, "three", MEASURED);
-    requests.extend(ids(&phase));
-    let rate_three = measured_phase(&mut clock, &three, phase).await;
+    let warm_up = transfers(random, accounts, "warm", 60);
+    requests.extend(transaction_ids(&warm_up));
+    measured_phase(clock, &three, warm_up).await;
+    let phase = transfers(random, accounts, "three", MEASURED);
+    requests.extend(transaction_ids(&phase));
+    let rate_three = measured_phase(clock, &three, phase).await;
     summary_line(&format!(
         "replicas: transfers_per_s one={rate_one:.0} three={rate_three:.0} \
          (transaction-service replicas on 6 partitions, PostgreSQL, one machine)"
     ));
+    (requests, three)
+}
 
-    // Under load: transfers and new customers, and one replica of each service killed.
-    let fire = transfers(&mut random, &accounts, "fire", UNDER_FIRE);
-    requests.extend(ids(&fire));
+/// In the background: the transfers `fire` to the replicas at `three`, and `LATE_CUSTOMERS`
+/// new customers.
+fn load_under_fire(stack: &mut Stack, three: Vec<String>, fire: Vec<Value>) -> JoinHandle<()> {
     let late: Vec<Value> = (0..LATE_CUSTOMERS)
         .map(|n| {
             let id = format!("late-{n}");
@@ -170,14 +190,17 @@ async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
         })
         .collect();
     let customer_urls = stack.urls("customer-service");
-    let load = tokio::spawn(async move {
+    tokio::spawn(async move {
         let customers = post_all(&customer_urls, "/app/customers", late, &[200, 201]);
         let transfers = post_all(&three, "/transactions", fire, &[200, 202]);
         tokio::join!(customers, transfers);
-    });
-    let first_fire = vec!["fire-0040".to_string()];
-    assert_eq!(clock.wait_for(&first_fire, TIMEOUT).await.len(), 1);
-    // transaction-service loses the replica that publishes its outbox; the others lose one.
+    })
+}
+
+/// Kills the transaction-service replica that publishes its outbox (holds the relay's lease)
+/// and one replica of each other service; another replica takes the lease over in time.
+/// Returns the killed transaction-service replica.
+async fn kill_one_of_each(stack: &mut Stack) -> usize {
     let ledger_db = stack.services["transaction-service"]
         .database_url()
         .to_string();
@@ -216,13 +239,15 @@ async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
         took <= bound,
         "the relay lease was taken over {took:?} after the kill, beyond {bound:?}"
     );
-    load.await.expect("load");
-    // The killed ledger replica comes back (the checks below ask the first one).
-    stack.replica("transaction-service", victim).start().await;
+    victim
+}
 
-    let verdict = Verdict::read(&stack.kafka, &requests, TIMEOUT).await;
+/// Every request has exactly one distinct outcome, balances follow the outcomes and money is
+/// conserved, the late customers have accounts, and no e-mail went out twice.
+async fn judge(stack: &Stack, client: &reqwest::Client, accounts: &[String], requests: &[String]) {
+    let verdict = Verdict::read(&stack.kafka, requests, TIMEOUT).await;
     verdict.assert_one_outcome_each();
-    let actual = balances(&client, &stack, &accounts).await;
+    let actual = balances(client, stack, accounts).await;
     let expected: BTreeMap<String, i64> = accounts
         .iter()
         .map(|a| (a.clone(), verdict.balances.get(a).copied().unwrap_or(0)))
@@ -234,12 +259,12 @@ async fn three_replicas_lose_nothing_when_one_of_each_is_killed() {
         "money is conserved"
     );
     let late_ids: Vec<String> = (0..LATE_CUSTOMERS).map(|n| format!("late-{n}")).collect();
-    wait_accounts(&client, &stack, &late_ids, Duration::from_secs(60)).await;
+    wait_accounts(client, stack, &late_ids, Duration::from_secs(60)).await;
 
     // Every notification recorded once and settled; none e-mailed twice (a send the kill
     // interrupted is settled as failed, never repeated).
     let expected_mail = CUSTOMERS + LATE_CUSTOMERS + verdict.alerts;
-    let mail = settled_mail(&stack, expected_mail, TIMEOUT).await;
+    let mail = settled_mail(stack, expected_mail, TIMEOUT).await;
     assert!(
         mail.double_sent.is_empty(),
         "sent twice: {:?}",
