@@ -233,7 +233,12 @@ impl Relay {
             Ok(Round::Waiting) => {
                 let since = *self.waiting_since.get_or_insert_with(Instant::now);
                 if !(self.shutdown.is_cancelled() && since.elapsed() > SHUTDOWN_WAIT) {
-                    tokio::time::sleep(GATE_POLL).await;
+                    // This process's writers wake the relay when they commit; other
+                    // replicas' do not, hence the poll.
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = tokio::time::sleep(GATE_POLL) => {}
+                    }
                     return None;
                 }
                 Some(false)
