@@ -60,7 +60,8 @@ impl Sweep {
     }
 
     /// Collects the running delete when it has ended (`wait`: waits for it) and starts the
-    /// next. A failed delete's rows are deleted again by the next one.
+    /// next. A failed delete's rows go in the next one, started at once (the relay's next round
+    /// reaps it).
     pub(super) async fn reap(
         &mut self,
         db: &Database,
@@ -90,7 +91,7 @@ impl Sweep {
                 Err(error.into())
             }
         };
-        if outcome.is_ok() {
+        if !matches!(outcome, Err(SweepError::Fenced)) {
             self.start(db, term);
         }
         outcome
