@@ -256,7 +256,7 @@ fn process_env<const N: usize>(
 /// (`EVENT_STREAMS_KAFKA_BROKERS_SASL`, `EVENT_STREAMS_USER`, `EVENT_STREAMS_PASSWORD`), plus
 /// `KAFKA_SSL_CA_LOCATION` for a private CA and `KAFKA_SASL_MECHANISM` when it is not PLAIN.
 /// Always the topic prefix, partition count and replication factor (Event Streams' default of
-/// 3 does not fit a one-broker cluster).
+/// 3 does not fit a one-broker cluster) and the consumer group protocol.
 pub fn service_kafka_env(kafka: &KafkaConfig) -> Vec<(String, String)> {
     use platform::kafka::{SaslMechanism, SecurityProtocol};
     let mut env = vec![
@@ -265,6 +265,10 @@ pub fn service_kafka_env(kafka: &KafkaConfig) -> Vec<(String, String)> {
         (
             "KAFKA_TOPIC_REPLICATION_FACTOR",
             kafka.topic_replication_factor.to_string(),
+        ),
+        (
+            "KAFKA_GROUP_PROTOCOL",
+            kafka.group_protocol.as_str().to_string(),
         ),
     ];
     let brokers = kafka.brokers.join(",");

@@ -16,8 +16,10 @@ use crate::postgres::{self, Postgres};
 use crate::{paths, process};
 
 /// Variables that change what a test does (rewrite the schemas, run a subset of the crash
-/// points): every pass runs without them, so the count means the whole suite.
-const TEST_CHANGING_VARIABLES: [&str; 2] = ["UPDATE_SCHEMAS", "EMS_CRASH_POINTS"];
+/// points, move every consumer group to another protocol): every pass runs without them, so
+/// the count means the whole suite as written.
+const TEST_CHANGING_VARIABLES: [&str; 3] =
+    ["UPDATE_SCHEMAS", "EMS_CRASH_POINTS", "KAFKA_GROUP_PROTOCOL"];
 
 /// What every pass gets in its environment.
 pub(super) struct PassEnv<'a> {

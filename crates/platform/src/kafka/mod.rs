@@ -12,6 +12,6 @@ pub mod replay;
 
 pub use admin::{check_topic_configs, ensure_topics, report_topic_configs, TopicDrift};
 pub use client::{check_connection, KafkaError, TracingContext};
-pub use config::{KafkaConfig, SaslCredentials, SaslMechanism, SecurityProtocol};
+pub use config::{GroupProtocol, KafkaConfig, SaslCredentials, SaslMechanism, SecurityProtocol};
 pub use consumer::{run_consumer, ConsumerOptions, HandleError, Handler, Record, Rejected};
 pub use producer::{Delivered, OutgoingRecord, Producer};

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::env::Secret;
-use crate::kafka::{KafkaConfig, SaslCredentials, SaslMechanism, SecurityProtocol};
+use crate::env::{ProcessEnv, Secret};
+use crate::kafka::{GroupProtocol, KafkaConfig, SaslCredentials, SaslMechanism, SecurityProtocol};
 
 use super::database::unique;
 
@@ -81,10 +81,12 @@ impl LocalKafka {
         }
     }
 
-    /// A plaintext connection to the local broker.
+    /// A plaintext connection to the local broker, with the group protocol
+    /// `KAFKA_GROUP_PROTOCOL` names (as the services read it; `cargo xtask test` clears it).
     pub fn plaintext(&self) -> KafkaConfig {
         KafkaConfig {
             topic_replication_factor: self.replication,
+            group_protocol: GroupProtocol::from_env(&ProcessEnv).expect("KAFKA_GROUP_PROTOCOL"),
             ..KafkaConfig::plaintext(&self.brokers)
         }
     }

@@ -277,6 +277,40 @@ async fn a_record_failing_past_the_retry_limit_is_dead_lettered_and_the_partitio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_lanes_apply_everything_once_and_in_order_across_a_rebalance() {
     let kafka = LocalKafka::load().isolated_with_topics().await;
+    let assignor = lanes_across_a_rebalance(kafka).await;
+    assert_eq!(assignor, "consumer/cooperative-sticky");
+}
+
+/// The same with KIP-848's group protocol (`KAFKA_GROUP_PROTOCOL=consumer`): the broker shares
+/// the partitions out as members join and leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_lanes_apply_everything_once_and_in_order_across_a_kip_848_rebalance() {
+    let kafka = KafkaConfig {
+        group_protocol: platform::kafka::GroupProtocol::Consumer,
+        ..LocalKafka::load().isolated_with_topics().await
+    };
+    let assignor = lanes_across_a_rebalance(kafka).await;
+    // Not a classic group: the classic DescribeGroups API knows no type and no assignor of it
+    // (the broker's own assignor shared the partitions out, not the client's).
+    assert_eq!(assignor, "/");
+}
+
+/// The protocol type and assignor of consumer group `group` (prefixed as the consumer does),
+/// as the broker's classic DescribeGroups API gives them.
+fn assignor(kafka: &KafkaConfig, group: &str) -> String {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = kafka.client_config("test").create().unwrap();
+    let groups = client
+        .fetch_group_list(Some(&kafka.topic_name(group)), TIMEOUT)
+        .unwrap();
+    let described = groups.groups().first().expect("the group is known");
+    format!("{}/{}", described.protocol_type(), described.protocol())
+}
+
+/// Eight keys, 50 records each, applied by one member, then two, then the second alone: each
+/// record is applied exactly once and every key in order. Returns the group's assignor as the
+/// broker describes it while the second member runs alone.
+async fn lanes_across_a_rebalance(kafka: KafkaConfig) -> String {
     let keys: Vec<String> = (0..8).map(|k| format!("key-{k}")).collect();
     let producer = Producer::new(&kafka, "test").unwrap();
     let send_round = |round: std::ops::Range<usize>| {
@@ -327,6 +361,7 @@ async fn partition_lanes_apply_everything_once_and_in_order_across_a_rebalance()
     })
     .await
     .expect("every record applied");
+    let assignor = assignor(&kafka, &group);
     stop_b.cancel();
     b.await.unwrap().unwrap();
 
@@ -340,6 +375,7 @@ async fn partition_lanes_apply_everything_once_and_in_order_across_a_rebalance()
         let expected: Vec<String> = (0..50).map(|seq| format!("{seq:04}")).collect();
         assert_eq!(sequence, expected, "{key}: in order, none missing");
     }
+    assignor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ use rdkafka::ClientConfig;
 use crate::env::{ConfigError, Env};
 
 use super::brokers::{broker_list, parse_broker_list};
+use super::group::GroupProtocol;
 use super::security::{
     credentials, one_of, sasl, ssl_ca_location, SaslCredentials, SaslMechanism, SecurityProtocol,
 };
@@ -31,6 +32,8 @@ pub struct KafkaConfig {
     /// Prefix of every topic name on the broker (`KAFKA_TOPIC_PREFIX`, default none): lets several
     /// environments, or tests, share one cluster. Services always see the unprefixed names.
     pub topic_prefix: String,
+    /// The consumer group protocol (`KAFKA_GROUP_PROTOCOL`, default `classic`).
+    pub group_protocol: GroupProtocol,
 }
 
 impl KafkaConfig {
@@ -44,6 +47,7 @@ impl KafkaConfig {
             topic_partitions: 3,
             topic_replication_factor: 1,
             topic_prefix: String::new(),
+            group_protocol: GroupProtocol::Classic,
         }
     }
 
@@ -87,6 +91,7 @@ impl KafkaConfig {
             topic_partitions,
             topic_replication_factor,
             topic_prefix: topic_prefix(env)?,
+            group_protocol: GroupProtocol::from_env(env)?,
         })
     }
 
@@ -183,6 +188,16 @@ mod tests {
             "Customer.created"
         );
         assert_eq!(config(&[]).unwrap().topic_name("x"), "x");
+    }
+
+    #[test]
+    fn the_group_protocol_is_classic_unless_kip_848_is_asked_for() {
+        assert_eq!(config(&[]).unwrap().group_protocol, GroupProtocol::Classic);
+        let kip848 = config(&[("KAFKA_GROUP_PROTOCOL", " Consumer ")]).unwrap();
+        assert_eq!(kip848.group_protocol, GroupProtocol::Consumer);
+        let error = config(&[("KAFKA_GROUP_PROTOCOL", "cooperative")]).unwrap_err();
+        assert_eq!(error.variable, "KAFKA_GROUP_PROTOCOL");
+        assert!(error.to_string().contains("classic, consumer"), "{error}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use record::Record;
 
 use crate::health::ConsumerHealth;
 use crate::kafka::client::KafkaError;
-use crate::kafka::config::KafkaConfig;
+use crate::kafka::config::{GroupProtocol, KafkaConfig};
 use crate::kafka::producer::Producer;
 use crate::telemetry;
 use context::LaneContext;
@@ -110,8 +110,8 @@ fn subscribe(
     lanes: &LaneStates,
     health: &ConsumerHealth,
 ) -> Result<KafkaConsumer, KafkaError> {
-    let consumer: KafkaConsumer = config
-        .client_config(&options.group_id)
+    let mut client = config.client_config(&options.group_id);
+    client
         // Groups carry the topic prefix too: environments (and tests) sharing a cluster never
         // share a group.
         .set("group.id", config.topic_name(&options.group_id))
@@ -120,20 +120,27 @@ fn subscribe(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set(
-            "session.timeout.ms",
-            crate::health::SESSION_TIMEOUT.as_millis().to_string(),
-        )
-        .set(
             "statistics.interval.ms",
             options.statistics_interval.as_millis().max(1).to_string(),
         )
-        .set("heartbeat.interval.ms", "2000")
         .set("max.poll.interval.ms", "300000")
-        .set("partition.assignment.strategy", "cooperative-sticky")
         // Small fetch waits keep latency low when traffic is light; a bounded prefetch keeps
         // memory low when a paused partition's records wait.
         .set("fetch.wait.max.ms", "100")
-        .set("queued.max.messages.kbytes", "8192")
+        .set("queued.max.messages.kbytes", "8192");
+    match config.group_protocol {
+        GroupProtocol::Classic => client
+            .set(
+                "session.timeout.ms",
+                crate::health::SESSION_TIMEOUT.as_millis().to_string(),
+            )
+            .set("heartbeat.interval.ms", "2000")
+            .set("partition.assignment.strategy", "cooperative-sticky"),
+        // The broker owns the session, the heartbeat and the assignor (incremental, like
+        // cooperative-sticky); librdkafka refuses those settings with this protocol.
+        GroupProtocol::Consumer => client.set("group.protocol", GroupProtocol::Consumer.as_str()),
+    };
+    let consumer: KafkaConsumer = client
         .create_with_context(LaneContext {
             lanes: Arc::clone(lanes),
             revoked: Mutex::default(),
