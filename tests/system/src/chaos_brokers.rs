@@ -159,12 +159,24 @@ async fn stop(controls: &BrokerControls, node: i32) {
     };
     signal(controls, node, libc::SIGTERM);
     let begun = Instant::now();
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    while !exited(pid) {
         if begun.elapsed() > Duration::from_secs(60) {
             signal(controls, node, libc::SIGKILL);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Whether process `pid` has ended: gone, or a zombie (state `Z`) whose parent has not reaped
+/// it yet (`cargo xtask chaos` started the nodes and waits on the client, so a node that
+/// stopped stays a zombie until the run ends).
+fn exited(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // `pid (comm) state …`: the state follows the last `)`.
+    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+    matches!(state, Some(Some('Z' | 'X')) | None)
 }
 
 /// Runs `command`; panics when it fails.
@@ -273,6 +285,25 @@ pub fn processed_at(outcomes: &BTreeMap<String, Vec<Outcome>>) -> BTreeMap<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_node_not_yet_reaped_counts_as_exited() {
+        let mut running = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let ended = std::process::Command::new("true").spawn().unwrap();
+        let (running_pid, ended_pid) = (running.id() as i32, ended.id() as i32);
+        // `true` ends at once and stays a zombie: this test is its parent and does not wait.
+        let begun = Instant::now();
+        while !exited(ended_pid) && begun.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{ended_pid}")).exists(), "a zombie");
+        assert!(exited(ended_pid), "a zombie has exited");
+        assert!(!exited(running_pid), "a running process has not");
+        running.kill().unwrap();
+        running.wait().unwrap();
+        assert!(exited(running_pid), "reaped: gone");
+        drop(ended);
+    }
 
     fn at(secs: f64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs_f64(1_000.0 + secs)
