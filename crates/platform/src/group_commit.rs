@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_util::sync::CancellationToken;
 
 use crate::db::{Backend, Conn, Database, DbError};
 
@@ -93,8 +94,15 @@ pub enum CommitError {
 
 impl<W: Write> GroupCommit<W> {
     /// Starts the committers of `writer` on `db` (one on SQLite, [`POSTGRES_COMMITTERS`] on
-    /// PostgreSQL); they end when every handle is dropped.
-    pub fn start(db: Database, writer: W) -> Self {
+    /// PostgreSQL) and returns them, to be run as tasks. Once `stop` is cancelled the queue
+    /// takes nothing more: the committers commit what it holds (writes whose requests were cut
+    /// off included) and end, so a service that awaits them before its relay's last round
+    /// leaves no event of theirs behind (see [`crate::service::Service::group_commit`]).
+    pub fn start(
+        db: Database,
+        writer: W,
+        stop: CancellationToken,
+    ) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>) {
         let (jobs, receiver) = mpsc::channel(MAX_GROUP * 4);
         let committers = match db.backend() {
             Backend::Sqlite => 1,
@@ -102,14 +110,17 @@ impl<W: Write> GroupCommit<W> {
         };
         let receiver = Arc::new(Mutex::new(receiver));
         let writer = Arc::new(writer);
-        for _ in 0..committers {
-            crate::metrics_scope::spawn(run(
-                db.clone(),
-                Arc::clone(&writer),
-                Arc::clone(&receiver),
-            ));
-        }
-        Self { jobs }
+        let committers = (0..committers)
+            .map(|_| {
+                run(
+                    db.clone(),
+                    Arc::clone(&writer),
+                    Arc::clone(&receiver),
+                    stop.clone(),
+                )
+            })
+            .collect();
+        (Self { jobs }, committers)
     }
 
     /// Performs `input` and returns its answer once it is committed.
@@ -127,10 +138,22 @@ impl<W: Write> GroupCommit<W> {
 }
 
 /// Takes the next group: waits for one write, then takes whatever else is queued. The queue is
-/// held only while taking, so another committer can take the next group meanwhile.
-async fn next_group<W: Write>(receiver: &Mutex<mpsc::Receiver<Job<W>>>) -> Option<Vec<Job<W>>> {
+/// held only while taking, so another committer can take the next group meanwhile. Once `stop`
+/// is cancelled the queue is closed: what it holds is still taken, then `None`.
+async fn next_group<W: Write>(
+    receiver: &Mutex<mpsc::Receiver<Job<W>>>,
+    stop: &CancellationToken,
+) -> Option<Vec<Job<W>>> {
     let mut receiver = receiver.lock().await;
-    let mut group = vec![receiver.recv().await?];
+    let first = tokio::select! {
+        biased;
+        job = receiver.recv() => job,
+        () = stop.cancelled() => {
+            receiver.close();
+            receiver.recv().await
+        }
+    };
+    let mut group = vec![first?];
     while group.len() < MAX_GROUP {
         match receiver.try_recv() {
             Ok(job) => group.push(job),
@@ -140,9 +163,14 @@ async fn next_group<W: Write>(receiver: &Mutex<mpsc::Receiver<Job<W>>>) -> Optio
     Some(group)
 }
 
-async fn run<W: Write>(db: Database, writer: Arc<W>, receiver: Arc<Mutex<mpsc::Receiver<Job<W>>>>) {
+async fn run<W: Write>(
+    db: Database,
+    writer: Arc<W>,
+    receiver: Arc<Mutex<mpsc::Receiver<Job<W>>>>,
+    stop: CancellationToken,
+) {
     let writer = &*writer;
-    while let Some(group) = next_group(&receiver).await {
+    while let Some(group) = next_group(&receiver, &stop).await {
         metrics::histogram!("group_commit_writes").record(group.len() as f64);
         match commit_together(&db, writer, &group).await {
             Ok(outputs) => answer(writer, group, outputs),
@@ -185,5 +213,85 @@ fn answer<W: Write>(writer: &W, group: Vec<Job<W>>, outputs: Vec<W::Output>) {
     writer.committed();
     for (job, output) in group.into_iter().zip(outputs) {
         let _ = job.reply.send(Ok(output));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// Inserts its input into `t`, each write once a permit of `gate` is free.
+    struct Insert {
+        gate: Arc<Semaphore>,
+    }
+
+    impl Write for Insert {
+        type Input = i64;
+        type Output = ();
+
+        async fn write(&self, conn: &mut crate::db::Conn, input: &i64) -> Result<(), DbError> {
+            let _permit = self.gate.acquire().await.expect("open gate");
+            sqlx::query("INSERT INTO t (v) VALUES ($1)")
+                .bind(*input)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn at_stop_the_committers_commit_the_writes_of_requests_cut_off_and_end() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/commit.db", dir.path().display());
+        let db = Database::connect(&url).await.expect("database");
+        sqlx::query("CREATE TABLE t (v INTEGER)")
+            .execute(db.pool())
+            .await
+            .expect("table");
+        let gate = Arc::new(Semaphore::new(0));
+        let stop = CancellationToken::new();
+        let writer = Insert {
+            gate: Arc::clone(&gate),
+        };
+        let (commit, committers) = GroupCommit::start(db.clone(), writer, stop.clone());
+        let committers: Vec<_> = committers.into_iter().map(tokio::spawn).collect();
+        // The first write holds the committer; three more queue behind it, and their requests
+        // are cut off (the HTTP server gave up on them) before anything commits.
+        let first = tokio::spawn({
+            let commit = commit.clone();
+            async move { commit.submit(1).await }
+        });
+        let cut_off: Vec<_> = (2..=4)
+            .map(|v| {
+                let commit = commit.clone();
+                tokio::spawn(async move { commit.submit(v).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for request in cut_off {
+            request.abort();
+        }
+        stop.cancel();
+        gate.add_permits(4);
+        assert!(matches!(first.await, Ok(Ok(()))), "the first is answered");
+        for committer in committers {
+            tokio::time::timeout(Duration::from_secs(10), committer)
+                .await
+                .expect("the committer ends once the queue is empty, handles alive or not")
+                .expect("committer");
+        }
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
+        assert_eq!(rows, 4, "every queued write committed");
+        assert!(
+            matches!(commit.submit(5).await, Err(CommitError::Stopped)),
+            "nothing is taken after the stop"
+        );
     }
 }

@@ -47,6 +47,9 @@ pub struct Service {
     /// What the consumers and the relay report for `/readyz`.
     pub health: Health,
     consumers: JoinSet<()>,
+    /// Cancelled once HTTP has stopped taking requests: the group committers then commit what
+    /// is queued and end (before the relay's last round).
+    writes_stop: CancellationToken,
     /// Closed while a rebuild from a compacted topic runs: consumers start once it is open.
     gate: crate::rebuild::Gate,
     /// An error that stopped the service from the background (the broker refused us).
@@ -125,6 +128,7 @@ impl Service {
             shutdown,
             health,
             consumers,
+            writes_stop: CancellationToken::new(),
             gate: crate::rebuild::Gate::default(),
             fatal,
             retention: Vec::new(),
@@ -262,6 +266,24 @@ impl Service {
         self.retention.push(rule);
     }
 
+    /// Starts the group commit of `writer` (see [`crate::group_commit`]). At shutdown its
+    /// committers commit every queued write, those of requests cut off included, before the
+    /// relay's last round, so none of their events is left in the outbox.
+    pub fn group_commit<W: crate::group_commit::Write>(
+        &mut self,
+        writer: W,
+    ) -> crate::group_commit::GroupCommit<W> {
+        let (commit, committers) = crate::group_commit::GroupCommit::start(
+            self.db.clone(),
+            writer,
+            self.writes_stop.clone(),
+        );
+        for committer in committers {
+            self.consumers.spawn(self.config.metrics.scope(committer));
+        }
+        commit
+    }
+
     /// Runs a background task until shutdown (e.g. a retry loop); it gets the shutdown token.
     pub fn spawn<F, Fut>(&mut self, task: F)
     where
@@ -325,7 +347,9 @@ impl Service {
         );
         tracing::info!(service = self.config.name, address = %listener.local_addr()?, "listening");
         let served = http::serve(listener, app, &self.config.http, self.shutdown.clone()).await;
-        // HTTP has stopped taking requests; consumers finish their in-flight record.
+        // HTTP has stopped taking requests: the committers commit what is queued, consumers
+        // finish their in-flight record, and only then does the relay take its last round.
+        self.writes_stop.cancel();
         self.shutdown.cancel();
         while self.consumers.join_next().await.is_some() {}
         relay_stop.cancel();

@@ -27,7 +27,6 @@ pub mod routes;
 pub mod storage;
 
 use axum::Router;
-use platform::group_commit::GroupCommit;
 use platform::{ConfigError, Definition, Env, Service};
 use sqlx::migrate::Migrator;
 
@@ -59,10 +58,8 @@ impl Definition for CustomerService {
     fn build(service: &mut Service, (): ()) -> anyhow::Result<Router> {
         let state = routes::AppState {
             db: service.db.clone(),
-            registrations: GroupCommit::start(
-                service.db.clone(),
-                registration::Registrations::new(service.outbox.clone()),
-            ),
+            registrations: service
+                .group_commit(registration::Registrations::new(service.outbox.clone())),
         };
         Ok(routes::router(state, &service.api_keys))
     }

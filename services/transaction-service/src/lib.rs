@@ -45,7 +45,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use contracts::topics;
 use platform::auth::{protect, Area};
-use platform::group_commit::GroupCommit;
 use platform::kafka::ConsumerOptions;
 use platform::parking::ParkingLot;
 use platform::{ConfigError, Definition, Env, Service};
@@ -104,10 +103,7 @@ impl Definition for TransactionService {
             move |shutdown| backlog.sample(db, shutdown)
         });
         let intake = acceptance::Intake {
-            commit: GroupCommit::start(
-                service.db.clone(),
-                acceptance::Acceptance::new(service.outbox.clone()),
-            ),
+            commit: service.group_commit(acceptance::Acceptance::new(service.outbox.clone())),
             backlog,
             db: service.db.clone(),
             max_amount_minor,
