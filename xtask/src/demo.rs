@@ -113,7 +113,8 @@ fn api_key_header() -> String {
 /// `cargo xtask demo`: the seed's flow against the running stack (started detached when it is
 /// not running).
 pub fn demo() -> Result<()> {
-    if !stack::SERVICES.iter().all(|s| stack::ready(s.port)) {
+    stack::check_port_setting()?;
+    if !stack::SERVICES.iter().all(|s| stack::ready(s.port())) {
         println!("the stack is not running; starting it (detached)…");
         stack::up(true)?;
     }
@@ -122,10 +123,12 @@ pub fn demo() -> Result<()> {
 
 /// Runs the demo flow against the stack of `cargo xtask up`.
 pub fn run() -> Result<()> {
-    let at = Endpoints::local(3001, 3002, 3003);
+    let [customers, transactions, notifications, console] = stack::SERVICES;
+    let at = Endpoints::local(customers.port(), transactions.port(), notifications.port());
     flow(&at, true)?;
     println!(
-        "\nconsole:   http://127.0.0.1:3004/  (every topic, each transaction's path, balances)"
+        "\nconsole:   {}/  (every topic, each transaction's path, balances)",
+        console.url()
     );
     println!(
         "dashboard: {}/  (cargo xtask down stops a detached stack)",

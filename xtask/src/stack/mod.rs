@@ -4,7 +4,9 @@
 //! topics, starts the services with the embedded defaults (SQLite files under `./data`), waits for each
 //! `GET /readyz`, prints the URLs and streams the logs until Ctrl-C. `--detach` returns once all
 //! are healthy, leaving pids in `data/stack.state` and logs in `data/logs/` (rotated, see
-//! [`crate::logs`]); `down` stops them.
+//! [`crate::logs`]); `down` stops them. `EMS_STACK_PORT` moves the four ports (the first
+//! service's, the others after it; default 3001-3004), `EMS_DATA_DIR` the data, and
+//! `EMS_BIN_DIR` names binaries built elsewhere, which `up` then runs without building.
 //!
 //! Modules, by what they do: `services` names the services and builds the command of each;
 //! `state` holds where the data goes and what a detached stack left; `attached` and `detached`
@@ -28,7 +30,7 @@ use crate::paths;
 use crate::process;
 
 pub use ready::ready;
-pub use services::{api_key_with, SERVICES};
+pub use services::{api_key_with, check_port_setting, SERVICES};
 pub use state::{Setup, State};
 pub use stop::stop_pids;
 
@@ -39,6 +41,7 @@ use state::{data_dir, state_file};
 
 /// `cargo xtask up [--detach]`.
 pub fn up(detach: bool) -> Result<()> {
+    check_port_setting()?;
     up_with(&Setup::from_env()?, detach).map(|_| ())
 }
 
@@ -60,13 +63,19 @@ pub fn up_with(setup: &Setup, detach: bool) -> Result<State> {
         let _ = fs::remove_file(state_file(&setup.data));
     }
     for s in SERVICES {
-        if crate::postgres::accepting(s.port) {
-            bail!("port {} ({}) is already in use", s.port, s.name);
+        if crate::postgres::accepting(s.port()) {
+            bail!("port {} ({}) is already in use", s.port(), s.name);
         }
     }
 
-    build()?;
-    let bin_dir = target_dir()?.join("debug");
+    let bin_dir = match std::env::var_os("EMS_BIN_DIR") {
+        // Binaries built elsewhere (the suite's own build): used as they are.
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            build()?;
+            target_dir()?.join("debug")
+        }
+    };
     let kafka = Kafka::from_env()?;
     let broker_started = !kafka.start()?.already_running;
     let stop_broker = || {

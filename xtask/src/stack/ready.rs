@@ -13,7 +13,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Prints each service's URL.
 pub(super) fn print_urls() {
     for s in SERVICES {
-        println!("  {:<22} http://127.0.0.1:{}", s.name, s.port);
+        println!("  {:<22} {}", s.name, s.url());
     }
 }
 
@@ -41,8 +41,8 @@ pub fn ready(port: u16) -> bool {
 pub(super) fn wait_ready(s: Service, alive: impl Fn() -> bool) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        if ready(s.port) {
-            println!("{} is ready on http://127.0.0.1:{}", s.name, s.port);
+        if ready(s.port()) {
+            println!("{} is ready on {}", s.name, s.url());
             return Ok(());
         }
         if !alive() {

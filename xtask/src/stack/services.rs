@@ -15,8 +15,49 @@ use crate::paths;
 pub struct Service {
     /// Cargo package and binary name.
     pub name: &'static str,
-    /// Default HTTP port.
-    pub port: u16,
+    /// HTTP port when `EMS_STACK_PORT` is unset.
+    pub default_port: u16,
+}
+
+/// The variable that moves the stack's ports: the first service's port, the others after it.
+pub const PORT_VARIABLE: &str = "EMS_STACK_PORT";
+
+/// The first service's port as `EMS_STACK_PORT` sets it (1024-65531), else its default;
+/// [`check_port_setting`] refuses any other value before a command uses it.
+fn base_port() -> Option<u16> {
+    let value = std::env::var(PORT_VARIABLE).ok()?;
+    value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|port| (1024..=u16::MAX - 4).contains(port))
+}
+
+/// Fails with one line when `EMS_STACK_PORT` is set to something that is not a port the four
+/// services fit above.
+pub fn check_port_setting() -> Result<()> {
+    match std::env::var(PORT_VARIABLE) {
+        Ok(value) if base_port().is_none() => {
+            bail!("{PORT_VARIABLE}={value:?} is not a port from 1024 to 65531")
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Service {
+    /// Its HTTP port: the default, or as far from `EMS_STACK_PORT` as the default is from the
+    /// first service's.
+    pub fn port(self) -> u16 {
+        match base_port() {
+            Some(base) => base + (self.default_port - SERVICES[0].default_port),
+            None => self.default_port,
+        }
+    }
+
+    /// Its base URL on this machine.
+    pub fn url(self) -> String {
+        format!("http://127.0.0.1:{}", self.port())
+    }
 }
 
 /// The three services, then the read-only console (it reads their topics and APIs), in start
@@ -24,19 +65,19 @@ pub struct Service {
 pub const SERVICES: [Service; 4] = [
     Service {
         name: "customer-service",
-        port: 3001,
+        default_port: 3001,
     },
     Service {
         name: "transaction-service",
-        port: 3002,
+        default_port: 3002,
     },
     Service {
         name: "notification-service",
-        port: 3003,
+        default_port: 3003,
     },
     Service {
         name: "console",
-        port: 3004,
+        default_port: 3004,
     },
 ];
 
@@ -95,14 +136,25 @@ pub(super) fn service_command(
     if !std::io::stdout().is_terminal() {
         cmd.env("NO_COLOR", "1");
     }
+    if s.name == "console" {
+        // The console reads the three where this stack runs them.
+        let [customers, transactions, notifications, _] = SERVICES;
+        cmd.env("CUSTOMER_SERVICE_URL", customers.url())
+            .env("TRANSACTION_SERVICE_URL", transactions.url())
+            .env("NOTIFICATION_SERVICE_URL", notifications.url());
+    }
     if s.name == "console" && std::env::var_os("CONSOLE_API_KEY").is_none() {
         // The console reads the services with a key of `API_KEYS` that may read all three.
         if let Some(key) = api_key_with(&CONSOLE_SCOPES) {
             cmd.env("CONSOLE_API_KEY", key);
         }
     }
+    if std::env::var_os("MAIL_DIR").is_none() {
+        // The file mailbox lives with the rest of the stack's data.
+        cmd.env("MAIL_DIR", data.join("mail"));
+    }
     cmd.current_dir(paths::repo_root())
-        .env("PORT", s.port.to_string())
+        .env("PORT", s.port().to_string())
         .env("KAFKA_BROKERS", brokers)
         .env("DATABASE_URL", db)
         .envs(setup.env.iter().map(|(k, v)| (k, v)))

@@ -36,6 +36,10 @@ pub const NO_DATABASE_TESTS: &[(&str, &str)] = &[
         "the console in a browser; its services' database use is seed_flow's",
     ),
     ("api/start_up", "the console (it has no database)"),
+    (
+        "dev_stack",
+        "xtask up/demo/down on the embedded defaults: SQLite files of its own, whatever the pass",
+    ),
 ];
 
 /// Tests that need PostgreSQL (several replicas on one database, or its transaction horizon),
