@@ -7,7 +7,7 @@
 //! may serve others). The services' logs are kept in `<cache>/chaos/<seed>/`.
 //!
 //! With `--brokers 3` the run's Kafka is a three-node cluster of its own
-//! (`<cache>/kafka-chaos-cluster`, ports 39092-39094, 39102-39104, 39112-39114; replication 3,
+//! (`<cache>/kafka-chaos-cluster`, ports 31092-31094, 31102-31104, 31112-31114; replication 3,
 //! `min.insync.replicas` 2) and the client adds broker faults (`EMS_CHAOS_BROKER_PIDS`: the nodes'
 //! pid files, node id order; `EMS_CHAOS_BROKER_START` brings back every node that is down).
 
@@ -32,14 +32,17 @@ fn broker() -> Kafka {
     )
 }
 
-/// The chaos run's own three-node cluster.
+/// The chaos run's own three-node cluster, on ports below Linux's ephemeral range (32768 and
+/// up): a client that keeps reconnecting to a stopped node on a port in that range can be
+/// given that very port as its own and connect to itself, and the node cannot start again
+/// until that connection is gone.
 fn cluster() -> Cluster {
     Cluster::at(
         paths::cache_root().join("kafka-chaos-cluster"),
         Ports {
-            plaintext: 39092,
-            sasl: 39093,
-            controller: 39094,
+            plaintext: 31092,
+            sasl: 31093,
+            controller: 31094,
         },
         3,
     )
