@@ -1,14 +1,19 @@
 //! The raw ceiling: Kafka's own performance tools (`org.apache.kafka.tools.ProducerPerformance`
 //! and `ConsumerPerformance`, from the broker's jars) on a throw-away topic, with records the size
-//! of ours, acks=all, on the same broker and machine as the end-to-end run.
+//! of ours, acks=all, on the same broker and machine as the end-to-end run. Also the benchmark's
+//! phase 1: the size of a real record ([`record_size`]) and the tools' figures ([`raw_ceiling`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use platform::testing::read_topic;
 use platform::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use system_tests::Stack;
+
+use crate::settings::Settings;
 
 /// What the two tools measured.
 #[derive(Debug, Clone)]
@@ -166,6 +171,64 @@ fn parse_consumer(out: &str) -> Option<(u64, f64)> {
         field("data.consumed.in.nMsg")?.parse().ok()?,
         field("fetch.nMsg.sec")?.parse().ok()?,
     ))
+}
+
+/// The size of a real `transaction.requested` record (the warm-up transfer's): key + payload +
+/// headers.
+pub(crate) async fn record_size(stack: &Stack) -> Result<usize> {
+    let is_warm_up = |r: &platform::Record| {
+        serde_json::from_slice::<serde_json::Value>(&r.payload)
+            .is_ok_and(|v| v["transactionId"] == "warm-0")
+    };
+    let requested = read_topic(
+        &stack.kafka,
+        "transaction.requested",
+        Duration::from_secs(30),
+        |records| records.iter().any(is_warm_up),
+    )
+    .await;
+    let sample = requested
+        .iter()
+        .find(|r| is_warm_up(r))
+        .context("the warm-up transfer's transaction.requested record")?;
+    let record_size = sample.key.as_ref().map_or(0, String::len)
+        + sample.payload.len()
+        + sample
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    println!(
+        "a transaction.requested record: {record_size} bytes (payload {}, key and {} headers {})",
+        sample.payload.len(),
+        sample.headers.len(),
+        record_size - sample.payload.len()
+    );
+    Ok(record_size)
+}
+
+/// Phase 1: The raw ceiling: Kafka's own perf tools with records of `record_size` bytes.
+pub(crate) async fn raw_ceiling(
+    settings: &Settings,
+    stack: &Stack,
+    record_size: usize,
+) -> Result<Ceiling> {
+    println!(
+        "Kafka's own perf tools: {} records of {record_size} bytes, acks=all, {} partitions",
+        settings.ceiling_records, settings.partitions
+    );
+    let ceiling = measure(
+        &stack.kafka,
+        record_size,
+        settings.ceiling_records,
+        settings.partitions,
+    )
+    .await?;
+    println!(
+        "  producer {:.0} records/s (its p99 send latency {:.0} ms), consumer {:.0} records/s",
+        ceiling.produced_per_s, ceiling.produce_p99_ms, ceiling.consumed_per_s
+    );
+    Ok(ceiling)
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Result;
 use system_tests::Lcg;
 
+use crate::bench::{ids, transfers, Bench, Outcomes};
 use crate::load::{Latency, Sent};
-use crate::{ids, transfers, Bench};
 
 /// The loads, as fractions of the measured maximum.
 pub const LOADS: [f64; 3] = [0.10, 0.50, 0.90];
@@ -106,7 +106,7 @@ impl Bench<'_> {
 }
 
 /// Outcomes per second, from the first request to the last outcome.
-fn achieved(sent: &[Sent], outcomes: &crate::Outcomes) -> f64 {
+fn achieved(sent: &[Sent], outcomes: &Outcomes) -> f64 {
     let first = sent.iter().map(|s| s.at).min();
     let last = outcomes.values().map(|a| a.at).max();
     match (first, last) {
