@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::env::Secret;
+use crate::foundation::env::Secret;
 use crate::kafka::{KafkaConfig, SaslCredentials, SaslMechanism, SecurityProtocol};
 
 use super::database::unique;
