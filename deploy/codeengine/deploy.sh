@@ -37,7 +37,7 @@
 #   CE_LOG_LINES (50)        log lines shown per container of an application that did not become ready
 #   POSTGRES_INSTANCE              an IBM Cloud Databases for PostgreSQL instance: when set, each service with a
 #                            database is bound to it (`ce application bind --prefix DATABASE`, once; the
-#                            services read DATABASE_CONNECTION, see crates/platform/src/db_binding.rs) and
+#                            services read DATABASE_CONNECTION, see crates/platform/src/store/db_binding.rs) and
 #                            uses its own database DATABASE_NAME=<service with _> (customer_service, ...),
 #                            created beforehand (deploy/codeengine/README.md); no <service>-db secret
 #   ES_BROKERS               the instance's SASL brokers, comma-separated (default: `es cluster --json`)

@@ -516,10 +516,10 @@ def check_topics() -> None:
 
 def readiness_budget_seconds() -> float:
     """The longest `/readyz` waits (its database budget, `DATABASE_BUDGET` in readiness.rs)."""
-    text = (ROOT / "crates/platform/src/readiness.rs").read_text()
+    text = (ROOT / "crates/platform/src/events/readiness.rs").read_text()
     m = re.search(r"pub const DATABASE_BUDGET: Duration = Duration::from_millis\((\d+)\);", text)
     if not m:
-        problem("crates/platform/src/readiness.rs: DATABASE_BUDGET (Duration::from_millis) not found")
+        problem("crates/platform/src/events/readiness.rs: DATABASE_BUDGET (Duration::from_millis) not found")
         return 0.0
     return int(m.group(1)) / 1000
 
@@ -854,9 +854,9 @@ def check_k8s_api_keys() -> None:
     expected = f"ops:{every}:sha256:{digest(ops)},console:{reads}:sha256:{digest(console)}"
     if data.get("API_KEYS") != expected or len(console) < 24:
         problem(f"api-keys.sh: API_KEYS is {data.get('API_KEYS')!r}, expected {expected!r}")
-    scopes = re.findall(r"([a-z]+:(?:read|write))", (ROOT / "crates/platform/src/auth/scope.rs").read_text().split("pub const KNOWN")[1].split(";")[0])
+    scopes = re.findall(r"([a-z]+:(?:read|write))", (ROOT / "crates/platform/src/guard/auth/scope.rs").read_text().split("pub const KNOWN")[1].split(";")[0])
     if sorted(scopes) != sorted(every.split("+")):
-        problem(f"api-keys.sh: the scopes {every} are not those of crates/platform/src/auth/scope.rs ({scopes})")
+        problem(f"api-keys.sh: the scopes {every} are not those of crates/platform/src/guard/auth/scope.rs ({scopes})")
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
-//! HTTP bootstrap: the framework's own rejections as RFC 9457 problems ([`crate::problem`]), a
+//! HTTP bootstrap: the framework's own rejections as RFC 9457 problems ([`crate::foundation::problem`]), a
 //! JSON extractor whose rejections are problems, the operational routes (`/healthz`, `/readyz`,
 //! `/metrics`), request metrics by route template, and serving with graceful shutdown. API keys
-//! are in [`crate::auth`].
+//! are in [`crate::guard::auth`].
 
 mod extract;
 mod layers;
@@ -17,12 +17,12 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 /// Serves `router` on `listener` until `shutdown`, then finishes in-flight requests; guarded by
-/// `settings` (header read timeout, connection cap, rate limit: [`crate::server`]).
+/// `settings` (header read timeout, connection cap, rate limit: [`crate::guard::server`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    settings: &crate::server::ServerSettings,
+    settings: &crate::guard::server::ServerSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    crate::server::serve(listener, router, settings, shutdown).await
+    crate::guard::server::serve(listener, router, settings, shutdown).await
 }

@@ -288,7 +288,10 @@ mod tests {
 
     #[test]
     fn a_stopped_node_not_yet_reaped_counts_as_exited() {
-        let mut running = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut running = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let ended = std::process::Command::new("true").spawn().unwrap();
         let (running_pid, ended_pid) = (running.id() as i32, ended.id() as i32);
         // `true` ends at once and stays a zombie: this test is its parent and does not wait.
@@ -296,7 +299,10 @@ mod tests {
         while !exited(ended_pid) && begun.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(std::path::Path::new(&format!("/proc/{ended_pid}")).exists(), "a zombie");
+        assert!(
+            std::path::Path::new(&format!("/proc/{ended_pid}")).exists(),
+            "a zombie"
+        );
         assert!(exited(ended_pid), "a zombie has exited");
         assert!(!exited(running_pid), "a running process has not");
         running.kill().unwrap();

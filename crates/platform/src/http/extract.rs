@@ -10,7 +10,7 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::problem::Problem;
+use crate::foundation::problem::Problem;
 
 /// JSON in and out; a body that is not JSON, or not of the expected shape, is a 4xx problem.
 #[derive(Debug, Clone, Copy, Default)]
@@ -70,10 +70,10 @@ impl utoipa::Modify for ApiKeyScheme {
 }
 
 /// The caller's W3C `traceparent` header (trimmed) when it is valid
-/// ([`crate::telemetry::is_valid_traceparent`]): it travels on with the events the request causes.
+/// ([`crate::foundation::telemetry::is_valid_traceparent`]): it travels on with the events the request causes.
 pub fn traceparent(headers: &axum::http::HeaderMap) -> Option<&str> {
     let value = headers.get("traceparent")?.to_str().ok()?.trim();
-    crate::telemetry::is_valid_traceparent(value).then_some(value)
+    crate::foundation::telemetry::is_valid_traceparent(value).then_some(value)
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
@@ -93,7 +93,7 @@ fn json_problem(rejection: JsonRejection) -> Problem {
         }
         JsonRejection::JsonSyntaxError(e) => Problem::bad_request(e.body_text()),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            crate::limits::body_too_large()
+            crate::guard::limits::body_too_large()
         }
         other => Problem::new(other.status(), other.body_text()),
     }

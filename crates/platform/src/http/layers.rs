@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
-use crate::problem::Problem;
+use crate::foundation::problem::Problem;
 
 use super::problems::problems_for_every_error;
 
@@ -21,7 +21,7 @@ const MAX_REQUEST_ID_BYTES: usize = 128;
 
 /// Adds the layers every service has: a problem for unknown routes, panics and every other error
 /// response, request metrics and an access log, request tracing, a request timeout, the body
-/// size limit ([`crate::limits::MAX_BODY_BYTES`]), and the `x-request-id` of each request (the
+/// size limit ([`crate::guard::limits::MAX_BODY_BYTES`]), and the `x-request-id` of each request (the
 /// caller's, or a new UUID) on its span and its response.
 pub fn with_common_layers(router: Router) -> Router {
     use axum::extract::DefaultBodyLimit;
@@ -32,7 +32,7 @@ pub fn with_common_layers(router: Router) -> Router {
     let request_id = header::HeaderName::from_static(REQUEST_ID);
     router
         .fallback(|| async { Problem::not_found("no such route") })
-        .layer(DefaultBodyLimit::max(crate::limits::MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(crate::guard::limits::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(problems_for_every_error))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -117,7 +117,10 @@ async fn observe(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_string());
-    if route.as_deref().is_some_and(crate::ops::is_ops_route) {
+    if route
+        .as_deref()
+        .is_some_and(crate::foundation::ops::is_ops_route)
+    {
         return next.run(request).await;
     }
     let route = route.unwrap_or_else(|| "unmatched".to_string());
@@ -135,7 +138,7 @@ async fn observe(request: Request, next: Next) -> Response {
     .record(elapsed.as_secs_f64());
     let key = response
         .extensions()
-        .get::<crate::auth::KeyName>()
+        .get::<crate::guard::auth::KeyName>()
         .map_or("-", |k| k.0.as_str());
     tracing::info!(target: "access", method, path = %truncated(&path, 200), status,
         ms = elapsed.as_millis() as u64, api_key = key, "request");
@@ -188,7 +191,7 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
     {
-        crate::telemetry::set_parent(&span, traceparent);
+        crate::foundation::telemetry::set_parent(&span, traceparent);
     }
     span
 }
@@ -224,7 +227,7 @@ mod tests {
                     get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
                 ),
         );
-        let logs = crate::test_logs::Logs::default();
+        let logs = crate::foundation::test_logs::Logs::default();
         let guard = logs.capture();
         call(&router, "GET", "/busy").await;
         let after_busy = logs.text();
@@ -315,7 +318,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_request_span_carries_the_request_id() {
-        let logs = crate::test_logs::Logs::default();
+        let logs = crate::foundation::test_logs::Logs::default();
         let _guard = logs.capture();
         let router = with_common_layers(Router::new().route(
             "/hello",

@@ -7,13 +7,13 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::problem::Problem;
+use crate::foundation::problem::Problem;
 
-impl From<crate::group_commit::CommitError> for Problem {
-    fn from(error: crate::group_commit::CommitError) -> Self {
+impl From<crate::store::group_commit::CommitError> for Problem {
+    fn from(error: crate::store::group_commit::CommitError) -> Self {
         let outage = match &error {
-            crate::group_commit::CommitError::Db(db) => db.outage(),
-            crate::group_commit::CommitError::Stopped => None,
+            crate::store::group_commit::CommitError::Db(db) => db.outage(),
+            crate::store::group_commit::CommitError::Stopped => None,
         };
         match outage {
             Some(outage) => outage.problem(&error),
@@ -27,8 +27,8 @@ impl From<crate::group_commit::CommitError> for Problem {
     }
 }
 
-impl From<crate::db::DbError> for Problem {
-    fn from(error: crate::db::DbError) -> Self {
+impl From<crate::store::db::DbError> for Problem {
+    fn from(error: crate::store::db::DbError) -> Self {
         match error.outage() {
             Some(outage) => outage.problem(&error),
             None => Problem::internal(&error),
@@ -38,7 +38,7 @@ impl From<crate::db::DbError> for Problem {
 
 impl From<sqlx::Error> for Problem {
     fn from(error: sqlx::Error) -> Self {
-        match crate::db_outage::Outage::of(&error) {
+        match crate::store::db_outage::Outage::of(&error) {
             Some(outage) => outage.problem(&error),
             None => Problem::internal(&error),
         }

@@ -8,12 +8,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::readiness::Readiness;
+use crate::events::readiness::Readiness;
 
 use super::problems::NotAProblem;
 
 /// `/healthz` (the process is alive: always 200), `/readyz` (200 while the replica can serve, else
-/// 503; JSON naming each check either way: see [`crate::readiness`]) and `/metrics`.
+/// 503; JSON naming each check either way: see [`crate::events::readiness`]) and `/metrics`.
 pub fn ops_routes(readiness: Readiness, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route(
@@ -43,7 +43,7 @@ pub fn ops_routes(readiness: Readiness, metrics: PrometheusHandle) -> Router {
 /// `Authorization: Bearer` (never in a URL) and reads server-sent events with `fetch` so that
 /// streams carry the header too; `GET /auth/config` says whether a page must ask for a key
 /// (`{"keyRequired": bool}`).
-pub fn keyed_routes(keys: &crate::auth::ApiKeys) -> Router {
+pub fn keyed_routes(keys: &crate::guard::auth::ApiKeys) -> Router {
     let key_required = !keys.is_empty();
     Router::new()
         .route(

@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn librdkafka_lines_are_tracing_events_at_their_level() {
-        let logs = crate::test_logs::Logs::default();
+        let logs = crate::foundation::test_logs::Logs::default();
         let guard = logs.capture();
         let context = TracingContext;
         context.log(RDKafkaLogLevel::Error, "FAIL", "Connect to broker failed");

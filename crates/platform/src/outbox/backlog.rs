@@ -3,7 +3,7 @@
 use chrono::Utc;
 use sqlx::Row;
 
-use crate::db::{parse_timestamp, Database, DbError};
+use crate::store::db::{parse_timestamp, Database, DbError};
 
 /// Sets the backlog gauges: rows not yet published and the age of the oldest; returns the
 /// number of rows.

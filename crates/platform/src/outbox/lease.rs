@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sqlx::Row;
 
-use crate::db::{timestamp, Database};
+use crate::store::db::{timestamp, Database};
 
 /// The one lease row of a database's outbox.
 const NAME: &str = "outbox-relay";

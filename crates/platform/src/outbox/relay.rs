@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use super::round::{Publisher, Round};
 use super::writer::Outbox;
 use super::{backlog, lease};
-use crate::db::Database;
-use crate::health::Health;
+use crate::foundation::health::Health;
 use crate::kafka::Producer;
+use crate::store::db::Database;
 
 /// How often every relay (holder or not) reports the backlog gauges.
 const BACKLOG_EVERY: Duration = Duration::from_secs(5);

@@ -11,9 +11,9 @@ use super::in_flight::InFlight;
 use super::lease::Term;
 use super::rows::{next_rows, Gate, Unsent};
 use super::sweep::{Sweep, SweepError};
-use crate::db::Database;
+use crate::foundation::telemetry;
 use crate::kafka::{OutgoingRecord, Producer};
-use crate::telemetry;
+use crate::store::db::Database;
 
 /// Rows read per round.
 const BATCH: i64 = 1000;

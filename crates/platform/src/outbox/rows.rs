@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use crate::db::{Backend, Database};
+use crate::store::db::{Backend, Database};
 
 /// An outbox row read to be published.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use tokio::task::JoinHandle;
 
 use super::lease::Term;
-use crate::db::{json_param, Database};
+use crate::store::db::{json_param, Database};
 
 /// What a delete did: the rows it was given, and how many it deleted (or its error).
 type Swept = (Vec<String>, Result<u64, sqlx::Error>);
@@ -113,7 +113,7 @@ impl Sweep {
         let ids = std::mem::take(&mut self.queued);
         let db = db.clone();
         let term = term.clone();
-        self.running = Some(crate::metrics_scope::spawn(async move {
+        self.running = Some(crate::foundation::metrics_scope::spawn(async move {
             let deleted = delete_sent(&db, &ids, &term).await;
             (ids, deleted)
         }));

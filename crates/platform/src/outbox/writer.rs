@@ -6,8 +6,8 @@ use std::sync::Arc;
 use contracts::envelope::{Event, EventMetadata};
 use tokio::sync::Notify;
 
-use crate::db::{json_param, timestamp, Backend, Conn, DbError, SqlType};
-use crate::telemetry;
+use crate::foundation::telemetry;
+use crate::store::db::{json_param, timestamp, Backend, Conn, DbError, SqlType};
 
 /// Writes events into the outbox and wakes the relay.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! A service in the test process: [`TestApp`] starts one on an ephemeral port with a fresh
 //! database and isolated topics, and calls it; [`RunningService`] serves an already built
-//! [`Service`](crate::Service).
+//! [`Service`](crate::runtime::service::Service).
 
 use std::time::Duration;
 
@@ -13,36 +13,41 @@ use tokio_util::sync::CancellationToken;
 use super::database::fresh_database_url;
 use super::local_kafka::LocalKafka;
 use super::produce::TestProducer;
-use crate::auth::ApiKeys;
+use crate::guard::auth::ApiKeys;
 use crate::kafka::KafkaConfig;
-use crate::{Database, Service, ServiceConfig};
+use crate::runtime::config::ServiceConfig;
+use crate::runtime::service::Service;
+use crate::store::db::Database;
 
 /// A service configuration for tests: port 0, a fresh database, the given Kafka connection.
-pub async fn service_config(name: &'static str, kafka: KafkaConfig) -> crate::ServiceConfig {
-    crate::ServiceConfig {
+pub async fn service_config(
+    name: &'static str,
+    kafka: KafkaConfig,
+) -> crate::runtime::config::ServiceConfig {
+    crate::runtime::config::ServiceConfig {
         name,
         port: 0,
         database_url: fresh_database_url().await,
         database_ca: None,
         kafka,
-        api_keys: crate::auth::ApiKeys::default(),
-        bind: crate::bind::Bind {
+        api_keys: crate::guard::auth::ApiKeys::default(),
+        bind: crate::guard::bind::Bind {
             address: std::net::Ipv4Addr::LOCALHOST.into(),
             anonymous: true,
         },
-        log_format: crate::config::LogFormat::Pretty,
+        log_format: crate::runtime::config::LogFormat::Pretty,
         otlp_endpoint: None,
-        consumer: crate::config::ConsumerSettings {
+        consumer: crate::runtime::config::ConsumerSettings {
             max_batch: 500,
             retry_limit: Duration::from_secs(300),
         },
-        http: crate::server::ServerSettings::default(),
+        http: crate::guard::server::ServerSettings::default(),
         create_topics: true,
         fix_topic_configs: false,
-        ready_stall: crate::health::DEFAULT_STALL,
-        retention: crate::retention::RetentionSettings::default(),
+        ready_stall: crate::foundation::health::DEFAULT_STALL,
+        retention: crate::events::retention::RetentionSettings::default(),
         // Its own: other services of the test binary cannot read or move its series.
-        metrics: crate::metrics_scope::Registry::private(),
+        metrics: crate::foundation::metrics_scope::Registry::private(),
     }
 }
 
@@ -59,7 +64,7 @@ pub struct RunningService {
 impl RunningService {
     /// Serves `routes` of `service` on 127.0.0.1 with an ephemeral port; returns once the
     /// broker has come (topics created, consumers starting), as tests expect.
-    pub async fn spawn(service: crate::Service, routes: axum::Router) -> Self {
+    pub async fn spawn(service: crate::runtime::service::Service, routes: axum::Router) -> Self {
         let health = service.health.clone();
         let running = Self::spawn_now(service, routes).await;
         if tokio::time::timeout(Duration::from_secs(60), health.broker_ready())
@@ -72,7 +77,10 @@ impl RunningService {
     }
 
     /// Serves `routes` of `service` at once, whether the broker has come or not.
-    pub async fn spawn_now(service: crate::Service, routes: axum::Router) -> Self {
+    pub async fn spawn_now(
+        service: crate::runtime::service::Service,
+        routes: axum::Router,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an ephemeral port");
@@ -97,7 +105,7 @@ impl RunningService {
 type Configure = Box<dyn FnOnce(&mut ServiceConfig) + Send>;
 
 /// How to start a [`TestApp`]: from [`TestApp::of`] then [`Starter::run`], or from
-/// [`TestApp::builder`] then [`Starter::start`]. `D` is the service's [`crate::Definition`]
+/// [`TestApp::builder`] then [`Starter::start`]. `D` is the service's [`crate::runtime::definition::Definition`]
 /// (`()` for a service wired by hand).
 #[must_use = "call run or start"]
 pub struct Starter<D = ()> {
@@ -109,7 +117,7 @@ pub struct Starter<D = ()> {
     service: std::marker::PhantomData<D>,
 }
 
-impl<D: crate::Definition> Starter<D> {
+impl<D: crate::runtime::definition::Definition> Starter<D> {
     /// Starts service `D` with `settings` (`D::build` wires it), like its `main`; see
     /// [`Starter::start`].
     pub async fn run(self, settings: D::Settings) -> TestApp {
@@ -227,7 +235,7 @@ pub struct Reply {
 impl TestApp {
     /// Starts to describe service `D` (its name and migrations); [`Starter::run`] then starts it
     /// with its settings, the way `main` does.
-    pub fn of<D: crate::Definition>() -> Starter<D> {
+    pub fn of<D: crate::runtime::definition::Definition>() -> Starter<D> {
         Starter::new(D::NAME, D::migrations())
     }
 

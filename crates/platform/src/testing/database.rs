@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::Database;
+use crate::store::db::Database;
 
 /// A PostgreSQL server with TLS on: `TEST_DATABASE_URL` and the CA of its certificate
 /// (`TEST_DATABASE_CA`, a PEM file), as `cargo xtask test` sets them for its test cluster, whose

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::env::{ProcessEnv, Secret};
+use crate::foundation::env::{ProcessEnv, Secret};
 use crate::kafka::{GroupProtocol, KafkaConfig, SaslCredentials, SaslMechanism, SecurityProtocol};
 
 use super::database::unique;

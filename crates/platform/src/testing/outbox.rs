@@ -1,7 +1,7 @@
 //! Waiting for the outbox relay to publish what a service has written.
 
 use super::wait::{eventually, DEADLINE};
-use crate::Database;
+use crate::store::db::Database;
 
 /// Waits until the outbox of `db` has nothing pending: the relay has published every event
 /// written so far. Panics after [`DEADLINE`], or when the outbox cannot be read.

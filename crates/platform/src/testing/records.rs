@@ -13,7 +13,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::database::unique;
 use super::wait::{eventually, DEADLINE};
 use crate::kafka::KafkaConfig;
-use crate::Record;
+use crate::kafka::Record;
 
 /// A consumer of a fresh group that reads from the beginning and commits nothing.
 fn reader<C: FromClientConfig>(config: &KafkaConfig) -> C {
@@ -53,8 +53,8 @@ pub async fn read_topic(
     config: &KafkaConfig,
     topic: &str,
     timeout: std::time::Duration,
-    until: impl Fn(&[crate::Record]) -> bool,
-) -> Vec<crate::Record> {
+    until: impl Fn(&[crate::kafka::Record]) -> bool,
+) -> Vec<crate::kafka::Record> {
     use rdkafka::consumer::StreamConsumer;
     let consumer: StreamConsumer = reader(config);
     consumer
@@ -65,7 +65,7 @@ pub async fn read_topic(
     while !until(&records) {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(message)) => {
-                let mut record = crate::Record::from_message(&message);
+                let mut record = crate::kafka::Record::from_message(&message);
                 record.topic = config.strip_prefix(&record.topic).to_string();
                 records.push(record);
             }
@@ -103,7 +103,7 @@ pub async fn partition_count(config: &KafkaConfig, topic: &str) -> Option<usize>
 /// high watermarks as they are now: all that was written before the call, nothing less (panics
 /// when that cannot be read within 30 s) and nothing that came after. (It reads with a blocking
 /// consumer on a blocking thread; the call itself is async.)
-pub async fn read_to_end(config: &KafkaConfig, topic: &str) -> Vec<crate::Record> {
+pub async fn read_to_end(config: &KafkaConfig, topic: &str) -> Vec<crate::kafka::Record> {
     use rdkafka::consumer::BaseConsumer;
     use rdkafka::{Message, Offset, TopicPartitionList};
     use std::time::{Duration, Instant};
@@ -162,7 +162,7 @@ pub async fn read_to_end(config: &KafkaConfig, topic: &str) -> Vec<crate::Record
             if message.offset() + 1 >= high {
                 remaining.remove(&message.partition());
             }
-            let mut record = crate::Record::from_message(&message);
+            let mut record = crate::kafka::Record::from_message(&message);
             record.topic = config.strip_prefix(&record.topic).to_string();
             records.push(record);
         }

@@ -1,7 +1,7 @@
 //! Where the brokers are: the variables that name them in order of precedence, the local default
 //! (never on Code Engine), and the parsing of a broker list.
 
-use crate::env::{ConfigError, Env};
+use crate::foundation::env::{ConfigError, Env};
 
 /// The local broker used when nothing else is configured (never on Code Engine: see
 /// [`KafkaConfig::from_env`](crate::kafka::KafkaConfig::from_env)).

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use rdkafka::ClientConfig;
 
-use crate::env::{ConfigError, Env};
+use crate::foundation::env::{ConfigError, Env};
 
 use super::brokers::{broker_list, parse_broker_list};
 use super::group::GroupProtocol;

@@ -1,7 +1,7 @@
 //! The consumer group protocol (`KAFKA_GROUP_PROTOCOL`): the classic one every Kafka serves, or
 //! KIP-848's, which keeps a member's assignment through a coordinator move (a broker fault).
 
-use crate::env::{ConfigError, Env};
+use crate::foundation::env::{ConfigError, Env};
 
 use super::security::one_of;
 

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use strum::VariantNames;
 
-use crate::env::{ConfigError, Env, Secret};
+use crate::foundation::env::{ConfigError, Env, Secret};
 
 /// How clients talk to the brokers (`security.protocol`).
 #[derive(

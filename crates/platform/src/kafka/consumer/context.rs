@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::TopicPartitionList;
 
 use super::lanes::{LaneKey, LaneState, LaneStates, NO_TIMESTAMP};
-use crate::health::ConsumerHealth;
+use crate::foundation::health::ConsumerHealth;
 
 /// How long a revocation waits for a lane to finish the batch it is in.
 const REVOKE_WAIT: Duration = Duration::from_secs(30);
@@ -27,7 +27,7 @@ pub(super) struct LaneContext {
     /// The current assignment (unprefixed topics), as of the last rebalance.
     pub(super) assignment: Mutex<Vec<LaneKey>>,
     /// The service's metrics registry: librdkafka's callbacks run on its threads.
-    pub(super) metrics: crate::metrics_scope::Registry,
+    pub(super) metrics: crate::foundation::metrics_scope::Registry,
 }
 
 impl LaneContext {

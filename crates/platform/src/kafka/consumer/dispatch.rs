@@ -92,7 +92,7 @@ impl<H: Handler> Dispatcher<H> {
                     .insert(vacant.key().clone(), Arc::clone(&state));
                 let (sender, receiver) = mpsc::channel(self.env.options.max_batch.max(1) * 2);
                 let (topic, partition) = vacant.key().clone();
-                let metrics = crate::metrics_scope::current();
+                let metrics = crate::foundation::metrics_scope::current();
                 let task = self.runtime.spawn(metrics.scope(run_lane(
                     Arc::clone(&self.env),
                     Arc::clone(&state),

@@ -55,7 +55,7 @@ impl HandleError {
         match self {
             Self::Transient(source) => {
                 let source: &(dyn Error + 'static) = source.as_ref();
-                crate::db_outage::Outage::in_chain(source).is_some()
+                crate::store::db_outage::Outage::in_chain(source).is_some()
             }
             Self::Permanent(_) => false,
         }

@@ -12,10 +12,10 @@ use super::handler::{Handler, Rejected};
 use super::lane_env::{Envelope, LaneEnv};
 use super::lanes::{LaneState, NO_TIMESTAMP};
 use super::record::Record;
+use crate::foundation::retry::{self, BackoffBuilder};
 use crate::kafka::client::KafkaError;
 use crate::kafka::dead_letter::DeadLetter;
 use crate::kafka::producer::Producer;
-use crate::retry::{self, BackoffBuilder};
 
 /// A partition's lane: takes what has arrived (up to `max_batch` records), applies it as one
 /// batch, stores the offset after the commit, and so on, in order.

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::context::LaneContext;
 use super::options::ConsumerOptions;
 use super::record::Record;
-use crate::health::ConsumerHealth;
+use crate::foundation::health::ConsumerHealth;
 use crate::kafka::producer::Producer;
 
 pub(super) type KafkaConsumer = BaseConsumer<LaneContext>;

@@ -30,11 +30,11 @@ pub use handler::{Handler, Rejected};
 pub use options::ConsumerOptions;
 pub use record::Record;
 
-use crate::health::ConsumerHealth;
+use crate::foundation::health::ConsumerHealth;
+use crate::foundation::telemetry;
 use crate::kafka::client::KafkaError;
 use crate::kafka::config::{GroupProtocol, KafkaConfig};
 use crate::kafka::producer::Producer;
-use crate::telemetry;
 use context::LaneContext;
 use dispatch::Dispatcher;
 use lane_env::{KafkaConsumer, LaneEnv};
@@ -73,7 +73,7 @@ pub async fn run_consumer<H: Handler>(
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let stop = Arc::clone(&stop);
-        let metrics = crate::metrics_scope::current();
+        let metrics = crate::foundation::metrics_scope::current();
         std::thread::Builder::new()
             .name(format!("consume-{group}"))
             .spawn(move || metrics.in_scope(|| dispatcher.run(&stop)))
@@ -132,7 +132,9 @@ fn subscribe(
         GroupProtocol::Classic => client
             .set(
                 "session.timeout.ms",
-                crate::health::SESSION_TIMEOUT.as_millis().to_string(),
+                crate::foundation::health::SESSION_TIMEOUT
+                    .as_millis()
+                    .to_string(),
             )
             .set("heartbeat.interval.ms", "2000")
             .set("partition.assignment.strategy", "cooperative-sticky"),
@@ -148,7 +150,7 @@ fn subscribe(
             prefix: config.topic_prefix.clone(),
             health: health.clone(),
             assignment: Mutex::default(),
-            metrics: crate::metrics_scope::current(),
+            metrics: crate::foundation::metrics_scope::current(),
         })
         .map_err(|source| KafkaError::Client {
             client: "consumer",

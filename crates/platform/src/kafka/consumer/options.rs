@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::health::ConsumerHealth;
+use crate::foundation::health::ConsumerHealth;
 
 /// Settings of one consumer.
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ pub(crate) async fn start_stack(settings: &Settings) -> Stack {
         // for the open loop's connections (one per request in flight) near saturation.
         &[
             // The `listening` line (info) tells the harness the process on the port is its own.
-            ("RUST_LOG", "warn,platform::service=info"),
+            ("RUST_LOG", "warn,platform::runtime::service=info"),
             ("HTTP_MAX_CONNECTIONS", "16384"),
             ("HTTP_MAX_CONNECTIONS_PER_CLIENT", "16384"),
         ],
