@@ -28,7 +28,7 @@ pub mod storage;
 
 use axum::Router;
 use platform::group_commit::GroupCommit;
-use platform::{ConfigError, Definition, Env, Service};
+use platform::{ConfigError, Database, Definition, Env, Service};
 use sqlx::migrate::Migrator;
 
 /// Service name: log field, event source (`/customer-service`), default database file.
@@ -46,6 +46,7 @@ impl Definition for CustomerService {
     const DEFAULT_PORT: u16 = DEFAULT_PORT;
     /// customer-service has no settings of its own.
     type Settings = ();
+    type Storage = Database;
 
     fn migrations() -> &'static Migrator {
         &MIGRATIONS
