@@ -17,8 +17,8 @@
 //! - [`state`]: what the console shows, in memory, and the fan-out of its changes.
 //! - [`window`]: the recent window of events, bounded in count and bytes.
 //! - [`reader`]: the task reading every topic into the window.
-//! - [`health`]: the task measuring consumer lag and dead letters.
-//! - [`outbox`]: the task scraping the services' outbox backlog.
+//! - [`broker_meter`]: the task measuring consumer lag and dead letters from the broker.
+//! - [`backlogs`]: the task scraping the services' outbox backlogs from their metrics.
 //! - [`upstream`]: the tasks reading the services' public APIs.
 //!
 //! # Request flow
@@ -27,8 +27,8 @@
 //! which announces the change; `GET /api/stream` ([`routes`]) sends a snapshot, then every
 //! announced change, to the page as server-sent events.
 
-pub mod health;
-pub mod outbox;
+pub mod backlogs;
+pub mod broker_meter;
 pub mod reader;
 pub mod routes;
 pub mod settings;
@@ -69,7 +69,7 @@ impl Definition for ConsoleService {
         Settings::from_env_for(env, bind.address)
     }
 
-    /// Registers the topic reader, the health meter, the backlog scraper and the service
+    /// Registers the topic reader, the broker meter, the backlog scraper and the service
     /// readers, and returns the routes.
     fn build(service: &mut Service<NoDatabase>, settings: Settings) -> anyhow::Result<Router> {
         tracing::info!(customers = %settings.customer_service,
@@ -87,9 +87,9 @@ impl Definition for ConsoleService {
             }
         });
         let (kafka, shown) = (service.config.kafka.clone(), console.clone());
-        service.spawn(move |shutdown| health::run(kafka, shown, shutdown));
+        service.spawn(move |shutdown| broker_meter::run(kafka, shown, shutdown));
         let (read, shown) = (upstream.clone(), console.clone());
-        service.spawn(move |shutdown| outbox::run(read, shown, shutdown));
+        service.spawn(move |shutdown| backlogs::run(read, shown, shutdown));
         let (read, shown) = (upstream.clone(), console.clone());
         service.spawn(move |shutdown| async move { read.load_customers(shown, shutdown).await });
         let (read, shown) = (upstream.clone(), console.clone());
