@@ -37,6 +37,12 @@ pub(super) async fn bring_up_broker(
     let topics = contracts::topics::all_with_dead_letters();
     let created = setup.create.then_some(&topics[..]);
     let mut attempt = 1u32;
+    // A service that only reads (no database) waits for the broker, not for topics.
+    let (retrying, ready) = if setup.report {
+        ("retrying topic creation", "Kafka reachable; topics ready")
+    } else {
+        ("retrying", "Kafka reachable")
+    };
     let attempts = (|| connect_and_create_topics(&kafka, created))
         .retry(crate::retry::exponential(
             Duration::from_secs(1),
@@ -46,8 +52,7 @@ pub(super) async fn bring_up_broker(
         .notify(|error, backoff| {
             tracing::warn!(%error, attempt, brokers = %kafka.brokers.join(","),
                 retry_in_s = backoff.as_secs(),
-                "Kafka not ready; retrying topic creation (is the broker running? \
-                 `cargo xtask kafka start`)");
+                "Kafka not ready; {retrying} (is the broker running? `cargo xtask kafka start`)");
             health.broker_waiting(&error.to_string());
             attempt += 1;
         });
@@ -59,7 +64,7 @@ pub(super) async fn bring_up_broker(
     match result {
         Ok(()) => {
             if attempt > 1 {
-                tracing::info!(attempt, "Kafka reachable; topics ready");
+                tracing::info!(attempt, "{ready}");
             }
             health.broker_up();
             // Existing topics whose retention or cleanup policy differ are reported (fixed on
