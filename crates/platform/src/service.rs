@@ -123,11 +123,7 @@ impl<S: Storage> Service<S> {
         migrations: S::Migrations,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        // Without a database the field is left out of the line.
-        let database = S::DATABASE
-            .then(|| tracing::field::display(crate::db::redact_url(&config.database_url)));
-        tracing::info!(service = config.name, kafka = ?config.kafka.brokers,
-            protocol = config.kafka.security_protocol.as_str(), database, "starting");
+        log_starting::<S>(&config);
         config.bind.log(&config.api_keys);
         // The recorder is installed (with `config.metrics`) before anything records: a metric
         // recorded before would be lost (the pool gauges of the first sample).
@@ -426,6 +422,15 @@ impl<S: Storage> Service<S> {
     }
 }
 
+/// The first line: the service, its brokers and (when it has one) its database.
+fn log_starting<S: Storage>(config: &ServiceConfig) {
+    // Without a database the field is left out of the line.
+    let database =
+        S::DATABASE.then(|| tracing::field::display(crate::db::redact_url(&config.database_url)));
+    tracing::info!(service = config.name, kafka = ?config.kafka.brokers,
+        protocol = config.kafka.security_protocol.as_str(), database, "starting");
+}
+
 /// How often the pool gauges are refreshed.
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 
@@ -457,4 +462,38 @@ async fn run_relay_once_broker_up(
         ..RelayOptions::default()
     };
     outbox::run_relay_with(db, producer, outbox, stop, options).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line after its timestamp, level and target: the message and the fields.
+    fn message(line: &str) -> &str {
+        line.split_once(": ").map_or(line, |(_, rest)| rest)
+    }
+
+    #[test]
+    fn the_starting_line_names_the_database_only_when_there_is_one() {
+        let env = [("DATABASE_URL", "postgres://u:secret-pw@h:5432/db")];
+        let config = ServiceConfig::from_env("s", 1, &env).unwrap();
+        let logs = crate::test_logs::Logs::default();
+        {
+            let _guard = logs.capture();
+            log_starting::<Database>(&config);
+            // The line as it was written before storage was optional.
+            tracing::info!(service = config.name, kafka = ?config.kafka.brokers,
+                protocol = config.kafka.security_protocol.as_str(),
+                database = %crate::db::redact_url(&config.database_url), "starting");
+            log_starting::<NoDatabase>(&config);
+        }
+        let text = logs.text();
+        let lines: Vec<&str> = text.lines().map(message).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], lines[1]);
+        assert!(lines[0].contains("database=postgres://"), "{text}");
+        assert!(!text.contains("secret-pw"), "{text}");
+        assert!(lines[2].contains("service=\"s\""), "{text}");
+        assert!(!lines[2].contains("database"), "{text}");
+    }
 }
