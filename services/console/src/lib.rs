@@ -6,18 +6,19 @@
 //!
 //! # Layout
 //!
-//! The console has no database, no outbox and no event handlers, so it is not a
-//! [`platform::Definition`] and has no `domain`/`storage`/`handlers`; the modules it shares with
-//! the services keep their meaning:
+//! The console is a [`platform::Definition`] like the services, [`ConsoleService`], whose storage
+//! is [`NoDatabase`]: the runtime opens no database and runs no migrations, relay or pruner (it
+//! has no outbox and no event handlers, so no `domain`/`storage`/`handlers` either). The modules
+//! it shares with the services keep their meaning:
 //!
-//! - `lib.rs`: [`main`] and [`run`], which start the tasks below and serve the routes.
+//! - `lib.rs`: [`ConsoleService`], whose `build` starts the tasks below and returns the routes.
 //! - [`settings`]: the console's own settings (the services' URLs, the window size).
 //! - [`routes`]: HTTP only: the page, the snapshot, the live stream, the OpenAPI document.
 //! - [`state`]: what the console shows, in memory, and the fan-out of its changes.
 //! - [`window`]: the recent window of events, bounded in count and bytes.
 //! - [`reader`]: the task reading every topic into the window.
-//! - [`health`]: the task measuring consumer lag and dead letters.
-//! - [`outbox`]: the task scraping the services' outbox backlog.
+//! - [`broker_meter`]: the task measuring consumer lag and dead letters from the broker.
+//! - [`backlogs`]: the task scraping the services' outbox backlogs from their metrics.
 //! - [`upstream`]: the tasks reading the services' public APIs.
 //!
 //! # Request flow
@@ -26,8 +27,8 @@
 //! which announces the change; `GET /api/stream` ([`routes`]) sends a snapshot, then every
 //! announced change, to the page as server-sent events.
 
-pub mod health;
-pub mod outbox;
+pub mod backlogs;
+pub mod broker_meter;
 pub mod reader;
 pub mod routes;
 pub mod settings;
@@ -35,15 +36,12 @@ pub mod state;
 pub mod upstream;
 pub mod window;
 
-use std::time::Duration;
-
 use anyhow::Context;
-use platform::config::ProcessEnv;
-use platform::http;
-use platform::readiness::Readiness;
-use platform::{kafka, telemetry, ServiceConfig};
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
+use axum::Router;
+use platform::bind::Bind;
+use platform::config::api_keys_from;
+use platform::service::NoDatabase;
+use platform::{ConfigError, Definition, Env, Service};
 
 pub use settings::Settings;
 
@@ -52,88 +50,58 @@ pub const NAME: &str = "console";
 /// Default HTTP port (`PORT` overrides).
 pub const DEFAULT_PORT: u16 = 3004;
 
-/// The console's `main`: reads its configuration from the environment, binds `PORT` and runs
-/// until SIGTERM/SIGINT. (The console has no database and no outbox, so it is not a
-/// [`platform::Definition`]; it ends the same way.)
-pub async fn main() -> anyhow::Result<()> {
-    let config = ServiceConfig::from_env(NAME, DEFAULT_PORT, &ProcessEnv)?;
-    let settings = Settings::from_env_for(&ProcessEnv, config.bind.address)?;
-    telemetry::init(&config)?;
-    let address = std::net::SocketAddr::new(config.bind.address, config.port);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address} (PORT)"))?;
-    run(config, settings, listener, platform::shutdown::on_signal()).await
-}
+/// The console, as [`platform::definition::main`] runs it.
+pub struct ConsoleService;
 
-/// Runs the console on `listener` until `shutdown`: the topic reader, the health meter, the
-/// service readers and the HTTP routes (with `/healthz`, `/readyz`, `/metrics`).
-pub async fn run(
-    config: ServiceConfig,
-    settings: Settings,
-    listener: tokio::net::TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    tracing::info!(service = NAME, kafka = ?config.kafka.brokers,
-        protocol = config.kafka.security_protocol.as_str(),
-        customers = %settings.customer_service, transactions = %settings.transaction_service,
-        notifications = %settings.notification_service, window = settings.window, "starting");
-    config.bind.log(&config.api_keys);
-    // The recorder before any task records a metric (one recorded earlier would be lost).
-    let metrics = telemetry::metrics_handle();
-    // Credentials and certificates are checked first: retrying cannot fix them.
-    match kafka::check_connection(&config.kafka, Duration::from_secs(10)).await {
-        Err(error) if error.is_refusal() => return Err(error.into()),
-        _ => {}
+impl Definition for ConsoleService {
+    const NAME: &'static str = NAME;
+    const DEFAULT_PORT: u16 = DEFAULT_PORT;
+    type Settings = Settings;
+    /// The console keeps nothing: a restart rebuilds what it shows.
+    type Storage = NoDatabase;
+
+    fn migrations() {}
+
+    /// Reads the settings for the address the console will listen on (`BIND_ADDRESS`, decided
+    /// with the keys as the runtime decides it): beyond loopback the services' URLs must be set.
+    fn settings(env: &impl Env) -> Result<Settings, ConfigError> {
+        let bind = Bind::from_env(env, &api_keys_from(env)?)?;
+        Settings::from_env_for(env, bind.address)
     }
-    let console = state::Console::new(settings.window);
-    let upstream = upstream::Upstream::new(settings.clone()).context("cannot set up HTTP")?;
-    let mut tasks = JoinSet::new();
-    {
-        let (kafka, console, stop) = (config.kafka.clone(), console.clone(), shutdown.clone());
-        let window = settings.window;
-        tasks.spawn(async move {
-            if let Err(error) = reader::run(kafka, console, window, stop.clone()).await {
+
+    /// Registers the topic reader, the broker meter, the backlog scraper and the service
+    /// readers, and returns the routes.
+    fn build(service: &mut Service<NoDatabase>, settings: Settings) -> anyhow::Result<Router> {
+        tracing::info!(customers = %settings.customer_service,
+            transactions = %settings.transaction_service,
+            notifications = %settings.notification_service, window = settings.window,
+            "reading the topics and the services");
+        let console = state::Console::new(settings.window);
+        let upstream = upstream::Upstream::new(settings.clone()).context("cannot set up HTTP")?;
+        let (kafka, window) = (service.config.kafka.clone(), settings.window);
+        let shown = console.clone();
+        service.spawn(move |shutdown| async move {
+            if let Err(error) = reader::run(kafka, shown, window, shutdown.clone()).await {
                 tracing::error!(%error, "topic reader failed; shutting down");
-                stop.cancel();
+                shutdown.cancel();
             }
         });
-    }
-    tasks.spawn(health::run(
-        config.kafka.clone(),
-        console.clone(),
-        shutdown.clone(),
-    ));
-    tasks.spawn(outbox::run(
-        upstream.clone(),
-        console.clone(),
-        shutdown.clone(),
-    ));
-    for task in 0..3 {
-        let (upstream, console, stop) = (upstream.clone(), console.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            match task {
-                0 => upstream.load_customers(console, stop).await,
-                1 => upstream.refresh_accounts(console, stop).await,
-                _ => upstream.follow_deliveries(console, stop).await,
-            }
-        });
-    }
-    let routes = routes::router(
-        routes::AppState {
+        let (kafka, shown) = (service.config.kafka.clone(), console.clone());
+        service.spawn(move |shutdown| broker_meter::run(kafka, shown, shutdown));
+        let (read, shown) = (upstream.clone(), console.clone());
+        service.spawn(move |shutdown| backlogs::run(read, shown, shutdown));
+        let (read, shown) = (upstream.clone(), console.clone());
+        service.spawn(move |shutdown| async move { read.load_customers(shown, shutdown).await });
+        let (read, shown) = (upstream.clone(), console.clone());
+        service.spawn(move |shutdown| async move { read.refresh_accounts(shown, shutdown).await });
+        let shown = console.clone();
+        service.spawn(
+            move |shutdown| async move { upstream.follow_deliveries(shown, shutdown).await },
+        );
+        let state = routes::AppState {
             console,
-            shutdown: shutdown.clone(),
-        },
-        &config.api_keys,
-    );
-    let readiness = Readiness::brokers_only(config.kafka.clone(), shutdown.clone());
-    tasks.spawn(readiness.clone().watch(shutdown.clone()));
-    let app = http::with_common_layers(routes.merge(http::ops_routes(readiness, metrics)));
-    tracing::info!(service = NAME, address = %listener.local_addr()?, "listening");
-    let served = http::serve(listener, app, &config.http, shutdown.clone()).await;
-    shutdown.cancel();
-    while tasks.join_next().await.is_some() {}
-    tracing::info!(service = NAME, "stopped");
-    telemetry::shutdown().await;
-    served.context("HTTP server failed")
+            shutdown: service.shutdown.clone(),
+        };
+        Ok(routes::router(state, &service.api_keys))
+    }
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    platform::definition::exit_code(console::main().await)
+    platform::definition::main::<console::ConsoleService>().await
 }

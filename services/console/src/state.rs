@@ -75,7 +75,7 @@ pub struct OutboxBacklog {
 /// The pipeline's health, as last measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Health {
+pub struct PipelineHealth {
     /// Lag per partition per consumer group.
     pub lag: Vec<PartitionLag>,
     /// Dead letters per topic.
@@ -99,7 +99,7 @@ pub struct Snapshot {
     /// The latest deliveries (as notification-service reports them).
     pub deliveries: Vec<Value>,
     /// The pipeline's health.
-    pub health: Health,
+    pub health: PipelineHealth,
 }
 
 /// One change, sent to the open pages as a server-sent event named by [`Update::name`].
@@ -112,7 +112,7 @@ pub enum Update {
     /// A delivery was recorded or changed.
     Delivery(Value),
     /// The health was measured again.
-    Health(Health),
+    Health(PipelineHealth),
 }
 
 impl Update {
@@ -142,7 +142,7 @@ struct Inner {
     window: Window,
     accounts: BTreeMap<String, Account>,
     deliveries: BTreeMap<String, Value>,
-    health: Health,
+    health: PipelineHealth,
 }
 
 /// The console's state, shared by the readers and the pages (cheap to clone).
@@ -162,7 +162,7 @@ impl Console {
                 window: Window::new(window),
                 accounts: BTreeMap::new(),
                 deliveries: BTreeMap::new(),
-                health: Health::default(),
+                health: PipelineHealth::default(),
             })),
             updates: broadcast::channel(UPDATES_CAPACITY).0,
             stale: Arc::new(Mutex::new(BTreeSet::new())),
@@ -313,7 +313,7 @@ impl Console {
     }
 
     /// The pipeline's health, measured again (the outbox backlog is kept: it is read apart).
-    pub fn health(&self, health: Health) {
+    pub fn health(&self, health: PipelineHealth) {
         let health = {
             let mut inner = self.lock();
             if inner.health.lag == health.lag
@@ -324,20 +324,21 @@ impl Console {
                 return;
             }
             let outbox = std::mem::take(&mut inner.health.outbox);
-            inner.health = Health { outbox, ..health };
+            inner.health = PipelineHealth { outbox, ..health };
             inner.health.clone()
         };
         self.publish(Update::Health(health));
     }
 
-    /// The services' outbox backlog, read again; the pages are told only of a change.
-    pub fn outbox(&self, outbox: Vec<OutboxBacklog>) {
+    /// The services' outbox backlogs, read again (see [`crate::backlogs`]); the pages are told
+    /// only of a change.
+    pub fn backlogs(&self, backlogs: Vec<OutboxBacklog>) {
         let health = {
             let mut inner = self.lock();
-            if inner.health.outbox == outbox {
+            if inner.health.outbox == backlogs {
                 return;
             }
-            inner.health.outbox = outbox;
+            inner.health.outbox = backlogs;
             inner.health.clone()
         };
         self.publish(Update::Health(health));
@@ -460,16 +461,16 @@ mod tests {
             pending_rows: Some(4),
             oldest_pending_age_seconds: None,
         }];
-        console.outbox(backlog.clone());
-        console.outbox(backlog.clone());
+        console.backlogs(backlog.clone());
+        console.backlogs(backlog.clone());
         assert_eq!(updates.try_recv().unwrap().name(), "health");
         assert!(
             updates.try_recv().is_err(),
             "nothing changed the second time"
         );
-        console.health(Health {
+        console.health(PipelineHealth {
             error: Some("broker down".into()),
-            ..Health::default()
+            ..PipelineHealth::default()
         });
         let Update::Health(sent) = updates.try_recv().unwrap() else {
             panic!("a health update was expected");

@@ -27,7 +27,7 @@ pub mod routes;
 pub mod storage;
 
 use axum::Router;
-use platform::{ConfigError, Definition, Env, Service};
+use platform::{ConfigError, Database, Definition, Env, Service};
 use sqlx::migrate::Migrator;
 
 /// Service name: log field, event source (`/customer-service`), default database file.
@@ -45,6 +45,7 @@ impl Definition for CustomerService {
     const DEFAULT_PORT: u16 = DEFAULT_PORT;
     /// customer-service has no settings of its own.
     type Settings = ();
+    type Storage = Database;
 
     fn migrations() -> &'static Migrator {
         &MIGRATIONS

@@ -53,7 +53,7 @@ use axum::Router;
 use contracts::topics;
 use platform::kafka::ConsumerOptions;
 use platform::parking::ParkingLot;
-use platform::{ConfigError, Definition, Env, Service};
+use platform::{ConfigError, Database, Definition, Env, Service};
 use sqlx::migrate::Migrator;
 
 pub use settings::Settings;
@@ -72,6 +72,7 @@ impl Definition for NotificationService {
     const NAME: &'static str = NAME;
     const DEFAULT_PORT: u16 = DEFAULT_PORT;
     type Settings = Settings;
+    type Storage = Database;
 
     fn migrations() -> &'static Migrator {
         &MIGRATIONS

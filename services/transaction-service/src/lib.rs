@@ -47,7 +47,7 @@ use contracts::topics;
 use platform::auth::{protect, Area};
 use platform::kafka::ConsumerOptions;
 use platform::parking::ParkingLot;
-use platform::{ConfigError, Definition, Env, Service};
+use platform::{ConfigError, Database, Definition, Env, Service};
 use sqlx::migrate::Migrator;
 
 pub use error::Error;
@@ -67,6 +67,7 @@ impl Definition for TransactionService {
     const NAME: &'static str = NAME;
     const DEFAULT_PORT: u16 = DEFAULT_PORT;
     type Settings = LedgerSettings;
+    type Storage = Database;
 
     fn migrations() -> &'static Migrator {
         &MIGRATIONS

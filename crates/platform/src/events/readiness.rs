@@ -36,7 +36,7 @@ const DECIDING: [&str; 2] = ["database", "shutdown"];
 pub struct Readiness {
     db: Option<Database>,
     kafka: KafkaConfig,
-    health: Option<Health>,
+    health: Health,
     /// The last broker check, written by [`Readiness::refresh_broker`].
     broker: Arc<Mutex<Check>>,
     shutdown: CancellationToken,
@@ -93,19 +93,23 @@ impl Readiness {
         health: Health,
         shutdown: CancellationToken,
     ) -> Self {
-        Self::with(Some(db), kafka, Some(health), shutdown)
+        Self::with(Some(db), kafka, health, shutdown)
     }
 
-    /// Readiness of a process without a database (e.g. the console): shutdown decides, the
-    /// brokers of `kafka` are reported.
-    pub fn brokers_only(kafka: KafkaConfig, shutdown: CancellationToken) -> Self {
-        Self::with(None, kafka, None, shutdown)
+    /// Readiness of a service without a database (the console): shutdown decides; the brokers
+    /// of `kafka` and what `health` holds are reported.
+    pub fn without_database(
+        kafka: KafkaConfig,
+        health: Health,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self::with(None, kafka, health, shutdown)
     }
 
     fn with(
         db: Option<Database>,
         kafka: KafkaConfig,
-        health: Option<Health>,
+        health: Health,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -133,9 +137,7 @@ impl Readiness {
             checks.insert("database".to_string(), check);
         }
         checks.insert("kafka".to_string(), self.broker_check());
-        if let Some(health) = &self.health {
-            checks.extend(health.checks());
-        }
+        checks.extend(self.health.checks());
         for (name, check) in &checks {
             metrics::gauge!("service_ready", "check" => name.clone()).set(if check.ok {
                 1.0
@@ -153,7 +155,7 @@ impl Readiness {
     }
 
     fn broker_check(&self) -> Check {
-        if let Some(waiting) = self.health.as_ref().and_then(Health::broker_check) {
+        if let Some(waiting) = self.health.broker_check() {
             return waiting;
         }
         self.broker

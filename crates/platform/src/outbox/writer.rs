@@ -29,7 +29,7 @@ impl Outbox {
     ///
     /// The event carries `traceparent` (W3C) when given; with `None` it carries the current
     /// span's (when spans are exported), else the one of the record being consumed, else a new
-    /// trace's (see [`telemetry`](crate::telemetry)).
+    /// trace's (see [`telemetry`](crate::foundation::telemetry)).
     pub async fn enqueue<E: Event>(
         &self,
         conn: &mut Conn,

@@ -6,6 +6,15 @@
 //! broker comes), topic creation is retried with backoff in the background, and consumers and the
 //! relay start once the topics exist. Credentials or certificates the broker rejects stop the
 //! process at once: retrying cannot fix them.
+//!
+//! A service without a database ([`NoDatabase`], see [`Storage`]) gets the same runtime less
+//! what writes: no migrations, relay, pruner or producer (unless a consumer needs one for its
+//! dead letters), no topics created; it checks the broker's credentials before it serves, as it
+//! has nothing to serve without the broker.
+
+mod broker;
+mod storage;
+mod writes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,14 +39,19 @@ use crate::outbox::{self, Outbox, RelayOptions};
 use crate::runtime::config::{ProcessEnv, ServiceConfig};
 use crate::store::db::Database;
 
-/// A started service: shared resources for its handlers, and the tasks it runs.
-pub struct Service {
+use broker::{bring_up_broker, check_credentials, TopicSetup};
+pub use storage::{NoDatabase, Storage};
+
+/// A started service: shared resources for its handlers, and the tasks it runs. `S` is where it
+/// keeps its state: its [`Database`], or [`NoDatabase`] (see [`Storage`]).
+pub struct Service<S: Storage = Database> {
     /// Configuration.
     pub config: ServiceConfig,
-    /// The database, migrated.
-    pub db: Database,
-    /// The idempotent producer (outbox relay and dead letters).
-    pub producer: Producer,
+    /// The database, migrated ([`NoDatabase`] for a service without one).
+    pub db: S,
+    /// The idempotent producer (outbox relay and dead letters); a service without a database
+    /// opens it only when a consumer needs it.
+    producer: Option<Producer>,
     /// Where handlers write events.
     pub outbox: Outbox,
     /// API keys (see [`crate::guard::auth`]).
@@ -48,7 +62,7 @@ pub struct Service {
     pub health: Health,
     consumers: JoinSet<()>,
     /// Cancelled once HTTP has stopped taking requests: the group committers then commit what
-    /// is queued and end (before the relay's last round).
+    /// is queued and end, before the relay's last round (see [`Service::group_commit`]).
     writes_stop: CancellationToken,
     /// Closed while a rebuild from a compacted topic runs: consumers start once it is open.
     gate: crate::events::rebuild::Gate,
@@ -67,18 +81,39 @@ impl Service {
     pub async fn start(
         name: &'static str,
         default_port: u16,
-        migrations: &Migrator,
+        migrations: &'static Migrator,
     ) -> anyhow::Result<Self> {
-        let config = ServiceConfig::from_env(name, default_port, &ProcessEnv)?;
-        telemetry::init(&config)?;
-        Self::start_with(config, migrations, crate::foundation::shutdown::on_signal()).await
+        Self::start_on(name, default_port, migrations).await
     }
 
     /// Starts with an explicit configuration and shutdown token (tests, tools). What it and
     /// the service's tasks record goes to `config.metrics`.
     pub async fn start_with(
         config: ServiceConfig,
-        migrations: &Migrator,
+        migrations: &'static Migrator,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        Self::start_on_with(config, migrations, shutdown).await
+    }
+}
+
+impl<S: Storage> Service<S> {
+    /// Starts service `name` on its storage `S`, opened with `migrations`: [`Service::start`]
+    /// for either storage (what [`crate::runtime::definition::main`] runs).
+    pub async fn start_on(
+        name: &'static str,
+        default_port: u16,
+        migrations: S::Migrations,
+    ) -> anyhow::Result<Self> {
+        let config = ServiceConfig::from_env(name, default_port, &ProcessEnv)?;
+        telemetry::init(&config)?;
+        Self::start_on_with(config, migrations, crate::foundation::shutdown::on_signal()).await
+    }
+
+    /// [`Service::start_with`] for either storage.
+    pub async fn start_on_with(
+        config: ServiceConfig,
+        migrations: S::Migrations,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let metrics = config.metrics.clone();
@@ -89,31 +124,35 @@ impl Service {
 
     async fn start_in_scope(
         config: ServiceConfig,
-        migrations: &Migrator,
+        migrations: S::Migrations,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        tracing::info!(service = config.name, kafka = ?config.kafka.brokers,
-            protocol = config.kafka.security_protocol.as_str(),
-            database = %crate::store::db::redact_url(&config.database_url), "starting");
+        log_starting::<S>(&config);
         config.bind.log(&config.api_keys);
         // The recorder is installed (with `config.metrics`) before anything records: a metric
         // recorded before would be lost (the pool gauges of the first sample).
-        let db =
-            Database::connect_with_ca(&config.database_url, config.database_ca.as_ref()).await?;
-        db.migrate(migrations).await?;
-        let producer = Producer::new(&config.kafka, config.name)?;
+        let db = S::open(&config, migrations).await?;
+        let producer = if S::DATABASE {
+            Some(Producer::new(&config.kafka, config.name)?)
+        } else {
+            check_credentials(&config.kafka).await?;
+            None
+        };
         let health = Health::new(config.ready_stall);
-        health.register_relay();
+        if S::DATABASE {
+            health.register_relay();
+        }
         let fatal = Arc::default();
         let mut consumers = JoinSet::new();
-        if !config.create_topics {
+        if S::DATABASE && !config.create_topics {
             tracing::info!("KAFKA_CREATE_TOPICS=false: the topics are expected to exist");
         }
         consumers.spawn(config.metrics.scope(bring_up_broker(
             config.kafka.clone(),
             TopicSetup {
-                create: config.create_topics,
+                create: S::DATABASE && config.create_topics,
                 fix: config.fix_topic_configs,
+                report: S::DATABASE,
             },
             health.clone(),
             Arc::clone(&fatal),
@@ -136,7 +175,10 @@ impl Service {
             consumer_stops: Default::default(),
         })
     }
+}
 
+/// What needs the database: the consumers that apply through the inbox, and the pruner's rules.
+impl Service {
     /// Runs the consumer of an [`Apply`] in the background until shutdown: batches applied in
     /// one transaction with their inbox claims, waiting events parked in `lot` and decided by
     /// the lot's resolver.
@@ -221,6 +263,14 @@ impl Service {
         self.consume(options, Inboxed::new(self.db.clone(), apply, lot));
     }
 
+    /// Prunes with `rule` in the background, with the inbox keys (see [`crate::events::retention`]).
+    pub fn retain(&mut self, rule: Rule) {
+        self.retention.retain(|r| r.name != rule.name);
+        self.retention.push(rule);
+    }
+}
+
+impl<S: Storage> Service<S> {
     /// Runs a consumer in the background until shutdown, with the configured batch size and
     /// retry limit (`CONSUMER_MAX_BATCH`, `CONSUMER_RETRY_LIMIT_SECS`). It starts once the
     /// broker has come, and reports to [`Service::health`] as `consumer:<group>`.
@@ -231,7 +281,7 @@ impl Service {
         let reports = self.health.consumer(&group);
         options.health = Some(reports.clone());
         let kafka = self.config.kafka.clone();
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let (health, shutdown) = (self.health.clone(), self.shutdown.clone());
         let gate = self.gate.clone();
         let stop = shutdown.child_token();
@@ -241,9 +291,12 @@ impl Service {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 () = async { health.broker_ready().await; gate.opened().await } => {
-                    if let Err(error) =
-                        kafka::run_consumer(&kafka, options, handler, producer, stop).await
-                    {
+                    let ran = match producer {
+                        Ok(producer) =>
+                            kafka::run_consumer(&kafka, options, handler, producer, stop).await,
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = ran {
                         tracing::error!(%error, %group, "consumer failed; shutting down");
                         shutdown.cancel();
                     }
@@ -260,28 +313,14 @@ impl Service {
         self.consumer_stops.get(group).cloned()
     }
 
-    /// Prunes with `rule` in the background, with the inbox keys (see [`crate::events::retention`]).
-    pub fn retain(&mut self, rule: Rule) {
-        self.retention.retain(|r| r.name != rule.name);
-        self.retention.push(rule);
-    }
-
-    /// Starts the group commit of `writer` (see [`crate::store::group_commit`]). At shutdown its
-    /// committers commit every queued write, those of requests cut off included, before the
-    /// relay's last round, so none of their events is left in the outbox.
-    pub fn group_commit<W: crate::store::group_commit::Write>(
-        &mut self,
-        writer: W,
-    ) -> crate::store::group_commit::GroupCommit<W> {
-        let (commit, committers) = crate::store::group_commit::GroupCommit::start(
-            self.db.clone(),
-            writer,
-            self.writes_stop.clone(),
-        );
-        for committer in committers {
-            self.consumers.spawn(self.config.metrics.scope(committer));
+    /// The producer; a service without a database opens it now, for its first consumer.
+    fn producer(&mut self) -> Result<Producer, kafka::KafkaError> {
+        if let Some(producer) = &self.producer {
+            return Ok(producer.clone());
         }
-        commit
+        let producer = Producer::new(&self.config.kafka, self.config.name)?;
+        self.producer = Some(producer.clone());
+        Ok(producer)
     }
 
     /// Runs a background task until shutdown (e.g. a retry loop); it gets the shutdown token.
@@ -322,26 +361,15 @@ impl Service {
         routes: Router,
     ) -> anyhow::Result<()> {
         let relay_stop = CancellationToken::new();
-        let relay = crate::foundation::metrics_scope::spawn(run_relay_once_broker_up(
-            self.db.clone(),
-            self.producer.clone(),
-            self.outbox.clone(),
-            self.health.clone(),
-            relay_stop.clone(),
-        ));
-        let readiness = Readiness::new(
-            self.db.clone(),
-            self.config.kafka.clone(),
-            self.health.clone(),
-            self.shutdown.clone(),
-        );
-        let db = self.db.clone();
-        self.spawn(move |shutdown| sample(db, shutdown));
-        let (db, rules) = (self.db.clone(), std::mem::take(&mut self.retention));
-        let settings = self.config.retention;
-        self.spawn(move |shutdown| {
-            crate::events::retention::run_pruner(db, rules, settings, shutdown)
-        });
+        let relay = match self.db.database().cloned() {
+            Some(db) => Some(self.run_database_tasks(db, relay_stop.clone())?),
+            None => None,
+        };
+        let (kafka, health) = (self.config.kafka.clone(), self.health.clone());
+        let readiness = match self.db.database() {
+            Some(db) => Readiness::new(db.clone(), kafka, health, self.shutdown.clone()),
+            None => Readiness::without_database(kafka, health, self.shutdown.clone()),
+        };
         let watched = readiness.clone();
         self.spawn(move |shutdown| watched.watch(shutdown));
         let app = http::with_common_layers(
@@ -349,18 +377,23 @@ impl Service {
         );
         tracing::info!(service = self.config.name, address = %listener.local_addr()?, "listening");
         let served = http::serve(listener, app, &self.config.http, self.shutdown.clone()).await;
-        // HTTP has stopped taking requests: the committers commit what is queued, consumers
-        // finish their in-flight record, and only then does the relay take its last round.
+        // HTTP has stopped: the committers commit what is queued, consumers finish their
+        // in-flight record, and only then does the relay take its last round.
         self.writes_stop.cancel();
         self.shutdown.cancel();
         while self.consumers.join_next().await.is_some() {}
         relay_stop.cancel();
-        let _ = relay.await;
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
         // Dropping the producer's last handle purges, flushes and destroys the client, which
         // blocks.
-        let producer = self.producer;
-        let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
-        self.db.close().await;
+        if let Some(producer) = self.producer {
+            let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
+        }
+        if let Some(db) = self.db.database() {
+            db.close().await;
+        }
         tracing::info!(service = self.config.name, "stopped");
         telemetry::shutdown().await;
         let fatal = self
@@ -373,12 +406,42 @@ impl Service {
             None => served.context("HTTP server failed"),
         }
     }
+
+    /// With a database: the outbox relay (returned: it stops after the consumers), the pool
+    /// gauges and the pruner.
+    fn run_database_tasks(
+        &mut self,
+        db: Database,
+        relay_stop: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, kafka::KafkaError> {
+        let relay = crate::foundation::metrics_scope::spawn(run_relay_once_broker_up(
+            db.clone(),
+            self.producer()?,
+            self.outbox.clone(),
+            self.health.clone(),
+            relay_stop,
+        ));
+        let sampled = db.clone();
+        self.spawn(move |shutdown| sample(sampled, shutdown));
+        let (rules, settings) = (std::mem::take(&mut self.retention), self.config.retention);
+        self.spawn(move |shutdown| {
+            crate::events::retention::run_pruner(db, rules, settings, shutdown)
+        });
+        Ok(relay)
+    }
+}
+
+/// The first line: the service, its brokers and (when it has one) its database.
+fn log_starting<S: Storage>(config: &ServiceConfig) {
+    // Without a database the field is left out of the line.
+    let database = S::DATABASE
+        .then(|| tracing::field::display(crate::store::db::redact_url(&config.database_url)));
+    tracing::info!(service = config.name, kafka = ?config.kafka.brokers,
+        protocol = config.kafka.security_protocol.as_str(), database, "starting");
 }
 
 /// How often the pool gauges are refreshed.
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
-/// The longest wait between two attempts to reach the broker.
-const MAX_BROKER_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Refreshes the database pool gauges until shutdown.
 async fn sample(db: Database, shutdown: CancellationToken) {
@@ -410,80 +473,36 @@ async fn run_relay_once_broker_up(
     outbox::run_relay_with(db, producer, outbox, stop, options).await;
 }
 
-/// What start-up does with the topics.
-#[derive(Debug, Clone, Copy)]
-struct TopicSetup {
-    /// Create the missing ones (`KAFKA_CREATE_TOPICS`).
-    create: bool,
-    /// Alter existing ones whose configs drifted (`KAFKA_FIX_TOPIC_CONFIGS`).
-    fix: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Reaches the broker and creates the topics, retrying with backoff (one warning per attempt)
-/// until it works or shutdown; then tells `health` the broker is up. Credentials or certificates
-/// the broker rejects are kept in `fatal` and stop the service.
-async fn bring_up_broker(
-    kafka: kafka::KafkaConfig,
-    setup: TopicSetup,
-    health: Health,
-    fatal: Arc<std::sync::Mutex<Option<kafka::KafkaError>>>,
-    shutdown: CancellationToken,
-) {
-    use backon::Retryable;
-    let topics = contracts::topics::all_with_dead_letters();
-    let created = setup.create.then_some(&topics[..]);
-    let mut attempt = 1u32;
-    let attempts = (|| connect_and_create_topics(&kafka, created))
-        .retry(crate::foundation::retry::exponential(
-            Duration::from_secs(1),
-            MAX_BROKER_BACKOFF,
-        ))
-        .when(|error| !error.is_refusal())
-        .notify(|error, backoff| {
-            tracing::warn!(%error, attempt, brokers = %kafka.brokers.join(","),
-                retry_in_s = backoff.as_secs(),
-                "Kafka not ready; retrying topic creation (is the broker running? \
-                 `cargo xtask kafka start`)");
-            health.broker_waiting(&error.to_string());
-            attempt += 1;
-        });
-    // Shutdown interrupts an attempt or the wait before the next one.
-    let result = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        result = attempts => result,
-    };
-    match result {
-        Ok(()) => {
-            if attempt > 1 {
-                tracing::info!(attempt, "Kafka reachable; topics ready");
-            }
-            health.broker_up();
-            // Existing topics whose retention or cleanup policy differ are reported (fixed on
-            // request), whether or not this service creates topics.
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                () = kafka::report_topic_configs(&kafka, &topics, setup.fix) => {}
-            }
-        }
-        Err(error) => {
-            tracing::error!(%error, "Kafka refused the connection; stopping");
-            *fatal
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
-            shutdown.cancel();
-        }
+    /// The line after its timestamp, level and target: the message and the fields.
+    fn message(line: &str) -> &str {
+        line.split_once(": ").map_or(line, |(_, rest)| rest)
     }
-}
 
-/// One attempt: a metadata round trip (which reports rejected credentials at once), then the
-/// creation of `topics` (none with `KAFKA_CREATE_TOPICS=false`: they are expected to exist).
-async fn connect_and_create_topics(
-    kafka: &kafka::KafkaConfig,
-    topics: Option<&[String]>,
-) -> Result<(), kafka::KafkaError> {
-    kafka::check_connection(kafka, Duration::from_secs(5)).await?;
-    match topics {
-        Some(topics) => kafka::ensure_topics(kafka, topics).await,
-        None => Ok(()),
+    #[test]
+    fn the_starting_line_names_the_database_only_when_there_is_one() {
+        let env = [("DATABASE_URL", "postgres://u:secret-pw@h:5432/db")];
+        let config = ServiceConfig::from_env("s", 1, &env).unwrap();
+        let logs = crate::foundation::test_logs::Logs::default();
+        {
+            let _guard = logs.capture();
+            log_starting::<Database>(&config);
+            // The line as it was written before storage was optional.
+            tracing::info!(service = config.name, kafka = ?config.kafka.brokers,
+                protocol = config.kafka.security_protocol.as_str(),
+                database = %crate::store::db::redact_url(&config.database_url), "starting");
+            log_starting::<NoDatabase>(&config);
+        }
+        let text = logs.text();
+        let lines: Vec<&str> = text.lines().map(message).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], lines[1]);
+        assert!(lines[0].contains("database=postgres://"), "{text}");
+        assert!(!text.contains("secret-pw"), "{text}");
+        assert!(lines[2].contains("service=\"s\""), "{text}");
+        assert!(!lines[2].contains("database"), "{text}");
     }
 }

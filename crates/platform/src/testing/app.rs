@@ -117,7 +117,7 @@ pub struct Starter<D = ()> {
     service: std::marker::PhantomData<D>,
 }
 
-impl<D: crate::runtime::definition::Definition> Starter<D> {
+impl<D: crate::runtime::definition::Definition<Storage = Database>> Starter<D> {
     /// Starts service `D` with `settings` (`D::build` wires it), like its `main`; see
     /// [`Starter::start`].
     pub async fn run(self, settings: D::Settings) -> TestApp {
@@ -234,8 +234,8 @@ pub struct Reply {
 
 impl TestApp {
     /// Starts to describe service `D` (its name and migrations); [`Starter::run`] then starts it
-    /// with its settings, the way `main` does.
-    pub fn of<D: crate::runtime::definition::Definition>() -> Starter<D> {
+    /// with its settings, the way `main` does. `D` keeps a database: a test's app has one.
+    pub fn of<D: crate::runtime::definition::Definition<Storage = Database>>() -> Starter<D> {
         Starter::new(D::NAME, D::migrations())
     }
 

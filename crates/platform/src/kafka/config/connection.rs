@@ -13,7 +13,7 @@ use super::security::{
     credentials, one_of, sasl, ssl_ca_location, SaslCredentials, SaslMechanism, SecurityProtocol,
 };
 
-/// A validated Kafka connection configuration (its `Debug` shows no password: [`Secret`](crate::env::Secret)).
+/// A validated Kafka connection configuration (its `Debug` shows no password: [`Secret`](crate::foundation::env::Secret)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port`.

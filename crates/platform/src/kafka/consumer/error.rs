@@ -50,7 +50,7 @@ impl HandleError {
     }
 
     /// Whether the failure is a database outage (full, unreachable; see
-    /// [`crate::db_outage`]): retried for as long as it lasts, never dead-lettered for it.
+    /// [`crate::store::db_outage`]): retried for as long as it lasts, never dead-lettered for it.
     pub fn is_database_outage(&self) -> bool {
         match self {
             Self::Transient(source) => {

@@ -1,6 +1,8 @@
-//! The pipeline's health: per consumer group of the services, the lag of each partition
-//! (partition end minus the group's committed offset), and the dead letters per topic. Measured
-//! every [`INTERVAL`] through the consumer API (offset fetches; the console joins no group).
+//! The pipeline's progress as the broker's offsets tell it: per consumer group of the services,
+//! the lag of each partition (partition end minus the group's committed offset), and the dead
+//! letters per topic. Measured every [`INTERVAL`] through the consumer API (offset fetches; the
+//! console joins no group) into the page's [`PipelineHealth`]. (Not `/readyz`: that is
+//! `platform::health` and `platform::readiness`.)
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{Console, DeadLetterCount, Health, PartitionLag};
+use crate::state::{Console, DeadLetterCount, PartitionLag, PipelineHealth};
 
 /// How often the health is measured.
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -55,12 +57,12 @@ pub async fn run(kafka: KafkaConfig, console: Console, shutdown: CancellationTok
     }
 }
 
-fn failed(error: String) -> Health {
+fn failed(error: String) -> PipelineHealth {
     tracing::debug!(%error, "pipeline health not measured");
-    Health {
+    PipelineHealth {
         error: Some(error),
         checked_at: Some(chrono::Utc::now().to_rfc3339()),
-        ..Health::default()
+        ..PipelineHealth::default()
     }
 }
 
@@ -88,7 +90,7 @@ impl Meter {
         })
     }
 
-    fn measure(&mut self) -> Result<Health, KafkaError> {
+    fn measure(&mut self) -> Result<PipelineHealth, KafkaError> {
         let operation = |what: &'static str| {
             move |source: rdkafka::error::KafkaError| KafkaError::Operation {
                 operation: what.to_string(),
@@ -135,7 +137,7 @@ impl Meter {
             let committed = self.committed(&group, &all)?;
             lag.extend(group_lag(&group, &committed, &ends));
         }
-        Ok(Health {
+        Ok(PipelineHealth {
             lag,
             dead_letters,
             checked_at: Some(chrono::Utc::now().to_rfc3339()),

@@ -1,7 +1,8 @@
-//! The outbox backlog per service: the `outbox_pending_rows` and
+//! The services' outbox backlogs, followed from outside: the `outbox_pending_rows` and
 //! `outbox_oldest_pending_age_seconds` gauges of each service's `/metrics` (Prometheus text),
 //! scraped every [`INTERVAL`]. A service that does not report them (or does not answer) shows
-//! as unknown, never as an error.
+//! as unknown, never as an error. (The console has no outbox of its own: the outbox is
+//! `platform::outbox`.)
 
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ pub async fn run(upstream: Upstream, console: Console, shutdown: CancellationTok
             };
             backlog.push(parse(service, &text));
         }
-        console.outbox(backlog);
+        console.backlogs(backlog);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(INTERVAL) => {}
