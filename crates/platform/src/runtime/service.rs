@@ -13,6 +13,7 @@
 //! has nothing to serve without the broker.
 
 mod broker;
+mod starting;
 mod storage;
 mod writes;
 
@@ -40,6 +41,7 @@ use crate::runtime::config::{ProcessEnv, ServiceConfig};
 use crate::store::db::Database;
 
 use broker::{bring_up_broker, check_credentials, TopicSetup};
+use starting::log_starting;
 pub use storage::{NoDatabase, Storage};
 
 /// A started service: shared resources for its handlers, and the tasks it runs. `S` is where it
@@ -431,15 +433,6 @@ impl<S: Storage> Service<S> {
     }
 }
 
-/// The first line: the service, its brokers and (when it has one) its database.
-fn log_starting<S: Storage>(config: &ServiceConfig) {
-    // Without a database the field is left out of the line.
-    let database = S::DATABASE
-        .then(|| tracing::field::display(crate::store::db::redact_url(&config.database_url)));
-    tracing::info!(service = config.name, kafka = ?config.kafka.brokers,
-        protocol = config.kafka.security_protocol.as_str(), database, "starting");
-}
-
 /// How often the pool gauges are refreshed.
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 
@@ -471,38 +464,4 @@ async fn run_relay_once_broker_up(
         ..RelayOptions::default()
     };
     outbox::run_relay_with(db, producer, outbox, stop, options).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The line after its timestamp, level and target: the message and the fields.
-    fn message(line: &str) -> &str {
-        line.split_once(": ").map_or(line, |(_, rest)| rest)
-    }
-
-    #[test]
-    fn the_starting_line_names_the_database_only_when_there_is_one() {
-        let env = [("DATABASE_URL", "postgres://u:secret-pw@h:5432/db")];
-        let config = ServiceConfig::from_env("s", 1, &env).unwrap();
-        let logs = crate::foundation::test_logs::Logs::default();
-        {
-            let _guard = logs.capture();
-            log_starting::<Database>(&config);
-            // The line as it was written before storage was optional.
-            tracing::info!(service = config.name, kafka = ?config.kafka.brokers,
-                protocol = config.kafka.security_protocol.as_str(),
-                database = %crate::store::db::redact_url(&config.database_url), "starting");
-            log_starting::<NoDatabase>(&config);
-        }
-        let text = logs.text();
-        let lines: Vec<&str> = text.lines().map(message).collect();
-        assert_eq!(lines.len(), 3, "{text}");
-        assert_eq!(lines[0], lines[1]);
-        assert!(lines[0].contains("database=postgres://"), "{text}");
-        assert!(!text.contains("secret-pw"), "{text}");
-        assert!(lines[2].contains("service=\"s\""), "{text}");
-        assert!(!lines[2].contains("database"), "{text}");
-    }
 }

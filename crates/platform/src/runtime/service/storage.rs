@@ -64,8 +64,8 @@ impl Storage for NoDatabase {
 }
 
 mod sealed {
-    /// Keeps [`super::Storage`] to the two kinds the runtime knows.
+    /// Keeps `Storage` to the two kinds the runtime knows.
     pub trait Sealed {}
     impl Sealed for crate::store::db::Database {}
-    impl Sealed for super::NoDatabase {}
+    impl Sealed for crate::runtime::service::storage::NoDatabase {}
 }
