@@ -150,6 +150,7 @@ mod tests {
         let all: Vec<String> = [
             "api",
             "design",
+            "dev_stack",
             "integration",
             "schemas",
             "system",
