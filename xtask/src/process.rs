@@ -372,9 +372,7 @@ pub fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
 /// `n` random bytes from the kernel.
 pub fn random_bytes(n: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; n];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .context("reading /dev/urandom")?;
+    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("the kernel's random numbers: {e}"))?;
     Ok(buf)
 }
 
